@@ -1,0 +1,97 @@
+//! The repository configuration: `config`, a sealed JSON document written once by `init`.
+
+use crate::error::{Error, Result};
+use crate::sealed::{self, ObjectKind};
+use crate::storage::Storage;
+use coffer_chunker::ChunkerParams;
+use coffer_crypto::MasterKeys;
+use serde::{Deserialize, Serialize};
+
+/// Storage key of the configuration object.
+pub const CONFIG_KEY: &str = "config";
+/// The largest config object read (bytes).
+pub const MAX_CONFIG_SIZE: u64 = 64 * 1024;
+/// Default target size of a pack file.
+pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+/// Smallest and largest accepted pack target sizes.
+pub const PACK_SIZE_RANGE: std::ops::RangeInclusive<u32> = 64 * 1024..=512 * 1024 * 1024;
+/// Default zstd level.
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+
+/// Chunk sizes as stored in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkSizes {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl ChunkSizes {
+    /// Validated chunker parameters.
+    pub fn params(&self) -> std::result::Result<ChunkerParams, String> {
+        ChunkerParams::new(self.min, self.avg, self.max).map_err(|e| e.to_string())
+    }
+}
+
+impl From<ChunkerParams> for ChunkSizes {
+    fn from(p: ChunkerParams) -> Self {
+        ChunkSizes { min: p.min_size(), avg: p.avg_size(), max: p.max_size() }
+    }
+}
+
+/// The repository configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// Format version; equal to the envelope's version byte.
+    pub version: u32,
+    /// Random repository id (32 hex digits), stable for the repository's life.
+    pub id: String,
+    /// When `init` ran (RFC 3339).
+    pub created: String,
+    /// Chunk sizes for ordinary files.
+    pub chunker_files: ChunkSizes,
+    /// Chunk sizes for database dump streams.
+    pub chunker_dumps: ChunkSizes,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// zstd level for blobs.
+    pub compression_level: i32,
+}
+
+impl RepoConfig {
+    /// Checks every value that later code relies on.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.version != u32::from(sealed::FORMAT_VERSION) {
+            return Err(format!("config version {} differs from its envelope", self.version));
+        }
+        self.chunker_files.params().map_err(|e| format!("chunker_files: {e}"))?;
+        self.chunker_dumps.params().map_err(|e| format!("chunker_dumps: {e}"))?;
+        if !PACK_SIZE_RANGE.contains(&self.pack_size) {
+            return Err(format!("pack_size {} outside {:?}", self.pack_size, PACK_SIZE_RANGE));
+        }
+        if !(1..=19).contains(&self.compression_level) {
+            return Err(format!("compression_level {} outside 1..=19", self.compression_level));
+        }
+        Ok(())
+    }
+
+    /// Seals and writes the config. Used once, by `init`.
+    pub(crate) fn save(&self, storage: &Storage, keys: &MasterKeys) -> Result<()> {
+        let json = serde_json::to_vec(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let bytes = sealed::seal(keys, ObjectKind::Config, &json)?;
+        storage.put_new(CONFIG_KEY, bytes.into())
+    }
+
+    /// Reads, opens and validates the config.
+    pub(crate) fn load(storage: &Storage, keys: &MasterKeys) -> Result<RepoConfig> {
+        let bytes = storage.get("config", CONFIG_KEY)?;
+        if bytes.len() as u64 > MAX_CONFIG_SIZE {
+            return Err(Error::corrupt("config", CONFIG_KEY, format!("{} bytes is too large", bytes.len())));
+        }
+        let plain = sealed::open(keys, ObjectKind::Config, "config", CONFIG_KEY, &bytes)?;
+        let config: RepoConfig =
+            serde_json::from_slice(&plain).map_err(|e| Error::corrupt("config", CONFIG_KEY, e))?;
+        config.validate().map_err(|e| Error::corrupt("config", CONFIG_KEY, e))?;
+        Ok(config)
+    }
+}

@@ -1,0 +1,97 @@
+//! The one error type of the repository crate: things a caller can act on.
+//!
+//! Messages are lowercase, name the object concerned, and never contain secret material.
+
+use std::path::PathBuf;
+
+/// Errors from repository operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No repository (no `config` object) at the location.
+    #[error("no repository at {location}")]
+    NoRepository { location: String },
+    /// `init` found an existing repository.
+    #[error("a repository already exists at {location}; refusing to overwrite it")]
+    AlreadyInitialized { location: String },
+    /// No key file opens with the given password.
+    #[error("wrong password: no key file of the repository opens with it")]
+    WrongPassword,
+    /// Stored bytes failed a check: bad length, bad hash, failed authentication, bad encoding.
+    #[error("{what} {id} is corrupt: {reason}")]
+    Corrupt { what: &'static str, id: String, reason: String },
+    /// A stored object that should exist does not.
+    #[error("{what} {id} is missing from the repository")]
+    Missing { what: &'static str, id: String },
+    /// The repository was written by a format version this program does not know.
+    #[error("repository format version {found} is not supported (this coffer reads version {supported})")]
+    UnsupportedVersion { found: u32, supported: u32 },
+    /// Another process holds the repository's maintenance lease.
+    #[error("repository is locked: {0}")]
+    Locked(String),
+    /// A storage operation failed.
+    #[error("storage {operation} of {path} failed: {source}")]
+    Storage {
+        operation: &'static str,
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// The storage location could not be opened or is not supported.
+    #[error("cannot open storage {location}: {reason}")]
+    StorageConfig { location: String, reason: String },
+    /// A local file system operation failed.
+    #[error("{operation} {}: {source}", path.display())]
+    Io {
+        operation: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command whose output was being backed up failed; nothing was saved.
+    #[error("source command `{command}` failed ({status}); no snapshot was saved{}", stderr_suffix(stderr))]
+    SourceCommand { command: String, status: String, stderr: String },
+    /// No snapshot matches the given id, prefix or `latest`.
+    #[error("no snapshot matches {0:?}")]
+    SnapshotNotFound(String),
+    /// A snapshot id prefix matches several snapshots.
+    #[error("snapshot prefix {prefix:?} is ambiguous: it matches {count} snapshots")]
+    AmbiguousSnapshot { prefix: String, count: usize },
+    /// A path does not exist inside a snapshot.
+    #[error("{path} does not exist in snapshot {snapshot}")]
+    PathNotInSnapshot { path: String, snapshot: String },
+    /// The caller asked for something invalid.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Restoring would overwrite an existing file.
+    #[error("{} already exists; pass --overwrite to replace it", .0.display())]
+    WouldOverwrite(PathBuf),
+    /// The operation was interrupted (SIGINT/SIGTERM); nothing partial was committed.
+    #[error("interrupted; no snapshot was saved")]
+    Interrupted,
+    /// Key material could not be generated or used.
+    #[error("cryptography: {0}")]
+    Crypto(#[from] coffer_crypto::CryptoError),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let trimmed = stderr.trim();
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr:\n{trimmed}")
+    }
+}
+
+impl Error {
+    pub(crate) fn corrupt(what: &'static str, id: impl ToString, reason: impl ToString) -> Self {
+        Error::Corrupt { what, id: id.to_string(), reason: reason.to_string() }
+    }
+
+    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { operation, path: path.into(), source }
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,343 @@
+//! Index files (`index/<id>`) and the compact in-memory index built from them.
+//!
+//! An index file is a sealed object of kind Index whose plaintext is a zstd frame of:
+//!
+//! ```text
+//! supersedes_count (u32 LE) || supersedes_count * index id [32]
+//! pack_count (u32 LE) || pack_count * (pack id [32] || blob_count (u32 LE) ||
+//!     blob_count * (kind u8 || compression u8 || offset u32 LE || length u32 LE ||
+//!                   raw_length u32 LE || blob id [32]))
+//! ```
+//! `supersedes` lists index files whose content this one replaces (written by prune); readers
+//! ignore superseded index files. The in-memory [`MasterIndex`] keeps one 52-byte entry per
+//! blob in a sorted array, so lookups are a binary search and memory is about 52 bytes a blob.
+
+use crate::error::{Error, Result};
+use crate::id::{storage_hash, BlobId, IndexId, PackId};
+use crate::pack::{decode_compression, decode_kind, BlobKind, Compression, PackedBlob};
+use crate::sealed::{self, ObjectKind};
+use crate::storage::Storage;
+use coffer_crypto::MasterKeys;
+use std::collections::HashSet;
+use std::io::Read;
+
+/// Largest index file read from storage (bytes).
+pub const MAX_INDEX_FILE_SIZE: u64 = 1024 * 1024 * 1024;
+/// Largest decompressed index plaintext accepted (bytes).
+pub const MAX_INDEX_PLAINTEXT: u64 = 4 * 1024 * 1024 * 1024;
+const ENTRY_LEN: usize = 46;
+
+/// The content of one index file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexFile {
+    /// Index files this one replaces.
+    pub supersedes: Vec<IndexId>,
+    /// Packs and the blobs each holds.
+    pub packs: Vec<(PackId, Vec<PackedBlob>)>,
+}
+
+impl IndexFile {
+    /// Binary plaintext (before compression).
+    pub fn encode(&self) -> Vec<u8> {
+        let blobs: usize = self.packs.iter().map(|(_, b)| b.len()).sum();
+        let mut out = Vec::with_capacity(8 + self.supersedes.len() * 32 + self.packs.len() * 36 + blobs * ENTRY_LEN);
+        out.extend_from_slice(&(self.supersedes.len() as u32).to_le_bytes());
+        for id in &self.supersedes {
+            out.extend_from_slice(&id.0);
+        }
+        out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
+        for (pack, entries) in &self.packs {
+            out.extend_from_slice(&pack.0);
+            out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+            for b in entries {
+                out.push(b.kind as u8);
+                out.push(b.compression as u8);
+                out.extend_from_slice(&b.offset.to_le_bytes());
+                out.extend_from_slice(&b.length.to_le_bytes());
+                out.extend_from_slice(&b.raw_length.to_le_bytes());
+                out.extend_from_slice(&b.id.0);
+            }
+        }
+        out
+    }
+
+    /// Parses the binary plaintext; `name` identifies the file in errors.
+    pub fn decode(name: &str, plain: &[u8]) -> Result<IndexFile> {
+        let what = "index";
+        let mut r = Reader { buf: plain, name, what };
+        let n = r.u32()? as usize;
+        let mut supersedes = Vec::with_capacity(n.min(plain.len() / 32));
+        for _ in 0..n {
+            supersedes.push(IndexId(r.id()?));
+        }
+        let packs_n = r.u32()? as usize;
+        let mut packs = Vec::with_capacity(packs_n.min(plain.len() / 36));
+        for _ in 0..packs_n {
+            let pack = PackId(r.id()?);
+            let count = r.u32()? as usize;
+            if count.saturating_mul(ENTRY_LEN) > r.buf.len() {
+                return Err(Error::corrupt(what, name, format!("pack {pack} claims {count} blobs, more than the file holds")));
+            }
+            let mut blobs = Vec::with_capacity(count);
+            for _ in 0..count {
+                let kind = decode_kind(r.u8()?, what, name)?;
+                let compression = decode_compression(r.u8()?, what, name)?;
+                let offset = r.u32()?;
+                let length = r.u32()?;
+                let raw_length = r.u32()?;
+                let id = BlobId(r.id()?);
+                blobs.push(PackedBlob { kind, compression, id, offset, length, raw_length });
+            }
+            packs.push((pack, blobs));
+        }
+        if !r.buf.is_empty() {
+            return Err(Error::corrupt(what, name, format!("{} trailing bytes", r.buf.len())));
+        }
+        Ok(IndexFile { supersedes, packs })
+    }
+
+    /// Compresses, seals and writes the index file; returns its id.
+    pub fn save(&self, storage: &Storage, keys: &MasterKeys) -> Result<IndexId> {
+        let compressed = zstd::bulk::compress(&self.encode(), 3)
+            .map_err(|e| Error::io("compressing", "index", e))?;
+        let bytes = sealed::seal(keys, ObjectKind::Index, &compressed)?;
+        let id = IndexId(storage_hash(&bytes));
+        storage.put_new(&format!("index/{id}"), bytes.into())?;
+        Ok(id)
+    }
+
+    /// Reads, verifies and parses one index file.
+    pub fn load(storage: &Storage, keys: &MasterKeys, id: &IndexId) -> Result<IndexFile> {
+        let name = id.to_hex();
+        let bytes = storage.get("index", &format!("index/{name}"))?;
+        if bytes.len() as u64 > MAX_INDEX_FILE_SIZE {
+            return Err(Error::corrupt("index", &name, "too large"));
+        }
+        if storage_hash(&bytes) != id.0 {
+            return Err(Error::corrupt("index", &name, "content does not match its name"));
+        }
+        let compressed = sealed::open(keys, ObjectKind::Index, "index", &name, &bytes)?;
+        let mut plain = Vec::new();
+        zstd::stream::read::Decoder::new(&compressed[..])
+            .and_then(|d| d.take(MAX_INDEX_PLAINTEXT + 1).read_to_end(&mut plain))
+            .map_err(|e| Error::corrupt("index", &name, format!("zstd: {e}")))?;
+        if plain.len() as u64 > MAX_INDEX_PLAINTEXT {
+            return Err(Error::corrupt("index", &name, "decompresses to more than the maximum"));
+        }
+        IndexFile::decode(&name, &plain)
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    name: &'a str,
+    what: &'static str,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        if self.buf.len() < n {
+            return Err(Error::corrupt(self.what, self.name, "truncated"));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn id(&mut self) -> Result<[u8; 32]> {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.take(32)?);
+        Ok(out)
+    }
+}
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub blob: PackedBlob,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    id: BlobId,
+    pack: u32,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+    kind: BlobKind,
+    compression: Compression,
+}
+
+/// The union of all live index files, as a sorted array.
+#[derive(Default)]
+pub struct MasterIndex {
+    packs: Vec<PackId>,
+    entries: Vec<Entry>,
+    files: Vec<IndexId>,
+    sorted: bool,
+}
+
+impl MasterIndex {
+    /// Loads every index file that no other index file supersedes.
+    pub fn load(storage: &Storage, keys: &MasterKeys) -> Result<MasterIndex> {
+        let mut files = Vec::new();
+        for (key, _) in storage.list("index")? {
+            let name = key.rsplit('/').next().unwrap_or(&key);
+            let id = IndexId::from_hex(name)
+                .ok_or_else(|| Error::corrupt("index", &key, "not an index file name"))?;
+            files.push((id, IndexFile::load(storage, keys, &id)?));
+        }
+        let superseded: HashSet<IndexId> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let mut index = MasterIndex::default();
+        for (id, file) in files {
+            if superseded.contains(&id) {
+                continue;
+            }
+            index.files.push(id);
+            for (pack, blobs) in &file.packs {
+                index.add_pack(*pack, blobs);
+            }
+        }
+        index.sort();
+        Ok(index)
+    }
+
+    /// Adds a pack's blobs. Lookups sort lazily afterwards.
+    pub fn add_pack(&mut self, pack: PackId, blobs: &[PackedBlob]) {
+        let p = self.packs.len() as u32;
+        self.packs.push(pack);
+        self.entries.extend(blobs.iter().map(|b| Entry {
+            id: b.id,
+            pack: p,
+            offset: b.offset,
+            length: b.length,
+            raw_length: b.raw_length,
+            kind: b.kind,
+            compression: b.compression,
+        }));
+        self.sorted = false;
+    }
+
+    /// Sorts the entries and drops duplicate blobs (the same blob stored in two packs; the
+    /// first listed wins).
+    pub fn sort(&mut self) {
+        if !self.sorted {
+            self.entries.sort_by(|a, b| a.id.0.cmp(&b.id.0));
+            self.entries.dedup_by(|a, b| a.id.0 == b.id.0);
+            self.sorted = true;
+        }
+    }
+
+    fn find(&self, id: &BlobId) -> Option<&Entry> {
+        debug_assert!(self.sorted, "MasterIndex used before sort()");
+        self.entries.binary_search_by(|e| e.id.0.cmp(&id.0)).ok().map(|i| &self.entries[i])
+    }
+
+    /// Where blob `id` is, if indexed.
+    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        self.find(id).map(|e| BlobLocation {
+            pack: self.packs[e.pack as usize],
+            blob: PackedBlob {
+                kind: e.kind,
+                compression: e.compression,
+                id: e.id,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            },
+        })
+    }
+
+    /// Whether blob `id` is indexed.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.find(id).is_some()
+    }
+
+    /// Number of distinct indexed blobs.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// No blob indexed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The live index files.
+    pub fn files(&self) -> &[IndexId] {
+        &self.files
+    }
+
+    /// Bytes of memory per indexed blob (the entry size).
+    pub const BYTES_PER_BLOB: usize = std::mem::size_of::<Entry>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn blob(id: u8, offset: u32) -> PackedBlob {
+        PackedBlob {
+            kind: if id % 2 == 0 { BlobKind::Data } else { BlobKind::Tree },
+            compression: if id % 3 == 0 { Compression::Zstd } else { Compression::None },
+            id: BlobId([id; 32]),
+            offset,
+            length: 100 + u32::from(id),
+            raw_length: 50,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip(sup in 0usize..3, packs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..10), 0..5)) {
+            let file = IndexFile {
+                supersedes: (0..sup).map(|i| IndexId([i as u8; 32])).collect(),
+                packs: packs.iter().enumerate().map(|(i, ids)| {
+                    (PackId([i as u8; 32]), ids.iter().enumerate().map(|(j, &b)| blob(b, j as u32 * 7)).collect())
+                }).collect(),
+            };
+            let bytes = file.encode();
+            prop_assert_eq!(IndexFile::decode("x", &bytes).unwrap(), file);
+            for cut in 0..bytes.len() {
+                prop_assert!(IndexFile::decode("x", &bytes[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn huge_counts_are_refused_without_allocating() {
+        let mut bytes = 0u32.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&[0u8; 32]);
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        let err = IndexFile::decode("bad", &bytes).unwrap_err().to_string();
+        assert!(err.contains("index bad is corrupt"), "{err}");
+    }
+
+    #[test]
+    fn save_load_and_supersede() {
+        let storage = Storage::in_memory().unwrap();
+        let keys = MasterKeys::generate().unwrap();
+        let first = IndexFile { supersedes: vec![], packs: vec![(PackId([1; 32]), vec![blob(1, 0), blob(2, 200)])] };
+        let first_id = first.save(&storage, &keys).unwrap();
+        assert_eq!(IndexFile::load(&storage, &keys, &first_id).unwrap(), first);
+        let index = MasterIndex::load(&storage, &keys).unwrap();
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.get(&BlobId([2; 32])).unwrap().pack, PackId([1; 32]));
+        assert!(!index.contains(&BlobId([3; 32])));
+        let second = IndexFile { supersedes: vec![first_id], packs: vec![(PackId([9; 32]), vec![blob(2, 0)])] };
+        second.save(&storage, &keys).unwrap();
+        let index = MasterIndex::load(&storage, &keys).unwrap();
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.get(&BlobId([2; 32])).unwrap().pack, PackId([9; 32]));
+        assert_eq!(MasterIndex::BYTES_PER_BLOB, 52);
+    }
+}

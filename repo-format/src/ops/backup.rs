@@ -1,0 +1,864 @@
+//! `backup`: read sources, chunk, deduplicate, compress, encrypt, pack, upload; then write the
+//! index and, last, the snapshot.
+//!
+//! The pipeline has three kinds of threads joined by bounded channels, so memory depends on the
+//! number of workers and the pack size, not on the size of the data:
+//! - the walker (the calling thread) reads the file system in name order, cuts each file into
+//!   chunks and hands them to the workers; it assembles trees bottom-up;
+//! - workers hash each chunk (keyed BLAKE3), skip chunks the repository or this backup already
+//!   has, compress and seal the rest, and append them to the open pack;
+//! - the uploader writes finished packs to storage.
+//!
+//! A file's chunk ids come back through a per-file channel and are collected when its directory
+//! is complete, so many small files are in flight at once. Nothing refers to a pack before it is
+//! uploaded, the index is written after every pack, and the snapshot after the index: an
+//! interrupted or failed backup leaves only unreferenced packs, which `prune` removes.
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId, SnapshotId};
+use crate::index::IndexFile;
+use crate::pack::{self, BlobKind, FinishedPack, PackWriter, PackedBlob};
+use crate::repository::Repository;
+use crate::snapshot::{self, Snapshot, Summary};
+use crate::tree::{encode_name, Node, NodeKind, Tree};
+use coffer_chunker::{ChunkerParams, StreamChunker};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
+use std::fs::Metadata;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// A stream stored as one file of the snapshot.
+pub enum StreamSource {
+    /// Read from a reader (standard input).
+    Reader { name: String, reader: Box<dyn Read + Send> },
+    /// Run a command and store its standard output. If it exits non-zero, the backup fails and
+    /// no snapshot is saved.
+    Command { name: String, program: String, args: Vec<String> },
+}
+
+impl StreamSource {
+    fn name(&self) -> &str {
+        match self {
+            StreamSource::Reader { name, .. } | StreamSource::Command { name, .. } => name,
+        }
+    }
+}
+
+/// Which snapshot to compare against to skip unchanged files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The latest snapshot of the same host and paths.
+    #[default]
+    Auto,
+    /// Read every file.
+    None,
+    /// This snapshot (id, prefix or `latest`).
+    Id(String),
+}
+
+/// What to back up and how to label it.
+pub struct BackupOptions {
+    /// File system paths (files, directories, symlinks).
+    pub paths: Vec<PathBuf>,
+    /// A stream to store as a file (mutually exclusive with `paths`).
+    pub stream: Option<StreamSource>,
+    /// Glob patterns: with a `/` they match the absolute path, without one the file name.
+    pub excludes: Vec<String>,
+    pub tags: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub hostname: String,
+    pub username: String,
+    /// Snapshot time (default: now, in the local zone).
+    pub time: Option<jiff::Zoned>,
+    pub parent: ParentChoice,
+    /// Set from a signal handler to stop the backup; nothing is committed then.
+    pub cancel: Arc<AtomicBool>,
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+}
+
+impl BackupOptions {
+    /// Options for `paths` with everything else at its default.
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        BackupOptions {
+            paths,
+            stream: None,
+            excludes: Vec::new(),
+            tags: Vec::new(),
+            labels: BTreeMap::new(),
+            hostname: String::new(),
+            username: String::new(),
+            time: None,
+            parent: ParentChoice::Auto,
+            cancel: Arc::new(AtomicBool::new(false)),
+            workers: 0,
+        }
+    }
+}
+
+/// The outcome of a backup.
+#[derive(Debug)]
+pub struct BackupReport {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    /// Source files or directories that could not be read (they are not in the snapshot).
+    pub warnings: Vec<String>,
+}
+
+/// Backs up and saves a snapshot.
+pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport> {
+    let started = Instant::now();
+    if opts.paths.is_empty() == opts.stream.is_none() {
+        return Err(Error::InvalidInput("give either paths to back up or one stream (stdin or a command)".into()));
+    }
+    let excludes = Excludes::new(&opts.excludes)?;
+    let time = opts.time.take().unwrap_or_else(jiff::Zoned::now);
+    let paths = match &opts.stream {
+        Some(s) => vec![validate_stream_name(s.name())?],
+        None => absolute_paths(&opts.paths)?,
+    };
+    let parent = choose_parent(repo, &opts, &paths)?;
+    let parent_tree = parent.as_ref().and_then(|(_, snap)| repo.load_tree(&snap.tree).ok());
+
+    let workers = if opts.workers == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    } else {
+        opts.workers
+    };
+    let sink = Sink::new(repo);
+    let (job_tx, job_rx) = bounded::<Job>(workers * 2);
+    let (upload_tx, upload_rx) = bounded::<FinishedPack>(2);
+    *lock(&sink.upload_tx) = Some(upload_tx);
+
+    let (root, warnings, counts) = std::thread::scope(|scope| {
+        let worker_handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let rx = job_rx.clone();
+                let sink = &sink;
+                scope.spawn(move || sink.work(rx))
+            })
+            .collect();
+        drop(job_rx);
+        let uploader = {
+            let sink = &sink;
+            let cancel = &opts.cancel;
+            scope.spawn(move || sink.upload(upload_rx, cancel))
+        };
+
+        let mut walker = Walker {
+            repo,
+            sink: &sink,
+            jobs: job_tx,
+            cancel: &opts.cancel,
+            excludes: &excludes,
+            warnings: Vec::new(),
+            counts: Counts::default(),
+            compressor: None,
+        };
+        let root = match opts.stream.take() {
+            Some(stream) => walker.backup_stream(stream, &time),
+            None => walker.backup_paths(&paths, parent_tree.as_ref()),
+        };
+        let Walker { jobs, warnings, counts, .. } = walker;
+        drop(jobs);
+        for handle in worker_handles {
+            let _ = handle.join();
+        }
+        // Every blob is in a pack now; flush the open packs, then let the uploader finish.
+        let flushed = if root.is_ok() { sink.flush() } else { Ok(()) };
+        drop(lock(&sink.upload_tx).take());
+        let _ = uploader.join();
+        (root.and_then(|r| flushed.map(|()| r)), warnings, counts)
+    });
+    let root = root?;
+    if let Some(e) = lock(&sink.failed).take() {
+        return Err(e);
+    }
+    if opts.cancel.load(Ordering::SeqCst) {
+        return Err(Error::Interrupted);
+    }
+
+    let uploaded = std::mem::take(&mut *lock(&sink.uploaded));
+    let packs_written = uploaded.len() as u64;
+    if !uploaded.is_empty() {
+        IndexFile { supersedes: Vec::new(), packs: uploaded }.save(repo.storage(), repo.keys())?;
+    }
+    let summary = Summary {
+        files: counts.files,
+        dirs: counts.dirs,
+        symlinks: counts.symlinks,
+        total_bytes: counts.total_bytes,
+        bytes_read: counts.bytes_read,
+        files_unchanged: counts.files_unchanged,
+        data_blobs_new: sink.data_blobs_new.load(Ordering::Relaxed),
+        tree_blobs_new: sink.tree_blobs_new.load(Ordering::Relaxed),
+        added_raw_bytes: sink.added_raw.load(Ordering::Relaxed),
+        added_stored_bytes: sink.added_stored.load(Ordering::Relaxed),
+        packs_written,
+        errors: warnings.len() as u64,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    };
+    let snapshot = Snapshot {
+        time: time.strftime("%Y-%m-%dT%H:%M:%S%.f%:z").to_string(),
+        tree: root,
+        paths: paths.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+        hostname: opts.hostname.clone(),
+        username: opts.username.clone(),
+        tags: opts.tags.clone(),
+        labels: opts.labels.clone(),
+        parent: parent.map(|(id, _)| id),
+        excludes: opts.excludes.clone(),
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+        key_id: repo.keys().fingerprint(),
+        summary,
+    };
+    let id = snapshot.save(repo.storage(), repo.keys())?;
+    Ok(BackupReport { id, snapshot, warnings })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A stream's name inside the snapshot: relative, `/`-separated, no `.` or `..`.
+fn validate_stream_name(name: &str) -> Result<PathBuf> {
+    let trimmed = name.trim_start_matches('/');
+    let ok = !trimmed.is_empty()
+        && trimmed.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'));
+    if !ok {
+        return Err(Error::InvalidInput(format!(
+            "stream name {name:?} must be a relative path like db/app.dump, without empty, . or .. parts"
+        )));
+    }
+    Ok(PathBuf::from(format!("/{trimmed}")))
+}
+
+/// Absolute, lexically clean paths; the last component is kept as is (a symlink stays a
+/// symlink), the parent directories are resolved. Every path must exist.
+fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        std::fs::symlink_metadata(p).map_err(|e| Error::io("cannot back up", p, e))?;
+        let abs = std::path::absolute(p).map_err(|e| Error::io("resolving", p, e))?;
+        let mut clean = PathBuf::from("/");
+        for c in abs.components() {
+            match c {
+                Component::Normal(n) => clean.push(n),
+                Component::ParentDir => {
+                    clean.pop();
+                }
+                _ => {}
+            }
+        }
+        let resolved = match (clean.parent(), clean.file_name()) {
+            (Some(parent), Some(name)) => {
+                std::fs::canonicalize(parent).map_err(|e| Error::io("resolving", parent, e))?.join(name)
+            }
+            _ => clean,
+        };
+        out.push(resolved);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn same_paths(a: &[String], b: &[PathBuf]) -> bool {
+    let mut a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let mut b: Vec<String> = b.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| *x == y)
+}
+
+fn choose_parent(repo: &Repository, opts: &BackupOptions, paths: &[PathBuf]) -> Result<Option<(SnapshotId, Snapshot)>> {
+    if opts.stream.is_some() || opts.parent == ParentChoice::None {
+        return Ok(None);
+    }
+    let all = snapshot::load_all(repo.storage(), repo.keys())?;
+    match &opts.parent {
+        ParentChoice::Id(spec) => Ok(Some(snapshot::resolve(&all, spec)?.clone())),
+        _ => Ok(all
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.hostname == opts.hostname && same_paths(&s.paths, paths))),
+    }
+}
+
+struct Excludes {
+    by_path: GlobSet,
+    by_name: GlobSet,
+}
+
+impl Excludes {
+    fn new(patterns: &[String]) -> Result<Excludes> {
+        let mut by_path = GlobSetBuilder::new();
+        let mut by_name = GlobSetBuilder::new();
+        for p in patterns {
+            let glob = GlobBuilder::new(p)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| Error::InvalidInput(format!("invalid --exclude pattern {p:?}: {e}")))?;
+            if p.contains('/') {
+                by_path.add(glob);
+            } else {
+                by_name.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidInput(format!("invalid --exclude: {e}")));
+        Ok(Excludes { by_path: build(by_path)?, by_name: build(by_name)? })
+    }
+
+    fn excluded(&self, path: &Path) -> bool {
+        self.by_path.is_match(path) || path.file_name().is_some_and(|n| self.by_name.is_match(n))
+    }
+}
+
+/// A chunk on its way to a worker.
+struct Job {
+    data: Vec<u8>,
+    seq: u64,
+    reply: Sender<(u64, Result<BlobId>)>,
+}
+
+/// State shared by the workers and the uploader.
+struct Sink<'r> {
+    repo: &'r Repository,
+    /// Blobs this backup has already packed (or is packing).
+    pending: Mutex<HashSet<BlobId>>,
+    data_pack: Mutex<PackWriter>,
+    tree_pack: Mutex<PackWriter>,
+    upload_tx: Mutex<Option<Sender<FinishedPack>>>,
+    uploaded: Mutex<Vec<(PackId, Vec<PackedBlob>)>>,
+    failed: Mutex<Option<Error>>,
+    has_failed: AtomicBool,
+    data_blobs_new: AtomicU64,
+    tree_blobs_new: AtomicU64,
+    added_raw: AtomicU64,
+    added_stored: AtomicU64,
+}
+
+impl<'r> Sink<'r> {
+    fn new(repo: &'r Repository) -> Self {
+        Sink {
+            repo,
+            pending: Mutex::new(HashSet::new()),
+            data_pack: Mutex::new(PackWriter::default()),
+            tree_pack: Mutex::new(PackWriter::default()),
+            upload_tx: Mutex::new(None),
+            uploaded: Mutex::new(Vec::new()),
+            failed: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
+            data_blobs_new: AtomicU64::new(0),
+            tree_blobs_new: AtomicU64::new(0),
+            added_raw: AtomicU64::new(0),
+            added_stored: AtomicU64::new(0),
+        }
+    }
+
+    fn compressor(&self) -> Result<zstd::bulk::Compressor<'static>> {
+        zstd::bulk::Compressor::new(self.repo.config().compression_level)
+            .map_err(|e| Error::io("starting the compressor for", "backup", e))
+    }
+
+    fn fail(&self, e: Error) {
+        let mut slot = lock(&self.failed);
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.has_failed.store(true, Ordering::SeqCst);
+    }
+
+    fn work(&self, jobs: Receiver<Job>) {
+        let mut compressor = match self.compressor() {
+            Ok(c) => c,
+            Err(e) => return self.fail(e),
+        };
+        for job in jobs {
+            let result = self.store(&mut compressor, BlobKind::Data, &job.data);
+            let _ = job.reply.send((job.seq, result));
+        }
+    }
+
+    /// Stores one blob unless the repository or this backup already has it; returns its id.
+    fn store(&self, compressor: &mut zstd::bulk::Compressor<'_>, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
+        if self.has_failed.load(Ordering::Relaxed) {
+            return Err(Error::InvalidInput("backup aborted after an earlier failure".into()));
+        }
+        let id = BlobId(self.repo.keys().content_id(data));
+        if self.repo.index().contains(&id) || !lock(&self.pending).insert(id) {
+            return Ok(id);
+        }
+        let sealed = pack::seal_blob(self.repo.keys(), compressor, kind, id, data)?;
+        let counter = if kind == BlobKind::Data { &self.data_blobs_new } else { &self.tree_blobs_new };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.added_stored.fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
+        let target = self.repo.config().pack_size as usize;
+        let full = {
+            let mut packer = lock(if kind == BlobKind::Data { &self.data_pack } else { &self.tree_pack });
+            packer.add(sealed);
+            (packer.len() >= target).then(|| std::mem::take(&mut *packer))
+        };
+        if let Some(p) = full {
+            self.send(p)?;
+        }
+        Ok(id)
+    }
+
+    /// Seals a pack's header, checks it, and queues the pack for upload.
+    fn send(&self, writer: PackWriter) -> Result<()> {
+        let finished = writer.finish(self.repo.keys())?;
+        // Verify the header we are about to upload: a bug here would lose data silently.
+        let parsed = pack::parse_pack(self.repo.keys(), &finished.id, &finished.bytes)?;
+        if parsed != finished.blobs {
+            return Err(Error::corrupt("pack", finished.id, "freshly written header does not read back"));
+        }
+        let tx = lock(&self.upload_tx).clone();
+        match tx {
+            Some(tx) => tx.send(finished).map_err(|_| Error::InvalidInput("the uploader stopped".into())),
+            None => Err(Error::InvalidInput("the uploader stopped".into())),
+        }
+    }
+
+    fn flush(&self) -> Result<()> {
+        for slot in [&self.data_pack, &self.tree_pack] {
+            let writer = std::mem::take(&mut *lock(slot));
+            if !writer.is_empty() {
+                self.send(writer)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn upload(&self, packs: Receiver<FinishedPack>, cancel: &AtomicBool) {
+        for finished in packs {
+            if cancel.load(Ordering::Relaxed) || self.has_failed.load(Ordering::Relaxed) {
+                continue;
+            }
+            match self.repo.storage().put_new(&pack::pack_key(&finished.id), finished.bytes) {
+                Ok(()) => lock(&self.uploaded).push((finished.id, finished.blobs)),
+                Err(e) => self.fail(e),
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    files: u64,
+    dirs: u64,
+    symlinks: u64,
+    total_bytes: u64,
+    bytes_read: u64,
+    files_unchanged: u64,
+}
+
+/// A node whose content ids may still be on their way back from the workers.
+struct PendingNode {
+    node: Node,
+    content: Option<(Receiver<(u64, Result<BlobId>)>, u64)>,
+}
+
+impl PendingNode {
+    fn resolve(self) -> Result<Node> {
+        let mut node = self.node;
+        if let Some((rx, count)) = self.content {
+            let mut ids: Vec<(u64, BlobId)> = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let (seq, result) =
+                    rx.recv().map_err(|_| Error::InvalidInput("a backup worker stopped unexpectedly".into()))?;
+                ids.push((seq, result?));
+            }
+            ids.sort_by_key(|(seq, _)| *seq);
+            node.content = ids.into_iter().map(|(_, id)| id).collect();
+        }
+        Ok(node)
+    }
+}
+
+struct Walker<'a, 'r> {
+    repo: &'r Repository,
+    sink: &'a Sink<'r>,
+    jobs: Sender<Job>,
+    cancel: &'a AtomicBool,
+    excludes: &'a Excludes,
+    warnings: Vec<String>,
+    counts: Counts,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+}
+
+fn time_ns(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+fn node_from_meta(name: &std::ffi::OsStr, kind: NodeKind, meta: &Metadata) -> Node {
+    let (name, name_bytes) = encode_name(name);
+    Node {
+        name,
+        name_bytes,
+        kind,
+        mode: meta.mode() & 0o7777,
+        mtime_ns: time_ns(meta.mtime(), meta.mtime_nsec()),
+        ctime_ns: time_ns(meta.ctime(), meta.ctime_nsec()),
+        inode: meta.ino(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        size: 0,
+        content: Vec::new(),
+        subtree: None,
+        target: None,
+        target_bytes: None,
+    }
+}
+
+/// Path components below `/`, as a trie, so that several source paths share their parents.
+#[derive(Default)]
+struct PathTrie {
+    leaf: bool,
+    children: BTreeMap<Vec<u8>, PathTrie>,
+}
+
+impl<'r> Walker<'_, 'r> {
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        if self.sink.has_failed.load(Ordering::Relaxed) {
+            return Err(lock(&self.sink.failed).take().unwrap_or(Error::Interrupted));
+        }
+        Ok(())
+    }
+
+    fn store_tree(&mut self, tree: &Tree) -> Result<BlobId> {
+        if self.compressor.is_none() {
+            self.compressor = Some(self.sink.compressor()?);
+        }
+        let compressor = self.compressor.as_mut().ok_or(Error::Interrupted)?;
+        self.sink.store(compressor, BlobKind::Tree, &tree.encode())
+    }
+
+    fn finish_tree(&mut self, pending: Vec<PendingNode>) -> Result<BlobId> {
+        let nodes = pending.into_iter().map(PendingNode::resolve).collect::<Result<Vec<_>>>()?;
+        let mut tree = Tree { nodes };
+        tree.sort();
+        self.store_tree(&tree)
+    }
+
+    fn backup_paths(&mut self, paths: &[PathBuf], parent: Option<&Tree>) -> Result<BlobId> {
+        let mut trie = PathTrie::default();
+        for p in paths {
+            let mut at = &mut trie;
+            for c in p.components() {
+                if let Component::Normal(n) = c {
+                    at = at.children.entry(n.as_bytes().to_vec()).or_default();
+                }
+            }
+            at.leaf = true;
+        }
+        if trie.leaf {
+            // `/` itself: the root tree is the root directory's tree.
+            let meta = std::fs::symlink_metadata("/").map_err(|e| Error::io("reading", "/", e))?;
+            let node = self.backup_dir(Path::new("/"), &meta, parent)?;
+            return node.and_then(|n| n.node.subtree).ok_or_else(|| Error::InvalidInput("cannot read /".into()));
+        }
+        let nodes = self.backup_level(Path::new("/"), &trie, parent)?;
+        self.finish_tree(nodes)
+    }
+
+    /// Intermediate directories of the source paths: their metadata, and only the named children.
+    fn backup_level(&mut self, dir: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Result<Vec<PendingNode>> {
+        let mut out = Vec::new();
+        for (name, child) in &trie.children {
+            let name_os = std::ffi::OsStr::from_bytes(name);
+            let path = dir.join(name_os);
+            let parent_node = parent.and_then(|t| t.find(name));
+            if child.leaf {
+                if let Some(n) = self.backup_entry(&path, parent_node)? {
+                    out.push(n);
+                }
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io("reading", &path, e))?;
+            let parent_subtree = self.parent_subtree(parent_node);
+            let nodes = self.backup_level(&path, child, parent_subtree.as_ref())?;
+            let subtree = self.finish_tree(nodes)?;
+            self.counts.dirs += 1;
+            let mut node = node_from_meta(name_os, NodeKind::Dir, &meta);
+            node.subtree = Some(subtree);
+            out.push(PendingNode { node, content: None });
+        }
+        Ok(out)
+    }
+
+    fn parent_subtree(&self, parent_node: Option<&Node>) -> Option<Tree> {
+        let node = parent_node.filter(|n| n.kind == NodeKind::Dir)?;
+        self.repo.load_tree(node.subtree.as_ref()?).ok()
+    }
+
+    fn warn(&mut self, path: &Path, what: &str, e: impl std::fmt::Display) {
+        self.warnings.push(format!("{}: {what}: {e}", path.display()));
+    }
+
+    fn backup_entry(&mut self, path: &Path, parent_node: Option<&Node>) -> Result<Option<PendingNode>> {
+        self.check_cancel()?;
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn(path, "cannot stat", e);
+                return Ok(None);
+            }
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            let parent_tree = self.parent_subtree(parent_node);
+            self.backup_dir(path, &meta, parent_tree.as_ref())
+        } else if ft.is_file() {
+            self.backup_file(path, &meta, parent_node)
+        } else if ft.is_symlink() {
+            match std::fs::read_link(path) {
+                Ok(target) => {
+                    let name = path.file_name().unwrap_or_default();
+                    let mut node = node_from_meta(name, NodeKind::Symlink, &meta);
+                    let (t, tb) = encode_name(target.as_os_str());
+                    node.target = Some(t);
+                    node.target_bytes = tb;
+                    self.counts.symlinks += 1;
+                    Ok(Some(PendingNode { node, content: None }))
+                }
+                Err(e) => {
+                    self.warn(path, "cannot read link", e);
+                    Ok(None)
+                }
+            }
+        } else {
+            self.warn(path, "skipped", "not a regular file, directory or symlink");
+            Ok(None)
+        }
+    }
+
+    fn backup_dir(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        parent_tree: Option<&Tree>,
+    ) -> Result<Option<PendingNode>> {
+        let entries = match std::fs::read_dir(path) {
+            Ok(rd) => rd.map(|e| e.map(|e| e.file_name())).collect::<std::io::Result<Vec<OsString>>>(),
+            Err(e) => Err(e),
+        };
+        let mut names = match entries {
+            Ok(n) => n,
+            Err(e) => {
+                self.warn(path, "cannot read directory", e);
+                return Ok(None);
+            }
+        };
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut pending = Vec::with_capacity(names.len());
+        for name in names {
+            let child = path.join(&name);
+            if self.excludes.excluded(&child) {
+                continue;
+            }
+            let parent_child = parent_tree.and_then(|t| t.find(name.as_bytes()));
+            if let Some(p) = self.backup_entry(&child, parent_child)? {
+                pending.push(p);
+            }
+        }
+        let subtree = self.finish_tree(pending)?;
+        self.counts.dirs += 1;
+        let name = path.file_name().unwrap_or(std::ffi::OsStr::new("/"));
+        let mut node = node_from_meta(name, NodeKind::Dir, meta);
+        node.subtree = Some(subtree);
+        Ok(Some(PendingNode { node, content: None }))
+    }
+
+    fn backup_file(&mut self, path: &Path, meta: &Metadata, parent_node: Option<&Node>) -> Result<Option<PendingNode>> {
+        let name = path.file_name().unwrap_or_default();
+        let mut node = node_from_meta(name, NodeKind::File, meta);
+        node.size = meta.len();
+        self.counts.files += 1;
+        if let Some(p) = parent_node {
+            let unchanged = p.kind == NodeKind::File
+                && p.size == node.size
+                && p.mtime_ns == node.mtime_ns
+                && p.ctime_ns == node.ctime_ns
+                && p.inode == node.inode
+                && p.content.iter().all(|id| self.repo.index().contains(id));
+            if unchanged {
+                node.content = p.content.clone();
+                self.counts.files_unchanged += 1;
+                self.counts.total_bytes += node.size;
+                return Ok(Some(PendingNode { node, content: None }));
+            }
+        }
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.counts.files -= 1;
+                self.warn(path, "cannot open", e);
+                return Ok(None);
+            }
+        };
+        let params = self.repo.file_params();
+        match self.chunk_stream(file, params) {
+            Ok((content, size)) => {
+                node.size = size;
+                self.counts.total_bytes += size;
+                Ok(Some(PendingNode { node, content: Some(content) }))
+            }
+            Err(StreamError::Read(e)) => {
+                self.counts.files -= 1;
+                self.warn(path, "read error", e);
+                Ok(None)
+            }
+            Err(StreamError::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// Cuts a stream into chunks and queues them; returns the result channel and chunk count.
+    fn chunk_stream<R: Read>(
+        &mut self,
+        reader: R,
+        params: ChunkerParams,
+    ) -> std::result::Result<((Receiver<(u64, Result<BlobId>)>, u64), u64), StreamError> {
+        let (tx, rx) = unbounded();
+        let mut chunker = StreamChunker::new(reader, self.repo.gear(), params);
+        let mut seq = 0u64;
+        loop {
+            self.check_cancel().map_err(StreamError::Fatal)?;
+            match chunker.next_chunk() {
+                Ok(Some(data)) => {
+                    self.counts.bytes_read += data.len() as u64;
+                    let job = Job { data, seq, reply: tx.clone() };
+                    self.jobs
+                        .send(job)
+                        .map_err(|_| StreamError::Fatal(Error::InvalidInput("backup workers stopped".into())))?;
+                    seq += 1;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(StreamError::Read(e)),
+            }
+        }
+        Ok(((rx, seq), chunker.position()))
+    }
+
+    fn backup_stream(&mut self, stream: StreamSource, time: &jiff::Zoned) -> Result<BlobId> {
+        let name = validate_stream_name(stream.name())?;
+        let mtime_ns = i64::try_from(time.timestamp().as_nanosecond()).unwrap_or(0);
+        let ids = std::fs::metadata("/proc/self").map(|m| (m.uid(), m.gid())).unwrap_or((0, 0));
+        let params = self.repo.file_params();
+        let (content, size) = match stream {
+            StreamSource::Reader { reader, .. } => match self.chunk_stream(reader, params) {
+                Ok(r) => r,
+                Err(StreamError::Read(e)) => return Err(Error::io("reading", "standard input", e)),
+                Err(StreamError::Fatal(e)) => return Err(e),
+            },
+            StreamSource::Command { program, args, .. } => self.run_command(&program, &args, params)?,
+        };
+        if size == 0 {
+            return Err(Error::InvalidInput(format!(
+                "the stream for {} delivered 0 bytes; refusing to save an empty backup \
+                 (a failed dump piped into coffer looks like this: use --stdin-from-command)",
+                name.display()
+            )));
+        }
+        self.counts.files += 1;
+        self.counts.total_bytes += size;
+        // Build the file node and its synthetic parent directories, innermost first.
+        let components: Vec<&std::ffi::OsStr> = name.iter().skip(1).collect();
+        let synthetic = |n: &std::ffi::OsStr, kind: NodeKind, mode: u32| {
+            let (name, name_bytes) = encode_name(n);
+            Node {
+                name,
+                name_bytes,
+                kind,
+                mode,
+                mtime_ns,
+                ctime_ns: mtime_ns,
+                inode: 0,
+                uid: ids.0,
+                gid: ids.1,
+                size: 0,
+                content: Vec::new(),
+                subtree: None,
+                target: None,
+                target_bytes: None,
+            }
+        };
+        let (last, dirs) = components.split_last().ok_or_else(|| Error::InvalidInput("empty stream name".into()))?;
+        let mut file = synthetic(last, NodeKind::File, 0o600);
+        file.size = size;
+        let mut pending = vec![PendingNode { node: file, content: Some(content) }];
+        for dir in dirs.iter().rev() {
+            let subtree = self.finish_tree(pending)?;
+            let mut node = synthetic(dir, NodeKind::Dir, 0o700);
+            node.subtree = Some(subtree);
+            self.counts.dirs += 1;
+            pending = vec![PendingNode { node, content: None }];
+        }
+        self.finish_tree(pending)
+    }
+
+    fn run_command(
+        &mut self,
+        program: &str,
+        args: &[String],
+        params: ChunkerParams,
+    ) -> Result<((Receiver<(u64, Result<BlobId>)>, u64), u64)> {
+        let display = std::iter::once(program).chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::SourceCommand { command: display.clone(), status: format!("could not start: {e}"), stderr: String::new() })?;
+        let stdout = child.stdout.take().ok_or(Error::Interrupted)?;
+        let mut stderr = child.stderr.take().ok_or(Error::Interrupted)?;
+        // Drain stderr concurrently so the command never blocks on a full pipe; keep the tail.
+        let stderr_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf);
+            let keep = 16 * 1024;
+            if buf.len() > keep {
+                buf.drain(..buf.len() - keep);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        let chunked = self.chunk_stream(stdout, params);
+        if chunked.is_err() {
+            let _ = child.kill();
+        }
+        let status = child.wait().map_err(|e| Error::io("waiting for", program, e))?;
+        let stderr_text = stderr_reader.join().unwrap_or_default();
+        let result = match chunked {
+            Ok(r) => r,
+            Err(StreamError::Fatal(e)) => return Err(e),
+            Err(StreamError::Read(e)) => {
+                return Err(Error::SourceCommand { command: display, status: format!("reading its output failed: {e}"), stderr: stderr_text })
+            }
+        };
+        if !status.success() {
+            return Err(Error::SourceCommand { command: display, status: status.to_string(), stderr: stderr_text });
+        }
+        Ok(result)
+    }
+}
+
+enum StreamError {
+    /// The source could not be read: a warning for files, an error for streams.
+    Read(std::io::Error),
+    /// The backup itself must stop.
+    Fatal(Error),
+}

@@ -1,0 +1,5 @@
+//! Operations on a repository, one module each.
+
+pub mod backup;
+pub mod restore;
+pub mod walk;

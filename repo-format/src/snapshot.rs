@@ -1,0 +1,151 @@
+//! Snapshots: `snapshots/<id>`, sealed JSON documents naming a root tree and describing the
+//! backup (time, host, paths, tags, labels, parent, summary). A snapshot is written last, after
+//! the packs and the index it relies on, so a snapshot that exists is complete.
+
+use crate::error::{Error, Result};
+use crate::id::{storage_hash, BlobId, SnapshotId};
+use crate::sealed::{self, ObjectKind};
+use crate::storage::Storage;
+use coffer_crypto::MasterKeys;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Largest snapshot object read (bytes).
+pub const MAX_SNAPSHOT_SIZE: u64 = 16 * 1024 * 1024;
+
+/// What a backup did, recorded in its snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Total size of the files in the snapshot.
+    pub total_bytes: u64,
+    /// Bytes actually read from the sources (unchanged files reused from the parent are not read).
+    pub bytes_read: u64,
+    /// Files reused from the parent snapshot without reading.
+    pub files_unchanged: u64,
+    pub data_blobs_new: u64,
+    pub tree_blobs_new: u64,
+    /// Plaintext bytes of new blobs.
+    pub added_raw_bytes: u64,
+    /// Stored (compressed, encrypted) bytes of new blobs.
+    pub added_stored_bytes: u64,
+    pub packs_written: u64,
+    /// Source files that could not be read and are missing from the snapshot.
+    pub errors: u64,
+    pub duration_seconds: f64,
+}
+
+/// A snapshot document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// When the backup was taken (RFC 3339 with offset).
+    pub time: String,
+    /// Root tree.
+    pub tree: BlobId,
+    /// Backed-up paths as given (absolute), or the stdin name.
+    pub paths: Vec<String>,
+    pub hostname: String,
+    pub username: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<SnapshotId>,
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    /// The coffer version that wrote it.
+    pub program_version: String,
+    /// Fingerprint of the master keys that sealed the data.
+    pub key_id: String,
+    #[serde(default)]
+    pub summary: Summary,
+}
+
+impl Snapshot {
+    /// The snapshot time as a timestamp.
+    pub fn timestamp(&self) -> Result<jiff::Timestamp> {
+        self.time
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| Error::corrupt("snapshot", &self.time, format!("bad time: {e}")))
+    }
+
+    /// Seals and writes the snapshot. Callers must have written its index first.
+    pub(crate) fn save(&self, storage: &Storage, keys: &MasterKeys) -> Result<SnapshotId> {
+        let json = serde_json::to_vec(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let bytes = sealed::seal(keys, ObjectKind::Snapshot, &json)?;
+        let id = SnapshotId(storage_hash(&bytes));
+        storage.put_new(&format!("snapshots/{id}"), bytes.into())?;
+        Ok(id)
+    }
+
+    /// Reads and verifies one snapshot.
+    pub fn load(storage: &Storage, keys: &MasterKeys, id: &SnapshotId) -> Result<Snapshot> {
+        let name = id.to_hex();
+        let bytes = storage.get("snapshot", &format!("snapshots/{name}"))?;
+        if bytes.len() as u64 > MAX_SNAPSHOT_SIZE {
+            return Err(Error::corrupt("snapshot", &name, "too large"));
+        }
+        if storage_hash(&bytes) != id.0 {
+            return Err(Error::corrupt("snapshot", &name, "content does not match its name"));
+        }
+        let plain = sealed::open(keys, ObjectKind::Snapshot, "snapshot", &name, &bytes)?;
+        let snap: Snapshot = serde_json::from_slice(&plain).map_err(|e| Error::corrupt("snapshot", &name, e))?;
+        snap.timestamp().map_err(|_| Error::corrupt("snapshot", &name, "bad time"))?;
+        Ok(snap)
+    }
+}
+
+/// Ids of every snapshot in the repository.
+pub fn list_ids(storage: &Storage) -> Result<Vec<SnapshotId>> {
+    storage
+        .list("snapshots")?
+        .into_iter()
+        .map(|(key, _)| {
+            let name = key.rsplit('/').next().unwrap_or(&key);
+            SnapshotId::from_hex(name).ok_or_else(|| Error::corrupt("snapshot", &key, "not a snapshot name"))
+        })
+        .collect()
+}
+
+/// Every snapshot, oldest first (ties by id).
+pub fn load_all(storage: &Storage, keys: &MasterKeys) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let mut out = Vec::new();
+    for id in list_ids(storage)? {
+        let snap = Snapshot::load(storage, keys, &id)?;
+        out.push((id, snap));
+    }
+    sort_by_time(&mut out);
+    Ok(out)
+}
+
+/// Sorts oldest first; snapshots with equal times by id.
+pub fn sort_by_time(snapshots: &mut [(SnapshotId, Snapshot)]) {
+    snapshots.sort_by(|(ia, a), (ib, b)| {
+        let ta = a.timestamp().ok();
+        let tb = b.timestamp().ok();
+        ta.cmp(&tb).then_with(|| ia.0.cmp(&ib.0))
+    });
+}
+
+/// Resolves `latest`, a full id, or a unique id prefix (at least 4 hex digits) among
+/// `snapshots` (oldest first).
+pub fn resolve<'a>(snapshots: &'a [(SnapshotId, Snapshot)], spec: &str) -> Result<&'a (SnapshotId, Snapshot)> {
+    if spec == "latest" {
+        return snapshots.last().ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+    }
+    let spec_lower = spec.to_ascii_lowercase();
+    if spec_lower.len() < 4 || !spec_lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidInput(format!(
+            "{spec:?} is not a snapshot id: give `latest`, a full id, or at least 4 hex digits of one"
+        )));
+    }
+    let matches: Vec<_> = snapshots.iter().filter(|(id, _)| id.to_hex().starts_with(&spec_lower)).collect();
+    match matches.len() {
+        0 => Err(Error::SnapshotNotFound(spec.into())),
+        1 => Ok(matches[0]),
+        n => Err(Error::AmbiguousSnapshot { prefix: spec.into(), count: n }),
+    }
+}

@@ -1,0 +1,190 @@
+//! Trees: one blob of kind Tree per directory, a JSON document `{"nodes": [...]}` whose nodes are
+//! sorted by the bytes of their names, so an unchanged directory encodes to the same bytes and
+//! deduplicates.
+
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use serde::{Deserialize, Serialize};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+/// What a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One entry of a directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The name, as UTF-8 (lossy if `name_bytes` is set).
+    pub name: String,
+    /// The exact name bytes, hex, present only when the name is not valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_bytes: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: NodeKind,
+    /// Permission bits (`mode & 0o7777`).
+    pub mode: u32,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Status change time, nanoseconds since the Unix epoch (change detection only).
+    #[serde(default)]
+    pub ctime_ns: i64,
+    #[serde(default)]
+    pub inode: u64,
+    pub uid: u32,
+    pub gid: u32,
+    /// File size in bytes (files only).
+    #[serde(default)]
+    pub size: u64,
+    /// Content blobs in order (files only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<BlobId>,
+    /// The directory's tree blob (directories only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<BlobId>,
+    /// Symlink target (lossy UTF-8; `target_bytes` holds the exact bytes when not UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_bytes: Option<String>,
+}
+
+/// Splits raw bytes into the lossy UTF-8 form and, when lossy, the exact hex.
+pub fn encode_name(raw: &OsStr) -> (String, Option<String>) {
+    match raw.to_str() {
+        Some(s) => (s.to_string(), None),
+        None => (raw.to_string_lossy().into_owned(), Some(hex::encode(raw.as_bytes()))),
+    }
+}
+
+fn decode_name(text: &str, exact: &Option<String>, what: &str) -> Result<Vec<u8>> {
+    match exact {
+        None => Ok(text.as_bytes().to_vec()),
+        Some(h) => hex::decode(h).map_err(|e| Error::corrupt("tree", what, format!("bad name bytes: {e}"))),
+    }
+}
+
+impl Node {
+    /// The exact name bytes.
+    pub fn name_raw(&self) -> Result<Vec<u8>> {
+        decode_name(&self.name, &self.name_bytes, &self.name)
+    }
+
+    /// The exact symlink target bytes.
+    pub fn target_raw(&self) -> Result<Vec<u8>> {
+        decode_name(self.target.as_deref().unwrap_or(""), &self.target_bytes, &self.name)
+    }
+}
+
+/// A directory listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    /// Sorts nodes by name bytes: the canonical order.
+    pub fn sort(&mut self) {
+        self.nodes.sort_by(|a, b| {
+            let ka = a.name_raw().unwrap_or_default();
+            let kb = b.name_raw().unwrap_or_default();
+            ka.cmp(&kb)
+        });
+    }
+
+    /// Canonical JSON encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses and checks a tree blob: names must be non-empty, not `.`/`..`, without `/`, and
+    /// each node's fields must fit its kind. Restores rely on this to never escape their target.
+    pub fn decode(id: &BlobId, bytes: &[u8]) -> Result<Tree> {
+        let tree: Tree = serde_json::from_slice(bytes).map_err(|e| Error::corrupt("tree", id, e))?;
+        for node in &tree.nodes {
+            let raw = node.name_raw()?;
+            if raw.is_empty() || raw == b"." || raw == b".." || raw.contains(&b'/') || raw.contains(&0) {
+                return Err(Error::corrupt("tree", id, format!("invalid node name {:?}", node.name)));
+            }
+            let ok = match node.kind {
+                NodeKind::Dir => node.subtree.is_some() && node.content.is_empty(),
+                NodeKind::File => node.subtree.is_none(),
+                NodeKind::Symlink => node.target.is_some() && node.content.is_empty() && node.subtree.is_none(),
+            };
+            if !ok {
+                return Err(Error::corrupt("tree", id, format!("node {:?} has fields that do not fit its type", node.name)));
+            }
+        }
+        Ok(tree)
+    }
+
+    /// The node named `name`.
+    pub fn find(&self, name: &[u8]) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name_raw().map(|r| r == name).unwrap_or(false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn file(name: &str) -> Node {
+        Node {
+            name: name.into(),
+            name_bytes: None,
+            kind: NodeKind::File,
+            mode: 0o644,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            inode: 3,
+            uid: 0,
+            gid: 0,
+            size: 5,
+            content: vec![BlobId([1; 32])],
+            subtree: None,
+            target: None,
+            target_bytes: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_order() {
+        let mut t = Tree { nodes: vec![file("b"), file("a"), file("é")] };
+        t.sort();
+        assert_eq!(t.nodes[0].name, "a");
+        let id = BlobId([0; 32]);
+        assert_eq!(Tree::decode(&id, &t.encode()).unwrap(), t);
+        assert!(t.find(b"b").is_some());
+    }
+
+    #[test]
+    fn non_utf8_names_survive() {
+        let raw = OsStr::from_bytes(b"caf\xe9");
+        let (name, exact) = encode_name(raw);
+        let mut n = file(&name);
+        n.name_bytes = exact;
+        assert_eq!(n.name_raw().unwrap(), b"caf\xe9");
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        let id = BlobId([0; 32]);
+        for bad in ["", ".", "..", "a/b", "../../etc"] {
+            let t = Tree { nodes: vec![file(bad)] };
+            assert!(Tree::decode(&id, &t.encode()).is_err(), "{bad:?} accepted");
+        }
+        let mut n = file("x");
+        n.name_bytes = Some(hex::encode(b"../x"));
+        assert!(Tree::decode(&id, &Tree { nodes: vec![n] }.encode()).is_err());
+        assert!(Tree::decode(&id, b"{not json").is_err());
+        let mut dir = file("d");
+        dir.kind = NodeKind::Dir;
+        assert!(Tree::decode(&id, &Tree { nodes: vec![dir] }.encode()).is_err());
+    }
+}
