@@ -141,7 +141,11 @@ impl MasterKeys {
             k.copy_from_slice(&bytes[i * KEY_LEN..(i + 1) * KEY_LEN]);
             SecretKey(k)
         };
-        Ok(MasterKeys { encryption: take(0), content_id: take(1), chunker: take(2) })
+        Ok(MasterKeys {
+            encryption: take(0),
+            content_id: take(1),
+            chunker: take(2),
+        })
     }
 
     /// The key that seals stored objects.
@@ -218,7 +222,11 @@ pub fn seal_into(
     let start = out.len();
     out.extend_from_slice(plaintext);
     let tag = cipher
-        .encrypt_inout_detached(&XNonce::from(nonce), associated_data, (&mut out[start..]).into())
+        .encrypt_inout_detached(
+            &XNonce::from(nonce),
+            associated_data,
+            (&mut out[start..]).into(),
+        )
         .map_err(|_| CryptoError::Authentication)?;
     out.extend_from_slice(tag.as_slice());
     Ok(())
@@ -271,7 +279,11 @@ pub struct KdfParams {
 
 impl KdfParams {
     /// The default for new key files: 64 MiB, 3 passes, 1 lane (about 0.45 s on one core here).
-    pub const DEFAULT: KdfParams = KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 };
+    pub const DEFAULT: KdfParams = KdfParams {
+        memory_kib: 64 * 1024,
+        iterations: 3,
+        parallelism: 1,
+    };
 
     /// The largest memory cost Coffer accepts from a key file (4 GiB), so a tampered key file
     /// cannot make `open` allocate without bound.
@@ -296,8 +308,13 @@ impl KdfParams {
                 Self::MAX_PARALLELISM
             )));
         }
-        Params::new(self.memory_kib, self.iterations, self.parallelism, Some(KEY_LEN))
-            .map_err(|e| CryptoError::KdfParams(e.to_string()))
+        Params::new(
+            self.memory_kib,
+            self.iterations,
+            self.parallelism,
+            Some(KEY_LEN),
+        )
+        .map_err(|e| CryptoError::KdfParams(e.to_string()))
     }
 }
 
@@ -343,7 +360,10 @@ pub fn wrap_master_keys(
 }
 
 /// Opens a wrapping with `password`. A wrong password gives [`CryptoError::Authentication`].
-pub fn unwrap_master_keys(wrapped: &WrappedKeys, password: &[u8]) -> Result<MasterKeys, CryptoError> {
+pub fn unwrap_master_keys(
+    wrapped: &WrappedKeys,
+    password: &[u8],
+) -> Result<MasterKeys, CryptoError> {
     let kek = derive_key(password, &wrapped.salt, wrapped.kdf)?;
     let plain = Zeroizing::new(open(&kek, WRAP_AAD, &wrapped.sealed)?);
     MasterKeys::from_bytes(&plain)
@@ -355,7 +375,11 @@ mod tests {
     use proptest::prelude::*;
 
     /// Cheap parameters for tests: the minimum Argon2 accepts.
-    const CHEAP: KdfParams = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
+    const CHEAP: KdfParams = KdfParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    };
 
     fn key(byte: u8) -> SecretKey {
         SecretKey::from_bytes([byte; KEY_LEN])
@@ -385,9 +409,18 @@ mod tests {
     #[test]
     fn wrong_key_or_aad_fails() {
         let sealed = seal(&key(1), b"snapshot", b"hello").unwrap();
-        assert_eq!(open(&key(2), b"snapshot", &sealed), Err(CryptoError::Authentication));
-        assert_eq!(open(&key(1), b"index", &sealed), Err(CryptoError::Authentication));
-        assert_eq!(open(&key(1), b"snapshot", &sealed[..10]), Err(CryptoError::Truncated(10)));
+        assert_eq!(
+            open(&key(2), b"snapshot", &sealed),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(
+            open(&key(1), b"index", &sealed),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(
+            open(&key(1), b"snapshot", &sealed[..10]),
+            Err(CryptoError::Truncated(10))
+        );
     }
 
     #[test]
@@ -402,12 +435,11 @@ mod tests {
     /// test vector, section A.3.1), so this pins the algorithm, not just our round trip.
     #[test]
     fn xchacha_known_answer() {
-        let key_bytes: [u8; 32] = hex::decode(
-            "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
-        )
-        .unwrap()
-        .try_into()
-        .unwrap();
+        let key_bytes: [u8; 32] =
+            hex::decode("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f")
+                .unwrap()
+                .try_into()
+                .unwrap();
         let nonce = hex::decode("404142434445464748494a4b4c4d4e4f5051525354555657").unwrap();
         let aad = hex::decode("50515253c0c1c2c3c4c5c6c7").unwrap();
         let plaintext = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
@@ -441,7 +473,8 @@ mod tests {
         assert!(!ct_eq(k.expose(), other.expose()));
         assert_eq!(hex::encode(k.expose()), ARGON2ID_CHEAP_VECTOR);
     }
-    const ARGON2ID_CHEAP_VECTOR: &str = "03a3bf3aae0ca6e797040420b1f971d2363c42470b2689e6f31a4756064dbc74";
+    const ARGON2ID_CHEAP_VECTOR: &str =
+        "03a3bf3aae0ca6e797040420b1f971d2363c42470b2689e6f31a4756064dbc74";
 
     #[test]
     fn wrap_and_unwrap() {
@@ -457,10 +490,24 @@ mod tests {
 
     #[test]
     fn hostile_kdf_params_are_refused() {
-        let p = KdfParams { memory_kib: u32::MAX, iterations: 1, parallelism: 1 };
-        assert!(matches!(derive_key(b"x", &[0; SALT_LEN], p), Err(CryptoError::KdfParams(_))));
-        let p = KdfParams { memory_kib: 8, iterations: 0, parallelism: 1 };
-        assert!(matches!(derive_key(b"x", &[0; SALT_LEN], p), Err(CryptoError::KdfParams(_))));
+        let p = KdfParams {
+            memory_kib: u32::MAX,
+            iterations: 1,
+            parallelism: 1,
+        };
+        assert!(matches!(
+            derive_key(b"x", &[0; SALT_LEN], p),
+            Err(CryptoError::KdfParams(_))
+        ));
+        let p = KdfParams {
+            memory_kib: 8,
+            iterations: 0,
+            parallelism: 1,
+        };
+        assert!(matches!(
+            derive_key(b"x", &[0; SALT_LEN], p),
+            Err(CryptoError::KdfParams(_))
+        ));
     }
 
     #[test]
@@ -486,7 +533,10 @@ mod tests {
         let keys = MasterKeys::generate().unwrap();
         let back = MasterKeys::from_bytes(&keys.to_bytes()[..]).unwrap();
         assert_eq!(keys.fingerprint(), back.fingerprint());
-        assert_eq!(MasterKeys::from_bytes(&[0; 5]).unwrap_err(), CryptoError::KeyLength(5));
+        assert_eq!(
+            MasterKeys::from_bytes(&[0; 5]).unwrap_err(),
+            CryptoError::KeyLength(5)
+        );
     }
 
     #[test]

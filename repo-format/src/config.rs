@@ -35,7 +35,11 @@ impl ChunkSizes {
 
 impl From<ChunkerParams> for ChunkSizes {
     fn from(p: ChunkerParams) -> Self {
-        ChunkSizes { min: p.min_size(), avg: p.avg_size(), max: p.max_size() }
+        ChunkSizes {
+            min: p.min_size(),
+            avg: p.avg_size(),
+            max: p.max_size(),
+        }
     }
 }
 
@@ -62,15 +66,28 @@ impl RepoConfig {
     /// Checks every value that later code relies on.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.version != u32::from(sealed::FORMAT_VERSION) {
-            return Err(format!("config version {} differs from its envelope", self.version));
+            return Err(format!(
+                "config version {} differs from its envelope",
+                self.version
+            ));
         }
-        self.chunker_files.params().map_err(|e| format!("chunker_files: {e}"))?;
-        self.chunker_dumps.params().map_err(|e| format!("chunker_dumps: {e}"))?;
+        self.chunker_files
+            .params()
+            .map_err(|e| format!("chunker_files: {e}"))?;
+        self.chunker_dumps
+            .params()
+            .map_err(|e| format!("chunker_dumps: {e}"))?;
         if !PACK_SIZE_RANGE.contains(&self.pack_size) {
-            return Err(format!("pack_size {} outside {:?}", self.pack_size, PACK_SIZE_RANGE));
+            return Err(format!(
+                "pack_size {} outside {:?}",
+                self.pack_size, PACK_SIZE_RANGE
+            ));
         }
         if !(1..=19).contains(&self.compression_level) {
-            return Err(format!("compression_level {} outside 1..=19", self.compression_level));
+            return Err(format!(
+                "compression_level {} outside 1..=19",
+                self.compression_level
+            ));
         }
         Ok(())
     }
@@ -86,12 +103,18 @@ impl RepoConfig {
     pub(crate) fn load(storage: &Storage, keys: &MasterKeys) -> Result<RepoConfig> {
         let bytes = storage.get("config", CONFIG_KEY)?;
         if bytes.len() as u64 > MAX_CONFIG_SIZE {
-            return Err(Error::corrupt("config", CONFIG_KEY, format!("{} bytes is too large", bytes.len())));
+            return Err(Error::corrupt(
+                "config",
+                CONFIG_KEY,
+                format!("{} bytes is too large", bytes.len()),
+            ));
         }
         let plain = sealed::open(keys, ObjectKind::Config, "config", CONFIG_KEY, &bytes)?;
         let config: RepoConfig =
             serde_json::from_slice(&plain).map_err(|e| Error::corrupt("config", CONFIG_KEY, e))?;
-        config.validate().map_err(|e| Error::corrupt("config", CONFIG_KEY, e))?;
+        config
+            .validate()
+            .map_err(|e| Error::corrupt("config", CONFIG_KEY, e))?;
         Ok(config)
     }
 }

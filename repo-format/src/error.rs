@@ -19,7 +19,11 @@ pub enum Error {
     WrongPassword,
     /// Stored bytes failed a check: bad length, bad hash, failed authentication, bad encoding.
     #[error("{what} {id} is corrupt: {reason}")]
-    Corrupt { what: &'static str, id: String, reason: String },
+    Corrupt {
+        what: &'static str,
+        id: String,
+        reason: String,
+    },
     /// A stored object that should exist does not.
     #[error("{what} {id} is missing from the repository")]
     Missing { what: &'static str, id: String },
@@ -49,8 +53,15 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A command whose output was being backed up failed; nothing was saved.
-    #[error("source command `{command}` failed ({status}); no snapshot was saved{}", stderr_suffix(stderr))]
-    SourceCommand { command: String, status: String, stderr: String },
+    #[error(
+        "source command `{command}` failed ({status}); no snapshot was saved{}",
+        stderr_suffix(stderr)
+    )]
+    SourceCommand {
+        command: String,
+        status: String,
+        stderr: String,
+    },
     /// No snapshot matches the given id, prefix or `latest`.
     #[error("no snapshot matches {0:?}")]
     SnapshotNotFound(String),
@@ -85,11 +96,23 @@ fn stderr_suffix(stderr: &str) -> String {
 
 impl Error {
     pub(crate) fn corrupt(what: &'static str, id: impl ToString, reason: impl ToString) -> Self {
-        Error::Corrupt { what, id: id.to_string(), reason: reason.to_string() }
+        Error::Corrupt {
+            what,
+            id: id.to_string(),
+            reason: reason.to_string(),
+        }
     }
 
-    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { operation, path: path.into(), source }
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            operation,
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::fmt;
 macro_rules! define_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Hash, PartialOrd, Ord)]
+        #[derive(Clone, Copy, PartialOrd, Ord)]
         pub struct $name(pub [u8; 32]);
 
         impl $name {
@@ -45,6 +45,12 @@ macro_rules! define_id {
             }
         }
         impl Eq for $name {}
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.0.hash(state)
+            }
+        }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -40,7 +40,9 @@ impl IndexFile {
     /// Binary plaintext (before compression).
     pub fn encode(&self) -> Vec<u8> {
         let blobs: usize = self.packs.iter().map(|(_, b)| b.len()).sum();
-        let mut out = Vec::with_capacity(8 + self.supersedes.len() * 32 + self.packs.len() * 36 + blobs * ENTRY_LEN);
+        let mut out = Vec::with_capacity(
+            8 + self.supersedes.len() * 32 + self.packs.len() * 36 + blobs * ENTRY_LEN,
+        );
         out.extend_from_slice(&(self.supersedes.len() as u32).to_le_bytes());
         for id in &self.supersedes {
             out.extend_from_slice(&id.0);
@@ -64,7 +66,11 @@ impl IndexFile {
     /// Parses the binary plaintext; `name` identifies the file in errors.
     pub fn decode(name: &str, plain: &[u8]) -> Result<IndexFile> {
         let what = "index";
-        let mut r = Reader { buf: plain, name, what };
+        let mut r = Reader {
+            buf: plain,
+            name,
+            what,
+        };
         let n = r.u32()? as usize;
         let mut supersedes = Vec::with_capacity(n.min(plain.len() / 32));
         for _ in 0..n {
@@ -76,7 +82,11 @@ impl IndexFile {
             let pack = PackId(r.id()?);
             let count = r.u32()? as usize;
             if count.saturating_mul(ENTRY_LEN) > r.buf.len() {
-                return Err(Error::corrupt(what, name, format!("pack {pack} claims {count} blobs, more than the file holds")));
+                return Err(Error::corrupt(
+                    what,
+                    name,
+                    format!("pack {pack} claims {count} blobs, more than the file holds"),
+                ));
             }
             let mut blobs = Vec::with_capacity(count);
             for _ in 0..count {
@@ -86,12 +96,23 @@ impl IndexFile {
                 let length = r.u32()?;
                 let raw_length = r.u32()?;
                 let id = BlobId(r.id()?);
-                blobs.push(PackedBlob { kind, compression, id, offset, length, raw_length });
+                blobs.push(PackedBlob {
+                    kind,
+                    compression,
+                    id,
+                    offset,
+                    length,
+                    raw_length,
+                });
             }
             packs.push((pack, blobs));
         }
         if !r.buf.is_empty() {
-            return Err(Error::corrupt(what, name, format!("{} trailing bytes", r.buf.len())));
+            return Err(Error::corrupt(
+                what,
+                name,
+                format!("{} trailing bytes", r.buf.len()),
+            ));
         }
         Ok(IndexFile { supersedes, packs })
     }
@@ -114,7 +135,11 @@ impl IndexFile {
             return Err(Error::corrupt("index", &name, "too large"));
         }
         if storage_hash(&bytes) != id.0 {
-            return Err(Error::corrupt("index", &name, "content does not match its name"));
+            return Err(Error::corrupt(
+                "index",
+                &name,
+                "content does not match its name",
+            ));
         }
         let compressed = sealed::open(keys, ObjectKind::Index, "index", &name, &bytes)?;
         let mut plain = Vec::new();
@@ -122,7 +147,11 @@ impl IndexFile {
             .and_then(|d| d.take(MAX_INDEX_PLAINTEXT + 1).read_to_end(&mut plain))
             .map_err(|e| Error::corrupt("index", &name, format!("zstd: {e}")))?;
         if plain.len() as u64 > MAX_INDEX_PLAINTEXT {
-            return Err(Error::corrupt("index", &name, "decompresses to more than the maximum"));
+            return Err(Error::corrupt(
+                "index",
+                &name,
+                "decompresses to more than the maximum",
+            ));
         }
         IndexFile::decode(&name, &plain)
     }
@@ -194,7 +223,10 @@ impl MasterIndex {
                 .ok_or_else(|| Error::corrupt("index", &key, "not an index file name"))?;
             files.push((id, IndexFile::load(storage, keys, &id)?));
         }
-        let superseded: HashSet<IndexId> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let superseded: HashSet<IndexId> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
         let mut index = MasterIndex::default();
         for (id, file) in files {
             if superseded.contains(&id) {
@@ -229,7 +261,7 @@ impl MasterIndex {
     /// first listed wins).
     pub fn sort(&mut self) {
         if !self.sorted {
-            self.entries.sort_by(|a, b| a.id.0.cmp(&b.id.0));
+            self.entries.sort_by_key(|e| e.id.0);
             self.entries.dedup_by(|a, b| a.id.0 == b.id.0);
             self.sorted = true;
         }
@@ -237,7 +269,10 @@ impl MasterIndex {
 
     fn find(&self, id: &BlobId) -> Option<&Entry> {
         debug_assert!(self.sorted, "MasterIndex used before sort()");
-        self.entries.binary_search_by(|e| e.id.0.cmp(&id.0)).ok().map(|i| &self.entries[i])
+        self.entries
+            .binary_search_by(|e| e.id.0.cmp(&id.0))
+            .ok()
+            .map(|i| &self.entries[i])
     }
 
     /// Where blob `id` is, if indexed.
@@ -286,8 +321,16 @@ mod tests {
 
     fn blob(id: u8, offset: u32) -> PackedBlob {
         PackedBlob {
-            kind: if id % 2 == 0 { BlobKind::Data } else { BlobKind::Tree },
-            compression: if id % 3 == 0 { Compression::Zstd } else { Compression::None },
+            kind: if id % 2 == 0 {
+                BlobKind::Data
+            } else {
+                BlobKind::Tree
+            },
+            compression: if id % 3 == 0 {
+                Compression::Zstd
+            } else {
+                Compression::None
+            },
             id: BlobId([id; 32]),
             offset,
             length: 100 + u32::from(id),
@@ -326,14 +369,20 @@ mod tests {
     fn save_load_and_supersede() {
         let storage = Storage::in_memory().unwrap();
         let keys = MasterKeys::generate().unwrap();
-        let first = IndexFile { supersedes: vec![], packs: vec![(PackId([1; 32]), vec![blob(1, 0), blob(2, 200)])] };
+        let first = IndexFile {
+            supersedes: vec![],
+            packs: vec![(PackId([1; 32]), vec![blob(1, 0), blob(2, 200)])],
+        };
         let first_id = first.save(&storage, &keys).unwrap();
         assert_eq!(IndexFile::load(&storage, &keys, &first_id).unwrap(), first);
         let index = MasterIndex::load(&storage, &keys).unwrap();
         assert_eq!(index.len(), 2);
         assert_eq!(index.get(&BlobId([2; 32])).unwrap().pack, PackId([1; 32]));
         assert!(!index.contains(&BlobId([3; 32])));
-        let second = IndexFile { supersedes: vec![first_id], packs: vec![(PackId([9; 32]), vec![blob(2, 0)])] };
+        let second = IndexFile {
+            supersedes: vec![first_id],
+            packs: vec![(PackId([9; 32]), vec![blob(2, 0)])],
+        };
         second.save(&storage, &keys).unwrap();
         let index = MasterIndex::load(&storage, &keys).unwrap();
         assert_eq!(index.len(), 1);

@@ -45,7 +45,13 @@ pub struct KeyFile {
 
 impl KeyFile {
     /// Wraps `keys` under `password`.
-    pub fn create(keys: &MasterKeys, password: &[u8], kdf: KdfParams, hostname: &str, username: &str) -> Result<KeyFile> {
+    pub fn create(
+        keys: &MasterKeys,
+        password: &[u8],
+        kdf: KdfParams,
+        hostname: &str,
+        username: &str,
+    ) -> Result<KeyFile> {
         let wrapped = coffer_crypto::wrap_master_keys(keys, password, kdf)?;
         Ok(KeyFile {
             version: 1,
@@ -66,7 +72,8 @@ impl KeyFile {
 
     /// Writes the key file under its content hash and returns its id.
     pub fn save(&self, storage: &Storage) -> Result<KeyId> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
         let id = KeyId(storage_hash(&bytes));
         storage.put_new(&format!("keys/{id}"), bytes.into())?;
         Ok(id)
@@ -74,9 +81,14 @@ impl KeyFile {
 
     /// Parses and checks a stored key file.
     pub fn parse(id: &str, bytes: &[u8]) -> Result<KeyFile> {
-        let file: KeyFile = serde_json::from_slice(bytes).map_err(|e| Error::corrupt("key file", id, e))?;
+        let file: KeyFile =
+            serde_json::from_slice(bytes).map_err(|e| Error::corrupt("key file", id, e))?;
         if file.version != 1 || file.kdf.algorithm != "argon2id" || file.kdf.version != 19 {
-            return Err(Error::corrupt("key file", id, "unknown key file version or algorithm"));
+            return Err(Error::corrupt(
+                "key file",
+                id,
+                "unknown key file version or algorithm",
+            ));
         }
         Ok(file)
     }
@@ -84,8 +96,10 @@ impl KeyFile {
     /// Tries to open the master keys with `password`. `Ok(None)` means wrong password.
     pub fn unwrap(&self, id: &str, password: &[u8]) -> Result<Option<MasterKeys>> {
         let mut salt = [0u8; SALT_LEN];
-        hex::decode_to_slice(&self.salt, &mut salt).map_err(|e| Error::corrupt("key file", id, format!("salt: {e}")))?;
-        let sealed = hex::decode(&self.master).map_err(|e| Error::corrupt("key file", id, format!("master: {e}")))?;
+        hex::decode_to_slice(&self.salt, &mut salt)
+            .map_err(|e| Error::corrupt("key file", id, format!("salt: {e}")))?;
+        let sealed = hex::decode(&self.master)
+            .map_err(|e| Error::corrupt("key file", id, format!("master: {e}")))?;
         let wrapped = WrappedKeys {
             kdf: KdfParams {
                 memory_kib: self.kdf.memory_kib,
@@ -108,7 +122,10 @@ impl KeyFile {
 pub fn open_any(storage: &Storage, password: &[u8]) -> Result<(KeyId, MasterKeys)> {
     let listed = storage.list("keys")?;
     if listed.is_empty() {
-        return Err(Error::Missing { what: "key files", id: "keys/".into() });
+        return Err(Error::Missing {
+            what: "key files",
+            id: "keys/".into(),
+        });
     }
     let mut damaged = Vec::new();
     for (key, size) in listed.into_iter().take(MAX_KEY_FILES_TRIED) {
@@ -142,6 +159,10 @@ pub fn open_any(storage: &Storage, password: &[u8]) -> Result<(KeyId, MasterKeys
     if damaged.is_empty() {
         Err(Error::WrongPassword)
     } else {
-        Err(Error::corrupt("key files", "keys/", format!("no key file opened; damaged: {}", damaged.join("; "))))
+        Err(Error::corrupt(
+            "key files",
+            "keys/",
+            format!("no key file opened; damaged: {}", damaged.join("; ")),
+        ))
     }
 }

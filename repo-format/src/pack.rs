@@ -85,7 +85,8 @@ pub(crate) fn decode_kind(v: u8, what: &'static str, id: &str) -> Result<BlobKin
 }
 
 pub(crate) fn decode_compression(v: u8, what: &'static str, id: &str) -> Result<Compression> {
-    Compression::from_u8(v).ok_or_else(|| Error::corrupt(what, id, format!("unknown compression {v}")))
+    Compression::from_u8(v)
+        .ok_or_else(|| Error::corrupt(what, id, format!("unknown compression {v}")))
 }
 
 /// The associated data that binds a sealed blob to its kind, encoding and id.
@@ -118,7 +119,12 @@ pub fn seal_blob(
     let raw_length = u32::try_from(plaintext.len())
         .ok()
         .filter(|&n| n <= MAX_BLOB_SIZE)
-        .ok_or_else(|| Error::InvalidInput(format!("blob of {} bytes exceeds the maximum", plaintext.len())))?;
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "blob of {} bytes exceeds the maximum",
+                plaintext.len()
+            ))
+        })?;
     let compressed = if looks_incompressible(plaintext) {
         None
     } else {
@@ -132,7 +138,13 @@ pub fn seal_blob(
         None => (Compression::None, plaintext),
     };
     let bytes = keys.seal(&blob_aad(kind, compression, &id), payload)?;
-    Ok(SealedBlob { kind, compression, id, raw_length, bytes })
+    Ok(SealedBlob {
+        kind,
+        compression,
+        id,
+        raw_length,
+        bytes,
+    })
 }
 
 /// A cheap test for data that zstd cannot shrink (encrypted, already compressed, media): compress
@@ -151,14 +163,26 @@ fn looks_incompressible(data: &[u8]) -> bool {
 }
 
 /// Opens a sealed blob found at `blob`'s place and checks its id. `pack` names it in errors.
-pub fn open_blob(keys: &MasterKeys, pack: &PackId, blob: &PackedBlob, sealed_bytes: &[u8]) -> Result<Vec<u8>> {
+pub fn open_blob(
+    keys: &MasterKeys,
+    pack: &PackId,
+    blob: &PackedBlob,
+    sealed_bytes: &[u8],
+) -> Result<Vec<u8>> {
     let what = "blob";
     let name = || format!("{} in pack {}", blob.id, pack);
     if blob.raw_length > MAX_BLOB_SIZE {
-        return Err(Error::corrupt(what, name(), format!("raw length {} exceeds the maximum", blob.raw_length)));
+        return Err(Error::corrupt(
+            what,
+            name(),
+            format!("raw length {} exceeds the maximum", blob.raw_length),
+        ));
     }
     let payload = keys
-        .open(&blob_aad(blob.kind, blob.compression, &blob.id), sealed_bytes)
+        .open(
+            &blob_aad(blob.kind, blob.compression, &blob.id),
+            sealed_bytes,
+        )
         .map_err(|e| Error::corrupt(what, name(), e))?;
     let plaintext = match blob.compression {
         Compression::None => payload,
@@ -169,12 +193,20 @@ pub fn open_blob(keys: &MasterKeys, pack: &PackId, blob: &PackedBlob, sealed_byt
         return Err(Error::corrupt(
             what,
             name(),
-            format!("decoded {} bytes, expected {}", plaintext.len(), blob.raw_length),
+            format!(
+                "decoded {} bytes, expected {}",
+                plaintext.len(),
+                blob.raw_length
+            ),
         ));
     }
     let actual = BlobId(keys.content_id(&plaintext));
     if actual != blob.id {
-        return Err(Error::corrupt(what, name(), "content does not match its id"));
+        return Err(Error::corrupt(
+            what,
+            name(),
+            "content does not match its id",
+        ));
     }
     Ok(plaintext)
 }
@@ -196,7 +228,10 @@ pub struct FinishedPack {
 impl PackWriter {
     /// An empty pack with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> PackWriter {
-        PackWriter { bytes: Vec::with_capacity(capacity), blobs: Vec::new() }
+        PackWriter {
+            bytes: Vec::with_capacity(capacity),
+            blobs: Vec::new(),
+        }
     }
 
     /// Appends a sealed blob.
@@ -236,9 +271,14 @@ impl PackWriter {
         }
         let sealed_header = sealed::seal(keys, ObjectKind::PackHeader, &header)?;
         self.bytes.extend_from_slice(&sealed_header);
-        self.bytes.extend_from_slice(&(sealed_header.len() as u32).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(sealed_header.len() as u32).to_le_bytes());
         let id = PackId(storage_hash(&self.bytes));
-        Ok(FinishedPack { id, bytes: self.bytes.into(), blobs: self.blobs })
+        Ok(FinishedPack {
+            id,
+            bytes: self.bytes.into(),
+            blobs: self.blobs,
+        })
     }
 }
 
@@ -254,12 +294,20 @@ pub fn parse_pack(keys: &MasterKeys, id: &PackId, pack: &[u8]) -> Result<Vec<Pac
     let name = id.to_hex();
     let what = "pack";
     if pack.len() < 4 {
-        return Err(Error::corrupt(what, &name, format!("truncated: {} bytes", pack.len())));
+        return Err(Error::corrupt(
+            what,
+            &name,
+            format!("truncated: {} bytes", pack.len()),
+        ));
     }
     let (rest, len_bytes) = pack.split_at(pack.len() - 4);
     let header_len = u32::from_le_bytes(len_bytes.try_into().unwrap_or_default());
     if header_len > MAX_HEADER_SIZE || header_len as usize > rest.len() {
-        return Err(Error::corrupt(what, &name, format!("header length {header_len} does not fit the pack")));
+        return Err(Error::corrupt(
+            what,
+            &name,
+            format!("header length {header_len} does not fit the pack"),
+        ));
     }
     let (data, header) = rest.split_at(rest.len() - header_len as usize);
     let plain = sealed::open(keys, ObjectKind::PackHeader, "pack header", &name, header)?;
@@ -269,13 +317,28 @@ pub fn parse_pack(keys: &MasterKeys, id: &PackId, pack: &[u8]) -> Result<Vec<Pac
     for (kind, compression, length, raw_length, blob_id) in blobs {
         let end = offset + u64::from(length);
         if end > data.len() as u64 {
-            return Err(Error::corrupt(what, &name, "header names blobs past the end of the data"));
+            return Err(Error::corrupt(
+                what,
+                &name,
+                "header names blobs past the end of the data",
+            ));
         }
-        out.push(PackedBlob { kind, compression, id: blob_id, offset: offset as u32, length, raw_length });
+        out.push(PackedBlob {
+            kind,
+            compression,
+            id: blob_id,
+            offset: offset as u32,
+            length,
+            raw_length,
+        });
         offset = end;
     }
     if offset != data.len() as u64 {
-        return Err(Error::corrupt(what, &name, "header does not account for every byte of the pack"));
+        return Err(Error::corrupt(
+            what,
+            &name,
+            "header does not account for every byte of the pack",
+        ));
     }
     Ok(out)
 }
@@ -289,7 +352,11 @@ fn decode_header(name: &str, plain: &[u8]) -> Result<Vec<HeaderEntry>> {
     }
     let count = u32::from_le_bytes([plain[0], plain[1], plain[2], plain[3]]) as usize;
     if plain.len() != 4 + count * HEADER_ENTRY_LEN {
-        return Err(Error::corrupt(what, name, format!("{} bytes cannot hold {count} entries", plain.len())));
+        return Err(Error::corrupt(
+            what,
+            name,
+            format!("{} bytes cannot hold {count} entries", plain.len()),
+        ));
     }
     let mut out = Vec::with_capacity(count);
     for e in plain[4..].chunks_exact(HEADER_ENTRY_LEN) {
@@ -297,7 +364,8 @@ fn decode_header(name: &str, plain: &[u8]) -> Result<Vec<HeaderEntry>> {
         let compression = decode_compression(e[1], what, name)?;
         let length = u32::from_le_bytes([e[2], e[3], e[4], e[5]]);
         let raw_length = u32::from_le_bytes([e[6], e[7], e[8], e[9]]);
-        let id = BlobId::from_slice(&e[10..42]).ok_or_else(|| Error::corrupt(what, name, "bad id"))?;
+        let id =
+            BlobId::from_slice(&e[10..42]).ok_or_else(|| Error::corrupt(what, name, "bad id"))?;
         out.push((kind, compression, length, raw_length, id));
     }
     Ok(out)
@@ -353,8 +421,13 @@ mod tests {
         let mut bytes = pack.bytes.to_vec();
         bytes[entry.offset as usize + 30] ^= 0x40;
         let s = &bytes[entry.offset as usize..(entry.offset + entry.length) as usize];
-        let err = open_blob(&keys, &pack.id, &entry, s).unwrap_err().to_string();
-        assert!(err.contains(&entry.id.to_hex()) && err.contains(&pack.id.to_hex()), "{err}");
+        let err = open_blob(&keys, &pack.id, &entry, s)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&entry.id.to_hex()) && err.contains(&pack.id.to_hex()),
+            "{err}"
+        );
         // A swapped id (blob presented as another) fails authentication.
         let mut wrong = entry;
         wrong.id = pack.blobs[0].id;

@@ -1,7 +1,9 @@
 //! The repository handle: storage, the opened master keys, the configuration, the chunker's gear
 //! table and the in-memory index. Operations in `ops/` take a `&Repository`.
 
-use crate::config::{ChunkSizes, RepoConfig, CONFIG_KEY, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE};
+use crate::config::{
+    ChunkSizes, RepoConfig, CONFIG_KEY, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE,
+};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, KeyId, PackId};
 use crate::index::{BlobLocation, MasterIndex};
@@ -65,7 +67,9 @@ impl Repository {
     /// `init` leaves no repository (only a stray key file that a second `init` ignores).
     pub fn init(storage: Storage, password: &[u8], options: &InitOptions) -> Result<Repository> {
         if storage.size(CONFIG_KEY)?.is_some() {
-            return Err(Error::AlreadyInitialized { location: storage.location().to_string() });
+            return Err(Error::AlreadyInitialized {
+                location: storage.location().to_string(),
+            });
         }
         if password.is_empty() {
             return Err(Error::InvalidInput("the password is empty".into()));
@@ -83,27 +87,55 @@ impl Repository {
             compression_level: options.compression_level,
         };
         config.validate().map_err(Error::InvalidInput)?;
-        let key_file = KeyFile::create(&keys, password, options.kdf, &options.hostname, &options.username)?;
+        let key_file = KeyFile::create(
+            &keys,
+            password,
+            options.kdf,
+            &options.hostname,
+            &options.username,
+        )?;
         let key_id = key_file.save(&storage)?;
         config.save(&storage, &keys)?;
         let gear = GearTable::from_key(keys.chunker_key());
-        Ok(Repository { storage, keys, key_id, config, gear, index: MasterIndex::default() })
+        Ok(Repository {
+            storage,
+            keys,
+            key_id,
+            config,
+            gear,
+            index: MasterIndex::default(),
+        })
     }
 
     /// Opens an existing repository with `password` and loads its index.
     pub fn open(storage: Storage, password: &[u8]) -> Result<Repository> {
         if storage.size(CONFIG_KEY)?.is_none() {
-            return Err(Error::NoRepository { location: storage.location().to_string() });
+            return Err(Error::NoRepository {
+                location: storage.location().to_string(),
+            });
         }
         let (key_id, keys) = keyfile::open_any(&storage, password)?;
         let config = RepoConfig::load(&storage, &keys)?;
         let index = MasterIndex::load(&storage, &keys)?;
         let gear = GearTable::from_key(keys.chunker_key());
-        Ok(Repository { storage, keys, key_id, config, gear, index })
+        Ok(Repository {
+            storage,
+            keys,
+            key_id,
+            config,
+            gear,
+            index,
+        })
     }
 
     /// Adds a key file so that `new_password` also opens the repository.
-    pub fn add_password(&self, new_password: &[u8], kdf: KdfParams, hostname: &str, username: &str) -> Result<KeyId> {
+    pub fn add_password(
+        &self,
+        new_password: &[u8],
+        kdf: KdfParams,
+        hostname: &str,
+        username: &str,
+    ) -> Result<KeyId> {
         if new_password.is_empty() {
             return Err(Error::InvalidInput("the password is empty".into()));
         }
@@ -132,24 +164,37 @@ impl Repository {
     /// Chunker parameters for ordinary files.
     pub fn file_params(&self) -> ChunkerParams {
         // Validated when the config was loaded or created.
-        self.config.chunker_files.params().unwrap_or(ChunkerParams::FILES)
+        self.config
+            .chunker_files
+            .params()
+            .unwrap_or(ChunkerParams::FILES)
     }
 
     /// Chunker parameters for database dumps.
     pub fn dump_params(&self) -> ChunkerParams {
-        self.config.chunker_dumps.params().unwrap_or(ChunkerParams::DUMPS)
+        self.config
+            .chunker_dumps
+            .params()
+            .unwrap_or(ChunkerParams::DUMPS)
     }
 
     /// Where blob `id` is, or an error naming it.
     pub fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
-        self.index.get(id).ok_or_else(|| Error::Missing { what: "blob", id: format!("{id} (not in any index)") })
+        self.index.get(id).ok_or_else(|| Error::Missing {
+            what: "blob",
+            id: format!("{id} (not in any index)"),
+        })
     }
 
     /// Reads, decrypts and verifies one blob.
     pub fn load_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
         let start = u64::from(loc.blob.offset);
-        let bytes = self.storage.get_range("pack", &pack::pack_key(&loc.pack), start..start + u64::from(loc.blob.length))?;
+        let bytes = self.storage.get_range(
+            "pack",
+            &pack::pack_key(&loc.pack),
+            start..start + u64::from(loc.blob.length),
+        )?;
         pack::open_blob(&self.keys, &loc.pack, &loc.blob, &bytes)
     }
 
@@ -157,7 +202,11 @@ impl Repository {
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
         let loc = self.locate(id)?;
         if loc.blob.kind != BlobKind::Tree {
-            return Err(Error::corrupt("tree", id, "the index lists it as a data blob"));
+            return Err(Error::corrupt(
+                "tree",
+                id,
+                "the index lists it as a data blob",
+            ));
         }
         Tree::decode(id, &self.load_blob(id)?)
     }
@@ -165,9 +214,16 @@ impl Repository {
     /// Streams the plaintext of `ids`, in order, to `sink`. Blobs that sit next to each other
     /// in the same pack are fetched with one ranged read of up to 32 MiB, which turns a file's
     /// consecutive chunks into a handful of requests.
-    pub fn read_blobs(&self, ids: &[BlobId], mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    pub fn read_blobs(
+        &self,
+        ids: &[BlobId],
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         const MAX_RUN: u64 = 32 * 1024 * 1024;
-        let locations = ids.iter().map(|id| self.locate(id)).collect::<Result<Vec<_>>>()?;
+        let locations = ids
+            .iter()
+            .map(|id| self.locate(id))
+            .collect::<Result<Vec<_>>>()?;
         let mut i = 0;
         while i < locations.len() {
             let first = locations[i];
@@ -177,17 +233,27 @@ impl Repository {
             while j < locations.len() {
                 let next = &locations[j];
                 let next_end = u64::from(next.blob.offset) + u64::from(next.blob.length);
-                if next.pack != first.pack || u64::from(next.blob.offset) != end || next_end - start > MAX_RUN {
+                if next.pack != first.pack
+                    || u64::from(next.blob.offset) != end
+                    || next_end - start > MAX_RUN
+                {
                     break;
                 }
                 end = next_end;
                 j += 1;
             }
-            let bytes = self.storage.get_range("pack", &pack::pack_key(&first.pack), start..end)?;
+            let bytes = self
+                .storage
+                .get_range("pack", &pack::pack_key(&first.pack), start..end)?;
             for loc in &locations[i..j] {
                 let from = (u64::from(loc.blob.offset) - start) as usize;
                 let to = from + loc.blob.length as usize;
-                sink(&pack::open_blob(&self.keys, &loc.pack, &loc.blob, &bytes[from..to])?)?;
+                sink(&pack::open_blob(
+                    &self.keys,
+                    &loc.pack,
+                    &loc.blob,
+                    &bytes[from..to],
+                )?)?;
             }
             i = j;
         }
@@ -199,7 +265,8 @@ impl Repository {
         let mut out = Vec::new();
         for (key, size) in self.storage.list("data")? {
             let name = key.rsplit('/').next().unwrap_or(&key);
-            let id = PackId::from_hex(name).ok_or_else(|| Error::corrupt("pack", &key, "not a pack file name"))?;
+            let id = PackId::from_hex(name)
+                .ok_or_else(|| Error::corrupt("pack", &key, "not a pack file name"))?;
             out.push((id, size));
         }
         Ok(out)

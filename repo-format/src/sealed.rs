@@ -31,7 +31,14 @@ pub enum ObjectKind {
 
 impl ObjectKind {
     fn header(self) -> [u8; HEADER_LEN] {
-        [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], self as u8, FORMAT_VERSION]
+        [
+            MAGIC[0],
+            MAGIC[1],
+            MAGIC[2],
+            MAGIC[3],
+            self as u8,
+            FORMAT_VERSION,
+        ]
     }
 }
 
@@ -45,18 +52,35 @@ pub fn seal(keys: &MasterKeys, kind: ObjectKind, plaintext: &[u8]) -> Result<Vec
 }
 
 /// Checks the header and opens an object of `kind`. `what` and `id` name it in errors.
-pub fn open(keys: &MasterKeys, kind: ObjectKind, what: &'static str, id: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+pub fn open(
+    keys: &MasterKeys,
+    kind: ObjectKind,
+    what: &'static str,
+    id: &str,
+    bytes: &[u8],
+) -> Result<Vec<u8>> {
     if bytes.len() < HEADER_LEN + coffer_crypto::SEAL_OVERHEAD {
-        return Err(Error::corrupt(what, id, format!("truncated: {} bytes", bytes.len())));
+        return Err(Error::corrupt(
+            what,
+            id,
+            format!("truncated: {} bytes", bytes.len()),
+        ));
     }
     if &bytes[..4] != MAGIC {
         return Err(Error::corrupt(what, id, "not a coffer object (bad magic)"));
     }
     if bytes[5] != FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion { found: bytes[5].into(), supported: FORMAT_VERSION.into() });
+        return Err(Error::UnsupportedVersion {
+            found: bytes[5].into(),
+            supported: FORMAT_VERSION.into(),
+        });
     }
     if bytes[4] != kind as u8 {
-        return Err(Error::corrupt(what, id, format!("holds object kind {}, expected {}", bytes[4], kind as u8)));
+        return Err(Error::corrupt(
+            what,
+            id,
+            format!("holds object kind {}, expected {}", bytes[4], kind as u8),
+        ));
     }
     keys.open(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..])
         .map_err(|e| Error::corrupt(what, id, e))
@@ -70,7 +94,10 @@ mod tests {
     fn round_trip_and_tamper() {
         let keys = MasterKeys::generate().unwrap();
         let sealed = seal(&keys, ObjectKind::Snapshot, b"{}").unwrap();
-        assert_eq!(open(&keys, ObjectKind::Snapshot, "snapshot", "x", &sealed).unwrap(), b"{}");
+        assert_eq!(
+            open(&keys, ObjectKind::Snapshot, "snapshot", "x", &sealed).unwrap(),
+            b"{}"
+        );
         // Relabelled as another kind: refused before and by authentication.
         let mut relabelled = sealed.clone();
         relabelled[4] = ObjectKind::Index as u8;
@@ -82,7 +109,14 @@ mod tests {
             open(&keys, ObjectKind::Snapshot, "snapshot", "x", &future),
             Err(Error::UnsupportedVersion { found: 9, .. })
         ));
-        let err = open(&keys, ObjectKind::Snapshot, "snapshot", "abc", &sealed[..20]).unwrap_err();
+        let err = open(
+            &keys,
+            ObjectKind::Snapshot,
+            "snapshot",
+            "abc",
+            &sealed[..20],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("snapshot abc is corrupt"), "{err}");
         let mut flipped = sealed;
         let last = flipped.len() - 1;

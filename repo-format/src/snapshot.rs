@@ -89,11 +89,17 @@ impl Snapshot {
             return Err(Error::corrupt("snapshot", &name, "too large"));
         }
         if storage_hash(&bytes) != id.0 {
-            return Err(Error::corrupt("snapshot", &name, "content does not match its name"));
+            return Err(Error::corrupt(
+                "snapshot",
+                &name,
+                "content does not match its name",
+            ));
         }
         let plain = sealed::open(keys, ObjectKind::Snapshot, "snapshot", &name, &bytes)?;
-        let snap: Snapshot = serde_json::from_slice(&plain).map_err(|e| Error::corrupt("snapshot", &name, e))?;
-        snap.timestamp().map_err(|_| Error::corrupt("snapshot", &name, "bad time"))?;
+        let snap: Snapshot =
+            serde_json::from_slice(&plain).map_err(|e| Error::corrupt("snapshot", &name, e))?;
+        snap.timestamp()
+            .map_err(|_| Error::corrupt("snapshot", &name, "bad time"))?;
         Ok(snap)
     }
 }
@@ -105,7 +111,8 @@ pub fn list_ids(storage: &Storage) -> Result<Vec<SnapshotId>> {
         .into_iter()
         .map(|(key, _)| {
             let name = key.rsplit('/').next().unwrap_or(&key);
-            SnapshotId::from_hex(name).ok_or_else(|| Error::corrupt("snapshot", &key, "not a snapshot name"))
+            SnapshotId::from_hex(name)
+                .ok_or_else(|| Error::corrupt("snapshot", &key, "not a snapshot name"))
         })
         .collect()
 }
@@ -132,9 +139,14 @@ pub fn sort_by_time(snapshots: &mut [(SnapshotId, Snapshot)]) {
 
 /// Resolves `latest`, a full id, or a unique id prefix (at least 4 hex digits) among
 /// `snapshots` (oldest first).
-pub fn resolve<'a>(snapshots: &'a [(SnapshotId, Snapshot)], spec: &str) -> Result<&'a (SnapshotId, Snapshot)> {
+pub fn resolve<'a>(
+    snapshots: &'a [(SnapshotId, Snapshot)],
+    spec: &str,
+) -> Result<&'a (SnapshotId, Snapshot)> {
     if spec == "latest" {
-        return snapshots.last().ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+        return snapshots
+            .last()
+            .ok_or_else(|| Error::SnapshotNotFound(spec.into()));
     }
     let spec_lower = spec.to_ascii_lowercase();
     if spec_lower.len() < 4 || !spec_lower.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -142,10 +154,16 @@ pub fn resolve<'a>(snapshots: &'a [(SnapshotId, Snapshot)], spec: &str) -> Resul
             "{spec:?} is not a snapshot id: give `latest`, a full id, or at least 4 hex digits of one"
         )));
     }
-    let matches: Vec<_> = snapshots.iter().filter(|(id, _)| id.to_hex().starts_with(&spec_lower)).collect();
+    let matches: Vec<_> = snapshots
+        .iter()
+        .filter(|(id, _)| id.to_hex().starts_with(&spec_lower))
+        .collect();
     match matches.len() {
         0 => Err(Error::SnapshotNotFound(spec.into())),
         1 => Ok(matches[0]),
-        n => Err(Error::AmbiguousSnapshot { prefix: spec.into(), count: n }),
+        n => Err(Error::AmbiguousSnapshot {
+            prefix: spec.into(),
+            count: n,
+        }),
     }
 }

@@ -32,7 +32,9 @@ pub struct Storage {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage").field("location", &self.location).finish_non_exhaustive()
+        f.debug_struct("Storage")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,7 +61,10 @@ impl Storage {
     /// Opens a location: a local path or `file:///path`. Object-store URLs are recognised and
     /// refused with a clear message until a build supports them.
     pub fn open(location: &str, mode: OpenMode) -> Result<Storage> {
-        let config_err = |reason: String| Error::StorageConfig { location: location.to_string(), reason };
+        let config_err = |reason: String| Error::StorageConfig {
+            location: location.to_string(),
+            reason,
+        };
         if location.is_empty() {
             return Err(config_err("the repository location is empty".into()));
         }
@@ -86,7 +91,9 @@ impl Storage {
                 .map_err(|e| Error::io("creating repository directory", path, e))?,
             OpenMode::Existing => {
                 if !path.is_dir() {
-                    return Err(Error::NoRepository { location: location.to_string() });
+                    return Err(Error::NoRepository {
+                        location: location.to_string(),
+                    });
                 }
             }
         }
@@ -125,7 +132,11 @@ impl Storage {
     }
 
     fn err(&self, operation: &'static str, key: &str, source: object_store::Error) -> Error {
-        Error::Storage { operation, path: format!("{}/{}", self.location.trim_end_matches('/'), key), source }
+        Error::Storage {
+            operation,
+            path: format!("{}/{}", self.location.trim_end_matches('/'), key),
+            source,
+        }
     }
 
     /// Writes an immutable, content-addressed object. If the key exists it already holds these
@@ -133,9 +144,9 @@ impl Storage {
     pub fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
         let path = self.path(key);
         let payload = PutPayload::from(bytes);
-        let result = self
-            .runtime
-            .block_on(self.store.put_opts(&path, payload, PutMode::Create.into()));
+        let result =
+            self.runtime
+                .block_on(self.store.put_opts(&path, payload, PutMode::Create.into()));
         match result {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(self.err("write", key, e)),
@@ -145,7 +156,9 @@ impl Storage {
     /// Reads a whole object. A missing object gives [`Error::Missing`] naming `what`.
     pub fn get(&self, what: &'static str, key: &str) -> Result<Bytes> {
         let path = self.path(key);
-        let result = self.runtime.block_on(async { self.store.get(&path).await?.bytes().await });
+        let result = self
+            .runtime
+            .block_on(async { self.store.get(&path).await?.bytes().await });
         result.map_err(|e| self.map_read_err(what, key, e))
     }
 
@@ -161,7 +174,12 @@ impl Storage {
             return Err(Error::corrupt(
                 what,
                 key,
-                format!("read {} bytes of range {}..{}, expected {want}", bytes.len(), range.start, range.end),
+                format!(
+                    "read {} bytes of range {}..{}, expected {want}",
+                    bytes.len(),
+                    range.start,
+                    range.end
+                ),
             ));
         }
         Ok(bytes)
@@ -169,7 +187,10 @@ impl Storage {
 
     fn map_read_err(&self, what: &'static str, key: &str, e: object_store::Error) -> Error {
         match e {
-            object_store::Error::NotFound { .. } => Error::Missing { what, id: key.to_string() },
+            object_store::Error::NotFound { .. } => Error::Missing {
+                what,
+                id: key.to_string(),
+            },
             // A range past the end of the object means it is shorter than the index says.
             e @ object_store::Error::Generic { .. } if e.to_string().contains("range") => {
                 Error::corrupt(what, key, format!("shorter than expected ({e})"))
@@ -192,7 +213,11 @@ impl Storage {
     /// sorted. One listing request stream per call.
     pub fn list(&self, dir: &str) -> Result<Vec<(String, u64)>> {
         let prefix = self.path(dir);
-        let strip = if self.root.is_empty() { String::new() } else { format!("{}/", self.root) };
+        let strip = if self.root.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.root)
+        };
         let result: Result<Vec<(String, u64)>> = self.runtime.block_on(async {
             let mut stream = self.store.list(Some(&prefix));
             let mut out = Vec::new();
@@ -224,17 +249,32 @@ mod tests {
     use super::*;
 
     fn conformance(storage: &Storage) {
-        storage.put_new("data/ab/x", Bytes::from_static(b"hello")).unwrap();
+        storage
+            .put_new("data/ab/x", Bytes::from_static(b"hello"))
+            .unwrap();
         // Content-addressed: a second write of the same key is a no-op success.
-        storage.put_new("data/ab/x", Bytes::from_static(b"hello")).unwrap();
+        storage
+            .put_new("data/ab/x", Bytes::from_static(b"hello"))
+            .unwrap();
         assert_eq!(&storage.get("pack", "data/ab/x").unwrap()[..], b"hello");
-        assert_eq!(&storage.get_range("pack", "data/ab/x", 1..4).unwrap()[..], b"ell");
+        assert_eq!(
+            &storage.get_range("pack", "data/ab/x", 1..4).unwrap()[..],
+            b"ell"
+        );
         assert_eq!(storage.size("data/ab/x").unwrap(), Some(5));
         assert_eq!(storage.size("data/ab/y").unwrap(), None);
-        assert!(matches!(storage.get("pack", "data/ab/y"), Err(Error::Missing { what: "pack", .. })));
+        assert!(matches!(
+            storage.get("pack", "data/ab/y"),
+            Err(Error::Missing { what: "pack", .. })
+        ));
         assert!(storage.get_range("pack", "data/ab/x", 3..9).is_err());
-        storage.put_new("snapshots/s1", Bytes::from_static(b"s")).unwrap();
-        assert_eq!(storage.list("data").unwrap(), vec![("data/ab/x".to_string(), 5)]);
+        storage
+            .put_new("snapshots/s1", Bytes::from_static(b"s"))
+            .unwrap();
+        assert_eq!(
+            storage.list("data").unwrap(),
+            vec![("data/ab/x".to_string(), 5)]
+        );
         assert_eq!(storage.list("snapshots").unwrap().len(), 1);
         assert!(storage.list("index").unwrap().is_empty());
         storage.delete("data/ab/x").unwrap();
@@ -264,7 +304,9 @@ mod tests {
     #[test]
     fn unsupported_locations_are_named() {
         for loc in ["memory://", "s3://bucket/x", "ftp://host/x", ""] {
-            let err = Storage::open(loc, OpenMode::Existing).unwrap_err().to_string();
+            let err = Storage::open(loc, OpenMode::Existing)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("cannot open storage"), "{err}");
         }
     }

@@ -58,14 +58,19 @@ pub struct Node {
 pub fn encode_name(raw: &OsStr) -> (String, Option<String>) {
     match raw.to_str() {
         Some(s) => (s.to_string(), None),
-        None => (raw.to_string_lossy().into_owned(), Some(hex::encode(raw.as_bytes()))),
+        None => (
+            raw.to_string_lossy().into_owned(),
+            Some(hex::encode(raw.as_bytes())),
+        ),
     }
 }
 
 fn decode_name(text: &str, exact: &Option<String>, what: &str) -> Result<Vec<u8>> {
     match exact {
         None => Ok(text.as_bytes().to_vec()),
-        Some(h) => hex::decode(h).map_err(|e| Error::corrupt("tree", what, format!("bad name bytes: {e}"))),
+        Some(h) => {
+            hex::decode(h).map_err(|e| Error::corrupt("tree", what, format!("bad name bytes: {e}")))
+        }
     }
 }
 
@@ -77,7 +82,11 @@ impl Node {
 
     /// The exact symlink target bytes.
     pub fn target_raw(&self) -> Result<Vec<u8>> {
-        decode_name(self.target.as_deref().unwrap_or(""), &self.target_bytes, &self.name)
+        decode_name(
+            self.target.as_deref().unwrap_or(""),
+            &self.target_bytes,
+            &self.name,
+        )
     }
 }
 
@@ -105,19 +114,35 @@ impl Tree {
     /// Parses and checks a tree blob: names must be non-empty, not `.`/`..`, without `/`, and
     /// each node's fields must fit its kind. Restores rely on this to never escape their target.
     pub fn decode(id: &BlobId, bytes: &[u8]) -> Result<Tree> {
-        let tree: Tree = serde_json::from_slice(bytes).map_err(|e| Error::corrupt("tree", id, e))?;
+        let tree: Tree =
+            serde_json::from_slice(bytes).map_err(|e| Error::corrupt("tree", id, e))?;
         for node in &tree.nodes {
             let raw = node.name_raw()?;
-            if raw.is_empty() || raw == b"." || raw == b".." || raw.contains(&b'/') || raw.contains(&0) {
-                return Err(Error::corrupt("tree", id, format!("invalid node name {:?}", node.name)));
+            if raw.is_empty()
+                || raw == b"."
+                || raw == b".."
+                || raw.contains(&b'/')
+                || raw.contains(&0)
+            {
+                return Err(Error::corrupt(
+                    "tree",
+                    id,
+                    format!("invalid node name {:?}", node.name),
+                ));
             }
             let ok = match node.kind {
                 NodeKind::Dir => node.subtree.is_some() && node.content.is_empty(),
                 NodeKind::File => node.subtree.is_none(),
-                NodeKind::Symlink => node.target.is_some() && node.content.is_empty() && node.subtree.is_none(),
+                NodeKind::Symlink => {
+                    node.target.is_some() && node.content.is_empty() && node.subtree.is_none()
+                }
             };
             if !ok {
-                return Err(Error::corrupt("tree", id, format!("node {:?} has fields that do not fit its type", node.name)));
+                return Err(Error::corrupt(
+                    "tree",
+                    id,
+                    format!("node {:?} has fields that do not fit its type", node.name),
+                ));
             }
         }
         Ok(tree)
@@ -125,7 +150,9 @@ impl Tree {
 
     /// The node named `name`.
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.name_raw().map(|r| r == name).unwrap_or(false))
+        self.nodes
+            .iter()
+            .find(|n| n.name_raw().map(|r| r == name).unwrap_or(false))
     }
 }
 
@@ -155,7 +182,9 @@ mod tests {
 
     #[test]
     fn round_trip_and_order() {
-        let mut t = Tree { nodes: vec![file("b"), file("a"), file("é")] };
+        let mut t = Tree {
+            nodes: vec![file("b"), file("a"), file("é")],
+        };
         t.sort();
         assert_eq!(t.nodes[0].name, "a");
         let id = BlobId([0; 32]);
@@ -176,7 +205,9 @@ mod tests {
     fn hostile_names_are_refused() {
         let id = BlobId([0; 32]);
         for bad in ["", ".", "..", "a/b", "../../etc"] {
-            let t = Tree { nodes: vec![file(bad)] };
+            let t = Tree {
+                nodes: vec![file(bad)],
+            };
             assert!(Tree::decode(&id, &t.encode()).is_err(), "{bad:?} accepted");
         }
         let mut n = file("x");

@@ -30,6 +30,7 @@ use std::fs::Metadata;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,10 +40,17 @@ use std::time::Instant;
 /// A stream stored as one file of the snapshot.
 pub enum StreamSource {
     /// Read from a reader (standard input).
-    Reader { name: String, reader: Box<dyn Read + Send> },
+    Reader {
+        name: String,
+        reader: Box<dyn Read + Send>,
+    },
     /// Run a command and store its standard output. If it exits non-zero, the backup fails and
     /// no snapshot is saved.
-    Command { name: String, program: String, args: Vec<String> },
+    Command {
+        name: String,
+        program: String,
+        args: Vec<String>,
+    },
 }
 
 impl StreamSource {
@@ -118,7 +126,9 @@ pub struct BackupReport {
 pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport> {
     let started = Instant::now();
     if opts.paths.is_empty() == opts.stream.is_none() {
-        return Err(Error::InvalidInput("give either paths to back up or one stream (stdin or a command)".into()));
+        return Err(Error::InvalidInput(
+            "give either paths to back up or one stream (stdin or a command)".into(),
+        ));
     }
     let excludes = Excludes::new(&opts.excludes)?;
     let time = opts.time.take().unwrap_or_else(jiff::Zoned::now);
@@ -127,10 +137,14 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         None => absolute_paths(&opts.paths)?,
     };
     let parent = choose_parent(repo, &opts, &paths)?;
-    let parent_tree = parent.as_ref().and_then(|(_, snap)| repo.load_tree(&snap.tree).ok());
+    let parent_tree = parent
+        .as_ref()
+        .and_then(|(_, snap)| repo.load_tree(&snap.tree).ok());
 
     let workers = if opts.workers == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
     } else {
         opts.workers
     };
@@ -159,6 +173,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
             sink: &sink,
             jobs: job_tx,
             cancel: &opts.cancel,
+            cancel_flag: opts.cancel.clone(),
             excludes: &excludes,
             warnings: Vec::new(),
             counts: Counts::default(),
@@ -168,7 +183,12 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
             Some(stream) => walker.backup_stream(stream, &time),
             None => walker.backup_paths(&paths, parent_tree.as_ref()),
         };
-        let Walker { jobs, warnings, counts, .. } = walker;
+        let Walker {
+            jobs,
+            warnings,
+            counts,
+            ..
+        } = walker;
         drop(jobs);
         for handle in worker_handles {
             let _ = handle.join();
@@ -190,7 +210,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
     let uploaded = std::mem::take(&mut *lock(&sink.uploaded));
     let packs_written = uploaded.len() as u64;
     if !uploaded.is_empty() {
-        IndexFile { supersedes: Vec::new(), packs: uploaded }.save(repo.storage(), repo.keys())?;
+        IndexFile {
+            supersedes: Vec::new(),
+            packs: uploaded,
+        }
+        .save(repo.storage(), repo.keys())?;
     }
     let summary = Summary {
         files: counts.files,
@@ -210,7 +234,10 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
     let snapshot = Snapshot {
         time: time.strftime("%Y-%m-%dT%H:%M:%S%.f%:z").to_string(),
         tree: root,
-        paths: paths.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+        paths: paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
         hostname: opts.hostname.clone(),
         username: opts.username.clone(),
         tags: opts.tags.clone(),
@@ -222,7 +249,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         summary,
     };
     let id = snapshot.save(repo.storage(), repo.keys())?;
-    Ok(BackupReport { id, snapshot, warnings })
+    Ok(BackupReport {
+        id,
+        snapshot,
+        warnings,
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -233,7 +264,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn validate_stream_name(name: &str) -> Result<PathBuf> {
     let trimmed = name.trim_start_matches('/');
     let ok = !trimmed.is_empty()
-        && trimmed.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'));
+        && trimmed
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'));
     if !ok {
         return Err(Error::InvalidInput(format!(
             "stream name {name:?} must be a relative path like db/app.dump, without empty, . or .. parts"
@@ -260,9 +293,9 @@ fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             }
         }
         let resolved = match (clean.parent(), clean.file_name()) {
-            (Some(parent), Some(name)) => {
-                std::fs::canonicalize(parent).map_err(|e| Error::io("resolving", parent, e))?.join(name)
-            }
+            (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+                .map_err(|e| Error::io("resolving", parent, e))?
+                .join(name),
             _ => clean,
         };
         out.push(resolved);
@@ -280,7 +313,11 @@ fn same_paths(a: &[String], b: &[PathBuf]) -> bool {
     a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| *x == y)
 }
 
-fn choose_parent(repo: &Repository, opts: &BackupOptions, paths: &[PathBuf]) -> Result<Option<(SnapshotId, Snapshot)>> {
+fn choose_parent(
+    repo: &Repository,
+    opts: &BackupOptions,
+    paths: &[PathBuf],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
     if opts.stream.is_some() || opts.parent == ParentChoice::None {
         return Ok(None);
     }
@@ -307,15 +344,23 @@ impl Excludes {
             let glob = GlobBuilder::new(p)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| Error::InvalidInput(format!("invalid --exclude pattern {p:?}: {e}")))?;
+                .map_err(|e| {
+                    Error::InvalidInput(format!("invalid --exclude pattern {p:?}: {e}"))
+                })?;
             if p.contains('/') {
                 by_path.add(glob);
             } else {
                 by_name.add(glob);
             }
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidInput(format!("invalid --exclude: {e}")));
-        Ok(Excludes { by_path: build(by_path)?, by_name: build(by_name)? })
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::InvalidInput(format!("invalid --exclude: {e}")))
+        };
+        Ok(Excludes {
+            by_path: build(by_path)?,
+            by_name: build(by_name)?,
+        })
     }
 
     fn excluded(&self, path: &Path) -> bool {
@@ -390,22 +435,39 @@ impl<'r> Sink<'r> {
     }
 
     /// Stores one blob unless the repository or this backup already has it; returns its id.
-    fn store(&self, compressor: &mut zstd::bulk::Compressor<'_>, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
+    fn store(
+        &self,
+        compressor: &mut zstd::bulk::Compressor<'_>,
+        kind: BlobKind,
+        data: &[u8],
+    ) -> Result<BlobId> {
         if self.has_failed.load(Ordering::Relaxed) {
-            return Err(Error::InvalidInput("backup aborted after an earlier failure".into()));
+            return Err(Error::InvalidInput(
+                "backup aborted after an earlier failure".into(),
+            ));
         }
         let id = BlobId(self.repo.keys().content_id(data));
         if self.repo.index().contains(&id) || !lock(&self.pending).insert(id) {
             return Ok(id);
         }
         let sealed = pack::seal_blob(self.repo.keys(), compressor, kind, id, data)?;
-        let counter = if kind == BlobKind::Data { &self.data_blobs_new } else { &self.tree_blobs_new };
+        let counter = if kind == BlobKind::Data {
+            &self.data_blobs_new
+        } else {
+            &self.tree_blobs_new
+        };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.added_stored.fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
+        self.added_raw
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.added_stored
+            .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
         let target = self.repo.config().pack_size as usize;
         let full = {
-            let mut packer = lock(if kind == BlobKind::Data { &self.data_pack } else { &self.tree_pack });
+            let mut packer = lock(if kind == BlobKind::Data {
+                &self.data_pack
+            } else {
+                &self.tree_pack
+            });
             packer.add(sealed);
             (packer.len() >= target).then(|| std::mem::take(&mut *packer))
         };
@@ -421,11 +483,17 @@ impl<'r> Sink<'r> {
         // Verify the header we are about to upload: a bug here would lose data silently.
         let parsed = pack::parse_pack(self.repo.keys(), &finished.id, &finished.bytes)?;
         if parsed != finished.blobs {
-            return Err(Error::corrupt("pack", finished.id, "freshly written header does not read back"));
+            return Err(Error::corrupt(
+                "pack",
+                finished.id,
+                "freshly written header does not read back",
+            ));
         }
         let tx = lock(&self.upload_tx).clone();
         match tx {
-            Some(tx) => tx.send(finished).map_err(|_| Error::InvalidInput("the uploader stopped".into())),
+            Some(tx) => tx
+                .send(finished)
+                .map_err(|_| Error::InvalidInput("the uploader stopped".into())),
             None => Err(Error::InvalidInput("the uploader stopped".into())),
         }
     }
@@ -445,7 +513,11 @@ impl<'r> Sink<'r> {
             if cancel.load(Ordering::Relaxed) || self.has_failed.load(Ordering::Relaxed) {
                 continue;
             }
-            match self.repo.storage().put_new(&pack::pack_key(&finished.id), finished.bytes) {
+            match self
+                .repo
+                .storage()
+                .put_new(&pack::pack_key(&finished.id), finished.bytes)
+            {
                 Ok(()) => lock(&self.uploaded).push((finished.id, finished.blobs)),
                 Err(e) => self.fail(e),
             }
@@ -463,10 +535,13 @@ struct Counts {
     files_unchanged: u64,
 }
 
+/// A file's chunk ids on their way back from the workers (as `(sequence, id)`), and how many.
+type PendingContent = (Receiver<(u64, Result<BlobId>)>, u64);
+
 /// A node whose content ids may still be on their way back from the workers.
 struct PendingNode {
     node: Node,
-    content: Option<(Receiver<(u64, Result<BlobId>)>, u64)>,
+    content: Option<PendingContent>,
 }
 
 impl PendingNode {
@@ -475,8 +550,9 @@ impl PendingNode {
         if let Some((rx, count)) = self.content {
             let mut ids: Vec<(u64, BlobId)> = Vec::with_capacity(count as usize);
             for _ in 0..count {
-                let (seq, result) =
-                    rx.recv().map_err(|_| Error::InvalidInput("a backup worker stopped unexpectedly".into()))?;
+                let (seq, result) = rx.recv().map_err(|_| {
+                    Error::InvalidInput("a backup worker stopped unexpectedly".into())
+                })?;
                 ids.push((seq, result?));
             }
             ids.sort_by_key(|(seq, _)| *seq);
@@ -491,6 +567,7 @@ struct Walker<'a, 'r> {
     sink: &'a Sink<'r>,
     jobs: Sender<Job>,
     cancel: &'a AtomicBool,
+    cancel_flag: Arc<AtomicBool>,
     excludes: &'a Excludes,
     warnings: Vec<String>,
     counts: Counts,
@@ -548,7 +625,10 @@ impl<'r> Walker<'_, 'r> {
     }
 
     fn finish_tree(&mut self, pending: Vec<PendingNode>) -> Result<BlobId> {
-        let nodes = pending.into_iter().map(PendingNode::resolve).collect::<Result<Vec<_>>>()?;
+        let nodes = pending
+            .into_iter()
+            .map(PendingNode::resolve)
+            .collect::<Result<Vec<_>>>()?;
         let mut tree = Tree { nodes };
         tree.sort();
         self.store_tree(&tree)
@@ -569,14 +649,21 @@ impl<'r> Walker<'_, 'r> {
             // `/` itself: the root tree is the root directory's tree.
             let meta = std::fs::symlink_metadata("/").map_err(|e| Error::io("reading", "/", e))?;
             let node = self.backup_dir(Path::new("/"), &meta, parent)?;
-            return node.and_then(|n| n.node.subtree).ok_or_else(|| Error::InvalidInput("cannot read /".into()));
+            return node
+                .and_then(|n| n.node.subtree)
+                .ok_or_else(|| Error::InvalidInput("cannot read /".into()));
         }
         let nodes = self.backup_level(Path::new("/"), &trie, parent)?;
         self.finish_tree(nodes)
     }
 
     /// Intermediate directories of the source paths: their metadata, and only the named children.
-    fn backup_level(&mut self, dir: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Result<Vec<PendingNode>> {
+    fn backup_level(
+        &mut self,
+        dir: &Path,
+        trie: &PathTrie,
+        parent: Option<&Tree>,
+    ) -> Result<Vec<PendingNode>> {
         let mut out = Vec::new();
         for (name, child) in &trie.children {
             let name_os = std::ffi::OsStr::from_bytes(name);
@@ -588,14 +675,18 @@ impl<'r> Walker<'_, 'r> {
                 }
                 continue;
             }
-            let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io("reading", &path, e))?;
+            let meta =
+                std::fs::symlink_metadata(&path).map_err(|e| Error::io("reading", &path, e))?;
             let parent_subtree = self.parent_subtree(parent_node);
             let nodes = self.backup_level(&path, child, parent_subtree.as_ref())?;
             let subtree = self.finish_tree(nodes)?;
             self.counts.dirs += 1;
             let mut node = node_from_meta(name_os, NodeKind::Dir, &meta);
             node.subtree = Some(subtree);
-            out.push(PendingNode { node, content: None });
+            out.push(PendingNode {
+                node,
+                content: None,
+            });
         }
         Ok(out)
     }
@@ -606,10 +697,15 @@ impl<'r> Walker<'_, 'r> {
     }
 
     fn warn(&mut self, path: &Path, what: &str, e: impl std::fmt::Display) {
-        self.warnings.push(format!("{}: {what}: {e}", path.display()));
+        self.warnings
+            .push(format!("{}: {what}: {e}", path.display()));
     }
 
-    fn backup_entry(&mut self, path: &Path, parent_node: Option<&Node>) -> Result<Option<PendingNode>> {
+    fn backup_entry(
+        &mut self,
+        path: &Path,
+        parent_node: Option<&Node>,
+    ) -> Result<Option<PendingNode>> {
         self.check_cancel()?;
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -633,7 +729,10 @@ impl<'r> Walker<'_, 'r> {
                     node.target = Some(t);
                     node.target_bytes = tb;
                     self.counts.symlinks += 1;
-                    Ok(Some(PendingNode { node, content: None }))
+                    Ok(Some(PendingNode {
+                        node,
+                        content: None,
+                    }))
                 }
                 Err(e) => {
                     self.warn(path, "cannot read link", e);
@@ -653,7 +752,9 @@ impl<'r> Walker<'_, 'r> {
         parent_tree: Option<&Tree>,
     ) -> Result<Option<PendingNode>> {
         let entries = match std::fs::read_dir(path) {
-            Ok(rd) => rd.map(|e| e.map(|e| e.file_name())).collect::<std::io::Result<Vec<OsString>>>(),
+            Ok(rd) => rd
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<Vec<OsString>>>(),
             Err(e) => Err(e),
         };
         let mut names = match entries {
@@ -680,10 +781,18 @@ impl<'r> Walker<'_, 'r> {
         let name = path.file_name().unwrap_or(std::ffi::OsStr::new("/"));
         let mut node = node_from_meta(name, NodeKind::Dir, meta);
         node.subtree = Some(subtree);
-        Ok(Some(PendingNode { node, content: None }))
+        Ok(Some(PendingNode {
+            node,
+            content: None,
+        }))
     }
 
-    fn backup_file(&mut self, path: &Path, meta: &Metadata, parent_node: Option<&Node>) -> Result<Option<PendingNode>> {
+    fn backup_file(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        parent_node: Option<&Node>,
+    ) -> Result<Option<PendingNode>> {
         let name = path.file_name().unwrap_or_default();
         let mut node = node_from_meta(name, NodeKind::File, meta);
         node.size = meta.len();
@@ -699,7 +808,10 @@ impl<'r> Walker<'_, 'r> {
                 node.content = p.content.clone();
                 self.counts.files_unchanged += 1;
                 self.counts.total_bytes += node.size;
-                return Ok(Some(PendingNode { node, content: None }));
+                return Ok(Some(PendingNode {
+                    node,
+                    content: None,
+                }));
             }
         }
         let file = match std::fs::File::open(path) {
@@ -715,7 +827,10 @@ impl<'r> Walker<'_, 'r> {
             Ok((content, size)) => {
                 node.size = size;
                 self.counts.total_bytes += size;
-                Ok(Some(PendingNode { node, content: Some(content) }))
+                Ok(Some(PendingNode {
+                    node,
+                    content: Some(content),
+                }))
             }
             Err(StreamError::Read(e)) => {
                 self.counts.files -= 1;
@@ -731,7 +846,7 @@ impl<'r> Walker<'_, 'r> {
         &mut self,
         reader: R,
         params: ChunkerParams,
-    ) -> std::result::Result<((Receiver<(u64, Result<BlobId>)>, u64), u64), StreamError> {
+    ) -> std::result::Result<(PendingContent, u64), StreamError> {
         let (tx, rx) = unbounded();
         let mut chunker = StreamChunker::new(reader, self.repo.gear(), params);
         let mut seq = 0u64;
@@ -740,10 +855,14 @@ impl<'r> Walker<'_, 'r> {
             match chunker.next_chunk() {
                 Ok(Some(data)) => {
                     self.counts.bytes_read += data.len() as u64;
-                    let job = Job { data, seq, reply: tx.clone() };
-                    self.jobs
-                        .send(job)
-                        .map_err(|_| StreamError::Fatal(Error::InvalidInput("backup workers stopped".into())))?;
+                    let job = Job {
+                        data,
+                        seq,
+                        reply: tx.clone(),
+                    };
+                    self.jobs.send(job).map_err(|_| {
+                        StreamError::Fatal(Error::InvalidInput("backup workers stopped".into()))
+                    })?;
                     seq += 1;
                 }
                 Ok(None) => break,
@@ -756,7 +875,9 @@ impl<'r> Walker<'_, 'r> {
     fn backup_stream(&mut self, stream: StreamSource, time: &jiff::Zoned) -> Result<BlobId> {
         let name = validate_stream_name(stream.name())?;
         let mtime_ns = i64::try_from(time.timestamp().as_nanosecond()).unwrap_or(0);
-        let ids = std::fs::metadata("/proc/self").map(|m| (m.uid(), m.gid())).unwrap_or((0, 0));
+        let ids = std::fs::metadata("/proc/self")
+            .map(|m| (m.uid(), m.gid()))
+            .unwrap_or((0, 0));
         let params = self.repo.file_params();
         let (content, size) = match stream {
             StreamSource::Reader { reader, .. } => match self.chunk_stream(reader, params) {
@@ -764,7 +885,9 @@ impl<'r> Walker<'_, 'r> {
                 Err(StreamError::Read(e)) => return Err(Error::io("reading", "standard input", e)),
                 Err(StreamError::Fatal(e)) => return Err(e),
             },
-            StreamSource::Command { program, args, .. } => self.run_command(&program, &args, params)?,
+            StreamSource::Command { program, args, .. } => {
+                self.run_command(&program, &args, params)?
+            }
         };
         if size == 0 {
             return Err(Error::InvalidInput(format!(
@@ -796,16 +919,24 @@ impl<'r> Walker<'_, 'r> {
                 target_bytes: None,
             }
         };
-        let (last, dirs) = components.split_last().ok_or_else(|| Error::InvalidInput("empty stream name".into()))?;
+        let (last, dirs) = components
+            .split_last()
+            .ok_or_else(|| Error::InvalidInput("empty stream name".into()))?;
         let mut file = synthetic(last, NodeKind::File, 0o600);
         file.size = size;
-        let mut pending = vec![PendingNode { node: file, content: Some(content) }];
+        let mut pending = vec![PendingNode {
+            node: file,
+            content: Some(content),
+        }];
         for dir in dirs.iter().rev() {
             let subtree = self.finish_tree(pending)?;
             let mut node = synthetic(dir, NodeKind::Dir, 0o700);
             node.subtree = Some(subtree);
             self.counts.dirs += 1;
-            pending = vec![PendingNode { node, content: None }];
+            pending = vec![PendingNode {
+                node,
+                content: None,
+            }];
         }
         self.finish_tree(pending)
     }
@@ -815,17 +946,48 @@ impl<'r> Walker<'_, 'r> {
         program: &str,
         args: &[String],
         params: ChunkerParams,
-    ) -> Result<((Receiver<(u64, Result<BlobId>)>, u64), u64)> {
-        let display = std::iter::once(program).chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
+    ) -> Result<(PendingContent, u64)> {
+        let display = std::iter::once(program)
+            .chain(args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut child = Command::new(program)
             .args(args)
+            // Its own process group, so that an interrupt can stop the command and anything it
+            // started (a shell's children keep the output pipe open otherwise).
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| Error::SourceCommand { command: display.clone(), status: format!("could not start: {e}"), stderr: String::new() })?;
+            .map_err(|e| Error::SourceCommand {
+                command: display.clone(),
+                status: format!("could not start: {e}"),
+                stderr: String::new(),
+            })?;
         let stdout = child.stdout.take().ok_or(Error::Interrupted)?;
         let mut stderr = child.stderr.take().ok_or(Error::Interrupted)?;
+        let pid = child.id();
+        let done = Arc::new(AtomicBool::new(false));
+        // A command that hangs must not hold an interrupted backup hostage: on cancel, stop its
+        // whole process group (a shell's children would keep the output pipe open otherwise).
+        let watcher = {
+            let done = done.clone();
+            let cancel = Arc::clone(&self.cancel_flag);
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    if cancel.load(Ordering::Relaxed) {
+                        if let Ok(pid) = i32::try_from(pid) {
+                            let group = nix::unistd::Pid::from_raw(pid);
+                            let _ =
+                                nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+                        }
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            })
+        };
         // Drain stderr concurrently so the command never blocks on a full pipe; keep the tail.
         let stderr_reader = std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -840,17 +1002,31 @@ impl<'r> Walker<'_, 'r> {
         if chunked.is_err() {
             let _ = child.kill();
         }
-        let status = child.wait().map_err(|e| Error::io("waiting for", program, e))?;
+        let status = child
+            .wait()
+            .map_err(|e| Error::io("waiting for", program, e));
+        done.store(true, Ordering::Relaxed);
+        let _ = watcher.join();
+        let status = status?;
+        self.check_cancel()?;
         let stderr_text = stderr_reader.join().unwrap_or_default();
         let result = match chunked {
             Ok(r) => r,
             Err(StreamError::Fatal(e)) => return Err(e),
             Err(StreamError::Read(e)) => {
-                return Err(Error::SourceCommand { command: display, status: format!("reading its output failed: {e}"), stderr: stderr_text })
+                return Err(Error::SourceCommand {
+                    command: display,
+                    status: format!("reading its output failed: {e}"),
+                    stderr: stderr_text,
+                })
             }
         };
         if !status.success() {
-            return Err(Error::SourceCommand { command: display, status: status.to_string(), stderr: stderr_text });
+            return Err(Error::SourceCommand {
+                command: display,
+                status: status.to_string(),
+                stderr: stderr_text,
+            });
         }
         Ok(result)
     }

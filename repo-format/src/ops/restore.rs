@@ -55,11 +55,21 @@ fn included(path: &str, includes: &[Vec<String>]) -> bool {
 }
 
 /// Restores `snapshot` according to `opts`.
-pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, cancel: &AtomicBool) -> Result<RestoreReport> {
+pub fn restore(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    opts: &RestoreOptions,
+    cancel: &AtomicBool,
+) -> Result<RestoreReport> {
     let includes: Vec<Vec<String>> = opts
         .includes
         .iter()
-        .map(|i| crate::ops::walk::split_path(i).into_iter().map(String::from).collect())
+        .map(|i| {
+            crate::ops::walk::split_path(i)
+                .into_iter()
+                .map(String::from)
+                .collect()
+        })
         .collect();
     // Plan.
     let mut plan = Vec::new();
@@ -79,11 +89,17 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, ca
             rel.push(part);
         }
         rel.push(OsStr::from_bytes(&node.name_raw()?));
-        plan.push(Planned { rel, node: node.clone() });
+        plan.push(Planned {
+            rel,
+            node: node.clone(),
+        });
         Ok(true)
     })?;
     if let Some(i) = matched.iter().position(|m| !m) {
-        return Err(Error::PathNotInSnapshot { path: opts.includes[i].clone(), snapshot: snapshot.time.clone() });
+        return Err(Error::PathNotInSnapshot {
+            path: opts.includes[i].clone(),
+            snapshot: snapshot.time.clone(),
+        });
     }
     // Check conflicts before writing anything.
     for p in &plan {
@@ -111,7 +127,8 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, ca
             NodeKind::Dir => {
                 if let Ok(meta) = std::fs::symlink_metadata(&dest) {
                     if !meta.is_dir() {
-                        std::fs::remove_file(&dest).map_err(|e| Error::io("replacing", &dest, e))?;
+                        std::fs::remove_file(&dest)
+                            .map_err(|e| Error::io("replacing", &dest, e))?;
                     }
                 }
                 std::fs::create_dir_all(&dest).map_err(|e| Error::io("creating", &dest, e))?;
@@ -140,12 +157,19 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, ca
 }
 
 fn mtime(node: &Node) -> filetime::FileTime {
-    filetime::FileTime::from_unix_time(node.mtime_ns.div_euclid(1_000_000_000), node.mtime_ns.rem_euclid(1_000_000_000) as u32)
+    filetime::FileTime::from_unix_time(
+        node.mtime_ns.div_euclid(1_000_000_000),
+        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    )
 }
 
 fn set_mtime(dest: &Path, node: &Node, symlink: bool) -> Result<()> {
     let t = mtime(node);
-    let r = if symlink { filetime::set_symlink_file_times(dest, t, t) } else { filetime::set_file_times(dest, t, t) };
+    let r = if symlink {
+        filetime::set_symlink_file_times(dest, t, t)
+    } else {
+        filetime::set_file_times(dest, t, t)
+    };
     r.map_err(|e| Error::io("setting the modification time of", dest, e))
 }
 
@@ -162,11 +186,15 @@ fn set_owner(dest: &Path, node: &Node, symlink: bool) {
 
 fn restore_file(repo: &Repository, node: &Node, dest: &Path) -> Result<u64> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.coffer-restore", dest.file_name().unwrap_or_default().to_string_lossy()));
+    let tmp = dir.join(format!(
+        ".{}.coffer-restore",
+        dest.file_name().unwrap_or_default().to_string_lossy()
+    ));
     let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
     let mut written = 0u64;
     let result = repo.read_blobs(&node.content, |bytes| {
-        file.write_all(bytes).map_err(|e| Error::io("writing", &tmp, e))?;
+        file.write_all(bytes)
+            .map_err(|e| Error::io("writing", &tmp, e))?;
         written += bytes.len() as u64;
         Ok(())
     });
@@ -178,7 +206,14 @@ fn restore_file(repo: &Repository, node: &Node, dest: &Path) -> Result<u64> {
     }
     if written != node.size {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::corrupt("file", dest.display(), format!("content has {written} bytes, the snapshot says {}", node.size)));
+        return Err(Error::corrupt(
+            "file",
+            dest.display(),
+            format!(
+                "content has {written} bytes, the snapshot says {}",
+                node.size
+            ),
+        ));
     }
     set_owner(&tmp, node, false);
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(node.mode))
@@ -193,7 +228,8 @@ fn restore_symlink(node: &Node, dest: &Path) -> Result<()> {
         std::fs::remove_file(dest).map_err(|e| Error::io("replacing", dest, e))?;
     }
     let target = node.target_raw()?;
-    std::os::unix::fs::symlink(OsStr::from_bytes(&target), dest).map_err(|e| Error::io("creating symlink", dest, e))?;
+    std::os::unix::fs::symlink(OsStr::from_bytes(&target), dest)
+        .map_err(|e| Error::io("creating symlink", dest, e))?;
     set_owner(dest, node, true);
     set_mtime(dest, node, true)
 }

@@ -7,13 +7,20 @@ use crate::tree::{Node, NodeKind};
 
 /// Splits a snapshot path (`/opt/app/.env` or `opt/app/.env`) into name components.
 pub fn split_path(path: &str) -> Vec<&str> {
-    path.split('/').filter(|c| !c.is_empty() && *c != ".").collect()
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect()
 }
 
 /// Calls `visit(path, node)` for every node under `tree`, depth first in name order. Paths are
 /// absolute inside the snapshot (`/opt/app`). Returning `false` from `visit` skips a directory's
 /// children.
-pub fn walk(repo: &Repository, tree: &BlobId, prefix: &str, visit: &mut dyn FnMut(&str, &Node) -> Result<bool>) -> Result<()> {
+pub fn walk(
+    repo: &Repository,
+    tree: &BlobId,
+    prefix: &str,
+    visit: &mut dyn FnMut(&str, &Node) -> Result<bool>,
+) -> Result<()> {
     let t = repo.load_tree(tree)?;
     for node in &t.nodes {
         let path = format!("{}/{}", prefix.trim_end_matches('/'), node.name);
@@ -34,15 +41,21 @@ pub fn find(repo: &Repository, root: &BlobId, path: &str, snapshot: &str) -> Res
     let parts = split_path(path);
     for (i, part) in parts.iter().enumerate() {
         let tree = repo.load_tree(&tree_id)?;
-        let node = tree.find(part.as_bytes()).cloned().ok_or_else(|| Error::PathNotInSnapshot {
-            path: path.to_string(),
-            snapshot: snapshot.to_string(),
-        })?;
+        let node = tree
+            .find(part.as_bytes())
+            .cloned()
+            .ok_or_else(|| Error::PathNotInSnapshot {
+                path: path.to_string(),
+                snapshot: snapshot.to_string(),
+            })?;
         if i + 1 < parts.len() {
             tree_id = match (&node.kind, &node.subtree) {
                 (NodeKind::Dir, Some(sub)) => *sub,
                 _ => {
-                    return Err(Error::PathNotInSnapshot { path: path.to_string(), snapshot: snapshot.to_string() })
+                    return Err(Error::PathNotInSnapshot {
+                        path: path.to_string(),
+                        snapshot: snapshot.to_string(),
+                    })
                 }
             };
         }
@@ -52,21 +65,43 @@ pub fn find(repo: &Repository, root: &BlobId, path: &str, snapshot: &str) -> Res
 }
 
 /// Writes the content of the file at `path` to `out`.
-pub fn dump(repo: &Repository, root: &BlobId, path: &str, snapshot: &str, out: &mut dyn std::io::Write) -> Result<u64> {
-    let node = find(repo, root, path, snapshot)?
-        .ok_or_else(|| Error::InvalidInput("dump needs the path of a file in the snapshot".into()))?;
+pub fn dump(
+    repo: &Repository,
+    root: &BlobId,
+    path: &str,
+    snapshot: &str,
+    out: &mut dyn std::io::Write,
+) -> Result<u64> {
+    let node = find(repo, root, path, snapshot)?.ok_or_else(|| {
+        Error::InvalidInput("dump needs the path of a file in the snapshot".into())
+    })?;
     if node.kind != NodeKind::File {
-        return Err(Error::InvalidInput(format!("{path} is a {:?}, not a file; dump writes one file", node.kind).to_lowercase()));
+        return Err(Error::InvalidInput(
+            format!(
+                "{path} is a {:?}, not a file; dump writes one file",
+                node.kind
+            )
+            .to_lowercase(),
+        ));
     }
     let mut written = 0u64;
     repo.read_blobs(&node.content, |bytes| {
-        out.write_all(bytes).map_err(|e| Error::io("writing", "standard output", e))?;
+        out.write_all(bytes)
+            .map_err(|e| Error::io("writing", "standard output", e))?;
         written += bytes.len() as u64;
         Ok(())
     })?;
-    out.flush().map_err(|e| Error::io("writing", "standard output", e))?;
+    out.flush()
+        .map_err(|e| Error::io("writing", "standard output", e))?;
     if written != node.size {
-        return Err(Error::corrupt("file", path, format!("content has {written} bytes, the snapshot says {}", node.size)));
+        return Err(Error::corrupt(
+            "file",
+            path,
+            format!(
+                "content has {written} bytes, the snapshot says {}",
+                node.size
+            ),
+        ));
     }
     Ok(written)
 }

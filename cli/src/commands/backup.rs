@@ -1,0 +1,173 @@
+//! `coffer backup`: paths, standard input, or a command's output into one snapshot.
+
+use super::Context_;
+use crate::output;
+use anyhow::{Context, Result};
+use coffer_repo::ops::backup::{self as op, BackupOptions, ParentChoice, StreamSource};
+use coffer_repo::Error;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  coffer backup /opt/app/data /opt/app/.env --tag nightly
+  pg_dump -Fc -Z0 app | coffer backup --stdin-name db/app.dump
+  coffer backup --stdin-from-command db/app.dump -- pg_dump -Fc -Z0 app
+
+With --stdin-from-command, a command that exits non-zero saves no snapshot and coffer exits 1.")]
+pub struct Args {
+    /// Files and directories to back up
+    pub paths: Vec<PathBuf>,
+    /// Skip files matching this glob (without `/`: the file name; with `/`: the absolute path)
+    #[arg(long, short = 'e', value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
+    /// Label the snapshot with KEY=VALUE (repeatable)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = super::parse_label)]
+    pub label: Vec<(String, String)>,
+    /// Hostname recorded in the snapshot (default: this machine's)
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Record the snapshot at this time (RFC 3339, e.g. 2026-01-31T02:00:00+01:00)
+    #[arg(long, value_name = "RFC3339")]
+    pub time: Option<String>,
+    /// Store standard input as the file NAME (e.g. db/app.dump)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["paths", "stdin_from_command"])]
+    pub stdin_name: Option<String>,
+    /// Run the command after `--` and store its output as the file NAME
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "command",
+        conflicts_with = "paths"
+    )]
+    pub stdin_from_command: Option<String>,
+    /// Compare with this snapshot to skip unchanged files (default: latest of same host and paths)
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with = "force")]
+    pub parent: Option<String>,
+    /// Read every file, ignoring the parent snapshot
+    #[arg(long)]
+    pub force: bool,
+    /// Create the repository first if there is none
+    #[arg(long)]
+    pub init: bool,
+    /// Print the snapshot as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// The command for --stdin-from-command
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+fn parse_time(s: &str) -> Result<jiff::Zoned> {
+    if let Ok(z) = s.parse::<jiff::Zoned>() {
+        return Ok(z);
+    }
+    let ts: jiff::Timestamp = s
+        .parse()
+        .map_err(|e| crate::exit::usage(format!("--time {s:?} is not an RFC 3339 time: {e}")))?;
+    Ok(ts.to_zoned(jiff::tz::TimeZone::system()))
+}
+
+pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
+    let stream = if let Some(name) = &args.stdin_name {
+        Some(StreamSource::Reader {
+            name: name.clone(),
+            reader: Box::new(std::io::stdin()),
+        })
+    } else if let Some(name) = &args.stdin_from_command {
+        let (program, rest) = args
+            .command
+            .split_first()
+            .ok_or_else(|| crate::exit::usage("--stdin-from-command needs a command after --"))?;
+        Some(StreamSource::Command {
+            name: name.clone(),
+            program: program.clone(),
+            args: rest.to_vec(),
+        })
+    } else {
+        None
+    };
+    if stream.is_none() && args.paths.is_empty() {
+        return Err(crate::exit::usage(
+            "nothing to back up: give paths, --stdin-name or --stdin-from-command",
+        ));
+    }
+    if !args.command.is_empty() && args.stdin_from_command.is_none() {
+        return Err(crate::exit::usage(
+            "a command after -- needs --stdin-from-command NAME",
+        ));
+    }
+    let time = args.time.as_deref().map(parse_time).transpose()?;
+    let repo = match super::open_repo(ctx) {
+        Err(e)
+            if args.init
+                && matches!(e.downcast_ref::<Error>(), Some(Error::NoRepository { .. })) =>
+        {
+            super::init::create(ctx, &super::init::Args::default())?
+        }
+        other => other?,
+    };
+    let parent = match (&args.parent, args.force) {
+        (Some(p), _) => ParentChoice::Id(p.clone()),
+        (None, true) => ParentChoice::None,
+        (None, false) => ParentChoice::Auto,
+    };
+    let options = BackupOptions {
+        paths: args.paths.clone(),
+        stream,
+        excludes: args.exclude.clone(),
+        tags: args.tag.clone(),
+        labels: args.label.iter().cloned().collect(),
+        hostname: args.host.clone().unwrap_or_else(super::hostname),
+        username: super::username(),
+        time,
+        parent,
+        cancel: ctx.cancel.clone(),
+        workers: 0,
+    };
+    let report = op::backup(&repo, options).context("backup failed")?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    let s = &report.snapshot;
+    if args.json {
+        let value =
+            serde_json::json!({ "id": report.id, "snapshot": s, "warnings": report.warnings });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else if !ctx.global.quiet {
+        let m = &s.summary;
+        println!("snapshot {} saved", report.id.short());
+        println!("  time      {}", s.time);
+        println!("  paths     {}", s.paths.join(" "));
+        println!(
+            "  files     {} ({} unchanged), {} dirs, {} symlinks, {}",
+            m.files,
+            m.files_unchanged,
+            m.dirs,
+            m.symlinks,
+            output::bytes(m.total_bytes)
+        );
+        println!(
+            "  added     {} stored ({} before compression) in {} new blobs, {} packs",
+            output::bytes(m.added_stored_bytes),
+            output::bytes(m.added_raw_bytes),
+            m.data_blobs_new + m.tree_blobs_new,
+            m.packs_written
+        );
+        println!("  duration  {:.2} s", m.duration_seconds);
+        if let Some(p) = &s.parent {
+            println!("  parent    {}", p.short());
+        }
+    }
+    if report.warnings.is_empty() {
+        Ok(crate::exit::OK)
+    } else {
+        eprintln!(
+            "warning: {} source file(s) could not be read and are not in the snapshot",
+            report.warnings.len()
+        );
+        Ok(crate::exit::PARTIAL)
+    }
+}

@@ -1,0 +1,62 @@
+//! `coffer key`: several passwords for one repository (one key file each).
+
+use super::Context_;
+use anyhow::Result;
+use coffer_repo::keyfile::KeyFile;
+use coffer_repo::KdfParams;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Add a password (read from COFFER_NEW_PASSWORD_FILE or a prompt)
+    Add {
+        /// Argon2id memory cost in KiB
+        #[arg(long, value_name = "KIB", default_value_t = KdfParams::DEFAULT.memory_kib)]
+        argon2_memory_kib: u32,
+        /// Argon2id passes
+        #[arg(long, value_name = "N", default_value_t = KdfParams::DEFAULT.iterations)]
+        argon2_iterations: u32,
+    },
+    /// List key files
+    List,
+}
+
+pub fn run(ctx: &Context_, cmd: KeyCommand) -> Result<u8> {
+    let repo = super::open_repo(ctx)?;
+    match cmd {
+        KeyCommand::Add {
+            argon2_memory_kib,
+            argon2_iterations,
+        } => {
+            let new = crate::password::get_new()?;
+            let kdf = KdfParams {
+                memory_kib: argon2_memory_kib,
+                iterations: argon2_iterations,
+                parallelism: 1,
+            };
+            let id = repo.add_password(&new, kdf, &super::hostname(), &super::username())?;
+            println!("added key file {}", id.short());
+        }
+        KeyCommand::List => {
+            for (key, _) in repo.storage().list("keys")? {
+                let name = key.rsplit('/').next().unwrap_or(&key).to_string();
+                let bytes = repo.storage().get("key file", &key)?;
+                let current = if name == repo.key_id().to_hex() {
+                    "*"
+                } else {
+                    " "
+                };
+                match KeyFile::parse(&name, &bytes) {
+                    Ok(k) => println!(
+                        "{current} {}  {}  {}@{}",
+                        &name[..8],
+                        k.created,
+                        k.username,
+                        k.hostname
+                    ),
+                    Err(e) => println!("{current} {}  damaged: {e}", &name[..8.min(name.len())]),
+                }
+            }
+        }
+    }
+    Ok(crate::exit::OK)
+}

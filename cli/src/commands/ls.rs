@@ -1,0 +1,87 @@
+//! `coffer ls`: list a snapshot's files.
+
+use super::Context_;
+use anyhow::Result;
+use coffer_repo::ops::walk;
+use coffer_repo::snapshot;
+use coffer_repo::tree::NodeKind;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshot id, unique id prefix, or `latest`
+    pub snapshot: String,
+    /// Only this path and what is below it
+    pub path: Option<String>,
+    /// One JSON object per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
+    let repo = super::open_repo(ctx)?;
+    let all = snapshot::load_all(repo.storage(), repo.keys())?;
+    let (id, snap) = snapshot::resolve(&all, &args.snapshot)?;
+    let (root, prefix) = match args
+        .path
+        .as_deref()
+        .map(|p| walk::split_path(p))
+        .filter(|p| !p.is_empty())
+    {
+        None => (snap.tree, String::new()),
+        Some(parts) => {
+            let path = format!("/{}", parts.join("/"));
+            let node = walk::find(&repo, &snap.tree, &path, &id.short())?;
+            match node {
+                Some(n) if n.kind == NodeKind::Dir => {
+                    print_node(&path, &n, args.json)?;
+                    (n.subtree.unwrap_or(snap.tree), path)
+                }
+                Some(n) => {
+                    print_node(&path, &n, args.json)?;
+                    return Ok(crate::exit::OK);
+                }
+                None => (snap.tree, String::new()),
+            }
+        }
+    };
+    walk::walk(&repo, &root, &prefix, &mut |path, node| {
+        print_node(path, node, args.json)?;
+        Ok(true)
+    })?;
+    Ok(crate::exit::OK)
+}
+
+fn print_node(path: &str, node: &coffer_repo::tree::Node, json: bool) -> coffer_repo::Result<()> {
+    if json {
+        let v = serde_json::json!({
+            "path": path, "type": node.kind, "mode": node.mode, "size": node.size,
+            "mtime_ns": node.mtime_ns, "uid": node.uid, "gid": node.gid, "target": node.target,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    let kind = match node.kind {
+        NodeKind::Dir => 'd',
+        NodeKind::File => '-',
+        NodeKind::Symlink => 'l',
+    };
+    let mtime = jiff::Timestamp::from_nanosecond(i128::from(node.mtime_ns))
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default();
+    let suffix = node
+        .target
+        .as_deref()
+        .map(|t| format!(" -> {t}"))
+        .unwrap_or_default();
+    println!(
+        "{} {:>5}/{:<5} {:>12}  {}  {}{}",
+        crate::output::mode(kind, node.mode),
+        node.uid,
+        node.gid,
+        node.size,
+        mtime,
+        path,
+        suffix
+    );
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! One module per command; each has an `Args` struct and a `run`.
+
+mod backup;
+mod cat;
+mod dump;
+mod init;
+mod key;
+mod ls;
+mod restore;
+mod snapshots;
+
+use crate::global::{Cli, GlobalArgs};
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use coffer_repo::{OpenMode, Repository, Storage};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository
+    Init(init::Args),
+    /// Back up files, directories, standard input or a command's output
+    Backup(backup::Args),
+    /// List snapshots
+    Snapshots(snapshots::Args),
+    /// List the files in a snapshot
+    Ls(ls::Args),
+    /// Restore a snapshot into a directory
+    Restore(restore::Args),
+    /// Write one file of a snapshot to standard output
+    Dump(dump::Args),
+    /// Print a repository object as JSON (for debugging)
+    Cat(cat::Args),
+    /// Manage the repository's passwords (key files)
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+}
+
+/// What a command needs besides its own arguments.
+pub struct Context_ {
+    pub global: GlobalArgs,
+    pub cancel: Arc<AtomicBool>,
+}
+
+pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
+    let ctx = Context_ {
+        global: cli.global,
+        cancel,
+    };
+    match cli.command {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Backup(a) => backup::run(&ctx, a),
+        Command::Snapshots(a) => snapshots::run(&ctx, a),
+        Command::Ls(a) => ls::run(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+        Command::Dump(a) => dump::run(&ctx, a),
+        Command::Cat(a) => cat::run(&ctx, a),
+        Command::Key(a) => key::run(&ctx, a),
+    }
+}
+
+/// Opens the repository named by the global options, asking for the password.
+pub fn open_repo(ctx: &Context_) -> Result<Repository> {
+    let location = ctx.global.repo()?;
+    let storage = Storage::open(location, OpenMode::Existing)?;
+    let password = crate::password::get(&ctx.global, false)?;
+    Repository::open(storage, &password).with_context(|| format!("opening repository {location}"))
+}
+
+pub fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+pub fn username() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| {
+            std::fs::metadata("/proc/self")
+                .map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    format!("uid{}", m.uid())
+                })
+                .unwrap_or_default()
+        })
+}
+
+/// `KEY=VALUE` for `--label`.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    if k.is_empty() || k.chars().any(|c| c.is_whitespace() || c == '=') {
+        return Err(format!("{k:?} is not a valid label key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}

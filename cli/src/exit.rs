@@ -1,0 +1,87 @@
+//! Exit codes (documented in `--help`, README and docs/cli.md) and the mapping from errors.
+
+use coffer_repo::Error;
+
+pub const OK: u8 = 0;
+pub const ERROR: u8 = 1;
+pub const USAGE: u8 = 2;
+/// The backup was saved but some source files could not be read.
+pub const PARTIAL: u8 = 3;
+pub const NO_REPOSITORY: u8 = 10;
+pub const LOCKED: u8 = 11;
+pub const WRONG_PASSWORD: u8 = 12;
+pub const INTERRUPTED: u8 = 130;
+
+/// The help text's table of exit codes.
+pub const TABLE: &str = "Exit codes:
+  0    success
+  1    error (nothing was saved or changed unless the message says so)
+  2    usage error (bad flags or arguments)
+  3    backup saved, but some source files could not be read (they are listed)
+  10   no repository at the given location
+  11   repository locked by a maintenance operation
+  12   wrong password
+  130  interrupted (Ctrl-C / SIGTERM); nothing partial was committed";
+
+fn repo_error(e: &anyhow::Error) -> Option<&Error> {
+    e.chain().find_map(|c| c.downcast_ref::<Error>())
+}
+
+pub fn code_for(e: &anyhow::Error) -> u8 {
+    match repo_error(e) {
+        Some(Error::NoRepository { .. }) => NO_REPOSITORY,
+        Some(Error::Locked(_)) => LOCKED,
+        Some(Error::WrongPassword) => WRONG_PASSWORD,
+        Some(Error::Interrupted) => INTERRUPTED,
+        _ => {
+            if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
+                USAGE
+            } else {
+                ERROR
+            }
+        }
+    }
+}
+
+/// The message, with guidance for the errors users meet most.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut msg = format!("{e:#}");
+    match repo_error(e) {
+        Some(Error::NoRepository { .. }) => {
+            msg.push_str("\n  create one with `coffer init`, or check --repo / COFFER_REPO")
+        }
+        Some(Error::WrongPassword) => msg.push_str(
+            "\n  the repository was not changed; check COFFER_PASSWORD, COFFER_PASSWORD_FILE or COFFER_PASSWORD_COMMAND",
+        ),
+        Some(Error::Corrupt { .. } | Error::Missing { .. }) => {
+            msg.push_str("\n  the repository's data is damaged or incomplete here; nothing was changed")
+        }
+        _ => {}
+    }
+    msg
+}
+
+/// Writing to a closed pipe (`coffer dump ... | head`) is not a failure.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(c.downcast_ref::<Error>(), Some(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A usage error found after parsing (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Fails with a usage error (exit code 2).
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}

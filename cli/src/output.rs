@@ -1,0 +1,40 @@
+//! Small formatting helpers shared by commands.
+
+/// `1.5 MiB` style sizes.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `rwxr-xr-x` for permission bits, with a type letter.
+pub fn mode(kind: char, mode: u32) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(kind);
+    for shift in [6u32, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats() {
+        assert_eq!(super::bytes(10), "10 B");
+        assert_eq!(super::bytes(1536), "1.5 KiB");
+        assert_eq!(super::mode('d', 0o755), "drwxr-xr-x");
+    }
+}

@@ -1,0 +1,601 @@
+//! Repository core, end to end through the real binary on a local repository: a generated tree
+//! goes in and comes back equal in bytes and metadata; deduplication; and every bad-input path
+//! gives its documented exit code without losing anything.
+
+use coffer_e2e::{pseudo_random, Env};
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Type, permission bits, mtime (ns), uid/gid, size, content or link target of every entry.
+fn describe_tree(root: &Path) -> BTreeMap<PathBuf, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let meta = format!(
+                "mode={:o} mtime={}.{} uid={} gid={}",
+                m.mode() & 0o7777,
+                m.mtime(),
+                m.mtime_nsec(),
+                m.uid(),
+                m.gid()
+            );
+            if m.file_type().is_symlink() {
+                out.insert(
+                    rel,
+                    format!("link {} -> {:?}", meta, fs::read_link(&p).unwrap()),
+                );
+            } else if m.is_dir() {
+                out.insert(rel, format!("dir {meta}"));
+                walk(root, &p, out);
+            } else {
+                let hash = digest(&fs::read(&p).unwrap());
+                out.insert(rel, format!("file {meta} size={} {hash}", m.len()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn digest(data: &[u8]) -> String {
+    // A stable digest for comparing trees (not security relevant): FNV-1a 64 over the bytes.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The tree the issue asks for: unicode names, an empty file, a 100 MB file, symlinks (relative,
+/// absolute, dangling), empty directories, a 0600 `.env`, a non-UTF-8 name.
+fn make_tree(root: &Path) {
+    fs::create_dir_all(root.join("uploads/2026/11")).unwrap();
+    fs::create_dir_all(root.join("empty/nested-empty")).unwrap();
+    fs::write(
+        root.join("uploads/2026/11/Ünïcödé файл 文件.txt"),
+        "héllo wörld\n",
+    )
+    .unwrap();
+    fs::write(root.join("uploads/zero-bytes"), b"").unwrap();
+    fs::write(
+        root.join("uploads/big.bin"),
+        pseudo_random(1, 100 * 1000 * 1000),
+    )
+    .unwrap();
+    fs::write(root.join("uploads/small.json"), br#"{"a": 1}"#).unwrap();
+    std::os::unix::fs::symlink("2026/11", root.join("uploads/latest")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
+    fs::write(
+        root.join(".env"),
+        "DATABASE_URL=postgres://app:s3cret@db/app\nSECRET_KEY=abc\n",
+    )
+    .unwrap();
+    fs::set_permissions(root.join(".env"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        root.join("uploads/small.json"),
+        fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let odd = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"caf\xe9.txt");
+    fs::write(root.join(odd), b"latin-1 name").unwrap();
+    // A fixed, old mtime on one file and one directory, to see that it is restored.
+    set_mtime(&root.join("uploads/small.json"), 1_600_000_000);
+    set_mtime(&root.join("empty"), 1_600_000_000);
+}
+
+fn set_mtime(path: &Path, secs: i64) {
+    let status = std::process::Command::new("touch")
+        .args(["-h", "-d", &format!("@{secs}"), path.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn backup_json(env: &Env, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["backup", "--json"];
+    all.extend_from_slice(args);
+    let out = env.run(&all).ok();
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+#[test]
+fn backup_and_restore_round_trip_with_metadata_and_dedup() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    let before = describe_tree(&src);
+
+    let first = backup_json(
+        &env,
+        &[
+            src.to_str().unwrap(),
+            "--tag",
+            "nightly",
+            "--label",
+            "app_version=2.3.1",
+        ],
+    );
+    let summary = &first["snapshot"]["summary"];
+    assert_eq!(summary["errors"], 0);
+    let repo_after_first = env.repo_size();
+
+    // Restore and compare bytes and metadata.
+    let target = env.path("restored");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    let restored_root = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(describe_tree(&restored_root), before);
+
+    // A second backup of unchanged data adds under 0.1% of its size, and reads nothing.
+    let second = backup_json(&env, &[src.to_str().unwrap()]);
+    let added = env.repo_size() - repo_after_first;
+    let total = second["snapshot"]["summary"]["total_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        added * 1000 < total,
+        "second backup added {added} bytes for {total} bytes of data"
+    );
+    assert_eq!(
+        second["snapshot"]["summary"]["bytes_read"], 0,
+        "unchanged files are not re-read"
+    );
+    assert_eq!(second["snapshot"]["parent"], first["id"]);
+
+    // Even without the parent shortcut, re-reading everything stores nothing new.
+    let forced = backup_json(&env, &[src.to_str().unwrap(), "--force"]);
+    assert_eq!(forced["snapshot"]["summary"]["data_blobs_new"], 0);
+
+    // Restore refuses to overwrite, changing nothing, and --overwrite replaces.
+    fs::write(restored_root.join("uploads/small.json"), b"changed").unwrap();
+    let refused = env
+        .run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .expect_code(1);
+    assert!(
+        refused.stderr.contains("already exists"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        fs::read(restored_root.join("uploads/small.json")).unwrap(),
+        b"changed"
+    );
+    env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--overwrite",
+    ])
+    .ok();
+    assert_eq!(describe_tree(&restored_root), before);
+
+    // --include restores one subtree only.
+    let partial = env.path("partial");
+    let include = format!("{}/uploads/2026", src.display());
+    env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        partial.to_str().unwrap(),
+        "--include",
+        &include,
+    ])
+    .ok();
+    let partial_root = partial.join(src.strip_prefix("/").unwrap());
+    assert!(partial_root
+        .join("uploads/2026/11/Ünïcödé файл 文件.txt")
+        .exists());
+    assert!(!partial_root.join("uploads/big.bin").exists());
+    assert!(!partial_root.join(".env").exists());
+
+    // dump writes one file's bytes; ls lists the tree; snapshots filter by label.
+    let dumped = env
+        .run(&["dump", "latest", &format!("{}/.env", src.display())])
+        .ok();
+    assert_eq!(dumped.raw_stdout, fs::read(src.join(".env")).unwrap());
+    let ls = env.run(&["ls", "latest"]).ok();
+    assert!(
+        ls.stdout.contains("uploads/latest -> 2026/11"),
+        "{}",
+        ls.stdout
+    );
+    let labelled = env
+        .run(&["snapshots", "--json", "--label", "app_version=2.3.1"])
+        .ok();
+    let labelled: Vec<serde_json::Value> = serde_json::from_str(&labelled.stdout).unwrap();
+    assert_eq!(labelled.len(), 1);
+    assert_eq!(labelled[0]["id"], first["id"]);
+}
+
+#[test]
+fn one_byte_insertion_in_64_mib_adds_at_most_three_chunks() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    fs::create_dir_all(&src).unwrap();
+    let mut data = pseudo_random(7, 64 << 20);
+    fs::write(src.join("big.dump"), &data).unwrap();
+    backup_json(&env, &[src.to_str().unwrap()]);
+    data.insert(data.len() / 2, b'!');
+    fs::write(src.join("big.dump"), &data).unwrap();
+    let second = backup_json(&env, &[src.to_str().unwrap()]);
+    let new_chunks = second["snapshot"]["summary"]["data_blobs_new"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        (1..=3).contains(&new_chunks),
+        "{new_chunks} new chunks after a 1-byte insertion"
+    );
+}
+
+#[test]
+fn stdin_and_failing_commands() {
+    let env = Env::new();
+    env.init();
+    let dump = pseudo_random(3, 3_000_000);
+    env.run_stdin(&["backup", "--stdin-name", "db/app.dump"], &dump)
+        .ok();
+    let out = env.run(&["dump", "latest", "db/app.dump"]).ok();
+    assert_eq!(out.raw_stdout, dump);
+
+    // A command that writes some output and then fails: nothing is saved, exit 1, stderr shown.
+    let failing = env.run(&[
+        "backup",
+        "--stdin-from-command",
+        "db/app.dump",
+        "--",
+        "sh",
+        "-c",
+        "head -c 100000 /dev/zero; echo 'pg_dump: error: connection refused' >&2; exit 1",
+    ]);
+    let failing = failing.expect_code(1);
+    assert!(
+        failing.stderr.contains("connection refused"),
+        "{}",
+        failing.stderr
+    );
+    assert!(
+        failing.stderr.contains("no snapshot was saved"),
+        "{}",
+        failing.stderr
+    );
+    assert_eq!(env.snapshots().len(), 1);
+
+    // A command that does not exist, and empty stdin: refused, nothing saved.
+    env.run(&[
+        "backup",
+        "--stdin-from-command",
+        "x",
+        "--",
+        "/nonexistent/pg_dump",
+    ])
+    .expect_code(1);
+    let empty = env
+        .run_stdin(&["backup", "--stdin-name", "db/app.dump"], b"")
+        .expect_code(1);
+    assert!(empty.stderr.contains("0 bytes"), "{}", empty.stderr);
+    assert_eq!(env.snapshots().len(), 1);
+
+    // A succeeding command is stored.
+    env.run(&[
+        "backup",
+        "--stdin-from-command",
+        "db/other.sql",
+        "--",
+        "printf",
+        "hello",
+    ])
+    .ok();
+    assert_eq!(
+        env.run(&["dump", "latest", "db/other.sql"]).ok().stdout,
+        "hello"
+    );
+}
+
+#[test]
+fn wrong_password_missing_repo_and_double_init() {
+    let env = Env::new();
+    env.run(&["snapshots"]).expect_code(10);
+    env.init();
+    let again = env
+        .run(&[
+            "init",
+            "--argon2-memory-kib",
+            "64",
+            "--argon2-iterations",
+            "1",
+        ])
+        .expect_code(1);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    let listing_before = coffer_e2e::dir_size(Path::new(&env.repo));
+
+    let mut wrong = env.cmd(&["backup", src.to_str().unwrap()]);
+    wrong.env("COFFER_PASSWORD", "not the password");
+    let out = wrong.output().unwrap();
+    assert_eq!(out.status.code(), Some(12));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
+    assert_eq!(
+        coffer_e2e::dir_size(Path::new(&env.repo)),
+        listing_before,
+        "nothing modified"
+    );
+
+    // Password from a file and from a command work too; the secret is never echoed.
+    let pw_file = env.path("pw");
+    fs::write(&pw_file, format!("{}\n", env.password)).unwrap();
+    let mut by_file = env.cmd(&["snapshots"]);
+    by_file
+        .env_remove("COFFER_PASSWORD")
+        .env("COFFER_PASSWORD_FILE", &pw_file);
+    assert_eq!(by_file.output().unwrap().status.code(), Some(0));
+    let mut by_cmd = env.cmd(&["snapshots"]);
+    by_cmd.env_remove("COFFER_PASSWORD").env(
+        "COFFER_PASSWORD_COMMAND",
+        format!("cat {}", pw_file.display()),
+    );
+    let out = by_cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&env.password));
+
+    // A second password opens the same repository.
+    let new_pw = env.path("newpw");
+    fs::write(&new_pw, "second password").unwrap();
+    let mut add = env.cmd(&[
+        "key",
+        "add",
+        "--argon2-memory-kib",
+        "64",
+        "--argon2-iterations",
+        "1",
+    ]);
+    add.env("COFFER_NEW_PASSWORD_FILE", &new_pw);
+    assert_eq!(add.output().unwrap().status.code(), Some(0));
+    let mut second = env.cmd(&["snapshots"]);
+    second.env("COFFER_PASSWORD", "second password");
+    assert_eq!(second.output().unwrap().status.code(), Some(0));
+}
+
+#[test]
+fn tampered_pack_is_named_and_restore_fails() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("payload.bin"), pseudo_random(9, 3_000_000)).unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+
+    // Flip one byte in the middle of the largest pack (the data pack).
+    let mut packs: Vec<(u64, PathBuf)> = Vec::new();
+    for sub in fs::read_dir(Path::new(&env.repo).join("data")).unwrap() {
+        for p in fs::read_dir(sub.unwrap().path()).unwrap() {
+            let p = p.unwrap().path();
+            packs.push((fs::metadata(&p).unwrap().len(), p));
+        }
+    }
+    packs.sort();
+    let (len, pack) = packs.last().unwrap().clone();
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[(len / 2) as usize] ^= 0x01;
+    fs::set_permissions(&pack, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&pack, &bytes).unwrap();
+    let pack_name = pack.file_name().unwrap().to_string_lossy().into_owned();
+
+    let out = env
+        .run(&[
+            "restore",
+            "latest",
+            "--target",
+            env.path("out").to_str().unwrap(),
+        ])
+        .expect_code(1);
+    assert!(
+        out.stderr.contains(&pack_name),
+        "error does not name the pack:\n{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("blob"), "{}", out.stderr);
+    let dump = env
+        .run(&["dump", "latest", &format!("{}/payload.bin", src.display())])
+        .expect_code(1);
+    assert!(dump.stderr.contains("corrupt"), "{}", dump.stderr);
+}
+
+#[test]
+fn truncated_pack_and_garbage_objects_give_errors_not_panics() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), pseudo_random(4, 200_000)).unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    let repo = Path::new(&env.repo);
+    for sub in fs::read_dir(repo.join("data")).unwrap() {
+        for p in fs::read_dir(sub.unwrap().path()).unwrap() {
+            let p = p.unwrap().path();
+            let bytes = fs::read(&p).unwrap();
+            fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
+        }
+    }
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("o").to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    // A garbage snapshot file: named in the error.
+    fs::write(repo.join("snapshots").join("ab".repeat(32)), b"garbage").unwrap();
+    let out = env.run(&["snapshots"]).expect_code(1);
+    assert!(out.stderr.contains(&"ab".repeat(32)), "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"));
+}
+
+#[test]
+fn unreadable_source_file_is_reported_and_the_rest_saved() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("readable"), b"ok").unwrap();
+    fs::write(src.join("secret"), b"no access").unwrap();
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads everything, so run coffer as an unprivileged user when we are root.
+    let as_root = fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    let run = |args: &[&str]| {
+        let mut cmd = if as_root {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(coffer_e2e::coffer_bin())
+                .args(args);
+            c.env("COFFER_REPO", &env.repo)
+                .env("COFFER_PASSWORD", &env.password)
+                .env("HOME", "/tmp");
+            c
+        } else {
+            env.cmd(args)
+        };
+        cmd.output().unwrap()
+    };
+    if as_root {
+        fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        fs::set_permissions(&src, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(src.join("readable"), fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let init = run(&[
+        "init",
+        "--argon2-memory-kib",
+        "64",
+        "--argon2-iterations",
+        "1",
+    ]);
+    assert_eq!(
+        init.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let out = run(&["backup", src.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("secret") && stderr.contains("cannot open"),
+        "{stderr}"
+    );
+    let ls = run(&["ls", "latest"]);
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        listing.contains("/readable") && !listing.contains("/secret"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn interrupted_backup_saves_nothing_and_the_next_one_works() {
+    let env = Env::new();
+    env.init();
+    // A source that produces data and then hangs, so the interrupt lands mid-backup.
+    let child = env
+        .cmd(&[
+            "backup",
+            "--stdin-from-command",
+            "db/app.dump",
+            "--",
+            "sh",
+            "-c",
+            "head -c 20000000 /dev/urandom; sleep 60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "the interrupt did not stop the hanging source"
+    );
+    assert!(env.snapshots().is_empty());
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"after the interrupt").unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    assert_eq!(env.snapshots().len(), 1);
+}
+
+#[test]
+fn excludes_tags_hosts_and_times() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("app");
+    fs::create_dir_all(src.join("cache")).unwrap();
+    fs::create_dir_all(src.join("files")).unwrap();
+    fs::write(src.join("cache/x.tmp"), b"tmp").unwrap();
+    fs::write(src.join("files/a.log"), b"log").unwrap();
+    fs::write(src.join("files/a.txt"), b"txt").unwrap();
+    let cache_glob = format!("{}/cache", src.display());
+    env.run(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--exclude",
+        "*.log",
+        "--exclude",
+        &cache_glob,
+        "--host",
+        "web1",
+        "--time",
+        "2026-01-31T02:00:00+01:00",
+        "--tag",
+        "nightly",
+    ])
+    .ok();
+    let ls = env.run(&["ls", "latest"]).ok().stdout;
+    assert!(ls.contains("files/a.txt"));
+    assert!(!ls.contains("a.log") && !ls.contains("cache"), "{ls}");
+    let snaps = env.snapshots();
+    let s = &snaps[0]["snapshot"];
+    assert_eq!(s["hostname"], "web1");
+    assert_eq!(s["tags"][0], "nightly");
+    let t: &str = s["time"].as_str().unwrap();
+    assert!(
+        t.starts_with("2026-01-31T0") || t.starts_with("2026-01-30T"),
+        "{t}"
+    );
+    assert_eq!(
+        env.run(&["snapshots", "--json", "--host", "other"])
+            .ok()
+            .stdout
+            .trim(),
+        "[]"
+    );
+    env.run(&["backup", src.to_str().unwrap(), "--time", "yesterday"])
+        .expect_code(2);
+    env.run(&["backup", src.to_str().unwrap(), "--exclude", "[unclosed"])
+        .expect_code(1);
+}
