@@ -17,6 +17,7 @@ pub mod sealed;
 pub mod snapshot;
 pub mod storage;
 pub mod tree;
+pub mod writer;
 
 pub use coffer_chunker::ChunkerParams;
 pub use coffer_crypto::KdfParams;

@@ -28,6 +28,8 @@ pub struct Storage {
     /// How the user named the location, for messages (never carries credentials).
     location: String,
     runtime: Arc<tokio::runtime::Runtime>,
+    /// How many requests to run at once (uploads during backup).
+    connections: usize,
 }
 
 impl std::fmt::Debug for Storage {
@@ -105,6 +107,7 @@ impl Storage {
             root: String::new(),
             location: location.to_string(),
             runtime: runtime()?,
+            connections: 1,
         })
     }
 
@@ -115,7 +118,18 @@ impl Storage {
             root: String::new(),
             location: "memory://".into(),
             runtime: runtime()?,
+            connections: 1,
         })
+    }
+
+    /// How many requests to run at once.
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
+    /// Sets how many requests to run at once (at least 1).
+    pub fn set_connections(&mut self, n: usize) {
+        self.connections = n.max(1);
     }
 
     /// How the user named this location.

@@ -6,8 +6,8 @@
 //! - the walker (the calling thread) reads the file system in name order, cuts each file into
 //!   chunks and hands them to the workers; it assembles trees bottom-up;
 //! - workers hash each chunk (keyed BLAKE3), skip chunks the repository or this backup already
-//!   has, compress and seal the rest, and append them to the open pack;
-//! - the uploader writes finished packs to storage.
+//!   has, compress and seal the rest, and append them to the open pack ([`BlobWriter`]);
+//! - uploaders (one per storage connection) write finished packs to storage.
 //!
 //! A file's chunk ids come back through a per-file channel and are collected when its directory
 //! is complete, so many small files are in flight at once. Nothing refers to a pack before it is
@@ -15,16 +15,16 @@
 //! interrupted or failed backup leaves only unreferenced packs, which `prune` removes.
 
 use crate::error::{Error, Result};
-use crate::id::{BlobId, PackId, SnapshotId};
-use crate::index::IndexFile;
-use crate::pack::{self, BlobKind, FinishedPack, PackWriter, PackedBlob};
+use crate::id::{BlobId, SnapshotId};
+use crate::pack::BlobKind;
 use crate::repository::Repository;
 use crate::snapshot::{self, Snapshot, Summary};
 use crate::tree::{encode_name, Node, NodeKind, Tree};
+use crate::writer::BlobWriter;
 use coffer_chunker::{ChunkerParams, StreamChunker};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::Metadata;
 use std::io::Read;
@@ -33,8 +33,8 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A stream stored as one file of the snapshot.
@@ -148,29 +148,21 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
     } else {
         opts.workers
     };
-    let sink = Sink::new(repo);
+    let writer = BlobWriter::new(repo, repo.storage().connections(), opts.cancel.clone())?;
     let (job_tx, job_rx) = bounded::<Job>(workers * 2);
-    let (upload_tx, upload_rx) = bounded::<FinishedPack>(2);
-    *lock(&sink.upload_tx) = Some(upload_tx);
 
     let (root, warnings, counts) = std::thread::scope(|scope| {
         let worker_handles: Vec<_> = (0..workers)
             .map(|_| {
                 let rx = job_rx.clone();
-                let sink = &sink;
-                scope.spawn(move || sink.work(rx))
+                let writer = &writer;
+                scope.spawn(move || work(writer, rx))
             })
             .collect();
         drop(job_rx);
-        let uploader = {
-            let sink = &sink;
-            let cancel = &opts.cancel;
-            scope.spawn(move || sink.upload(upload_rx, cancel))
-        };
-
         let mut walker = Walker {
             repo,
-            sink: &sink,
+            writer: &writer,
             jobs: job_tx,
             cancel: &opts.cancel,
             cancel_flag: opts.cancel.clone(),
@@ -193,29 +185,22 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         for handle in worker_handles {
             let _ = handle.join();
         }
-        // Every blob is in a pack now; flush the open packs, then let the uploader finish.
-        let flushed = if root.is_ok() { sink.flush() } else { Ok(()) };
-        drop(lock(&sink.upload_tx).take());
-        let _ = uploader.join();
-        (root.and_then(|r| flushed.map(|()| r)), warnings, counts)
+        (root, warnings, counts)
     });
     let root = root?;
-    if let Some(e) = lock(&sink.failed).take() {
-        return Err(e);
-    }
     if opts.cancel.load(Ordering::SeqCst) {
         return Err(Error::Interrupted);
     }
-
-    let uploaded = std::mem::take(&mut *lock(&sink.uploaded));
-    let packs_written = uploaded.len() as u64;
-    if !uploaded.is_empty() {
-        IndexFile {
-            supersedes: Vec::new(),
-            packs: uploaded,
-        }
-        .save(repo.storage(), repo.keys())?;
-    }
+    let stats = &writer.stats;
+    let (data_blobs_new, tree_blobs_new, added_raw_bytes, added_stored_bytes) = (
+        stats.data_blobs_new.load(Ordering::Relaxed),
+        stats.tree_blobs_new.load(Ordering::Relaxed),
+        stats.added_raw.load(Ordering::Relaxed),
+        stats.added_stored.load(Ordering::Relaxed),
+    );
+    // Packs, then the index: only after this may the snapshot refer to the new blobs.
+    let written = writer.finish()?;
+    let packs_written = written.packs.len() as u64;
     let summary = Summary {
         files: counts.files,
         dirs: counts.dirs,
@@ -223,10 +208,10 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         total_bytes: counts.total_bytes,
         bytes_read: counts.bytes_read,
         files_unchanged: counts.files_unchanged,
-        data_blobs_new: sink.data_blobs_new.load(Ordering::Relaxed),
-        tree_blobs_new: sink.tree_blobs_new.load(Ordering::Relaxed),
-        added_raw_bytes: sink.added_raw.load(Ordering::Relaxed),
-        added_stored_bytes: sink.added_stored.load(Ordering::Relaxed),
+        data_blobs_new,
+        tree_blobs_new,
+        added_raw_bytes,
+        added_stored_bytes,
         packs_written,
         errors: warnings.len() as u64,
         duration_seconds: started.elapsed().as_secs_f64(),
@@ -254,10 +239,6 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         snapshot,
         warnings,
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A stream's name inside the snapshot: relative, `/`-separated, no `.` or `..`.
@@ -375,156 +356,6 @@ struct Job {
     reply: Sender<(u64, Result<BlobId>)>,
 }
 
-/// State shared by the workers and the uploader.
-struct Sink<'r> {
-    repo: &'r Repository,
-    /// Blobs this backup has already packed (or is packing).
-    pending: Mutex<HashSet<BlobId>>,
-    data_pack: Mutex<PackWriter>,
-    tree_pack: Mutex<PackWriter>,
-    upload_tx: Mutex<Option<Sender<FinishedPack>>>,
-    uploaded: Mutex<Vec<(PackId, Vec<PackedBlob>)>>,
-    failed: Mutex<Option<Error>>,
-    has_failed: AtomicBool,
-    data_blobs_new: AtomicU64,
-    tree_blobs_new: AtomicU64,
-    added_raw: AtomicU64,
-    added_stored: AtomicU64,
-}
-
-impl<'r> Sink<'r> {
-    fn new(repo: &'r Repository) -> Self {
-        Sink {
-            repo,
-            pending: Mutex::new(HashSet::new()),
-            data_pack: Mutex::new(PackWriter::default()),
-            tree_pack: Mutex::new(PackWriter::default()),
-            upload_tx: Mutex::new(None),
-            uploaded: Mutex::new(Vec::new()),
-            failed: Mutex::new(None),
-            has_failed: AtomicBool::new(false),
-            data_blobs_new: AtomicU64::new(0),
-            tree_blobs_new: AtomicU64::new(0),
-            added_raw: AtomicU64::new(0),
-            added_stored: AtomicU64::new(0),
-        }
-    }
-
-    fn compressor(&self) -> Result<zstd::bulk::Compressor<'static>> {
-        zstd::bulk::Compressor::new(self.repo.config().compression_level)
-            .map_err(|e| Error::io("starting the compressor for", "backup", e))
-    }
-
-    fn fail(&self, e: Error) {
-        let mut slot = lock(&self.failed);
-        if slot.is_none() {
-            *slot = Some(e);
-        }
-        self.has_failed.store(true, Ordering::SeqCst);
-    }
-
-    fn work(&self, jobs: Receiver<Job>) {
-        let mut compressor = match self.compressor() {
-            Ok(c) => c,
-            Err(e) => return self.fail(e),
-        };
-        for job in jobs {
-            let result = self.store(&mut compressor, BlobKind::Data, &job.data);
-            let _ = job.reply.send((job.seq, result));
-        }
-    }
-
-    /// Stores one blob unless the repository or this backup already has it; returns its id.
-    fn store(
-        &self,
-        compressor: &mut zstd::bulk::Compressor<'_>,
-        kind: BlobKind,
-        data: &[u8],
-    ) -> Result<BlobId> {
-        if self.has_failed.load(Ordering::Relaxed) {
-            return Err(Error::InvalidInput(
-                "backup aborted after an earlier failure".into(),
-            ));
-        }
-        let id = BlobId(self.repo.keys().content_id(data));
-        if self.repo.index().contains(&id) || !lock(&self.pending).insert(id) {
-            return Ok(id);
-        }
-        let sealed = pack::seal_blob(self.repo.keys(), compressor, kind, id, data)?;
-        let counter = if kind == BlobKind::Data {
-            &self.data_blobs_new
-        } else {
-            &self.tree_blobs_new
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.added_raw
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.added_stored
-            .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
-        let target = self.repo.config().pack_size as usize;
-        let full = {
-            let mut packer = lock(if kind == BlobKind::Data {
-                &self.data_pack
-            } else {
-                &self.tree_pack
-            });
-            packer.add(sealed);
-            (packer.len() >= target).then(|| std::mem::take(&mut *packer))
-        };
-        if let Some(p) = full {
-            self.send(p)?;
-        }
-        Ok(id)
-    }
-
-    /// Seals a pack's header, checks it, and queues the pack for upload.
-    fn send(&self, writer: PackWriter) -> Result<()> {
-        let finished = writer.finish(self.repo.keys())?;
-        // Verify the header we are about to upload: a bug here would lose data silently.
-        let parsed = pack::parse_pack(self.repo.keys(), &finished.id, &finished.bytes)?;
-        if parsed != finished.blobs {
-            return Err(Error::corrupt(
-                "pack",
-                finished.id,
-                "freshly written header does not read back",
-            ));
-        }
-        let tx = lock(&self.upload_tx).clone();
-        match tx {
-            Some(tx) => tx
-                .send(finished)
-                .map_err(|_| Error::InvalidInput("the uploader stopped".into())),
-            None => Err(Error::InvalidInput("the uploader stopped".into())),
-        }
-    }
-
-    fn flush(&self) -> Result<()> {
-        for slot in [&self.data_pack, &self.tree_pack] {
-            let writer = std::mem::take(&mut *lock(slot));
-            if !writer.is_empty() {
-                self.send(writer)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn upload(&self, packs: Receiver<FinishedPack>, cancel: &AtomicBool) {
-        for finished in packs {
-            if cancel.load(Ordering::Relaxed) || self.has_failed.load(Ordering::Relaxed) {
-                continue;
-            }
-            match self
-                .repo
-                .storage()
-                .put_new(&pack::pack_key(&finished.id), finished.bytes)
-            {
-                Ok(()) => lock(&self.uploaded).push((finished.id, finished.blobs)),
-                Err(e) => self.fail(e),
-            }
-        }
-    }
-}
-
 #[derive(Default)]
 struct Counts {
     files: u64,
@@ -537,6 +368,20 @@ struct Counts {
 
 /// A file's chunk ids on their way back from the workers (as `(sequence, id)`), and how many.
 type PendingContent = (Receiver<(u64, Result<BlobId>)>, u64);
+
+/// A worker: stores the chunks it is handed and reports each id to the chunk's file.
+fn work(writer: &BlobWriter<'_>, jobs: Receiver<Job>) {
+    let mut compressor = writer.compressor().ok();
+    for job in jobs {
+        let result = match compressor.as_mut() {
+            Some(c) => writer.store(c, BlobKind::Data, &job.data).map(|(id, _)| id),
+            None => Err(Error::InvalidInput(
+                "the zstd compressor could not be created".into(),
+            )),
+        };
+        let _ = job.reply.send((job.seq, result));
+    }
+}
 
 /// A node whose content ids may still be on their way back from the workers.
 struct PendingNode {
@@ -564,7 +409,7 @@ impl PendingNode {
 
 struct Walker<'a, 'r> {
     repo: &'r Repository,
-    sink: &'a Sink<'r>,
+    writer: &'a BlobWriter<'r>,
     jobs: Sender<Job>,
     cancel: &'a AtomicBool,
     cancel_flag: Arc<AtomicBool>,
@@ -610,18 +455,20 @@ impl<'r> Walker<'_, 'r> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
-        if self.sink.has_failed.load(Ordering::Relaxed) {
-            return Err(lock(&self.sink.failed).take().unwrap_or(Error::Interrupted));
+        if self.writer.has_failed() {
+            return Err(self.writer.take_error().unwrap_or(Error::Interrupted));
         }
         Ok(())
     }
 
     fn store_tree(&mut self, tree: &Tree) -> Result<BlobId> {
         if self.compressor.is_none() {
-            self.compressor = Some(self.sink.compressor()?);
+            self.compressor = Some(self.writer.compressor()?);
         }
         let compressor = self.compressor.as_mut().ok_or(Error::Interrupted)?;
-        self.sink.store(compressor, BlobKind::Tree, &tree.encode())
+        self.writer
+            .store(compressor, BlobKind::Tree, &tree.encode())
+            .map(|(id, _)| id)
     }
 
     fn finish_tree(&mut self, pending: Vec<PendingNode>) -> Result<BlobId> {

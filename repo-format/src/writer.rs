@@ -1,0 +1,254 @@
+//! Writing blobs: deduplicate, compress, seal, pack, upload, and finally index.
+//!
+//! A [`BlobWriter`] is shared by any number of threads (`store` takes `&self`). It keeps one open
+//! pack for data blobs and one for tree blobs (metadata and data live in separate packs, so tree
+//! packs stay small and cacheable), hands full packs to uploader threads through a bounded queue
+//! (backpressure: at most two packs wait per connection), and records what was uploaded.
+//! [`BlobWriter::finish`] flushes the open packs, waits for every upload, and only then writes the
+//! index file naming the new packs: callers write their snapshot after `finish` returns, which
+//! keeps the order packs -> index -> snapshot.
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, PackId};
+use crate::index::IndexFile;
+use crate::pack::{self, BlobKind, FinishedPack, PackWriter, PackedBlob};
+use crate::repository::Repository;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Counters of what a writer stored.
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    pub data_blobs_new: AtomicU64,
+    pub tree_blobs_new: AtomicU64,
+    /// Plaintext bytes of new blobs.
+    pub added_raw: AtomicU64,
+    /// Sealed bytes of new blobs.
+    pub added_stored: AtomicU64,
+}
+
+/// What [`BlobWriter::finish`] wrote.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    pub packs: Vec<(PackId, Vec<PackedBlob>)>,
+    /// The index file naming `packs` (none when nothing new was stored).
+    pub index: Option<IndexId>,
+}
+
+/// State shared with the uploader threads.
+struct Shared {
+    uploaded: Mutex<Vec<(PackId, Vec<PackedBlob>)>>,
+    failed: Mutex<Option<Error>>,
+    has_failed: AtomicBool,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Shared {
+    fn fail(&self, e: Error) {
+        let mut slot = lock(&self.failed);
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.has_failed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Stores blobs into new packs. See the module documentation.
+pub struct BlobWriter<'r> {
+    repo: &'r Repository,
+    pending: Mutex<HashSet<BlobId>>,
+    data_pack: Mutex<PackWriter>,
+    tree_pack: Mutex<PackWriter>,
+    upload_tx: Mutex<Option<Sender<FinishedPack>>>,
+    uploaders: Mutex<Vec<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    pub stats: WriteStats,
+}
+
+impl<'r> BlobWriter<'r> {
+    /// A writer with `connections` uploader threads. Setting `cancel` stops uploads early.
+    pub fn new(repo: &'r Repository, connections: usize, cancel: Arc<AtomicBool>) -> Result<Self> {
+        let connections = connections.max(1);
+        let (tx, rx) = bounded::<FinishedPack>(2 * connections);
+        let shared = Arc::new(Shared {
+            uploaded: Mutex::new(Vec::new()),
+            failed: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
+            cancel,
+        });
+        let mut uploaders = Vec::with_capacity(connections);
+        for i in 0..connections {
+            let rx: Receiver<FinishedPack> = rx.clone();
+            let storage = repo.storage().clone();
+            let shared = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("coffer-upload-{i}"))
+                .spawn(move || {
+                    for finished in rx {
+                        if shared.cancel.load(Ordering::Relaxed)
+                            || shared.has_failed.load(Ordering::Relaxed)
+                        {
+                            continue;
+                        }
+                        match storage.put_new(&pack::pack_key(&finished.id), finished.bytes) {
+                            Ok(()) => lock(&shared.uploaded).push((finished.id, finished.blobs)),
+                            Err(e) => shared.fail(e),
+                        }
+                    }
+                })
+                .map_err(|e| Error::io("starting an uploader thread for", "backup", e))?;
+            uploaders.push(handle);
+        }
+        Ok(BlobWriter {
+            repo,
+            pending: Mutex::new(HashSet::new()),
+            data_pack: Mutex::new(PackWriter::default()),
+            tree_pack: Mutex::new(PackWriter::default()),
+            upload_tx: Mutex::new(Some(tx)),
+            uploaders: Mutex::new(uploaders),
+            shared,
+            stats: WriteStats::default(),
+        })
+    }
+
+    /// A zstd compressor at the repository's level, for one thread's calls to [`Self::store`].
+    pub fn compressor(&self) -> Result<zstd::bulk::Compressor<'static>> {
+        zstd::bulk::Compressor::new(self.repo.config().compression_level)
+            .map_err(|e| Error::io("starting the compressor for", "backup", e))
+    }
+
+    /// Whether an upload failed (the error is returned by `finish`).
+    pub fn has_failed(&self) -> bool {
+        self.shared.has_failed.load(Ordering::Relaxed)
+    }
+
+    /// Takes the first upload error, if any.
+    pub fn take_error(&self) -> Option<Error> {
+        lock(&self.shared.failed).take()
+    }
+
+    /// Stores `data` as a blob of `kind` unless the repository or this writer already has it.
+    /// Returns its id and whether it was new.
+    pub fn store(
+        &self,
+        compressor: &mut zstd::bulk::Compressor<'_>,
+        kind: BlobKind,
+        data: &[u8],
+    ) -> Result<(BlobId, bool)> {
+        if self.has_failed() {
+            return Err(self.take_error().unwrap_or(Error::Interrupted));
+        }
+        let id = BlobId(self.repo.keys().content_id(data));
+        if self.repo.index().contains(&id) || !lock(&self.pending).insert(id) {
+            return Ok((id, false));
+        }
+        let sealed = pack::seal_blob(self.repo.keys(), compressor, kind, id, data)?;
+        let counter = if kind == BlobKind::Data {
+            &self.stats.data_blobs_new
+        } else {
+            &self.stats.tree_blobs_new
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .added_raw
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.stats
+            .added_stored
+            .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
+        let target = self.repo.config().pack_size as usize;
+        let full = {
+            let mut packer = lock(if kind == BlobKind::Data {
+                &self.data_pack
+            } else {
+                &self.tree_pack
+            });
+            packer.add(sealed);
+            (packer.len() >= target).then(|| std::mem::take(&mut *packer))
+        };
+        if let Some(p) = full {
+            self.send(p)?;
+        }
+        Ok((id, true))
+    }
+
+    /// Seals a pack's header, reads it back, and queues the pack for upload.
+    fn send(&self, writer: PackWriter) -> Result<()> {
+        let finished = writer.finish(self.repo.keys())?;
+        // Verify the header we are about to upload: a bug here would lose data silently.
+        let parsed = pack::parse_pack(self.repo.keys(), &finished.id, &finished.bytes)?;
+        if parsed != finished.blobs {
+            return Err(Error::corrupt(
+                "pack",
+                finished.id,
+                "freshly written header does not read back",
+            ));
+        }
+        let tx = lock(&self.upload_tx).clone();
+        let stopped = || {
+            self.take_error()
+                .unwrap_or(Error::InvalidInput("the uploaders stopped".into()))
+        };
+        match tx {
+            Some(tx) => tx.send(finished).map_err(|_| stopped()),
+            None => Err(stopped()),
+        }
+    }
+
+    fn join_uploaders(&self) {
+        drop(lock(&self.upload_tx).take());
+        for handle in lock(&self.uploaders).drain(..) {
+            let _ = handle.join();
+        }
+    }
+
+    /// Flushes the open packs, waits for all uploads, then writes one index file for the new
+    /// packs. Only after this returns may a snapshot refer to the stored blobs.
+    pub fn finish(self) -> Result<Written> {
+        let flushed = [&self.data_pack, &self.tree_pack]
+            .into_iter()
+            .try_for_each(|slot| {
+                let writer = std::mem::take(&mut *lock(slot));
+                if writer.is_empty() {
+                    Ok(())
+                } else {
+                    self.send(writer)
+                }
+            });
+        self.join_uploaders();
+        flushed?;
+        if let Some(e) = self.take_error() {
+            return Err(e);
+        }
+        if self.shared.cancel.load(Ordering::SeqCst) {
+            return Err(Error::Interrupted);
+        }
+        let packs = std::mem::take(&mut *lock(&self.shared.uploaded));
+        let index = if packs.is_empty() {
+            None
+        } else {
+            Some(
+                IndexFile {
+                    supersedes: Vec::new(),
+                    packs: packs.clone(),
+                }
+                .save(self.repo.storage(), self.repo.keys())?,
+            )
+        };
+        Ok(Written { packs, index })
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    /// A writer dropped without `finish` (an error path) stops its uploaders; packs already
+    /// uploaded stay unindexed, which is harmless: prune removes them.
+    fn drop(&mut self) {
+        self.join_uploaders();
+    }
+}
