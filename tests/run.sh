@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the end-to-end tests need (PostgreSQL 15
+# server binaries and pgbench for the database tests, python3-venv for the S3 test server), then
+# runs every test of the workspace. The harness itself creates the moto (S3) virtualenv and starts
+# a throwaway PostgreSQL cluster and S3 server per test binary; nothing is left running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need_apt+=(postgresql); fi
+if ! ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1; then need_apt+=(postgresql-contrib); fi
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "tests/run.sh: installing ${need_apt[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "tests/run.sh: please install: ${need_apt[*]} (needs root)" >&2
+    exit 1
+  fi
+fi
+
+exec cargo test --workspace --locked "$@"
