@@ -234,6 +234,11 @@ impl PackWriter {
         }
     }
 
+    /// Reserves room for `additional` more bytes of blob data.
+    pub fn reserve(&mut self, additional: usize) {
+        self.bytes.reserve(additional);
+    }
+
     /// Appends a sealed blob.
     pub fn add(&mut self, blob: SealedBlob) {
         let offset = self.bytes.len() as u32;

@@ -69,6 +69,9 @@ pub struct BlobWriter<'r> {
     upload_tx: Mutex<Option<Sender<FinishedPack>>>,
     uploaders: Mutex<Vec<JoinHandle<()>>>,
     shared: Arc<Shared>,
+    /// Bytes reserved for a new data pack up front (target size plus slack), so a pack's buffer
+    /// never doubles past the target and is never copied while it grows.
+    pack_capacity: usize,
     pub stats: WriteStats,
 }
 
@@ -76,7 +79,9 @@ impl<'r> BlobWriter<'r> {
     /// A writer with `connections` uploader threads. Setting `cancel` stops uploads early.
     pub fn new(repo: &'r Repository, connections: usize, cancel: Arc<AtomicBool>) -> Result<Self> {
         let connections = connections.max(1);
-        let (tx, rx) = bounded::<FinishedPack>(2 * connections);
+        // One finished pack may wait per connection: memory stays at about
+        // (2 open packs + 2 per connection) x pack size, whatever the size of the backup.
+        let (tx, rx) = bounded::<FinishedPack>(connections);
         let shared = Arc::new(Shared {
             uploaded: Mutex::new(Vec::new()),
             failed: Mutex::new(None),
@@ -111,6 +116,7 @@ impl<'r> BlobWriter<'r> {
             pending: Mutex::new(HashSet::new()),
             data_pack: Mutex::new(PackWriter::default()),
             tree_pack: Mutex::new(PackWriter::default()),
+            pack_capacity: repo.config().pack_size as usize + 1024 * 1024,
             upload_tx: Mutex::new(Some(tx)),
             uploaders: Mutex::new(uploaders),
             shared,
@@ -169,6 +175,9 @@ impl<'r> BlobWriter<'r> {
             } else {
                 &self.tree_pack
             });
+            if packer.is_empty() && kind == BlobKind::Data {
+                packer.reserve(self.pack_capacity.max(sealed.bytes.len()));
+            }
             packer.add(sealed);
             (packer.len() >= target).then(|| std::mem::take(&mut *packer))
         };

@@ -5,7 +5,8 @@
 //! anything is written, so a refused restore changes nothing. Each file is written to a
 //! temporary name in its directory and renamed into place, so an interrupted restore never
 //! leaves a half-written file under a real name. Every blob is authenticated and checked
-//! against its id on the way.
+//! against its id on the way. File contents are written by one thread per core, each file in
+//! order by one thread; consecutive blobs of a file are fetched with one ranged read.
 
 use crate::error::{Error, Result};
 use crate::repository::Repository;
@@ -16,7 +17,8 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// What to restore and where.
 #[derive(Clone, Debug, Default)]
@@ -114,10 +116,12 @@ pub fn restore(
             }
         }
     }
-    // Write.
+    // Write: directories and symlinks in plan order (parents first), then file contents in
+    // parallel, one file per thread at a time, each written in order.
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io("creating", &opts.target, e))?;
     let mut report = RestoreReport::default();
     let mut dirs = Vec::new();
+    let mut files = Vec::new();
     for p in &plan {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
@@ -135,16 +139,15 @@ pub fn restore(
                 report.dirs += 1;
                 dirs.push(p);
             }
-            NodeKind::File => {
-                report.bytes += restore_file(repo, &p.node, &dest)?;
-                report.files += 1;
-            }
+            NodeKind::File => files.push(p),
             NodeKind::Symlink => {
                 restore_symlink(&p.node, &dest)?;
                 report.symlinks += 1;
             }
         }
     }
+    report.files = files.len() as u64;
+    report.bytes = restore_files(repo, &files, &opts.target, cancel)?;
     // Directory metadata last, deepest first, so writing children does not change their mtimes.
     for p in dirs.iter().rev() {
         let dest = opts.target.join(&p.rel);
@@ -154,6 +157,56 @@ pub fn restore(
         set_mtime(&dest, &p.node, false)?;
     }
     Ok(report)
+}
+
+/// Restores `files` with one thread per core (at most 8), returning the bytes written. The first
+/// error stops the other threads and is returned.
+fn restore_files(
+    repo: &Repository,
+    files: &[&Planned],
+    target: &Path,
+    cancel: &AtomicBool,
+) -> Result<u64> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
+        .min(files.len().max(1));
+    let next = AtomicUsize::new(0);
+    let bytes = AtomicU64::new(0);
+    let failed = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if cancel.load(Ordering::Relaxed) {
+                    stop.store(true, Ordering::Relaxed);
+                    let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
+                    slot.get_or_insert(Error::Interrupted);
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(p) = files.get(i) else { return };
+                match restore_file(repo, &p.node, &target.join(&p.rel)) {
+                    Ok(n) => {
+                        bytes.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
+                        slot.get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(bytes.into_inner()),
+    }
 }
 
 fn mtime(node: &Node) -> filetime::FileTime {
