@@ -11,11 +11,6 @@ mod password;
 
 use clap::Parser;
 
-/// mimalloc instead of the system allocator: backups allocate one buffer per chunk (up to 8 MiB),
-/// and glibc serves those with a fresh mmap each time, paying page faults for every byte. See
-/// docs/benchmarks.md for the measured difference.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
