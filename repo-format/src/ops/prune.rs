@@ -84,6 +84,7 @@ pub struct PruneReport {
     pub index_files_superseded: usize,
     /// Packs of due plans that a snapshot still needed, put back into the index.
     pub packs_reindexed: usize,
+    /// Deleted now (on a dry run: would be).
     pub packs_deleted: usize,
     pub index_files_deleted: usize,
     pub plans_carried_out: usize,
@@ -135,6 +136,9 @@ struct Loaded {
     /// Every index file present that a present index file supersedes.
     superseded: HashSet<IndexId>,
     plans: Vec<(String, DeletionPlan)>,
+    /// Sum of the stored lengths of every blob a live index lists in each pack (duplicates
+    /// included): the pack's size minus its header.
+    blob_bytes: HashMap<PackId, u64>,
 }
 
 fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
@@ -155,6 +159,7 @@ fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
         .collect();
     let mut index = MasterIndex::default();
     let mut files = Vec::new();
+    let mut blob_bytes: HashMap<PackId, u64> = HashMap::new();
     for (id, file) in all {
         if superseded.contains(&id) {
             continue;
@@ -163,6 +168,9 @@ fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
         for (pack, blobs) in &file.packs {
             index.add_pack(*pack, blobs);
             packs.push(*pack);
+            blob_bytes
+                .entry(*pack)
+                .or_insert_with(|| blobs.iter().map(|b| u64::from(b.length)).sum());
         }
         files.push((id, packs));
     }
@@ -178,6 +186,7 @@ fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
         files,
         superseded,
         plans,
+        blob_bytes,
     })
 }
 
@@ -413,7 +422,9 @@ fn pass(
             None => Fate::Condemn("missing"),
             Some(_) if u.used_blobs == 0 => Fate::Condemn("unused"),
             Some(&size) => {
-                let unused = size.saturating_sub(u.used_bytes) as f64 / size.max(1) as f64;
+                // The header is overhead, not waste: only unused blobs count.
+                let blobs = loaded.blob_bytes.get(pack).copied().unwrap_or(size);
+                let unused = blobs.saturating_sub(u.used_bytes) as f64 / size.max(1) as f64;
                 if unused > options.max_unused {
                     Fate::Repack
                 } else {
@@ -508,6 +519,9 @@ fn pass(
         .removals
         .sort_by(|a, b| a.when.cmp(b.when).then(a.object.cmp(&b.object)));
     if options.dry_run {
+        report.packs_deleted = delete_packs.len();
+        report.index_files_deleted = delete_files.len();
+        report.plans_carried_out = due_keys.len();
         return Ok(false);
     }
     if cancel.load(Ordering::SeqCst) {
