@@ -389,7 +389,8 @@ fn a_backup_running_during_prune_restores_completely() {
 
     // Once the grace period has passed, the next prune sees that the new snapshot needs them
     // and puts them back into the index instead of deleting them.
-    std::thread::sleep(Duration::from_millis(2100));
+    // Due at: the plan's index deadline (1 s after it, for a 2 s grace) plus the grace.
+    std::thread::sleep(Duration::from_millis(3200));
     let second = json(env.run(&["prune", "--grace", "2s", "--json"]).ok());
     assert!(
         second["packs_reindexed"].as_u64().unwrap() > 0,

@@ -4,7 +4,8 @@
 //! A plan is a sealed object of kind DeletionPlan whose plaintext is a zstd frame of:
 //!
 //! ```text
-//! created (i64 LE, Unix seconds) || index file body (see index.rs)
+//! created (i64 LE, Unix milliseconds) || index_deadline (i64 LE, Unix milliseconds) ||
+//! index file body (see index.rs)
 //! ```
 //! The index file body's `supersedes` list names the index files to delete, and its packs the
 //! packs to delete, each with the blobs it held when it was condemned (an empty list means the
@@ -28,8 +29,11 @@ pub const PLANS_DIR: &str = "plans";
 /// What one prune condemned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeletionPlan {
-    /// When the plan was written; it may be carried out once `created + grace` has passed.
+    /// When the plan was written.
     pub created: jiff::Timestamp,
+    /// The prune that wrote the plan wrote its superseding index by this time, or not at all;
+    /// the plan may be carried out once `index_deadline + grace` has passed.
+    pub index_deadline: jiff::Timestamp,
     /// Index files to delete (each superseded by an index file written before the plan).
     pub index_files: Vec<IndexId>,
     /// Packs to delete, with the blobs each held (empty: the pack was in no index).
@@ -38,7 +42,8 @@ pub struct DeletionPlan {
 
 impl DeletionPlan {
     fn encode(&self) -> Vec<u8> {
-        let mut out = self.created.as_second().to_le_bytes().to_vec();
+        let mut out = (self.created.as_millisecond()).to_le_bytes().to_vec();
+        out.extend_from_slice(&self.index_deadline.as_millisecond().to_le_bytes());
         out.extend_from_slice(
             &IndexFile {
                 supersedes: self.index_files.clone(),
@@ -50,16 +55,20 @@ impl DeletionPlan {
     }
 
     fn decode(name: &str, plain: &[u8]) -> Result<DeletionPlan> {
-        if plain.len() < 8 {
+        if plain.len() < 16 {
             return Err(Error::corrupt("deletion plan", name, "truncated"));
         }
-        let (time, body) = plain.split_at(8);
-        let seconds = i64::from_le_bytes(time.try_into().unwrap_or_default());
-        let created = jiff::Timestamp::from_second(seconds)
-            .map_err(|e| Error::corrupt("deletion plan", name, format!("bad time: {e}")))?;
-        let body = IndexFile::decode(name, body)?;
+        let time = |bytes: &[u8]| {
+            let ms = i64::from_le_bytes(bytes.try_into().unwrap_or_default());
+            jiff::Timestamp::from_millisecond(ms)
+                .map_err(|e| Error::corrupt("deletion plan", name, format!("bad time: {e}")))
+        };
+        let created = time(&plain[..8])?;
+        let index_deadline = time(&plain[8..16])?;
+        let body = IndexFile::decode(name, &plain[16..])?;
         Ok(DeletionPlan {
             created,
+            index_deadline,
             index_files: body.supersedes,
             packs: body.packs,
         })
@@ -131,7 +140,8 @@ mod tests {
         let storage = Storage::in_memory().unwrap();
         let keys = MasterKeys::generate().unwrap();
         let plan = DeletionPlan {
-            created: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+            created: jiff::Timestamp::from_millisecond(1_700_000_000_123).unwrap(),
+            index_deadline: jiff::Timestamp::from_millisecond(1_700_000_001_123).unwrap(),
             index_files: vec![IndexId([3; 32])],
             packs: vec![
                 (
@@ -162,8 +172,8 @@ mod tests {
         storage.put_new(&key, bytes.into()).unwrap();
         let err = DeletionPlan::load(&storage, &keys, &key).unwrap_err();
         assert!(err.to_string().contains("deletion plan"), "{err}");
-        for cut in 0..8 {
-            assert!(DeletionPlan::decode("x", &[0u8; 8][..cut]).is_err());
+        for cut in 0..16 {
+            assert!(DeletionPlan::decode("x", &[0u8; 16][..cut]).is_err());
         }
     }
 }

@@ -105,14 +105,23 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             dry_run: args.dry_run,
         },
     )?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    if !args.json {
         print(ctx, &report);
     }
-    if args.prune && !args.dry_run {
-        return super::prune::prune_and_print(ctx, &repo, &args.prune_flags, false, args.json)
-            .context("the snapshots were forgotten, but prune failed");
+    let pruned = if args.prune && !args.dry_run {
+        Some(
+            super::prune::prune_for_forget(ctx, &repo, &args.prune_flags, args.json)
+                .context("the snapshots were forgotten, but prune failed")?,
+        )
+    } else {
+        None
+    };
+    if args.json {
+        let value = match pruned {
+            Some(p) => serde_json::json!({ "forget": report, "prune": p }),
+            None => serde_json::to_value(&report)?,
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
     }
     Ok(crate::exit::OK)
 }

@@ -69,23 +69,27 @@ pub fn options(ctx: &Context_, flags: &PruneFlags, dry_run: bool) -> PruneOption
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let repo = super::open_repo(ctx)?;
-    prune_and_print(ctx, &repo, &args.flags, args.dry_run, args.json)
-}
-
-pub fn prune_and_print(
-    ctx: &Context_,
-    repo: &Repository,
-    flags: &PruneFlags,
-    dry_run: bool,
-    json: bool,
-) -> Result<u8> {
-    let report = op::prune(repo, &options(ctx, flags, dry_run))?;
-    if json {
+    let report = op::prune(&repo, &options(ctx, &args.flags, args.dry_run))?;
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print(ctx, &report);
     }
     Ok(crate::exit::OK)
+}
+
+/// Runs prune for `forget --prune`; prints the human report unless `json`.
+pub fn prune_for_forget(
+    ctx: &Context_,
+    repo: &Repository,
+    flags: &PruneFlags,
+    json: bool,
+) -> Result<PruneReport> {
+    let report = op::prune(repo, &options(ctx, flags, false))?;
+    if !json {
+        print(ctx, &report);
+    }
+    Ok(report)
 }
 
 fn print(ctx: &Context_, r: &PruneReport) {

@@ -190,6 +190,17 @@ fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
     })
 }
 
+/// How long after writing a plan prune may still write the index that supersedes the
+/// condemned packs' index files: a tenth of the grace period, between 1 s and 60 s (zero for a
+/// zero grace period, which promises nothing about concurrent backups).
+fn index_window(grace: Duration) -> jiff::SignedDuration {
+    if grace.is_zero() {
+        return jiff::SignedDuration::ZERO;
+    }
+    let tenth = (grace / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    jiff::SignedDuration::try_from(tenth).unwrap_or(jiff::SignedDuration::from_secs(60))
+}
+
 /// One bit per index position.
 struct Marks(Vec<u64>);
 
@@ -367,21 +378,28 @@ fn pass(
     let mut delete_packs: Vec<(PackId, u64, String)> = Vec::new();
     let mut delete_files: Vec<IndexId> = Vec::new();
     let mut reindex: Vec<(PackId, Vec<PackedBlob>)> = Vec::new();
+    // Counted from the latest moment the planning prune could have superseded the condemned
+    // packs' index files (docs/maintenance.md, D1 and P6).
+    // A zero grace period promises nothing about running backups: every plan is due.
+    let is_due = |p: &DeletionPlan| {
+        grace.is_zero()
+            || p.index_deadline
+                .checked_add(grace)
+                .is_ok_and(|due| due <= now)
+    };
+    // D1: a pack that a plan still waiting lists is left to that plan.
     let mut pending_packs: HashSet<PackId> = HashSet::new();
-    for (key, p) in &loaded.plans {
-        let is_due = p
-            .created
-            .checked_add(grace)
-            .is_ok_and(|deadline| deadline <= now);
-        if !is_due {
-            report.plans_pending += 1;
-            pending_packs.extend(p.packs.iter().map(|(id, _)| *id));
-            continue;
-        }
+    for (_, p) in loaded.plans.iter().filter(|(_, p)| !is_due(p)) {
+        report.plans_pending += 1;
+        pending_packs.extend(p.packs.iter().map(|(id, _)| *id));
+    }
+    let mut decided: HashSet<PackId> = HashSet::new();
+    for (key, p) in loaded.plans.iter().filter(|(_, p)| is_due(p)) {
         due_keys.push(key.clone());
         for (pack, blobs) in &p.packs {
-            if live_packs.contains(pack) {
-                continue; // indexed again (a backup finished, or a prune stopped early)
+            if live_packs.contains(pack) || pending_packs.contains(pack) || !decided.insert(*pack) {
+                // Indexed again, still waiting in another plan, or decided already.
+                continue;
             }
             if needs(pack, blobs) {
                 if present.contains_key(pack) {
@@ -390,9 +408,7 @@ fn pass(
                 continue;
             }
             if let Some(size) = present.get(pack) {
-                if !delete_packs.iter().any(|(id, _, _)| id == pack) {
-                    delete_packs.push((*pack, *size, "condemned".into()));
-                }
+                delete_packs.push((*pack, *size, "condemned".into()));
             }
         }
         for file in &p.index_files {
@@ -441,9 +457,7 @@ fn pass(
                 && !pending_packs.contains(p)
                 && !reindexed.contains(p)
                 && !deleting.contains(p)
-                && !loaded.plans.iter().any(|(k, plan)| {
-                    due_keys.contains(k) && plan.packs.iter().any(|(q, _)| q == *p)
-                })
+                && !decided.contains(p)
         })
         .copied()
         .collect();
@@ -584,9 +598,15 @@ fn pass(
     }
     plan_packs.extend(unindexed.iter().map(|p| (*p, Vec::new())));
     let wrote_plan = !plan_packs.is_empty() || !affected.is_empty();
+    let created = jiff::Timestamp::now();
+    let window = index_window(options.grace);
+    let index_deadline = created
+        .checked_add(window)
+        .map_err(|e| Error::InvalidInput(format!("plan deadline: {e}")))?;
     if wrote_plan {
         DeletionPlan {
-            created: jiff::Timestamp::now(),
+            created,
+            index_deadline,
             index_files: affected.clone(),
             packs: plan_packs,
         }
@@ -600,6 +620,15 @@ fn pass(
         }
     }
     if !affected.is_empty() || !kept.is_empty() {
+        // P6: past the plan's deadline, a backup that loaded the index since the plan was
+        // written could outlive the grace period counted from the deadline. Stop instead: the
+        // condemned packs stay live, the plan is harmless, and the next prune starts over.
+        if wrote_plan && !options.grace.is_zero() && jiff::Timestamp::now() > index_deadline {
+            return Err(Error::InvalidInput(format!(
+                "prune took longer than {window:#} between writing its deletion plan and its \
+                 index; nothing was removed, run prune again"
+            )));
+        }
         IndexFile {
             supersedes: affected,
             packs: kept,
