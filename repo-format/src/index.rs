@@ -452,4 +452,21 @@ mod tests {
         assert_eq!(index.get(&BlobId([2; 32])).unwrap().pack, PackId([9; 32]));
         assert_eq!(MasterIndex::BYTES_PER_BLOB, 52);
     }
+
+    #[test]
+    fn pending_entries_are_readable_but_not_offered_for_dedup() {
+        let mut index = MasterIndex::default();
+        index.add_pack(PackId([1; 32]), &[blob(1, 0)]);
+        index.add_pending_pack(PackId([2; 32]), &[blob(1, 0), blob(2, 100)]);
+        index.sort();
+        // Live wins over pending for the same blob.
+        assert!(index.contains(&BlobId([1; 32])));
+        assert_eq!(index.get(&BlobId([1; 32])).unwrap().pack, PackId([1; 32]));
+        // Pending only: readable, not for dedup.
+        assert!(!index.contains(&BlobId([2; 32])));
+        assert_eq!(index.get(&BlobId([2; 32])).unwrap().pack, PackId([2; 32]));
+        let pos = index.position(&BlobId([2; 32])).unwrap();
+        assert!(index.at(pos).unwrap().1);
+        assert_eq!(index.iter().filter(|(_, pending)| *pending).count(), 1);
+    }
 }

@@ -211,27 +211,22 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
         }
         let blobs = &expected[pack_id];
         let Some(&size) = present.get(pack_id) else {
+            // A pending pack may be gone after an interrupted prune; that is damage only if
+            // a blob's chosen copy was in it (found by the snapshot walk below).
             if live.contains(pack_id) {
                 ctx.error(
                     pack::pack_key(pack_id),
                     format!("missing, but an index lists {} blob(s) in it", blobs.len()),
                 );
-                ctx.damaged.extend(
-                    blobs
-                        .iter()
-                        .map(|b| (b.id, format!("its pack {} is missing", pack_id.short()))),
-                );
             }
+            let why = format!("its pack {} is missing", pack_id.short());
+            mark_damaged(&mut ctx, &index, pack_id, blobs, &why);
             continue;
         };
         if let Err(e) = check_header(ctx.storage, ctx.keys, pack_id, size, blobs) {
             ctx.error(pack::pack_key(pack_id), e.to_string());
-            ctx.damaged.extend(blobs.iter().map(|b| {
-                (
-                    b.id,
-                    format!("the header of pack {} is damaged", pack_id.short()),
-                )
-            }));
+            let why = format!("the header of pack {} is damaged", pack_id.short());
+            mark_damaged(&mut ctx, &index, pack_id, blobs, &why);
         }
     }
     let mut unindexed: Vec<&PackId> = present
@@ -253,7 +248,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
-        read_pack(&mut ctx, &pack_id, &expected[&pack_id]);
+        read_pack(&mut ctx, &index, &pack_id, &expected[&pack_id]);
     }
 
     // Snapshots: what the damage reaches.
@@ -289,6 +284,21 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     damaged.sort();
     ctx.report.damaged_snapshots = damaged;
     Ok(ctx.report)
+}
+
+/// Records as damaged the blobs of `pack` whose chosen copy (the one readers use) is in it.
+fn mark_damaged(
+    ctx: &mut Ctx<'_>,
+    index: &MasterIndex,
+    pack: &PackId,
+    blobs: &[PackedBlob],
+    why: &str,
+) {
+    for b in blobs {
+        if index.get(&b.id).is_some_and(|loc| loc.pack == *pack) {
+            ctx.damaged.insert(b.id, why.to_string());
+        }
+    }
 }
 
 /// Reads only a pack's header and compares it with the index's entries.
@@ -371,17 +381,14 @@ fn select(ids: &[PackId], present: &HashMap<PackId, u64>, read: ReadData) -> Res
 }
 
 /// Reads one pack whole and verifies every blob; records what is damaged.
-fn read_pack(ctx: &mut Ctx<'_>, id: &PackId, expected: &[PackedBlob]) {
+fn read_pack(ctx: &mut Ctx<'_>, index: &MasterIndex, id: &PackId, expected: &[PackedBlob]) {
     let key = pack::pack_key(id);
     let bytes = match ctx.storage.get("pack", &key) {
         Ok(b) => b,
         Err(e) => {
             ctx.error(&key, e.to_string());
-            ctx.damaged.extend(
-                expected
-                    .iter()
-                    .map(|b| (b.id, format!("pack {} unreadable", id.short()))),
-            );
+            let why = format!("pack {} unreadable", id.short());
+            mark_damaged(ctx, index, id, expected, &why);
             return;
         }
     };
@@ -411,10 +418,8 @@ fn read_pack(ctx: &mut Ctx<'_>, id: &PackId, expected: &[PackedBlob]) {
             Ok(()) => ctx.report.blobs_verified += 1,
             Err(e) => {
                 ctx.error(format!("blob {}", blob.id), e.to_string());
-                ctx.damaged.insert(
-                    blob.id,
-                    format!("blob {} in pack {} is damaged", blob.id.short(), id.short()),
-                );
+                let why = format!("blob {} in pack {} is damaged", blob.id.short(), id.short());
+                mark_damaged(ctx, index, id, std::slice::from_ref(blob), &why);
             }
         }
     }
@@ -484,4 +489,39 @@ fn walk(
         clean.insert(tree_id);
     }
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subset_specs_parse_and_parts_cover_every_pack_once() {
+        assert_eq!(
+            "2/5".parse::<ReadData>().unwrap(),
+            ReadData::Part { n: 2, m: 5 }
+        );
+        assert_eq!(
+            " 10% ".parse::<ReadData>().unwrap(),
+            ReadData::Percent(10.0)
+        );
+        for bad in ["0/5", "6/5", "1/0", "x", "0%", "101%", "-1%", "1/2/3"] {
+            assert!(bad.parse::<ReadData>().is_err(), "{bad}");
+        }
+        let ids: Vec<PackId> = (0..200u8)
+            .map(|i| PackId([i.wrapping_mul(37); 32]))
+            .collect();
+        let present: HashMap<PackId, u64> = ids.iter().map(|id| (*id, 1)).collect();
+        let mut seen = Vec::new();
+        for n in 1..=3 {
+            seen.extend(select(&ids, &present, ReadData::Part { n, m: 3 }).unwrap());
+        }
+        seen.sort();
+        let mut all = ids.clone();
+        all.sort();
+        all.dedup();
+        assert_eq!(seen, all);
+        let some = select(&ids, &present, ReadData::Percent(10.0)).unwrap();
+        assert_eq!(some.len(), (all.len() as f64 * 0.1).ceil() as usize);
+    }
 }

@@ -655,3 +655,26 @@ fn pass(
     }
     Ok(wrote_plan)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_set_once() {
+        let mut m = Marks::new(130);
+        assert!(!m.get(129));
+        assert!(m.set(129));
+        assert!(!m.set(129));
+        assert!(m.get(129) && !m.get(128) && !m.get(0));
+    }
+
+    #[test]
+    fn index_window_is_a_tenth_of_grace_within_bounds() {
+        let secs = |s: u64| index_window(Duration::from_secs(s)).as_secs();
+        assert_eq!(secs(0), 0);
+        assert_eq!(secs(2), 1);
+        assert_eq!(secs(300), 30);
+        assert_eq!(secs(24 * 3600), 60);
+    }
+}
