@@ -11,6 +11,11 @@
 //! `supersedes` lists index files whose content this one replaces (written by prune); readers
 //! ignore superseded index files. The in-memory [`MasterIndex`] keeps one 52-byte entry per
 //! blob in a sorted array, so lookups are a binary search and memory is about 52 bytes a blob.
+//!
+//! Packs that prune has condemned (listed in a deletion plan, `plans/<id>`, see `plan.rs` and
+//! docs/maintenance.md) are loaded as *pending*: they can still be read ([`MasterIndex::get`]),
+//! so a snapshot written by a backup that ran during prune restores, but they are not offered for
+//! deduplication ([`MasterIndex::contains`] is false), so no new snapshot comes to depend on them.
 
 use crate::error::{Error, Result};
 use crate::id::{storage_hash, BlobId, IndexId, PackId};
@@ -202,6 +207,8 @@ struct Entry {
     raw_length: u32,
     kind: BlobKind,
     compression: Compression,
+    /// From a deletion plan, not a live index file: readable, never used for deduplication.
+    pending: bool,
 }
 
 /// The union of all live index files, as a sorted array.
@@ -221,7 +228,14 @@ impl MasterIndex {
             let name = key.rsplit('/').next().unwrap_or(&key);
             let id = IndexId::from_hex(name)
                 .ok_or_else(|| Error::corrupt("index", &key, "not an index file name"))?;
-            files.push((id, IndexFile::load(storage, keys, &id)?));
+            match IndexFile::load(storage, keys, &id) {
+                Ok(file) => files.push((id, file)),
+                // Listed, then deleted before we read it: only prune deletes index files, and
+                // only ones superseded by a file written a grace period earlier, which this
+                // listing therefore holds (docs/maintenance.md, rule D3).
+                Err(Error::Missing { .. }) => continue,
+                Err(e) => return Err(e),
+            }
         }
         let superseded: HashSet<IndexId> = files
             .iter()
@@ -237,8 +251,32 @@ impl MasterIndex {
                 index.add_pack(*pack, blobs);
             }
         }
+        // Added after the live files: sorting is stable and the first entry of a blob wins, so
+        // a blob that is both live and pending is live.
+        for (_, plan) in crate::plan::load_all(storage, keys)? {
+            for (pack, blobs) in &plan.packs {
+                index.add_pending_pack(*pack, blobs);
+            }
+        }
         index.sort();
         Ok(index)
+    }
+
+    /// Loads only the live index files (no deletion plans); prune and check use this to see
+    /// exactly what the live index holds.
+    pub fn load_live(storage: &Storage, keys: &MasterKeys) -> Result<MasterIndex> {
+        let mut index = MasterIndex::load(storage, keys)?;
+        index.entries.retain(|e| !e.pending);
+        Ok(index)
+    }
+
+    /// Adds a condemned pack's blobs: readable, never used for deduplication.
+    pub fn add_pending_pack(&mut self, pack: PackId, blobs: &[PackedBlob]) {
+        let start = self.entries.len();
+        self.add_pack(pack, blobs);
+        for e in &mut self.entries[start..] {
+            e.pending = true;
+        }
     }
 
     /// Adds a pack's blobs. Lookups sort lazily afterwards.
@@ -253,6 +291,7 @@ impl MasterIndex {
             raw_length: b.raw_length,
             kind: b.kind,
             compression: b.compression,
+            pending: false,
         }));
         self.sorted = false;
     }
@@ -275,9 +314,8 @@ impl MasterIndex {
             .map(|i| &self.entries[i])
     }
 
-    /// Where blob `id` is, if indexed.
-    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
-        self.find(id).map(|e| BlobLocation {
+    fn location(&self, e: &Entry) -> BlobLocation {
+        BlobLocation {
             pack: self.packs[e.pack as usize],
             blob: PackedBlob {
                 kind: e.kind,
@@ -287,12 +325,37 @@ impl MasterIndex {
                 length: e.length,
                 raw_length: e.raw_length,
             },
-        })
+        }
     }
 
-    /// Whether blob `id` is indexed.
+    /// Where blob `id` can be read, if indexed (live, or pending deletion).
+    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        self.find(id).map(|e| self.location(e))
+    }
+
+    /// Whether a live index file lists blob `id`: the question deduplication asks. Blobs that
+    /// are only in packs pending deletion are not offered, so writers store them again.
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.find(id).is_some()
+        self.find(id).is_some_and(|e| !e.pending)
+    }
+
+    /// The position of blob `id` in the sorted entries (`0..len()`), for compact per-blob
+    /// marks such as a bitmap.
+    pub fn position(&self, id: &BlobId) -> Option<usize> {
+        debug_assert!(self.sorted, "MasterIndex used before sort()");
+        self.entries.binary_search_by(|e| e.id.0.cmp(&id.0)).ok()
+    }
+
+    /// The entry at `position`: where it is, and whether it is only pending deletion.
+    pub fn at(&self, position: usize) -> Option<(BlobLocation, bool)> {
+        self.entries
+            .get(position)
+            .map(|e| (self.location(e), e.pending))
+    }
+
+    /// Every entry in position order: location and whether it is pending deletion.
+    pub fn iter(&self) -> impl Iterator<Item = (BlobLocation, bool)> + '_ {
+        self.entries.iter().map(|e| (self.location(e), e.pending))
     }
 
     /// Number of distinct indexed blobs.
@@ -388,5 +451,22 @@ mod tests {
         assert_eq!(index.len(), 1);
         assert_eq!(index.get(&BlobId([2; 32])).unwrap().pack, PackId([9; 32]));
         assert_eq!(MasterIndex::BYTES_PER_BLOB, 52);
+    }
+
+    #[test]
+    fn pending_entries_are_readable_but_not_offered_for_dedup() {
+        let mut index = MasterIndex::default();
+        index.add_pack(PackId([1; 32]), &[blob(1, 0)]);
+        index.add_pending_pack(PackId([2; 32]), &[blob(1, 0), blob(2, 100)]);
+        index.sort();
+        // Live wins over pending for the same blob.
+        assert!(index.contains(&BlobId([1; 32])));
+        assert_eq!(index.get(&BlobId([1; 32])).unwrap().pack, PackId([1; 32]));
+        // Pending only: readable, not for dedup.
+        assert!(!index.contains(&BlobId([2; 32])));
+        assert_eq!(index.get(&BlobId([2; 32])).unwrap().pack, PackId([2; 32]));
+        let pos = index.position(&BlobId([2; 32])).unwrap();
+        assert!(index.at(pos).unwrap().1);
+        assert_eq!(index.iter().filter(|(_, pending)| *pending).count(), 1);
     }
 }

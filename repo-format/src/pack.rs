@@ -315,13 +315,40 @@ pub fn parse_pack(keys: &MasterKeys, id: &PackId, pack: &[u8]) -> Result<Vec<Pac
         ));
     }
     let (data, header) = rest.split_at(rest.len() - header_len as usize);
+    parse_header(keys, id, header, data.len() as u64)
+}
+
+/// Length of the sealed header, from the last 4 bytes of a pack of `pack_size` bytes; checked
+/// against the pack size and [`MAX_HEADER_SIZE`].
+pub fn header_length(id: &PackId, tail: [u8; 4], pack_size: u64) -> Result<u32> {
+    let header_len = u32::from_le_bytes(tail);
+    if header_len > MAX_HEADER_SIZE || u64::from(header_len) + 4 > pack_size {
+        return Err(Error::corrupt(
+            "pack",
+            id,
+            format!("header length {header_len} does not fit the pack"),
+        ));
+    }
+    Ok(header_len)
+}
+
+/// Opens a pack's sealed header (without its length suffix) and checks that its blobs tile a
+/// data area of `data_len` bytes exactly. Lets `check` verify headers without reading the data.
+pub fn parse_header(
+    keys: &MasterKeys,
+    id: &PackId,
+    header: &[u8],
+    data_len: u64,
+) -> Result<Vec<PackedBlob>> {
+    let name = id.to_hex();
+    let what = "pack";
     let plain = sealed::open(keys, ObjectKind::PackHeader, "pack header", &name, header)?;
     let blobs = decode_header(&name, &plain)?;
     let mut offset: u64 = 0;
     let mut out = Vec::with_capacity(blobs.len());
     for (kind, compression, length, raw_length, blob_id) in blobs {
         let end = offset + u64::from(length);
-        if end > data.len() as u64 {
+        if end > data_len {
             return Err(Error::corrupt(
                 what,
                 &name,
@@ -338,7 +365,7 @@ pub fn parse_pack(keys: &MasterKeys, id: &PackId, pack: &[u8]) -> Result<Vec<Pac
         });
         offset = end;
     }
-    if offset != data.len() as u64 {
+    if offset != data_len {
         return Err(Error::corrupt(
             what,
             &name,

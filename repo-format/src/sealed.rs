@@ -27,6 +27,10 @@ pub enum ObjectKind {
     Snapshot = 3,
     /// The header at the end of a pack file.
     PackHeader = 4,
+    /// A deletion plan written by prune (`plans/<id>`).
+    DeletionPlan = 5,
+    /// A maintenance lease (`locks/lease-<sequence>`).
+    Lease = 6,
 }
 
 impl ObjectKind {

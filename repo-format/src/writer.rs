@@ -148,11 +148,32 @@ impl<'r> BlobWriter<'r> {
         kind: BlobKind,
         data: &[u8],
     ) -> Result<(BlobId, bool)> {
+        self.store_inner(compressor, kind, data, false)
+    }
+
+    /// Stores `data` even though the repository's index already has it (prune moves blobs out
+    /// of packs it will delete); still stores each blob once per writer.
+    pub fn store_forced(
+        &self,
+        compressor: &mut zstd::bulk::Compressor<'_>,
+        kind: BlobKind,
+        data: &[u8],
+    ) -> Result<(BlobId, bool)> {
+        self.store_inner(compressor, kind, data, true)
+    }
+
+    fn store_inner(
+        &self,
+        compressor: &mut zstd::bulk::Compressor<'_>,
+        kind: BlobKind,
+        data: &[u8],
+        forced: bool,
+    ) -> Result<(BlobId, bool)> {
         if self.has_failed() {
             return Err(self.take_error().unwrap_or(Error::Interrupted));
         }
         let id = BlobId(self.repo.keys().content_id(data));
-        if self.repo.index().contains(&id) || !lock(&self.pending).insert(id) {
+        if (!forced && self.repo.index().contains(&id)) || !lock(&self.pending).insert(id) {
             return Ok((id, false));
         }
         let sealed = pack::seal_blob(self.repo.keys(), compressor, kind, id, data)?;

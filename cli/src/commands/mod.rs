@@ -2,12 +2,16 @@
 
 mod backup;
 mod cat;
+mod check;
 mod dump;
+mod forget;
 mod init;
 mod key;
 mod ls;
+mod prune;
 mod restore;
 mod snapshots;
+mod unlock;
 
 use crate::global::{Cli, GlobalArgs};
 use anyhow::{Context, Result};
@@ -35,6 +39,14 @@ pub enum Command {
     /// Manage the repository's passwords (key files)
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Remove snapshots according to a retention policy, saying why each is kept
+    Forget(forget::Args),
+    /// Remove data that no snapshot needs (never blocks backups)
+    Prune(prune::Args),
+    /// Verify the repository; exit 1 naming damaged snapshots and files
+    Check(check::Args),
+    /// Clear a maintenance lease left by a prune that is gone
+    Unlock(unlock::Args),
 }
 
 /// What a command needs besides its own arguments.
@@ -57,6 +69,10 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Dump(a) => dump::run(&ctx, a),
         Command::Cat(a) => cat::run(&ctx, a),
         Command::Key(a) => key::run(&ctx, a),
+        Command::Forget(a) => forget::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
+        Command::Unlock(a) => unlock::run(&ctx, a),
     }
 }
 

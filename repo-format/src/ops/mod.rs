@@ -1,5 +1,8 @@
 //! Operations on a repository, one module each.
 
 pub mod backup;
+pub mod check;
+pub mod forget;
+pub mod prune;
 pub mod restore;
 pub mod walk;

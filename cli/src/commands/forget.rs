@@ -1,0 +1,173 @@
+//! `coffer forget`: apply a retention policy; say for every snapshot why it is kept or removed.
+
+use super::prune::PruneFlags;
+use super::Context_;
+use anyhow::{Context, Result};
+use coffer_repo::ops::forget::{self as op, ForgetOptions, ForgetReport};
+use coffer_repo::retention::{GroupBy, KeepCount, KeepWithin, Policy};
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  coffer forget --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run
+  coffer forget --keep-within 30d --keep-tag release --timezone Europe/Berlin --prune
+
+Snapshots are grouped (default by host and paths) and each group is decided on its own. Counts \
+take a number, or `all` for every bucket. A snapshot kept by any rule is kept; every rule that \
+keeps it is shown (e.g. `daily 3/7, weekly 1/4`). With no keep rule, forget refuses to run. \
+Buckets are computed in --timezone (default: this machine's zone), DST-correct. See \
+docs/retention.md.")]
+pub struct Args {
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_last: Option<KeepCount>,
+    /// Keep the newest snapshot of each of the N most recent hours that have one
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_hourly: Option<KeepCount>,
+    /// Keep the newest snapshot of each of the N most recent days that have one
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_daily: Option<KeepCount>,
+    /// Keep the newest snapshot of each of the N most recent ISO weeks that have one
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_weekly: Option<KeepCount>,
+    /// Keep the newest snapshot of each of the N most recent months that have one
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_monthly: Option<KeepCount>,
+    /// Keep the newest snapshot of each of the N most recent years that have one
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_yearly: Option<KeepCount>,
+    /// Keep every snapshot within DURATION of the group's newest (e.g. 30d, 2w, 1y6m, 12h)
+    #[arg(long, value_name = "DURATION", value_parser = parse_within)]
+    pub keep_within: Option<KeepWithin>,
+    /// Keep every snapshot with this tag (repeatable: any of them)
+    #[arg(long, value_name = "TAG")]
+    pub keep_tag: Vec<String>,
+    /// Group by any of host, paths, tags, label:KEY (comma-separated; "" for no grouping)
+    #[arg(long, value_name = "LIST", default_value = "host,paths", value_parser = parse_group_by)]
+    pub group_by: GroupBy,
+    /// Compute days, weeks, months in this IANA time zone (default: the local zone)
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+    /// Show the decisions; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run prune afterwards
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_flags: PruneFlags,
+    /// Print the decisions as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_count(s: &str) -> Result<KeepCount, String> {
+    s.parse()
+        .map_err(|e: coffer_repo::retention::RetentionError| e.to_string())
+}
+
+fn parse_within(s: &str) -> Result<KeepWithin, String> {
+    s.parse()
+        .map_err(|e: coffer_repo::retention::RetentionError| e.to_string())
+}
+
+fn parse_group_by(s: &str) -> Result<GroupBy, String> {
+    s.parse()
+        .map_err(|e: coffer_repo::retention::RetentionError| e.to_string())
+}
+
+pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
+    let policy = Policy {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+        within: args.keep_within,
+        tags: args.keep_tag.clone(),
+    };
+    // Refused before the password is asked for or anything is read.
+    policy
+        .validate()
+        .map_err(|e| crate::exit::usage(e.to_string()))?;
+    let timezone = match &args.timezone {
+        Some(name) => jiff::tz::TimeZone::get(name)
+            .map_err(|e| crate::exit::usage(format!("--timezone {name:?}: {e}")))?,
+        None => jiff::tz::TimeZone::system(),
+    };
+    let repo = super::open_repo(ctx)?;
+    let report = op::forget(
+        &repo,
+        &ForgetOptions {
+            policy,
+            group_by: args.group_by.clone(),
+            timezone,
+            dry_run: args.dry_run,
+        },
+    )?;
+    if !args.json {
+        print(ctx, &report);
+    }
+    let pruned = if args.prune && !args.dry_run {
+        Some(
+            super::prune::prune_for_forget(ctx, &repo, &args.prune_flags, args.json)
+                .context("the snapshots were forgotten, but prune failed")?,
+        )
+    } else {
+        None
+    };
+    if args.json {
+        let value = match pruned {
+            Some(p) => serde_json::json!({ "forget": report, "prune": p }),
+            None => serde_json::to_value(&report)?,
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    Ok(crate::exit::OK)
+}
+
+fn print(ctx: &Context_, r: &ForgetReport) {
+    let (mut kept, mut removed) = (0, 0);
+    for group in &r.groups {
+        if !ctx.global.quiet {
+            let key = if group.key.is_empty() {
+                "all snapshots"
+            } else {
+                &group.key
+            };
+            println!("{key}:");
+        }
+        for v in &group.snapshots {
+            if v.keep {
+                kept += 1;
+            } else {
+                removed += 1;
+            }
+            if ctx.global.quiet {
+                continue;
+            }
+            let action = match (v.keep, r.dry_run) {
+                (true, _) => "keep",
+                (false, true) => "would remove",
+                (false, false) => "remove",
+            };
+            println!(
+                "  {action:<12}  {}  {:<25}  {}",
+                v.id.short(),
+                v.time.get(..25).unwrap_or(&v.time),
+                v.reasons.join(", ")
+            );
+        }
+    }
+    if !ctx.global.quiet {
+        let verb = if r.dry_run {
+            "would be removed"
+        } else {
+            "removed"
+        };
+        println!(
+            "{} ({}): {kept} kept, {removed} {verb}",
+            r.policy, r.timezone
+        );
+    }
+}

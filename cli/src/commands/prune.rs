@@ -1,0 +1,153 @@
+//! `coffer prune`: remove data no snapshot needs (two-phase, under the maintenance lease).
+
+use super::Context_;
+use crate::output;
+use anyhow::Result;
+use coffer_repo::lease::LeaseOptions;
+use coffer_repo::ops::prune::{self as op, PruneOptions, PruneReport};
+use coffer_repo::Repository;
+use std::time::Duration;
+
+/// Options shared by `prune` and `forget --prune`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PruneFlags {
+    /// Repack packs with more than this share unused (e.g. 5%, 0% to repack every partly used pack)
+    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = parse_percent)]
+    pub max_unused: f64,
+    /// Delete condemned data only this long after it was condemned; must exceed the longest
+    /// backup (e.g. 24h, 90m; 0s deletes at once and is safe only while no backup runs)
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub grace: Duration,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Prune never makes a backup wait. It condemns unused packs in a deletion \
+plan and deletes them in a later prune, once the grace period has passed; a backup that still \
+needs one of them keeps it. Only one prune runs at a time (a lease that expires by itself if \
+the prune dies). See docs/maintenance.md."
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub flags: PruneFlags,
+    /// Show what would be removed and the bytes reclaimed; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim().trim_end_matches('%').trim();
+    let v: f64 = t
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage (e.g. 5%)"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{s:?} must be between 0% and 100%"));
+    }
+    Ok(v / 100.0)
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration such as 24h, 90m or 0s: {e}"))?;
+    Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
+}
+
+pub fn options(ctx: &Context_, flags: &PruneFlags, dry_run: bool) -> PruneOptions {
+    PruneOptions {
+        max_unused: flags.max_unused,
+        grace: flags.grace,
+        dry_run,
+        lease: LeaseOptions::new("prune", &super::hostname()),
+        cancel: ctx.cancel.clone(),
+    }
+}
+
+pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
+    let repo = super::open_repo(ctx)?;
+    let report = op::prune(&repo, &options(ctx, &args.flags, args.dry_run))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print(ctx, &report);
+    }
+    Ok(crate::exit::OK)
+}
+
+/// Runs prune for `forget --prune`; prints the human report unless `json`.
+pub fn prune_for_forget(
+    ctx: &Context_,
+    repo: &Repository,
+    flags: &PruneFlags,
+    json: bool,
+) -> Result<PruneReport> {
+    let report = op::prune(repo, &options(ctx, flags, false))?;
+    if !json {
+        print(ctx, &report);
+    }
+    Ok(report)
+}
+
+fn print(ctx: &Context_, r: &PruneReport) {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    if !ctx.global.quiet || r.dry_run {
+        for removal in &r.removals {
+            let when = if removal.when == "now" {
+                verb
+            } else if r.dry_run {
+                "would condemn"
+            } else {
+                "condemned"
+            };
+            println!(
+                "{when:<14} {:<72} {:>10}  {}",
+                removal.object,
+                output::bytes(removal.bytes),
+                removal.reason
+            );
+        }
+    }
+    if ctx.global.quiet {
+        return;
+    }
+    println!(
+        "{} snapshot(s), {} pack(s) holding {}; {} blob(s) in use ({})",
+        r.snapshots,
+        r.packs,
+        output::bytes(r.pack_bytes),
+        r.blobs_used,
+        output::bytes(r.bytes_used)
+    );
+    let will = if r.dry_run { "would be " } else { "" };
+    println!(
+        "repacked: {}{} pack(s), {} blob(s), {} copied into {} new pack(s)",
+        will,
+        r.packs_repacked,
+        r.blobs_repacked,
+        output::bytes(r.bytes_repacked),
+        r.packs_written
+    );
+    println!(
+        "condemned: {}{} pack(s), {} (deleted by a prune after the grace period)",
+        will,
+        r.packs_condemned,
+        output::bytes(r.bytes_condemned)
+    );
+    println!(
+        "{verb}: {} pack(s), {} index file(s), {} reclaimed; {} pack(s) kept because a snapshot needs them",
+        r.packs_deleted,
+        r.index_files_deleted,
+        output::bytes(r.bytes_deleted),
+        r.packs_reindexed
+    );
+    if r.plans_pending > 0 {
+        println!(
+            "{} deletion plan(s) wait for their grace period; run prune again later",
+            r.plans_pending
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! `coffer unlock`: clear a maintenance lease left by a prune that is gone.
+
+use super::Context_;
+use anyhow::Result;
+use coffer_repo::lease;
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Backups never take a lock, so they are never blocked. Only prune holds \
+the maintenance lease, and a lease whose prune died frees itself when it expires (at once if \
+the prune ran on this host). Use --all only when you are certain no prune is running: a prune \
+whose lease is cleared stops before its next deletion."
+)]
+pub struct Args {
+    /// Also clear a lease that still looks held
+    #[arg(long)]
+    pub all: bool,
+}
+
+pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
+    let repo = super::open_repo(ctx)?;
+    let done = lease::unlock(repo.storage(), repo.keys(), &super::hostname(), args.all)?;
+    if let Some(held) = done.held {
+        eprintln!(
+            "coffer: the maintenance lease is held by {}; left alone (pass --all to clear it anyway)",
+            held.describe()
+        );
+        return Ok(crate::exit::LOCKED);
+    }
+    match done.cleared {
+        Some((record, why)) => {
+            if !ctx.global.quiet {
+                println!("cleared the lease of {} ({why})", record.describe());
+            }
+        }
+        None => {
+            if !ctx.global.quiet {
+                println!("no maintenance lease to clear");
+            }
+        }
+    }
+    Ok(crate::exit::OK)
+}

@@ -1,0 +1,680 @@
+//! `prune`: remove data that no snapshot needs, without ever making a backup wait.
+//!
+//! One pass, under the maintenance lease ([`crate::lease`]):
+//!
+//! 1. **Load** the index (live files and deletion plans), every snapshot, and the pack listing.
+//! 2. **Mark** every blob reachable from a snapshot, as one bit per index position.
+//! 3. **Carry out due plans** (phase 2): a plan older than the grace period has each pack
+//!    deleted unless a live index lists it again, or a snapshot written since needs a blob whose
+//!    only copy is in it (then it is re-indexed instead); its index files are deleted if a
+//!    present index file supersedes them.
+//! 4. **Condemn** (phase 1): packs no snapshot uses, packs whose unused share exceeds
+//!    `max_unused` (their used blobs are first copied to new packs), and packs in no index.
+//! 5. **Write** the new packs and their index, then the new deletion plan, then one index file
+//!    that supersedes every index file naming a condemned pack, and only then
+//! 6. **Delete** what step 3 decided, checking the lease before every deletion.
+//!
+//! Every step can be interrupted; the next prune finishes the job. Why this is safe while
+//! backups run is argued in docs/maintenance.md. Memory: the index (about 52 bytes a blob), one
+//! bit a blob for the marks, a small record per pack, and one pack's bytes while repacking.
+
+use crate::error::{Error, Result};
+use crate::id::{IndexId, PackId};
+use crate::index::{IndexFile, MasterIndex};
+use crate::lease::{Lease, LeaseOptions};
+use crate::pack::{self, BlobKind, PackedBlob};
+use crate::plan::{self, DeletionPlan};
+use crate::repository::Repository;
+use crate::snapshot;
+use crate::storage::Storage;
+use crate::tree::Tree;
+use crate::writer::BlobWriter;
+use coffer_crypto::MasterKeys;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How prune behaves.
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// Repack a pack when more than this fraction of its bytes is unused (0.0 to 1.0).
+    pub max_unused: f64,
+    /// Condemned objects are deleted by a prune that runs at least this long after they were
+    /// condemned. Must exceed the longest backup. Zero deletes in the same run (only safe when
+    /// no backup runs).
+    pub grace: Duration,
+    /// Decide and report, change nothing (no lease taken).
+    pub dry_run: bool,
+    pub lease: LeaseOptions,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// One object prune removes or would remove.
+#[derive(Clone, Debug, Serialize)]
+pub struct Removal {
+    /// Storage key, e.g. `data/ab/ab12...`.
+    pub object: String,
+    pub bytes: u64,
+    /// Why: `unused`, `repacked`, `not indexed`, `superseded`.
+    pub reason: String,
+    /// `now` (a due plan) or `after grace` (condemned by this run).
+    pub when: &'static str,
+}
+
+/// What prune found and did (summed over its passes).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: usize,
+    pub packs: usize,
+    pub pack_bytes: u64,
+    /// Blobs reachable from a snapshot.
+    pub blobs_used: u64,
+    /// Stored bytes of the reachable blobs.
+    pub bytes_used: u64,
+    pub packs_repacked: usize,
+    pub blobs_repacked: u64,
+    pub bytes_repacked: u64,
+    pub packs_written: usize,
+    /// Packs condemned by this run (deleted after the grace period).
+    pub packs_condemned: usize,
+    pub bytes_condemned: u64,
+    pub index_files_superseded: usize,
+    /// Packs of due plans that a snapshot still needed, put back into the index.
+    pub packs_reindexed: usize,
+    /// Deleted now (on a dry run: would be).
+    pub packs_deleted: usize,
+    pub index_files_deleted: usize,
+    pub plans_carried_out: usize,
+    /// Bytes freed by the deletions (or that would be, on a dry run).
+    pub bytes_deleted: u64,
+    /// Plans still waiting for their grace period.
+    pub plans_pending: usize,
+    pub removals: Vec<Removal>,
+}
+
+/// Runs prune. With a zero grace period, a second pass carries out the plan the first wrote.
+pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
+    if !(0.0..=1.0).contains(&options.max_unused) {
+        return Err(Error::InvalidInput(format!(
+            "max-unused must be between 0% and 100%, got {}",
+            options.max_unused * 100.0
+        )));
+    }
+    let mut report = PruneReport {
+        dry_run: options.dry_run,
+        ..PruneReport::default()
+    };
+    if options.dry_run {
+        pass(repo, None, options, &mut report)?;
+        return Ok(report);
+    }
+    let lease = Lease::acquire(repo.storage(), repo.keys(), options.lease.clone())?;
+    let wrote_plan = pass(repo, Some(&lease), options, &mut report)?;
+    if wrote_plan && options.grace.is_zero() {
+        let mut second = PruneReport::default();
+        pass(repo, Some(&lease), options, &mut second)?;
+        report.packs_reindexed += second.packs_reindexed;
+        report.packs_deleted += second.packs_deleted;
+        report.index_files_deleted += second.index_files_deleted;
+        report.plans_carried_out += second.plans_carried_out;
+        report.bytes_deleted += second.bytes_deleted;
+        report.plans_pending = second.plans_pending;
+        report.removals = second.removals;
+    }
+    lease.release()?;
+    Ok(report)
+}
+
+/// The live index files and which packs each names, plus the loaded index (live and pending).
+struct Loaded {
+    index: MasterIndex,
+    /// Live index files with the packs each lists.
+    files: Vec<(IndexId, Vec<PackId>)>,
+    /// Every index file present that a present index file supersedes.
+    superseded: HashSet<IndexId>,
+    plans: Vec<(String, DeletionPlan)>,
+    /// Sum of the stored lengths of every blob a live index lists in each pack (duplicates
+    /// included): the pack's size minus its header.
+    blob_bytes: HashMap<PackId, u64>,
+}
+
+fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
+    let mut all = Vec::new();
+    for (key, _) in storage.list("index")? {
+        let name = key.rsplit('/').next().unwrap_or(&key);
+        let id = IndexId::from_hex(name)
+            .ok_or_else(|| Error::corrupt("index", &key, "not an index file name"))?;
+        match IndexFile::load(storage, keys, &id) {
+            Ok(file) => all.push((id, file)),
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let superseded: HashSet<IndexId> = all
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
+    let mut index = MasterIndex::default();
+    let mut files = Vec::new();
+    let mut blob_bytes: HashMap<PackId, u64> = HashMap::new();
+    for (id, file) in all {
+        if superseded.contains(&id) {
+            continue;
+        }
+        let mut packs = Vec::with_capacity(file.packs.len());
+        for (pack, blobs) in &file.packs {
+            index.add_pack(*pack, blobs);
+            packs.push(*pack);
+            blob_bytes
+                .entry(*pack)
+                .or_insert_with(|| blobs.iter().map(|b| u64::from(b.length)).sum());
+        }
+        files.push((id, packs));
+    }
+    let plans = plan::load_all(storage, keys)?;
+    for (_, p) in &plans {
+        for (pack, blobs) in &p.packs {
+            index.add_pending_pack(*pack, blobs);
+        }
+    }
+    index.sort();
+    Ok(Loaded {
+        index,
+        files,
+        superseded,
+        plans,
+        blob_bytes,
+    })
+}
+
+/// How long after writing a plan prune may still write the index that supersedes the
+/// condemned packs' index files: a tenth of the grace period, between 1 s and 60 s (zero for a
+/// zero grace period, which promises nothing about concurrent backups).
+fn index_window(grace: Duration) -> jiff::SignedDuration {
+    if grace.is_zero() {
+        return jiff::SignedDuration::ZERO;
+    }
+    let tenth = (grace / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    jiff::SignedDuration::try_from(tenth).unwrap_or(jiff::SignedDuration::from_secs(60))
+}
+
+/// One bit per index position.
+struct Marks(Vec<u64>);
+
+impl Marks {
+    fn new(n: usize) -> Marks {
+        Marks(vec![0; n.div_ceil(64)])
+    }
+    /// Sets bit `i`; true if it was clear.
+    fn set(&mut self, i: usize) -> bool {
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let was = self.0[word] & bit != 0;
+        self.0[word] |= bit;
+        !was
+    }
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64] & (1u64 << (i % 64)) != 0
+    }
+}
+
+/// Reads a tree through `index` (which may differ from the repository's, loaded before the
+/// lease was taken).
+pub(crate) fn load_tree(
+    storage: &Storage,
+    keys: &MasterKeys,
+    index: &MasterIndex,
+    id: &crate::id::BlobId,
+) -> Result<Tree> {
+    let loc = index.get(id).ok_or_else(|| Error::Missing {
+        what: "tree",
+        id: format!("{id} (not in any index)"),
+    })?;
+    if loc.blob.kind != BlobKind::Tree {
+        return Err(Error::corrupt(
+            "tree",
+            id,
+            "the index lists it as a data blob",
+        ));
+    }
+    let start = u64::from(loc.blob.offset);
+    let bytes = storage.get_range(
+        "pack",
+        &pack::pack_key(&loc.pack),
+        start..start + u64::from(loc.blob.length),
+    )?;
+    Tree::decode(id, &pack::open_blob(keys, &loc.pack, &loc.blob, &bytes)?)
+}
+
+/// The root tree of every snapshot. Read before the index: a snapshot is written after its
+/// index, so every snapshot seen here has its blobs in the index loaded next.
+fn snapshot_roots(
+    storage: &Storage,
+    keys: &MasterKeys,
+) -> Result<Vec<(crate::id::SnapshotId, crate::id::BlobId)>> {
+    let mut out = Vec::new();
+    for id in snapshot::list_ids(storage)? {
+        match snapshot::Snapshot::load(storage, keys, &id) {
+            Ok(s) => out.push((id, s.tree)),
+            // Forgotten while we listed: nothing to keep for it.
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Marks every blob reachable from the snapshots; refuses if one is in no index.
+fn mark(
+    storage: &Storage,
+    keys: &MasterKeys,
+    index: &MasterIndex,
+    roots: &[(crate::id::SnapshotId, crate::id::BlobId)],
+    cancel: &AtomicBool,
+) -> Result<Marks> {
+    let mut marks = Marks::new(index.len());
+    for (id, root) in roots {
+        let refuse = |what: &str, blob: &crate::id::BlobId| Error::Missing {
+            what: "blob",
+            id: format!(
+                "{blob} ({what} of snapshot {}, not in any index); prune refuses to run on a \
+                 damaged repository: run `coffer check`",
+                id.short()
+            ),
+        };
+        let mut stack = vec![*root];
+        while let Some(tree_id) = stack.pop() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let pos = index
+                .position(&tree_id)
+                .ok_or_else(|| refuse("tree", &tree_id))?;
+            if !marks.set(pos) {
+                continue;
+            }
+            let tree = load_tree(storage, keys, index, &tree_id)?;
+            for node in tree.nodes {
+                for blob in &node.content {
+                    let pos = index.position(blob).ok_or_else(|| refuse("data", blob))?;
+                    marks.set(pos);
+                }
+                if let Some(sub) = node.subtree {
+                    stack.push(sub);
+                }
+            }
+        }
+    }
+    Ok(marks)
+}
+
+#[derive(Default, Clone, Copy)]
+struct PackUse {
+    used_blobs: u64,
+    used_bytes: u64,
+}
+
+enum Fate {
+    Keep,
+    Repack,
+    Condemn(&'static str),
+}
+
+/// One pass; returns whether it wrote a deletion plan.
+fn pass(
+    repo: &Repository,
+    lease: Option<&Lease>,
+    options: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<bool> {
+    let storage = repo.storage();
+    let keys = repo.keys();
+    let cancel = &options.cancel;
+    // Order matters: snapshots, then the index, then the pack listing (docs/maintenance.md).
+    let roots = snapshot_roots(storage, keys)?;
+    report.snapshots = roots.len();
+    let loaded = load(storage, keys)?;
+    let index = &loaded.index;
+    let present: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
+    report.packs = present.len();
+    report.pack_bytes = present.values().sum();
+    let marks = mark(storage, keys, index, &roots, cancel)?;
+
+    // Per-pack use, counting each blob once, in the copy the index chose.
+    let mut usage: HashMap<PackId, PackUse> = HashMap::new();
+    for (pos, (loc, _pending)) in index.iter().enumerate() {
+        let u = usage.entry(loc.pack).or_default();
+        if marks.get(pos) {
+            u.used_blobs += 1;
+            u.used_bytes += u64::from(loc.blob.length);
+            report.blobs_used += 1;
+            report.bytes_used += u64::from(loc.blob.length);
+        }
+    }
+    let live_packs: HashSet<PackId> = loaded
+        .files
+        .iter()
+        .flat_map(|(_, packs)| packs.iter().copied())
+        .collect();
+    // Whether the copy the index chose for a blob of `pack` is a marked, pending one in `pack`.
+    let needs = |pack: &PackId, blobs: &[PackedBlob]| {
+        blobs.iter().any(|b| {
+            index.position(&b.id).is_some_and(|pos| {
+                marks.get(pos)
+                    && index
+                        .at(pos)
+                        .is_some_and(|(loc, pending)| pending && loc.pack == *pack)
+            })
+        })
+    };
+
+    // Phase 2: decide the due plans.
+    let now = jiff::Timestamp::now();
+    let grace = jiff::SignedDuration::try_from(options.grace)
+        .map_err(|e| Error::InvalidInput(format!("grace period: {e}")))?;
+    let mut due_keys = Vec::new();
+    let mut delete_packs: Vec<(PackId, u64, String)> = Vec::new();
+    let mut delete_files: Vec<IndexId> = Vec::new();
+    let mut reindex: Vec<(PackId, Vec<PackedBlob>)> = Vec::new();
+    // Counted from the latest moment the planning prune could have superseded the condemned
+    // packs' index files (docs/maintenance.md, D1 and P6).
+    // A zero grace period promises nothing about running backups: every plan is due.
+    let is_due = |p: &DeletionPlan| {
+        grace.is_zero()
+            || p.index_deadline
+                .checked_add(grace)
+                .is_ok_and(|due| due <= now)
+    };
+    // D1: a pack that a plan still waiting lists is left to that plan.
+    let mut pending_packs: HashSet<PackId> = HashSet::new();
+    for (_, p) in loaded.plans.iter().filter(|(_, p)| !is_due(p)) {
+        report.plans_pending += 1;
+        pending_packs.extend(p.packs.iter().map(|(id, _)| *id));
+    }
+    let mut decided: HashSet<PackId> = HashSet::new();
+    for (key, p) in loaded.plans.iter().filter(|(_, p)| is_due(p)) {
+        due_keys.push(key.clone());
+        for (pack, blobs) in &p.packs {
+            if live_packs.contains(pack) || pending_packs.contains(pack) || !decided.insert(*pack) {
+                // Indexed again, still waiting in another plan, or decided already.
+                continue;
+            }
+            if needs(pack, blobs) {
+                if present.contains_key(pack) {
+                    reindex.push((*pack, blobs.clone()));
+                }
+                continue;
+            }
+            if let Some(size) = present.get(pack) {
+                delete_packs.push((*pack, *size, "condemned".into()));
+            }
+        }
+        for file in &p.index_files {
+            if loaded.superseded.contains(file) && !delete_files.contains(file) {
+                delete_files.push(*file);
+            }
+        }
+    }
+    // Packs a due plan keeps (re-indexed) are not candidates for a new plan in this pass.
+    let reindexed: HashSet<PackId> = reindex.iter().map(|(id, _)| *id).collect();
+    let deleting: HashSet<PackId> = delete_packs.iter().map(|(id, _, _)| *id).collect();
+
+    // Phase 1: the fate of every live pack, and packs in no index.
+    let mut fates: HashMap<PackId, Fate> = HashMap::new();
+    for pack in &live_packs {
+        let u = usage.get(pack).copied().unwrap_or_default();
+        let fate = match present.get(pack) {
+            None if u.used_blobs > 0 => {
+                return Err(Error::Missing {
+                    what: "pack",
+                    id: format!(
+                        "{pack} (holds blobs that snapshots need); prune refuses to run on a \
+                         damaged repository: run `coffer check`"
+                    ),
+                })
+            }
+            None => Fate::Condemn("missing"),
+            Some(_) if u.used_blobs == 0 => Fate::Condemn("unused"),
+            Some(&size) => {
+                // The header is overhead, not waste: only unused blobs count.
+                let blobs = loaded.blob_bytes.get(pack).copied().unwrap_or(size);
+                let unused = blobs.saturating_sub(u.used_bytes) as f64 / size.max(1) as f64;
+                if unused > options.max_unused {
+                    Fate::Repack
+                } else {
+                    Fate::Keep
+                }
+            }
+        };
+        fates.insert(*pack, fate);
+    }
+    let mut unindexed: Vec<PackId> = present
+        .keys()
+        .filter(|p| {
+            !live_packs.contains(p)
+                && !pending_packs.contains(p)
+                && !reindexed.contains(p)
+                && !deleting.contains(p)
+                && !decided.contains(p)
+        })
+        .copied()
+        .collect();
+    unindexed.sort();
+
+    let condemned_now =
+        |pack: &PackId| matches!(fates.get(pack), Some(Fate::Condemn(_) | Fate::Repack));
+    let affected: Vec<IndexId> = loaded
+        .files
+        .iter()
+        .filter(|(_, packs)| packs.iter().any(condemned_now))
+        .map(|(id, _)| *id)
+        .collect();
+
+    for (pack, fate) in &fates {
+        let size = present.get(pack).copied().unwrap_or(0);
+        let reason = match fate {
+            Fate::Keep => continue,
+            Fate::Repack => {
+                report.packs_repacked += 1;
+                "repacked"
+            }
+            Fate::Condemn(why) => why,
+        };
+        report.packs_condemned += 1;
+        report.bytes_condemned += size;
+        if size > 0 {
+            report.removals.push(Removal {
+                object: pack::pack_key(pack),
+                bytes: size,
+                reason: reason.into(),
+                when: "after grace",
+            });
+        }
+    }
+    for pack in &unindexed {
+        let size = present.get(pack).copied().unwrap_or(0);
+        report.packs_condemned += 1;
+        report.bytes_condemned += size;
+        report.removals.push(Removal {
+            object: pack::pack_key(pack),
+            bytes: size,
+            reason: "not indexed".into(),
+            when: "after grace",
+        });
+    }
+    for (pack, size, reason) in &delete_packs {
+        report.removals.push(Removal {
+            object: pack::pack_key(pack),
+            bytes: *size,
+            reason: reason.clone(),
+            when: "now",
+        });
+        report.bytes_deleted += size;
+    }
+    for file in &delete_files {
+        report.removals.push(Removal {
+            object: format!("index/{file}"),
+            bytes: 0,
+            reason: "superseded".into(),
+            when: "now",
+        });
+    }
+    report.index_files_superseded = affected.len();
+    report.packs_reindexed = reindex.len();
+    for (pos, (loc, _)) in index.iter().enumerate() {
+        if marks.get(pos) && matches!(fates.get(&loc.pack), Some(Fate::Repack)) {
+            report.blobs_repacked += 1;
+            report.bytes_repacked += u64::from(loc.blob.length);
+        }
+    }
+    report
+        .removals
+        .sort_by(|a, b| a.when.cmp(b.when).then(a.object.cmp(&b.object)));
+    if options.dry_run {
+        report.packs_deleted = delete_packs.len();
+        report.index_files_deleted = delete_files.len();
+        report.plans_carried_out = due_keys.len();
+        return Ok(false);
+    }
+    if cancel.load(Ordering::SeqCst) {
+        return Err(Error::Interrupted);
+    }
+
+    // Step 5a: copy the used blobs out of packs being repacked; `finish` writes their index.
+    let mut to_repack: Vec<PackId> = fates
+        .iter()
+        .filter(|(_, f)| matches!(f, Fate::Repack))
+        .map(|(p, _)| *p)
+        .collect();
+    to_repack.sort();
+    if !to_repack.is_empty() {
+        let mut wanted: HashMap<PackId, Vec<PackedBlob>> = HashMap::new();
+        for (pos, (loc, _)) in index.iter().enumerate() {
+            if marks.get(pos) && matches!(fates.get(&loc.pack), Some(Fate::Repack)) {
+                wanted.entry(loc.pack).or_default().push(loc.blob);
+            }
+        }
+        let writer = BlobWriter::new(repo, storage.connections(), cancel.clone())?;
+        let mut compressor = writer.compressor()?;
+        for pack_id in &to_repack {
+            if cancel.load(Ordering::SeqCst) {
+                return Err(Error::Interrupted);
+            }
+            let bytes = storage.get("pack", &pack::pack_key(pack_id))?;
+            for blob in wanted.get(pack_id).map(Vec::as_slice).unwrap_or_default() {
+                let (start, end) = (
+                    blob.offset as usize,
+                    blob.offset as usize + blob.length as usize,
+                );
+                let sealed = bytes.get(start..end).ok_or_else(|| {
+                    Error::corrupt("pack", pack_id, "shorter than the index says")
+                })?;
+                let plain = pack::open_blob(keys, pack_id, blob, sealed)?;
+                writer.store_forced(&mut compressor, blob.kind, &plain)?;
+            }
+        }
+        let written = writer.finish()?;
+        report.packs_written += written.packs.len();
+    }
+
+    // Step 5b: the plan, before the index that drops the condemned packs.
+    let mut plan_packs: Vec<(PackId, Vec<PackedBlob>)> = Vec::new();
+    let mut kept: Vec<(PackId, Vec<PackedBlob>)> = Vec::new();
+    let mut seen_kept: HashSet<PackId> = HashSet::new();
+    let mut seen_planned: HashSet<PackId> = HashSet::new();
+    for file_id in &affected {
+        let file = IndexFile::load(storage, keys, file_id)?;
+        for (pack, blobs) in file.packs {
+            if condemned_now(&pack) {
+                if present.contains_key(&pack) && seen_planned.insert(pack) {
+                    plan_packs.push((pack, blobs));
+                }
+            } else if seen_kept.insert(pack) {
+                kept.push((pack, blobs));
+            }
+        }
+    }
+    plan_packs.extend(unindexed.iter().map(|p| (*p, Vec::new())));
+    let wrote_plan = !plan_packs.is_empty() || !affected.is_empty();
+    let created = jiff::Timestamp::now();
+    let window = index_window(options.grace);
+    let index_deadline = created
+        .checked_add(window)
+        .map_err(|e| Error::InvalidInput(format!("plan deadline: {e}")))?;
+    if wrote_plan {
+        DeletionPlan {
+            created,
+            index_deadline,
+            index_files: affected.clone(),
+            packs: plan_packs,
+        }
+        .save(storage, keys)?;
+    }
+
+    // Step 5c: one index file replacing every affected one, plus re-indexed packs.
+    for (pack, blobs) in reindex {
+        if seen_kept.insert(pack) {
+            kept.push((pack, blobs));
+        }
+    }
+    if !affected.is_empty() || !kept.is_empty() {
+        // P6: past the plan's deadline, a backup that loaded the index since the plan was
+        // written could outlive the grace period counted from the deadline. Stop instead: the
+        // condemned packs stay live, the plan is harmless, and the next prune starts over.
+        if wrote_plan && !options.grace.is_zero() && jiff::Timestamp::now() > index_deadline {
+            return Err(Error::InvalidInput(format!(
+                "prune took longer than {window:#} between writing its deletion plan and its \
+                 index; nothing was removed, run prune again"
+            )));
+        }
+        IndexFile {
+            supersedes: affected,
+            packs: kept,
+        }
+        .save(storage, keys)?;
+    }
+
+    // Step 6: delete what the due plans condemned, checking the lease before each deletion.
+    let check = || lease.map_or(Ok(()), Lease::check);
+    for (pack, _, _) in &delete_packs {
+        check()?;
+        storage.delete(&pack::pack_key(pack))?;
+        report.packs_deleted += 1;
+    }
+    for file in &delete_files {
+        check()?;
+        storage.delete(&format!("index/{file}"))?;
+        report.index_files_deleted += 1;
+    }
+    for key in &due_keys {
+        check()?;
+        storage.delete(key)?;
+        report.plans_carried_out += 1;
+    }
+    Ok(wrote_plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_set_once() {
+        let mut m = Marks::new(130);
+        assert!(!m.get(129));
+        assert!(m.set(129));
+        assert!(!m.set(129));
+        assert!(m.get(129) && !m.get(128) && !m.get(0));
+    }
+
+    #[test]
+    fn index_window_is_a_tenth_of_grace_within_bounds() {
+        let secs = |s: u64| index_window(Duration::from_secs(s)).as_secs();
+        assert_eq!(secs(0), 0);
+        assert_eq!(secs(2), 1);
+        assert_eq!(secs(300), 30);
+        assert_eq!(secs(24 * 3600), 60);
+    }
+}
