@@ -248,7 +248,9 @@ class Coffer(Tool):
         return measure([self.bin, "restore", "-q", "latest", "--target", str(target)], self.env)
 
     def forget_prune(self):
-        return measure([self.bin, "forget", "-q", "--keep-last", "1", "--prune"], self.env)
+        # --grace 0s: no backup runs concurrently here, so delete at once, as restic's prune does
+        # under its exclusive lock (Coffer's default keeps condemned data for 24 h).
+        return measure([self.bin, "forget", "-q", "--keep-last", "1", "--prune", "--grace", "0s"], self.env)
 
     def check(self):
         return measure([self.bin, "check", "-q", "--read-data"], self.env)
