@@ -2,16 +2,18 @@
 //!
 //! One pass, under the maintenance lease ([`crate::lease`]):
 //!
-//! 1. **Load** the index (live files and deletion plans), every snapshot, and the pack listing.
+//! 1. **Load** every snapshot, then the index (live files and deletion plans), then the pack
+//!    listing, in that order.
 //! 2. **Mark** every blob reachable from a snapshot, as one bit per index position.
-//! 3. **Carry out due plans** (phase 2): a plan older than the grace period has each pack
-//!    deleted unless a live index lists it again, or a snapshot written since needs a blob whose
-//!    only copy is in it (then it is re-indexed instead); its index files are deleted if a
-//!    present index file supersedes them.
+//! 3. **Decide due plans** (phase 2): a plan whose index deadline is a grace period past has
+//!    each pack deleted unless a live index lists it again, a plan not yet due also lists it, or a
+//!    snapshot written since needs a blob whose only copy is in it (then it is re-indexed
+//!    instead); its index files are deleted if a present index file supersedes them.
 //! 4. **Condemn** (phase 1): packs no snapshot uses, packs whose unused share exceeds
 //!    `max_unused` (their used blobs are first copied to new packs), and packs in no index.
-//! 5. **Write** the new packs and their index, then the new deletion plan, then one index file
-//!    that supersedes every index file naming a condemned pack, and only then
+//! 5. **Write** the new packs and their index, then the new deletion plan, then (before the
+//!    plan's index deadline) one index file that supersedes every index file naming a condemned
+//!    pack and lists the packs re-indexed in step 3, and only then
 //! 6. **Delete** what step 3 decided, checking the lease before every deletion.
 //!
 //! Every step can be interrupted; the next prune finishes the job. Why this is safe while
