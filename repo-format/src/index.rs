@@ -212,12 +212,23 @@ struct Entry {
 }
 
 /// The union of all live index files, as a sorted array.
-#[derive(Default)]
 pub struct MasterIndex {
     packs: Vec<PackId>,
     entries: Vec<Entry>,
     files: Vec<IndexId>,
     sorted: bool,
+}
+
+impl Default for MasterIndex {
+    /// An empty index, which is sorted (a freshly initialised repository's).
+    fn default() -> Self {
+        MasterIndex {
+            packs: Vec::new(),
+            entries: Vec::new(),
+            files: Vec::new(),
+            sorted: true,
+        }
+    }
 }
 
 impl MasterIndex {

@@ -661,6 +661,125 @@ fn pass(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repository::InitOptions;
+    use coffer_crypto::KdfParams;
+
+    fn repo() -> Repository {
+        let options = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        };
+        Repository::init(Storage::in_memory().unwrap(), b"pw", &options).unwrap()
+    }
+
+    fn options(grace_secs: u64) -> PruneOptions {
+        let mut lease = LeaseOptions::new("prune", "test-host");
+        lease.refresh = Duration::from_secs(3600);
+        PruneOptions {
+            max_unused: 0.05,
+            grace: Duration::from_secs(grace_secs),
+            dry_run: false,
+            lease,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// D1: a pack listed by a due plan and by one not yet due waits for the younger one; and
+    /// D3: an index file in a due plan that nothing supersedes is kept.
+    #[test]
+    fn a_pack_waits_for_every_plan_that_lists_it() {
+        let repo = repo();
+        let (storage, keys) = (repo.storage(), repo.keys());
+        let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
+        let mut compressor = writer.compressor().unwrap();
+        writer
+            .store(&mut compressor, BlobKind::Data, b"no snapshot needs this")
+            .unwrap();
+        let written = writer.finish().unwrap();
+        let (pack, blobs) = written.packs[0].clone();
+        let index_id = written.index.unwrap();
+        let key = pack::pack_key(&pack);
+        // The pack leaves the live index, as a prune's superseding index would make it.
+        IndexFile {
+            supersedes: vec![index_id],
+            packs: vec![],
+        }
+        .save(storage, keys)
+        .unwrap();
+        let hours_ago = |h: i64| {
+            jiff::Timestamp::now()
+                .checked_sub(jiff::SignedDuration::from_hours(h))
+                .unwrap()
+        };
+        let plan = |at: jiff::Timestamp, files: Vec<IndexId>| DeletionPlan {
+            created: at,
+            index_deadline: at,
+            index_files: files,
+            packs: vec![(pack, blobs.clone())],
+        };
+        plan(hours_ago(3), vec![index_id])
+            .save(storage, keys)
+            .unwrap();
+        plan(jiff::Timestamp::now(), vec![])
+            .save(storage, keys)
+            .unwrap();
+        // The pending pack is still readable for restores.
+        let index = MasterIndex::load(storage, keys).unwrap();
+        assert!(index.get(&blobs[0].id).is_some() && !index.contains(&blobs[0].id));
+
+        let report = prune(&repo, &options(3600)).unwrap();
+        assert_eq!(report.packs_deleted, 0, "{report:?}");
+        assert_eq!(report.plans_carried_out, 1);
+        assert_eq!(report.plans_pending, 1);
+        assert!(storage.size(&key).unwrap().is_some());
+        // The superseded index file in the due plan went; the plan that waits keeps the pack.
+        assert_eq!(report.index_files_deleted, 1);
+
+        // Once every plan listing it is due, it goes.
+        let report = prune(&repo, &options(0)).unwrap();
+        assert_eq!(report.packs_deleted, 1, "{report:?}");
+        assert!(storage.size(&key).unwrap().is_none());
+        assert!(plan::load_all(storage, keys).unwrap().is_empty());
+    }
+
+    /// D1: a pack still in the live index is never deleted, even if a due plan lists it (a
+    /// prune that stopped between its plan and its index); P6's index file of a due plan that
+    /// nothing supersedes stays.
+    #[test]
+    fn a_due_plan_never_deletes_what_the_live_index_still_names() {
+        let repo = repo();
+        let (storage, keys) = (repo.storage(), repo.keys());
+        let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
+        let mut compressor = writer.compressor().unwrap();
+        writer
+            .store(&mut compressor, BlobKind::Data, b"still indexed")
+            .unwrap();
+        let written = writer.finish().unwrap();
+        let (pack, blobs) = written.packs[0].clone();
+        let index_id = written.index.unwrap();
+        let long_ago = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_hours(48))
+            .unwrap();
+        DeletionPlan {
+            created: long_ago,
+            index_deadline: long_ago,
+            index_files: vec![index_id],
+            packs: vec![(pack, blobs)],
+        }
+        .save(storage, keys)
+        .unwrap();
+        let report = prune(&repo, &options(3600)).unwrap();
+        assert_eq!(report.packs_deleted, 0, "{report:?}");
+        assert_eq!(report.index_files_deleted, 0);
+        assert!(storage.size(&pack::pack_key(&pack)).unwrap().is_some());
+        // It is unused, so this run condemned it afresh in a new plan.
+        assert_eq!(report.packs_condemned, 1);
+        assert_eq!(report.plans_carried_out, 1);
+    }
 
     #[test]
     fn marks_set_once() {
