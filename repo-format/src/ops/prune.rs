@@ -605,7 +605,9 @@ fn pass(
     let index_deadline = created
         .checked_add(window)
         .map_err(|e| Error::InvalidInput(format!("plan deadline: {e}")))?;
+    let check = || lease.map_or(Ok(()), Lease::check);
     if wrote_plan {
+        check()?;
         DeletionPlan {
             created,
             index_deadline,
@@ -631,6 +633,7 @@ fn pass(
                  index; nothing was removed, run prune again"
             )));
         }
+        check()?;
         IndexFile {
             supersedes: affected,
             packs: kept,
@@ -639,7 +642,6 @@ fn pass(
     }
 
     // Step 6: delete what the due plans condemned, checking the lease before each deletion.
-    let check = || lease.map_or(Ok(()), Lease::check);
     for (pack, _, _) in &delete_packs {
         check()?;
         storage.delete(&pack::pack_key(pack))?;
