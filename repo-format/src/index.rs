@@ -273,14 +273,6 @@ impl MasterIndex {
         Ok(index)
     }
 
-    /// Loads only the live index files (no deletion plans); prune and check use this to see
-    /// exactly what the live index holds.
-    pub fn load_live(storage: &Storage, keys: &MasterKeys) -> Result<MasterIndex> {
-        let mut index = MasterIndex::load(storage, keys)?;
-        index.entries.retain(|e| !e.pending);
-        Ok(index)
-    }
-
     /// Adds a condemned pack's blobs: readable, never used for deduplication.
     pub fn add_pending_pack(&mut self, pack: PackId, blobs: &[PackedBlob]) {
         let start = self.entries.len();
