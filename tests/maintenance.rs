@@ -289,9 +289,18 @@ fn prune_killed_at_random_moments_loses_nothing_and_the_next_prune_finishes() {
     let mut serial = 0u64;
     let mut add = |env: &Env, live: &mut Vec<(String, Vec<u8>)>| {
         serial += 1;
+        // Many small files: many blobs, so each phase of prune takes a while.
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        for f in 0..300u64 {
+            let seed = if f % 3 == 0 { f } else { serial * 1000 + f };
+            fs::write(src.join(format!("f{f}")), pseudo_random(seed, 3000)).unwrap();
+        }
         let mut data = pseudo_random(1000 + serial, 400_000);
         data.extend_from_slice(&pseudo_random(7, 600_000));
         let id = backup_stream(env, "db/app.dump", &data, &[]);
+        env.run(&["backup", "-q", "--tag", "files", src.to_str().unwrap()])
+            .ok();
         live.push((id, data));
     };
     for _ in 0..4 {
@@ -307,9 +316,21 @@ fn prune_killed_at_random_moments_loses_nothing_and_the_next_prune_finishes() {
 
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut kills = 0;
-    for _ in 0..20 {
+    let mut span_ms = span_ms;
+    for round in 0..20 {
         if Instant::now() > deadline {
             break;
+        }
+        if round % 5 == 4 {
+            // Let one prune run to completion now and then, to follow its growing duration.
+            add(&env, &mut live);
+            env.run(&["forget", "--keep-last", "3"]).ok();
+            live.remove(0);
+            let start = Instant::now();
+            env.run(&["prune", "--grace", "0s", "--max-unused", "0%", "-q"])
+                .ok();
+            span_ms = span_ms.max(start.elapsed().as_millis() as u64);
+            continue;
         }
         add(&env, &mut live);
         env.run(&["forget", "--keep-last", "3"]).ok();
@@ -332,6 +353,7 @@ fn prune_killed_at_random_moments_loses_nothing_and_the_next_prune_finishes() {
         }
         env.run(&["check"]).ok();
     }
+    eprintln!("one prune took {span_ms} ms; {kills} prunes were killed while running");
     assert!(kills >= 5, "only {kills} prunes were killed while running");
     // The next prune is not blocked by the dead one's lease and finishes the job.
     env.run(&["prune", "--grace", "0s", "--max-unused", "0%"])

@@ -212,12 +212,23 @@ struct Entry {
 }
 
 /// The union of all live index files, as a sorted array.
-#[derive(Default)]
 pub struct MasterIndex {
     packs: Vec<PackId>,
     entries: Vec<Entry>,
     files: Vec<IndexId>,
     sorted: bool,
+}
+
+impl Default for MasterIndex {
+    /// An empty index, which is sorted (a freshly initialised repository's).
+    fn default() -> Self {
+        MasterIndex {
+            packs: Vec::new(),
+            entries: Vec::new(),
+            files: Vec::new(),
+            sorted: true,
+        }
+    }
 }
 
 impl MasterIndex {
@@ -259,14 +270,6 @@ impl MasterIndex {
             }
         }
         index.sort();
-        Ok(index)
-    }
-
-    /// Loads only the live index files (no deletion plans); prune and check use this to see
-    /// exactly what the live index holds.
-    pub fn load_live(storage: &Storage, keys: &MasterKeys) -> Result<MasterIndex> {
-        let mut index = MasterIndex::load(storage, keys)?;
-        index.entries.retain(|e| !e.pending);
         Ok(index)
     }
 

@@ -63,8 +63,7 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
         .validate()
         .map_err(|e| Error::InvalidInput(e.to_string()))?;
     let all = snapshot::load_all(repo.storage(), repo.keys())?;
-    let report = decide(&all, options)?;
-    let mut report = report;
+    let mut report = decide(&all, options)?;
     if !options.dry_run {
         for group in &report.groups {
             for verdict in group.snapshots.iter().filter(|v| !v.keep) {

@@ -2,16 +2,18 @@
 //!
 //! One pass, under the maintenance lease ([`crate::lease`]):
 //!
-//! 1. **Load** the index (live files and deletion plans), every snapshot, and the pack listing.
+//! 1. **Load** every snapshot, then the index (live files and deletion plans), then the pack
+//!    listing, in that order.
 //! 2. **Mark** every blob reachable from a snapshot, as one bit per index position.
-//! 3. **Carry out due plans** (phase 2): a plan older than the grace period has each pack
-//!    deleted unless a live index lists it again, or a snapshot written since needs a blob whose
-//!    only copy is in it (then it is re-indexed instead); its index files are deleted if a
-//!    present index file supersedes them.
+//! 3. **Decide due plans** (phase 2): a plan whose index deadline is a grace period past has
+//!    each pack deleted unless a live index lists it again, a plan not yet due also lists it, or a
+//!    snapshot written since needs a blob whose only copy is in it (then it is re-indexed
+//!    instead); its index files are deleted if a present index file supersedes them.
 //! 4. **Condemn** (phase 1): packs no snapshot uses, packs whose unused share exceeds
 //!    `max_unused` (their used blobs are first copied to new packs), and packs in no index.
-//! 5. **Write** the new packs and their index, then the new deletion plan, then one index file
-//!    that supersedes every index file naming a condemned pack, and only then
+//! 5. **Write** the new packs and their index, then the new deletion plan, then (before the
+//!    plan's index deadline) one index file that supersedes every index file naming a condemned
+//!    pack and lists the packs re-indexed in step 3, and only then
 //! 6. **Delete** what step 3 decided, checking the lease before every deletion.
 //!
 //! Every step can be interrupted; the next prune finishes the job. Why this is safe while
@@ -603,7 +605,9 @@ fn pass(
     let index_deadline = created
         .checked_add(window)
         .map_err(|e| Error::InvalidInput(format!("plan deadline: {e}")))?;
+    let check = || lease.map_or(Ok(()), Lease::check);
     if wrote_plan {
+        check()?;
         DeletionPlan {
             created,
             index_deadline,
@@ -629,6 +633,7 @@ fn pass(
                  index; nothing was removed, run prune again"
             )));
         }
+        check()?;
         IndexFile {
             supersedes: affected,
             packs: kept,
@@ -637,7 +642,6 @@ fn pass(
     }
 
     // Step 6: delete what the due plans condemned, checking the lease before each deletion.
-    let check = || lease.map_or(Ok(()), Lease::check);
     for (pack, _, _) in &delete_packs {
         check()?;
         storage.delete(&pack::pack_key(pack))?;
@@ -659,6 +663,125 @@ fn pass(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repository::InitOptions;
+    use coffer_crypto::KdfParams;
+
+    fn repo() -> Repository {
+        let options = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        };
+        Repository::init(Storage::in_memory().unwrap(), b"pw", &options).unwrap()
+    }
+
+    fn options(grace_secs: u64) -> PruneOptions {
+        let mut lease = LeaseOptions::new("prune", "test-host");
+        lease.refresh = Duration::from_secs(3600);
+        PruneOptions {
+            max_unused: 0.05,
+            grace: Duration::from_secs(grace_secs),
+            dry_run: false,
+            lease,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// D1: a pack listed by a due plan and by one not yet due waits for the younger one; and
+    /// D3: an index file in a due plan that nothing supersedes is kept.
+    #[test]
+    fn a_pack_waits_for_every_plan_that_lists_it() {
+        let repo = repo();
+        let (storage, keys) = (repo.storage(), repo.keys());
+        let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
+        let mut compressor = writer.compressor().unwrap();
+        writer
+            .store(&mut compressor, BlobKind::Data, b"no snapshot needs this")
+            .unwrap();
+        let written = writer.finish().unwrap();
+        let (pack, blobs) = written.packs[0].clone();
+        let index_id = written.index.unwrap();
+        let key = pack::pack_key(&pack);
+        // The pack leaves the live index, as a prune's superseding index would make it.
+        IndexFile {
+            supersedes: vec![index_id],
+            packs: vec![],
+        }
+        .save(storage, keys)
+        .unwrap();
+        let hours_ago = |h: i64| {
+            jiff::Timestamp::now()
+                .checked_sub(jiff::SignedDuration::from_hours(h))
+                .unwrap()
+        };
+        let plan = |at: jiff::Timestamp, files: Vec<IndexId>| DeletionPlan {
+            created: at,
+            index_deadline: at,
+            index_files: files,
+            packs: vec![(pack, blobs.clone())],
+        };
+        plan(hours_ago(3), vec![index_id])
+            .save(storage, keys)
+            .unwrap();
+        plan(jiff::Timestamp::now(), vec![])
+            .save(storage, keys)
+            .unwrap();
+        // The pending pack is still readable for restores.
+        let index = MasterIndex::load(storage, keys).unwrap();
+        assert!(index.get(&blobs[0].id).is_some() && !index.contains(&blobs[0].id));
+
+        let report = prune(&repo, &options(3600)).unwrap();
+        assert_eq!(report.packs_deleted, 0, "{report:?}");
+        assert_eq!(report.plans_carried_out, 1);
+        assert_eq!(report.plans_pending, 1);
+        assert!(storage.size(&key).unwrap().is_some());
+        // The superseded index file in the due plan went; the plan that waits keeps the pack.
+        assert_eq!(report.index_files_deleted, 1);
+
+        // Once every plan listing it is due, it goes.
+        let report = prune(&repo, &options(0)).unwrap();
+        assert_eq!(report.packs_deleted, 1, "{report:?}");
+        assert!(storage.size(&key).unwrap().is_none());
+        assert!(plan::load_all(storage, keys).unwrap().is_empty());
+    }
+
+    /// D1: a pack still in the live index is never deleted, even if a due plan lists it (a
+    /// prune that stopped between its plan and its index); P6's index file of a due plan that
+    /// nothing supersedes stays.
+    #[test]
+    fn a_due_plan_never_deletes_what_the_live_index_still_names() {
+        let repo = repo();
+        let (storage, keys) = (repo.storage(), repo.keys());
+        let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
+        let mut compressor = writer.compressor().unwrap();
+        writer
+            .store(&mut compressor, BlobKind::Data, b"still indexed")
+            .unwrap();
+        let written = writer.finish().unwrap();
+        let (pack, blobs) = written.packs[0].clone();
+        let index_id = written.index.unwrap();
+        let long_ago = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_hours(48))
+            .unwrap();
+        DeletionPlan {
+            created: long_ago,
+            index_deadline: long_ago,
+            index_files: vec![index_id],
+            packs: vec![(pack, blobs)],
+        }
+        .save(storage, keys)
+        .unwrap();
+        let report = prune(&repo, &options(3600)).unwrap();
+        assert_eq!(report.packs_deleted, 0, "{report:?}");
+        assert_eq!(report.index_files_deleted, 0);
+        assert!(storage.size(&pack::pack_key(&pack)).unwrap().is_some());
+        // It is unused, so this run condemned it afresh in a new plan.
+        assert_eq!(report.packs_condemned, 1);
+        assert_eq!(report.plans_carried_out, 1);
+    }
 
     #[test]
     fn marks_set_once() {
