@@ -15,6 +15,7 @@ pub mod pack;
 pub mod repository;
 pub mod sealed;
 pub mod snapshot;
+pub mod sources;
 pub mod storage;
 pub mod tree;
 pub mod writer;
