@@ -507,3 +507,25 @@ fn compressed_dump_files_get_a_warning_and_uncompressed_ones_dump_chunks() {
         "{chunks} chunks for {size} bytes: not dump chunking"
     );
 }
+
+#[test]
+fn plain_sql_dumps_restore_through_psql() {
+    let s = Setup::new(1);
+    s.write_config("format = \"plain\"");
+    let before = s.pg.fingerprint("app");
+    let first = s.backup_json(&[]);
+    let db = source(&first["snapshot"], "db");
+    assert_eq!(db["postgres"]["format"], "plain");
+    assert_eq!(db["tree_path"], "/db/app.sql");
+    assert_eq!(db["postgres"]["toc_entries"], 0);
+    s.coffer(&[
+        "restore",
+        "latest",
+        "--only",
+        "db",
+        "--pg-target",
+        "from_plain",
+    ])
+    .ok();
+    assert_eq!(s.pg.fingerprint("from_plain"), before);
+}
