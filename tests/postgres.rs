@@ -330,6 +330,12 @@ fn drill_passes_on_a_good_snapshot_and_names_a_tampered_source() {
         .map(|r| r["source"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["db", "env", "files"]);
+    // The passed drill is recorded on the snapshot.
+    let snapshots = s.env.snapshots();
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(snapshots[0]["id"], report["recorded_as"]);
+    assert!(snapshots[0]["snapshot"]["labels"]["drill.verified"].is_string());
+    assert_eq!(snapshots[0]["snapshot"]["original"], report["snapshot"]);
     // The scratch database is gone again.
     let dbs = s.pg.psql("postgres", "SELECT datname FROM pg_database;");
     assert!(!dbs.contains("coffer_drill"), "{dbs}");

@@ -66,6 +66,10 @@ pub struct Snapshot {
     /// and in snapshots written before sources existed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceRecord>,
+    /// Set when this snapshot replaced another with changed labels (a recorded drill): the
+    /// replaced snapshot's id. The tree and everything else are the original's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
 }
 
 /// One named source of a snapshot: where its content sits in the tree and what it was.
@@ -158,6 +162,28 @@ impl Snapshot {
             .map_err(|_| Error::corrupt("snapshot", &name, "bad time"))?;
         Ok(snap)
     }
+}
+
+/// Replaces snapshot `id` with a copy carrying `labels` added (same tree, time and summary;
+/// `original` names the first snapshot of the chain). The copy is written before the old one
+/// is deleted, so at every moment one of them refers to the data: a concurrent prune never
+/// sees the tree unreferenced. Returns the new id.
+pub fn relabel(
+    storage: &Storage,
+    keys: &MasterKeys,
+    id: &SnapshotId,
+    snapshot: &Snapshot,
+    labels: &BTreeMap<String, String>,
+) -> Result<SnapshotId> {
+    let mut copy = snapshot.clone();
+    copy.labels
+        .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    copy.original = Some(snapshot.original.unwrap_or(*id));
+    let new_id = copy.save(storage, keys)?;
+    if new_id != *id {
+        storage.delete(&format!("snapshots/{id}"))?;
+    }
+    Ok(new_id)
 }
 
 /// Ids of every snapshot in the repository.

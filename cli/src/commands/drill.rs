@@ -26,6 +26,9 @@ pub struct Args {
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
+    /// Do not record a passed drill in the snapshot's labels
+    #[arg(long)]
+    pub no_record: bool,
     /// Parent of the temporary directory (default: the system's temporary directory)
     #[arg(long, value_name = "DIR")]
     pub scratch_dir: Option<PathBuf>,
@@ -48,6 +51,9 @@ struct Report {
     snapshot: String,
     time: String,
     ok: bool,
+    /// After a passed drill: the id of the snapshot as relabelled with `drill.verified`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recorded_as: Option<String>,
     sources: Vec<SourceResult>,
 }
 
@@ -105,10 +111,21 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     }
     drop(dir);
     let ok = results.iter().all(|r| r.ok);
+    // A passed drill is recorded on the snapshot itself (snapshots are immutable objects, so
+    // this writes a relabelled copy and removes the original; see docs/format-sources.md).
+    let recorded_as = if ok && !args.no_record {
+        let now = jiff::Timestamp::now().to_string();
+        let labels = std::collections::BTreeMap::from([("drill.verified".to_string(), now)]);
+        let new_id = snapshot::relabel(repo.storage(), repo.keys(), id, snap, &labels)?;
+        Some(new_id.to_hex())
+    } else {
+        None
+    };
     let report = Report {
         snapshot: id.to_hex(),
         time: snap.time.clone(),
         ok,
+        recorded_as,
         sources: results,
     };
     if args.json {
@@ -143,6 +160,12 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
                 "drill FAILED"
             }
         );
+        if let Some(new_id) = &report.recorded_as {
+            println!(
+                "recorded: label drill.verified on the snapshot (now {})",
+                new_id.get(..8).unwrap_or(new_id)
+            );
+        }
     }
     if ok {
         Ok(crate::exit::OK)

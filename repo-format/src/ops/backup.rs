@@ -370,6 +370,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         key_id: repo.keys().fingerprint(),
         summary,
         sources,
+        original: None,
     };
     let id = snapshot.save(repo.storage(), repo.keys())?;
     Ok(BackupReport {
