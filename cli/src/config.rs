@@ -194,7 +194,9 @@ pub fn load(explicit: Option<&Path>) -> Result<Option<Loaded>> {
 
 /// Parses and validates the TOML text.
 pub fn parse(text: &str) -> Result<Config> {
-    let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The parser's message quotes the offending line, which may hold a database URL.
+    let config: Config =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", redact_urls(&e.to_string())))?;
     for (name, source) in &config.sources {
         if name.is_empty()
             || !name
@@ -240,6 +242,31 @@ pub fn parse(text: &str) -> Result<Config> {
         r.validate().map_err(|e| anyhow::anyhow!(e))?;
     }
     Ok(config)
+}
+
+/// `scheme://user:password@` becomes `scheme://user:<redacted>@` everywhere in `text`.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '/')
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(a), Some(colon)) if colon < a => {
+                out.push_str(&authority[..colon]);
+                out.push_str(":<redacted>");
+                out.push_str(&authority[a..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Fills the global options from the file where neither a flag nor the environment set them.
@@ -366,6 +393,24 @@ keep-weekly = 4
 keep-monthly = 12
 timezone = "America/New_York"
 "#;
+
+    #[test]
+    fn urls_in_messages_are_redacted() {
+        assert_eq!(
+            redact_urls("at url = \"postgres://app:s3cr:et@db:5432/x\" here"),
+            "at url = \"postgres://app:<redacted>@db:5432/x\" here"
+        );
+        assert_eq!(
+            redact_urls("s3://bucket/x and http://h:80/"),
+            "s3://bucket/x and http://h:80/"
+        );
+        let e = format!(
+            "{:#}",
+            parse("[sources.db]\nkind = \"postgres\"\nurl = \"postgres://u:hunter2@h/db\nx = 1\n")
+                .unwrap_err()
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+    }
 
     #[test]
     fn a_full_config_parses() {
