@@ -218,23 +218,27 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
                     absolute,
                 });
             }
-            input => {
-                let tree_name = match &input {
-                    SourceInput::Stream { tree_name, .. } => tree_name.clone(),
-                    SourceInput::Postgres(pg) => format!(
-                        "{}/{}.{}",
-                        source.name.as_deref().unwrap_or("postgres"),
-                        pg.database,
-                        pg.format.extension()
-                    ),
-                    SourceInput::Path { .. } => unreachable_path(),
-                };
+            SourceInput::Stream { ref tree_name, .. } => {
+                let tree_path = validate_stream_name(tree_name).map_err(|e| e.in_source(&label))?;
+                stream_plans.push(StreamPlan {
+                    name: source.name,
+                    tree_path,
+                    input: source.input,
+                });
+            }
+            SourceInput::Postgres(ref pg) => {
+                let tree_name = format!(
+                    "{}/{}.{}",
+                    source.name.as_deref().unwrap_or("postgres"),
+                    pg.database,
+                    pg.format.extension()
+                );
                 let tree_path =
                     validate_stream_name(&tree_name).map_err(|e| e.in_source(&label))?;
                 stream_plans.push(StreamPlan {
                     name: source.name,
                     tree_path,
-                    input,
+                    input: source.input,
                 });
             }
         }
@@ -379,11 +383,6 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         warnings,
         notices,
     })
-}
-
-fn unreachable_path() -> String {
-    // Path sources are matched before; kept total without a panic.
-    String::new()
 }
 
 /// Streams sit at the top of the tree under their own first component; it must not be a
@@ -1275,4 +1274,61 @@ enum StreamError {
     Read(std::io::Error),
     /// The backup itself must stop.
     Fatal(Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(tree: &str) -> StreamPlan {
+        StreamPlan {
+            name: Some("s".into()),
+            tree_path: validate_stream_name(tree).unwrap(),
+            input: SourceInput::Stream {
+                tree_name: tree.into(),
+                stream: StreamSource::Reader(Box::new(std::io::empty())),
+                dump_chunking: true,
+            },
+        }
+    }
+
+    #[test]
+    fn streams_may_not_hide_each_other_or_path_sources() {
+        let paths = vec![
+            PathBuf::from("/opt/app/files"),
+            PathBuf::from("/etc/app.env"),
+        ];
+        assert!(check_tree_collisions(&paths, &[stream("db/app.dump")]).is_ok());
+        assert!(check_tree_collisions(&paths, &[stream("db/a.dump"), stream("cache/x")]).is_ok());
+        let e = check_tree_collisions(&paths, &[stream("opt/app.dump")]).unwrap_err();
+        assert!(e.to_string().contains("/opt/app/files"), "{e}");
+        assert!(check_tree_collisions(&[], &[stream("db/a.dump"), stream("db/b.dump")]).is_err());
+        assert!(check_tree_collisions(&[PathBuf::from("/")], &[stream("db/a.dump")]).is_err());
+    }
+
+    #[test]
+    fn stream_names_are_relative_clean_paths() {
+        assert_eq!(
+            validate_stream_name("db/app.dump").unwrap(),
+            PathBuf::from("/db/app.dump")
+        );
+        for bad in ["", "/", "db//x", "db/../x", "./x", "a\0b"] {
+            assert!(validate_stream_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn scoped_excludes_apply_below_their_source_only() {
+        let rules = ExcludeRules {
+            global: Excludes::new(&["*.log".into()]).unwrap(),
+            scoped: vec![(
+                PathBuf::from("/opt/app/files"),
+                Excludes::new(&["*.tmp".into()]).unwrap(),
+            )],
+        };
+        assert!(rules.excluded(Path::new("/opt/app/files/a.tmp")));
+        assert!(!rules.excluded(Path::new("/opt/other/a.tmp")));
+        assert!(rules.excluded(Path::new("/opt/other/a.log")));
+        assert!(!rules.excluded(Path::new("/opt/app/files/a.txt")));
+    }
 }
