@@ -148,3 +148,55 @@ fn flags_and_environment_win_over_the_config_file() {
     assert_eq!(out.status.code(), Some(10));
     assert!(String::from_utf8_lossy(&out.stderr).contains("other"));
 }
+
+#[test]
+fn sources_go_back_to_where_they_came_from() {
+    let env = Env::new();
+    env.init();
+    std::fs::create_dir_all(env.path("app/files/deep")).unwrap();
+    std::fs::write(env.path("app/files/deep/a.txt"), "a").unwrap();
+    std::fs::write(env.path("app/.env"), "SECRET=1\n").unwrap();
+    let config = write_config(
+        &env,
+        "[sources.files]\nkind = \"path\"\npath = \"app/files\"\n\
+         [sources.env]\nkind = \"path\"\npath = \"app/.env\"\n",
+    );
+    env.run(&["--config", &config, "backup"]).ok();
+
+    // The host lost its data: restore puts every source back at its path.
+    std::fs::remove_dir_all(env.path("app")).unwrap();
+    let dry = env
+        .run(&["--config", &config, "restore", "latest", "--dry-run"])
+        .ok();
+    assert!(
+        dry.stdout.contains("would restore source files"),
+        "{}",
+        dry.stdout
+    );
+    assert!(!env.path("app").exists(), "--dry-run wrote something");
+    env.run(&["--config", &config, "restore", "latest"]).ok();
+    assert_eq!(
+        std::fs::read(env.path("app/files/deep/a.txt")).unwrap(),
+        b"a"
+    );
+    assert_eq!(std::fs::read(env.path("app/.env")).unwrap(), b"SECRET=1\n");
+
+    // Restoring again over the existing files needs --overwrite; refused, nothing changes.
+    std::fs::write(env.path("app/.env"), "SECRET=2\n").unwrap();
+    let run = env
+        .run(&["--config", &config, "restore", "latest"])
+        .expect_code(1);
+    assert!(run.stderr.contains("--overwrite"), "{}", run.stderr);
+    assert_eq!(std::fs::read(env.path("app/.env")).unwrap(), b"SECRET=2\n");
+    env.run(&[
+        "--config",
+        &config,
+        "restore",
+        "latest",
+        "--only",
+        "env",
+        "--overwrite",
+    ])
+    .ok();
+    assert_eq!(std::fs::read(env.path("app/.env")).unwrap(), b"SECRET=1\n");
+}
