@@ -512,6 +512,32 @@ fn compressed_dump_files_get_a_warning_and_uncompressed_ones_dump_chunks() {
         size / chunks < 64 * 1024,
         "{chunks} chunks for {size} bytes: not dump chunking"
     );
+
+    // The same recognition for a dump piped in on stdin.
+    let bytes = std::fs::read(dir.join("plain.dump")).unwrap();
+    s.env
+        .run_stdin(&["backup", "--stdin-name", "piped/app.dump"], &bytes)
+        .ok();
+    let snapshots = s.env.snapshots();
+    let root = snapshots[1]["snapshot"]["tree"].as_str().unwrap();
+    let piped = tree(&s.env, root)["nodes"][0]["subtree"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let node = tree(&s.env, &piped)["nodes"][0].clone();
+    let chunks = node["content"].as_array().unwrap().len() as u64;
+    assert!(
+        bytes.len() as u64 / chunks < 64 * 1024,
+        "{chunks} chunks for a piped dump of {} bytes",
+        bytes.len()
+    );
+    let compressed = std::fs::read(dir.join("compressed.dump")).unwrap();
+    let run = s
+        .env
+        .run_stdin(&["backup", "--stdin-name", "piped/c.dump"], &compressed)
+        .ok();
+    assert!(run.stderr.contains("notice:"), "{}", run.stderr);
+    assert!(run.stderr.contains("piped/c.dump"), "{}", run.stderr);
 }
 
 #[test]

@@ -894,37 +894,8 @@ impl<'r> Walker<'_, 'r> {
                 return Ok(None);
             }
         };
-        // Dumps are recognised by content wherever they sit: uncompressed ones get the small
-        // dump chunks, compressed ones a warning (once) that they will deduplicate poorly.
-        let mut head = Vec::with_capacity(SNIFF_LEN);
-        let mut file = file;
-        if let Err(e) = (&mut file).take(SNIFF_LEN as u64).read_to_end(&mut head) {
-            self.counts.files -= 1;
-            self.warn(path, "read error", e);
-            return Ok(None);
-        }
-        let kind = sniff(&head);
-        let params = if kind.dump_chunking() {
-            self.repo.dump_params()
-        } else {
-            self.repo.file_params()
-        };
-        if kind.compressed_dump() && !self.warned_compressed_dump {
-            self.warned_compressed_dump = true;
-            self.notices.push(format!(
-                "{} is a compressed database dump ({}): it will deduplicate poorly, since any \
-                 change reshuffles the compressed bytes; write dumps uncompressed \
-                 (pg_dump -Fc -Z0, no gzip) and let coffer compress after deduplication, or \
-                 back the database up with a postgres source",
-                path.display(),
-                if kind == Sniffed::Gzip {
-                    "gzip"
-                } else {
-                    "pg_dump custom format with compression"
-                }
-            ));
-        }
-        match self.chunk_stream(std::io::Cursor::new(head).chain(file), params) {
+        // Dumps are recognised by content wherever they sit.
+        match self.chunk_stream(file, Chunking::ByContent, &path.display()) {
             Ok((content, size)) => {
                 node.size = size;
                 self.counts.total_bytes += size;
@@ -942,13 +913,52 @@ impl<'r> Walker<'_, 'r> {
         }
     }
 
+    /// Chunker parameters from the first bytes of a stream: uncompressed dumps get the small
+    /// dump chunks, the rest the file chunks; a compressed dump adds a notice (once per backup)
+    /// that it will deduplicate poorly, naming `label`.
+    fn params_by_content(&mut self, head: &[u8], label: &dyn std::fmt::Display) -> ChunkerParams {
+        let kind = sniff(head);
+        if kind.compressed_dump() && !self.warned_compressed_dump {
+            self.warned_compressed_dump = true;
+            self.notices.push(format!(
+                "{label} is a compressed database dump ({}): it will deduplicate poorly, since \
+                 any change reshuffles the compressed bytes; write dumps uncompressed \
+                 (pg_dump -Fc -Z0, no gzip) and let coffer compress after deduplication, or \
+                 back the database up with a postgres source",
+                if kind == Sniffed::Gzip {
+                    "gzip"
+                } else {
+                    "pg_dump custom format with compression"
+                }
+            ));
+        }
+        if kind.dump_chunking() {
+            self.repo.dump_params()
+        } else {
+            self.repo.file_params()
+        }
+    }
+
     /// Cuts a stream into chunks and queues them; returns the result channel and chunk count.
     fn chunk_stream<R: Read>(
         &mut self,
-        reader: R,
-        params: ChunkerParams,
+        mut reader: R,
+        chunking: Chunking,
+        label: &dyn std::fmt::Display,
     ) -> std::result::Result<(PendingContent, u64), StreamError> {
+        let mut head = Vec::new();
+        let params = match chunking {
+            Chunking::Fixed(params) => params,
+            Chunking::ByContent => {
+                (&mut reader)
+                    .take(SNIFF_LEN as u64)
+                    .read_to_end(&mut head)
+                    .map_err(StreamError::Read)?;
+                self.params_by_content(&head, label)
+            }
+        };
         let (tx, rx) = unbounded();
+        let reader = std::io::Cursor::new(head).chain(reader);
         let mut chunker = StreamChunker::new(reader, self.repo.gear(), params);
         let mut seq = 0u64;
         loop {
@@ -987,15 +997,17 @@ impl<'r> Walker<'_, 'r> {
                 dump_chunking,
                 ..
             } => {
-                let params = if dump_chunking {
-                    self.repo.dump_params()
+                // Unnamed streams (`--stdin-name`) are chunked by what they turn out to be.
+                let chunking = if dump_chunking {
+                    Chunking::Fixed(self.repo.dump_params())
                 } else {
-                    self.repo.file_params()
+                    Chunking::ByContent
                 };
+                let label = plan.tree_path.display().to_string();
                 let (content, facts, kind) = match stream {
                     StreamSource::Reader(reader) => {
                         let (tee, facts, _) = DumpTee::new(reader, None);
-                        let content = match self.chunk_stream(tee, params) {
+                        let content = match self.chunk_stream(tee, chunking, &label) {
                             Ok(r) => r,
                             Err(StreamError::Read(e)) => {
                                 return Err(Error::io("reading", "standard input", e))
@@ -1012,7 +1024,7 @@ impl<'r> Walker<'_, 'r> {
                         let mut command = Command::new(&program);
                         command.args(&args);
                         let mut facts = None;
-                        let content = self.run_command(command, display, params, |out| {
+                        let content = self.run_command(command, display, chunking, |out| {
                             let (tee, f, _) = DumpTee::new(out, None);
                             facts = Some(f);
                             Box::new(tee)
@@ -1078,8 +1090,8 @@ impl<'r> Walker<'_, 'r> {
             DumpFormat::Plain => None,
         };
         let mut shared = None;
-        let params = self.repo.dump_params();
-        let (content, size) = self.run_command(command, display, params, |out| {
+        let chunking = Chunking::Fixed(self.repo.dump_params());
+        let (content, size) = self.run_command(command, display, chunking, |out| {
             let (tee, facts, toc_out) = DumpTee::new(out, toc);
             shared = Some((facts, toc_out));
             Box::new(tee)
@@ -1171,7 +1183,7 @@ impl<'r> Walker<'_, 'r> {
         &mut self,
         mut command: Command,
         display: String,
-        params: ChunkerParams,
+        chunking: Chunking,
         wrap: impl FnOnce(std::process::ChildStdout) -> Box<dyn Read + Send>,
     ) -> Result<(PendingContent, u64)> {
         let mut child = command
@@ -1227,7 +1239,8 @@ impl<'r> Walker<'_, 'r> {
             }
             String::from_utf8_lossy(&buf).into_owned()
         });
-        let chunked = self.chunk_stream(wrap(stdout), params);
+        let label = format!("the output of `{display}`");
+        let chunked = self.chunk_stream(wrap(stdout), chunking, &label);
         if chunked.is_err() {
             let _ = child.kill();
         }
@@ -1259,6 +1272,14 @@ impl<'r> Walker<'_, 'r> {
         }
         Ok(result)
     }
+}
+
+/// How a stream picks its chunker parameters.
+#[derive(Clone, Copy)]
+enum Chunking {
+    Fixed(ChunkerParams),
+    /// From its first bytes: see `Walker::params_by_content`.
+    ByContent,
 }
 
 /// The root's content from the path sources.
