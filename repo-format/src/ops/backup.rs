@@ -193,7 +193,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
     let mut stream_plans = Vec::new();
     let mut names = std::collections::BTreeSet::new();
     for source in std::mem::take(&mut opts.sources) {
+        // Errors of named sources name them; unnamed ones (`coffer backup PATH`) speak for
+        // themselves.
         let label = source.label();
+        let named = source.name.is_some();
+        let attribute = |e: Error| if named { e.in_source(&label) } else { e };
         if let Some(n) = &source.name {
             if !names.insert(n.clone()) {
                 return Err(Error::InvalidInput(format!(
@@ -206,12 +210,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
                 path,
                 excludes: own,
             } => {
-                let absolute = absolute_path(&path).map_err(|e| e.in_source(&label))?;
+                let absolute = absolute_path(&path).map_err(attribute)?;
                 if !own.is_empty() {
-                    excludes.scoped.push((
-                        absolute.clone(),
-                        Excludes::new(&own).map_err(|e| e.in_source(&label))?,
-                    ));
+                    excludes
+                        .scoped
+                        .push((absolute.clone(), Excludes::new(&own).map_err(attribute)?));
                 }
                 path_plans.push(PathPlan {
                     name: source.name,
@@ -219,7 +222,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
                 });
             }
             SourceInput::Stream { ref tree_name, .. } => {
-                let tree_path = validate_stream_name(tree_name).map_err(|e| e.in_source(&label))?;
+                let tree_path = validate_stream_name(tree_name).map_err(attribute)?;
                 stream_plans.push(StreamPlan {
                     name: source.name,
                     tree_path,
@@ -233,8 +236,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
                     pg.database,
                     pg.format.extension()
                 );
-                let tree_path =
-                    validate_stream_name(&tree_name).map_err(|e| e.in_source(&label))?;
+                let tree_path = validate_stream_name(&tree_name).map_err(attribute)?;
                 stream_plans.push(StreamPlan {
                     name: source.name,
                     tree_path,
