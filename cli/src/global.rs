@@ -48,6 +48,10 @@ pub struct GlobalArgs {
     )]
     pub password_command: Option<String>,
 
+    /// Configuration file (default: ./coffer.toml if it exists); see docs/config.md
+    #[arg(long, env = "COFFER_CONFIG", global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     /// Print less
     #[arg(short, long, global = true)]
     pub quiet: bool,

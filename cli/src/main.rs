@@ -4,6 +4,7 @@
 //! code. Everything else lives in `commands/`.
 
 mod commands;
+mod config;
 mod exit;
 mod global;
 mod output;

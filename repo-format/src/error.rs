@@ -80,6 +80,12 @@ pub enum Error {
     /// The operation was interrupted (SIGINT/SIGTERM); nothing partial was committed.
     #[error("interrupted; no snapshot was saved")]
     Interrupted,
+    /// One named source of a backup or restore failed; for a backup, nothing was saved.
+    #[error("source {name:?}: {cause}")]
+    Source { name: String, cause: Box<Error> },
+    /// A restored database or file does not match what the snapshot recorded.
+    #[error("source {name:?} does not match the snapshot: {details}")]
+    Mismatch { name: String, details: String },
     /// Key material could not be generated or used.
     #[error("cryptography: {0}")]
     Crypto(#[from] coffer_crypto::CryptoError),
@@ -95,6 +101,17 @@ fn stderr_suffix(stderr: &str) -> String {
 }
 
 impl Error {
+    /// `self`, attributed to the named source (interruptions stay interruptions).
+    pub fn in_source(self, name: &str) -> Error {
+        match self {
+            Error::Interrupted | Error::Source { .. } => self,
+            other => Error::Source {
+                name: name.to_string(),
+                cause: Box::new(other),
+            },
+        }
+    }
+
     pub(crate) fn corrupt(what: &'static str, id: impl ToString, reason: impl ToString) -> Self {
         Error::Corrupt {
             what,

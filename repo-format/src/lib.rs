@@ -18,6 +18,7 @@ pub mod repository;
 pub mod retention;
 pub mod sealed;
 pub mod snapshot;
+pub mod sources;
 pub mod storage;
 pub mod tree;
 pub mod writer;

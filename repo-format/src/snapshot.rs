@@ -62,6 +62,66 @@ pub struct Snapshot {
     pub key_id: String,
     #[serde(default)]
     pub summary: Summary,
+    /// The named sources of a configured backup (empty for `coffer backup PATHS` and streams,
+    /// and in snapshots written before sources existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceRecord>,
+    /// Set when this snapshot replaced another with changed labels (a recorded drill): the
+    /// replaced snapshot's id. The tree and everything else are the original's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
+}
+
+/// One named source of a snapshot: where its content sits in the tree and what it was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    /// The source's name in the configuration (`db`, `files`, `env`).
+    pub name: String,
+    /// `path`, `postgres` or `command`.
+    pub kind: String,
+    /// Absolute path of the source's content inside the snapshot tree.
+    pub tree_path: String,
+    /// For `path` sources: where the content came from on the backed-up host (restore puts it
+    /// back there). For the others: absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// For stream sources (`postgres`, `command`): bytes, SHA-256 and duration of the stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamRecord>,
+    /// For `postgres` sources: what the dump holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresRecord>,
+}
+
+/// The measured facts of a stream source.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamRecord {
+    pub bytes: u64,
+    /// SHA-256 of the stream as produced (hex), comparable with `sha256sum` of a dump file.
+    pub sha256: String,
+    pub duration_seconds: f64,
+}
+
+/// A PostgreSQL dump source, read in the same transaction snapshot as the dump.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PostgresRecord {
+    pub database: String,
+    /// `server_version` of the server that was dumped.
+    pub server_version: String,
+    /// `custom` (pg_dump -Fc) or `plain` (SQL).
+    pub format: String,
+    /// Entries in the dump's table of contents (`pg_restore --list`); 0 for plain dumps.
+    pub toc_entries: u64,
+    /// Exact row counts of every ordinary table, in schema and name order.
+    pub tables: Vec<TableRows>,
+}
+
+/// The row count of one table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRows {
+    pub schema: String,
+    pub table: String,
+    pub rows: u64,
 }
 
 impl Snapshot {
@@ -102,6 +162,28 @@ impl Snapshot {
             .map_err(|_| Error::corrupt("snapshot", &name, "bad time"))?;
         Ok(snap)
     }
+}
+
+/// Replaces snapshot `id` with a copy carrying `labels` added (same tree, time and summary;
+/// `original` names the first snapshot of the chain). The copy is written before the old one
+/// is deleted, so at every moment one of them refers to the data: a concurrent prune never
+/// sees the tree unreferenced. Returns the new id.
+pub fn relabel(
+    storage: &Storage,
+    keys: &MasterKeys,
+    id: &SnapshotId,
+    snapshot: &Snapshot,
+    labels: &BTreeMap<String, String>,
+) -> Result<SnapshotId> {
+    let mut copy = snapshot.clone();
+    copy.labels
+        .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    copy.original = Some(snapshot.original.unwrap_or(*id));
+    let new_id = copy.save(storage, keys)?;
+    if new_id != *id {
+        storage.delete(&format!("snapshots/{id}"))?;
+    }
+    Ok(new_id)
 }
 
 /// Ids of every snapshot in the repository.

@@ -26,6 +26,8 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub repo: String,
     pub password: String,
+    /// More environment for every coffer run (e.g. a PostgreSQL cluster's `PGHOST`).
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// The result of one coffer run.
@@ -73,6 +75,7 @@ impl Env {
             dir,
             repo,
             password: "correct horse battery staple".into(),
+            extra_env: Vec::new(),
         }
     }
 
@@ -90,6 +93,7 @@ impl Env {
             .env("HOME", self.dir.path())
             .env("COFFER_REPO", &self.repo)
             .env("COFFER_PASSWORD", &self.password)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }
@@ -181,5 +185,291 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
         out.extend_from_slice(&z.to_le_bytes());
     }
     out.truncate(len);
+    out
+}
+
+/// A throwaway PostgreSQL cluster: its own data directory and Unix socket under /tmp, no TCP
+/// port, stopped and removed on drop. As root, the server programs run as `postgres` through
+/// `runuser` (initdb and postgres refuse root).
+pub struct PgCluster {
+    pub base: PathBuf,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+/// The PostgreSQL server programs' directory (the newest under /usr/lib/postgresql), or a panic
+/// that says what to install.
+pub fn pg_bin() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    dirs.retain(|d| d.join("initdb").exists() && d.join("pgbench").exists());
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    let bin = dirs.pop().unwrap_or_else(|| {
+        panic!(
+            "the PostgreSQL tests need a PostgreSQL server, its client and pgbench: \
+             on Debian/Ubuntu run `apt-get install -y postgresql-15 postgresql-client-15 \
+             postgresql-contrib` (initdb, pg_ctl and pgbench go to /usr/lib/postgresql/15/bin; \
+             psql, pg_dump and pg_restore must be on PATH)"
+        )
+    });
+    for client in ["psql", "pg_dump", "pg_restore"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(client).exists()))
+            .unwrap_or(false);
+        assert!(
+            found,
+            "{client} is not on PATH: install the PostgreSQL client (apt-get install -y postgresql-client-15)"
+        );
+    }
+    bin
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+impl PgCluster {
+    /// initdb and start; ~2 s.
+    pub fn start() -> PgCluster {
+        let bin = pg_bin();
+        let base = tempfile::Builder::new()
+            .prefix("pgtest.")
+            .tempdir_in("/tmp")
+            .expect("tempdir")
+            .keep();
+        let as_postgres = is_root();
+        if as_postgres {
+            let ok = Command::new("chown")
+                .arg("postgres:")
+                .arg(&base)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(
+                ok,
+                "chown postgres {} failed (is there a postgres user?)",
+                base.display()
+            );
+        }
+        let cluster = PgCluster {
+            base,
+            bin,
+            as_postgres,
+        };
+        let data = cluster.base.join("data");
+        cluster.server_program(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().expect("utf-8 path"),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-N",
+            ],
+        );
+        let log = cluster.base.join("server.log");
+        let options = format!(
+            "-k {} -p 5432 -c listen_addresses='' -c fsync=off -c synchronous_commit=off",
+            cluster.base.display()
+        );
+        cluster.server_program(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().expect("utf-8 path"),
+                "-l",
+                log.to_str().expect("utf-8 path"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+        cluster
+    }
+
+    fn server_program(&self, program: &str, args: &[&str]) {
+        let path = self.bin.join(program);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let out = cmd
+            .args(args)
+            .output()
+            .expect("run a PostgreSQL server program");
+        assert!(
+            out.status.success(),
+            "{program} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The libpq environment that reaches this cluster.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("PGHOST".into(), self.base.to_string_lossy().into_owned()),
+            ("PGPORT".into(), "5432".into()),
+            ("PGUSER".into(), "postgres".into()),
+        ]
+    }
+
+    /// A client program (psql, pgbench ...) against this cluster; panics on failure.
+    pub fn client(&self, program: &str, args: &[&str], stdin: &str) -> String {
+        use std::io::Write;
+        let path = if program == "pgbench" {
+            self.bin.join(program)
+        } else {
+            PathBuf::from(program)
+        };
+        let mut child = Command::new(path)
+            .args(args)
+            .envs(self.env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn a PostgreSQL client");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs SQL (from stdin) in `db` and returns the unaligned, tuples-only output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.client(
+            "psql",
+            &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db],
+            sql,
+        )
+    }
+
+    pub fn create_db(&self, name: &str) {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\";"));
+    }
+
+    /// `pgbench -i -s scale` into a new database.
+    pub fn pgbench_init(&self, db: &str, scale: u32) {
+        self.create_db(db);
+        self.client("pgbench", &["-i", "-q", "-s", &scale.to_string(), db], "");
+    }
+
+    /// `transactions` pgbench TPC-B transactions (scattered updates of accounts, tellers and
+    /// branches, inserts into history).
+    pub fn pgbench_run(&self, db: &str, transactions: u32) {
+        self.client("pgbench", &["-n", "-t", &transactions.to_string(), db], "");
+    }
+
+    /// Per table: row count and an md5 over its rows in order, for "equal state" checks.
+    pub fn fingerprint(&self, db: &str) -> std::collections::BTreeMap<String, String> {
+        let tables = self.psql(
+            db,
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables \
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1;",
+        );
+        tables
+            .lines()
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                let v = self.psql(
+                    db,
+                    &format!(
+                        "SELECT count(*) || ' ' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM {t} x;"
+                    ),
+                );
+                (t.to_string(), v.trim().to_string())
+            })
+            .collect()
+    }
+
+    pub fn database_exists(&self, db: &str) -> bool {
+        self.psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}';"),
+        )
+        .trim()
+            == "1"
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.base.join("data");
+        let path = self.bin.join("pg_ctl");
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let _ = cmd
+            .args(["-D"])
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+/// Every regular file below `root`, as relative path -> content.
+pub fn tree_contents(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn visit(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .flatten()
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let t = e.file_type().expect("file type");
+            if t.is_dir() {
+                visit(root, &p, out);
+            } else if t.is_file() {
+                let rel = p.strip_prefix(root).expect("below root").to_path_buf();
+                out.insert(rel, std::fs::read(&p).expect("read"));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    if root.is_file() {
+        out.insert(PathBuf::new(), std::fs::read(root).expect("read"));
+    } else {
+        visit(root, root, &mut out);
+    }
     out
 }

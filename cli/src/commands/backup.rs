@@ -1,14 +1,19 @@
-//! `coffer backup`: paths, standard input, or a command's output into one snapshot.
+//! `coffer backup`: paths, standard input, a command's output, or the configuration's named
+//! sources (database, uploads, `.env`) into one snapshot.
 
 use super::Context_;
 use crate::output;
 use anyhow::{Context, Result};
-use coffer_repo::ops::backup::{self as op, BackupOptions, ParentChoice, StreamSource};
+use coffer_repo::ops::backup::{
+    self as op, BackupOptions, ParentChoice, Source, SourceInput, StreamSource,
+};
 use coffer_repo::Error;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
+  coffer backup                      (every source of ./coffer.toml or --config, one snapshot)
+  coffer backup --manifest /opt/app/backup/latest.manifest.json --label app_version=2.3.1
   coffer backup /opt/app/data /opt/app/.env --tag nightly
   pg_dump -Fc -Z0 app | coffer backup --stdin-name db/app.dump
   coffer backup --stdin-from-command db/app.dump -- pg_dump -Fc -Z0 app
@@ -26,6 +31,9 @@ pub struct Args {
     /// Label the snapshot with KEY=VALUE (repeatable)
     #[arg(long, value_name = "KEY=VALUE", value_parser = super::parse_label)]
     pub label: Vec<(String, String)>,
+    /// Import labels from a manifest: a JSON object or key=value lines (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Vec<PathBuf>,
     /// Hostname recorded in the snapshot (default: this machine's)
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
@@ -72,33 +80,68 @@ fn parse_time(s: &str) -> Result<jiff::Zoned> {
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let stream = if let Some(name) = &args.stdin_name {
-        Some(StreamSource::Reader {
-            name: name.clone(),
-            reader: Box::new(std::io::stdin()),
+        Some(SourceInput::Stream {
+            tree_name: name.clone(),
+            stream: StreamSource::Reader(Box::new(std::io::stdin())),
+            dump_chunking: false,
         })
     } else if let Some(name) = &args.stdin_from_command {
         let (program, rest) = args
             .command
             .split_first()
             .ok_or_else(|| crate::exit::usage("--stdin-from-command needs a command after --"))?;
-        Some(StreamSource::Command {
-            name: name.clone(),
-            program: program.clone(),
-            args: rest.to_vec(),
+        Some(SourceInput::Stream {
+            tree_name: name.clone(),
+            stream: StreamSource::Command {
+                program: program.clone(),
+                args: rest.to_vec(),
+            },
+            dump_chunking: false,
         })
     } else {
         None
     };
-    if stream.is_none() && args.paths.is_empty() {
-        return Err(crate::exit::usage(
-            "nothing to back up: give paths, --stdin-name or --stdin-from-command",
-        ));
-    }
     if !args.command.is_empty() && args.stdin_from_command.is_none() {
         return Err(crate::exit::usage(
             "a command after -- needs --stdin-from-command NAME",
         ));
     }
+    let config = ctx.config.as_ref().map(|l| &l.config);
+    let sources: Vec<Source> = if let Some(input) = stream {
+        vec![Source { name: None, input }]
+    } else if !args.paths.is_empty() {
+        args.paths.iter().map(Source::path).collect()
+    } else {
+        match &ctx.config {
+            Some(loaded) if !loaded.config.sources.is_empty() => {
+                crate::config::backup_sources(loaded)?
+            }
+            _ => {
+                return Err(crate::exit::usage(
+                    "nothing to back up: give paths, --stdin-name or --stdin-from-command, \
+                     or define [sources] in the config file (docs/config.md)",
+                ))
+            }
+        }
+    };
+    // Labels: the config's defaults, then manifests, then --label (later wins).
+    let mut labels = config.map(|c| c.labels.clone()).unwrap_or_default();
+    for file in &args.manifest {
+        let bytes = std::fs::read(file)
+            .with_context(|| format!("reading the manifest {}", file.display()))?;
+        let imported = coffer_repo::sources::manifest_labels(&file.display().to_string(), &bytes)?;
+        labels.extend(imported);
+    }
+    labels.extend(args.label.iter().cloned());
+    let mut tags = config.map(|c| c.tags.clone()).unwrap_or_default();
+    tags.extend(args.tag.iter().cloned());
+    let mut excludes = config.map(|c| c.excludes.clone()).unwrap_or_default();
+    excludes.extend(args.exclude.iter().cloned());
+    let hostname = args
+        .host
+        .clone()
+        .or_else(|| config.and_then(|c| c.hostname.clone()))
+        .unwrap_or_else(super::hostname);
     let time = args.time.as_deref().map(parse_time).transpose()?;
     let repo = match super::open_repo(ctx) {
         Err(e)
@@ -115,12 +158,11 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         (None, false) => ParentChoice::Auto,
     };
     let options = BackupOptions {
-        paths: args.paths.clone(),
-        stream,
-        excludes: args.exclude.clone(),
-        tags: args.tag.clone(),
-        labels: args.label.iter().cloned().collect(),
-        hostname: args.host.clone().unwrap_or_else(super::hostname),
+        sources,
+        excludes,
+        tags,
+        labels,
+        hostname,
         username: super::username(),
         time,
         parent,
@@ -131,10 +173,17 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
+    for n in &report.notices {
+        eprintln!("notice: {n}");
+    }
     let s = &report.snapshot;
     if args.json {
-        let value =
-            serde_json::json!({ "id": report.id, "snapshot": s, "warnings": report.warnings });
+        let value = serde_json::json!({
+            "id": report.id,
+            "snapshot": s,
+            "warnings": report.warnings,
+            "notices": report.notices,
+        });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else if !ctx.global.quiet {
         let m = &s.summary;
@@ -159,6 +208,29 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         println!("  duration  {:.2} s", m.duration_seconds);
         if let Some(p) = &s.parent {
             println!("  parent    {}", p.short());
+        }
+        for source in &s.sources {
+            print!(
+                "  source    {} ({}) at {}",
+                source.name, source.kind, source.tree_path
+            );
+            if let Some(pg) = &source.postgres {
+                print!(
+                    ": database {}, server {}, {} TOC entries, {} tables",
+                    pg.database,
+                    pg.server_version,
+                    pg.toc_entries,
+                    pg.tables.len()
+                );
+            }
+            if let Some(st) = &source.stream {
+                print!(
+                    ", {} in {:.2} s",
+                    output::bytes(st.bytes),
+                    st.duration_seconds
+                );
+            }
+            println!();
         }
     }
     if report.warnings.is_empty() {

@@ -3,6 +3,7 @@
 mod backup;
 mod cat;
 mod check;
+mod drill;
 mod dump;
 mod forget;
 mod init;
@@ -30,8 +31,10 @@ pub enum Command {
     Snapshots(snapshots::Args),
     /// List the files in a snapshot
     Ls(ls::Args),
-    /// Restore a snapshot into a directory
+    /// Restore a snapshot: into a directory, or its sources back where they came from
     Restore(restore::Args),
+    /// Test a restore: latest snapshot into a scratch database and directory, verified
+    Drill(drill::Args),
     /// Write one file of a snapshot to standard output
     Dump(dump::Args),
     /// Print a repository object as JSON (for debugging)
@@ -52,12 +55,21 @@ pub enum Command {
 /// What a command needs besides its own arguments.
 pub struct Context_ {
     pub global: GlobalArgs,
+    /// The configuration file, if one was named or `./coffer.toml` exists.
+    pub config: Option<crate::config::Loaded>,
     pub cancel: Arc<AtomicBool>,
 }
 
 pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
+    let mut global = cli.global;
+    let config = crate::config::load(global.config.as_deref())
+        .map_err(|e| crate::exit::usage(format!("{e:#}")))?;
+    if let Some(loaded) = &config {
+        crate::config::apply_to_global(&mut global, loaded);
+    }
     let ctx = Context_ {
-        global: cli.global,
+        global,
+        config,
         cancel,
     };
     match cli.command {
@@ -66,6 +78,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Snapshots(a) => snapshots::run(&ctx, a),
         Command::Ls(a) => ls::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
+        Command::Drill(a) => drill::run(&ctx, a),
         Command::Dump(a) => dump::run(&ctx, a),
         Command::Cat(a) => cat::run(&ctx, a),
         Command::Key(a) => key::run(&ctx, a),

@@ -1,4 +1,5 @@
-//! `coffer snapshots`: list snapshots, oldest first, with filters.
+//! `coffer snapshots`: list snapshots, oldest first, with filters; or one snapshot in detail
+//! (labels, sources, database facts and per-table row counts).
 
 use super::Context_;
 use crate::output;
@@ -6,7 +7,16 @@ use anyhow::Result;
 use coffer_repo::{snapshot, Snapshot, SnapshotId};
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  coffer snapshots --label app_version=2.3.1
+  coffer snapshots latest --details
+  coffer snapshots 3fa2 --details --json")]
 pub struct Args {
+    /// Show only this snapshot (id, prefix or `latest`)
+    pub snapshot: Option<String>,
+    /// Show everything: labels, sources, dump facts, row counts per table
+    #[arg(long)]
+    pub details: bool,
     /// Only snapshots with this tag (repeat: all of them)
     #[arg(long, value_name = "TAG")]
     pub tag: Vec<String>,
@@ -36,10 +46,19 @@ pub fn matches(
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let repo = super::open_repo(ctx)?;
     let all = snapshot::load_all(repo.storage(), repo.keys())?;
-    let list: Vec<&(SnapshotId, Snapshot)> = all
-        .iter()
-        .filter(|(_, s)| matches(s, &args.tag, &args.label, args.host.as_deref()))
-        .collect();
+    let list: Vec<&(SnapshotId, Snapshot)> = match &args.snapshot {
+        Some(spec) => vec![snapshot::resolve(&all, spec)?],
+        None => all
+            .iter()
+            .filter(|(_, s)| matches(s, &args.tag, &args.label, args.host.as_deref()))
+            .collect(),
+    };
+    if args.details && !args.json {
+        for (id, s) in &list {
+            print_details(id, s);
+        }
+        return Ok(crate::exit::OK);
+    }
     if args.json {
         let values: Vec<_> = list
             .iter()
@@ -71,4 +90,49 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         println!("{} snapshot(s)", list.len());
     }
     Ok(crate::exit::OK)
+}
+
+fn print_details(id: &SnapshotId, s: &Snapshot) {
+    println!("snapshot {}", id.to_hex());
+    println!("  time      {}", s.time);
+    println!("  host      {} (user {})", s.hostname, s.username);
+    println!("  paths     {}", s.paths.join(" "));
+    if !s.tags.is_empty() {
+        println!("  tags      {}", s.tags.join(", "));
+    }
+    if let Some(p) = &s.parent {
+        println!("  parent    {}", p.short());
+    }
+    let m = &s.summary;
+    println!(
+        "  size      {} in {} files; {} added ({} stored)",
+        output::bytes(m.total_bytes),
+        m.files,
+        output::bytes(m.added_raw_bytes),
+        output::bytes(m.added_stored_bytes)
+    );
+    for (k, v) in &s.labels {
+        println!("  label     {k}={v}");
+    }
+    for source in &s.sources {
+        println!(
+            "  source    {} ({}) at {}",
+            source.name, source.kind, source.tree_path
+        );
+        if let Some(st) = &source.stream {
+            println!(
+                "            {} bytes, sha256 {}, {:.2} s",
+                st.bytes, st.sha256, st.duration_seconds
+            );
+        }
+        if let Some(pg) = &source.postgres {
+            println!(
+                "            database {}, server {}, {} format, {} TOC entries",
+                pg.database, pg.server_version, pg.format, pg.toc_entries
+            );
+            for t in &pg.tables {
+                println!("            {:>12} rows  {}.{}", t.rows, t.schema, t.table);
+            }
+        }
+    }
 }

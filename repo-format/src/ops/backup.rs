@@ -18,7 +18,11 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::pack::BlobKind;
 use crate::repository::Repository;
-use crate::snapshot::{self, Snapshot, Summary};
+use crate::snapshot::{self, PostgresRecord, Snapshot, SourceRecord, StreamRecord, Summary};
+use crate::sources::postgres::{
+    finish_sha256, DumpFormat, DumpTee, PgSource, SnapshotSession, TocCheck,
+};
+use crate::sources::{sniff, Sniffed, SNIFF_LEN};
 use crate::tree::{encode_name, Node, NodeKind, Tree};
 use crate::writer::BlobWriter;
 use coffer_chunker::{ChunkerParams, StreamChunker};
@@ -37,26 +41,61 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A stream stored as one file of the snapshot.
+/// Where a stream's bytes come from.
 pub enum StreamSource {
     /// Read from a reader (standard input).
-    Reader {
-        name: String,
-        reader: Box<dyn Read + Send>,
-    },
+    Reader(Box<dyn Read + Send>),
     /// Run a command and store its standard output. If it exits non-zero, the backup fails and
     /// no snapshot is saved.
-    Command {
-        name: String,
-        program: String,
-        args: Vec<String>,
-    },
+    Command { program: String, args: Vec<String> },
 }
 
-impl StreamSource {
-    fn name(&self) -> &str {
-        match self {
-            StreamSource::Reader { name, .. } | StreamSource::Command { name, .. } => name,
+/// What one source contributes to the snapshot.
+pub enum SourceInput {
+    /// A file, directory or symlink, stored at its absolute path.
+    Path {
+        path: PathBuf,
+        /// Glob patterns for this source only (same rules as [`BackupOptions::excludes`]).
+        excludes: Vec<String>,
+    },
+    /// A stream stored as the file `tree_name` (relative, like `db/app.dump`).
+    Stream {
+        tree_name: String,
+        stream: StreamSource,
+        /// Cut with the repository's dump chunk sizes instead of the file ones.
+        dump_chunking: bool,
+    },
+    /// A PostgreSQL database, dumped in one consistent transaction snapshot and stored as
+    /// `<name>/<database>.dump` (or `.sql` for plain dumps).
+    Postgres(Box<PgSource>),
+}
+
+/// One source of a backup. Named sources (from a configuration) are recorded in the snapshot's
+/// `sources` list, so restore can put each back where it came from; unnamed ones (`coffer
+/// backup PATHS`, `--stdin-name`) are only files in the tree.
+pub struct Source {
+    pub name: Option<String>,
+    pub input: SourceInput,
+}
+
+impl Source {
+    /// An unnamed path source without its own excludes.
+    pub fn path(path: impl Into<PathBuf>) -> Source {
+        Source {
+            name: None,
+            input: SourceInput::Path {
+                path: path.into(),
+                excludes: Vec::new(),
+            },
+        }
+    }
+
+    fn label(&self) -> String {
+        match (&self.name, &self.input) {
+            (Some(n), _) => n.clone(),
+            (None, SourceInput::Path { path, .. }) => path.display().to_string(),
+            (None, SourceInput::Stream { tree_name, .. }) => tree_name.clone(),
+            (None, SourceInput::Postgres(pg)) => pg.database.clone(),
         }
     }
 }
@@ -75,11 +114,10 @@ pub enum ParentChoice {
 
 /// What to back up and how to label it.
 pub struct BackupOptions {
-    /// File system paths (files, directories, symlinks).
-    pub paths: Vec<PathBuf>,
-    /// A stream to store as a file (mutually exclusive with `paths`).
-    pub stream: Option<StreamSource>,
-    /// Glob patterns: with a `/` they match the absolute path, without one the file name.
+    /// Everything that goes into the one snapshot.
+    pub sources: Vec<Source>,
+    /// Glob patterns for every path source: with a `/` they match the absolute path, without
+    /// one the file name.
     pub excludes: Vec<String>,
     pub tags: Vec<String>,
     pub labels: BTreeMap<String, String>,
@@ -95,11 +133,10 @@ pub struct BackupOptions {
 }
 
 impl BackupOptions {
-    /// Options for `paths` with everything else at its default.
+    /// Options for unnamed path sources with everything else at its default.
     pub fn new(paths: Vec<PathBuf>) -> Self {
         BackupOptions {
-            paths,
-            stream: None,
+            sources: paths.into_iter().map(Source::path).collect(),
             excludes: Vec::new(),
             tags: Vec::new(),
             labels: BTreeMap::new(),
@@ -120,23 +157,108 @@ pub struct BackupReport {
     pub snapshot: Snapshot,
     /// Source files or directories that could not be read (they are not in the snapshot).
     pub warnings: Vec<String>,
+    /// Advice that does not make the backup partial (a compressed dump that will deduplicate
+    /// poorly).
+    pub notices: Vec<String>,
 }
 
-/// Backs up and saves a snapshot.
+/// A path source after validation.
+struct PathPlan {
+    name: Option<String>,
+    absolute: PathBuf,
+}
+
+/// A stream-like source after validation, with its place in the tree.
+struct StreamPlan {
+    name: Option<String>,
+    tree_path: PathBuf,
+    input: SourceInput,
+}
+
+/// Backs up every source into one snapshot. If any stream source fails (a dump, a command),
+/// nothing is saved and the error names the source.
 pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport> {
     let started = Instant::now();
-    if opts.paths.is_empty() == opts.stream.is_none() {
+    if opts.sources.is_empty() {
         return Err(Error::InvalidInput(
-            "give either paths to back up or one stream (stdin or a command)".into(),
+            "nothing to back up: no paths, streams or sources given".into(),
         ));
     }
-    let excludes = Excludes::new(&opts.excludes)?;
-    let time = opts.time.take().unwrap_or_else(jiff::Zoned::now);
-    let paths = match &opts.stream {
-        Some(s) => vec![validate_stream_name(s.name())?],
-        None => absolute_paths(&opts.paths)?,
+    let mut excludes = ExcludeRules {
+        global: Excludes::new(&opts.excludes)?,
+        scoped: Vec::new(),
     };
-    let parent = choose_parent(repo, &opts, &paths)?;
+    let time = opts.time.take().unwrap_or_else(jiff::Zoned::now);
+    let mut path_plans = Vec::new();
+    let mut stream_plans = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for source in std::mem::take(&mut opts.sources) {
+        // Errors of named sources name them; unnamed ones (`coffer backup PATH`) speak for
+        // themselves.
+        let label = source.label();
+        let named = source.name.is_some();
+        let attribute = |e: Error| if named { e.in_source(&label) } else { e };
+        if let Some(n) = &source.name {
+            if !names.insert(n.clone()) {
+                return Err(Error::InvalidInput(format!(
+                    "source name {n:?} is used twice"
+                )));
+            }
+        }
+        match source.input {
+            SourceInput::Path {
+                path,
+                excludes: own,
+            } => {
+                let absolute = absolute_path(&path).map_err(attribute)?;
+                if !own.is_empty() {
+                    excludes
+                        .scoped
+                        .push((absolute.clone(), Excludes::new(&own).map_err(attribute)?));
+                }
+                path_plans.push(PathPlan {
+                    name: source.name,
+                    absolute,
+                });
+            }
+            SourceInput::Stream { ref tree_name, .. } => {
+                let tree_path = validate_stream_name(tree_name).map_err(attribute)?;
+                stream_plans.push(StreamPlan {
+                    name: source.name,
+                    tree_path,
+                    input: source.input,
+                });
+            }
+            SourceInput::Postgres(ref pg) => {
+                let tree_name = format!(
+                    "{}/{}.{}",
+                    source.name.as_deref().unwrap_or("postgres"),
+                    pg.database,
+                    pg.format.extension()
+                );
+                let tree_path = validate_stream_name(&tree_name).map_err(attribute)?;
+                stream_plans.push(StreamPlan {
+                    name: source.name,
+                    tree_path,
+                    input: source.input,
+                });
+            }
+        }
+    }
+    path_plans.sort_by(|a, b| a.absolute.cmp(&b.absolute));
+    path_plans.dedup_by(|a, b| a.absolute == b.absolute);
+    let paths: Vec<PathBuf> = path_plans.iter().map(|p| p.absolute.clone()).collect();
+    check_tree_collisions(&paths, &stream_plans)?;
+    let all_tree_paths: Vec<PathBuf> = paths
+        .iter()
+        .cloned()
+        .chain(stream_plans.iter().map(|s| s.tree_path.clone()))
+        .collect();
+    let parent = if paths.is_empty() {
+        None
+    } else {
+        choose_parent(repo, &opts, &all_tree_paths)?
+    };
     let parent_tree = parent
         .as_ref()
         .and_then(|(_, snap)| repo.load_tree(&snap.tree).ok());
@@ -151,7 +273,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
     let writer = BlobWriter::new(repo, repo.storage().connections(), opts.cancel.clone())?;
     let (job_tx, job_rx) = bounded::<Job>(workers * 2);
 
-    let (root, warnings, counts) = std::thread::scope(|scope| {
+    let (root, records, warnings, notices, counts) = std::thread::scope(|scope| {
         let worker_handles: Vec<_> = (0..workers)
             .map(|_| {
                 let rx = job_rx.clone();
@@ -168,16 +290,16 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
             cancel_flag: opts.cancel.clone(),
             excludes: &excludes,
             warnings: Vec::new(),
+            notices: Vec::new(),
+            warned_compressed_dump: false,
             counts: Counts::default(),
             compressor: None,
         };
-        let root = match opts.stream.take() {
-            Some(stream) => walker.backup_stream(stream, &time),
-            None => walker.backup_paths(&paths, parent_tree.as_ref()),
-        };
+        let root = walker.backup_sources(&path_plans, stream_plans, parent_tree.as_ref(), &time);
         let Walker {
             jobs,
             warnings,
+            notices,
             counts,
             ..
         } = walker;
@@ -185,7 +307,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         for handle in worker_handles {
             let _ = handle.join();
         }
-        (root, warnings, counts)
+        let (root, records) = match root {
+            Ok((root, records)) => (Ok(root), records),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        (root, records, warnings, notices, counts)
     });
     let root = root?;
     if opts.cancel.load(Ordering::SeqCst) {
@@ -216,10 +342,27 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         errors: warnings.len() as u64,
         duration_seconds: started.elapsed().as_secs_f64(),
     };
+    let mut sources: Vec<SourceRecord> = path_plans
+        .iter()
+        .filter_map(|p| {
+            let name = p.name.clone()?;
+            let path = p.absolute.to_string_lossy().into_owned();
+            Some(SourceRecord {
+                name,
+                kind: "path".into(),
+                tree_path: path.clone(),
+                origin: Some(path),
+                stream: None,
+                postgres: None,
+            })
+        })
+        .chain(records)
+        .collect();
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
     let snapshot = Snapshot {
         time: time.strftime("%Y-%m-%dT%H:%M:%S%.f%:z").to_string(),
         tree: root,
-        paths: paths
+        paths: all_tree_paths
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
             .collect(),
@@ -232,13 +375,49 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         key_id: repo.keys().fingerprint(),
         summary,
+        sources,
+        original: None,
     };
     let id = snapshot.save(repo.storage(), repo.keys())?;
     Ok(BackupReport {
         id,
         snapshot,
         warnings,
+        notices,
     })
+}
+
+/// Streams sit at the top of the tree under their own first component; it must not be a
+/// path source's first component nor another stream's.
+fn check_tree_collisions(paths: &[PathBuf], streams: &[StreamPlan]) -> Result<()> {
+    let first = |p: &Path| -> Option<Vec<u8>> {
+        p.components().find_map(|c| match c {
+            Component::Normal(n) => Some(n.as_bytes().to_vec()),
+            _ => None,
+        })
+    };
+    if paths.iter().any(|p| first(p).is_none()) && !streams.is_empty() {
+        return Err(Error::InvalidInput(
+            "backing up / itself cannot be combined with dump or command sources".into(),
+        ));
+    }
+    let mut taken: BTreeMap<Vec<u8>, String> = paths
+        .iter()
+        .filter_map(|p| Some((first(p)?, p.display().to_string())))
+        .collect();
+    for s in streams {
+        let Some(f) = first(&s.tree_path) else {
+            continue;
+        };
+        if let Some(other) = taken.insert(f, s.tree_path.display().to_string()) {
+            return Err(Error::InvalidInput(format!(
+                "{} would share its top-level directory with {other} in the snapshot; \
+                 rename the source",
+                s.tree_path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A stream's name inside the snapshot: relative, `/`-separated, no `.` or `..`.
@@ -256,34 +435,27 @@ fn validate_stream_name(name: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(format!("/{trimmed}")))
 }
 
-/// Absolute, lexically clean paths; the last component is kept as is (a symlink stays a
-/// symlink), the parent directories are resolved. Every path must exist.
-fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        std::fs::symlink_metadata(p).map_err(|e| Error::io("cannot back up", p, e))?;
-        let abs = std::path::absolute(p).map_err(|e| Error::io("resolving", p, e))?;
-        let mut clean = PathBuf::from("/");
-        for c in abs.components() {
-            match c {
-                Component::Normal(n) => clean.push(n),
-                Component::ParentDir => {
-                    clean.pop();
-                }
-                _ => {}
+/// An absolute, lexically clean path; the last component is kept as is (a symlink stays a
+/// symlink), the parent directories are resolved. The path must exist.
+fn absolute_path(p: &Path) -> Result<PathBuf> {
+    std::fs::symlink_metadata(p).map_err(|e| Error::io("cannot back up", p, e))?;
+    let abs = std::path::absolute(p).map_err(|e| Error::io("resolving", p, e))?;
+    let mut clean = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => clean.push(n),
+            Component::ParentDir => {
+                clean.pop();
             }
+            _ => {}
         }
-        let resolved = match (clean.parent(), clean.file_name()) {
-            (Some(parent), Some(name)) => std::fs::canonicalize(parent)
-                .map_err(|e| Error::io("resolving", parent, e))?
-                .join(name),
-            _ => clean,
-        };
-        out.push(resolved);
     }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    Ok(match (clean.parent(), clean.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map_err(|e| Error::io("resolving", parent, e))?
+            .join(name),
+        _ => clean,
+    })
 }
 
 fn same_paths(a: &[String], b: &[PathBuf]) -> bool {
@@ -299,7 +471,7 @@ fn choose_parent(
     opts: &BackupOptions,
     paths: &[PathBuf],
 ) -> Result<Option<(SnapshotId, Snapshot)>> {
-    if opts.stream.is_some() || opts.parent == ParentChoice::None {
+    if opts.parent == ParentChoice::None {
         return Ok(None);
     }
     let all = snapshot::load_all(repo.storage(), repo.keys())?;
@@ -309,6 +481,22 @@ fn choose_parent(
             .into_iter()
             .rev()
             .find(|(_, s)| s.hostname == opts.hostname && same_paths(&s.paths, paths))),
+    }
+}
+
+/// Excludes for every path source plus those of one source, scoped to its root.
+struct ExcludeRules {
+    global: Excludes,
+    scoped: Vec<(PathBuf, Excludes)>,
+}
+
+impl ExcludeRules {
+    fn excluded(&self, path: &Path) -> bool {
+        self.global.excluded(path)
+            || self
+                .scoped
+                .iter()
+                .any(|(root, ex)| path.starts_with(root) && ex.excluded(path))
     }
 }
 
@@ -413,8 +601,10 @@ struct Walker<'a, 'r> {
     jobs: Sender<Job>,
     cancel: &'a AtomicBool,
     cancel_flag: Arc<AtomicBool>,
-    excludes: &'a Excludes,
+    excludes: &'a ExcludeRules,
     warnings: Vec<String>,
+    notices: Vec<String>,
+    warned_compressed_dump: bool,
     counts: Counts,
     compressor: Option<zstd::bulk::Compressor<'static>>,
 }
@@ -481,7 +671,43 @@ impl<'r> Walker<'_, 'r> {
         self.store_tree(&tree)
     }
 
-    fn backup_paths(&mut self, paths: &[PathBuf], parent: Option<&Tree>) -> Result<BlobId> {
+    /// Every source into the root tree: streams first (a database is dumped before the files
+    /// are read, so uploads referenced by the dump are in the snapshot), then the paths.
+    fn backup_sources(
+        &mut self,
+        paths: &[PathPlan],
+        streams: Vec<StreamPlan>,
+        parent: Option<&Tree>,
+        time: &jiff::Zoned,
+    ) -> Result<(BlobId, Vec<SourceRecord>)> {
+        let mut records = Vec::new();
+        let mut nodes = Vec::new();
+        for plan in streams {
+            let name = plan.name.clone();
+            let (node, record) = match self.backup_stream_source(plan, time) {
+                Ok(r) => r,
+                // Unnamed streams (`--stdin-from-command`) keep the command's own message.
+                Err(e) => {
+                    return Err(match name {
+                        Some(n) => e.in_source(&n),
+                        None => e,
+                    })
+                }
+            };
+            nodes.push(node);
+            records.extend(record);
+        }
+        if !paths.is_empty() {
+            let absolute: Vec<PathBuf> = paths.iter().map(|p| p.absolute.clone()).collect();
+            match self.backup_paths(&absolute, parent)? {
+                RootContent::Whole(id) => return Ok((id, records)),
+                RootContent::Nodes(n) => nodes.extend(n),
+            }
+        }
+        Ok((self.finish_tree(nodes)?, records))
+    }
+
+    fn backup_paths(&mut self, paths: &[PathBuf], parent: Option<&Tree>) -> Result<RootContent> {
         let mut trie = PathTrie::default();
         for p in paths {
             let mut at = &mut trie;
@@ -498,10 +724,11 @@ impl<'r> Walker<'_, 'r> {
             let node = self.backup_dir(Path::new("/"), &meta, parent)?;
             return node
                 .and_then(|n| n.node.subtree)
+                .map(RootContent::Whole)
                 .ok_or_else(|| Error::InvalidInput("cannot read /".into()));
         }
-        let nodes = self.backup_level(Path::new("/"), &trie, parent)?;
-        self.finish_tree(nodes)
+        self.backup_level(Path::new("/"), &trie, parent)
+            .map(RootContent::Nodes)
     }
 
     /// Intermediate directories of the source paths: their metadata, and only the named children.
@@ -669,8 +896,8 @@ impl<'r> Walker<'_, 'r> {
                 return Ok(None);
             }
         };
-        let params = self.repo.file_params();
-        match self.chunk_stream(file, params) {
+        // Dumps are recognised by content wherever they sit.
+        match self.chunk_stream(file, Chunking::ByContent, &path.display()) {
             Ok((content, size)) => {
                 node.size = size;
                 self.counts.total_bytes += size;
@@ -688,13 +915,52 @@ impl<'r> Walker<'_, 'r> {
         }
     }
 
+    /// Chunker parameters from the first bytes of a stream: uncompressed dumps get the small
+    /// dump chunks, the rest the file chunks; a compressed dump adds a notice (once per backup)
+    /// that it will deduplicate poorly, naming `label`.
+    fn params_by_content(&mut self, head: &[u8], label: &dyn std::fmt::Display) -> ChunkerParams {
+        let kind = sniff(head);
+        if kind.compressed_dump() && !self.warned_compressed_dump {
+            self.warned_compressed_dump = true;
+            self.notices.push(format!(
+                "{label} is a compressed database dump ({}): it will deduplicate poorly, since \
+                 any change reshuffles the compressed bytes; write dumps uncompressed \
+                 (pg_dump -Fc -Z0, no gzip) and let coffer compress after deduplication, or \
+                 back the database up with a postgres source",
+                if kind == Sniffed::Gzip {
+                    "gzip"
+                } else {
+                    "pg_dump custom format with compression"
+                }
+            ));
+        }
+        if kind.dump_chunking() {
+            self.repo.dump_params()
+        } else {
+            self.repo.file_params()
+        }
+    }
+
     /// Cuts a stream into chunks and queues them; returns the result channel and chunk count.
     fn chunk_stream<R: Read>(
         &mut self,
-        reader: R,
-        params: ChunkerParams,
+        mut reader: R,
+        chunking: Chunking,
+        label: &dyn std::fmt::Display,
     ) -> std::result::Result<(PendingContent, u64), StreamError> {
+        let mut head = Vec::new();
+        let params = match chunking {
+            Chunking::Fixed(params) => params,
+            Chunking::ByContent => {
+                (&mut reader)
+                    .take(SNIFF_LEN as u64)
+                    .read_to_end(&mut head)
+                    .map_err(StreamError::Read)?;
+                self.params_by_content(&head, label)
+            }
+        };
         let (tx, rx) = unbounded();
+        let reader = std::io::Cursor::new(head).chain(reader);
         let mut chunker = StreamChunker::new(reader, self.repo.gear(), params);
         let mut seq = 0u64;
         loop {
@@ -719,33 +985,157 @@ impl<'r> Walker<'_, 'r> {
         Ok(((rx, seq), chunker.position()))
     }
 
-    fn backup_stream(&mut self, stream: StreamSource, time: &jiff::Zoned) -> Result<BlobId> {
-        let name = validate_stream_name(stream.name())?;
-        let mtime_ns = i64::try_from(time.timestamp().as_nanosecond()).unwrap_or(0);
-        let ids = std::fs::metadata("/proc/self")
-            .map(|m| (m.uid(), m.gid()))
-            .unwrap_or((0, 0));
-        let params = self.repo.file_params();
-        let (content, size) = match stream {
-            StreamSource::Reader { reader, .. } => match self.chunk_stream(reader, params) {
-                Ok(r) => r,
-                Err(StreamError::Read(e)) => return Err(Error::io("reading", "standard input", e)),
-                Err(StreamError::Fatal(e)) => return Err(e),
-            },
-            StreamSource::Command { program, args, .. } => {
-                self.run_command(&program, &args, params)?
+    /// One stream-like source: its file node (with synthetic parent directories) and, for a
+    /// named source, its record.
+    fn backup_stream_source(
+        &mut self,
+        plan: StreamPlan,
+        time: &jiff::Zoned,
+    ) -> Result<(PendingNode, Option<SourceRecord>)> {
+        let started = Instant::now();
+        let (content, size, kind, stream_record, postgres) = match plan.input {
+            SourceInput::Stream {
+                stream,
+                dump_chunking,
+                ..
+            } => {
+                // Unnamed streams (`--stdin-name`) are chunked by what they turn out to be.
+                let chunking = if dump_chunking {
+                    Chunking::Fixed(self.repo.dump_params())
+                } else {
+                    Chunking::ByContent
+                };
+                let label = plan.tree_path.display().to_string();
+                let (content, facts, kind) = match stream {
+                    StreamSource::Reader(reader) => {
+                        let (tee, facts, _) = DumpTee::new(reader, None);
+                        let content = match self.chunk_stream(tee, chunking, &label) {
+                            Ok(r) => r,
+                            Err(StreamError::Read(e)) => {
+                                return Err(Error::io("reading", "standard input", e))
+                            }
+                            Err(StreamError::Fatal(e)) => return Err(e),
+                        };
+                        (content, facts, "stdin")
+                    }
+                    StreamSource::Command { program, args } => {
+                        let display = std::iter::once(program.as_str())
+                            .chain(args.iter().map(String::as_str))
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                        let mut command = Command::new(&program);
+                        command.args(&args);
+                        let mut facts = None;
+                        let content = self.run_command(command, display, chunking, |out| {
+                            let (tee, f, _) = DumpTee::new(out, None);
+                            facts = Some(f);
+                            Box::new(tee)
+                        })?;
+                        let facts = facts.ok_or(Error::Interrupted)?;
+                        (content, facts, "command")
+                    }
+                };
+                let (bytes, sha256) = finish_sha256(&facts);
+                let (content, size) = content;
+                let record = StreamRecord {
+                    bytes,
+                    sha256,
+                    duration_seconds: started.elapsed().as_secs_f64(),
+                };
+                (content, size, kind, record, None)
+            }
+            SourceInput::Postgres(pg) => {
+                let (content, size, record, pg_record) = self.backup_postgres(&pg)?;
+                (content, size, "postgres", record, Some(pg_record))
+            }
+            SourceInput::Path { .. } => {
+                return Err(Error::InvalidInput(
+                    "a path source cannot be stored as a stream".into(),
+                ))
             }
         };
         if size == 0 {
             return Err(Error::InvalidInput(format!(
                 "the stream for {} delivered 0 bytes; refusing to save an empty backup \
                  (a failed dump piped into coffer looks like this: use --stdin-from-command)",
-                name.display()
+                plan.tree_path.display()
             )));
         }
+        let node = self.stream_node(&plan.tree_path, content, size, time)?;
+        let record = plan.name.map(|name| SourceRecord {
+            name,
+            kind: kind.to_string(),
+            tree_path: plan.tree_path.to_string_lossy().into_owned(),
+            origin: None,
+            stream: Some(stream_record),
+            postgres,
+        });
+        Ok((node, record))
+    }
+
+    /// A PostgreSQL dump: the exporting transaction, `pg_dump --snapshot` streamed into the
+    /// chunker, `pg_restore --list` reading the head of the same stream.
+    fn backup_postgres(
+        &mut self,
+        pg: &PgSource,
+    ) -> Result<(PendingContent, u64, StreamRecord, PostgresRecord)> {
+        let started = Instant::now();
+        let mut session = SnapshotSession::begin(pg)?;
+        let server_version = std::mem::take(&mut session.server_version);
+        let tables = std::mem::take(&mut session.tables);
+        let args = pg.dump_arguments(&session.snapshot_id);
+        let display = pg.display("pg_dump", &args);
+        let mut command = pg.command("pg_dump");
+        command.args(&args);
+        let toc = match pg.format {
+            DumpFormat::Custom => Some(TocCheck::start(pg)?),
+            DumpFormat::Plain => None,
+        };
+        let mut shared = None;
+        let chunking = Chunking::Fixed(self.repo.dump_params());
+        let (content, size) = self.run_command(command, display, chunking, |out| {
+            let (tee, facts, toc_out) = DumpTee::new(out, toc);
+            shared = Some((facts, toc_out));
+            Box::new(tee)
+        })?;
+        let (facts, toc_out) = shared.ok_or(Error::Interrupted)?;
+        // The dump is complete; the transaction may end.
+        session.finish()?;
+        let toc = toc_out.lock().ok().and_then(|mut t| t.take());
+        let toc_entries = match toc {
+            Some(t) => t.finish()?,
+            None => 0,
+        };
+        let (bytes, sha256) = finish_sha256(&facts);
+        let record = StreamRecord {
+            bytes,
+            sha256,
+            duration_seconds: started.elapsed().as_secs_f64(),
+        };
+        let pg_record = PostgresRecord {
+            database: pg.database.clone(),
+            server_version,
+            format: pg.format.as_str().to_string(),
+            toc_entries,
+            tables,
+        };
+        Ok((content, size, record, pg_record))
+    }
+
+    /// The file node of a stream and its synthetic parent directories, as the top-level node.
+    fn stream_node(
+        &mut self,
+        name: &Path,
+        content: PendingContent,
+        size: u64,
+        time: &jiff::Zoned,
+    ) -> Result<PendingNode> {
+        let mtime_ns = i64::try_from(time.timestamp().as_nanosecond()).unwrap_or(0);
+        let ids = std::fs::metadata("/proc/self")
+            .map(|m| (m.uid(), m.gid()))
+            .unwrap_or((0, 0));
         self.counts.files += 1;
         self.counts.total_bytes += size;
-        // Build the file node and its synthetic parent directories, innermost first.
         let components: Vec<&std::ffi::OsStr> = name.iter().skip(1).collect();
         let synthetic = |n: &std::ffi::OsStr, kind: NodeKind, mode: u32| {
             let (name, name_bytes) = encode_name(n);
@@ -771,35 +1161,34 @@ impl<'r> Walker<'_, 'r> {
             .ok_or_else(|| Error::InvalidInput("empty stream name".into()))?;
         let mut file = synthetic(last, NodeKind::File, 0o600);
         file.size = size;
-        let mut pending = vec![PendingNode {
+        let mut pending = PendingNode {
             node: file,
             content: Some(content),
-        }];
+        };
         for dir in dirs.iter().rev() {
-            let subtree = self.finish_tree(pending)?;
+            let subtree = self.finish_tree(vec![pending])?;
             let mut node = synthetic(dir, NodeKind::Dir, 0o700);
             node.subtree = Some(subtree);
             self.counts.dirs += 1;
-            pending = vec![PendingNode {
+            pending = PendingNode {
                 node,
                 content: None,
-            }];
+            };
         }
-        self.finish_tree(pending)
+        Ok(pending)
     }
 
+    /// Runs a source command and chunks its standard output (passed through `wrap`, which may
+    /// hash or tee it). A non-zero exit, a failed start or a failed read is an error carrying
+    /// the command's stderr.
     fn run_command(
         &mut self,
-        program: &str,
-        args: &[String],
-        params: ChunkerParams,
+        mut command: Command,
+        display: String,
+        chunking: Chunking,
+        wrap: impl FnOnce(std::process::ChildStdout) -> Box<dyn Read + Send>,
     ) -> Result<(PendingContent, u64)> {
-        let display = std::iter::once(program)
-            .chain(args.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut child = Command::new(program)
-            .args(args)
+        let mut child = command
             // Its own process group, so that an interrupt can stop the command and anything it
             // started (a shell's children keep the output pipe open otherwise).
             .process_group(0)
@@ -807,10 +1196,17 @@ impl<'r> Walker<'_, 'r> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| Error::SourceCommand {
-                command: display.clone(),
-                status: format!("could not start: {e}"),
-                stderr: String::new(),
+            .map_err(|e| {
+                let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                    " (not found: check the program name, the PATH or the command prefix)"
+                } else {
+                    ""
+                };
+                Error::SourceCommand {
+                    command: display.clone(),
+                    status: format!("could not start: {e}{hint}"),
+                    stderr: String::new(),
+                }
             })?;
         let stdout = child.stdout.take().ok_or(Error::Interrupted)?;
         let mut stderr = child.stderr.take().ok_or(Error::Interrupted)?;
@@ -845,13 +1241,14 @@ impl<'r> Walker<'_, 'r> {
             }
             String::from_utf8_lossy(&buf).into_owned()
         });
-        let chunked = self.chunk_stream(stdout, params);
+        let label = format!("the output of `{display}`");
+        let chunked = self.chunk_stream(wrap(stdout), chunking, &label);
         if chunked.is_err() {
             let _ = child.kill();
         }
         let status = child
             .wait()
-            .map_err(|e| Error::io("waiting for", program, e));
+            .map_err(|e| Error::io("waiting for", display.clone(), e));
         done.store(true, Ordering::Relaxed);
         let _ = watcher.join();
         let status = status?;
@@ -879,9 +1276,82 @@ impl<'r> Walker<'_, 'r> {
     }
 }
 
+/// How a stream picks its chunker parameters.
+#[derive(Clone, Copy)]
+enum Chunking {
+    Fixed(ChunkerParams),
+    /// From its first bytes: see `Walker::params_by_content`.
+    ByContent,
+}
+
+/// The root's content from the path sources.
+enum RootContent {
+    /// Top-level nodes, to be merged with the streams'.
+    Nodes(Vec<PendingNode>),
+    /// `/` itself was backed up: its tree is the root.
+    Whole(BlobId),
+}
+
 enum StreamError {
     /// The source could not be read: a warning for files, an error for streams.
     Read(std::io::Error),
     /// The backup itself must stop.
     Fatal(Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(tree: &str) -> StreamPlan {
+        StreamPlan {
+            name: Some("s".into()),
+            tree_path: validate_stream_name(tree).unwrap(),
+            input: SourceInput::Stream {
+                tree_name: tree.into(),
+                stream: StreamSource::Reader(Box::new(std::io::empty())),
+                dump_chunking: true,
+            },
+        }
+    }
+
+    #[test]
+    fn streams_may_not_hide_each_other_or_path_sources() {
+        let paths = vec![
+            PathBuf::from("/opt/app/files"),
+            PathBuf::from("/etc/app.env"),
+        ];
+        assert!(check_tree_collisions(&paths, &[stream("db/app.dump")]).is_ok());
+        assert!(check_tree_collisions(&paths, &[stream("db/a.dump"), stream("cache/x")]).is_ok());
+        let e = check_tree_collisions(&paths, &[stream("opt/app.dump")]).unwrap_err();
+        assert!(e.to_string().contains("/opt/app/files"), "{e}");
+        assert!(check_tree_collisions(&[], &[stream("db/a.dump"), stream("db/b.dump")]).is_err());
+        assert!(check_tree_collisions(&[PathBuf::from("/")], &[stream("db/a.dump")]).is_err());
+    }
+
+    #[test]
+    fn stream_names_are_relative_clean_paths() {
+        assert_eq!(
+            validate_stream_name("db/app.dump").unwrap(),
+            PathBuf::from("/db/app.dump")
+        );
+        for bad in ["", "/", "db//x", "db/../x", "./x", "a\0b"] {
+            assert!(validate_stream_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn scoped_excludes_apply_below_their_source_only() {
+        let rules = ExcludeRules {
+            global: Excludes::new(&["*.log".into()]).unwrap(),
+            scoped: vec![(
+                PathBuf::from("/opt/app/files"),
+                Excludes::new(&["*.tmp".into()]).unwrap(),
+            )],
+        };
+        assert!(rules.excluded(Path::new("/opt/app/files/a.tmp")));
+        assert!(!rules.excluded(Path::new("/opt/other/a.tmp")));
+        assert!(rules.excluded(Path::new("/opt/other/a.log")));
+        assert!(!rules.excluded(Path::new("/opt/app/files/a.txt")));
+    }
 }

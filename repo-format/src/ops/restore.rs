@@ -103,58 +103,116 @@ pub fn restore(
             snapshot: snapshot.time.clone(),
         });
     }
-    // Check conflicts before writing anything.
-    for p in &plan {
-        let dest = opts.target.join(&p.rel);
-        if let Ok(meta) = std::fs::symlink_metadata(&dest) {
-            let conflict = match p.node.kind {
-                NodeKind::Dir => !meta.is_dir(),
-                _ => true,
-            };
-            if conflict && !opts.overwrite {
-                return Err(Error::WouldOverwrite(dest));
-            }
+    let plan: Vec<(PathBuf, Node)> = plan
+        .into_iter()
+        .map(|p| (opts.target.join(&p.rel), p.node))
+        .collect();
+    execute(repo, &plan, &opts.target, opts.overwrite, cancel)
+}
+
+/// Restores the file or directory at `snapshot_path` (with everything below it) to `dest`
+/// itself: `/opt/app/files` of the snapshot can go back to `/opt/app/files` or anywhere else.
+/// Parent directories of `dest` are created as needed but their metadata is left alone.
+pub fn restore_subtree(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    snapshot_path: &str,
+    dest: &Path,
+    overwrite: bool,
+    cancel: &AtomicBool,
+) -> Result<RestoreReport> {
+    let plan = plan_subtree(repo, snapshot, snapshot_path, dest)?;
+    let parent = dest.parent().unwrap_or(Path::new("/"));
+    execute(repo, &plan, parent, overwrite, cancel)
+}
+
+/// Fails as [`restore_subtree`] would before writing anything (a conflicting existing file
+/// without `overwrite`, a path missing from the snapshot), and writes nothing.
+pub fn check_subtree(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    snapshot_path: &str,
+    dest: &Path,
+    overwrite: bool,
+) -> Result<()> {
+    let plan = plan_subtree(repo, snapshot, snapshot_path, dest)?;
+    check_conflicts(&plan, overwrite)
+}
+
+fn plan_subtree(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    snapshot_path: &str,
+    dest: &Path,
+) -> Result<Vec<(PathBuf, Node)>> {
+    let node = crate::ops::walk::find(repo, &snapshot.tree, snapshot_path, &snapshot.time)?
+        .ok_or_else(|| Error::PathNotInSnapshot {
+            path: snapshot_path.to_string(),
+            snapshot: snapshot.time.clone(),
+        })?;
+    let mut plan = vec![(dest.to_path_buf(), node.clone())];
+    if node.kind == NodeKind::Dir {
+        if let Some(subtree) = &node.subtree {
+            crate::ops::walk::walk(repo, subtree, "", &mut |path, child| {
+                let parts = crate::ops::walk::split_path(path);
+                let mut rel = dest.to_path_buf();
+                for part in &parts[..parts.len().saturating_sub(1)] {
+                    rel.push(part);
+                }
+                rel.push(OsStr::from_bytes(&child.name_raw()?));
+                plan.push((rel, child.clone()));
+                Ok(true)
+            })?;
         }
     }
+    Ok(plan)
+}
+
+/// Checks every destination for conflicts, then writes; `root` is created first.
+fn execute(
+    repo: &Repository,
+    plan: &[(PathBuf, Node)],
+    root: &Path,
+    overwrite: bool,
+    cancel: &AtomicBool,
+) -> Result<RestoreReport> {
+    check_conflicts(plan, overwrite)?;
     // Write: directories and symlinks in plan order (parents first), then file contents in
     // parallel, one file per thread at a time, each written in order.
-    std::fs::create_dir_all(&opts.target).map_err(|e| Error::io("creating", &opts.target, e))?;
+    std::fs::create_dir_all(root).map_err(|e| Error::io("creating", root, e))?;
     let mut report = RestoreReport::default();
     let mut dirs = Vec::new();
     let mut files = Vec::new();
-    for p in &plan {
+    for (dest, node) in plan {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
-        let dest = opts.target.join(&p.rel);
-        match p.node.kind {
+        match node.kind {
             NodeKind::Dir => {
-                if let Ok(meta) = std::fs::symlink_metadata(&dest) {
+                if let Ok(meta) = std::fs::symlink_metadata(dest) {
                     if !meta.is_dir() {
-                        std::fs::remove_file(&dest)
-                            .map_err(|e| Error::io("replacing", &dest, e))?;
+                        std::fs::remove_file(dest).map_err(|e| Error::io("replacing", dest, e))?;
                     }
                 }
-                std::fs::create_dir_all(&dest).map_err(|e| Error::io("creating", &dest, e))?;
+                std::fs::create_dir_all(dest).map_err(|e| Error::io("creating", dest, e))?;
                 report.dirs += 1;
-                dirs.push(p);
+                dirs.push((dest, node));
             }
-            NodeKind::File => files.push(p),
+            NodeKind::File => files.push((dest, node)),
             NodeKind::Symlink => {
-                restore_symlink(&p.node, &dest)?;
+                restore_symlink(node, dest)?;
                 report.symlinks += 1;
             }
         }
     }
     report.files = files.len() as u64;
-    report.bytes = restore_files(repo, &files, &opts.target, cancel)?;
+    report.bytes = restore_files(repo, &files, cancel)?;
     // Directory metadata last, deepest first, so writing children does not change their mtimes.
-    for p in dirs.iter().rev() {
-        let dest = opts.target.join(&p.rel);
-        set_owner(&dest, &p.node, false);
-        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(p.node.mode))
-            .map_err(|e| Error::io("setting permissions of", &dest, e))?;
-        set_mtime(&dest, &p.node, false)?;
+    for (dest, node) in dirs.iter().rev() {
+        set_owner(dest, node, false);
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(node.mode))
+            .map_err(|e| Error::io("setting permissions of", dest, e))?;
+        set_mtime(dest, node, false)?;
     }
     Ok(report)
 }
@@ -163,8 +221,7 @@ pub fn restore(
 /// error stops the other threads and is returned.
 fn restore_files(
     repo: &Repository,
-    files: &[&Planned],
-    target: &Path,
+    files: &[(&PathBuf, &Node)],
     cancel: &AtomicBool,
 ) -> Result<u64> {
     let threads = std::thread::available_parallelism()
@@ -189,7 +246,7 @@ fn restore_files(
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(p) = files.get(i) else { return };
-                match restore_file(repo, &p.node, &target.join(&p.rel)) {
+                match restore_file(repo, p.1, p.0) {
                     Ok(n) => {
                         bytes.fetch_add(n, Ordering::Relaxed);
                     }
@@ -207,6 +264,22 @@ fn restore_files(
         Some(e) => Err(e),
         None => Ok(bytes.into_inner()),
     }
+}
+
+/// Every conflict with an existing file is found before anything is written.
+fn check_conflicts(plan: &[(PathBuf, Node)], overwrite: bool) -> Result<()> {
+    for (dest, node) in plan {
+        if let Ok(meta) = std::fs::symlink_metadata(dest) {
+            let conflict = match node.kind {
+                NodeKind::Dir => !meta.is_dir(),
+                _ => true,
+            };
+            if conflict && !overwrite {
+                return Err(Error::WouldOverwrite(dest.clone()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn mtime(node: &Node) -> filetime::FileTime {

@@ -1,0 +1,848 @@
+//! PostgreSQL sources: a consistent dump, its facts, and its way back into a database.
+//!
+//! Coffer drives the PostgreSQL client programs (`psql`, `pg_dump`, `pg_restore`) instead of
+//! linking a client library, so the client always matches the server it runs next to: a
+//! configurable command prefix (`docker compose exec -T postgres`) runs them inside the
+//! database's container.
+//!
+//! Consistency: a `psql` child holds a `REPEATABLE READ, READ ONLY` transaction open over its
+//! stdin/stdout, exports its snapshot (`pg_export_snapshot()`), reads the server version and the
+//! exact row count of every table in that snapshot, and stays open while `pg_dump --snapshot`
+//! dumps the very same state. The counts recorded in the snapshot are therefore the counts of
+//! the dump, and a restore can be checked against them.
+//!
+//! Secrets: a connection URL's parts reach the children through libpq's environment variables
+//! (`PGHOST`, `PGPASSWORD` ...), never argv; [`PgUrl`]'s `Debug` and every error show it with the
+//! password replaced.
+
+use crate::error::{Error, Result};
+use crate::snapshot::TableRows;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use zeroize::Zeroizing;
+
+/// The dump format of a PostgreSQL source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DumpFormat {
+    /// `pg_dump -Fc -Z0`: custom format, uncompressed (Coffer compresses after deduplication).
+    Custom,
+    /// `pg_dump -Fp`: plain SQL, restored through `psql`.
+    Plain,
+}
+
+impl DumpFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DumpFormat::Custom => "custom",
+            DumpFormat::Plain => "plain",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DumpFormat> {
+        match s {
+            "custom" => Some(DumpFormat::Custom),
+            "plain" => Some(DumpFormat::Plain),
+            _ => None,
+        }
+    }
+
+    /// File name extension inside the snapshot tree.
+    pub fn extension(self) -> &'static str {
+        match self {
+            DumpFormat::Custom => "dump",
+            DumpFormat::Plain => "sql",
+        }
+    }
+}
+
+/// A `postgres://` connection URL, kept as libpq environment variables.
+pub struct PgUrl {
+    env: Vec<(&'static str, Zeroizing<String>)>,
+    database: Option<String>,
+    redacted: String,
+}
+
+impl std::fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl std::fmt::Display for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+fn percent_decode(s: &str, what: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!("bad percent-escape in the {what} of the URL"))
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| Error::InvalidInput(format!("the {what} of the URL is not UTF-8")))
+}
+
+/// URL query parameters and the libpq environment variables they become.
+const URL_PARAMETERS: &[(&str, &str)] = &[
+    ("host", "PGHOST"),
+    ("port", "PGPORT"),
+    ("user", "PGUSER"),
+    ("password", "PGPASSWORD"),
+    ("dbname", "PGDATABASE"),
+    ("sslmode", "PGSSLMODE"),
+    ("sslrootcert", "PGSSLROOTCERT"),
+    ("sslcert", "PGSSLCERT"),
+    ("sslkey", "PGSSLKEY"),
+    ("connect_timeout", "PGCONNECT_TIMEOUT"),
+    ("application_name", "PGAPPNAME"),
+    ("options", "PGOPTIONS"),
+    ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+];
+
+impl PgUrl {
+    /// Parses `postgres://[user[:password]@][host][:port][/database][?param=value&...]`
+    /// (also `postgresql://`). The error never contains the password.
+    pub fn parse(url: &str) -> Result<PgUrl> {
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+            .ok_or_else(|| {
+                Error::InvalidInput(
+                    "a PostgreSQL url must start with postgres:// or postgresql://".into(),
+                )
+            })?;
+        let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = main.split_once('/').unwrap_or((main, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let mut env: Vec<(&'static str, Zeroizing<String>)> = Vec::new();
+        let mut redacted = String::from("postgres://");
+        if let Some(userinfo) = userinfo {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (userinfo, None),
+            };
+            if !user.is_empty() {
+                env.push(("PGUSER", Zeroizing::new(percent_decode(user, "user")?)));
+                redacted.push_str(user);
+            }
+            if let Some(p) = password {
+                env.push(("PGPASSWORD", Zeroizing::new(percent_decode(p, "password")?)));
+                redacted.push_str(":<redacted>");
+            }
+            redacted.push('@');
+        }
+        if !hostport.is_empty() {
+            // `[::1]:5432`, `host:5432`, `host`.
+            let (host, port) = if let Some(end) = hostport.strip_prefix('[') {
+                let (h, after) = end.split_once(']').ok_or_else(|| {
+                    Error::InvalidInput("unclosed [ in the host of the PostgreSQL url".into())
+                })?;
+                (h, after.strip_prefix(':'))
+            } else {
+                match hostport.rsplit_once(':') {
+                    Some((h, p)) => (h, Some(p)),
+                    None => (hostport, None),
+                }
+            };
+            if !host.is_empty() {
+                env.push(("PGHOST", Zeroizing::new(percent_decode(host, "host")?)));
+            }
+            if let Some(port) = port {
+                if port.parse::<u16>().is_err() {
+                    return Err(Error::InvalidInput(format!(
+                        "the port {port:?} of the PostgreSQL url is not a number"
+                    )));
+                }
+                env.push(("PGPORT", Zeroizing::new(port.to_string())));
+            }
+            redacted.push_str(hostport);
+        }
+        let database = if path.is_empty() {
+            None
+        } else {
+            Some(percent_decode(path, "database")?)
+        };
+        if let Some(db) = &database {
+            redacted.push('/');
+            redacted.push_str(db);
+        }
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let var = URL_PARAMETERS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "the PostgreSQL url parameter {key:?} is not supported; supported: {}",
+                        URL_PARAMETERS
+                            .iter()
+                            .map(|(k, _)| *k)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?;
+            env.retain(|(v, _)| *v != var);
+            env.push((var, Zeroizing::new(percent_decode(value, key)?)));
+        }
+        Ok(PgUrl {
+            env,
+            database,
+            redacted,
+        })
+    }
+
+    /// The database named in the URL's path.
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+}
+
+/// How to reach one PostgreSQL database and which programs to run.
+#[derive(Debug)]
+pub struct PgSource {
+    /// The database to dump (or to restore into by default).
+    pub database: String,
+    /// Connection; without it, libpq's own environment (`PGHOST` ...) applies.
+    pub url: Option<PgUrl>,
+    /// Words run before `pg_dump`, `pg_restore` and `psql` (e.g. `docker compose exec -T db`).
+    pub command_prefix: Vec<String>,
+    /// Extra `pg_dump` arguments.
+    pub dump_args: Vec<String>,
+    pub format: DumpFormat,
+}
+
+/// Bytes of a child's stderr kept for error messages.
+const STDERR_TAIL: usize = 16 * 1024;
+
+/// A child's stderr, drained on a thread so the child never blocks on a full pipe.
+struct StderrTail(Option<std::thread::JoinHandle<String>>);
+
+impl StderrTail {
+    fn start(child: &mut Child) -> StderrTail {
+        let Some(mut stderr) = child.stderr.take() else {
+            return StderrTail(None);
+        };
+        StderrTail(Some(std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf);
+            if buf.len() > STDERR_TAIL {
+                buf.drain(..buf.len() - STDERR_TAIL);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })))
+    }
+
+    fn take(&mut self) -> String {
+        self.0
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl PgSource {
+    /// A command for `program` with the prefix and the connection environment.
+    pub fn command(&self, program: &str) -> Command {
+        let mut words = self.command_prefix.iter();
+        let mut cmd = match words.next() {
+            Some(first) => {
+                let mut c = Command::new(first);
+                c.args(words).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        if let Some(url) = &self.url {
+            for (var, value) in &url.env {
+                cmd.env(var, value.as_str());
+            }
+        }
+        cmd
+    }
+
+    /// How a command is shown in messages: the program and its arguments, never the environment.
+    pub fn display(&self, program: &str, args: &[String]) -> String {
+        self.command_prefix
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(program))
+            .chain(args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The `pg_dump` arguments for a dump in `snapshot` (an exported snapshot id).
+    pub fn dump_arguments(&self, snapshot: &str) -> Vec<String> {
+        let mut args = match self.format {
+            DumpFormat::Custom => vec!["--format=custom".to_string(), "--compress=0".into()],
+            DumpFormat::Plain => vec!["--format=plain".to_string()],
+        };
+        args.push(format!("--snapshot={snapshot}"));
+        args.extend(self.dump_args.iter().cloned());
+        args.push(format!("--dbname={}", self.database));
+        args
+    }
+
+    fn psql_args(database: &str) -> Vec<String> {
+        [
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            database,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Runs `sql` through `psql` against `database` (sent on stdin, never argv); returns the
+    /// output lines.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<Vec<String>> {
+        let args = Self::psql_args(database);
+        let display = self.display("psql", &args);
+        let mut child = self
+            .command("psql")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| start_error(&display, e))?;
+        let mut stderr = StderrTail::start(&mut child);
+        let mut stdin = child.stdin.take().ok_or(Error::Interrupted)?;
+        let sql = sql.to_string();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(sql.as_bytes());
+        });
+        let mut out = String::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        let _ = writer.join();
+        let status = child
+            .wait()
+            .map_err(|e| Error::io("waiting for", "psql", e))?;
+        let err = stderr.take();
+        if !status.success() {
+            return Err(Error::SourceCommand {
+                command: display,
+                status: status.to_string(),
+                stderr: err,
+            });
+        }
+        Ok(out.lines().map(str::to_string).collect())
+    }
+
+    /// Whether `database` exists on the server.
+    pub fn database_exists(&self, database: &str) -> Result<bool> {
+        let lines = self.psql(
+            "postgres",
+            &format!(
+                "SELECT 1 FROM pg_database WHERE datname = {};\n",
+                quote_literal(database)
+            ),
+        )?;
+        Ok(lines.iter().any(|l| l.trim() == "1"))
+    }
+
+    pub fn create_database(&self, database: &str) -> Result<()> {
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE {};\n", quote_ident(database)),
+        )
+        .map(|_| ())
+    }
+
+    pub fn drop_database(&self, database: &str) -> Result<()> {
+        self.psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {};\n", quote_ident(database)),
+        )
+        .map(|_| ())
+    }
+
+    /// Ordinary and partitioned tables outside the system schemas.
+    pub fn table_count(&self, database: &str) -> Result<u64> {
+        let lines = self.psql(
+            database,
+            &format!("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER_TABLES};\n"),
+        )?;
+        lines
+            .iter()
+            .find_map(|l| l.trim().parse().ok())
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("psql returned no table count for {database}"))
+            })
+    }
+
+    /// `ANALYZE`, then the exact row count of every table.
+    pub fn analyze_and_count(&self, database: &str) -> Result<Vec<TableRows>> {
+        let lines = self.psql(database, &format!("ANALYZE;\n{ROW_COUNTS_SQL}\n"))?;
+        parse_row_counts(&lines)
+    }
+
+    /// Feeds a dump into `database` (`pg_restore` for custom format, `psql` for plain SQL), in
+    /// one transaction that stops at the first error. `feed` writes the dump into the writer it
+    /// is given; an error from it aborts the restore.
+    pub fn restore<F>(&self, database: &str, format: DumpFormat, feed: F) -> Result<()>
+    where
+        F: FnOnce(&mut dyn Write) -> Result<()>,
+    {
+        let (program, args): (&str, Vec<String>) = match format {
+            DumpFormat::Custom => (
+                "pg_restore",
+                vec![
+                    "--clean".into(),
+                    "--if-exists".into(),
+                    "--no-owner".into(),
+                    "--single-transaction".into(),
+                    "--exit-on-error".into(),
+                    format!("--dbname={database}"),
+                ],
+            ),
+            DumpFormat::Plain => {
+                let mut a = Self::psql_args(database);
+                a.push("--single-transaction".into());
+                ("psql", a)
+            }
+        };
+        let display = self.display(program, &args);
+        let mut child = self
+            .command(program)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| start_error(&display, e))?;
+        let mut stderr = StderrTail::start(&mut child);
+        let mut stdin = child.stdin.take().ok_or(Error::Interrupted)?;
+        let fed = feed(&mut stdin);
+        drop(stdin);
+        let status = child
+            .wait()
+            .map_err(|e| Error::io("waiting for", program, e))?;
+        let err = stderr.take();
+        if !status.success() {
+            return Err(Error::SourceCommand {
+                command: display,
+                status: status.to_string(),
+                stderr: err,
+            });
+        }
+        // The restorer succeeded but did not take everything: the dump was cut short.
+        fed
+    }
+}
+
+fn start_error(display: &str, e: std::io::Error) -> Error {
+    let hint = if e.kind() == std::io::ErrorKind::NotFound {
+        " (is the PostgreSQL client installed, e.g. `apt-get install postgresql-client`, or is the command prefix right?)"
+    } else {
+        ""
+    };
+    Error::SourceCommand {
+        command: display.to_string(),
+        status: format!("could not start: {e}{hint}"),
+        stderr: String::new(),
+    }
+}
+
+/// A string as an SQL literal (standard_conforming_strings, the default since 9.1).
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A name as an SQL identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+const USER_TABLES: &str = "c.relkind IN ('r', 'p') \
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+
+/// One JSON object per table: exact `count(*)`, read inside the current transaction.
+const ROW_COUNTS_SQL: &str = "SELECT json_build_object('schema', n.nspname, 'table', c.relname, \
+    'rows', (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', \
+    n.nspname, c.relname), false, true, '')))[1]::text::bigint) \
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+    WHERE c.relkind IN ('r', 'p') \
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+    ORDER BY n.nspname, c.relname;";
+
+fn parse_row_counts(lines: &[String]) -> Result<Vec<TableRows>> {
+    lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<TableRows>(l).map_err(|e| {
+                Error::InvalidInput(format!("psql returned an unexpected row count line: {e}"))
+            })
+        })
+        .collect()
+}
+
+/// The exporting transaction: a `psql` child holding `REPEATABLE READ` open.
+pub struct SnapshotSession {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    stderr: StderrTail,
+    display: String,
+    marker: u64,
+    /// The exported snapshot id for `pg_dump --snapshot`.
+    pub snapshot_id: String,
+    pub server_version: String,
+    /// Row counts in the exported snapshot.
+    pub tables: Vec<TableRows>,
+}
+
+impl SnapshotSession {
+    /// Opens the transaction, exports its snapshot, reads the server version and the counts.
+    pub fn begin(source: &PgSource) -> Result<SnapshotSession> {
+        let args = PgSource::psql_args(&source.database);
+        let display = source.display("psql", &args);
+        let mut child = source
+            .command("psql")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| start_error(&display, e))?;
+        let stderr = StderrTail::start(&mut child);
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().ok_or(Error::Interrupted)?);
+        let mut session = SnapshotSession {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            display,
+            marker: 0,
+            snapshot_id: String::new(),
+            server_version: String::new(),
+            tables: Vec::new(),
+        };
+        session.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;")?;
+        let lines = session.query("SELECT pg_export_snapshot();")?;
+        session.snapshot_id = lines
+            .into_iter()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_string())
+            .ok_or_else(|| session.failure("no snapshot id returned"))?;
+        let lines = session.query("SELECT current_setting('server_version');")?;
+        session.server_version = lines.concat().trim().to_string();
+        let lines = session.query(ROW_COUNTS_SQL)?;
+        session.tables = parse_row_counts(&lines)?;
+        Ok(session)
+    }
+
+    fn failure(&mut self, what: &str) -> Error {
+        drop(self.stdin.take());
+        let status = self
+            .child
+            .wait()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        Error::SourceCommand {
+            command: self.display.clone(),
+            status: format!("{what} ({status})"),
+            stderr: self.stderr.take(),
+        }
+    }
+
+    /// Sends one statement and returns its output lines, up to a marker echoed after it.
+    fn query(&mut self, sql: &str) -> Result<Vec<String>> {
+        self.marker += 1;
+        let marker = format!("__coffer_done_{}__", self.marker);
+        let sent = match self.stdin.as_mut() {
+            Some(stdin) => stdin
+                .write_all(format!("{sql}\n\\echo {marker}\n").as_bytes())
+                .and_then(|()| stdin.flush()),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        };
+        if sent.is_err() {
+            return Err(self.failure("psql stopped"));
+        }
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            match self.stdout.read_line(&mut line) {
+                Ok(0) | Err(_) => return Err(self.failure("psql stopped")),
+                Ok(_) => {}
+            }
+            let line = line.trim_end_matches(['\n', '\r']).to_string();
+            if line == marker {
+                return Ok(lines);
+            }
+            lines.push(line);
+        }
+    }
+
+    /// Ends the read-only transaction and waits for `psql`.
+    pub fn finish(mut self) -> Result<()> {
+        self.query("COMMIT;")?;
+        drop(self.stdin.take());
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::io("waiting for", "psql", e))?;
+        if !status.success() {
+            return Err(Error::SourceCommand {
+                command: self.display.clone(),
+                status: status.to_string(),
+                stderr: self.stderr.take(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SnapshotSession {
+    fn drop(&mut self) {
+        // An abandoned session (the dump failed): close psql's input so it rolls back and ends.
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// `pg_restore --list` reading the head of the dump stream, counting the table of contents.
+pub struct TocCheck {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    stderr: StderrTail,
+    display: String,
+}
+
+impl TocCheck {
+    pub fn start(source: &PgSource) -> Result<TocCheck> {
+        let args = vec!["--list".to_string()];
+        let display = source.display("pg_restore", &args);
+        let mut child = source
+            .command("pg_restore")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| start_error(&display, e))?;
+        let stderr = StderrTail::start(&mut child);
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().map(|mut out| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = out.read_to_string(&mut s);
+                s
+            })
+        });
+        Ok(TocCheck {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            display,
+        })
+    }
+
+    /// Passes bytes on until `pg_restore` has read what it needs and closed its end.
+    fn feed(&mut self, bytes: &[u8]) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            if stdin.write_all(bytes).is_err() {
+                // A broken pipe: pg_restore read the table of contents and left. Expected.
+                self.stdin = None;
+            }
+        }
+    }
+
+    /// Waits for `pg_restore --list` and returns the number of entries in the table of contents.
+    pub fn finish(mut self) -> Result<u64> {
+        drop(self.stdin.take());
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::io("waiting for", "pg_restore", e))?;
+        let out = self
+            .stdout
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        if !status.success() {
+            return Err(Error::SourceCommand {
+                command: self.display.clone(),
+                status: format!("the dump's table of contents could not be read ({status})"),
+                stderr: self.stderr.take(),
+            });
+        }
+        Ok(out
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+            .count() as u64)
+    }
+}
+
+/// What a dump stream's tee measured.
+#[derive(Default)]
+pub struct StreamFacts {
+    pub bytes: u64,
+    pub sha256: Option<sha2::Sha256>,
+}
+
+/// A reader that hashes what passes and hands the head to `pg_restore --list`.
+pub struct DumpTee<R> {
+    inner: R,
+    facts: Arc<Mutex<StreamFacts>>,
+    toc: Option<TocCheck>,
+    toc_out: Arc<Mutex<Option<TocCheck>>>,
+}
+
+impl<R: Read> DumpTee<R> {
+    /// The tee and the shared facts, filled in as the stream is read; the `TocCheck` comes back
+    /// through the last value once the stream ended.
+    #[allow(clippy::type_complexity)]
+    pub fn new(
+        inner: R,
+        toc: Option<TocCheck>,
+    ) -> (
+        DumpTee<R>,
+        Arc<Mutex<StreamFacts>>,
+        Arc<Mutex<Option<TocCheck>>>,
+    ) {
+        use sha2::Digest;
+        let facts = Arc::new(Mutex::new(StreamFacts {
+            bytes: 0,
+            sha256: Some(sha2::Sha256::new()),
+        }));
+        let toc_out = Arc::new(Mutex::new(None));
+        (
+            DumpTee {
+                inner,
+                facts: facts.clone(),
+                toc,
+                toc_out: toc_out.clone(),
+            },
+            facts,
+            toc_out,
+        )
+    }
+}
+
+impl<R: Read> Read for DumpTee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        if let Ok(mut facts) = self.facts.lock() {
+            facts.bytes += n as u64;
+            if let Some(h) = facts.sha256.as_mut() {
+                h.update(&buf[..n]);
+            }
+        }
+        if n == 0 {
+            if let (Some(toc), Ok(mut out)) = (self.toc.take(), self.toc_out.lock()) {
+                *out = Some(toc);
+            }
+        } else if let Some(toc) = self.toc.as_mut() {
+            toc.feed(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+impl<R> Drop for DumpTee<R> {
+    fn drop(&mut self) {
+        if let (Some(toc), Ok(mut out)) = (self.toc.take(), self.toc_out.lock()) {
+            *out = Some(toc);
+        }
+    }
+}
+
+/// The final SHA-256 of a tee'd stream, as hex.
+pub fn finish_sha256(facts: &Mutex<StreamFacts>) -> (u64, String) {
+    use sha2::Digest;
+    let mut facts = match facts.lock() {
+        Ok(f) => f,
+        Err(p) => p.into_inner(),
+    };
+    let digest = facts
+        .sha256
+        .take()
+        .map(|h| hex::encode(h.finalize()))
+        .unwrap_or_default();
+    (facts.bytes, digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parts_become_environment_and_the_password_is_redacted() {
+        let url =
+            PgUrl::parse("postgres://app:s%40cret@db.internal:6432/weave?sslmode=require").unwrap();
+        assert_eq!(url.database(), Some("weave"));
+        let env: Vec<(&str, &str)> = url.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert!(env.contains(&("PGPASSWORD", "s@cret")));
+        assert!(env.contains(&("PGHOST", "db.internal")));
+        assert!(env.contains(&("PGPORT", "6432")));
+        assert!(env.contains(&("PGSSLMODE", "require")));
+        let shown = format!("{url:?} {url}");
+        assert!(!shown.contains("cret"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn bad_urls_are_refused_without_echoing_the_password() {
+        for bad in [
+            "mysql://x",
+            "postgres://u:hunter2@h:port/db",
+            "postgres://u:hunter2@h/db?foo=1",
+        ] {
+            let e = PgUrl::parse(bad).unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_literal("a'b"), "'a''b'");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    }
+
+    #[test]
+    fn row_count_lines_parse() {
+        let lines = vec![
+            r#"{"schema" : "public", "table" : "t", "rows" : 42}"#.to_string(),
+            String::new(),
+        ];
+        let rows = parse_row_counts(&lines).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].rows, 42);
+    }
+}
