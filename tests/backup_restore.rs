@@ -599,3 +599,30 @@ fn excludes_tags_hosts_and_times() {
     env.run(&["backup", src.to_str().unwrap(), "--exclude", "[unclosed"])
         .expect_code(1);
 }
+
+#[test]
+fn closed_stdout_is_not_a_failure() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..2000 {
+        fs::write(src.join(format!("f{i:04}")), b"x").unwrap();
+    }
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    // `coffer ls latest | head -1`: the reader goes away after one line.
+    let mut child = env
+        .cmd(&["ls", "latest"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -3,11 +3,12 @@
 //! `main` parses the command line, runs one command, and maps the outcome to a documented exit
 //! code. Everything else lives in `commands/`.
 
+#[macro_use]
+mod output;
 mod commands;
 mod config;
 mod exit;
 mod global;
-mod output;
 mod password;
 
 use clap::Parser;

@@ -29,6 +29,20 @@ pub fn mode(kind: char, mode: u32) -> String {
     s
 }
 
+/// Standard output that ends quietly when its reader goes away: `coffer ls latest | head` must
+/// not panic. Expands to a `writeln!` whose error (a broken pipe, usually) returns from the
+/// enclosing function; `main` treats a broken pipe as success.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(|source| coffer_repo::Error::Io {
+            operation: "writing",
+            path: "standard output".into(),
+            source,
+        })?
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -184,13 +184,13 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             "warnings": report.warnings,
             "notices": report.notices,
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?);
     } else if !ctx.global.quiet {
         let m = &s.summary;
-        println!("snapshot {} saved", report.id.short());
-        println!("  time      {}", s.time);
-        println!("  paths     {}", s.paths.join(" "));
-        println!(
+        outln!("snapshot {} saved", report.id.short());
+        outln!("  time      {}", s.time);
+        outln!("  paths     {}", s.paths.join(" "));
+        outln!(
             "  files     {} ({} unchanged), {} dirs, {} symlinks, {}",
             m.files,
             m.files_unchanged,
@@ -198,16 +198,16 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             m.symlinks,
             output::bytes(m.total_bytes)
         );
-        println!(
+        outln!(
             "  added     {} stored ({} before compression) in {} new blobs, {} packs",
             output::bytes(m.added_stored_bytes),
             output::bytes(m.added_raw_bytes),
             m.data_blobs_new + m.tree_blobs_new,
             m.packs_written
         );
-        println!("  duration  {:.2} s", m.duration_seconds);
+        outln!("  duration  {:.2} s", m.duration_seconds);
         if let Some(p) = &s.parent {
-            println!("  parent    {}", p.short());
+            outln!("  parent    {}", p.short());
         }
         for source in &s.sources {
             print!(
@@ -230,7 +230,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
                     st.duration_seconds
                 );
             }
-            println!();
+            outln!();
         }
     }
     if report.warnings.is_empty() {

@@ -67,6 +67,6 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             )))
         }
     };
-    println!("{}", serde_json::to_string_pretty(&value)?);
+    outln!("{}", serde_json::to_string_pretty(&value)?);
     Ok(crate::exit::OK)
 }

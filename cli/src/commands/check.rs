@@ -43,7 +43,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         },
     )?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         if !ctx.global.quiet {
             for w in &report.warnings {
@@ -68,7 +68,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             }
         }
         if !ctx.global.quiet {
-            println!(
+            outln!(
                 "checked {} snapshot(s), {} index file(s), {} pack(s), {} blob(s); read {} pack(s) ({}), verified {} blob(s)",
                 report.snapshots,
                 report.index_files,
@@ -82,7 +82,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     }
     if report.is_clean() {
         if !ctx.global.quiet && !args.json {
-            println!("no damage found");
+            outln!("no damage found");
         }
         Ok(crate::exit::OK)
     } else {

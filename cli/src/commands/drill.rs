@@ -129,11 +129,11 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         sources: results,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("drill of snapshot {short} ({})", snap.time);
+        outln!("drill of snapshot {short} ({})", snap.time);
         for r in &report.sources {
-            println!(
+            outln!(
                 "  {:<4} {} ({}): {}",
                 if r.ok { "ok" } else { "FAIL" },
                 r.source,
@@ -141,18 +141,21 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
                 r.checked
             );
             for p in &r.problems {
-                println!("         {p}");
+                outln!("         {p}");
             }
             if let Some(db) = &r.database {
                 for t in db.tables.iter().filter(|t| !t.matches()) {
-                    println!(
+                    outln!(
                         "         {}.{}: {:?} expected, {:?} restored",
-                        t.schema, t.table, t.expected, t.actual
+                        t.schema,
+                        t.table,
+                        t.expected,
+                        t.actual
                     );
                 }
             }
         }
-        println!(
+        outln!(
             "{}",
             if ok {
                 "drill passed: the snapshot restores and matches"
@@ -161,7 +164,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             }
         );
         if let Some(new_id) = &report.recorded_as {
-            println!(
+            outln!(
                 "recorded: label drill.verified on the snapshot (now {})",
                 new_id.get(..8).unwrap_or(new_id)
             );

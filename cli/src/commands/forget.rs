@@ -106,7 +106,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         },
     )?;
     if !args.json {
-        print(ctx, &report);
+        print(ctx, &report)?;
     }
     let pruned = if args.prune && !args.dry_run {
         Some(
@@ -121,12 +121,12 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             Some(p) => serde_json::json!({ "forget": report, "prune": p }),
             None => serde_json::to_value(&report)?,
         };
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?);
     }
     Ok(crate::exit::OK)
 }
 
-fn print(ctx: &Context_, r: &ForgetReport) {
+fn print(ctx: &Context_, r: &ForgetReport) -> anyhow::Result<()> {
     let (mut kept, mut removed) = (0, 0);
     for group in &r.groups {
         if !ctx.global.quiet {
@@ -135,7 +135,7 @@ fn print(ctx: &Context_, r: &ForgetReport) {
             } else {
                 &group.key
             };
-            println!("{key}:");
+            outln!("{key}:");
         }
         for v in &group.snapshots {
             if v.keep {
@@ -151,7 +151,7 @@ fn print(ctx: &Context_, r: &ForgetReport) {
                 (false, true) => "would remove",
                 (false, false) => "remove",
             };
-            println!(
+            outln!(
                 "  {action:<12}  {}  {:<25}  {}",
                 v.id.short(),
                 v.time.get(..25).unwrap_or(&v.time),
@@ -165,9 +165,11 @@ fn print(ctx: &Context_, r: &ForgetReport) {
         } else {
             "removed"
         };
-        println!(
+        outln!(
             "{} ({}): {kept} kept, {removed} {verb}",
-            r.policy, r.timezone
+            r.policy,
+            r.timezone
         );
     }
+    Ok(())
 }

@@ -50,8 +50,8 @@ pub fn create(ctx: &Context_, args: &Args) -> Result<Repository> {
     };
     let repo = Repository::init(storage, &password, &options)?;
     if !ctx.global.quiet {
-        println!("created repository {} at {}", repo.config().id, location);
-        println!("keep the password safe: without it the data cannot be read, by you or anyone");
+        outln!("created repository {} at {}", repo.config().id, location);
+        outln!("keep the password safe: without it the data cannot be read, by you or anyone");
     }
     Ok(repo)
 }

@@ -34,7 +34,7 @@ pub fn run(ctx: &Context_, cmd: KeyCommand) -> Result<u8> {
                 parallelism: 1,
             };
             let id = repo.add_password(&new, kdf, &super::hostname(), &super::username())?;
-            println!("added key file {}", id.short());
+            outln!("added key file {}", id.short());
         }
         KeyCommand::List => {
             for (key, _) in repo.storage().list("keys")? {
@@ -46,14 +46,14 @@ pub fn run(ctx: &Context_, cmd: KeyCommand) -> Result<u8> {
                     " "
                 };
                 match KeyFile::parse(&name, &bytes) {
-                    Ok(k) => println!(
+                    Ok(k) => outln!(
                         "{current} {}  {}  {}@{}",
                         &name[..8],
                         k.created,
                         k.username,
                         k.hostname
                     ),
-                    Err(e) => println!("{current} {}  damaged: {e}", &name[..8.min(name.len())]),
+                    Err(e) => outln!("{current} {}  damaged: {e}", &name[..8.min(name.len())]),
                 }
             }
         }

@@ -57,7 +57,7 @@ fn print_node(path: &str, node: &coffer_repo::tree::Node, json: bool) -> coffer_
             "path": path, "type": node.kind, "mode": node.mode, "size": node.size,
             "mtime_ns": node.mtime_ns, "uid": node.uid, "gid": node.gid, "target": node.target,
         });
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     let kind = match node.kind {
@@ -73,7 +73,7 @@ fn print_node(path: &str, node: &coffer_repo::tree::Node, json: bool) -> coffer_
         .as_deref()
         .map(|t| format!(" -> {t}"))
         .unwrap_or_default();
-    println!(
+    outln!(
         "{} {:>5}/{:<5} {:>12}  {}  {}{}",
         crate::output::mode(kind, node.mode),
         node.uid,

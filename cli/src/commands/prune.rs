@@ -71,9 +71,9 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let repo = super::open_repo(ctx)?;
     let report = op::prune(&repo, &options(ctx, &args.flags, args.dry_run))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print(ctx, &report);
+        print(ctx, &report)?;
     }
     Ok(crate::exit::OK)
 }
@@ -87,12 +87,12 @@ pub fn prune_for_forget(
 ) -> Result<PruneReport> {
     let report = op::prune(repo, &options(ctx, flags, false))?;
     if !json {
-        print(ctx, &report);
+        print(ctx, &report)?;
     }
     Ok(report)
 }
 
-fn print(ctx: &Context_, r: &PruneReport) {
+fn print(ctx: &Context_, r: &PruneReport) -> anyhow::Result<()> {
     let verb = if r.dry_run { "would remove" } else { "removed" };
     if !ctx.global.quiet || r.dry_run {
         for removal in &r.removals {
@@ -103,7 +103,7 @@ fn print(ctx: &Context_, r: &PruneReport) {
             } else {
                 "condemned"
             };
-            println!(
+            outln!(
                 "{when:<14} {:<72} {:>10}  {}",
                 removal.object,
                 output::bytes(removal.bytes),
@@ -112,9 +112,9 @@ fn print(ctx: &Context_, r: &PruneReport) {
         }
     }
     if ctx.global.quiet {
-        return;
+        return Ok(());
     }
-    println!(
+    outln!(
         "{} snapshot(s), {} pack(s) holding {}; {} blob(s) in use ({})",
         r.snapshots,
         r.packs,
@@ -123,7 +123,7 @@ fn print(ctx: &Context_, r: &PruneReport) {
         output::bytes(r.bytes_used)
     );
     let will = if r.dry_run { "would be " } else { "" };
-    println!(
+    outln!(
         "repacked: {}{} pack(s), {} blob(s), {} copied into {} new pack(s)",
         will,
         r.packs_repacked,
@@ -131,13 +131,13 @@ fn print(ctx: &Context_, r: &PruneReport) {
         output::bytes(r.bytes_repacked),
         r.packs_written
     );
-    println!(
+    outln!(
         "condemned: {}{} pack(s), {} (deleted by a prune after the grace period)",
         will,
         r.packs_condemned,
         output::bytes(r.bytes_condemned)
     );
-    println!(
+    outln!(
         "{verb}: {} pack(s), {} index file(s), {} reclaimed; {} pack(s) kept because a snapshot needs them",
         r.packs_deleted,
         r.index_files_deleted,
@@ -145,9 +145,10 @@ fn print(ctx: &Context_, r: &PruneReport) {
         r.packs_reindexed
     );
     if r.plans_pending > 0 {
-        println!(
+        outln!(
             "{} deletion plan(s) wait for their grace period; run prune again later",
             r.plans_pending
         );
     }
+    Ok(())
 }

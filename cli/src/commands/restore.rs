@@ -72,7 +72,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         ))
     })?;
     if args.dry_run {
-        println!(
+        outln!(
             "would restore snapshot {} into {}",
             id.short(),
             target.display()
@@ -87,7 +87,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let report = op::restore(&repo, snap, &options, &ctx.cancel)
         .with_context(|| format!("restoring snapshot {}", id.short()))?;
     if !ctx.global.quiet {
-        println!(
+        outln!(
             "restored snapshot {} into {}: {} files, {} dirs, {} symlinks, {}",
             id.short(),
             target.display(),
@@ -149,8 +149,8 @@ fn selected<'a>(snap: &'a Snapshot, only: &[String]) -> Result<Vec<&'a SourceRec
         .collect())
 }
 
-fn print_database(report: &DatabaseReport) {
-    println!(
+fn print_database(report: &DatabaseReport) -> anyhow::Result<()> {
+    outln!(
         "  database {} {}: {} restored, {} tables",
         report.database,
         if report.created {
@@ -163,7 +163,7 @@ fn print_database(report: &DatabaseReport) {
     );
     for t in &report.tables {
         let show = |v: Option<u64>| v.map_or("-".to_string(), |n| n.to_string());
-        println!(
+        outln!(
             "    {:<40} {:>12} {:>12}  {}",
             format!("{}.{}", t.schema, t.table),
             show(t.expected),
@@ -171,6 +171,7 @@ fn print_database(report: &DatabaseReport) {
             if t.matches() { "ok" } else { "MISMATCH" }
         );
     }
+    Ok(())
 }
 
 fn restore_sources(
@@ -198,7 +199,7 @@ fn restore_sources(
             "path" => {
                 let dest = destination(record, target);
                 if args.dry_run {
-                    println!(
+                    outln!(
                         "would restore source {} ({}) to {}{}",
                         record.name,
                         record.tree_path,
@@ -225,7 +226,7 @@ fn restore_sources(
                 )
                 .with_context(|| format!("restoring source {}", record.name))?;
                 if !ctx.global.quiet && !args.json {
-                    println!(
+                    outln!(
                         "restored source {} to {}: {} files, {} dirs, {}",
                         record.name,
                         dest.display(),
@@ -257,9 +258,10 @@ fn restore_sources(
                     } else {
                         "would be created".to_string()
                     };
-                    println!(
+                    outln!(
                         "would restore source {} ({}) into database {database}: {state}",
-                        record.name, record.tree_path
+                        record.name,
+                        record.tree_path
                     );
                     continue;
                 }
@@ -268,8 +270,8 @@ fn restore_sources(
                 let report = restore_database(repo, snap, record, &pg, &database, &mut allow)
                     .with_context(|| format!("restoring source {}", record.name))?;
                 if !ctx.global.quiet && !args.json {
-                    println!("restored source {}:", record.name);
-                    print_database(&report);
+                    outln!("restored source {}:", record.name);
+                    print_database(&report)?;
                 }
                 for m in report.mismatches() {
                     mismatched.push(format!("{}: {m}", record.name));
@@ -280,16 +282,17 @@ fn restore_sources(
             }
             other => {
                 let Some(t) = target else {
-                    println!(
+                    outln!(
                         "skipped source {} ({other}): give --target DIR to restore its file, \
                          or `coffer dump {short} {}`",
-                        record.name, record.tree_path
+                        record.name,
+                        record.tree_path
                     );
                     continue;
                 };
                 let dest = t.join(record.tree_path.trim_start_matches('/'));
                 if args.dry_run {
-                    println!("would restore source {} to {}", record.name, dest.display());
+                    outln!("would restore source {} to {}", record.name, dest.display());
                     continue;
                 }
                 let report = op::restore_subtree(
@@ -302,7 +305,7 @@ fn restore_sources(
                 )
                 .with_context(|| format!("restoring source {}", record.name))?;
                 if !ctx.global.quiet && !args.json {
-                    println!("restored source {} to {}", record.name, dest.display());
+                    outln!("restored source {} to {}", record.name, dest.display());
                 }
                 reports.push(serde_json::json!({
                     "source": record.name, "kind": other, "destination": dest, "report": report,
@@ -311,7 +314,7 @@ fn restore_sources(
         }
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "snapshot": short, "sources": reports, "mismatches": mismatched,

@@ -55,7 +55,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     };
     if args.details && !args.json {
         for (id, s) in &list {
-            print_details(id, s);
+            print_details(id, s)?;
         }
         return Ok(crate::exit::OK);
     }
@@ -64,15 +64,19 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             .iter()
             .map(|(id, s)| serde_json::json!({ "id": id, "snapshot": s }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&values)?);
+        outln!("{}", serde_json::to_string_pretty(&values)?);
         return Ok(crate::exit::OK);
     }
-    println!(
+    outln!(
         "{:<8}  {:<25}  {:<12}  {:>10}  {:<16}  paths",
-        "id", "time", "host", "size", "tags"
+        "id",
+        "time",
+        "host",
+        "size",
+        "tags"
     );
     for (id, s) in &list {
-        println!(
+        outln!(
             "{:<8}  {:<25}  {:<12}  {:>10}  {:<16}  {}",
             id.short(),
             s.time.get(..25).unwrap_or(&s.time),
@@ -83,28 +87,28 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         );
         if !s.labels.is_empty() {
             let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("{:<8}  labels: {}", "", labels.join(" "));
+            outln!("{:<8}  labels: {}", "", labels.join(" "));
         }
     }
     if !ctx.global.quiet {
-        println!("{} snapshot(s)", list.len());
+        outln!("{} snapshot(s)", list.len());
     }
     Ok(crate::exit::OK)
 }
 
-fn print_details(id: &SnapshotId, s: &Snapshot) {
-    println!("snapshot {}", id.to_hex());
-    println!("  time      {}", s.time);
-    println!("  host      {} (user {})", s.hostname, s.username);
-    println!("  paths     {}", s.paths.join(" "));
+fn print_details(id: &SnapshotId, s: &Snapshot) -> anyhow::Result<()> {
+    outln!("snapshot {}", id.to_hex());
+    outln!("  time      {}", s.time);
+    outln!("  host      {} (user {})", s.hostname, s.username);
+    outln!("  paths     {}", s.paths.join(" "));
     if !s.tags.is_empty() {
-        println!("  tags      {}", s.tags.join(", "));
+        outln!("  tags      {}", s.tags.join(", "));
     }
     if let Some(p) = &s.parent {
-        println!("  parent    {}", p.short());
+        outln!("  parent    {}", p.short());
     }
     let m = &s.summary;
-    println!(
+    outln!(
         "  size      {} in {} files; {} added ({} stored)",
         output::bytes(m.total_bytes),
         m.files,
@@ -112,27 +116,35 @@ fn print_details(id: &SnapshotId, s: &Snapshot) {
         output::bytes(m.added_stored_bytes)
     );
     for (k, v) in &s.labels {
-        println!("  label     {k}={v}");
+        outln!("  label     {k}={v}");
     }
     for source in &s.sources {
-        println!(
+        outln!(
             "  source    {} ({}) at {}",
-            source.name, source.kind, source.tree_path
+            source.name,
+            source.kind,
+            source.tree_path
         );
         if let Some(st) = &source.stream {
-            println!(
+            outln!(
                 "            {} bytes, sha256 {}, {:.2} s",
-                st.bytes, st.sha256, st.duration_seconds
+                st.bytes,
+                st.sha256,
+                st.duration_seconds
             );
         }
         if let Some(pg) = &source.postgres {
-            println!(
+            outln!(
                 "            database {}, server {}, {} format, {} TOC entries",
-                pg.database, pg.server_version, pg.format, pg.toc_entries
+                pg.database,
+                pg.server_version,
+                pg.format,
+                pg.toc_entries
             );
             for t in &pg.tables {
-                println!("            {:>12} rows  {}.{}", t.rows, t.schema, t.table);
+                outln!("            {:>12} rows  {}.{}", t.rows, t.schema, t.table);
             }
         }
     }
+    Ok(())
 }

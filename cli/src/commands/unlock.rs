@@ -30,12 +30,12 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     match done.cleared {
         Some((record, why)) => {
             if !ctx.global.quiet {
-                println!("cleared the lease of {} ({why})", record.describe());
+                outln!("cleared the lease of {} ({why})", record.describe());
             }
         }
         None => {
             if !ctx.global.quiet {
-                println!("no maintenance lease to clear");
+                outln!("no maintenance lease to clear");
             }
         }
     }
