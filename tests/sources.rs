@@ -200,3 +200,71 @@ fn sources_go_back_to_where_they_came_from() {
     .ok();
     assert_eq!(std::fs::read(env.path("app/.env")).unwrap(), b"SECRET=1\n");
 }
+
+#[test]
+fn forget_takes_its_policy_from_the_config_unless_flags_give_one() {
+    let env = Env::new();
+    env.init();
+    std::fs::create_dir_all(env.path("app")).unwrap();
+    std::fs::write(env.path("app/f"), "x").unwrap();
+    let config = write_config(
+        &env,
+        r#"
+[sources.files]
+kind = "path"
+path = "app"
+
+[retention]
+keep-last = 2
+timezone = "Europe/Berlin"
+"#,
+    );
+    for day in ["2026-01-01", "2026-01-02", "2026-01-03"] {
+        let time = format!("{day}T12:00:00+00:00");
+        env.run(&["--config", &config, "backup", "--time", &time])
+            .ok();
+    }
+    let decisions = |args: &[&str]| -> Vec<(bool, String)> {
+        let mut all = vec!["--config", &config, "forget", "--dry-run", "--json"];
+        all.extend_from_slice(args);
+        let out = env.run(&all).ok();
+        let v: Value = serde_json::from_str(&out.stdout).unwrap();
+        let mut list = Vec::new();
+        for group in v["groups"].as_array().unwrap() {
+            for d in group["snapshots"].as_array().unwrap() {
+                list.push((d["keep"].as_bool().unwrap(), d["reasons"].to_string()));
+            }
+        }
+        list
+    };
+    // From the config: keep-last 2 of 3.
+    let from_config = decisions(&[]);
+    assert_eq!(
+        from_config.iter().filter(|(keep, _)| *keep).count(),
+        2,
+        "{from_config:?}"
+    );
+    assert!(from_config[0].1.contains("last 1/2"), "{from_config:?}");
+    assert!(from_config.len() == 3);
+    let out = env
+        .run(&["--config", &config, "forget", "--dry-run", "--json"])
+        .ok();
+    assert!(
+        out.stdout.contains("Europe/Berlin"),
+        "the config's time zone is used: {}",
+        out.stdout
+    );
+    // A flag replaces the config's rules.
+    let from_flags = decisions(&["--keep-last", "1"]);
+    assert_eq!(
+        from_flags.iter().filter(|(keep, _)| *keep).count(),
+        1,
+        "{from_flags:?}"
+    );
+    // A bad [retention] is a usage error naming the key.
+    let bad = write_config(&env, "[retention]\nkeep-within = \"30x\"\n");
+    let out = env
+        .run(&["--config", &bad, "forget", "--dry-run"])
+        .expect_code(2);
+    assert!(out.stderr.contains("keep-within"), "{}", out.stderr);
+}

@@ -117,12 +117,14 @@ pub struct Retention {
     pub keep_weekly: Option<u32>,
     pub keep_monthly: Option<u32>,
     pub keep_yearly: Option<u32>,
+    /// Keep every snapshot within this long of the newest (`30d`, `2w`, `1y6m`, `12h`).
+    pub keep_within: Option<String>,
     /// Snapshots carrying any of these tags are always kept.
     #[serde(default)]
     pub keep_tags: Vec<String>,
     /// IANA time zone for the calendar buckets (default: the system's).
     pub timezone: Option<String>,
-    /// Which snapshots form one group: any of `host`, `paths`, `tags` (default: host, paths).
+    /// Which snapshots form one group: any of `host`, `paths`, `tags`, `label:KEY` (default: host, paths).
     pub group_by: Option<Vec<String>>,
 }
 
@@ -137,7 +139,14 @@ impl Retention {
             self.keep_monthly,
             self.keep_yearly,
         ];
-        if rules.iter().all(Option::is_none) && self.keep_tags.is_empty() {
+        if let Some(w) = &self.keep_within {
+            w.parse::<coffer_repo::retention::KeepWithin>()
+                .map_err(|e| format!("[retention] keep-within: {e}"))?;
+        }
+        if rules.iter().all(Option::is_none)
+            && self.keep_tags.is_empty()
+            && self.keep_within.is_none()
+        {
             return Err("[retention] keeps nothing: set at least one keep-* rule".into());
         }
         if let Some(tz) = &self.timezone {
@@ -145,12 +154,10 @@ impl Retention {
                 format!("[retention] timezone {tz:?} is not a known time zone: {e}")
             })?;
         }
-        for key in self.group_by.iter().flatten() {
-            if !["host", "paths", "tags"].contains(&key.as_str()) {
-                return Err(format!(
-                    "[retention] group-by {key:?} is not one of host, paths, tags"
-                ));
-            }
+        if let Some(keys) = &self.group_by {
+            keys.join(",")
+                .parse::<coffer_repo::retention::GroupBy>()
+                .map_err(|e| format!("[retention] group-by: {e}"))?;
         }
         Ok(())
     }

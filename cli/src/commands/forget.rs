@@ -13,7 +13,7 @@ use coffer_repo::retention::{GroupBy, KeepCount, KeepWithin, Policy};
 
 Snapshots are grouped (default by host and paths) and each group is decided on its own. Counts \
 take a number, or `all` for every bucket. A snapshot kept by any rule is kept; every rule that \
-keeps it is shown (e.g. `daily 3/7, weekly 1/4`). With no keep rule, forget refuses to run. \
+keeps it is shown (e.g. `daily 3/7, weekly 1/4`). With no keep rule (in the flags or the config's [retention]), forget refuses to run. \
 Buckets are computed in --timezone (default: this machine's zone), DST-correct. See \
 docs/retention.md.")]
 pub struct Args {
@@ -42,8 +42,8 @@ pub struct Args {
     #[arg(long, value_name = "TAG")]
     pub keep_tag: Vec<String>,
     /// Group by any of host, paths, tags, label:KEY (comma-separated; "" for no grouping)
-    #[arg(long, value_name = "LIST", default_value = "host,paths", value_parser = parse_group_by)]
-    pub group_by: GroupBy,
+    #[arg(long, value_name = "LIST", value_parser = parse_group_by)]
+    pub group_by: Option<GroupBy>,
     /// Compute days, weeks, months in this IANA time zone (default: the local zone)
     #[arg(long, value_name = "ZONE")]
     pub timezone: Option<String>,
@@ -76,31 +76,55 @@ fn parse_group_by(s: &str) -> Result<GroupBy, String> {
 }
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
-    let policy = Policy {
+    let flags = Policy {
         last: args.keep_last,
         hourly: args.keep_hourly,
         daily: args.keep_daily,
         weekly: args.keep_weekly,
         monthly: args.keep_monthly,
         yearly: args.keep_yearly,
-        within: args.keep_within,
+        within: args.keep_within.clone(),
         tags: args.keep_tag.clone(),
+    };
+    // Keep rules come from the flags when any is given, else from the config's [retention]
+    // (flags > config file); the time zone and grouping likewise, one by one.
+    let retention = ctx
+        .config
+        .as_ref()
+        .and_then(|c| c.config.retention.as_ref());
+    let (policy, config_zone, config_group) = match retention {
+        Some(r) if flags.is_empty() => (
+            policy_from_config(r)?,
+            r.timezone.clone(),
+            r.group_by.as_ref().map(|keys| keys.join(",")),
+        ),
+        Some(r) => (
+            flags,
+            r.timezone.clone(),
+            r.group_by.as_ref().map(|keys| keys.join(",")),
+        ),
+        None => (flags, None, None),
     };
     // Refused before the password is asked for or anything is read.
     policy
         .validate()
         .map_err(|e| crate::exit::usage(e.to_string()))?;
-    let timezone = match &args.timezone {
-        Some(name) => jiff::tz::TimeZone::get(name)
-            .map_err(|e| crate::exit::usage(format!("--timezone {name:?}: {e}")))?,
+    let timezone = match args.timezone.clone().or(config_zone) {
+        Some(name) => jiff::tz::TimeZone::get(&name)
+            .map_err(|e| crate::exit::usage(format!("time zone {name:?}: {e}")))?,
         None => jiff::tz::TimeZone::system(),
+    };
+    let group_by = match (&args.group_by, config_group) {
+        (Some(g), _) => g.clone(),
+        (None, Some(keys)) => parse_group_by(&keys).map_err(crate::exit::usage)?,
+        (None, None) => GroupBy::default(),
     };
     let repo = super::open_repo(ctx)?;
     let report = op::forget(
         &repo,
         &ForgetOptions {
             policy,
-            group_by: args.group_by.clone(),
+            group_by,
             timezone,
             dry_run: args.dry_run,
         },
@@ -124,6 +148,25 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         outln!("{}", serde_json::to_string_pretty(&value)?);
     }
     Ok(crate::exit::OK)
+}
+
+/// The `[retention]` table of the config file as a policy.
+fn policy_from_config(r: &crate::config::Retention) -> Result<Policy> {
+    let count = |n: Option<u32>| n.map(KeepCount::N);
+    let within = match &r.keep_within {
+        Some(w) => Some(parse_within(w).map_err(crate::exit::usage)?),
+        None => None,
+    };
+    Ok(Policy {
+        last: count(r.keep_last),
+        hourly: count(r.keep_hourly),
+        daily: count(r.keep_daily),
+        weekly: count(r.keep_weekly),
+        monthly: count(r.keep_monthly),
+        yearly: count(r.keep_yearly),
+        within,
+        tags: r.keep_tags.clone(),
+    })
 }
 
 fn print(ctx: &Context_, r: &ForgetReport) -> anyhow::Result<()> {
