@@ -83,7 +83,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         weekly: args.keep_weekly,
         monthly: args.keep_monthly,
         yearly: args.keep_yearly,
-        within: args.keep_within.clone(),
+        within: args.keep_within,
         tags: args.keep_tag.clone(),
     };
     // Keep rules come from the flags when any is given, else from the config's [retention]
