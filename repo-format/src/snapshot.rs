@@ -62,6 +62,9 @@ pub struct Snapshot {
     pub key_id: String,
     #[serde(default)]
     pub summary: Summary,
+    /// The snapshot of another repository this one was copied from by `coffer copy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<SnapshotId>,
 }
 
 impl Snapshot {

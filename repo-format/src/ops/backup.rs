@@ -232,6 +232,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         key_id: repo.keys().fingerprint(),
         summary,
+        copied_from: None,
     };
     let id = snapshot.save(repo.storage(), repo.keys())?;
     Ok(BackupReport {
