@@ -48,7 +48,11 @@ fn make_source(root: &Path) {
         text.extend_from_slice(format!("line {i} {MARKER}\n").as_bytes());
     }
     fs::write(root.join("uploads/2026/notes.txt"), &text).unwrap();
-    fs::write(root.join("uploads/big.bin"), pseudo_random(7, 6 * 1024 * 1024)).unwrap();
+    fs::write(
+        root.join("uploads/big.bin"),
+        pseudo_random(7, 6 * 1024 * 1024),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("2026", root.join("uploads/latest")).unwrap();
 }
 
@@ -62,7 +66,13 @@ fn contents(root: &Path) -> Vec<(String, Vec<u8>)> {
             let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
             let m = fs::symlink_metadata(&p).unwrap();
             if m.file_type().is_symlink() {
-                out.push((rel, fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()));
+                out.push((
+                    rel,
+                    fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                ));
             } else if m.is_dir() {
                 out.push((rel.clone(), Vec::new()));
                 walk(root, &p, out);
@@ -171,7 +181,10 @@ fn backup_restore_s3_without_plaintext_or_secrets() {
     // the verified cache, and --no-cache sees the damage.
     let cache = env.path(".cache/coffer");
     let cached: Vec<String> = walk_files(&cache);
-    assert!(cached.iter().any(|k| k.contains("/snapshots/")), "{cached:?}");
+    assert!(
+        cached.iter().any(|k| k.contains("/snapshots/")),
+        "{cached:?}"
+    );
     assert!(cached.iter().any(|k| k.contains("/index/")), "{cached:?}");
     assert!(cached.iter().any(|k| k.contains("/data/")), "{cached:?}");
     overwrite_snapshots(&env, &server.endpoint);
@@ -272,11 +285,13 @@ fn copy_local_to_s3_is_idempotent_and_uploads_only_what_is_missing() {
     assert_eq!(snaps.len(), 2);
     let local_snaps = local.snapshots();
     assert_eq!(
-        snaps[1]["snapshot"]["copied_from"],
-        local_snaps[1]["id"],
+        snaps[1]["snapshot"]["copied_from"], local_snaps[1]["id"],
         "copied_from names the source snapshot"
     );
-    assert_eq!(snaps[1]["snapshot"]["time"], local_snaps[1]["snapshot"]["time"]);
+    assert_eq!(
+        snaps[1]["snapshot"]["time"],
+        local_snaps[1]["snapshot"]["time"]
+    );
     restore_and_compare(&remote, "latest", &source);
     for (key, bytes) in all_objects(&storage) {
         assert!(
@@ -328,7 +343,11 @@ fn server_dying_mid_backup() {
     assert!(!run.stderr.contains(S3_SECRET_KEY), "{}", run.stderr);
 
     proxy.up();
-    assert_eq!(env.snapshots().len(), 1, "no snapshot from the failed backup");
+    assert_eq!(
+        env.snapshots().len(),
+        1,
+        "no snapshot from the failed backup"
+    );
     let first_id = first[0]["id"].as_str().unwrap().to_string();
     let target = env.path("restore-first");
     env.run(&["restore", &first_id, "--target", target.to_str().unwrap()])

@@ -133,7 +133,10 @@ impl std::fmt::Debug for GlobalArgs {
         f.debug_struct("GlobalArgs")
             .field("repo", &self.repo)
             .field("password_file", &self.password_file)
-            .field("password_command", &self.password_command.as_ref().map(|_| "<set>"))
+            .field(
+                "password_command",
+                &self.password_command.as_ref().map(|_| "<set>"),
+            )
             .field("options", &OptionPairs(&self.options))
             .field("connections", &self.connections)
             .field("no_cache", &self.no_cache)

@@ -58,7 +58,8 @@ impl Cache {
             )));
         }
         let dir = root.join(repo_id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating cache directory", &dir, e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io("creating cache directory", &dir, e))?;
         Ok(Cache { dir })
     }
 

@@ -102,6 +102,9 @@ pub enum StoreKind {
     Gcs,
 }
 
+/// Object keys and sizes under each listed directory.
+type Listings = HashMap<String, Vec<(String, u64)>>;
+
 /// A handle on the storage that holds one repository.
 #[derive(Clone)]
 pub struct Storage {
@@ -117,7 +120,7 @@ pub struct Storage {
     /// Configured secret values, removed from every message.
     secrets: Arc<Vec<String>>,
     /// Listings already made by this handle, by directory, kept current by its own writes.
-    listings: Arc<Mutex<HashMap<String, Vec<(String, u64)>>>>,
+    listings: Arc<Mutex<Listings>>,
     cache_root: Option<PathBuf>,
     cache: Option<Arc<Cache>>,
 }
@@ -241,12 +244,10 @@ impl Storage {
             Some(("file", path)) => (StoreKind::Local, path),
             Some(("s3", rest)) => (StoreKind::S3, rest),
             Some(("gs", rest)) => (StoreKind::Gcs, rest),
-            Some(("memory", _)) => {
-                return Err(config_err(
-                    "memory:// repositories live only inside one process; use a path, s3:// or gs://"
-                        .into(),
-                ))
-            }
+            Some(("memory", _)) => return Err(config_err(
+                "memory:// repositories live only inside one process; use a path, s3:// or gs://"
+                    .into(),
+            )),
             Some((other, _)) => {
                 return Err(config_err(format!(
                     "unknown URL scheme {other:?}: use a path, file://, s3:// or gs://"
@@ -301,9 +302,10 @@ impl Storage {
                 }
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
                 for (key, value) in &store_options {
-                    let parsed: AmazonS3ConfigKey = key.to_ascii_lowercase().parse().map_err(|_| {
-                        config_err(format!("unknown S3 option {key:?} (see docs/storage.md)"))
-                    })?;
+                    let parsed: AmazonS3ConfigKey =
+                        key.to_ascii_lowercase().parse().map_err(|_| {
+                            config_err(format!("unknown S3 option {key:?} (see docs/storage.md)"))
+                        })?;
                     builder = builder.with_config(parsed, value);
                 }
                 let store = builder
@@ -319,9 +321,10 @@ impl Storage {
                 }
                 let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
                 for (key, value) in &store_options {
-                    let parsed: GoogleConfigKey = key.to_ascii_lowercase().parse().map_err(|_| {
-                        config_err(format!("unknown GCS option {key:?} (see docs/storage.md)"))
-                    })?;
+                    let parsed: GoogleConfigKey =
+                        key.to_ascii_lowercase().parse().map_err(|_| {
+                            config_err(format!("unknown GCS option {key:?} (see docs/storage.md)"))
+                        })?;
                     builder = builder.with_config(parsed, value);
                 }
                 let store = builder
@@ -462,8 +465,8 @@ impl Storage {
     pub fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
         let path = self.path(key);
         let size = bytes.len() as u64;
-        let multipart =
-            matches!(self.kind, StoreKind::S3 | StoreKind::Gcs) && bytes.len() >= MULTIPART_THRESHOLD;
+        let multipart = matches!(self.kind, StoreKind::S3 | StoreKind::Gcs)
+            && bytes.len() >= MULTIPART_THRESHOLD;
         let result = if multipart {
             self.runtime.block_on(async {
                 let upload = self.store.put_multipart(&path).await?;
@@ -560,7 +563,11 @@ impl Storage {
             }
             // A range past the end of the object means it is shorter than the index says.
             e @ object_store::Error::Generic { .. } if e.to_string().contains("range") => {
-                Error::corrupt(what, key, format!("shorter than expected ({})", self.scrub(&e.to_string())))
+                Error::corrupt(
+                    what,
+                    key,
+                    format!("shorter than expected ({})", self.scrub(&e.to_string())),
+                )
             }
             e => self.err("read", key, e),
         }
@@ -690,11 +697,15 @@ pub mod conformance {
         let big: Vec<u8> = (0..MULTIPART_THRESHOLD + MULTIPART_PART_SIZE / 2 + 3)
             .map(|i| (i % 251) as u8)
             .collect();
-        storage.put_new("data/cd/big", Bytes::from(big.clone())).unwrap();
+        storage
+            .put_new("data/cd/big", Bytes::from(big.clone()))
+            .unwrap();
         assert_eq!(storage.get("pack", "data/cd/big").unwrap(), big);
         let end = big.len() as u64;
         assert_eq!(
-            &storage.get_range("pack", "data/cd/big", end - 10..end).unwrap()[..],
+            &storage
+                .get_range("pack", "data/cd/big", end - 10..end)
+                .unwrap()[..],
             &big[big.len() - 10..]
         );
         assert_eq!(storage.list_uncached("data").unwrap().len(), 2);
@@ -783,11 +794,18 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("unknown S3 option \"no_such_option\""), "{err}");
+        assert!(
+            err.contains("unknown S3 option \"no_such_option\""),
+            "{err}"
+        );
         assert!(!err.contains("very-secret"), "{err}");
-        let err = Storage::open_with("s3://b", OpenMode::Existing, &opts(&[("retry_timeout", "soon")]))
-            .unwrap_err()
-            .to_string();
+        let err = Storage::open_with(
+            "s3://b",
+            OpenMode::Existing,
+            &opts(&[("retry_timeout", "soon")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("retry_timeout"), "{err}");
         let err = Storage::open_with("/tmp/x", OpenMode::Existing, &opts(&[("region", "x")]))
             .unwrap_err()
@@ -827,7 +845,10 @@ mod tests {
         // Requests go to the configured base URL; nothing listens there, so the error names
         // the operation and the bucket after the (zero) retries.
         let err = s.list_uncached("snapshots").unwrap_err().to_string();
-        assert!(err.contains("storage list of gs://my-bucket/backups/app/snapshots"), "{err}");
+        assert!(
+            err.contains("storage list of gs://my-bucket/backups/app/snapshots"),
+            "{err}"
+        );
     }
 
     #[test]

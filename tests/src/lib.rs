@@ -451,7 +451,11 @@ impl ProxyState {
     }
 }
 
-fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, count: Option<Arc<ProxyState>>) {
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    count: Option<Arc<ProxyState>>,
+) {
     use std::io::{Read, Write};
     let mut buf = vec![0u8; 64 * 1024];
     loop {

@@ -71,7 +71,11 @@ pub struct CopyReport {
 }
 
 /// Copies the selected snapshots of `source` into `target`. See the module documentation.
-pub fn copy(source: &Repository, target: &mut Repository, opts: &CopyOptions) -> Result<CopyReport> {
+pub fn copy(
+    source: &Repository,
+    target: &mut Repository,
+    opts: &CopyOptions,
+) -> Result<CopyReport> {
     let every = opts.index_every_packs.max(1);
     let source_snapshots = snapshot::load_all(source.storage(), source.keys())?;
     let selected: Vec<&(SnapshotId, Snapshot)> = if opts.snapshots.is_empty() {
@@ -136,7 +140,8 @@ pub fn copy(source: &Repository, target: &mut Repository, opts: &CopyOptions) ->
         }
         let mut indexed: Vec<(PackId, Vec<PackedBlob>)> = Vec::new();
         let root = {
-            let writer = BlobWriter::new(target, target.storage().connections(), opts.cancel.clone())?;
+            let writer =
+                BlobWriter::new(target, target.storage().connections(), opts.cancel.clone())?;
             let mut compressor = writer.compressor()?;
             let mut ctx = CopyRun {
                 writer: &writer,
@@ -377,7 +382,10 @@ mod tests {
         let original = Snapshot::load(source.storage(), source.keys(), &s1).unwrap();
         assert_eq!(copied.time, original.time);
         assert_eq!(copied.paths, original.paths);
-        assert_ne!(copied.tree, original.tree, "target ids use the target's key");
+        assert_ne!(
+            copied.tree, original.tree,
+            "target ids use the target's key"
+        );
         assert_eq!(read_file(&target, copied, "a.bin"), first);
 
         // Second run: nothing to do, nothing uploaded.
@@ -432,7 +440,12 @@ mod tests {
             let f = crate::index::IndexFile::load(target.storage(), target.keys(), file).unwrap();
             named.extend(f.packs.into_iter().map(|(p, _)| p));
         }
-        let mut stored: Vec<PackId> = target.list_packs().unwrap().into_iter().map(|(p, _)| p).collect();
+        let mut stored: Vec<PackId> = target
+            .list_packs()
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
         named.sort();
         stored.sort();
         assert_eq!(named, stored);
@@ -451,7 +464,10 @@ mod tests {
         // The pack is full and queued; wait for its upload (a condition, not a timing).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while writer.unindexed_packs() == 0 {
-            assert!(std::time::Instant::now() < deadline, "upload never finished");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "upload never finished"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let checkpointed = writer.checkpoint().unwrap();
