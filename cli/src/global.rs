@@ -22,10 +22,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Clone)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Repository location: a local path or file:///path
+    /// Repository location: a local path, file:///path, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX
     #[arg(
         short = 'r',
         long = "repo",
@@ -52,12 +52,75 @@ pub struct GlobalArgs {
     #[arg(long, env = "COFFER_CONFIG", global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// Storage option KEY=VALUE for s3:// and gs:// (object_store's keys, e.g. region=eu-west-1,
+    /// endpoint=http://127.0.0.1:9000, allow_http=true; max_retries=N, retry_timeout=30s).
+    /// Repeatable. Put credentials in the environment, not here: argv is visible to other users
+    #[arg(
+        long = "option",
+        short = 'o',
+        global = true,
+        value_name = "KEY=VALUE",
+        value_parser = parse_option
+    )]
+    pub options: Vec<(String, String)>,
+
+    /// Requests to run at once against the storage [default: 8 for s3:// and gs://, 2 for local]
+    #[arg(
+        long,
+        env = "COFFER_CONNECTIONS",
+        global = true,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=256)
+    )]
+    pub connections: Option<u16>,
+
+    /// Don't use the local cache of snapshots, index files and trees (object stores only)
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+
     /// Print less
     #[arg(short, long, global = true)]
     pub quiet: bool,
 }
 
+/// `KEY=VALUE` for `--option`. The value is never echoed in errors (it may be a credential).
+pub fn parse_option(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| "an option must be KEY=VALUE".to_string())?;
+    let k = k.trim();
+    if k.is_empty() || k.chars().any(|c| c.is_whitespace()) {
+        return Err(format!("{k:?} is not a valid option key"));
+    }
+    Ok((k.to_ascii_lowercase(), v.to_string()))
+}
+
+impl std::fmt::Debug for OptionPairs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| format!("{k}=<redacted>")))
+            .finish()
+    }
+}
+
+/// Option pairs shown with their values redacted.
+pub struct OptionPairs<'a>(pub &'a [(String, String)]);
+
 impl GlobalArgs {
+    /// How to open the storage: options, connections and the cache, for `--repo` (the copy
+    /// command builds its own for `--from-repo`).
+    pub fn storage_options(&self, options: &[(String, String)]) -> coffer_repo::StorageOptions {
+        coffer_repo::StorageOptions {
+            options: options.to_vec(),
+            connections: self.connections.map(usize::from),
+            cache_root: if self.no_cache {
+                None
+            } else {
+                coffer_repo::cache::default_root()
+            },
+        }
+    }
+
     /// The repository location or a usage error.
     pub fn repo(&self) -> anyhow::Result<&str> {
         self.repo
@@ -66,5 +129,23 @@ impl GlobalArgs {
             .ok_or_else(|| {
                 crate::exit::usage("no repository given: pass --repo URL or set COFFER_REPO")
             })
+    }
+}
+
+impl std::fmt::Debug for GlobalArgs {
+    /// Option values may be credentials: they are never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalArgs")
+            .field("repo", &self.repo)
+            .field("password_file", &self.password_file)
+            .field(
+                "password_command",
+                &self.password_command.as_ref().map(|_| "<set>"),
+            )
+            .field("options", &OptionPairs(&self.options))
+            .field("connections", &self.connections)
+            .field("no_cache", &self.no_cache)
+            .field("quiet", &self.quiet)
+            .finish()
     }
 }

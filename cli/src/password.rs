@@ -21,7 +21,29 @@ fn strip_newline(mut bytes: Vec<u8>) -> Vec<u8> {
 /// The repository password, by precedence: --password-file / COFFER_PASSWORD_FILE,
 /// --password-command / COFFER_PASSWORD_COMMAND, COFFER_PASSWORD, then a prompt on a terminal.
 pub fn get(global: &GlobalArgs, confirm: bool) -> Result<Password> {
-    let password = if let Some(path) = &global.password_file {
+    get_from(
+        &Sources {
+            file: global.password_file.as_deref(),
+            command: global.password_command.as_deref(),
+            env: "COFFER_PASSWORD",
+            prompt: "repository password: ",
+        },
+        confirm,
+    )
+}
+
+/// Where one repository's password may come from.
+pub struct Sources<'a> {
+    pub file: Option<&'a std::path::Path>,
+    pub command: Option<&'a str>,
+    /// The environment variable holding the password itself.
+    pub env: &'a str,
+    pub prompt: &'a str,
+}
+
+/// The password from the first source set: file, command, environment variable, prompt.
+pub fn get_from(sources: &Sources<'_>, confirm: bool) -> Result<Password> {
+    let password = if let Some(path) = sources.file {
         let bytes = std::fs::read(path)
             .with_context(|| format!("reading the password file {}", path.display()))?;
         let first_line = bytes
@@ -30,7 +52,7 @@ pub fn get(global: &GlobalArgs, confirm: bool) -> Result<Password> {
             .unwrap_or_default()
             .to_vec();
         Zeroizing::new(strip_newline(first_line))
-    } else if let Some(command) = &global.password_command {
+    } else if let Some(command) = sources.command {
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(command)
@@ -42,11 +64,11 @@ pub fn get(global: &GlobalArgs, confirm: bool) -> Result<Password> {
             bail!("the password command failed ({})", out.status);
         }
         Zeroizing::new(strip_newline(out.stdout))
-    } else if let Some(p) = std::env::var_os("COFFER_PASSWORD") {
+    } else if let Some(p) = std::env::var_os(sources.env) {
         Zeroizing::new(p.into_encoded_bytes())
     } else if std::io::stdin().is_terminal() {
         let first = Zeroizing::new(
-            rpassword::prompt_password("repository password: ").context("reading the password")?,
+            rpassword::prompt_password(sources.prompt).context("reading the password")?,
         );
         if confirm {
             let second = Zeroizing::new(
@@ -59,9 +81,10 @@ pub fn get(global: &GlobalArgs, confirm: bool) -> Result<Password> {
         }
         Zeroizing::new(first.as_bytes().to_vec())
     } else {
-        return Err(crate::exit::usage(
-            "no password given: set COFFER_PASSWORD_FILE, COFFER_PASSWORD_COMMAND or COFFER_PASSWORD, or run on a terminal",
-        ));
+        return Err(crate::exit::usage(format!(
+            "no password given: set {env}_FILE, {env}_COMMAND or {env}, or run on a terminal",
+            env = sources.env
+        )));
     };
     if password.is_empty() {
         bail!("the password is empty");

@@ -33,13 +33,13 @@ pub enum Error {
     /// Another process holds the repository's maintenance lease.
     #[error("repository is locked: {0}")]
     Locked(String),
-    /// A storage operation failed.
-    #[error("storage {operation} of {path} failed: {source}")]
+    /// A storage operation failed. `path` names the location (bucket and key); `reason` is the
+    /// store's message with every configured secret removed.
+    #[error("storage {operation} of {path} failed: {reason}")]
     Storage {
         operation: &'static str,
         path: String,
-        #[source]
-        source: object_store::Error,
+        reason: String,
     },
     /// The storage location could not be opened or is not supported.
     #[error("cannot open storage {location}: {reason}")]

@@ -112,8 +112,9 @@ fn key_of(seq: u64) -> String {
 /// Every lease object: sequence number and key, lowest first. Objects in `locks/` that are not
 /// lease objects are ignored.
 pub fn list(storage: &Storage) -> Result<Vec<(u64, String)>> {
+    // Always a fresh listing: the protocol depends on seeing other processes' records.
     let mut out: Vec<(u64, String)> = storage
-        .list(LOCKS_DIR)?
+        .list_uncached(LOCKS_DIR)?
         .into_iter()
         .filter_map(|(key, _)| {
             let seq = key.strip_prefix(PREFIX)?.parse::<u64>().ok()?;

@@ -5,6 +5,7 @@
 //! Write order is the central invariant: packs first, then the index that names them, then the
 //! snapshot that refers to them, so whatever a reader finds is complete.
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod id;
@@ -29,4 +30,4 @@ pub use error::{Error, Result};
 pub use id::{BlobId, IndexId, KeyId, PackId, SnapshotId};
 pub use repository::{InitOptions, Repository};
 pub use snapshot::Snapshot;
-pub use storage::{OpenMode, Storage};
+pub use storage::{OpenMode, Storage, StorageOptions, StoreKind};

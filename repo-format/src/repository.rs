@@ -97,18 +97,22 @@ impl Repository {
         let key_id = key_file.save(&storage)?;
         config.save(&storage, &keys)?;
         let gear = GearTable::from_key(keys.chunker_key());
+        // An empty index is sorted; lookups on a fresh repository must not trip the assertion.
+        let mut index = MasterIndex::default();
+        index.sort();
         Ok(Repository {
             storage,
             keys,
             key_id,
             config,
             gear,
-            index: MasterIndex::default(),
+            index,
         })
     }
 
-    /// Opens an existing repository with `password` and loads its index.
-    pub fn open(storage: Storage, password: &[u8]) -> Result<Repository> {
+    /// Opens an existing repository with `password` and loads its index (through the metadata
+    /// cache when the storage has one).
+    pub fn open(mut storage: Storage, password: &[u8]) -> Result<Repository> {
         if storage.size(CONFIG_KEY)?.is_none() {
             return Err(Error::NoRepository {
                 location: storage.location().to_string(),
@@ -116,6 +120,7 @@ impl Repository {
         }
         let (key_id, keys) = keyfile::open_any(&storage, password)?;
         let config = RepoConfig::load(&storage, &keys)?;
+        storage.enable_cache(&config.id);
         let index = MasterIndex::load(&storage, &keys)?;
         let gear = GearTable::from_key(keys.chunker_key());
         Ok(Repository {
@@ -198,7 +203,9 @@ impl Repository {
         pack::open_blob(&self.keys, &loc.pack, &loc.blob, &bytes)
     }
 
-    /// Reads and parses a tree blob.
+    /// Reads and parses a tree blob. With a metadata cache, the whole tree pack is fetched once
+    /// and kept (tree blobs live in packs of their own, so these packs are small and hold only
+    /// metadata); without one, just the blob's range is read.
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
         let loc = self.locate(id)?;
         if loc.blob.kind != BlobKind::Tree {
@@ -208,7 +215,33 @@ impl Repository {
                 "the index lists it as a data blob",
             ));
         }
-        Tree::decode(id, &self.load_blob(id)?)
+        let plain = if self.storage.cache().is_some() {
+            let pack_bytes = self
+                .storage
+                .get_cached("pack", &pack::pack_key(&loc.pack))?;
+            let start = loc.blob.offset as usize;
+            let end = start.saturating_add(loc.blob.length as usize);
+            let sealed = pack_bytes.get(start..end).ok_or_else(|| {
+                Error::corrupt(
+                    "pack",
+                    loc.pack,
+                    format!("blob {id} at {start}..{end} lies beyond its end"),
+                )
+            })?;
+            pack::open_blob(&self.keys, &loc.pack, &loc.blob, sealed)?
+        } else {
+            self.load_blob(id)?
+        };
+        Tree::decode(id, &plain)
+    }
+
+    /// Adds packs that a [`crate::writer::BlobWriter`] stored and indexed to the in-memory
+    /// index, so a later writer on this handle deduplicates against them.
+    pub fn add_indexed_packs(&mut self, packs: &[(PackId, Vec<crate::pack::PackedBlob>)]) {
+        for (pack, blobs) in packs {
+            self.index.add_pack(*pack, blobs);
+        }
+        self.index.sort();
     }
 
     /// Streams the plaintext of `ids`, in order, to `sink`. Blobs that sit next to each other

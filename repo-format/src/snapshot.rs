@@ -70,6 +70,9 @@ pub struct Snapshot {
     /// replaced snapshot's id. The tree and everything else are the original's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<SnapshotId>,
+    /// The snapshot of another repository this one was copied from by `coffer copy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<SnapshotId>,
 }
 
 /// One named source of a snapshot: where its content sits in the tree and what it was.

@@ -1,41 +1,135 @@
 //! The one seam between Coffer and the bytes at rest: a thin synchronous facade over
 //! [`object_store`].
 //!
-//! Every repository object is addressed by a key such as `data/ab/ab12…` relative to the
-//! repository root. Content-addressed objects are written with `PutMode::Create`: an object that
-//! already exists under its content hash already holds those bytes, so `AlreadyExists` is success.
-//! Writes are atomic on every supported store (object stores by nature, the local file system by
-//! writing a temporary file and renaming it).
+//! A location is a local path (or `file:///path`), `s3://bucket/prefix` or `gs://bucket/prefix`.
+//! Object stores are configured the way object_store configures them: from the environment
+//! (`AWS_*`, `GOOGLE_*`) and from `KEY=VALUE` options using object_store's configuration keys,
+//! plus two keys of Coffer's own for the retry policy (`max_retries`, `retry_timeout`). Every
+//! repository object is addressed by a key such as `data/ab/ab12…` relative to the repository
+//! root (the prefix). Content-addressed objects are written with `PutMode::Create`: an object
+//! that already exists under its content hash already holds those bytes, so `AlreadyExists` is
+//! success. Writes are atomic on every supported store (object stores by nature, the local file
+//! system by writing a temporary file and renaming it; multipart uploads become visible only when
+//! completed).
+//!
+//! Requests that fail transiently (5xx, 429, timeouts, refused or reset connections) are retried
+//! with exponential backoff by object_store's retry layer, bounded by `max_retries` and
+//! `retry_timeout`; permanent failures (403, 401, 404 of the bucket) come back at once. Errors
+//! name the operation and the location (bucket and key) and pass through [`Storage::scrub`], so
+//! no configured secret can appear in a message.
+//!
+//! Listings are remembered for the life of the handle and updated by this handle's own writes
+//! and deletes, so a command lists each prefix at most once. Immutable metadata (snapshots,
+//! index files, tree packs) can be served from a verified local [`Cache`].
 //!
 //! The facade blocks the calling thread on a private tokio runtime, so the repository code stays
 //! synchronous and may call it from any number of plain threads (never from inside a runtime).
 
+use crate::cache::Cache;
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use futures::StreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::memory::InMemory;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+use object_store::{
+    BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutPayload, RetryConfig, WriteMultipart,
+};
+use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Concurrent requests on an object store unless `--connections` says otherwise.
+pub const DEFAULT_REMOTE_CONNECTIONS: usize = 8;
+/// Concurrent writes on a local directory.
+pub const DEFAULT_LOCAL_CONNECTIONS: usize = 2;
+/// Objects at least this large are uploaded to object stores in parts.
+pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+/// The size of one part of a multipart upload (S3 needs at least 5 MiB per part but the last).
+pub const MULTIPART_PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts of one object uploaded at once.
+const MULTIPART_CONCURRENCY: usize = 2;
+/// Default retries of one request that failed transiently.
+pub const DEFAULT_MAX_RETRIES: usize = 4;
+/// Default bound on the time spent retrying one request.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Option keys (object_store's, with or without their `aws_`/`google_` prefix) whose values
+/// are secret. Their values, from options or the environment, are scrubbed from messages.
+const SECRET_KEY_MARKERS: &[&str] = &[
+    "secret",
+    "token",
+    "password",
+    "service_account_key",
+    "customer_key",
+    "access_key_id",
+];
+
+/// How to reach a location, from the command line.
+#[derive(Clone, Default)]
+pub struct StorageOptions {
+    /// `KEY=VALUE` pairs: object_store configuration keys, plus `max_retries` and
+    /// `retry_timeout` (e.g. `30s`, `500ms`, `2m`).
+    pub options: Vec<(String, String)>,
+    /// Requests to run at once; `None` for the default of the kind of store.
+    pub connections: Option<usize>,
+    /// Root directory of the metadata cache; `None` disables it. Only object stores use it: a
+    /// local repository is as fast as a cache.
+    pub cache_root: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Option values may be credentials: only their keys are shown.
+        let keys: Vec<&str> = self.options.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("StorageOptions")
+            .field("option_keys", &keys)
+            .field("connections", &self.connections)
+            .field("cache_root", &self.cache_root)
+            .finish()
+    }
+}
+
+/// What kind of store a location names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Local,
+    Memory,
+    S3,
+    Gcs,
+}
+
+/// Object keys and sizes under each listed directory.
+type Listings = HashMap<String, Vec<(String, u64)>>;
 
 /// A handle on the storage that holds one repository.
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    kind: StoreKind,
     /// Key prefix of the repository inside the store (empty for a local directory).
     root: String,
     /// How the user named the location, for messages (never carries credentials).
     location: String,
     runtime: Arc<tokio::runtime::Runtime>,
-    /// How many requests to run at once (uploads during backup).
+    /// How many requests to run at once (uploads during backup, downloads during copy).
     connections: usize,
+    /// Configured secret values, removed from every message.
+    secrets: Arc<Vec<String>>,
+    /// Listings already made by this handle, by directory, kept current by its own writes.
+    listings: Arc<Mutex<Listings>>,
+    cache_root: Option<PathBuf>,
+    cache: Option<Arc<Cache>>,
 }
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Storage")
             .field("location", &self.location)
+            .field("connections", &self.connections)
             .finish_non_exhaustive()
     }
 }
@@ -59,10 +153,85 @@ fn runtime() -> Result<Arc<tokio::runtime::Runtime>> {
         .map_err(|e| Error::io("starting the I/O runtime for", "storage", e))
 }
 
+/// Parses a duration such as `30s`, `500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_KEY_MARKERS.iter().any(|m| key.contains(m))
+}
+
+/// The retry policy and the remaining (object_store) options.
+fn split_retry_options(
+    options: &[(String, String)],
+    config_err: &dyn Fn(String) -> Error,
+) -> Result<(RetryConfig, Vec<(String, String)>)> {
+    let mut retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            base: 2.0,
+        },
+        max_retries: DEFAULT_MAX_RETRIES,
+        retry_timeout: DEFAULT_RETRY_TIMEOUT,
+    };
+    let mut rest = Vec::new();
+    for (key, value) in options {
+        match key.as_str() {
+            "max_retries" => {
+                retry.max_retries = value.parse().map_err(|_| {
+                    config_err(format!("option max_retries={value:?} is not a number"))
+                })?
+            }
+            "retry_timeout" => {
+                retry.retry_timeout = parse_duration(value).ok_or_else(|| {
+                    config_err(format!(
+                        "option retry_timeout={value:?} is not a duration such as 30s"
+                    ))
+                })?
+            }
+            _ => rest.push((key.clone(), value.clone())),
+        }
+    }
+    Ok((retry, rest))
+}
+
+/// Splits `bucket/prefix` (what follows `s3://` or `gs://`).
+fn split_bucket(rest: &str) -> (&str, String) {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
+    (bucket, prefix)
+}
+
 impl Storage {
-    /// Opens a location: a local path or `file:///path`. Object-store URLs are recognised and
-    /// refused with a clear message until a build supports them.
+    /// Opens a location with default options. See [`Storage::open_with`].
     pub fn open(location: &str, mode: OpenMode) -> Result<Storage> {
+        Storage::open_with(location, mode, &StorageOptions::default())
+    }
+
+    /// Opens a location: a local path or `file:///path`, `s3://bucket/prefix` or
+    /// `gs://bucket/prefix`. Building an object-store client makes no request; the first
+    /// request reports missing buckets or bad credentials.
+    pub fn open_with(location: &str, mode: OpenMode, options: &StorageOptions) -> Result<Storage> {
         let config_err = |reason: String| Error::StorageConfig {
             location: location.to_string(),
             reason,
@@ -70,44 +239,123 @@ impl Storage {
         if location.is_empty() {
             return Err(config_err("the repository location is empty".into()));
         }
-        if let Some((scheme, _)) = location.split_once("://") {
-            match scheme {
-                "file" => {}
-                "memory" => {
-                    return Err(config_err(
-                        "memory:// repositories live only inside one process; use a path".into(),
-                    ))
-                }
-                "s3" | "gs" => {
+        let (kind, rest) = match location.split_once("://") {
+            None => (StoreKind::Local, location),
+            Some(("file", path)) => (StoreKind::Local, path),
+            Some(("s3", rest)) => (StoreKind::S3, rest),
+            Some(("gs", rest)) => (StoreKind::Gcs, rest),
+            Some(("memory", _)) => return Err(config_err(
+                "memory:// repositories live only inside one process; use a path, s3:// or gs://"
+                    .into(),
+            )),
+            Some((other, _)) => {
+                return Err(config_err(format!(
+                    "unknown URL scheme {other:?}: use a path, file://, s3:// or gs://"
+                )))
+            }
+        };
+        let (retry, store_options) = split_retry_options(&options.options, &config_err)?;
+        let mut secrets: Vec<String> = options
+            .options
+            .iter()
+            .filter(|(k, _)| is_secret_key(k))
+            .map(|(_, v)| v.clone())
+            .collect();
+        secrets.extend(
+            std::env::vars()
+                .filter(|(k, _)| {
+                    (k.starts_with("AWS_") || k.starts_with("GOOGLE_")) && is_secret_key(k)
+                })
+                .map(|(_, v)| v),
+        );
+        // Short values would mangle every message; no real credential is that short.
+        secrets.retain(|s| s.len() >= 4);
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let (store, root): (Arc<dyn ObjectStore>, String) = match kind {
+            StoreKind::Local => {
+                if let Some((key, _)) = store_options.first() {
                     return Err(config_err(format!(
-                        "{scheme}:// repositories are not supported by this build yet; use a local path"
-                    )))
+                        "option {key:?} applies to s3:// and gs:// locations only"
+                    )));
                 }
-                other => return Err(config_err(format!("unknown URL scheme {other:?}"))),
-            }
-        }
-        let path = location.strip_prefix("file://").unwrap_or(location);
-        let path = std::path::Path::new(path);
-        match mode {
-            OpenMode::Create => std::fs::create_dir_all(path)
-                .map_err(|e| Error::io("creating repository directory", path, e))?,
-            OpenMode::Existing => {
-                if !path.is_dir() {
-                    return Err(Error::NoRepository {
-                        location: location.to_string(),
-                    });
+                let path = std::path::Path::new(rest);
+                match mode {
+                    OpenMode::Create => std::fs::create_dir_all(path)
+                        .map_err(|e| Error::io("creating repository directory", path, e))?,
+                    OpenMode::Existing => {
+                        if !path.is_dir() {
+                            return Err(Error::NoRepository {
+                                location: location.to_string(),
+                            });
+                        }
+                    }
                 }
+                let store = object_store::local::LocalFileSystem::new_with_prefix(path)
+                    .map_err(|e| config_err(e.to_string()))?
+                    .with_automatic_cleanup(true);
+                (Arc::new(store), String::new())
             }
-        }
-        let store = object_store::local::LocalFileSystem::new_with_prefix(path)
-            .map_err(|e| config_err(e.to_string()))?
-            .with_automatic_cleanup(true);
+            StoreKind::S3 => {
+                let (bucket, prefix) = split_bucket(rest);
+                if bucket.is_empty() {
+                    return Err(config_err("no bucket named: use s3://BUCKET/PREFIX".into()));
+                }
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                for (key, value) in &store_options {
+                    let parsed: AmazonS3ConfigKey =
+                        key.to_ascii_lowercase().parse().map_err(|_| {
+                            config_err(format!("unknown S3 option {key:?} (see docs/storage.md)"))
+                        })?;
+                    builder = builder.with_config(parsed, value);
+                }
+                let store = builder
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| config_err(scrub_with(&secrets, &e.to_string())))?;
+                (Arc::new(store), prefix)
+            }
+            StoreKind::Gcs => {
+                let (bucket, prefix) = split_bucket(rest);
+                if bucket.is_empty() {
+                    return Err(config_err("no bucket named: use gs://BUCKET/PREFIX".into()));
+                }
+                let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+                for (key, value) in &store_options {
+                    let parsed: GoogleConfigKey =
+                        key.to_ascii_lowercase().parse().map_err(|_| {
+                            config_err(format!("unknown GCS option {key:?} (see docs/storage.md)"))
+                        })?;
+                    builder = builder.with_config(parsed, value);
+                }
+                let store = builder
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| config_err(scrub_with(&secrets, &e.to_string())))?;
+                (Arc::new(store), prefix)
+            }
+            StoreKind::Memory => unreachable!("refused above"),
+        };
+        let remote = matches!(kind, StoreKind::S3 | StoreKind::Gcs);
+        let default_connections = if remote {
+            DEFAULT_REMOTE_CONNECTIONS
+        } else {
+            DEFAULT_LOCAL_CONNECTIONS
+        };
         Ok(Storage {
-            store: Arc::new(store),
-            root: String::new(),
+            store,
+            kind,
+            root,
             location: location.to_string(),
             runtime: runtime()?,
-            connections: 1,
+            connections: options.connections.unwrap_or(default_connections).max(1),
+            secrets: Arc::new(secrets),
+            listings: Arc::default(),
+            cache_root: if remote {
+                options.cache_root.clone()
+            } else {
+                None
+            },
+            cache: None,
         })
     }
 
@@ -115,11 +363,41 @@ impl Storage {
     pub fn in_memory() -> Result<Storage> {
         Ok(Storage {
             store: Arc::new(InMemory::new()),
+            kind: StoreKind::Memory,
             root: String::new(),
             location: "memory://".into(),
             runtime: runtime()?,
             connections: 1,
+            secrets: Arc::default(),
+            listings: Arc::default(),
+            cache_root: None,
+            cache: None,
         })
+    }
+
+    /// Uses a metadata cache under `cache_root` (for tests of the cache on any store).
+    pub fn with_cache_root(mut self, cache_root: PathBuf) -> Storage {
+        self.cache_root = Some(cache_root);
+        self
+    }
+
+    /// Starts serving immutable metadata of repository `repo_id` from the cache, if this handle
+    /// was opened with a cache root. A cache that cannot be created is skipped silently: it is
+    /// an optimisation, never a requirement.
+    pub fn enable_cache(&mut self, repo_id: &str) {
+        if let Some(root) = &self.cache_root {
+            self.cache = Cache::open(root, repo_id).ok().map(Arc::new);
+        }
+    }
+
+    /// The cache in use, if any.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_deref()
+    }
+
+    /// What kind of store this is.
+    pub fn kind(&self) -> StoreKind {
+        self.kind
     }
 
     /// How many requests to run at once.
@@ -145,30 +423,106 @@ impl Storage {
         }
     }
 
+    /// `text` with every configured secret replaced by `<redacted>`.
+    pub fn scrub(&self, text: &str) -> String {
+        scrub_with(&self.secrets, text)
+    }
+
     fn err(&self, operation: &'static str, key: &str, source: object_store::Error) -> Error {
+        let hint = match &source {
+            object_store::Error::PermissionDenied { .. } => {
+                "; access denied: check the credentials and that they may perform this operation on the bucket (docs/storage.md lists the permissions)"
+            }
+            object_store::Error::Unauthenticated { .. } => {
+                "; authentication failed: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS)"
+            }
+            e if e.to_string().contains("NoSuchBucket") => "; the bucket does not exist",
+            _ => "",
+        };
         Error::Storage {
             operation,
             path: format!("{}/{}", self.location.trim_end_matches('/'), key),
-            source,
+            reason: format!("{}{hint}", self.scrub(&source.to_string())),
+        }
+    }
+
+    /// Remembers a new object in this handle's listings.
+    fn note_put(&self, key: &str, size: u64) {
+        let mut listings = crate::writer::lock(&self.listings);
+        for (dir, list) in listings.iter_mut() {
+            if key.starts_with(&format!("{dir}/")) {
+                if let Err(at) = list.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+                    list.insert(at, (key.to_string(), size));
+                }
+            }
         }
     }
 
     /// Writes an immutable, content-addressed object. If the key exists it already holds these
-    /// bytes (its name is their hash), so that counts as success.
+    /// bytes (its name is their hash), so that counts as success. Large objects go to object
+    /// stores in parts; a multipart upload cannot be conditional, which is harmless here since
+    /// a second upload of the same name holds the same bytes.
     pub fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
         let path = self.path(key);
-        let payload = PutPayload::from(bytes);
-        let result =
+        let size = bytes.len() as u64;
+        let multipart = matches!(self.kind, StoreKind::S3 | StoreKind::Gcs)
+            && bytes.len() >= MULTIPART_THRESHOLD;
+        let result = if multipart {
+            self.runtime.block_on(async {
+                let upload = self.store.put_multipart(&path).await?;
+                let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_SIZE);
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    if let Err(e) = writer.wait_for_capacity(MULTIPART_CONCURRENCY).await {
+                        let _ = writer.abort().await;
+                        return Err(e);
+                    }
+                    let part = rest.split_to(rest.len().min(MULTIPART_PART_SIZE));
+                    writer.put(part);
+                }
+                writer.finish().await.map(|_| ())
+            })
+        } else {
+            let payload = PutPayload::from(bytes);
             self.runtime
-                .block_on(self.store.put_opts(&path, payload, PutMode::Create.into()));
+                .block_on(self.store.put_opts(&path, payload, PutMode::Create.into()))
+                .map(|_| ())
+        };
         match result {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => {
+                self.note_put(key, size);
+                Ok(())
+            }
             Err(e) => Err(self.err("write", key, e)),
         }
     }
 
-    /// Reads a whole object. A missing object gives [`Error::Missing`] naming `what`.
+    /// Reads a whole object. A missing object gives [`Error::Missing`] naming `what`. Snapshots
+    /// and index files come from the cache when it holds them.
     pub fn get(&self, what: &'static str, key: &str) -> Result<Bytes> {
+        let cacheable = key.starts_with("snapshots/") || key.starts_with("index/");
+        if cacheable {
+            self.get_cached(what, key)
+        } else {
+            self.fetch(what, key)
+        }
+    }
+
+    /// Reads a whole immutable, content-named object through the cache (if enabled): a cached
+    /// copy is used only if its hash matches its name; a fetched copy is cached only if so.
+    pub fn get_cached(&self, what: &'static str, key: &str) -> Result<Bytes> {
+        let Some(cache) = &self.cache else {
+            return self.fetch(what, key);
+        };
+        if let Some(bytes) = cache.get(key) {
+            return Ok(bytes);
+        }
+        let bytes = self.fetch(what, key)?;
+        cache.put(key, &bytes);
+        Ok(bytes)
+    }
+
+    fn fetch(&self, what: &'static str, key: &str) -> Result<Bytes> {
         let path = self.path(key);
         let result = self
             .runtime
@@ -201,13 +555,19 @@ impl Storage {
 
     fn map_read_err(&self, what: &'static str, key: &str, e: object_store::Error) -> Error {
         match e {
-            object_store::Error::NotFound { .. } => Error::Missing {
-                what,
-                id: key.to_string(),
-            },
+            object_store::Error::NotFound { .. } if !e.to_string().contains("NoSuchBucket") => {
+                Error::Missing {
+                    what,
+                    id: key.to_string(),
+                }
+            }
             // A range past the end of the object means it is shorter than the index says.
             e @ object_store::Error::Generic { .. } if e.to_string().contains("range") => {
-                Error::corrupt(what, key, format!("shorter than expected ({e})"))
+                Error::corrupt(
+                    what,
+                    key,
+                    format!("shorter than expected ({})", self.scrub(&e.to_string())),
+                )
             }
             e => self.err("read", key, e),
         }
@@ -224,8 +584,30 @@ impl Storage {
     }
 
     /// Every object under `dir/` with its size, as keys relative to the repository root,
-    /// sorted. One listing request stream per call.
+    /// sorted. The store is listed once per handle and directory; later calls see this handle's
+    /// own writes and deletes but not other writers'. Cached objects under `dir/` that the
+    /// listing no longer shows (removed by prune) are dropped from the cache.
     pub fn list(&self, dir: &str) -> Result<Vec<(String, u64)>> {
+        if let Some(list) = crate::writer::lock(&self.listings).get(dir) {
+            return Ok(list.clone());
+        }
+        let out = self.list_uncached(dir)?;
+        if let Some(cache) = &self.cache {
+            cache.retain(dir, &out);
+        }
+        crate::writer::lock(&self.listings).insert(dir.to_string(), out.clone());
+        Ok(out)
+    }
+
+    /// Forgets every listing this handle remembers, so the next [`Storage::list`] of each
+    /// directory asks the store again. Prune calls it once it holds the lease: what it decides
+    /// must rest on what the store holds then, not on what it held when the handle was opened.
+    pub fn forget_listings(&self) {
+        crate::writer::lock(&self.listings).clear();
+    }
+
+    /// Lists `dir/` in the store, bypassing this handle's memory of earlier listings.
+    pub fn list_uncached(&self, dir: &str) -> Result<Vec<(String, u64)>> {
         let prefix = self.path(dir);
         let strip = if self.root.is_empty() {
             String::new()
@@ -252,17 +634,38 @@ impl Storage {
     pub fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key);
         match self.runtime.block_on(self.store.delete(&path)) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                for list in crate::writer::lock(&self.listings).values_mut() {
+                    list.retain(|(k, _)| k != key);
+                }
+                if let Some(cache) = &self.cache {
+                    cache.remove(key);
+                }
+                Ok(())
+            }
             Err(e) => Err(self.err("delete", key, e)),
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
+fn scrub_with(secrets: &[String], text: &str) -> String {
+    let mut out = text.to_string();
+    for secret in secrets {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "<redacted>");
+        }
+    }
+    out
+}
+
+/// The storage conformance suite: every store Coffer supports must pass it. Public so the
+/// end-to-end tests can run it against a real S3 server; it panics on the first failure.
+#[doc(hidden)]
+pub mod conformance {
     use super::*;
 
-    fn conformance(storage: &Storage) {
+    /// Runs the suite on an empty repository location.
+    pub fn run(storage: &Storage) {
         storage
             .put_new("data/ab/x", Bytes::from_static(b"hello"))
             .unwrap();
@@ -291,14 +694,43 @@ mod tests {
         );
         assert_eq!(storage.list("snapshots").unwrap().len(), 1);
         assert!(storage.list("index").unwrap().is_empty());
+        // The handle's listings follow its own writes; the store agrees.
+        storage
+            .put_new("index/i1", Bytes::from_static(b"i"))
+            .unwrap();
+        assert_eq!(storage.list("index").unwrap().len(), 1);
+        assert_eq!(storage.list_uncached("index").unwrap().len(), 1);
+        // A large object (multipart on object stores) reads back byte for byte.
+        let big: Vec<u8> = (0..MULTIPART_THRESHOLD + MULTIPART_PART_SIZE / 2 + 3)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        storage
+            .put_new("data/cd/big", Bytes::from(big.clone()))
+            .unwrap();
+        assert_eq!(storage.get("pack", "data/cd/big").unwrap(), big);
+        let end = big.len() as u64;
+        assert_eq!(
+            &storage
+                .get_range("pack", "data/cd/big", end - 10..end)
+                .unwrap()[..],
+            &big[big.len() - 10..]
+        );
+        assert_eq!(storage.list_uncached("data").unwrap().len(), 2);
+        storage.delete("data/cd/big").unwrap();
         storage.delete("data/ab/x").unwrap();
         storage.delete("data/ab/x").unwrap();
         assert!(storage.list("data").unwrap().is_empty());
+        assert!(storage.list_uncached("data").unwrap().is_empty());
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn memory_conformance() {
-        conformance(&Storage::in_memory().unwrap());
+        conformance::run(&Storage::in_memory().unwrap());
     }
 
     #[test]
@@ -310,18 +742,129 @@ mod tests {
             Err(Error::NoRepository { .. })
         ));
         let storage = Storage::open(loc.to_str().unwrap(), OpenMode::Create).unwrap();
-        conformance(&storage);
+        conformance::run(&storage);
+        let loc = dir.path().join("repo2");
+        std::fs::create_dir(&loc).unwrap();
         let url = format!("file://{}", loc.display());
-        conformance(&Storage::open(&url, OpenMode::Existing).unwrap());
+        conformance::run(&Storage::open(&url, OpenMode::Existing).unwrap());
     }
 
     #[test]
     fn unsupported_locations_are_named() {
-        for loc in ["memory://", "s3://bucket/x", "ftp://host/x", ""] {
+        for loc in ["memory://", "ftp://host/x", "", "s3://", "gs:///x"] {
             let err = Storage::open(loc, OpenMode::Existing)
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("cannot open storage"), "{err}");
+            assert!(err.contains("cannot open storage"), "{loc}: {err}");
         }
+    }
+
+    fn opts(pairs: &[(&str, &str)]) -> StorageOptions {
+        StorageOptions {
+            options: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..StorageOptions::default()
+        }
+    }
+
+    #[test]
+    fn s3_urls_and_options_build_offline() {
+        let s = Storage::open_with(
+            "s3://bucket/some//prefix/",
+            OpenMode::Existing,
+            &opts(&[
+                ("aws_access_key_id", "AKIDEXAMPLE"),
+                ("secret_access_key", "wJalrXUtnFEMI-very-secret"),
+                ("region", "eu-west-1"),
+                ("endpoint", "http://127.0.0.1:9"),
+                ("allow_http", "true"),
+                ("max_retries", "1"),
+                ("retry_timeout", "2s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.kind(), StoreKind::S3);
+        assert_eq!(s.root, "some/prefix");
+        assert_eq!(s.connections(), DEFAULT_REMOTE_CONNECTIONS);
+        assert_eq!(s.path("config").as_ref(), "some/prefix/config");
+        assert_eq!(
+            s.scrub("x wJalrXUtnFEMI-very-secret y AKIDEXAMPLE"),
+            "x <redacted> y <redacted>"
+        );
+        assert!(!format!("{s:?}").contains("very-secret"));
+        let err = Storage::open_with(
+            "s3://bucket",
+            OpenMode::Existing,
+            &opts(&[("no_such_option", "wJalrXUtnFEMI-very-secret")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("unknown S3 option \"no_such_option\""),
+            "{err}"
+        );
+        assert!(!err.contains("very-secret"), "{err}");
+        let err = Storage::open_with(
+            "s3://b",
+            OpenMode::Existing,
+            &opts(&[("retry_timeout", "soon")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("retry_timeout"), "{err}");
+        let err = Storage::open_with("/tmp/x", OpenMode::Existing, &opts(&[("region", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("s3:// and gs:// locations only"), "{err}");
+    }
+
+    /// GCS can't be reached here (no emulator speaks its XML API), so the configuration mapping
+    /// is checked offline: a service-account key with `disable_oauth` builds without a request.
+    #[test]
+    fn gs_urls_and_options_build_offline() {
+        let key = serde_json::json!({
+            "private_key": "",
+            "private_key_id": "",
+            "client_email": "coffer@example.invalid",
+            "gcs_base_url": "http://127.0.0.1:9",
+            "disable_oauth": true,
+        })
+        .to_string();
+        let s = Storage::open_with(
+            "gs://my-bucket/backups/app",
+            OpenMode::Existing,
+            &opts(&[("service_account_key", &key), ("max_retries", "0")]),
+        )
+        .unwrap();
+        assert_eq!(s.kind(), StoreKind::Gcs);
+        assert_eq!(s.root, "backups/app");
+        assert!(s.scrub(&format!("leak {key}")).contains("<redacted>"));
+        let err = Storage::open_with(
+            "gs://my-bucket",
+            OpenMode::Existing,
+            &opts(&[("aws_region", "x")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown GCS option"), "{err}");
+        // Requests go to the configured base URL; nothing listens there, so the error names
+        // the operation and the bucket after the (zero) retries.
+        let err = s.list_uncached("snapshots").unwrap_err().to_string();
+        assert!(
+            err.contains("storage list of gs://my-bucket/backups/app/snapshots"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration("5 parsecs"), None);
     }
 }

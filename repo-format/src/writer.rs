@@ -238,6 +238,32 @@ impl<'r> BlobWriter<'r> {
         }
     }
 
+    /// How many uploaded packs no index file names yet.
+    pub fn unindexed_packs(&self) -> usize {
+        lock(&self.shared.uploaded).len()
+    }
+
+    /// Writes an index file naming the packs uploaded so far (not the open ones), so that an
+    /// interrupted run keeps them: the next run finds their blobs in the index and does not
+    /// upload them again. Returns the packs it indexed; `finish` indexes only later packs.
+    pub fn checkpoint(&self) -> Result<Vec<(PackId, Vec<PackedBlob>)>> {
+        let packs = std::mem::take(&mut *lock(&self.shared.uploaded));
+        if packs.is_empty() {
+            return Ok(packs);
+        }
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs,
+        };
+        match file.save(self.repo.storage(), self.repo.keys()) {
+            Ok(_) => Ok(file.packs),
+            Err(e) => {
+                lock(&self.shared.uploaded).extend(file.packs);
+                Err(e)
+            }
+        }
+    }
+
     /// Flushes the open packs, waits for all uploads, then writes one index file for the new
     /// packs. Only after this returns may a snapshot refer to the stored blobs.
     pub fn finish(self) -> Result<Written> {

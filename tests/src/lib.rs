@@ -5,7 +5,9 @@
 //! touched. Passwords reach the binary through the environment, never argv, as for users.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Path of the `coffer` binary built alongside this test executable.
 pub fn coffer_bin() -> PathBuf {
@@ -26,7 +28,7 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub repo: String,
     pub password: String,
-    /// More environment for every coffer run (e.g. a PostgreSQL cluster's `PGHOST`).
+    /// More environment for every coffer run (a PostgreSQL cluster's `PGHOST`, an S3 endpoint).
     pub extra_env: Vec<(String, String)>,
 }
 
@@ -77,6 +79,14 @@ impl Env {
             password: "correct horse battery staple".into(),
             extra_env: Vec::new(),
         }
+    }
+
+    /// A new scratch area whose repository is `s3://<fresh bucket>/repo` on `server`.
+    pub fn s3(server: &MotoServer) -> Env {
+        let mut env = Env::new();
+        env.repo = format!("s3://{}/repo", server.bucket());
+        env.extra_env = MotoServer::env_for(&server.endpoint);
+        env
     }
 
     /// A path inside the scratch area.
@@ -472,4 +482,287 @@ pub fn tree_contents(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>
         visit(root, root, &mut out);
     }
     out
+}
+
+/// A real S3 server for the tests: moto in server mode (see /work/shared/TESTING.md).
+///
+/// The Python virtual environment is created on first use at [`MOTO_VENV`] (`python3 -m venv`
+/// and `pip install 'moto[server]'`, about a minute), so a fresh machine with python3 and
+/// access to PyPI needs no other setup. Each server listens on a free port of 127.0.0.1 and
+/// is killed when dropped, or, for the shared one, by a watchdog when the test process exits.
+pub struct MotoServer {
+    pub endpoint: String,
+    port: u16,
+    child: Child,
+}
+
+/// Where the moto virtual environment lives (shared by every test binary and target dir).
+pub const MOTO_VENV: &str = "/tmp/coffer-moto-venv";
+
+/// The access key and secret every S3 test uses; moto accepts any. The secret is a marker:
+/// tests assert it never appears in coffer's output.
+pub const S3_ACCESS_KEY: &str = "AKIACOFFERTEST";
+pub const S3_SECRET_KEY: &str = "coffer-test-secret-9f8e7d6c5b4a";
+
+fn moto_bin() -> PathBuf {
+    let venv = Path::new(MOTO_VENV);
+    let bin = venv.join("bin/moto_server");
+    // Written last: a venv without it is a half-finished install (venvs cannot be moved, so
+    // the install happens in place).
+    let ready = venv.join(".coffer-ready");
+    if ready.exists() && bin.exists() {
+        return bin;
+    }
+    let _ = std::fs::remove_dir_all(venv);
+    let status = Command::new("python3")
+        .args(["-m", "venv", MOTO_VENV])
+        .status()
+        .expect("python3 is needed for the S3 tests (moto)");
+    assert!(status.success(), "python3 -m venv {MOTO_VENV} failed");
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "moto[server]"])
+        .status()
+        .expect("running pip");
+    assert!(status.success(), "pip install 'moto[server]' failed");
+    assert!(bin.exists(), "{} missing after install", bin.display());
+    std::fs::write(&ready, b"").expect("marking the moto venv ready");
+    bin
+}
+
+static MOTO_INSTALL: Mutex<()> = Mutex::new(());
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a free port")
+        .port()
+}
+
+/// Sends one plain HTTP request and returns the status code.
+fn http(port: u16, method: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl MotoServer {
+    /// Starts a new server (installing moto first if needed) and waits until it answers.
+    pub fn start() -> MotoServer {
+        let bin = {
+            let _guard = MOTO_INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+            moto_bin()
+        };
+        let port = free_port();
+        // The watchdog shell kills moto when this test process is gone, even if it is killed.
+        let script = format!(
+            "{} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+             trap 'kill $m 2>/dev/null; exit 0' TERM; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 1; done; kill $m 2>/dev/null",
+            bin.display(),
+            parent = std::process::id()
+        );
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting moto_server");
+        let server = MotoServer {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            child,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while http(port, "GET", "/").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not come up on port {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// The server shared by every test of this binary.
+    pub fn shared() -> &'static MotoServer {
+        static SHARED: OnceLock<MotoServer> = OnceLock::new();
+        SHARED.get_or_init(MotoServer::start)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Creates a fresh bucket with a unique name and returns the name.
+    pub fn bucket(&self) -> String {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "coffer-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let status = http(self.port, "PUT", &format!("/{name}"));
+        assert_eq!(status, Some(200), "creating bucket {name}");
+        name
+    }
+
+    /// The environment coffer needs to reach this server (what an operator would export).
+    pub fn env_for(endpoint: &str) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        // SIGTERM to the watchdog shell: its trap kills moto, then it exits.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy in front of a server that can be switched off: then it resets every open
+/// connection and closes new ones at once, as a crashed server would. It can also switch
+/// itself off after forwarding a number of request bytes, to fail in the middle of a run.
+pub struct FlakyProxy {
+    pub port: u16,
+    state: Arc<ProxyState>,
+}
+
+struct ProxyState {
+    down: AtomicBool,
+    /// Switch off once this many client bytes were forwarded (u64::MAX: never).
+    down_after: AtomicU64,
+    forwarded: AtomicU64,
+    connections: Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl FlakyProxy {
+    /// A proxy to 127.0.0.1:`target_port`.
+    pub fn start(target_port: u16) -> FlakyProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let state = Arc::new(ProxyState {
+            down: AtomicBool::new(false),
+            down_after: AtomicU64::new(u64::MAX),
+            forwarded: AtomicU64::new(0),
+            connections: Mutex::new(Vec::new()),
+        });
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if st.down.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target_port)) else {
+                    continue;
+                };
+                {
+                    let mut conns = st.connections.lock().unwrap_or_else(|p| p.into_inner());
+                    conns.extend(client.try_clone().ok());
+                    conns.extend(server.try_clone().ok());
+                }
+                let (c2, s2) = match (client.try_clone(), server.try_clone()) {
+                    (Ok(c), Ok(s)) => (c, s),
+                    _ => continue,
+                };
+                let up = st.clone();
+                std::thread::spawn(move || pump(client, server, Some(up)));
+                std::thread::spawn(move || pump(s2, c2, None));
+            }
+        });
+        FlakyProxy { port, state }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Switches off after `bytes` more request bytes.
+    pub fn fail_after(&self, bytes: u64) {
+        let now = self.state.forwarded.load(Ordering::SeqCst);
+        self.state.down_after.store(now + bytes, Ordering::SeqCst);
+    }
+
+    /// Whether the proxy is switched off.
+    pub fn is_down(&self) -> bool {
+        self.state.down.load(Ordering::SeqCst)
+    }
+
+    /// Switches off now: open connections are reset, new ones closed.
+    pub fn down(&self) {
+        self.state.go_down();
+    }
+
+    /// Switches back on.
+    pub fn up(&self) {
+        self.state.down_after.store(u64::MAX, Ordering::SeqCst);
+        self.state.down.store(false, Ordering::SeqCst);
+    }
+}
+
+impl ProxyState {
+    fn go_down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        for c in self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    count: Option<Arc<ProxyState>>,
+) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(state) = &count {
+            if state.down.load(Ordering::SeqCst) {
+                break;
+            }
+            let total = state.forwarded.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+            if total >= state.down_after.load(Ordering::SeqCst) {
+                state.go_down();
+                break;
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
 }

@@ -34,7 +34,8 @@ impl Default for Args {
 /// Creates the repository; shared with `backup --init`.
 pub fn create(ctx: &Context_, args: &Args) -> Result<Repository> {
     let location = ctx.global.repo()?;
-    let storage = Storage::open(location, OpenMode::Create)?;
+    let options = ctx.global.storage_options(&ctx.global.options);
+    let storage = Storage::open_with(location, OpenMode::Create, &options)?;
     let password = crate::password::get(&ctx.global, true)?;
     let options = InitOptions {
         kdf: KdfParams {

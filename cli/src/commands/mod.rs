@@ -3,6 +3,7 @@
 mod backup;
 mod cat;
 mod check;
+mod copy;
 mod drill;
 mod dump;
 mod forget;
@@ -37,6 +38,8 @@ pub enum Command {
     Drill(drill::Args),
     /// Write one file of a snapshot to standard output
     Dump(dump::Args),
+    /// Copy snapshots (and the data they need) from another repository into this one
+    Copy(copy::Args),
     /// Print a repository object as JSON (for debugging)
     Cat(cat::Args),
     /// Manage the repository's passwords (key files)
@@ -80,6 +83,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Drill(a) => drill::run(&ctx, a),
         Command::Dump(a) => dump::run(&ctx, a),
+        Command::Copy(a) => copy::run(&ctx, a),
         Command::Cat(a) => cat::run(&ctx, a),
         Command::Key(a) => key::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
@@ -92,7 +96,8 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
 /// Opens the repository named by the global options, asking for the password.
 pub fn open_repo(ctx: &Context_) -> Result<Repository> {
     let location = ctx.global.repo()?;
-    let storage = Storage::open(location, OpenMode::Existing)?;
+    let options = ctx.global.storage_options(&ctx.global.options);
+    let storage = Storage::open_with(location, OpenMode::Existing, &options)?;
     let password = crate::password::get(&ctx.global, false)?;
     Repository::open(storage, &password).with_context(|| format!("opening repository {location}"))
 }

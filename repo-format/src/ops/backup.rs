@@ -377,6 +377,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         summary,
         sources,
         original: None,
+        copied_from: None,
     };
     let id = snapshot.save(repo.storage(), repo.keys())?;
     Ok(BackupReport {
@@ -561,12 +562,20 @@ type PendingContent = (Receiver<(u64, Result<BlobId>)>, u64);
 fn work(writer: &BlobWriter<'_>, jobs: Receiver<Job>) {
     let mut compressor = writer.compressor().ok();
     for job in jobs {
-        let result = match compressor.as_mut() {
-            Some(c) => writer.store(c, BlobKind::Data, &job.data).map(|(id, _)| id),
-            None => Err(Error::InvalidInput(
-                "the zstd compressor could not be created".into(),
-            )),
-        };
+        // A panic (a bug) must become an error for this chunk's file, not a worker that
+        // silently disappears and leaves the walker waiting for its answer forever.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match compressor.as_mut() {
+                Some(c) => writer.store(c, BlobKind::Data, &job.data).map(|(id, _)| id),
+                None => Err(Error::InvalidInput(
+                    "the zstd compressor could not be created".into(),
+                )),
+            }))
+            .unwrap_or_else(|_| {
+                Err(Error::InvalidInput(
+                    "internal error: a backup worker panicked; nothing was saved".into(),
+                ))
+            });
         let _ = job.reply.send((job.seq, result));
     }
 }

@@ -334,7 +334,9 @@ fn pass(
     let storage = repo.storage();
     let keys = repo.keys();
     let cancel = &options.cancel;
-    // Order matters: snapshots, then the index, then the pack listing (docs/maintenance.md).
+    // Order matters: snapshots, then the index, then the pack listing (docs/maintenance.md),
+    // each listed afresh (not from listings this handle made before the lease was taken).
+    storage.forget_listings();
     let roots = snapshot_roots(storage, keys)?;
     report.snapshots = roots.len();
     let loaded = load(storage, keys)?;
