@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need_apt+=(postgresql); fi
 if ! ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1; then need_apt+=(postgresql-contrib); fi
+if ! command -v pg_dump >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then need_apt+=(postgresql-client); fi
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

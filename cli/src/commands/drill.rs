@@ -112,7 +112,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     drop(dir);
     let ok = results.iter().all(|r| r.ok);
     // A passed drill is recorded on the snapshot itself (snapshots are immutable objects, so
-    // this writes a relabelled copy and removes the original; see docs/format-sources.md).
+    // this writes a relabelled copy and removes the original; see docs/repository-format.md, section 10.2).
     let recorded_as = if ok && !args.no_record {
         let now = jiff::Timestamp::now().to_string();
         let labels = std::collections::BTreeMap::from([("drill.verified".to_string(), now)]);
