@@ -348,6 +348,9 @@ fn server_dying_mid_backup() {
         1,
         "no snapshot from the failed backup"
     );
+    // The repository still checks out: the interrupted backup left at most unindexed packs.
+    let check = env.run(&["check", "--read-data"]).ok();
+    assert!(check.stdout.contains("no damage found"), "{}", check.stdout);
     let first_id = first[0]["id"].as_str().unwrap().to_string();
     let target = env.path("restore-first");
     env.run(&["restore", &first_id, "--target", target.to_str().unwrap()])
@@ -355,4 +358,5 @@ fn server_dying_mid_backup() {
     env.run(&["backup", source.to_str().unwrap()]).ok();
     assert_eq!(env.snapshots().len(), 2);
     restore_and_compare(&env, "latest", &source);
+    env.run(&["check", "--read-data"]).ok();
 }
