@@ -66,6 +66,20 @@ impl Drop for ScratchDir {
     }
 }
 
+impl SourceResult {
+    /// Not yet checked: failed until a check says otherwise.
+    fn new(record: &SourceRecord) -> SourceResult {
+        SourceResult {
+            source: record.name.clone(),
+            kind: record.kind.clone(),
+            ok: false,
+            checked: String::new(),
+            problems: Vec::new(),
+            database: None,
+        }
+    }
+}
+
 fn scratch_dir(parent: Option<&Path>) -> Result<ScratchDir> {
     let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
     let nanos = std::time::SystemTime::now()
@@ -195,14 +209,7 @@ fn drill_files(
     dir: &Path,
 ) -> SourceResult {
     let dest = dir.join(&record.name);
-    let mut result = SourceResult {
-        source: record.name.clone(),
-        kind: record.kind.clone(),
-        ok: false,
-        checked: String::new(),
-        problems: Vec::new(),
-        database: None,
-    };
+    let mut result = SourceResult::new(record);
     let restored = op::restore_subtree(repo, snap, &record.tree_path, &dest, false, &ctx.cancel);
     if let Err(e) = restored {
         result.checked = "restore failed".into();
@@ -235,14 +242,7 @@ fn drill_database(
     short: &str,
     index: usize,
 ) -> SourceResult {
-    let mut result = SourceResult {
-        source: record.name.clone(),
-        kind: record.kind.clone(),
-        ok: false,
-        checked: String::new(),
-        problems: Vec::new(),
-        database: None,
-    };
+    let mut result = SourceResult::new(record);
     let pg = match super::restore::pg_for(ctx, record) {
         Ok(pg) => pg,
         Err(e) => {

@@ -280,6 +280,28 @@ impl PgSource {
         cmd
     }
 
+    /// Starts `program` with `args` (behind the command prefix), stdin and stderr piped, and a
+    /// thread keeping the tail of its stderr; returns the child, its display form for messages
+    /// and the stderr tail.
+    fn spawn_piped(
+        &self,
+        program: &str,
+        args: &[String],
+        stdout: Stdio,
+    ) -> Result<(std::process::Child, String, StderrTail)> {
+        let display = self.display(program, args);
+        let mut child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| start_error(&display, e))?;
+        let stderr = StderrTail::start(&mut child);
+        Ok((child, display, stderr))
+    }
+
     /// How a command is shown in messages: the program and its arguments, never the environment.
     pub fn display(&self, program: &str, args: &[String]) -> String {
         self.command_prefix
@@ -323,16 +345,7 @@ impl PgSource {
     /// output lines.
     pub fn psql(&self, database: &str, sql: &str) -> Result<Vec<String>> {
         let args = Self::psql_args(database);
-        let display = self.display("psql", &args);
-        let mut child = self
-            .command("psql")
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| start_error(&display, e))?;
-        let mut stderr = StderrTail::start(&mut child);
+        let (mut child, display, mut stderr) = self.spawn_piped("psql", &args, Stdio::piped())?;
         let mut stdin = child.stdin.take().ok_or(Error::Interrupted)?;
         let sql = sql.to_string();
         let writer = std::thread::spawn(move || {
@@ -430,16 +443,7 @@ impl PgSource {
                 ("psql", a)
             }
         };
-        let display = self.display(program, &args);
-        let mut child = self
-            .command(program)
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| start_error(&display, e))?;
-        let mut stderr = StderrTail::start(&mut child);
+        let (mut child, display, mut stderr) = self.spawn_piped(program, &args, Stdio::null())?;
         let mut stdin = child.stdin.take().ok_or(Error::Interrupted)?;
         let fed = feed(&mut stdin);
         drop(stdin);
@@ -527,16 +531,7 @@ impl SnapshotSession {
     /// Opens the transaction, exports its snapshot, reads the server version and the counts.
     pub fn begin(source: &PgSource) -> Result<SnapshotSession> {
         let args = PgSource::psql_args(&source.database);
-        let display = source.display("psql", &args);
-        let mut child = source
-            .command("psql")
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| start_error(&display, e))?;
-        let stderr = StderrTail::start(&mut child);
+        let (mut child, display, stderr) = source.spawn_piped("psql", &args, Stdio::piped())?;
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().ok_or(Error::Interrupted)?);
         let mut session = SnapshotSession {
@@ -645,16 +640,8 @@ pub struct TocCheck {
 impl TocCheck {
     pub fn start(source: &PgSource) -> Result<TocCheck> {
         let args = vec!["--list".to_string()];
-        let display = source.display("pg_restore", &args);
-        let mut child = source
-            .command("pg_restore")
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| start_error(&display, e))?;
-        let stderr = StderrTail::start(&mut child);
+        let (mut child, display, stderr) =
+            source.spawn_piped("pg_restore", &args, Stdio::piped())?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().map(|mut out| {
             std::thread::spawn(move || {
