@@ -407,6 +407,35 @@ fn tampered_pack_is_named_and_restore_fails() {
         out.stderr
     );
     assert!(out.stderr.contains("blob"), "{}", out.stderr);
+    // The file being written when the damage was found is removed, not left half-written
+    // under its real name.
+    let restored = env
+        .path("out")
+        .join(src.strip_prefix("/").unwrap())
+        .join("payload.bin");
+    assert!(
+        !restored.exists(),
+        "a partial file was left at {}",
+        restored.display()
+    );
+    // An existing file replaced with --overwrite keeps its old content when the new one
+    // cannot be read whole.
+    fs::create_dir_all(restored.parent().unwrap()).unwrap();
+    fs::write(&restored, b"the old content").unwrap();
+    env.run(&[
+        "restore",
+        "latest",
+        "--overwrite",
+        "--target",
+        env.path("out").to_str().unwrap(),
+    ])
+    .expect_code(1);
+    assert_eq!(fs::read(&restored).unwrap(), b"the old content");
+    let leftovers: Vec<_> = fs::read_dir(restored.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("payload.bin")]);
     let dump = env
         .run(&["dump", "latest", &format!("{}/payload.bin", src.display())])
         .expect_code(1);

@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod exit;
 mod global;
+mod memory;
 mod password;
 
 use clap::Parser;
@@ -16,6 +17,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    memory::tune_allocator();
     let cli = match global::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

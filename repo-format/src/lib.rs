@@ -14,6 +14,7 @@ pub mod keyfile;
 pub mod lease;
 pub mod ops;
 pub mod pack;
+pub mod parallel;
 pub mod plan;
 pub mod repository;
 pub mod retention;

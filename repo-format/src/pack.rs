@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::id::{storage_hash, BlobId, PackId};
 use crate::sealed::{self, ObjectKind};
 use coffer_crypto::MasterKeys;
+use std::cell::RefCell;
 
 /// Largest plaintext of one blob accepted from storage (bytes).
 pub const MAX_BLOB_SIZE: u32 = 256 * 1024 * 1024;
@@ -156,10 +157,37 @@ fn looks_incompressible(data: &[u8]) -> bool {
     }
     let mid = data.len() / 2;
     let sample = &data[mid..mid + SAMPLE];
-    match zstd::bulk::compress(sample, 1) {
-        Ok(c) => c.len() * 100 > SAMPLE * 97,
-        Err(_) => false,
+    thread_local! {
+        // One context per thread: creating a zstd context costs more than a 4 KiB sample.
+        static SAMPLER: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
     }
+    SAMPLER.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = zstd::bulk::Compressor::new(1).ok();
+        }
+        match cell.as_mut().map(|c| c.compress(sample)) {
+            Some(Ok(c)) => c.len() * 100 > SAMPLE * 97,
+            _ => false,
+        }
+    })
+}
+
+/// Decompresses with this thread's reusable zstd context.
+fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    }
+    DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match cell.as_mut() {
+            Some(d) => d.decompress(payload, capacity),
+            None => zstd::bulk::decompress(payload, capacity),
+        }
+    })
 }
 
 /// Opens a sealed blob found at `blob`'s place and checks its id. `pack` names it in errors.
@@ -186,7 +214,7 @@ pub fn open_blob(
         .map_err(|e| Error::corrupt(what, name(), e))?;
     let plaintext = match blob.compression {
         Compression::None => payload,
-        Compression::Zstd => zstd::bulk::decompress(&payload, blob.raw_length as usize)
+        Compression::Zstd => decompress(&payload, blob.raw_length as usize)
             .map_err(|e| Error::corrupt(what, name(), format!("zstd: {e}")))?,
     };
     if plaintext.len() != blob.raw_length as usize {

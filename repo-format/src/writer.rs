@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::IndexFile;
-use crate::pack::{self, BlobKind, FinishedPack, PackWriter, PackedBlob};
+use crate::pack::{self, BlobKind, FinishedPack, PackWriter, PackedBlob, SealedBlob};
 use crate::repository::Repository;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::HashSet;
@@ -148,35 +148,36 @@ impl<'r> BlobWriter<'r> {
         kind: BlobKind,
         data: &[u8],
     ) -> Result<(BlobId, bool)> {
-        self.store_inner(compressor, kind, data, false)
-    }
-
-    /// Stores `data` even though the repository's index already has it (prune moves blobs out
-    /// of packs it will delete); still stores each blob once per writer.
-    pub fn store_forced(
-        &self,
-        compressor: &mut zstd::bulk::Compressor<'_>,
-        kind: BlobKind,
-        data: &[u8],
-    ) -> Result<(BlobId, bool)> {
-        self.store_inner(compressor, kind, data, true)
-    }
-
-    fn store_inner(
-        &self,
-        compressor: &mut zstd::bulk::Compressor<'_>,
-        kind: BlobKind,
-        data: &[u8],
-        forced: bool,
-    ) -> Result<(BlobId, bool)> {
         if self.has_failed() {
             return Err(self.take_error().unwrap_or(Error::Interrupted));
         }
         let id = BlobId(self.repo.keys().content_id(data));
-        if (!forced && self.repo.index().contains(&id)) || !lock(&self.pending).insert(id) {
+        if self.repo.index().contains(&id) || !lock(&self.pending).insert(id) {
             return Ok((id, false));
         }
         let sealed = pack::seal_blob(self.repo.keys(), compressor, kind, id, data)?;
+        self.add(sealed)?;
+        Ok((id, true))
+    }
+
+    /// Stores a blob that is already sealed, byte for byte, unless this writer already has it
+    /// (prune moves blobs out of packs it deletes: the caller has opened and verified the blob,
+    /// and its sealed bytes do not depend on the pack they sit in). Returns whether it was new.
+    pub fn store_sealed(&self, sealed: SealedBlob) -> Result<bool> {
+        if self.has_failed() {
+            return Err(self.take_error().unwrap_or(Error::Interrupted));
+        }
+        if !lock(&self.pending).insert(sealed.id) {
+            return Ok(false);
+        }
+        self.add(sealed)?;
+        Ok(true)
+    }
+
+    /// Counts a new sealed blob and adds it to the open pack of its kind, sending the pack off
+    /// when it is full.
+    fn add(&self, sealed: SealedBlob) -> Result<()> {
+        let kind = sealed.kind;
         let counter = if kind == BlobKind::Data {
             &self.stats.data_blobs_new
         } else {
@@ -185,7 +186,7 @@ impl<'r> BlobWriter<'r> {
         counter.fetch_add(1, Ordering::Relaxed);
         self.stats
             .added_raw
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+            .fetch_add(u64::from(sealed.raw_length), Ordering::Relaxed);
         self.stats
             .added_stored
             .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
@@ -205,7 +206,7 @@ impl<'r> BlobWriter<'r> {
         if let Some(p) = full {
             self.send(p)?;
         }
-        Ok((id, true))
+        Ok(())
     }
 
     /// Seals a pack's header, reads it back, and queues the pack for upload.

@@ -200,34 +200,61 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     ctx.report.blobs = index.len();
     drop(files);
 
-    // Packs: present, named by an index, headers agreeing with it.
+    // Packs: present and named by an index; the selected ones are read whole (which checks
+    // their headers too), the others have their headers compared with the index. Packs are
+    // checked by several threads at once (reading, decrypting and hashing), and what each
+    // finds is applied in pack order.
     let present: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     ctx.report.packs = present.len();
     let mut ids: Vec<PackId> = expected.keys().copied().collect();
     ids.sort();
+    let selected: HashSet<PackId> = select(&ids, &present, options.read_data)?
+        .into_iter()
+        .collect();
+    let mut work: Vec<(PackId, u64)> = Vec::new();
     for pack_id in &ids {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted);
-        }
         let blobs = &expected[pack_id];
-        let Some(&size) = present.get(pack_id) else {
-            // A pending pack may be gone after an interrupted prune; that is damage only if
-            // a blob's chosen copy was in it (found by the snapshot walk below).
-            if live.contains(pack_id) {
-                ctx.error(
-                    pack::pack_key(pack_id),
-                    format!("missing, but an index lists {} blob(s) in it", blobs.len()),
-                );
+        match present.get(pack_id) {
+            Some(&size) => work.push((*pack_id, size)),
+            None => {
+                // A pending pack may be gone after an interrupted prune; that is damage only
+                // if a blob's chosen copy was in it (found by the snapshot walk below).
+                if live.contains(pack_id) {
+                    ctx.error(
+                        pack::pack_key(pack_id),
+                        format!("missing, but an index lists {} blob(s) in it", blobs.len()),
+                    );
+                }
+                let why = format!("its pack {} is missing", pack_id.short());
+                ctx.damaged.extend(damaged_in(&index, pack_id, blobs, &why));
             }
-            let why = format!("its pack {} is missing", pack_id.short());
-            mark_damaged(&mut ctx, &index, pack_id, blobs, &why);
-            continue;
-        };
-        if let Err(e) = check_header(ctx.storage, ctx.keys, pack_id, size, blobs) {
-            ctx.error(pack::pack_key(pack_id), e.to_string());
-            let why = format!("the header of pack {} is damaged", pack_id.short());
-            mark_damaged(&mut ctx, &index, pack_id, blobs, &why);
         }
+    }
+    let threads = crate::parallel::threads_for(ctx.storage.connections());
+    let (storage, keys) = (ctx.storage, ctx.keys);
+    let findings = crate::parallel::map(&work, threads, cancel, |(pack_id, size)| {
+        let blobs = &expected[pack_id];
+        if selected.contains(pack_id) {
+            read_pack(storage, keys, &index, pack_id, blobs)
+        } else {
+            let mut found = PackFindings::default();
+            if let Err(e) = check_header(storage, keys, pack_id, *size, blobs) {
+                found.error(pack::pack_key(pack_id), e.to_string());
+                let why = format!("the header of pack {} is damaged", pack_id.short());
+                found.damaged = damaged_in(&index, pack_id, blobs, &why);
+            }
+            found
+        }
+    });
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
+    for found in findings.into_iter().flatten() {
+        ctx.report.errors.extend(found.errors);
+        ctx.damaged.extend(found.damaged);
+        ctx.report.packs_read += found.packs_read;
+        ctx.report.bytes_read += found.bytes_read;
+        ctx.report.blobs_verified += found.blobs_verified;
     }
     let mut unindexed: Vec<&PackId> = present
         .keys()
@@ -240,15 +267,6 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
             message: "in no index (left by an interrupted backup or prune); prune removes it"
                 .into(),
         });
-    }
-
-    // Data: read the selected packs whole.
-    let selected = select(&ids, &present, options.read_data)?;
-    for pack_id in selected {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted);
-        }
-        read_pack(&mut ctx, &index, &pack_id, &expected[&pack_id]);
     }
 
     // Snapshots: what the damage reaches.
@@ -286,18 +304,36 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     Ok(ctx.report)
 }
 
-/// Records as damaged the blobs of `pack` whose chosen copy (the one readers use) is in it.
-fn mark_damaged(
-    ctx: &mut Ctx<'_>,
+/// The blobs of `pack` whose chosen copy (the one readers use) is in it, each with `why`.
+fn damaged_in(
     index: &MasterIndex,
     pack: &PackId,
     blobs: &[PackedBlob],
     why: &str,
-) {
-    for b in blobs {
-        if index.get(&b.id).is_some_and(|loc| loc.pack == *pack) {
-            ctx.damaged.insert(b.id, why.to_string());
-        }
+) -> Vec<(BlobId, String)> {
+    blobs
+        .iter()
+        .filter(|b| index.get(&b.id).is_some_and(|loc| loc.pack == *pack))
+        .map(|b| (b.id, why.to_string()))
+        .collect()
+}
+
+/// What checking one pack found, applied to the report in pack order.
+#[derive(Default)]
+struct PackFindings {
+    errors: Vec<Problem>,
+    damaged: Vec<(BlobId, String)>,
+    packs_read: usize,
+    bytes_read: u64,
+    blobs_verified: u64,
+}
+
+impl PackFindings {
+    fn error(&mut self, object: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(Problem {
+            object: object.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -380,49 +416,59 @@ fn select(ids: &[PackId], present: &HashMap<PackId, u64>, read: ReadData) -> Res
     })
 }
 
-/// Reads one pack whole and verifies every blob; records what is damaged.
-fn read_pack(ctx: &mut Ctx<'_>, index: &MasterIndex, id: &PackId, expected: &[PackedBlob]) {
+/// Reads one pack whole and verifies every blob; returns what is damaged.
+fn read_pack(
+    storage: &Storage,
+    keys: &MasterKeys,
+    index: &MasterIndex,
+    id: &PackId,
+    expected: &[PackedBlob],
+) -> PackFindings {
+    let mut found = PackFindings::default();
     let key = pack::pack_key(id);
-    let bytes = match ctx.storage.get("pack", &key) {
+    let bytes = match storage.get("pack", &key) {
         Ok(b) => b,
         Err(e) => {
-            ctx.error(&key, e.to_string());
+            found.error(&key, e.to_string());
             let why = format!("pack {} unreadable", id.short());
-            mark_damaged(ctx, index, id, expected, &why);
-            return;
+            found.damaged = damaged_in(index, id, expected, &why);
+            return found;
         }
     };
-    ctx.report.packs_read += 1;
-    ctx.report.bytes_read += bytes.len() as u64;
+    found.packs_read = 1;
+    found.bytes_read = bytes.len() as u64;
     if storage_hash(&bytes) != id.0 {
-        ctx.error(
+        found.error(
             &key,
             "content does not match its name (the file was altered)",
         );
     }
-    match pack::parse_pack(ctx.keys, id, &bytes) {
+    match pack::parse_pack(keys, id, &bytes) {
         Ok(header) => {
             if let Err(e) = compare(id, &header, expected) {
-                ctx.error(&key, e.to_string());
+                found.error(&key, e.to_string());
             }
         }
-        Err(e) => ctx.error(&key, e.to_string()),
+        Err(e) => found.error(&key, e.to_string()),
     }
     for blob in expected {
         let range = blob.offset as usize..blob.offset as usize + blob.length as usize;
         let result = match bytes.get(range) {
-            Some(sealed) => pack::open_blob(ctx.keys, id, blob, sealed).map(|_| ()),
+            Some(sealed) => pack::open_blob(keys, id, blob, sealed).map(|_| ()),
             None => Err(Error::corrupt("pack", id, "shorter than the index says")),
         };
         match result {
-            Ok(()) => ctx.report.blobs_verified += 1,
+            Ok(()) => found.blobs_verified += 1,
             Err(e) => {
-                ctx.error(format!("blob {}", blob.id), e.to_string());
+                found.error(format!("blob {}", blob.id), e.to_string());
                 let why = format!("blob {} in pack {} is damaged", blob.id.short(), id.short());
-                mark_damaged(ctx, index, id, std::slice::from_ref(blob), &why);
+                found
+                    .damaged
+                    .extend(damaged_in(index, id, std::slice::from_ref(blob), &why));
             }
         }
     }
+    found
 }
 
 fn join(dir: &str, name: &str) -> String {

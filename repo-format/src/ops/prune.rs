@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::id::{IndexId, PackId};
 use crate::index::{IndexFile, MasterIndex};
 use crate::lease::{Lease, LeaseOptions};
-use crate::pack::{self, BlobKind, PackedBlob};
+use crate::pack::{self, BlobKind, PackedBlob, SealedBlob};
 use crate::plan::{self, DeletionPlan};
 use crate::repository::Repository;
 use crate::snapshot;
@@ -561,7 +561,6 @@ fn pass(
             }
         }
         let writer = BlobWriter::new(repo, storage.connections(), cancel.clone())?;
-        let mut compressor = writer.compressor()?;
         for pack_id in &to_repack {
             if cancel.load(Ordering::SeqCst) {
                 return Err(Error::Interrupted);
@@ -575,8 +574,16 @@ fn pass(
                 let sealed = bytes.get(start..end).ok_or_else(|| {
                     Error::corrupt("pack", pack_id, "shorter than the index says")
                 })?;
-                let plain = pack::open_blob(keys, pack_id, blob, sealed)?;
-                writer.store_forced(&mut compressor, blob.kind, &plain)?;
+                // Verified in full (tag, length, id), then moved as it is: sealed bytes do not
+                // depend on their pack, so nothing is decompressed or compressed again.
+                pack::open_blob(keys, pack_id, blob, sealed)?;
+                writer.store_sealed(SealedBlob {
+                    kind: blob.kind,
+                    compression: blob.compression,
+                    id: blob.id,
+                    raw_length: blob.raw_length,
+                    bytes: sealed.to_vec(),
+                })?;
             }
         }
         let written = writer.finish()?;

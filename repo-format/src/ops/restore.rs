@@ -2,11 +2,14 @@
 //! byte for byte, with modes, modification times and (when permitted) owners.
 //!
 //! Restore plans first and writes second: every conflict with an existing file is found before
-//! anything is written, so a refused restore changes nothing. Each file is written to a
-//! temporary name in its directory and renamed into place, so an interrupted restore never
-//! leaves a half-written file under a real name. Every blob is authenticated and checked
-//! against its id on the way. File contents are written by one thread per core, each file in
-//! order by one thread; consecutive blobs of a file are fetched with one ranged read.
+//! anything is written, so a refused restore changes nothing. A new file is written under its
+//! own name (mode 0600 until complete) and removed again if the restore fails or is
+//! interrupted; an existing file replaced with --overwrite is written to a temporary name and
+//! renamed over it, so the old content stays whole until the new content is. Every blob is
+//! authenticated and checked against its id on the way. File contents are written by several
+//! threads (one per core, or one per connection for object stores), each file in order by one
+//! thread, one directory's files at a time per thread; consecutive blobs of a file are fetched
+//! with one ranged read.
 
 use crate::error::{Error, Result};
 use crate::repository::Repository;
@@ -17,7 +20,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// What to restore and where.
@@ -217,47 +220,61 @@ fn execute(
     Ok(report)
 }
 
-/// Restores `files` with one thread per core (at most 8), returning the bytes written. The first
-/// error stops the other threads and is returned.
+/// Restores `files` with several threads, returning the bytes written. Files are handed out in
+/// batches of one directory's files, so two threads rarely create files in the same directory
+/// at once (creating a file locks its directory). The first error stops the other threads and
+/// is returned.
 fn restore_files(
     repo: &Repository,
     files: &[(&PathBuf, &Node)],
     cancel: &AtomicBool,
 ) -> Result<u64> {
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8)
-        .min(files.len().max(1));
-    let next = AtomicUsize::new(0);
+    const BATCH_FILES: usize = 64;
+    const BATCH_BYTES: u64 = 64 << 20;
+    let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut start = 0;
+    let mut bytes_in_batch = 0;
+    for (i, (dest, node)) in files.iter().enumerate() {
+        let same_dir = i > start && dest.parent() == files[start].0.parent();
+        if i > start && (!same_dir || i - start >= BATCH_FILES || bytes_in_batch >= BATCH_BYTES) {
+            batches.push(start..i);
+            start = i;
+            bytes_in_batch = 0;
+        }
+        bytes_in_batch += node.size;
+    }
+    if start < files.len() {
+        batches.push(start..files.len());
+    }
+    // Start the biggest batches first so that one large file does not finish alone at the end.
+    batches.sort_by_key(|r| {
+        std::cmp::Reverse(files[r.clone()].iter().map(|(_, n)| n.size).sum::<u64>())
+    });
+    let threads = crate::parallel::threads_for(repo.storage().connections());
     let bytes = AtomicU64::new(0);
     let failed = Mutex::new(None);
     let stop = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                if stop.load(Ordering::Relaxed) {
-                    return;
+    crate::parallel::map(&batches, threads, &stop, |batch| {
+        for (dest, node) in &files[batch.clone()] {
+            let result = if cancel.load(Ordering::Relaxed) {
+                Err(Error::Interrupted)
+            } else {
+                restore_file(repo, node, dest, cancel)
+            };
+            match result {
+                Ok(n) => {
+                    bytes.fetch_add(n, Ordering::Relaxed);
                 }
-                if cancel.load(Ordering::Relaxed) {
+                Err(e) => {
                     stop.store(true, Ordering::Relaxed);
                     let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
-                    slot.get_or_insert(Error::Interrupted);
+                    slot.get_or_insert(e);
                     return;
                 }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(p) = files.get(i) else { return };
-                match restore_file(repo, p.1, p.0) {
-                    Ok(n) => {
-                        bytes.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        stop.store(true, Ordering::Relaxed);
-                        let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
-                        slot.get_or_insert(e);
-                        return;
-                    }
-                }
-            });
+            }
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
         }
     });
     match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -310,28 +327,70 @@ fn set_owner(dest: &Path, node: &Node, symlink: bool) {
     let _ = r;
 }
 
-fn restore_file(repo: &Repository, node: &Node, dest: &Path) -> Result<u64> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.coffer-restore",
-        dest.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+/// Writes one file. A file that does not exist yet is created under its own name (readable
+/// only by its owner until complete) and removed again if anything fails; a file that exists
+/// (with --overwrite) is written to a temporary name and renamed over it, so the old content
+/// stays whole until the new one is.
+fn restore_file(repo: &Repository, node: &Node, dest: &Path, cancel: &AtomicBool) -> Result<u64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let replacing = std::fs::symlink_metadata(dest).is_ok();
+    let path = if replacing {
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        dir.join(format!(
+            ".{}.coffer-restore",
+            dest.file_name().unwrap_or_default().to_string_lossy()
+        ))
+    } else {
+        dest.to_path_buf()
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(0o600);
+    if replacing {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options
+        .open(&path)
+        .map_err(|e| Error::io("creating", &path, e))?;
+    let result = write_content(repo, node, dest, &path, &mut file, cancel)
+        .and_then(|written| finish_file(node, &path, &file).map(|()| written));
+    drop(file);
+    match result {
+        Ok(written) => {
+            if replacing {
+                std::fs::rename(&path, dest)
+                    .map_err(|e| Error::io("renaming into place", dest, e))?;
+            }
+            Ok(written)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
+/// Writes a file's blobs in order and checks the length against the snapshot.
+fn write_content(
+    repo: &Repository,
+    node: &Node,
+    dest: &Path,
+    path: &Path,
+    file: &mut std::fs::File,
+    cancel: &AtomicBool,
+) -> Result<u64> {
     let mut written = 0u64;
-    let result = repo.read_blobs(&node.content, |bytes| {
+    repo.read_blobs(&node.content, |bytes| {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
         file.write_all(bytes)
-            .map_err(|e| Error::io("writing", &tmp, e))?;
+            .map_err(|e| Error::io("writing", path, e))?;
         written += bytes.len() as u64;
         Ok(())
-    });
-    let result = result.and_then(|()| file.flush().map_err(|e| Error::io("writing", &tmp, e)));
-    drop(file);
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    })?;
     if written != node.size {
-        let _ = std::fs::remove_file(&tmp);
         return Err(Error::corrupt(
             "file",
             dest.display(),
@@ -341,12 +400,18 @@ fn restore_file(repo: &Repository, node: &Node, dest: &Path) -> Result<u64> {
             ),
         ));
     }
-    set_owner(&tmp, node, false);
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(node.mode))
-        .map_err(|e| Error::io("setting permissions of", &tmp, e))?;
-    set_mtime(&tmp, node, false)?;
-    std::fs::rename(&tmp, dest).map_err(|e| Error::io("renaming into place", dest, e))?;
     Ok(written)
+}
+
+/// Owner (when permitted), mode and modification time, through the open handle.
+fn finish_file(node: &Node, path: &Path, file: &std::fs::File) -> Result<()> {
+    // EPERM for non-root users is expected and not an error.
+    let _ = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid));
+    file.set_permissions(std::fs::Permissions::from_mode(node.mode))
+        .map_err(|e| Error::io("setting permissions of", path, e))?;
+    let t = mtime(node);
+    filetime::set_file_handle_times(file, Some(t), Some(t))
+        .map_err(|e| Error::io("setting the modification time of", path, e))
 }
 
 fn restore_symlink(node: &Node, dest: &Path) -> Result<()> {

@@ -1,0 +1,65 @@
+//! A small work-sharing map for the read-side operations (check, restore): a fixed number of
+//! scoped threads take items in order from a shared counter, so memory in flight is one item
+//! per thread, and results come back in the items' order.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// How many threads a read-side operation uses: at least one per core (decrypting and hashing
+/// are CPU work), at least `connections` (each thread waits on one request at a time), at most 16.
+pub fn threads_for(connections: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    cores.max(connections).clamp(1, 16)
+}
+
+/// Applies `f` to every item with `threads` threads and returns the results in item order.
+/// Once `stop` is set (by the caller, or by `f` through it) no new item is started; the results
+/// of items never started are `None`.
+pub fn map<T, R, F>(items: &[T], threads: usize, stop: &AtomicBool, f: F) -> Vec<Option<R>>
+where
+    T: Sync,
+    R: Send,
+    F: Fn(&T) -> R + Sync,
+{
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let threads = threads.clamp(1, items.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { return };
+                let r = f(item);
+                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    results.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_come_back_in_order_and_stop_stops() {
+        let items: Vec<u32> = (0..1000).collect();
+        let stop = AtomicBool::new(false);
+        let out = map(&items, 4, &stop, |x| x * 2);
+        assert_eq!(out, items.iter().map(|x| Some(x * 2)).collect::<Vec<_>>());
+        let stop = AtomicBool::new(false);
+        let out = map(&items, 3, &stop, |&x| {
+            if x == 10 {
+                stop.store(true, Ordering::Relaxed);
+            }
+            x
+        });
+        assert_eq!(out[10], Some(10));
+        // Each thread finishes at most the item it holds.
+        assert!(out.iter().filter(|r| r.is_some()).count() <= 13);
+        assert!(out[999].is_none());
+    }
+}
