@@ -308,13 +308,16 @@ class Rustic(Tool):
         return measure(["rustic", "backup", str(path)], self.env)
 
     def backup_stdin(self, file, name):
-        return measure(["rustic", "backup", "--stdin-filename", name, "-"], self.env, stdin_path=file)
+        # --force: without it rustic 0.11 takes an unchanged parent entry for stdin and reads nothing.
+        return measure(["rustic", "backup", "--force", "--stdin-filename", name, "-"], self.env, stdin_path=file)
 
     def restore(self, target):
         return measure(["rustic", "restore", "latest", str(target)], self.env)
 
     def forget_prune(self):
-        return measure(["rustic", "forget", "--keep-last", "1", "--prune"], self.env)
+        # --instant-delete: delete at once, as restic does and Coffer's --grace 0s (rustic keeps
+        # condemned packs for 23 h by default, like Coffer's 24 h grace).
+        return measure(["rustic", "forget", "--keep-last", "1", "--prune", "--instant-delete"], self.env)
 
     def check(self):
         return measure(["rustic", "check", "--read-data"], self.env)
@@ -370,8 +373,12 @@ STEPS = ["first backup", "second backup (churn)", "third backup (unchanged)", "r
          "forget + prune", "check --read-data"]
 
 
-def run_tool(tool, data, work, skip):
-    src = work / "src"
+def run_tool(tool, data, work, skip, run):
+    # Every run backs up and restores its own, never-deleted directories (all removed at the end):
+    # ext4 skips recently deleted inodes when it allocates new ones, one inode-table lookup each,
+    # so creating thousands of files right after deleting thousands costs several times more
+    # kernel time than creating them on a settled file system, whichever tool does it.
+    src = work / "trees" / f"src-{tool.name}-{run}"
     set_tree(data / "v1", src)
     tool.fresh()
     tool.init()
@@ -387,10 +394,8 @@ def run_tool(tool, data, work, skip):
     sync_tree(data / "v2", src)
     step("second backup (churn)", lambda: tool.backup(src))
     step("third backup (unchanged)", lambda: tool.backup(src))
-    target = work / f"restore-{tool.name}"
-    shutil.rmtree(target, ignore_errors=True)
+    target = work / "trees" / f"restore-{tool.name}-{run}"
     step("restore latest", lambda: tool.restore(target))
-    shutil.rmtree(target, ignore_errors=True)
     results["repository after two backups"] = {"size": dir_bytes(tool.repo)}
     if "prune" not in skip:
         step("forget + prune", tool.forget_prune)
@@ -440,6 +445,11 @@ def main():
 
     if args.generate_only:
         return
+    trees = args.workdir / "trees"
+    if trees.exists():
+        shutil.rmtree(trees)
+        log("waiting 40 s after deleting old trees (ext4 skips recently deleted inodes)")
+        time.sleep(40)
     wanted = set(args.tools.split(","))
     tools = [Coffer(args.workdir, args.coffer), Restic(args.workdir)]
     for cls, exe in ((Rustic, "rustic"), (Borg, "borg")):
@@ -454,10 +464,11 @@ def main():
         order = tools[run % len(tools):] + tools[:run % len(tools)]
         for tool in order:
             log(f"run {run + 1}/{args.runs}: {tool.name}")
-            raw[tool.name].append(run_tool(tool, data, args.workdir, set(args.skip.split(","))))
+            raw[tool.name].append(run_tool(tool, data, args.workdir, set(args.skip.split(",")), run))
             dedup[tool.name].append(dump_dedup(tool, data))
         for tool in tools:
             tool.fresh()
+    shutil.rmtree(trees, ignore_errors=True)
 
     def med(name, step, key):
         vals = [r[step][key] for r in raw[name] if step in r]
@@ -488,6 +499,10 @@ def main():
         added = statistics.median(r["added"] for r in dedup[t.name])
         total = os.path.getsize(data / "dump-after-1000-tx.dump")
         print(f"  {t.name}: adds {fmt_bytes(added)} for a {fmt_bytes(total)} dump ({100 * added / total:.1f}%)")
+    ours = statistics.median(r["added"] for r in dedup["coffer"])
+    theirs = statistics.median(r["added"] for r in dedup["restic"])
+    if theirs:
+        print(f"  coffer / restic: {ours / theirs:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"raw": raw, "dedup": dedup}, indent=1))
 

@@ -380,8 +380,16 @@ fn write_content(
     file: &mut std::fs::File,
     cancel: &AtomicBool,
 ) -> Result<u64> {
+    // Large files are read by several threads (ranged reads fetched and decrypted ahead) and
+    // written in order by this one, so one big dump restores as fast as many small files.
+    const PARALLEL_FROM: u64 = 8 << 20;
+    let readers = if node.size >= PARALLEL_FROM {
+        (repo.storage().connections() / 2).clamp(2, 8)
+    } else {
+        1
+    };
     let mut written = 0u64;
-    repo.read_blobs(&node.content, |bytes| {
+    repo.read_blobs_parallel(&node.content, readers, |bytes| {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
