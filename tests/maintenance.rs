@@ -610,3 +610,42 @@ fn check_names_a_missing_index_file() {
     );
     assert!(out.stderr.contains("not in any index"), "{}", out.stderr);
 }
+
+#[test]
+fn check_reports_a_damaged_index_file_with_everything_else() {
+    let (env, first, second, src) = damaged_fixture();
+    let index_dir = env.path("repo/index");
+    let mut files: Vec<_> = fs::read_dir(&index_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort_by_key(|p| fs::metadata(p).unwrap().modified().unwrap());
+    let victim = files[0].clone();
+    let mut bytes = fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&victim, &bytes).unwrap();
+    // Other commands refuse to work from a damaged index, naming it ...
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    let out = env.run(&["snapshots"]);
+    let out = if out.code == 0 {
+        env.run(&["ls", "latest"]).expect_code(1)
+    } else {
+        out
+    };
+    assert!(out.stderr.contains(&name), "{}", out.stderr);
+    // ... while check reads on and reports the file and what its loss reaches.
+    let out = env.run(&["check"]).expect_code(1);
+    assert!(out.stderr.contains(&name), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&first) && out.stderr.contains(&second),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!("{src}/docs")),
+        "{}",
+        out.stderr
+    );
+}

@@ -112,7 +112,18 @@ impl Repository {
 
     /// Opens an existing repository with `password` and loads its index (through the metadata
     /// cache when the storage has one).
-    pub fn open(mut storage: Storage, password: &[u8]) -> Result<Repository> {
+    pub fn open(storage: Storage, password: &[u8]) -> Result<Repository> {
+        Repository::open_inner(storage, password, true)
+    }
+
+    /// Opens an existing repository without loading its index (the handle's index is empty).
+    /// For `check`, which reads every index file itself so that a damaged one is reported
+    /// with everything else instead of stopping the check.
+    pub fn open_without_index(storage: Storage, password: &[u8]) -> Result<Repository> {
+        Repository::open_inner(storage, password, false)
+    }
+
+    fn open_inner(mut storage: Storage, password: &[u8], load_index: bool) -> Result<Repository> {
         if storage.size(CONFIG_KEY)?.is_none() {
             return Err(Error::NoRepository {
                 location: storage.location().to_string(),
@@ -121,7 +132,11 @@ impl Repository {
         let (key_id, keys) = keyfile::open_any(&storage, password)?;
         let config = RepoConfig::load(&storage, &keys)?;
         storage.enable_cache(&config.id);
-        let index = MasterIndex::load(&storage, &keys)?;
+        let index = if load_index {
+            MasterIndex::load(&storage, &keys)?
+        } else {
+            MasterIndex::default()
+        };
         let gear = GearTable::from_key(keys.chunker_key());
         Ok(Repository {
             storage,

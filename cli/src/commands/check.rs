@@ -29,7 +29,8 @@ fn parse_subset(s: &str) -> Result<ReadData, String> {
 }
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
-    let repo = super::open_repo(ctx)?;
+    // Check reads every index file itself: a damaged one is reported, not fatal.
+    let repo = super::open_repo_with(ctx, coffer_repo::Repository::open_without_index)?;
     let read_data = if args.read_data {
         ReadData::All
     } else {

@@ -95,11 +95,19 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
 
 /// Opens the repository named by the global options, asking for the password.
 pub fn open_repo(ctx: &Context_) -> Result<Repository> {
+    open_repo_with(ctx, Repository::open)
+}
+
+/// As [`open_repo`], with `open` doing the opening (e.g. `Repository::open_without_index`).
+pub fn open_repo_with(
+    ctx: &Context_,
+    open: fn(Storage, &[u8]) -> coffer_repo::Result<Repository>,
+) -> Result<Repository> {
     let location = ctx.global.repo()?;
     let options = ctx.global.storage_options(&ctx.global.options);
     let storage = Storage::open_with(location, OpenMode::Existing, &options)?;
     let password = crate::password::get(&ctx.global, false)?;
-    Repository::open(storage, &password).with_context(|| format!("opening repository {location}"))
+    open(storage, &password).with_context(|| format!("opening repository {location}"))
 }
 
 pub fn hostname() -> String {
