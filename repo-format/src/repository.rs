@@ -372,20 +372,20 @@ impl Repository {
         };
         let start = u64::from(first.blob.offset);
         let end = u64::from(last.blob.offset) + u64::from(last.blob.length);
-        let bytes = self
-            .storage
-            .get_range("pack", &pack::pack_key(&first.pack), start..end)?;
-        for loc in run {
-            let from = (u64::from(loc.blob.offset) - start) as usize;
-            let to = from + loc.blob.length as usize;
-            each(pack::open_blob(
-                &self.keys,
-                &loc.pack,
-                &loc.blob,
-                &bytes[from..to],
-            )?)?;
-        }
-        Ok(())
+        let key = pack::pack_key(&first.pack);
+        self.storage.with_range("pack", &key, start..end, |bytes| {
+            for loc in run {
+                let from = (u64::from(loc.blob.offset) - start) as usize;
+                let to = from + loc.blob.length as usize;
+                each(pack::open_blob(
+                    &self.keys,
+                    &loc.pack,
+                    &loc.blob,
+                    &bytes[from..to],
+                )?)?;
+            }
+            Ok(())
+        })
     }
 
     /// Every pack file present in storage with its size.

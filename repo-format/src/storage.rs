@@ -569,6 +569,42 @@ impl Storage {
         Ok(bytes)
     }
 
+    /// Reads `range` of an object and hands the bytes to `f`. A local read goes into a buffer
+    /// this thread keeps for the next read (no allocation and no fresh pages per read); other
+    /// stores fetch as [`Self::get_range`] does.
+    pub fn with_range<R>(
+        &self,
+        what: &'static str,
+        key: &str,
+        range: Range<u64>,
+        f: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        thread_local! {
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        /// Buffers above this are not kept between reads.
+        const KEEP: usize = 16 << 20;
+        let Some(root) = &self.local_root else {
+            return f(&self.get_range(what, key, range)?);
+        };
+        let want = range.end.saturating_sub(range.start);
+        if want > KEEP as u64 {
+            return f(&self.read_local(what, key, root, Some(range))?);
+        }
+        BUFFER.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                let want = want as usize;
+                if buf.len() < want {
+                    buf.resize(want, 0);
+                }
+                self.read_local_into(what, key, root, range.start, &mut buf[..want])?;
+                f(&buf[..want])
+            }
+            // A read from inside `f` on this thread: use a buffer of its own.
+            Err(_) => f(&self.read_local(what, key, root, Some(range))?),
+        })
+    }
+
     /// Reads a local object (all of it, or `range`) with plain file system calls.
     fn read_local(
         &self,
@@ -577,7 +613,6 @@ impl Storage {
         root: &std::path::Path,
         range: Option<Range<u64>>,
     ) -> Result<Bytes> {
-        use std::os::unix::fs::FileExt;
         let path = root.join(key);
         let file = match std::fs::File::open(&path) {
             Ok(f) => f,
@@ -603,25 +638,31 @@ impl Storage {
             Error::corrupt(what, key, format!("range {range:?} too large for memory"))
         })?;
         let mut buf = vec![0u8; want];
-        let mut done = 0;
-        while done < want {
-            match file.read_at(&mut buf[done..], range.start + done as u64) {
-                Ok(0) => {
-                    return Err(Error::corrupt(
-                        what,
-                        key,
-                        format!(
-                            "shorter than expected (read {done} bytes of range {}..{})",
-                            range.start, range.end
-                        ),
-                    ))
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("reading", &path, e)),
-            }
-        }
+        read_exact_at(&file, &path, what, key, range.start, &mut buf)?;
         Ok(Bytes::from(buf))
+    }
+
+    /// Reads `buf.len()` bytes of a local object from `offset`.
+    fn read_local_into(
+        &self,
+        what: &'static str,
+        key: &str,
+        root: &std::path::Path,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        let path = root.join(key);
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Missing {
+                    what,
+                    id: key.to_string(),
+                })
+            }
+            Err(e) => return Err(Error::io("reading", path, e)),
+        };
+        read_exact_at(&file, &path, what, key, offset, buf)
     }
 
     fn map_read_err(&self, what: &'static str, key: &str, e: object_store::Error) -> Error {
@@ -793,6 +834,39 @@ pub mod conformance {
         assert!(storage.list("data").unwrap().is_empty());
         assert!(storage.list_uncached("data").unwrap().is_empty());
     }
+}
+
+/// Fills `buf` from `offset` of `file`; running out of bytes means the object is shorter than
+/// the index says.
+fn read_exact_at(
+    file: &std::fs::File,
+    path: &std::path::Path,
+    what: &'static str,
+    key: &str,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => {
+                return Err(Error::corrupt(
+                    what,
+                    key,
+                    format!(
+                        "shorter than expected (read {done} bytes of range {}..{})",
+                        offset,
+                        offset + buf.len() as u64
+                    ),
+                ))
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("reading", path, e)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

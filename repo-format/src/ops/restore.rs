@@ -389,15 +389,18 @@ fn write_content(
         1
     };
     let mut written = 0u64;
+    // Small chunks (dumps are cut at 16 KiB) are gathered into fewer, larger writes.
+    let mut out = std::io::BufWriter::with_capacity(256 << 10, file);
     repo.read_blobs_parallel(&node.content, readers, |bytes| {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
-        file.write_all(bytes)
+        out.write_all(bytes)
             .map_err(|e| Error::io("writing", path, e))?;
         written += bytes.len() as u64;
         Ok(())
     })?;
+    out.flush().map_err(|e| Error::io("writing", path, e))?;
     if written != node.size {
         return Err(Error::corrupt(
             "file",
