@@ -282,6 +282,8 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
             })
             .collect();
         drop(job_rx);
+        let (prefetch_tx, prefetch_rx) = bounded::<PathBuf>(PREFETCH_AHEAD * 2);
+        let prefetch_handle = scope.spawn(move || prefetcher(prefetch_rx));
         let mut walker = Walker {
             repo,
             writer: &writer,
@@ -294,6 +296,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
             warned_compressed_dump: false,
             counts: Counts::default(),
             compressor: None,
+            prefetch: Some(prefetch_tx),
         };
         let root = walker.backup_sources(&path_plans, stream_plans, parent_tree.as_ref(), &time);
         let Walker {
@@ -301,9 +304,12 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
             warnings,
             notices,
             counts,
+            prefetch,
             ..
         } = walker;
         drop(jobs);
+        drop(prefetch);
+        let _ = prefetch_handle.join();
         for handle in worker_handles {
             let _ = handle.join();
         }
@@ -616,6 +622,32 @@ struct Walker<'a, 'r> {
     warned_compressed_dump: bool,
     counts: Counts,
     compressor: Option<zstd::bulk::Compressor<'static>>,
+    /// Paths of files about to be read, for the prefetch thread.
+    prefetch: Option<Sender<PathBuf>>,
+}
+
+/// How many files to be read the prefetcher is asked for ahead of the one being read.
+const PREFETCH_AHEAD: usize = 16;
+
+/// The prefetch thread: asks the kernel to read the start of each file into the page cache
+/// (`posix_fadvise(WILLNEED)`, which returns without waiting), so that reading many small files
+/// from a cold cache waits on several disk reads at once instead of one after another.
+fn prefetcher(paths: Receiver<PathBuf>) {
+    /// Larger files are read ahead by the kernel once reading starts.
+    const HEAD: i64 = 4 << 20;
+    for path in paths {
+        #[cfg(target_os = "linux")]
+        if let Ok(file) = std::fs::File::open(&path) {
+            let _ = nix::fcntl::posix_fadvise(
+                &file,
+                0,
+                HEAD,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = path;
+    }
 }
 
 fn time_ns(secs: i64, nsec: i64) -> i64 {
@@ -789,8 +821,19 @@ impl<'r> Walker<'_, 'r> {
         path: &Path,
         parent_node: Option<&Node>,
     ) -> Result<Option<PendingNode>> {
+        let meta = std::fs::symlink_metadata(path);
+        self.backup_entry_with(path, meta, parent_node)
+    }
+
+    /// As [`Self::backup_entry`], with the entry's `lstat` already made.
+    fn backup_entry_with(
+        &mut self,
+        path: &Path,
+        meta: std::io::Result<Metadata>,
+        parent_node: Option<&Node>,
+    ) -> Result<Option<PendingNode>> {
         self.check_cancel()?;
-        let meta = match std::fs::symlink_metadata(path) {
+        let meta = match meta {
             Ok(m) => m,
             Err(e) => {
                 self.warn(path, "cannot stat", e);
@@ -848,14 +891,39 @@ impl<'r> Walker<'_, 'r> {
             }
         };
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut pending = Vec::with_capacity(names.len());
-        for name in names {
-            let child = path.join(&name);
-            if self.excludes.excluded(&child) {
-                continue;
+        // Every entry's lstat first, so that the files that will be read (new or changed) are
+        // known and can be prefetched a few files ahead of the reading.
+        let entries: Vec<(PathBuf, Option<&Node>, std::io::Result<Metadata>)> = names
+            .iter()
+            .map(|name| path.join(name))
+            .filter(|child| !self.excludes.excluded(child))
+            .map(|child| {
+                let parent_child = parent_tree
+                    .and_then(|t| t.find(child.file_name().unwrap_or_default().as_bytes()));
+                let meta = std::fs::symlink_metadata(&child);
+                (child, parent_child, meta)
+            })
+            .collect();
+        let to_read: Vec<usize> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, parent, meta))| {
+                meta.as_ref()
+                    .is_ok_and(|m| m.is_file() && !parent.is_some_and(|p| self.unchanged(m, p)))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let read_paths: Vec<PathBuf> = to_read.iter().map(|&i| entries[i].0.clone()).collect();
+        let mut prefetched = 0;
+        let mut pending = Vec::with_capacity(entries.len());
+        for (i, (child, parent_child, meta)) in entries.into_iter().enumerate() {
+            // Keep the prefetcher PREFETCH_AHEAD files ahead of this one.
+            let reading = to_read.partition_point(|&j| j < i);
+            while prefetched < to_read.len() && prefetched < reading + PREFETCH_AHEAD {
+                self.prefetch(&read_paths[prefetched]);
+                prefetched += 1;
             }
-            let parent_child = parent_tree.and_then(|t| t.find(name.as_bytes()));
-            if let Some(p) = self.backup_entry(&child, parent_child)? {
+            if let Some(p) = self.backup_entry_with(&child, meta, parent_child)? {
                 pending.push(p);
             }
         }
@@ -870,6 +938,24 @@ impl<'r> Walker<'_, 'r> {
         }))
     }
 
+    /// Whether a file with metadata `meta` is unchanged since the parent snapshot's `p`, so its
+    /// content is taken from there and not read.
+    fn unchanged(&self, meta: &Metadata, p: &Node) -> bool {
+        p.kind == NodeKind::File
+            && p.size == meta.len()
+            && p.mtime_ns == time_ns(meta.mtime(), meta.mtime_nsec())
+            && p.ctime_ns == time_ns(meta.ctime(), meta.ctime_nsec())
+            && p.inode == meta.ino()
+            && p.content.iter().all(|id| self.repo.index().contains(id))
+    }
+
+    /// Asks the prefetcher to start reading `path` into the page cache (dropped if it is busy).
+    fn prefetch(&self, path: &Path) {
+        if let Some(tx) = &self.prefetch {
+            let _ = tx.try_send(path.to_path_buf());
+        }
+    }
+
     fn backup_file(
         &mut self,
         path: &Path,
@@ -881,13 +967,7 @@ impl<'r> Walker<'_, 'r> {
         node.size = meta.len();
         self.counts.files += 1;
         if let Some(p) = parent_node {
-            let unchanged = p.kind == NodeKind::File
-                && p.size == node.size
-                && p.mtime_ns == node.mtime_ns
-                && p.ctime_ns == node.ctime_ns
-                && p.inode == node.inode
-                && p.content.iter().all(|id| self.repo.index().contains(id));
-            if unchanged {
+            if self.unchanged(meta, p) {
                 node.content = p.content.clone();
                 self.counts.files_unchanged += 1;
                 self.counts.total_bytes += node.size;
