@@ -59,20 +59,35 @@ fn main() {
     let n = data.len();
     println!("input: {} MB", n / 1_000_000);
     let keys = MasterKeys::generate().unwrap();
-    for level in [1, 3] {
-        let mut c = zstd::bulk::Compressor::new(level).unwrap();
-        let mut out = 0;
-        rate(&format!("zstd level {level} (1 MiB blocks)"), n, || {
-            for block in data.chunks(1 << 20) {
-                out += c.compress(block).unwrap().len();
-            }
-        });
-        println!(
-            "{:<40} {:>8.1} %",
-            format!("  ratio at level {level}"),
-            100.0 * out as f64 / n as f64
-        );
+    // 1 MiB: the average file chunk; 16 KiB: the average dump chunk.
+    for (block_name, block_size) in [("1 MiB", 1 << 20), ("16 KiB", 16 << 10)] {
+        for level in [1, 3] {
+            let mut c = zstd::bulk::Compressor::new(level).unwrap();
+            let mut out = 0;
+            rate(&format!("zstd level {level} ({block_name} blocks)"), n, || {
+                for block in data.chunks(block_size) {
+                    out += c.compress(block).unwrap().len();
+                }
+            });
+            println!(
+                "{:<40} {:>8.1} %",
+                format!("  size after level {level}"),
+                100.0 * out as f64 / n as f64
+            );
+        }
     }
+    let mut c = zstd::bulk::Compressor::new(3).unwrap();
+    let frames: Vec<Vec<u8>> = data
+        .chunks(16 << 10)
+        .map(|b| c.compress(b).unwrap())
+        .collect();
+    let mut d = zstd::bulk::Decompressor::new().unwrap();
+    rate("zstd decompress (16 KiB blocks)", n, || {
+        for f in &frames {
+            std::hint::black_box(d.decompress(f, 16 << 10).unwrap());
+        }
+    });
+    drop(frames);
     rate("keyed BLAKE3 (1 MiB blocks)", n, || {
         for block in data.chunks(1 << 20) {
             std::hint::black_box(keys.content_id(block));
@@ -83,6 +98,16 @@ fn main() {
             std::hint::black_box(keys.seal(b"ad", block).unwrap());
         }
     });
+    let sealed: Vec<Vec<u8>> = data
+        .chunks(1 << 20)
+        .map(|b| keys.seal(b"ad", b).unwrap())
+        .collect();
+    rate("XChaCha20-Poly1305 open (1 MiB blocks)", n, || {
+        for s in &sealed {
+            std::hint::black_box(keys.open(b"ad", s).unwrap());
+        }
+    });
+    drop(sealed);
     let gear = GearTable::from_key(&[7; 32]);
     for (name, params) in [
         ("FastCDC 1 MiB avg", ChunkerParams::FILES),
