@@ -417,3 +417,373 @@ fn preflight(
     }
     Ok(connections)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::backup::{backup, BackupOptions, Source, SourceInput, StreamSource};
+    use crate::repository::InitOptions;
+    use crate::snapshot::PostgresRecord;
+    use crate::storage::Storage;
+    use coffer_crypto::KdfParams;
+
+    fn record(name: &str, kind: &str, tree_path: &str, origin: Option<&str>) -> SourceRecord {
+        SourceRecord {
+            name: name.into(),
+            kind: kind.into(),
+            tree_path: tree_path.into(),
+            origin: origin.map(String::from),
+            stream: None,
+            postgres: (kind == "postgres").then(|| PostgresRecord {
+                database: format!("{name}_db"),
+                format: "custom".into(),
+                ..PostgresRecord::default()
+            }),
+        }
+    }
+
+    /// A snapshot document with these sources (the tree is not looked at by `plan`).
+    fn snapshot_with(sources: Vec<SourceRecord>) -> Snapshot {
+        Snapshot {
+            time: "2026-01-01T00:00:00+00:00".into(),
+            tree: crate::BlobId([7; 32]),
+            paths: Vec::new(),
+            hostname: "h".into(),
+            username: "u".into(),
+            tags: Vec::new(),
+            labels: Default::default(),
+            parent: None,
+            excludes: Vec::new(),
+            program_version: "test".into(),
+            key_id: String::new(),
+            summary: Default::default(),
+            sources,
+            original: None,
+            copied_from: None,
+        }
+    }
+
+    fn four_sources() -> Snapshot {
+        snapshot_with(vec![
+            record("cmd", "command", "/cmd/out.txt", None),
+            record("db", "postgres", "/db/app.dump", None),
+            record("env", "path", "/opt/app/.env", Some("/opt/app/.env")),
+            // Written before origins were recorded: the tree path is the origin.
+            record("files", "path", "/srv/files", None),
+        ])
+    }
+
+    fn destinations<'a>(plan: &Plan<'a>) -> Vec<(&'a str, Destination)> {
+        plan.sources
+            .iter()
+            .map(|p| (p.record.name.as_str(), p.destination.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn sources_go_back_to_their_origins_or_below_the_target() {
+        let snap = four_sources();
+        let id = SnapshotId([1; 32]);
+        let plan = plan(id, &snap, &SourcesOptions::default()).unwrap();
+        assert_eq!(
+            destinations(&plan),
+            [
+                ("cmd", Destination::Skipped),
+                ("db", Destination::Database(None)),
+                ("env", Destination::Files("/opt/app/.env".into())),
+                ("files", Destination::Files("/srv/files".into())),
+            ]
+        );
+
+        let options = SourcesOptions {
+            target: Some("/tmp/r".into()),
+            pg_target: Some("elsewhere".into()),
+            overwrite: true,
+            ..SourcesOptions::default()
+        };
+        let plan = super::plan(id, &snap, &options).unwrap();
+        assert_eq!(
+            destinations(&plan),
+            [
+                ("cmd", Destination::Files("/tmp/r/cmd/out.txt".into())),
+                ("db", Destination::Database(Some("elsewhere".into()))),
+                ("env", Destination::Files("/tmp/r/opt/app/.env".into())),
+                ("files", Destination::Files("/tmp/r/srv/files".into())),
+            ]
+        );
+        assert!(plan.overwrite && !plan.force);
+    }
+
+    #[test]
+    fn only_selects_in_snapshot_order_and_names_what_exists() {
+        let snap = four_sources();
+        let id = SnapshotId([1; 32]);
+        let options = SourcesOptions {
+            only: vec!["files".into(), "cmd".into()],
+            ..SourcesOptions::default()
+        };
+        let plan = plan(id, &snap, &options).unwrap();
+        let names: Vec<&str> = plan
+            .sources
+            .iter()
+            .map(|p| p.record.name.as_str())
+            .collect();
+        assert_eq!(names, ["cmd", "files"]);
+
+        let options = SourcesOptions {
+            only: vec!["files".into(), "uploads".into()],
+            ..SourcesOptions::default()
+        };
+        let e = super::plan(id, &snap, &options).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "the snapshot has no source \"uploads\"; it has: cmd, db, env, files"
+        );
+    }
+
+    #[test]
+    fn a_pg_target_needs_a_single_database_source() {
+        let mut sources = four_sources().sources;
+        sources.push(record("db2", "postgres", "/db2/other.dump", None));
+        let snap = snapshot_with(sources);
+        let id = SnapshotId([1; 32]);
+        let mut options = SourcesOptions {
+            pg_target: Some("restored".into()),
+            ..SourcesOptions::default()
+        };
+        let e = plan(id, &snap, &options).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("--pg-target with several database sources"));
+        // Without it, both go to their own databases.
+        options.pg_target = None;
+        assert!(plan(id, &snap, &options).is_ok());
+        // One of them picked: fine.
+        options.pg_target = Some("restored".into());
+        options.only = vec!["db2".into(), "env".into()];
+        let plan = plan(id, &snap, &options).unwrap();
+        assert_eq!(
+            destinations(&plan),
+            [
+                ("env", Destination::Files("/opt/app/.env".into())),
+                ("db2", Destination::Database(Some("restored".into()))),
+            ]
+        );
+    }
+
+    #[test]
+    fn recorded_connections_use_the_recorded_database() {
+        let db = record("db", "postgres", "/db/app.dump", None);
+        let pg = recorded_connection(&db).unwrap();
+        assert_eq!(pg.database, "db_db");
+        assert!(pg.url.is_none() && pg.command_prefix.is_empty());
+        let files = record("files", "path", "/srv", None);
+        let e = recorded_connection(&files).unwrap_err();
+        assert_eq!(e.to_string(), "source files has no postgres record");
+    }
+
+    /// What a front end sees and decides: the progress events in order, as lines.
+    #[derive(Default)]
+    struct Recorder {
+        events: Vec<String>,
+        asked: u32,
+    }
+
+    impl Caller for Recorder {
+        fn connect(&mut self, record: &SourceRecord) -> Result<PgSource> {
+            Err(Error::InvalidInput(format!(
+                "no server for {}",
+                record.name
+            )))
+        }
+
+        fn confirm_replace(&mut self, _: &str, _: u64) -> bool {
+            self.asked += 1;
+            false
+        }
+
+        fn progress(&mut self, event: Progress<'_>) -> Result<()> {
+            self.events.push(match event {
+                Progress::Would { record, intended } => {
+                    format!("would {} {intended:?}", record.name)
+                }
+                Progress::Skipped { record } => format!("skipped {}", record.name),
+                Progress::Restored(r) => format!("restored {} {:?}", r.source, r.destination),
+            });
+            Ok(())
+        }
+    }
+
+    /// A repository holding one snapshot of two named path sources (a directory and a file)
+    /// and a named stream; returns it reopened (so its index knows the new blobs), the
+    /// snapshot and its id.
+    fn repository_with_sources(dir: &Path) -> (Repository, SnapshotId, Snapshot) {
+        let options = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(Storage::in_memory().unwrap(), b"pw", &options).unwrap();
+        std::fs::create_dir_all(dir.join("app/files/deep")).unwrap();
+        std::fs::write(dir.join("app/files/deep/a.txt"), "a").unwrap();
+        std::fs::write(dir.join("app/files/b.txt"), "bb").unwrap();
+        std::fs::write(dir.join("app/.env"), "SECRET=1\n").unwrap();
+        let mut opts = BackupOptions::new(Vec::new());
+        let named_path = |name: &str, path: PathBuf| Source {
+            name: Some(name.into()),
+            input: SourceInput::Path {
+                path,
+                excludes: Vec::new(),
+            },
+        };
+        opts.sources = vec![
+            named_path("files", dir.join("app/files")),
+            named_path("env", dir.join("app/.env")),
+            Source {
+                name: Some("cmd".into()),
+                input: SourceInput::Stream {
+                    tree_name: "cmd/out.txt".into(),
+                    stream: StreamSource::Reader(Box::new(std::io::Cursor::new(b"hello\n"))),
+                    dump_chunking: false,
+                },
+            },
+        ];
+        opts.hostname = "h".into();
+        let report = backup(&repo, opts).unwrap();
+        let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
+        (repo, report.id, report.snapshot)
+    }
+
+    #[test]
+    fn a_file_conflict_refuses_the_restore_before_anything_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (repo, id, snap) = repository_with_sources(tmp.path());
+        let target = tmp.path().join("restored");
+        let options = SourcesOptions {
+            target: Some(target.clone()),
+            ..SourcesOptions::default()
+        };
+        let plan = plan(id, &snap, &options).unwrap();
+        let names: Vec<&str> = plan
+            .sources
+            .iter()
+            .map(|p| p.record.name.as_str())
+            .collect();
+        assert_eq!(names, ["cmd", "env", "files"]);
+        let below = |p: &Path| target.join(p.strip_prefix("/").unwrap());
+        let env_dest = below(&tmp.path().join("app/.env"));
+        let files_dest = below(&tmp.path().join("app/files"));
+        // Only the last source conflicts.
+        std::fs::create_dir_all(&files_dest).unwrap();
+        std::fs::write(files_dest.join("b.txt"), "mine").unwrap();
+
+        let mut caller = Recorder::default();
+        let cancel = AtomicBool::new(false);
+        let failure = restore(&repo, &plan, &mut caller, &cancel).unwrap_err();
+        assert_eq!(
+            failure.doing.as_deref(),
+            Some("source files: nothing was changed")
+        );
+        assert!(
+            matches!(failure.error, Error::WouldOverwrite(_)),
+            "{failure}"
+        );
+        assert!(caller.events.is_empty(), "{:?}", caller.events);
+        assert!(!env_dest.exists(), "an earlier source was restored");
+        assert!(
+            !target.join("cmd").exists(),
+            "an earlier source was restored"
+        );
+        assert_eq!(std::fs::read(files_dest.join("b.txt")).unwrap(), b"mine");
+
+        // With overwrite: every source, in order, reported as it is done.
+        let options = SourcesOptions {
+            overwrite: true,
+            ..options
+        };
+        let plan = super::plan(id, &snap, &options).unwrap();
+        let report = restore(&repo, &plan, &mut caller, &cancel).unwrap();
+        assert_eq!(
+            caller.events,
+            [
+                format!("restored cmd {:?}", Some(target.join("cmd/out.txt"))),
+                format!("restored env {:?}", Some(&env_dest)),
+                format!("restored files {:?}", Some(&files_dest)),
+            ]
+        );
+        assert_eq!(caller.asked, 0);
+        assert_eq!(
+            std::fs::read(target.join("cmd/out.txt")).unwrap(),
+            b"hello\n"
+        );
+        assert_eq!(std::fs::read(&env_dest).unwrap(), b"SECRET=1\n");
+        assert_eq!(std::fs::read(files_dest.join("b.txt")).unwrap(), b"bb");
+        assert_eq!(std::fs::read(files_dest.join("deep/a.txt")).unwrap(), b"a");
+        assert_eq!(report.snapshot, id.short());
+        assert!(report.mismatches.is_empty());
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["sources"][2]["source"], "files");
+        assert_eq!(json["sources"][2]["kind"], "path");
+        assert_eq!(json["sources"][2]["report"]["files"], 2);
+        assert_eq!(
+            json["sources"][2]["destination"],
+            files_dest.to_str().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_dry_run_says_what_would_happen_and_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_repo, id, snap) = repository_with_sources(tmp.path());
+        let env = tmp.path().join("app/.env");
+        std::fs::remove_dir_all(tmp.path().join("app/files")).unwrap();
+        let plan = plan(id, &snap, &SourcesOptions::default()).unwrap();
+        let mut caller = Recorder::default();
+        dry_run(&plan, &mut caller).unwrap();
+        let files = Intended::Files {
+            destination: tmp.path().join("app/files"),
+            exists: false,
+        };
+        let env_intended = Intended::Files {
+            destination: env.clone(),
+            exists: true,
+        };
+        assert_eq!(
+            caller.events,
+            [
+                "skipped cmd".to_string(),
+                format!("would env {env_intended:?}"),
+                format!("would files {files:?}"),
+            ]
+        );
+        assert!(!tmp.path().join("app/files").exists());
+        assert_eq!(std::fs::read(&env).unwrap(), b"SECRET=1\n");
+    }
+
+    #[test]
+    fn a_database_source_without_a_connection_stops_before_anything_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (repo, id, snap) = repository_with_sources(tmp.path());
+        let mut snap = snap;
+        // The database comes last, so the files would be restored first if the preflight
+        // did not look at it.
+        snap.sources
+            .push(record("db", "postgres", "/db/app.dump", None));
+        let target = tmp.path().join("restored");
+        let options = SourcesOptions {
+            target: Some(target.clone()),
+            ..SourcesOptions::default()
+        };
+        let plan = plan(id, &snap, &options).unwrap();
+        let mut caller = Recorder::default();
+        let failure = restore(&repo, &plan, &mut caller, &AtomicBool::new(false)).unwrap_err();
+        assert_eq!(failure.doing, None);
+        assert_eq!(failure.to_string(), "no server for db");
+        assert!(!target.exists());
+        assert!(caller.events.is_empty());
+    }
+}
