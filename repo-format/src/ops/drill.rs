@@ -10,7 +10,8 @@
 
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
-use crate::ops::restore::restore_subtree;
+use crate::ops::restore::{restore, restore_subtree, RestoreOptions};
+use crate::ops::walk;
 use crate::repository::Repository;
 use crate::snapshot::{self, Snapshot, SourceRecord};
 use crate::sources::postgres::PgSource;
@@ -182,7 +183,17 @@ fn drill_files(
 ) -> SourceResult {
     let dest = dir.join(&record.name);
     let mut result = SourceResult::new(record);
-    let restored = restore_subtree(repo, snapshot, &record.tree_path, &dest, false, cancel);
+    let restored = if walk::split_path(&record.tree_path).is_empty() {
+        // The whole snapshot: its root tree has no node of its own to restore as a subtree.
+        let options = RestoreOptions {
+            target: dest.clone(),
+            includes: Vec::new(),
+            overwrite: false,
+        };
+        restore(repo, snapshot, &options, cancel)
+    } else {
+        restore_subtree(repo, snapshot, &record.tree_path, &dest, false, cancel)
+    };
     if let Err(e) = restored {
         result.checked = "restore failed".into();
         result.problems.push(format!("{e}"));
@@ -252,4 +263,250 @@ fn drill_database(
         result.ok = false;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::backup::{backup, BackupOptions, Source, SourceInput};
+    use crate::repository::InitOptions;
+    use crate::snapshot::PostgresRecord;
+    use crate::storage::Storage;
+    use coffer_crypto::KdfParams;
+
+    fn repository() -> Repository {
+        let options = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        };
+        Repository::init(Storage::in_memory().unwrap(), b"pw", &options).unwrap()
+    }
+
+    /// Backs up `sources` (name, path) below `dir`; unnamed when the name is empty. Returns
+    /// the repository reopened (so its index knows the new blobs), the id and the snapshot.
+    fn backed_up(
+        repo: Repository,
+        sources: &[(&str, PathBuf)],
+    ) -> (Repository, SnapshotId, Snapshot) {
+        let mut opts = BackupOptions::new(Vec::new());
+        opts.sources = sources
+            .iter()
+            .map(|(name, path)| Source {
+                name: (!name.is_empty()).then(|| name.to_string()),
+                input: SourceInput::Path {
+                    path: path.clone(),
+                    excludes: Vec::new(),
+                },
+            })
+            .collect();
+        opts.hostname = "h".into();
+        let report = backup(&repo, opts).unwrap();
+        let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
+        (repo, report.id, report.snapshot)
+    }
+
+    fn app(dir: &Path) -> (PathBuf, PathBuf) {
+        let files = dir.join("app/files");
+        std::fs::create_dir_all(files.join("deep")).unwrap();
+        std::fs::write(files.join("deep/a.txt"), "a").unwrap();
+        std::fs::write(files.join("b.txt"), vec![7u8; 3000]).unwrap();
+        let env = dir.join("app/.env");
+        std::fs::write(&env, "SECRET=1\n").unwrap();
+        (files, env)
+    }
+
+    fn no_database(record: &SourceRecord) -> Result<PgSource> {
+        Err(Error::InvalidInput(format!(
+            "no server for {}",
+            record.name
+        )))
+    }
+
+    fn is_empty_dir(dir: &Path) -> bool {
+        std::fs::read_dir(dir).unwrap().next().is_none()
+    }
+
+    #[test]
+    fn a_passed_drill_checks_every_source_and_is_recorded_on_the_snapshot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (files, env) = app(tmp.path());
+        let (repo, id, snap) = backed_up(repository(), &[("files", files), ("env", env)]);
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        let options = DrillOptions {
+            scratch_parent: Some(scratch.clone()),
+            record: true,
+        };
+        let report = drill(
+            &repo,
+            &id,
+            &snap,
+            &options,
+            &mut no_database,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(report.ok, "{report:?}");
+        assert!(report.failed().is_empty());
+        assert_eq!(report.snapshot, id.to_hex());
+        assert_eq!(report.time, snap.time);
+        let by_name: Vec<(&str, &str)> = report
+            .sources
+            .iter()
+            .map(|r| (r.source.as_str(), r.checked.as_str()))
+            .collect();
+        assert_eq!(
+            by_name,
+            [
+                ("env", "1 files, 9 B restored and verified chunk by chunk"),
+                (
+                    "files",
+                    "2 files, 2.9 KiB restored and verified chunk by chunk"
+                ),
+            ]
+        );
+        assert!(
+            is_empty_dir(&scratch),
+            "the scratch directory was left behind"
+        );
+
+        // Recorded: the snapshot is replaced by a relabelled copy.
+        let all = snapshot::load_all(repo.storage(), repo.keys()).unwrap();
+        assert_eq!(all.len(), 1);
+        let (new_id, relabelled) = &all[0];
+        assert_eq!(
+            report.recorded_as.as_deref(),
+            Some(new_id.to_hex().as_str())
+        );
+        assert!(relabelled.labels.contains_key(VERIFIED_LABEL));
+        assert_eq!(relabelled.original, Some(id));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["sources"][0]["source"], "env");
+        assert!(json["sources"][0].get("database").is_none());
+    }
+
+    #[test]
+    fn a_snapshot_without_named_sources_is_drilled_as_one_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (files, _) = app(tmp.path());
+        let (repo, id, snap) = backed_up(repository(), &[("", files)]);
+        assert!(snap.sources.is_empty());
+        let options = DrillOptions {
+            scratch_parent: Some(tmp.path().to_path_buf()),
+            record: false,
+        };
+        let report = drill(
+            &repo,
+            &id,
+            &snap,
+            &options,
+            &mut no_database,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.sources.len(), 1);
+        assert_eq!(report.sources[0].source, "snapshot");
+        assert_eq!(report.sources[0].kind, "path");
+        assert!(report.sources[0].checked.starts_with("2 files"));
+        // Not recorded when not asked to.
+        assert_eq!(report.recorded_as, None);
+        let all = snapshot::load_all(repo.storage(), repo.keys()).unwrap();
+        assert_eq!(all[0].0, id);
+        assert!(all[0].1.labels.is_empty());
+    }
+
+    #[test]
+    fn a_failing_source_is_named_and_the_others_still_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (files, _) = app(tmp.path());
+        let (repo, id, mut snap) = backed_up(repository(), &[("files", files)]);
+        // A database source whose server cannot be reached, and a source whose content is
+        // not in the tree.
+        snap.sources.insert(
+            0,
+            SourceRecord {
+                name: "db".into(),
+                kind: "postgres".into(),
+                tree_path: "/db/app.dump".into(),
+                origin: None,
+                stream: None,
+                postgres: Some(PostgresRecord {
+                    database: "app".into(),
+                    format: "custom".into(),
+                    ..PostgresRecord::default()
+                }),
+            },
+        );
+        snap.sources.push(SourceRecord {
+            name: "lost".into(),
+            kind: "path".into(),
+            tree_path: "/nowhere".into(),
+            origin: None,
+            stream: None,
+            postgres: None,
+        });
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        let options = DrillOptions {
+            scratch_parent: Some(scratch.clone()),
+            record: true,
+        };
+        let report = drill(
+            &repo,
+            &id,
+            &snap,
+            &options,
+            &mut no_database,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(!report.ok);
+        assert_eq!(report.failed(), ["db", "lost"]);
+        let db = &report.sources[0];
+        assert_eq!(db.checked, "no connection");
+        assert_eq!(db.problems, ["no server for db"]);
+        assert!(report.sources[1].ok, "{:?}", report.sources[1]);
+        let lost = &report.sources[2];
+        assert_eq!(lost.checked, "restore failed");
+        assert!(lost.problems[0].contains("/nowhere"), "{:?}", lost.problems);
+        // A failed drill is not recorded, and leaves nothing behind.
+        assert_eq!(report.recorded_as, None);
+        assert_eq!(
+            snapshot::load_all(repo.storage(), repo.keys()).unwrap()[0].0,
+            id
+        );
+        assert!(is_empty_dir(&scratch));
+    }
+
+    #[test]
+    fn an_interrupted_drill_stops_and_removes_its_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (files, _) = app(tmp.path());
+        let (repo, id, snap) = backed_up(repository(), &[("files", files)]);
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        let options = DrillOptions {
+            scratch_parent: Some(scratch.clone()),
+            record: true,
+        };
+        let cancel = AtomicBool::new(true);
+        let e = drill(&repo, &id, &snap, &options, &mut no_database, &cancel).unwrap_err();
+        assert!(matches!(e, Error::Interrupted), "{e:?}");
+        assert!(is_empty_dir(&scratch));
+
+        let missing = DrillOptions {
+            scratch_parent: Some(tmp.path().join("absent")),
+            record: false,
+        };
+        let e = drill(&repo, &id, &snap, &missing, &mut no_database, &cancel).unwrap_err();
+        assert!(
+            e.to_string().starts_with("creating the drill directory"),
+            "{e}"
+        );
+    }
 }
