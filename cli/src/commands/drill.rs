@@ -1,6 +1,7 @@
 //! `coffer drill`: the restore test as one cron line. Restores a snapshot's sources into a
 //! scratch database and a temporary directory, checks every restored file against the stored
 //! chunk ids and every table's row count against the snapshot's, reports, and cleans up.
+//! The drill itself is `coffer_repo::ops::drill`; this front end prints and picks the exit code.
 
 use super::Context_;
 use anyhow::Result;

@@ -1,5 +1,8 @@
 //! `coffer restore`: a snapshot into a directory, or a configured backup's sources back where
 //! they came from (files to their paths, the database through pg_restore, row counts checked).
+//! The decisions and the work are `coffer_repo::ops::restore_sources`; this front end adds the
+//! connections from the config, the typed confirmation at a terminal, the printed lines and the
+//! exit codes.
 
 use super::Context_;
 use crate::output;
@@ -105,7 +108,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
 
 /// The connection for a recorded postgres source: the config's source of the same name, else
 /// libpq's environment with the recorded database.
-pub fn pg_for(ctx: &Context_, record: &SourceRecord) -> Result<PgSource> {
+fn pg_for(ctx: &Context_, record: &SourceRecord) -> Result<PgSource> {
     let configured = ctx
         .config
         .as_ref()
