@@ -1,19 +1,8 @@
 //! Small formatting helpers shared by commands.
 
-/// `1.5 MiB` style sizes.
+/// `1.5 MiB` style sizes (the same words as the library's reports).
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    coffer_repo::ops::human_bytes(n)
 }
 
 /// `rwxr-xr-x` for permission bits, with a type letter.

@@ -1,14 +1,20 @@
 //! `coffer restore`: a snapshot into a directory, or a configured backup's sources back where
 //! they came from (files to their paths, the database through pg_restore, row counts checked).
+//! The decisions and the work are `coffer_repo::ops::restore_sources`; this front end adds the
+//! connections from the config, the typed confirmation at a terminal, the printed lines and the
+//! exit codes.
 
 use super::Context_;
 use crate::output;
 use anyhow::{Context, Result};
 use coffer_repo::ops::restore::{self as op, RestoreOptions};
+use coffer_repo::ops::restore_sources::{
+    self as sources_op, DatabaseState, Failure, Intended, Progress, Restored, SourcesOptions,
+};
 use coffer_repo::snapshot::{self, SourceRecord};
-use coffer_repo::sources::postgres::{DumpFormat, PgSource};
-use coffer_repo::sources::restore::{restore_database, DatabaseReport};
-use coffer_repo::{Repository, Snapshot};
+use coffer_repo::sources::postgres::PgSource;
+use coffer_repo::sources::restore::DatabaseReport;
+use coffer_repo::{Repository, Snapshot, SnapshotId};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -57,7 +63,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let all = snapshot::load_all(repo.storage(), repo.keys())?;
     let (id, snap) = snapshot::resolve(&all, &args.snapshot)?;
     if !snap.sources.is_empty() && args.include.is_empty() {
-        return restore_sources(ctx, &repo, &id.short(), snap, &args);
+        return restore_sources(ctx, &repo, *id, snap, &args);
     }
     if !args.only.is_empty() {
         return Err(crate::exit::usage(format!(
@@ -102,7 +108,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
 
 /// The connection for a recorded postgres source: the config's source of the same name, else
 /// libpq's environment with the recorded database.
-pub fn pg_for(ctx: &Context_, record: &SourceRecord) -> Result<PgSource> {
+fn pg_for(ctx: &Context_, record: &SourceRecord) -> Result<PgSource> {
     let configured = ctx
         .config
         .as_ref()
@@ -110,46 +116,26 @@ pub fn pg_for(ctx: &Context_, record: &SourceRecord) -> Result<PgSource> {
     if let Some(crate::config::SourceConfig::Postgres(p)) = configured {
         return crate::config::pg_source(&record.name, p);
     }
-    let recorded = record
-        .postgres
-        .as_ref()
-        .with_context(|| format!("source {} has no postgres record", record.name))?;
-    Ok(PgSource {
-        database: recorded.database.clone(),
-        url: None,
-        command_prefix: Vec::new(),
-        dump_args: Vec::new(),
-        format: DumpFormat::parse(&recorded.format).unwrap_or(DumpFormat::Custom),
-    })
+    Ok(sources_op::recorded_connection(record)?)
 }
 
-/// Where a path source goes: its origin, or below `target` at its origin's path.
-fn destination(record: &SourceRecord, target: Option<&Path>) -> PathBuf {
-    let origin = PathBuf::from(record.origin.as_deref().unwrap_or(&record.tree_path));
-    match target {
-        Some(t) => t.join(origin.strip_prefix("/").unwrap_or(&origin)),
-        None => origin,
+/// [`pg_for`] as the library's callers want it: its error (with its causes) as the message of
+/// a repository error.
+pub fn connect(ctx: &Context_, record: &SourceRecord) -> coffer_repo::Result<PgSource> {
+    pg_for(ctx, record).map_err(|e| coffer_repo::Error::InvalidInput(format!("{e:#}")))
+}
+
+/// A failure of the library's restore, as the error this command reports: what was being
+/// done, in front of the error and its causes.
+fn failed(failure: Failure) -> anyhow::Error {
+    let error = anyhow::Error::from(failure.error);
+    match failure.doing {
+        Some(doing) => error.context(doing),
+        None => error,
     }
 }
 
-fn selected<'a>(snap: &'a Snapshot, only: &[String]) -> Result<Vec<&'a SourceRecord>> {
-    for name in only {
-        if !snap.sources.iter().any(|s| &s.name == name) {
-            let names: Vec<&str> = snap.sources.iter().map(|s| s.name.as_str()).collect();
-            return Err(crate::exit::usage(format!(
-                "the snapshot has no source {name:?}; it has: {}",
-                names.join(", ")
-            )));
-        }
-    }
-    Ok(snap
-        .sources
-        .iter()
-        .filter(|s| only.is_empty() || only.contains(&s.name))
-        .collect())
-}
-
-fn print_database(report: &DatabaseReport) -> anyhow::Result<()> {
+fn print_database(report: &DatabaseReport) -> coffer_repo::Result<()> {
     outln!(
         "  database {} {}: {} restored, {} tables",
         report.database,
@@ -174,37 +160,49 @@ fn print_database(report: &DatabaseReport) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn restore_sources(
-    ctx: &Context_,
-    repo: &Repository,
-    short: &str,
-    snap: &Snapshot,
-    args: &Args,
-) -> Result<u8> {
-    let records = selected(snap, &args.only)?;
-    let databases = records.iter().filter(|r| r.kind == "postgres").count();
-    if args.pg_target.is_some() && databases > 1 {
-        return Err(crate::exit::usage(
-            "--pg-target with several database sources: pick one with --only",
-        ));
+/// The terminal's side of a restore of named sources: connections from the config, the typed
+/// confirmation, and the lines printed per source.
+struct Front<'a> {
+    ctx: &'a Context_,
+    args: &'a Args,
+    short: &'a str,
+}
+
+impl sources_op::Caller for Front<'_> {
+    fn connect(&mut self, record: &SourceRecord) -> coffer_repo::Result<PgSource> {
+        connect(self.ctx, record)
     }
-    let target = args.target.as_deref();
-    if !args.dry_run {
-        preflight(ctx, repo, snap, &records, args)?;
+
+    fn confirm_replace(&mut self, database: &str, tables: u64) -> bool {
+        confirm_by_typing(database, tables)
     }
-    let mut mismatched = Vec::new();
-    let mut reports = Vec::new();
-    for record in records {
-        match record.kind.as_str() {
-            "path" => {
-                let dest = destination(record, target);
-                if args.dry_run {
+
+    fn progress(&mut self, event: Progress<'_>) -> coffer_repo::Result<()> {
+        let args = self.args;
+        match event {
+            Progress::Skipped { record } => outln!(
+                "skipped source {} ({}): give --target DIR to restore its file, \
+                 or `coffer dump {} {}`",
+                record.name,
+                record.kind,
+                self.short,
+                record.tree_path
+            ),
+            Progress::Would {
+                record,
+                intended:
+                    Intended::Files {
+                        destination,
+                        exists,
+                    },
+            } => {
+                if record.kind == "path" {
                     outln!(
                         "would restore source {} ({}) to {}{}",
                         record.name,
                         record.tree_path,
-                        dest.display(),
-                        if dest.exists() {
+                        destination.display(),
+                        if *exists {
                             if args.overwrite {
                                 " (exists: files would be replaced)"
                             } else {
@@ -214,171 +212,108 @@ fn restore_sources(
                             ""
                         }
                     );
-                    continue;
-                }
-                let report = op::restore_subtree(
-                    repo,
-                    snap,
-                    &record.tree_path,
-                    &dest,
-                    args.overwrite,
-                    &ctx.cancel,
-                )
-                .with_context(|| format!("restoring source {}", record.name))?;
-                if !ctx.global.quiet && !args.json {
+                } else {
                     outln!(
-                        "restored source {} to {}: {} files, {} dirs, {}",
+                        "would restore source {} to {}",
                         record.name,
-                        dest.display(),
+                        destination.display()
+                    );
+                }
+            }
+            Progress::Would {
+                record,
+                intended: Intended::Database { database, state },
+            } => {
+                let state = match state {
+                    DatabaseState::Missing => "would be created".to_string(),
+                    DatabaseState::Empty => "exists and is empty".to_string(),
+                    DatabaseState::Tables(n) if args.force => {
+                        format!("has {n} tables: its contents would be replaced (--force)")
+                    }
+                    DatabaseState::Tables(n) => {
+                        format!("has {n} tables: refused without --force or confirmation")
+                    }
+                };
+                outln!(
+                    "would restore source {} ({}) into database {database}: {state}",
+                    record.name,
+                    record.tree_path
+                );
+            }
+            Progress::Restored(restored) => {
+                if self.ctx.global.quiet || args.json {
+                    return Ok(());
+                }
+                let destination = restored.destination.as_deref().unwrap_or(Path::new(""));
+                match &restored.report {
+                    Restored::Files(report) if restored.kind == "path" => outln!(
+                        "restored source {} to {}: {} files, {} dirs, {}",
+                        restored.source,
+                        destination.display(),
                         report.files,
                         report.dirs,
                         output::bytes(report.bytes)
-                    );
+                    ),
+                    Restored::Files(_) => outln!(
+                        "restored source {} to {}",
+                        restored.source,
+                        destination.display()
+                    ),
+                    Restored::Database(report) => {
+                        outln!("restored source {}:", restored.source);
+                        print_database(report)?;
+                    }
                 }
-                reports.push(serde_json::json!({
-                    "source": record.name, "kind": "path", "destination": dest, "report": report,
-                }));
-            }
-            "postgres" => {
-                let pg = pg_for(ctx, record)?;
-                let database = args
-                    .pg_target
-                    .clone()
-                    .unwrap_or_else(|| pg.database.clone());
-                if args.dry_run {
-                    let state = if pg.database_exists(&database)? {
-                        let n = pg.table_count(&database)?;
-                        if n == 0 {
-                            "exists and is empty".to_string()
-                        } else if args.force {
-                            format!("has {n} tables: its contents would be replaced (--force)")
-                        } else {
-                            format!("has {n} tables: refused without --force or confirmation")
-                        }
-                    } else {
-                        "would be created".to_string()
-                    };
-                    outln!(
-                        "would restore source {} ({}) into database {database}: {state}",
-                        record.name,
-                        record.tree_path
-                    );
-                    continue;
-                }
-                // Approved (or empty) in the preflight.
-                let mut allow = |_: &str, _: u64| true;
-                let report = restore_database(repo, snap, record, &pg, &database, &mut allow)
-                    .with_context(|| format!("restoring source {}", record.name))?;
-                if !ctx.global.quiet && !args.json {
-                    outln!("restored source {}:", record.name);
-                    print_database(&report)?;
-                }
-                for m in report.mismatches() {
-                    mismatched.push(format!("{}: {m}", record.name));
-                }
-                reports.push(serde_json::json!({
-                    "source": record.name, "kind": "postgres", "report": report,
-                }));
-            }
-            other => {
-                let Some(t) = target else {
-                    outln!(
-                        "skipped source {} ({other}): give --target DIR to restore its file, \
-                         or `coffer dump {short} {}`",
-                        record.name,
-                        record.tree_path
-                    );
-                    continue;
-                };
-                let dest = t.join(record.tree_path.trim_start_matches('/'));
-                if args.dry_run {
-                    outln!("would restore source {} to {}", record.name, dest.display());
-                    continue;
-                }
-                let report = op::restore_subtree(
-                    repo,
-                    snap,
-                    &record.tree_path,
-                    &dest,
-                    args.overwrite,
-                    &ctx.cancel,
-                )
-                .with_context(|| format!("restoring source {}", record.name))?;
-                if !ctx.global.quiet && !args.json {
-                    outln!("restored source {} to {}", record.name, dest.display());
-                }
-                reports.push(serde_json::json!({
-                    "source": record.name, "kind": other, "destination": dest, "report": report,
-                }));
             }
         }
+        Ok(())
     }
+}
+
+fn restore_sources(
+    ctx: &Context_,
+    repo: &Repository,
+    id: SnapshotId,
+    snap: &Snapshot,
+    args: &Args,
+) -> Result<u8> {
+    let options = SourcesOptions {
+        only: args.only.clone(),
+        target: args.target.clone(),
+        pg_target: args.pg_target.clone(),
+        overwrite: args.overwrite,
+        force: args.force,
+    };
+    let plan =
+        sources_op::plan(id, snap, &options).map_err(|e| crate::exit::usage(e.to_string()))?;
+    let short = id.short();
+    let mut front = Front {
+        ctx,
+        args,
+        short: &short,
+    };
+    if args.dry_run {
+        sources_op::dry_run(&plan, &mut front).map_err(failed)?;
+        return Ok(crate::exit::OK);
+    }
+    let report = sources_op::restore(repo, &plan, &mut front, &ctx.cancel).map_err(failed)?;
     if args.json {
+        // Through a JSON value, whose keys are sorted: the order this output always had.
         outln!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "snapshot": short, "sources": reports, "mismatches": mismatched,
-            }))?
+            serde_json::to_string_pretty(&serde_json::to_value(&report)?)?
         );
     }
-    if !mismatched.is_empty() {
-        for m in &mismatched {
+    if !report.mismatches.is_empty() {
+        for m in &report.mismatches {
             eprintln!("mismatch: {m}");
         }
         anyhow::bail!(
             "the restored data does not match snapshot {short} ({} mismatches)",
-            mismatched.len()
+            report.mismatches.len()
         );
     }
     Ok(crate::exit::OK)
-}
-
-/// Everything that would refuse the restore is found before anything is changed: a file
-/// conflict without --overwrite, a database with tables without --force or confirmation.
-fn preflight(
-    ctx: &Context_,
-    repo: &Repository,
-    snap: &Snapshot,
-    records: &[&SourceRecord],
-    args: &Args,
-) -> Result<()> {
-    let target = args.target.as_deref();
-    for record in records {
-        match record.kind.as_str() {
-            "postgres" => {
-                let pg = pg_for(ctx, record)?;
-                let database = args
-                    .pg_target
-                    .clone()
-                    .unwrap_or_else(|| pg.database.clone());
-                if !pg.database_exists(&database)? {
-                    continue;
-                }
-                let tables = pg.table_count(&database)?;
-                if tables > 0 && !args.force && !confirm_by_typing(&database, tables) {
-                    anyhow::bail!(
-                        "source {}: database {database} already has {tables} tables; refusing to \
-                         restore into it (pass --force to replace its contents, or --pg-target \
-                         to restore elsewhere); nothing was changed",
-                        record.name
-                    );
-                }
-            }
-            "path" => {
-                let dest = destination(record, target);
-                op::check_subtree(repo, snap, &record.tree_path, &dest, args.overwrite)
-                    .with_context(|| format!("source {}: nothing was changed", record.name))?;
-            }
-            _ => {
-                if let Some(t) = target {
-                    let dest = t.join(record.tree_path.trim_start_matches('/'));
-                    op::check_subtree(repo, snap, &record.tree_path, &dest, args.overwrite)
-                        .with_context(|| format!("source {}: nothing was changed", record.name))?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// At a terminal: the user must type the database's name to replace it (as the TMA Cloud

@@ -184,38 +184,36 @@ pub struct FileCheck {
 /// Checks that every file below `tree_path` of the snapshot exists at the matching place below
 /// `dest` with exactly the stored content: the restored bytes are cut at the stored chunk
 /// lengths and every piece must hash (keyed BLAKE3) to the stored id. This checks the disk,
-/// not the repository a second time.
+/// not the repository a second time. A `tree_path` of `/` checks the whole snapshot, restored
+/// below `dest` at its paths.
 pub fn verify_restored(
     repo: &Repository,
     snapshot: &Snapshot,
     tree_path: &str,
     dest: &Path,
 ) -> Result<FileCheck> {
-    let root = walk::find(repo, &snapshot.tree, tree_path, &snapshot.time)?.ok_or_else(|| {
-        Error::PathNotInSnapshot {
-            path: tree_path.to_string(),
-            snapshot: snapshot.time.clone(),
-        }
-    })?;
     let mut check = FileCheck::default();
     let mut files: Vec<(std::path::PathBuf, Node)> = Vec::new();
-    match root.kind {
-        NodeKind::File => files.push((dest.to_path_buf(), root)),
-        NodeKind::Dir => {
-            if let Some(subtree) = &root.subtree {
-                walk::walk(repo, subtree, "", &mut |path, node| {
-                    if node.kind == NodeKind::File {
-                        let mut p = dest.to_path_buf();
-                        for part in walk::split_path(path) {
-                            p.push(part);
-                        }
-                        files.push((p, node.clone()));
-                    }
-                    Ok(true)
-                })?;
+    if walk::split_path(tree_path).is_empty() {
+        // The whole snapshot: its root tree has no node of its own.
+        files_below(repo, &snapshot.tree, dest, &mut files)?;
+    } else {
+        let root =
+            walk::find(repo, &snapshot.tree, tree_path, &snapshot.time)?.ok_or_else(|| {
+                Error::PathNotInSnapshot {
+                    path: tree_path.to_string(),
+                    snapshot: snapshot.time.clone(),
+                }
+            })?;
+        match root.kind {
+            NodeKind::File => files.push((dest.to_path_buf(), root)),
+            NodeKind::Dir => {
+                if let Some(subtree) = &root.subtree {
+                    files_below(repo, subtree, dest, &mut files)?;
+                }
             }
+            NodeKind::Symlink => {}
         }
-        NodeKind::Symlink => {}
     }
     for (path, node) in files {
         check.files += 1;
@@ -227,6 +225,25 @@ pub fn verify_restored(
         }
     }
     Ok(check)
+}
+
+/// Every file below `tree`, with where it was restored below `dest`.
+fn files_below(
+    repo: &Repository,
+    tree: &crate::id::BlobId,
+    dest: &Path,
+    files: &mut Vec<(std::path::PathBuf, Node)>,
+) -> Result<()> {
+    walk::walk(repo, tree, "", &mut |path, node| {
+        if node.kind == NodeKind::File {
+            let mut p = dest.to_path_buf();
+            for part in walk::split_path(path) {
+                p.push(part);
+            }
+            files.push((p, node.clone()));
+        }
+        Ok(true)
+    })
 }
 
 fn verify_file(repo: &Repository, node: &Node, path: &Path) -> std::result::Result<u64, String> {

@@ -1,0 +1,512 @@
+//! `drill`: the restore test. Restores every source of a snapshot into scratch places (files
+//! into a temporary directory, each database into a scratch database), checks every restored
+//! file against the stored chunk ids and every table's row count against the snapshot's,
+//! removes the scratch places again, and reports per source. A passed drill is recorded on the
+//! snapshot as the label `drill.verified`.
+//!
+//! A failing source is a finding, not an error: it is reported with its problems and the drill
+//! goes on with the next source. Errors are what stops the drill itself (no scratch directory,
+//! an interruption, a failed relabel).
+
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::ops::restore::{restore, restore_subtree, RestoreOptions};
+use crate::ops::walk;
+use crate::repository::Repository;
+use crate::snapshot::{self, Snapshot, SourceRecord};
+use crate::sources::postgres::PgSource;
+use crate::sources::restore::{restore_database, verify_restored, DatabaseReport};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The label a passed drill leaves on the snapshot; its value is the drill's time.
+pub const VERIFIED_LABEL: &str = "drill.verified";
+
+/// Where the scratch files go and whether a pass is recorded.
+#[derive(Clone, Debug, Default)]
+pub struct DrillOptions {
+    /// Parent of the temporary directory (default: the system's temporary directory).
+    pub scratch_parent: Option<PathBuf>,
+    /// Record a passed drill as the label [`VERIFIED_LABEL`] on the snapshot.
+    pub record: bool,
+}
+
+/// The outcome for one source.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceResult {
+    pub source: String,
+    pub kind: String,
+    pub ok: bool,
+    /// What was checked, in words.
+    pub checked: String,
+    pub problems: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseReport>,
+}
+
+/// The outcome of a drill.
+#[derive(Clone, Debug, Serialize)]
+pub struct DrillReport {
+    /// The drilled snapshot's id.
+    pub snapshot: String,
+    /// The drilled snapshot's time.
+    pub time: String,
+    /// Every source restored and matched.
+    pub ok: bool,
+    /// After a passed drill: the id of the snapshot as relabelled with `drill.verified`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded_as: Option<String>,
+    pub sources: Vec<SourceResult>,
+}
+
+impl DrillReport {
+    /// The names of the sources that failed, in order.
+    pub fn failed(&self) -> Vec<&str> {
+        self.sources
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| r.source.as_str())
+            .collect()
+    }
+}
+
+impl SourceResult {
+    /// Not yet checked: failed until a check says otherwise.
+    fn new(record: &SourceRecord) -> SourceResult {
+        SourceResult {
+            source: record.name.clone(),
+            kind: record.kind.clone(),
+            ok: false,
+            checked: String::new(),
+            problems: Vec::new(),
+            database: None,
+        }
+    }
+}
+
+/// A directory removed when dropped, whatever happened.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch_dir(parent: Option<&Path>) -> Result<ScratchDir> {
+    let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = parent.join(format!("coffer-drill-{}-{nanos:08x}", std::process::id()));
+    std::fs::create_dir(&dir).map_err(|e| {
+        Error::InvalidInput(format!(
+            "creating the drill directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    Ok(ScratchDir(dir))
+}
+
+/// The sources a drill restores: the snapshot's named sources, or, for a snapshot without
+/// any, its whole tree as one `path` source named `snapshot`.
+pub fn drilled_sources(snapshot: &Snapshot) -> Vec<SourceRecord> {
+    if snapshot.sources.is_empty() {
+        vec![SourceRecord {
+            name: "snapshot".into(),
+            kind: "path".into(),
+            tree_path: "/".into(),
+            origin: None,
+            stream: None,
+            postgres: None,
+        }]
+    } else {
+        snapshot.sources.clone()
+    }
+}
+
+/// Drills snapshot `id`. `connect` gives the connection of each `postgres` source (its
+/// failure fails that source only). The scratch directory and databases are removed whatever
+/// happens; a scratch database that cannot be dropped fails its source. With
+/// `options.record`, a passed drill relabels the snapshot (a new snapshot id; see
+/// [`snapshot::relabel`]).
+pub fn drill(
+    repo: &Repository,
+    id: &SnapshotId,
+    snapshot: &Snapshot,
+    options: &DrillOptions,
+    connect: &mut dyn FnMut(&SourceRecord) -> Result<PgSource>,
+    cancel: &AtomicBool,
+) -> Result<DrillReport> {
+    let short = id.short();
+    let dir = scratch_dir(options.scratch_parent.as_deref())?;
+    let mut results = Vec::new();
+    for (i, record) in drilled_sources(snapshot).iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let result = match record.kind.as_str() {
+            "postgres" => drill_database(repo, snapshot, record, connect, &short, i),
+            _ => drill_files(repo, snapshot, record, &dir.0, cancel),
+        };
+        results.push(result);
+    }
+    drop(dir);
+    let ok = results.iter().all(|r| r.ok);
+    // Snapshots are immutable objects, so recording writes a relabelled copy and removes the
+    // original (docs/repository-format.md, section 10.2).
+    let recorded_as = if ok && options.record {
+        let now = jiff::Timestamp::now().to_string();
+        let labels = std::collections::BTreeMap::from([(VERIFIED_LABEL.to_string(), now)]);
+        let new_id = snapshot::relabel(repo.storage(), repo.keys(), id, snapshot, &labels)?;
+        Some(new_id.to_hex())
+    } else {
+        None
+    };
+    Ok(DrillReport {
+        snapshot: id.to_hex(),
+        time: snapshot.time.clone(),
+        ok,
+        recorded_as,
+        sources: results,
+    })
+}
+
+fn drill_files(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    record: &SourceRecord,
+    dir: &Path,
+    cancel: &AtomicBool,
+) -> SourceResult {
+    let dest = dir.join(&record.name);
+    let mut result = SourceResult::new(record);
+    let restored = if walk::split_path(&record.tree_path).is_empty() {
+        // The whole snapshot: its root tree has no node of its own to restore as a subtree.
+        let options = RestoreOptions {
+            target: dest.clone(),
+            includes: Vec::new(),
+            overwrite: false,
+        };
+        restore(repo, snapshot, &options, cancel)
+    } else {
+        restore_subtree(repo, snapshot, &record.tree_path, &dest, false, cancel)
+    };
+    if let Err(e) = restored {
+        result.checked = "restore failed".into();
+        result.problems.push(format!("{e}"));
+        return result;
+    }
+    match verify_restored(repo, snapshot, &record.tree_path, &dest) {
+        Ok(check) => {
+            result.checked = format!(
+                "{} files, {} restored and verified chunk by chunk",
+                check.files,
+                super::human_bytes(check.bytes)
+            );
+            result.ok = check.mismatches.is_empty();
+            result.problems = check.mismatches;
+        }
+        Err(e) => {
+            result.checked = "verification failed".into();
+            result.problems.push(format!("{e}"));
+        }
+    }
+    result
+}
+
+fn drill_database(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    record: &SourceRecord,
+    connect: &mut dyn FnMut(&SourceRecord) -> Result<PgSource>,
+    short: &str,
+    index: usize,
+) -> SourceResult {
+    let mut result = SourceResult::new(record);
+    let pg = match connect(record) {
+        Ok(pg) => pg,
+        Err(e) => {
+            result.checked = "no connection".into();
+            result.problems.push(format!("{e}"));
+            return result;
+        }
+    };
+    let scratch = format!("coffer_drill_{short}_{}_{index}", std::process::id());
+    // A scratch database that already has tables is never touched.
+    let mut refuse = |_: &str, _: u64| false;
+    let restored = restore_database(repo, snapshot, record, &pg, &scratch, &mut refuse);
+    let dropped = pg.drop_database(&scratch);
+    match restored {
+        Ok(report) => {
+            let problems = report.mismatches();
+            result.checked = format!(
+                "{} restored into scratch database {scratch}, {} tables' row counts compared",
+                super::human_bytes(report.bytes),
+                report.tables.len()
+            );
+            result.ok = problems.is_empty();
+            result.problems = problems;
+            result.database = Some(report);
+        }
+        Err(e) => {
+            result.checked = "restore failed".into();
+            result.problems.push(format!("{e}"));
+        }
+    }
+    if let Err(e) = dropped {
+        result.problems.push(format!(
+            "the scratch database {scratch} could not be dropped: {e}"
+        ));
+        result.ok = false;
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::backup::{backup, BackupOptions, Source, SourceInput};
+    use crate::repository::InitOptions;
+    use crate::snapshot::PostgresRecord;
+    use crate::storage::Storage;
+    use coffer_crypto::KdfParams;
+
+    fn repository() -> Repository {
+        let options = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        };
+        Repository::init(Storage::in_memory().unwrap(), b"pw", &options).unwrap()
+    }
+
+    /// Backs up `sources` (name, path) below `dir`; unnamed when the name is empty. Returns
+    /// the repository reopened (so its index knows the new blobs), the id and the snapshot.
+    fn backed_up(
+        repo: Repository,
+        sources: &[(&str, PathBuf)],
+    ) -> (Repository, SnapshotId, Snapshot) {
+        let mut opts = BackupOptions::new(Vec::new());
+        opts.sources = sources
+            .iter()
+            .map(|(name, path)| Source {
+                name: (!name.is_empty()).then(|| name.to_string()),
+                input: SourceInput::Path {
+                    path: path.clone(),
+                    excludes: Vec::new(),
+                },
+            })
+            .collect();
+        opts.hostname = "h".into();
+        let report = backup(&repo, opts).unwrap();
+        let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
+        (repo, report.id, report.snapshot)
+    }
+
+    fn app(dir: &Path) -> (PathBuf, PathBuf) {
+        let files = dir.join("app/files");
+        std::fs::create_dir_all(files.join("deep")).unwrap();
+        std::fs::write(files.join("deep/a.txt"), "a").unwrap();
+        std::fs::write(files.join("b.txt"), vec![7u8; 3000]).unwrap();
+        let env = dir.join("app/.env");
+        std::fs::write(&env, "SECRET=1\n").unwrap();
+        (files, env)
+    }
+
+    fn no_database(record: &SourceRecord) -> Result<PgSource> {
+        Err(Error::InvalidInput(format!(
+            "no server for {}",
+            record.name
+        )))
+    }
+
+    fn is_empty_dir(dir: &Path) -> bool {
+        std::fs::read_dir(dir).unwrap().next().is_none()
+    }
+
+    #[test]
+    fn a_passed_drill_checks_every_source_and_is_recorded_on_the_snapshot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (files, env) = app(tmp.path());
+        let (repo, id, snap) = backed_up(repository(), &[("files", files), ("env", env)]);
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        let options = DrillOptions {
+            scratch_parent: Some(scratch.clone()),
+            record: true,
+        };
+        let report = drill(
+            &repo,
+            &id,
+            &snap,
+            &options,
+            &mut no_database,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(report.ok, "{report:?}");
+        assert!(report.failed().is_empty());
+        assert_eq!(report.snapshot, id.to_hex());
+        assert_eq!(report.time, snap.time);
+        let by_name: Vec<(&str, &str)> = report
+            .sources
+            .iter()
+            .map(|r| (r.source.as_str(), r.checked.as_str()))
+            .collect();
+        assert_eq!(
+            by_name,
+            [
+                ("env", "1 files, 9 B restored and verified chunk by chunk"),
+                (
+                    "files",
+                    "2 files, 2.9 KiB restored and verified chunk by chunk"
+                ),
+            ]
+        );
+        assert!(
+            is_empty_dir(&scratch),
+            "the scratch directory was left behind"
+        );
+
+        // Recorded: the snapshot is replaced by a relabelled copy.
+        let all = snapshot::load_all(repo.storage(), repo.keys()).unwrap();
+        assert_eq!(all.len(), 1);
+        let (new_id, relabelled) = &all[0];
+        assert_eq!(
+            report.recorded_as.as_deref(),
+            Some(new_id.to_hex().as_str())
+        );
+        assert!(relabelled.labels.contains_key(VERIFIED_LABEL));
+        assert_eq!(relabelled.original, Some(id));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["sources"][0]["source"], "env");
+        assert!(json["sources"][0].get("database").is_none());
+    }
+
+    #[test]
+    fn a_snapshot_without_named_sources_is_drilled_as_one_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (files, _) = app(tmp.path());
+        let (repo, id, snap) = backed_up(repository(), &[("", files)]);
+        assert!(snap.sources.is_empty());
+        let options = DrillOptions {
+            scratch_parent: Some(tmp.path().to_path_buf()),
+            record: false,
+        };
+        let report = drill(
+            &repo,
+            &id,
+            &snap,
+            &options,
+            &mut no_database,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.sources.len(), 1);
+        assert_eq!(report.sources[0].source, "snapshot");
+        assert_eq!(report.sources[0].kind, "path");
+        assert!(report.sources[0].checked.starts_with("2 files"));
+        // Not recorded when not asked to.
+        assert_eq!(report.recorded_as, None);
+        let all = snapshot::load_all(repo.storage(), repo.keys()).unwrap();
+        assert_eq!(all[0].0, id);
+        assert!(all[0].1.labels.is_empty());
+    }
+
+    #[test]
+    fn a_failing_source_is_named_and_the_others_still_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (files, _) = app(tmp.path());
+        let (repo, id, mut snap) = backed_up(repository(), &[("files", files)]);
+        // A database source whose server cannot be reached, and a source whose content is
+        // not in the tree.
+        snap.sources.insert(
+            0,
+            SourceRecord {
+                name: "db".into(),
+                kind: "postgres".into(),
+                tree_path: "/db/app.dump".into(),
+                origin: None,
+                stream: None,
+                postgres: Some(PostgresRecord {
+                    database: "app".into(),
+                    format: "custom".into(),
+                    ..PostgresRecord::default()
+                }),
+            },
+        );
+        snap.sources.push(SourceRecord {
+            name: "lost".into(),
+            kind: "path".into(),
+            tree_path: "/nowhere".into(),
+            origin: None,
+            stream: None,
+            postgres: None,
+        });
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        let options = DrillOptions {
+            scratch_parent: Some(scratch.clone()),
+            record: true,
+        };
+        let report = drill(
+            &repo,
+            &id,
+            &snap,
+            &options,
+            &mut no_database,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(!report.ok);
+        assert_eq!(report.failed(), ["db", "lost"]);
+        let db = &report.sources[0];
+        assert_eq!(db.checked, "no connection");
+        assert_eq!(db.problems, ["no server for db"]);
+        assert!(report.sources[1].ok, "{:?}", report.sources[1]);
+        let lost = &report.sources[2];
+        assert_eq!(lost.checked, "restore failed");
+        assert!(lost.problems[0].contains("/nowhere"), "{:?}", lost.problems);
+        // A failed drill is not recorded, and leaves nothing behind.
+        assert_eq!(report.recorded_as, None);
+        assert_eq!(
+            snapshot::load_all(repo.storage(), repo.keys()).unwrap()[0].0,
+            id
+        );
+        assert!(is_empty_dir(&scratch));
+    }
+
+    #[test]
+    fn an_interrupted_drill_stops_and_removes_its_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (files, _) = app(tmp.path());
+        let (repo, id, snap) = backed_up(repository(), &[("files", files)]);
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        let options = DrillOptions {
+            scratch_parent: Some(scratch.clone()),
+            record: true,
+        };
+        let cancel = AtomicBool::new(true);
+        let e = drill(&repo, &id, &snap, &options, &mut no_database, &cancel).unwrap_err();
+        assert!(matches!(e, Error::Interrupted), "{e:?}");
+        assert!(is_empty_dir(&scratch));
+
+        let missing = DrillOptions {
+            scratch_parent: Some(tmp.path().join("absent")),
+            record: false,
+        };
+        let e = drill(&repo, &id, &snap, &missing, &mut no_database, &cancel).unwrap_err();
+        assert!(
+            e.to_string().starts_with("creating the drill directory"),
+            "{e}"
+        );
+    }
+}
