@@ -5,6 +5,7 @@
 use coffer_e2e::{pseudo_random, Env};
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -654,4 +655,48 @@ fn closed_stdout_is_not_a_failure() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn drill_of_a_plain_path_snapshot_restores_and_verifies_the_tree() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    // A directory whose name is not UTF-8, with a file in it: restored and verified by its
+    // exact bytes.
+    let odd_dir = src.join(std::ffi::OsStr::from_bytes(b"d\xe9j\xe0"));
+    fs::create_dir_all(&odd_dir).unwrap();
+    fs::write(odd_dir.join("inner.txt"), b"inside a Latin-1 directory").unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    let restored = env.path("restored");
+    env.run(&["restore", "latest", "--target", restored.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        describe_tree(&restored.join(src.strip_prefix("/").unwrap())),
+        describe_tree(&src)
+    );
+    let out = env.run(&["drill", "--json"]).ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{}", out.stdout);
+    assert!(
+        report["recorded_as"].is_string(),
+        "a passed drill is recorded: {}",
+        out.stdout
+    );
+    // Damage is found: flip a byte in the biggest pack and drill again.
+    let mut packs: Vec<(u64, PathBuf)> = Vec::new();
+    for sub in fs::read_dir(Path::new(&env.repo).join("data")).unwrap() {
+        for p in fs::read_dir(sub.unwrap().path()).unwrap() {
+            let p = p.unwrap().path();
+            packs.push((fs::metadata(&p).unwrap().len(), p));
+        }
+    }
+    packs.sort();
+    let (len, pack) = packs.last().unwrap().clone();
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[(len / 2) as usize] ^= 0x01;
+    fs::write(&pack, &bytes).unwrap();
+    let out = env.run(&["drill", "--no-record"]).expect_code(1);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }

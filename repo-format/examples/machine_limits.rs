@@ -64,11 +64,15 @@ fn main() {
         for level in [1, 3] {
             let mut c = zstd::bulk::Compressor::new(level).unwrap();
             let mut out = 0;
-            rate(&format!("zstd level {level} ({block_name} blocks)"), n, || {
-                for block in data.chunks(block_size) {
-                    out += c.compress(block).unwrap().len();
-                }
-            });
+            rate(
+                &format!("zstd level {level} ({block_name} blocks)"),
+                n,
+                || {
+                    for block in data.chunks(block_size) {
+                        out += c.compress(block).unwrap().len();
+                    }
+                },
+            );
             println!(
                 "{:<40} {:>8.1} %",
                 format!("  size after level {level}"),

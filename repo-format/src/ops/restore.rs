@@ -79,7 +79,8 @@ pub fn restore(
     // Plan.
     let mut plan = Vec::new();
     let mut matched = vec![false; includes.len()];
-    crate::ops::walk::walk(repo, &snapshot.tree, "", &mut |path, node| {
+    let base = PathBuf::new();
+    crate::ops::walk::walk_local(repo, &snapshot.tree, "", &base, &mut |path, rel, node| {
         if !included(path, &includes) {
             return Ok(false);
         }
@@ -89,13 +90,8 @@ pub fn restore(
                 matched[i] = true;
             }
         }
-        let mut rel = PathBuf::new();
-        for part in &parts[..parts.len() - 1] {
-            rel.push(part);
-        }
-        rel.push(OsStr::from_bytes(&node.name_raw()?));
         plan.push(Planned {
-            rel,
+            rel: rel.to_path_buf(),
             node: node.clone(),
         });
         Ok(true)
@@ -156,14 +152,8 @@ fn plan_subtree(
     let mut plan = vec![(dest.to_path_buf(), node.clone())];
     if node.kind == NodeKind::Dir {
         if let Some(subtree) = &node.subtree {
-            crate::ops::walk::walk(repo, subtree, "", &mut |path, child| {
-                let parts = crate::ops::walk::split_path(path);
-                let mut rel = dest.to_path_buf();
-                for part in &parts[..parts.len().saturating_sub(1)] {
-                    rel.push(part);
-                }
-                rel.push(OsStr::from_bytes(&child.name_raw()?));
-                plan.push((rel, child.clone()));
+            crate::ops::walk::walk_local(repo, subtree, "", dest, &mut |_, local, child| {
+                plan.push((local.to_path_buf(), child.clone()));
                 Ok(true)
             })?;
         }

@@ -4,6 +4,9 @@ use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::repository::Repository;
 use crate::tree::{Node, NodeKind};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 /// Splits a snapshot path (`/opt/app/.env` or `opt/app/.env`) into name components.
 pub fn split_path(path: &str) -> Vec<&str> {
@@ -28,6 +31,29 @@ pub fn walk(
         if descend && node.kind == NodeKind::Dir {
             if let Some(sub) = &node.subtree {
                 walk(repo, sub, &path, visit)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// As [`walk`], also giving each node's place below `base` on the local file system, built from
+/// the names' exact bytes (the snapshot path shows a non-UTF-8 name lossily; this one does not).
+pub fn walk_local(
+    repo: &Repository,
+    tree: &BlobId,
+    prefix: &str,
+    base: &Path,
+    visit: &mut dyn FnMut(&str, &Path, &Node) -> Result<bool>,
+) -> Result<()> {
+    let t = repo.load_tree(tree)?;
+    for node in &t.nodes {
+        let path = format!("{}/{}", prefix.trim_end_matches('/'), node.name);
+        let local = base.join(OsStr::from_bytes(&node.name_raw()?));
+        let descend = visit(&path, &local, node)?;
+        if descend && node.kind == NodeKind::Dir {
+            if let Some(sub) = &node.subtree {
+                walk_local(repo, sub, &path, &local, visit)?;
             }
         }
     }

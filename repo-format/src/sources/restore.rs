@@ -234,13 +234,9 @@ fn files_below(
     dest: &Path,
     files: &mut Vec<(std::path::PathBuf, Node)>,
 ) -> Result<()> {
-    walk::walk(repo, tree, "", &mut |path, node| {
+    walk::walk_local(repo, tree, "", dest, &mut |_, local, node| {
         if node.kind == NodeKind::File {
-            let mut p = dest.to_path_buf();
-            for part in walk::split_path(path) {
-                p.push(part);
-            }
-            files.push((p, node.clone()));
+            files.push((local.to_path_buf(), node.clone()));
         }
         Ok(true)
     })
