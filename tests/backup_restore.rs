@@ -2,7 +2,7 @@
 //! goes in and comes back equal in bytes and metadata; deduplication; and every bad-input path
 //! gives its documented exit code without losing anything.
 
-use coffer_e2e::{pseudo_random, Env};
+use coffer_e2e::{flip_byte_in_biggest_pack, pseudo_random, Env};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -379,19 +379,7 @@ fn tampered_pack_is_named_and_restore_fails() {
     env.run(&["backup", src.to_str().unwrap()]).ok();
 
     // Flip one byte in the middle of the largest pack (the data pack).
-    let mut packs: Vec<(u64, PathBuf)> = Vec::new();
-    for sub in fs::read_dir(Path::new(&env.repo).join("data")).unwrap() {
-        for p in fs::read_dir(sub.unwrap().path()).unwrap() {
-            let p = p.unwrap().path();
-            packs.push((fs::metadata(&p).unwrap().len(), p));
-        }
-    }
-    packs.sort();
-    let (len, pack) = packs.last().unwrap().clone();
-    let mut bytes = fs::read(&pack).unwrap();
-    bytes[(len / 2) as usize] ^= 0x01;
-    fs::set_permissions(&pack, fs::Permissions::from_mode(0o644)).unwrap();
-    fs::write(&pack, &bytes).unwrap();
+    let pack = flip_byte_in_biggest_pack(Path::new(&env.repo));
     let pack_name = pack.file_name().unwrap().to_string_lossy().into_owned();
 
     let out = env
@@ -685,18 +673,7 @@ fn drill_of_a_plain_path_snapshot_restores_and_verifies_the_tree() {
         out.stdout
     );
     // Damage is found: flip a byte in the biggest pack and drill again.
-    let mut packs: Vec<(u64, PathBuf)> = Vec::new();
-    for sub in fs::read_dir(Path::new(&env.repo).join("data")).unwrap() {
-        for p in fs::read_dir(sub.unwrap().path()).unwrap() {
-            let p = p.unwrap().path();
-            packs.push((fs::metadata(&p).unwrap().len(), p));
-        }
-    }
-    packs.sort();
-    let (len, pack) = packs.last().unwrap().clone();
-    let mut bytes = fs::read(&pack).unwrap();
-    bytes[(len / 2) as usize] ^= 0x01;
-    fs::write(&pack, &bytes).unwrap();
+    flip_byte_in_biggest_pack(Path::new(&env.repo));
     let out = env.run(&["drill", "--no-record"]).expect_code(1);
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }

@@ -1,7 +1,7 @@
 //! forget, prune, check and unlock through the real binary: retention decisions, space returned,
 //! prune killed at random moments, a backup racing a prune, and damage that check must name.
 
-use coffer_e2e::{pseudo_random, Env};
+use coffer_e2e::{index_files_oldest_first, pseudo_random, Env};
 use serde_json::Value;
 use std::fs;
 use std::io::Write;
@@ -46,14 +46,7 @@ fn snapshot_ids(env: &Env) -> Vec<String> {
 }
 
 fn packs(repo: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for d in fs::read_dir(repo.join("data")).unwrap().flatten() {
-        for f in fs::read_dir(d.path()).unwrap().flatten() {
-            out.push(f.path());
-        }
-    }
-    out.sort();
-    out
+    coffer_e2e::pack_files(repo)
 }
 
 #[test]
@@ -586,13 +579,7 @@ fn check_names_a_deleted_pack() {
 fn check_names_a_missing_index_file() {
     let (env, first, second, src) = damaged_fixture();
     // The first backup's index file lists a.bin's data and the first snapshot's trees.
-    let index_dir = env.path("repo/index");
-    let mut files: Vec<_> = fs::read_dir(&index_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort_by_key(|p| fs::metadata(p).unwrap().modified().unwrap());
+    let files = index_files_oldest_first(&env.path("repo"));
     assert_eq!(files.len(), 2);
     fs::remove_file(&files[0]).unwrap();
     let out = env.run(&["check"]).expect_code(1);
@@ -614,13 +601,7 @@ fn check_names_a_missing_index_file() {
 #[test]
 fn check_reports_a_damaged_index_file_with_everything_else() {
     let (env, first, second, src) = damaged_fixture();
-    let index_dir = env.path("repo/index");
-    let mut files: Vec<_> = fs::read_dir(&index_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort_by_key(|p| fs::metadata(p).unwrap().modified().unwrap());
+    let files = index_files_oldest_first(&env.path("repo"));
     let victim = files[0].clone();
     let mut bytes = fs::read(&victim).unwrap();
     let mid = bytes.len() / 2;

@@ -428,6 +428,25 @@ fn runs(locations: &[BlobLocation], max_bytes: u64) -> Vec<std::ops::Range<usize
     out
 }
 
+/// Options for tests inside this crate: a key derivation that costs nothing.
+#[cfg(test)]
+pub(crate) fn test_options() -> InitOptions {
+    InitOptions {
+        kdf: KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..InitOptions::default()
+    }
+}
+
+/// An in-memory repository for tests inside this crate.
+#[cfg(test)]
+pub(crate) fn test_repo() -> Repository {
+    Repository::init(Storage::in_memory().unwrap(), b"pw", &test_options()).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,13 +459,8 @@ mod tests {
     /// stored raw), written by one writer; returns it reopened, with the ids in order.
     fn repo_with_blobs(dir: &std::path::Path) -> (Repository, Vec<BlobId>, Vec<u8>) {
         let options = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
             pack_size: 1024 * 1024,
-            ..InitOptions::default()
+            ..crate::repository::test_options()
         };
         let location = dir.to_str().unwrap();
         let repo = Repository::init(

@@ -613,17 +613,7 @@ impl Storage {
         root: &std::path::Path,
         range: Option<Range<u64>>,
     ) -> Result<Bytes> {
-        let path = root.join(key);
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::Missing {
-                    what,
-                    id: key.to_string(),
-                })
-            }
-            Err(e) => return Err(Error::io("reading", path, e)),
-        };
+        let (path, file) = open_local(what, key, root)?;
         let range = match range {
             Some(r) => r,
             None => {
@@ -651,17 +641,7 @@ impl Storage {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<()> {
-        let path = root.join(key);
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::Missing {
-                    what,
-                    id: key.to_string(),
-                })
-            }
-            Err(e) => return Err(Error::io("reading", path, e)),
-        };
+        let (path, file) = open_local(what, key, root)?;
         read_exact_at(&file, &path, what, key, offset, buf)
     }
 
@@ -833,6 +813,23 @@ pub mod conformance {
         storage.delete("data/ab/x").unwrap();
         assert!(storage.list("data").unwrap().is_empty());
         assert!(storage.list_uncached("data").unwrap().is_empty());
+    }
+}
+
+/// Opens the local object `key` below `root`; a missing file is [`Error::Missing`] naming `what`.
+fn open_local(
+    what: &'static str,
+    key: &str,
+    root: &std::path::Path,
+) -> Result<(std::path::PathBuf, std::fs::File)> {
+    let path = root.join(key);
+    match std::fs::File::open(&path) {
+        Ok(f) => Ok((path, f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Missing {
+            what,
+            id: key.to_string(),
+        }),
+        Err(e) => Err(Error::io("reading", path, e)),
     }
 }
 

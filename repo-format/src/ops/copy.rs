@@ -308,17 +308,11 @@ mod tests {
     use crate::ops::backup::{backup, BackupOptions, Source, SourceInput, StreamSource};
     use crate::repository::InitOptions;
     use crate::storage::Storage;
-    use coffer_crypto::KdfParams;
 
     fn repo() -> Repository {
         let options = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
             pack_size: 1024 * 1024,
-            ..InitOptions::default()
+            ..crate::repository::test_options()
         };
         Repository::init(Storage::in_memory().unwrap(), b"pw", &options).unwrap()
     }

@@ -269,21 +269,10 @@ fn drill_database(
 mod tests {
     use super::*;
     use crate::ops::backup::{backup, BackupOptions, Source, SourceInput};
-    use crate::repository::InitOptions;
     use crate::snapshot::PostgresRecord;
-    use crate::storage::Storage;
-    use coffer_crypto::KdfParams;
 
     fn repository() -> Repository {
-        let options = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
-            ..InitOptions::default()
-        };
-        Repository::init(Storage::in_memory().unwrap(), b"pw", &options).unwrap()
+        crate::repository::test_repo()
     }
 
     /// Backs up `sources` (name, path) below `dir`; unnamed when the name is empty. Returns

@@ -672,19 +672,9 @@ fn pass(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repository::InitOptions;
-    use coffer_crypto::KdfParams;
 
     fn repo() -> Repository {
-        let options = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
-            ..InitOptions::default()
-        };
-        Repository::init(Storage::in_memory().unwrap(), b"pw", &options).unwrap()
+        crate::repository::test_repo()
     }
 
     fn options(grace_secs: u64) -> PruneOptions {

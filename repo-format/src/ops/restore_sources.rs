@@ -422,10 +422,8 @@ fn preflight(
 mod tests {
     use super::*;
     use crate::ops::backup::{backup, BackupOptions, Source, SourceInput, StreamSource};
-    use crate::repository::InitOptions;
     use crate::snapshot::PostgresRecord;
     use crate::storage::Storage;
-    use coffer_crypto::KdfParams;
 
     fn record(name: &str, kind: &str, tree_path: &str, origin: Option<&str>) -> SourceRecord {
         SourceRecord {
@@ -619,14 +617,7 @@ mod tests {
     /// and a named stream; returns it reopened (so its index knows the new blobs), the
     /// snapshot and its id.
     fn repository_with_sources(dir: &Path) -> (Repository, SnapshotId, Snapshot) {
-        let options = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
-            ..InitOptions::default()
-        };
+        let options = crate::repository::test_options();
         let repo = Repository::init(Storage::in_memory().unwrap(), b"pw", &options).unwrap();
         std::fs::create_dir_all(dir.join("app/files/deep")).unwrap();
         std::fs::write(dir.join("app/files/deep/a.txt"), "a").unwrap();
