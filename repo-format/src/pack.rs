@@ -149,10 +149,13 @@ pub fn seal_blob(
 }
 
 /// A cheap test for data that zstd cannot shrink (encrypted, already compressed, media): compress
-/// a 4 KiB sample at the fastest level and see whether it shrinks by at least 3%.
+/// a 4 KiB sample at the fastest level and see whether it shrinks by at least 3%. Blobs under
+/// 64 KiB (dump chunks average 16 KiB) are not sampled: compressing them whole costs little,
+/// and the sample would be extra work for every compressible one.
 fn looks_incompressible(data: &[u8]) -> bool {
     const SAMPLE: usize = 4096;
-    if data.len() < 4 * SAMPLE {
+    const SAMPLED_FROM: usize = 64 * 1024;
+    if data.len() < SAMPLED_FROM {
         return false;
     }
     let mid = data.len() / 2;
@@ -471,6 +474,20 @@ mod tests {
         assert_eq!(pack.blobs[0].compression, Compression::Zstd);
         assert!(pack.blobs[0].length < 1000);
         assert_eq!(pack.blobs[1].compression, Compression::None);
+    }
+
+    #[test]
+    fn only_blobs_of_64_kib_or_more_are_sampled() {
+        let mut random = vec![0u8; 100_000];
+        coffer_crypto::random_fill(&mut random).unwrap();
+        assert!(looks_incompressible(&random));
+        assert!(!looks_incompressible(&vec![0u8; 100_000]));
+        // Below the threshold the blob is compressed whole; random bytes then stay raw
+        // because the frame is not smaller.
+        assert!(!looks_incompressible(&random[..20_000]));
+        let keys = MasterKeys::generate().unwrap();
+        let pack = build(&keys, &[random[..20_000].to_vec()]);
+        assert_eq!(pack.blobs[0].compression, Compression::None);
     }
 
     #[test]
