@@ -473,6 +473,12 @@ impl Storage {
     /// stores in parts; a multipart upload cannot be conditional, which is harmless here since
     /// a second upload of the same name holds the same bytes.
     pub fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
+        if let Some(root) = &self.local_root {
+            let size = bytes.len() as u64;
+            put_local(root, key, &bytes)?;
+            self.note_put(key, size);
+            return Ok(());
+        }
         let path = self.path(key);
         let size = bytes.len() as u64;
         let multipart = matches!(self.kind, StoreKind::S3 | StoreKind::Gcs)
@@ -816,6 +822,63 @@ pub mod conformance {
     }
 }
 
+/// Writes a new local object durably: to a staging file in the object's directory, flushed to
+/// disk, then linked under its name (which fails if the name exists: it then holds these bytes,
+/// since names are hashes) and the directory flushed, so that once this returns the object
+/// survives a power loss, and the index or snapshot written after it never names a lost pack.
+fn put_local(root: &std::path::Path, key: &str, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let path = root.join(key);
+    let dir = path.parent().unwrap_or(root);
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return Err(Error::io("creating directory", dir, e));
+    }
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut nonce = [0u8; 8];
+    coffer_crypto::random_fill(&mut nonce)
+        .map_err(|e| Error::InvalidInput(format!("random numbers: {e}")))?;
+    // `name#digits` is the staging name listings skip (object_store's convention), so a
+    // concurrent listing never sees a half-written object.
+    let tmp = dir.join(format!("{name}#{}", u64::from_le_bytes(nonce)));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        ignore_unsupported(file.sync_all())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io("writing", &path, e));
+    }
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(Error::io("writing", &path, e)),
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| ignore_unsupported(d.sync_all()))
+        .map_err(|e| Error::io("flushing directory", dir, e))
+}
+
+/// Some file systems (SMB mounts, some FUSE ones) cannot flush on request; writing there still
+/// works, without the guarantee.
+fn ignore_unsupported(result: std::io::Result<()>) -> std::io::Result<()> {
+    match result {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::Unsupported
+                || e.raw_os_error() == Some(nix::libc::EINVAL)
+                || e.raw_os_error() == Some(nix::libc::ENOTSUP) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Opens the local object `key` below `root`; a missing file is [`Error::Missing`] naming `what`.
 fn open_local(
     what: &'static str,
@@ -873,6 +936,35 @@ mod tests {
     #[test]
     fn memory_conformance() {
         conformance::run(&Storage::in_memory().unwrap());
+    }
+
+    #[test]
+    fn local_writes_leave_no_staging_files_and_listings_skip_stale_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path().to_str().unwrap(), OpenMode::Create).unwrap();
+        storage
+            .put_new("data/ab/abcd", Bytes::from_static(b"first"))
+            .unwrap();
+        // Same name again: already there, which counts as success; the bytes stay.
+        storage
+            .put_new("data/ab/abcd", Bytes::from_static(b"first"))
+            .unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("data/ab"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["abcd"]);
+        assert_eq!(&storage.get("pack", "data/ab/abcd").unwrap()[..], b"first");
+        // A staging file left by a crash is not an object.
+        std::fs::write(dir.path().join("data/ab/abce#123456"), b"half").unwrap();
+        let fresh = Storage::open(dir.path().to_str().unwrap(), OpenMode::Existing).unwrap();
+        let listed: Vec<String> = fresh
+            .list("data")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(listed, ["data/ab/abcd"]);
     }
 
     #[test]
