@@ -561,30 +561,46 @@ fn pass(
             }
         }
         let writer = BlobWriter::new(repo, storage.connections(), cancel.clone())?;
-        for pack_id in &to_repack {
-            if cancel.load(Ordering::SeqCst) {
-                return Err(Error::Interrupted);
+        // Several packs are read and verified at once; the writer takes blobs from any thread.
+        let stop = AtomicBool::new(false);
+        let threads = crate::parallel::threads_for(storage.connections());
+        let results = crate::parallel::map(&to_repack, threads, &stop, |pack_id| {
+            let result = (|| {
+                if cancel.load(Ordering::SeqCst) {
+                    return Err(Error::Interrupted);
+                }
+                let bytes = storage.get("pack", &pack::pack_key(pack_id))?;
+                for blob in wanted.get(pack_id).map(Vec::as_slice).unwrap_or_default() {
+                    let (start, end) = (
+                        blob.offset as usize,
+                        blob.offset as usize + blob.length as usize,
+                    );
+                    let sealed = bytes.get(start..end).ok_or_else(|| {
+                        Error::corrupt("pack", pack_id, "shorter than the index says")
+                    })?;
+                    // Verified in full (tag, length, id), then moved as it is: sealed bytes do
+                    // not depend on their pack, so nothing is decompressed or compressed again.
+                    pack::open_blob(keys, pack_id, blob, sealed)?;
+                    writer.store_sealed(SealedBlob {
+                        kind: blob.kind,
+                        compression: blob.compression,
+                        id: blob.id,
+                        raw_length: blob.raw_length,
+                        bytes: sealed.to_vec(),
+                    })?;
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                stop.store(true, Ordering::SeqCst);
             }
-            let bytes = storage.get("pack", &pack::pack_key(pack_id))?;
-            for blob in wanted.get(pack_id).map(Vec::as_slice).unwrap_or_default() {
-                let (start, end) = (
-                    blob.offset as usize,
-                    blob.offset as usize + blob.length as usize,
-                );
-                let sealed = bytes.get(start..end).ok_or_else(|| {
-                    Error::corrupt("pack", pack_id, "shorter than the index says")
-                })?;
-                // Verified in full (tag, length, id), then moved as it is: sealed bytes do not
-                // depend on their pack, so nothing is decompressed or compressed again.
-                pack::open_blob(keys, pack_id, blob, sealed)?;
-                writer.store_sealed(SealedBlob {
-                    kind: blob.kind,
-                    compression: blob.compression,
-                    id: blob.id,
-                    raw_length: blob.raw_length,
-                    bytes: sealed.to_vec(),
-                })?;
-            }
+            result
+        });
+        if let Some(e) = results.into_iter().flatten().find_map(|r| r.err()) {
+            return Err(e);
+        }
+        if cancel.load(Ordering::SeqCst) {
+            return Err(Error::Interrupted);
         }
         let written = writer.finish()?;
         report.packs_written += written.packs.len();
