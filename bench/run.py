@@ -6,7 +6,8 @@ One command (see docs/benchmarks.md):
     python3 bench/run.py --scale 10 --runs 3
 
 1. Generates the standard dataset once (cached under --workdir):
-   - a pgbench database (`pgbench -i -s SCALE`) in a throwaway PostgreSQL cluster, dumped with
+   - a pgbench database (`pgbench -i -s SCALE`) in a throwaway PostgreSQL cluster, every account
+     given 84 characters of random text (pgbench leaves them blank), dumped with
      `pg_dump -Fc -Z0` (v1); then 1,000 pgbench transactions and a second dump (the dump-dedup
      step's "after"); then an UPDATE of 1% of the accounts with new random text and a third dump
      (v2, the churned state);
