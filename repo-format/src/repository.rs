@@ -348,7 +348,12 @@ impl Repository {
                 Ok(())
             })();
             if result.is_err() {
-                stop.store(true, Ordering::Relaxed);
+                // Set under the lock a waiting reader checks it with, so no reader can miss it
+                // between its check and its wait.
+                {
+                    let _done = written.lock().unwrap_or_else(|p| p.into_inner());
+                    stop.store(true, Ordering::Relaxed);
+                }
                 moved.notify_all();
                 drop(rx);
             }

@@ -275,6 +275,24 @@ mod tests {
         crate::repository::test_repo()
     }
 
+    /// A drill whose snapshot has no database source to connect to.
+    fn drill_without_databases(
+        repo: &Repository,
+        id: &SnapshotId,
+        snap: &Snapshot,
+        options: &DrillOptions,
+    ) -> DrillReport {
+        drill(
+            repo,
+            id,
+            snap,
+            options,
+            &mut no_database,
+            &AtomicBool::new(false),
+        )
+        .unwrap()
+    }
+
     /// Backs up `sources` (name, path) below `dir`; unnamed when the name is empty. Returns
     /// the repository reopened (so its index knows the new blobs), the id and the snapshot.
     fn backed_up(
@@ -330,15 +348,7 @@ mod tests {
             scratch_parent: Some(scratch.clone()),
             record: true,
         };
-        let report = drill(
-            &repo,
-            &id,
-            &snap,
-            &options,
-            &mut no_database,
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        let report = drill_without_databases(&repo, &id, &snap, &options);
         assert!(report.ok, "{report:?}");
         assert!(report.failed().is_empty());
         assert_eq!(report.snapshot, id.to_hex());
@@ -388,15 +398,7 @@ mod tests {
             scratch_parent: Some(tmp.path().to_path_buf()),
             record: false,
         };
-        let report = drill(
-            &repo,
-            &id,
-            &snap,
-            &options,
-            &mut no_database,
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        let report = drill_without_databases(&repo, &id, &snap, &options);
         assert!(report.ok, "{report:?}");
         assert_eq!(report.sources.len(), 1);
         assert_eq!(report.sources[0].source, "snapshot");
@@ -445,15 +447,7 @@ mod tests {
             scratch_parent: Some(scratch.clone()),
             record: true,
         };
-        let report = drill(
-            &repo,
-            &id,
-            &snap,
-            &options,
-            &mut no_database,
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        let report = drill_without_databases(&repo, &id, &snap, &options);
         assert!(!report.ok);
         assert_eq!(report.failed(), ["db", "lost"]);
         let db = &report.sources[0];

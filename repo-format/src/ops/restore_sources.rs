@@ -425,6 +425,14 @@ mod tests {
     use crate::snapshot::PostgresRecord;
     use crate::storage::Storage;
 
+    /// The planned sources' names, in plan order.
+    fn source_names<'p>(plan: &'p Plan<'_>) -> Vec<&'p str> {
+        plan.sources
+            .iter()
+            .map(|p| p.record.name.as_str())
+            .collect()
+    }
+
     fn record(name: &str, kind: &str, tree_path: &str, origin: Option<&str>) -> SourceRecord {
         SourceRecord {
             name: name.into(),
@@ -521,11 +529,7 @@ mod tests {
             ..SourcesOptions::default()
         };
         let plan = plan(id, &snap, &options).unwrap();
-        let names: Vec<&str> = plan
-            .sources
-            .iter()
-            .map(|p| p.record.name.as_str())
-            .collect();
+        let names = source_names(&plan);
         assert_eq!(names, ["cmd", "files"]);
 
         let options = SourcesOptions {
@@ -659,11 +663,7 @@ mod tests {
             ..SourcesOptions::default()
         };
         let plan = plan(id, &snap, &options).unwrap();
-        let names: Vec<&str> = plan
-            .sources
-            .iter()
-            .map(|p| p.record.name.as_str())
-            .collect();
+        let names = source_names(&plan);
         assert_eq!(names, ["cmd", "env", "files"]);
         let below = |p: &Path| target.join(p.strip_prefix("/").unwrap());
         let env_dest = below(&tmp.path().join("app/.env"));
