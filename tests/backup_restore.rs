@@ -677,3 +677,38 @@ fn drill_of_a_plain_path_snapshot_restores_and_verifies_the_tree() {
     let out = env.run(&["drill", "--no-record"]).expect_code(1);
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }
+
+#[test]
+fn overwrite_replaces_a_symlink_where_a_directory_goes_without_following_it() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/file.txt"), b"from the snapshot").unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    let target = env.path("out");
+    let restored_src = target.join(src.strip_prefix("/").unwrap());
+    fs::create_dir_all(&restored_src).unwrap();
+    let elsewhere = env.path("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, restored_src.join("sub")).unwrap();
+    // Without --overwrite the symlink is a conflict and nothing is written.
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .expect_code(1);
+    env.run(&[
+        "restore",
+        "latest",
+        "--overwrite",
+        "--target",
+        target.to_str().unwrap(),
+    ])
+    .ok();
+    assert!(fs::symlink_metadata(restored_src.join("sub"))
+        .unwrap()
+        .is_dir());
+    assert_eq!(
+        fs::read(restored_src.join("sub/file.txt")).unwrap(),
+        b"from the snapshot"
+    );
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+}

@@ -135,7 +135,7 @@ pub fn check_subtree(
     overwrite: bool,
 ) -> Result<()> {
     let plan = plan_subtree(repo, snapshot, snapshot_path, dest)?;
-    check_conflicts(&plan, overwrite)
+    check_conflicts(&plan, overwrite).map(|_| ())
 }
 
 fn plan_subtree(
@@ -169,29 +169,28 @@ fn execute(
     overwrite: bool,
     cancel: &AtomicBool,
 ) -> Result<RestoreReport> {
-    check_conflicts(plan, overwrite)?;
+    let exists = check_conflicts(plan, overwrite)?;
     // Write: directories and symlinks in plan order (parents first), then file contents in
     // parallel, one file per thread at a time, each written in order.
     std::fs::create_dir_all(root).map_err(|e| Error::io("creating", root, e))?;
     let mut report = RestoreReport::default();
     let mut dirs = Vec::new();
     let mut files = Vec::new();
-    for (dest, node) in plan {
+    for ((dest, node), &exists) in plan.iter().zip(&exists) {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
         match node.kind {
             NodeKind::Dir => {
-                if let Ok(meta) = std::fs::symlink_metadata(dest) {
-                    if !meta.is_dir() {
-                        std::fs::remove_file(dest).map_err(|e| Error::io("replacing", dest, e))?;
-                    }
+                // lstat, not stat: a symlink to a directory is replaced, never followed.
+                if exists && std::fs::symlink_metadata(dest).is_ok_and(|m| !m.is_dir()) {
+                    std::fs::remove_file(dest).map_err(|e| Error::io("replacing", dest, e))?;
                 }
                 std::fs::create_dir_all(dest).map_err(|e| Error::io("creating", dest, e))?;
                 report.dirs += 1;
                 dirs.push((dest, node));
             }
-            NodeKind::File => files.push((dest, node)),
+            NodeKind::File => files.push((dest, node, exists)),
             NodeKind::Symlink => {
                 restore_symlink(node, dest)?;
                 report.symlinks += 1;
@@ -216,7 +215,7 @@ fn execute(
 /// is returned.
 fn restore_files(
     repo: &Repository,
-    files: &[(&PathBuf, &Node)],
+    files: &[(&PathBuf, &Node, bool)],
     cancel: &AtomicBool,
 ) -> Result<u64> {
     const BATCH_FILES: usize = 64;
@@ -224,7 +223,7 @@ fn restore_files(
     let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
     let mut start = 0;
     let mut bytes_in_batch = 0;
-    for (i, (dest, node)) in files.iter().enumerate() {
+    for (i, (dest, node, _)) in files.iter().enumerate() {
         let same_dir = i > start && dest.parent() == files[start].0.parent();
         if i > start && (!same_dir || i - start >= BATCH_FILES || bytes_in_batch >= BATCH_BYTES) {
             batches.push(start..i);
@@ -238,18 +237,18 @@ fn restore_files(
     }
     // Start the biggest batches first so that one large file does not finish alone at the end.
     batches.sort_by_key(|r| {
-        std::cmp::Reverse(files[r.clone()].iter().map(|(_, n)| n.size).sum::<u64>())
+        std::cmp::Reverse(files[r.clone()].iter().map(|(_, n, _)| n.size).sum::<u64>())
     });
     let threads = crate::parallel::threads_for(repo.storage().connections());
     let bytes = AtomicU64::new(0);
     let failed = Mutex::new(None);
     let stop = AtomicBool::new(false);
     crate::parallel::map(&batches, threads, &stop, |batch| {
-        for (dest, node) in &files[batch.clone()] {
+        for (dest, node, exists) in &files[batch.clone()] {
             let result = if cancel.load(Ordering::Relaxed) {
                 Err(Error::Interrupted)
             } else {
-                restore_file(repo, node, dest, cancel)
+                restore_file(repo, node, dest, *exists, cancel)
             };
             match result {
                 Ok(n) => {
@@ -273,10 +272,13 @@ fn restore_files(
     }
 }
 
-/// Every conflict with an existing file is found before anything is written.
-fn check_conflicts(plan: &[(PathBuf, Node)], overwrite: bool) -> Result<()> {
+/// Every conflict with an existing file is found before anything is written. Returns, for each
+/// destination, whether something exists there (so writing need not look again).
+fn check_conflicts(plan: &[(PathBuf, Node)], overwrite: bool) -> Result<Vec<bool>> {
+    let mut exists = Vec::with_capacity(plan.len());
     for (dest, node) in plan {
-        if let Ok(meta) = std::fs::symlink_metadata(dest) {
+        let meta = std::fs::symlink_metadata(dest);
+        if let Ok(meta) = &meta {
             let conflict = match node.kind {
                 NodeKind::Dir => !meta.is_dir(),
                 _ => true,
@@ -285,8 +287,9 @@ fn check_conflicts(plan: &[(PathBuf, Node)], overwrite: bool) -> Result<()> {
                 return Err(Error::WouldOverwrite(dest.clone()));
             }
         }
+        exists.push(meta.is_ok());
     }
-    Ok(())
+    Ok(exists)
 }
 
 fn mtime(node: &Node) -> filetime::FileTime {
@@ -321,9 +324,15 @@ fn set_owner(dest: &Path, node: &Node, symlink: bool) {
 /// only by its owner until complete) and removed again if anything fails; a file that exists
 /// (with --overwrite) is written to a temporary name and renamed over it, so the old content
 /// stays whole until the new one is.
-fn restore_file(repo: &Repository, node: &Node, dest: &Path, cancel: &AtomicBool) -> Result<u64> {
+/// `replacing`: something existed at `dest` when the restore was planned.
+fn restore_file(
+    repo: &Repository,
+    node: &Node,
+    dest: &Path,
+    replacing: bool,
+    cancel: &AtomicBool,
+) -> Result<u64> {
     use std::os::unix::fs::OpenOptionsExt;
-    let replacing = std::fs::symlink_metadata(dest).is_ok();
     let path = if replacing {
         let dir = dest.parent().unwrap_or(Path::new("."));
         dir.join(format!(
