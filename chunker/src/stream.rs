@@ -42,11 +42,23 @@ impl<'g, R: Read> StreamChunker<'g, R> {
     ///
     /// [`next_chunk`]: StreamChunker::next_chunk
     pub fn new(reader: R, gear: &'g GearTable, params: ChunkerParams) -> Self {
+        Self::with_buffer(reader, gear, params, Vec::new())
+    }
+
+    /// As [`StreamChunker::new`], reading into `buffer` (its content is ignored) instead of a
+    /// fresh one: a caller chunking many files hands the buffer of one to the next (see
+    /// [`StreamChunker::into_buffer`]), so memory already paged in is used again.
+    pub fn with_buffer(
+        reader: R,
+        gear: &'g GearTable,
+        params: ChunkerParams,
+        buffer: Vec<u8>,
+    ) -> Self {
         StreamChunker {
             reader,
             gear,
             params,
-            buffer: Vec::new(),
+            buffer,
             start: 0,
             end: 0,
             at_eof: false,
@@ -73,6 +85,11 @@ impl<'g, R: Read> StreamChunker<'g, R> {
     /// Total bytes returned in chunks so far.
     pub fn position(&self) -> u64 {
         self.position
+    }
+
+    /// The buffer, for the next chunker (bytes not yet returned are dropped with it).
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buffer
     }
 
     /// Reads until at least `max_size` bytes are pending or the reader is exhausted.
@@ -187,6 +204,30 @@ mod tests {
             let lengths: Vec<usize> = chunks.iter().map(Vec::len).collect();
             prop_assert_eq!(lengths, chunk_lengths(&gear, &params, &data));
             prop_assert!(chunker.next_chunk().unwrap().is_none());
+        }
+
+        /// A buffer handed on from an earlier stream (of other bytes, other parameters) cuts
+        /// the next stream exactly as a fresh one.
+        #[test]
+        fn a_reused_buffer_cuts_like_a_fresh_one(
+            first_params in small_params(),
+            params in small_params(),
+            seed in any::<u64>(),
+            first_len in 0usize..100_000,
+            len in 0usize..100_000,
+        ) {
+            let gear = GearTable::from_key(&counting_key());
+            let first = splitmix_bytes(seed ^ 1, first_len);
+            let mut used = StreamChunker::new(&first[..], &gear, first_params);
+            // Stop halfway: unreturned bytes must not leak into the next stream.
+            for _ in 0..3 {
+                let _ = used.next_chunk().unwrap();
+            }
+            let data = splitmix_bytes(seed, len);
+            let reused = StreamChunker::with_buffer(&data[..], &gear, params, used.into_buffer())
+                .collect::<io::Result<Vec<_>>>()
+                .unwrap();
+            prop_assert_eq!(reused, stream_chunks(&data, &gear, params));
         }
 
         /// Edits change only the chunks around them: chunks that end before the edit are kept

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod direct;
 pub mod error;
 pub mod id;
 pub mod index;

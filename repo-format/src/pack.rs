@@ -265,6 +265,13 @@ impl PackWriter {
         }
     }
 
+    /// Takes `buffer` (its content is discarded) as the pack's memory; for an empty pack.
+    pub fn reuse(&mut self, mut buffer: Vec<u8>) {
+        debug_assert!(self.is_empty());
+        buffer.clear();
+        self.bytes = buffer;
+    }
+
     /// Reserves room for `additional` more bytes of blob data.
     pub fn reserve(&mut self, additional: usize) {
         self.bytes.reserve(additional);

@@ -2,7 +2,8 @@
 //! table and the in-memory index. Operations in `ops/` take a `&Repository`.
 
 use crate::config::{
-    ChunkSizes, RepoConfig, CONFIG_KEY, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE,
+    ChunkSizes, RepoConfig, CONFIG_KEY, DEFAULT_COMPRESSION_LEVEL, DEFAULT_DUMP_COMPRESSION_LEVEL,
+    DEFAULT_PACK_SIZE,
 };
 use crate::error::{Error, Result};
 use crate::id::{BlobId, KeyId, PackId};
@@ -23,6 +24,8 @@ pub struct InitOptions {
     pub chunker_dumps: ChunkerParams,
     pub pack_size: u32,
     pub compression_level: i32,
+    /// zstd level for data blobs cut with the dump chunk sizes.
+    pub dump_compression_level: i32,
     /// Recorded in the key file.
     pub hostname: String,
     pub username: String,
@@ -36,6 +39,7 @@ impl Default for InitOptions {
             chunker_dumps: ChunkerParams::DUMPS,
             pack_size: DEFAULT_PACK_SIZE,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
+            dump_compression_level: DEFAULT_DUMP_COMPRESSION_LEVEL,
             hostname: String::new(),
             username: String::new(),
         }
@@ -85,6 +89,7 @@ impl Repository {
             chunker_dumps: ChunkSizes::from(options.chunker_dumps),
             pack_size: options.pack_size,
             compression_level: options.compression_level,
+            dump_compression_level: Some(options.dump_compression_level),
         };
         config.validate().map_err(Error::InvalidInput)?;
         let key_file = KeyFile::create(
@@ -204,6 +209,33 @@ impl Repository {
             what: "blob",
             id: format!("{id} (not in any index)"),
         })
+    }
+
+    /// Asks storage to start reading the blobs `ids` into memory (see [`Storage::prefetch`]):
+    /// blobs back to back in one pack become one range. Returns the bytes asked for. Blobs
+    /// missing from the index are skipped; the read that follows reports them.
+    pub fn prefetch_blobs(&self, ids: &[BlobId]) -> u64 {
+        let mut asked = 0;
+        let mut pending: Option<(PackId, u64, u64)> = None;
+        let flush = |p: Option<(PackId, u64, u64)>, asked: &mut u64| {
+            if let Some((pack, start, end)) = p {
+                self.storage.prefetch(&pack::pack_key(&pack), start..end);
+                *asked += end - start;
+            }
+        };
+        for id in ids {
+            let Some(loc) = self.index.get(id) else {
+                continue;
+            };
+            let start = u64::from(loc.blob.offset);
+            let end = start + u64::from(loc.blob.length);
+            match &mut pending {
+                Some((pack, _, e)) if *pack == loc.pack && *e == start => *e = end,
+                _ => flush(pending.replace((loc.pack, start, end)), &mut asked),
+            }
+        }
+        flush(pending, &mut asked);
+        asked
     }
 
     /// Reads, decrypts and verifies one blob.

@@ -415,6 +415,11 @@ impl Storage {
         self.connections
     }
 
+    /// Whether [`Self::prefetch`] does anything here (a local directory).
+    pub fn prefetches(&self) -> bool {
+        self.local_root.is_some()
+    }
+
     /// Sets how many requests to run at once (at least 1).
     pub fn set_connections(&mut self, n: usize) {
         self.connections = n.max(1);
@@ -609,6 +614,27 @@ impl Storage {
             // A read from inside `f` on this thread: use a buffer of its own.
             Err(_) => f(&self.read_local(what, key, root, Some(range))?),
         })
+    }
+
+    /// Asks for `range` of an object to be read into memory ahead of a [`Self::get_range`] or
+    /// [`Self::with_range`] of it (local objects: `posix_fadvise(WILLNEED)`, which starts the
+    /// reads and returns). Packs are written around the page cache, so without this every read
+    /// of a freshly written pack waits for the disk. Advice only: errors are ignored, and object
+    /// stores do nothing (their reads are requests of their own).
+    pub fn prefetch(&self, key: &str, range: Range<u64>) {
+        let Some(root) = &self.local_root else { return };
+        #[cfg(target_os = "linux")]
+        if let Ok(file) = std::fs::File::open(root.join(key)) {
+            let len = range.end.saturating_sub(range.start);
+            let _ = nix::fcntl::posix_fadvise(
+                &file,
+                i64::try_from(range.start).unwrap_or(i64::MAX),
+                i64::try_from(len).unwrap_or(i64::MAX),
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (root, key, range);
     }
 
     /// Reads a local object (all of it, or `range`) with plain file system calls.
@@ -845,7 +871,14 @@ fn put_local(root: &std::path::Path, key: &str, bytes: &[u8]) -> Result<()> {
             .write(true)
             .create_new(true)
             .open(&tmp)?;
-        file.write_all(bytes)?;
+        if bytes.len() >= crate::direct::WORTH_IT {
+            // Flushed to disk at once below: no use for a copy in the page cache.
+            let mut direct = crate::direct::DirectWriter::new(&file);
+            direct.write_all(bytes)?;
+            direct.finish()?;
+        } else {
+            file.write_all(bytes)?;
+        }
         ignore_unsupported(file.sync_all())
     })();
     if let Err(e) = written {

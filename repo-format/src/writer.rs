@@ -45,6 +45,10 @@ pub struct Written {
 /// State shared with the uploader threads.
 struct Shared {
     uploaded: Mutex<Vec<(PackId, Vec<PackedBlob>)>>,
+    /// Buffers of uploaded packs, for the next packs: reusing memory already paged in is
+    /// cheaper than fresh pages (a fault and a zeroing each). At most one per connection is
+    /// kept, never more than were in use at once.
+    spare: Mutex<Vec<Vec<u8>>>,
     failed: Mutex<Option<Error>>,
     has_failed: AtomicBool,
     cancel: Arc<AtomicBool>,
@@ -84,6 +88,7 @@ impl<'r> BlobWriter<'r> {
         let (tx, rx) = bounded::<FinishedPack>(connections);
         let shared = Arc::new(Shared {
             uploaded: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
             cancel,
@@ -102,9 +107,17 @@ impl<'r> BlobWriter<'r> {
                         {
                             continue;
                         }
+                        let buffer = finished.bytes.clone();
                         match storage.put_new(&pack::pack_key(&finished.id), finished.bytes) {
                             Ok(()) => lock(&shared.uploaded).push((finished.id, finished.blobs)),
                             Err(e) => shared.fail(e),
+                        }
+                        // The store has let go of its copy: the buffer is ours alone again.
+                        if let Ok(buffer) = buffer.try_into_mut() {
+                            let mut spare = lock(&shared.spare);
+                            if spare.len() < connections {
+                                spare.push(buffer.into());
+                            }
                         }
                     }
                 })
@@ -127,6 +140,12 @@ impl<'r> BlobWriter<'r> {
     /// A zstd compressor at the repository's level, for one thread's calls to [`Self::store`].
     pub fn compressor(&self) -> Result<zstd::bulk::Compressor<'static>> {
         zstd::bulk::Compressor::new(self.repo.config().compression_level)
+            .map_err(|e| Error::io("starting the compressor for", "backup", e))
+    }
+
+    /// A zstd compressor at the repository's level for dump chunks.
+    pub fn dump_compressor(&self) -> Result<zstd::bulk::Compressor<'static>> {
+        zstd::bulk::Compressor::new(self.repo.config().dump_level())
             .map_err(|e| Error::io("starting the compressor for", "backup", e))
     }
 
@@ -198,6 +217,9 @@ impl<'r> BlobWriter<'r> {
                 &self.tree_pack
             });
             if packer.is_empty() && kind == BlobKind::Data {
+                if let Some(buffer) = lock(&self.shared.spare).pop() {
+                    packer.reuse(buffer);
+                }
                 packer.reserve(self.pack_capacity.max(sealed.bytes.len()));
             }
             packer.add(sealed);

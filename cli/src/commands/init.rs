@@ -12,12 +12,18 @@ pub struct Args {
     /// Argon2id passes (default 3)
     #[arg(long, value_name = "N", default_value_t = KdfParams::DEFAULT.iterations)]
     pub argon2_iterations: u32,
+    /// Argon2id lanes, computed on that many cores at once (default 4)
+    #[arg(long, value_name = "N", default_value_t = KdfParams::DEFAULT.parallelism)]
+    pub argon2_lanes: u32,
     /// Target pack size in MiB
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     pub pack_size_mib: u32,
     /// zstd compression level (1-19)
     #[arg(long, value_name = "LEVEL", default_value_t = 3)]
     pub compression_level: i32,
+    /// zstd compression level (1-19) of database dumps' 16 KiB chunks
+    #[arg(long, value_name = "LEVEL", default_value_t = coffer_repo::config::DEFAULT_DUMP_COMPRESSION_LEVEL)]
+    pub dump_compression_level: i32,
 }
 
 impl Default for Args {
@@ -25,8 +31,10 @@ impl Default for Args {
         Args {
             argon2_memory_kib: KdfParams::DEFAULT.memory_kib,
             argon2_iterations: KdfParams::DEFAULT.iterations,
+            argon2_lanes: KdfParams::DEFAULT.parallelism,
             pack_size_mib: 16,
             compression_level: 3,
+            dump_compression_level: coffer_repo::config::DEFAULT_DUMP_COMPRESSION_LEVEL,
         }
     }
 }
@@ -41,10 +49,11 @@ pub fn create(ctx: &Context_, args: &Args) -> Result<Repository> {
         kdf: KdfParams {
             memory_kib: args.argon2_memory_kib,
             iterations: args.argon2_iterations,
-            parallelism: 1,
+            parallelism: args.argon2_lanes,
         },
         pack_size: args.pack_size_mib.saturating_mul(1024 * 1024),
         compression_level: args.compression_level,
+        dump_compression_level: args.dump_compression_level,
         hostname: super::hostname(),
         username: super::username(),
         ..InitOptions::default()

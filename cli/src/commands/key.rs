@@ -15,6 +15,9 @@ pub enum KeyCommand {
         /// Argon2id passes
         #[arg(long, value_name = "N", default_value_t = KdfParams::DEFAULT.iterations)]
         argon2_iterations: u32,
+        /// Argon2id lanes, computed on that many cores at once
+        #[arg(long, value_name = "N", default_value_t = KdfParams::DEFAULT.parallelism)]
+        argon2_lanes: u32,
     },
     /// List key files
     List,
@@ -26,12 +29,13 @@ pub fn run(ctx: &Context_, cmd: KeyCommand) -> Result<u8> {
         KeyCommand::Add {
             argon2_memory_kib,
             argon2_iterations,
+            argon2_lanes,
         } => {
             let new = crate::password::get_new()?;
             let kdf = KdfParams {
                 memory_kib: argon2_memory_kib,
                 iterations: argon2_iterations,
-                parallelism: 1,
+                parallelism: argon2_lanes,
             };
             let id = repo.add_password(&new, kdf, &super::hostname(), &super::username())?;
             outln!("added key file {}", id.short());

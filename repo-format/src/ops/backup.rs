@@ -297,6 +297,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
             counts: Counts::default(),
             compressor: None,
             prefetch: Some(prefetch_tx),
+            chunk_buffer: Vec::new(),
         };
         let root = walker.backup_sources(&path_plans, stream_plans, parent_tree.as_ref(), &time);
         let Walker {
@@ -547,6 +548,8 @@ impl Excludes {
 /// A chunk on its way to a worker.
 struct Job {
     data: Vec<u8>,
+    /// Cut with the dump chunk sizes (compressed at the dump level).
+    dump: bool,
     seq: u64,
     reply: Sender<(u64, Result<BlobId>)>,
 }
@@ -566,8 +569,16 @@ type PendingContent = (Receiver<(u64, Result<BlobId>)>, u64);
 
 /// A worker: stores the chunks it is handed and reports each id to the chunk's file.
 fn work(writer: &BlobWriter<'_>, jobs: Receiver<Job>) {
+    // One context per level (and so per chunk size): a context sized for 1 MiB chunks would
+    // otherwise be shrunk and regrown as dump and file chunks alternate.
     let mut compressor = writer.compressor().ok();
+    let mut dump_compressor = writer.dump_compressor().ok();
     for job in jobs {
+        let compressor = if job.dump {
+            &mut dump_compressor
+        } else {
+            &mut compressor
+        };
         // A panic (a bug) must become an error for this chunk's file, not a worker that
         // silently disappears and leaves the walker waiting for its answer forever.
         let result =
@@ -624,6 +635,8 @@ struct Walker<'a, 'r> {
     compressor: Option<zstd::bulk::Compressor<'static>>,
     /// Paths of files about to be read, for the prefetch thread.
     prefetch: Option<Sender<PathBuf>>,
+    /// The chunker's buffer, handed from one file to the next.
+    chunk_buffer: Vec<u8>,
 }
 
 /// How many files to be read the prefetcher is asked for ahead of the one being read.
@@ -1050,7 +1063,22 @@ impl<'r> Walker<'_, 'r> {
         };
         let (tx, rx) = unbounded();
         let reader = std::io::Cursor::new(head).chain(reader);
-        let mut chunker = StreamChunker::new(reader, self.repo.gear(), params);
+        let buffer = std::mem::take(&mut self.chunk_buffer);
+        let mut chunker = StreamChunker::with_buffer(reader, self.repo.gear(), params, buffer);
+        let dump = params == self.repo.dump_params();
+        let result = self.chunk_all(&mut chunker, dump, tx);
+        let position = chunker.position();
+        self.chunk_buffer = chunker.into_buffer();
+        result.map(|count| ((rx, count), position))
+    }
+
+    /// Queues every chunk of `chunker` for the workers, answering on `tx`; returns how many.
+    fn chunk_all<R: Read>(
+        &mut self,
+        chunker: &mut StreamChunker<'_, R>,
+        dump: bool,
+        tx: Sender<(u64, Result<BlobId>)>,
+    ) -> std::result::Result<u64, StreamError> {
         let mut seq = 0u64;
         loop {
             self.check_cancel().map_err(StreamError::Fatal)?;
@@ -1059,6 +1087,7 @@ impl<'r> Walker<'_, 'r> {
                     self.counts.bytes_read += data.len() as u64;
                     let job = Job {
                         data,
+                        dump,
                         seq,
                         reply: tx.clone(),
                     };
@@ -1071,7 +1100,7 @@ impl<'r> Walker<'_, 'r> {
                 Err(e) => return Err(StreamError::Read(e)),
             }
         }
-        Ok(((rx, seq), chunker.position()))
+        Ok(seq)
     }
 
     /// One stream-like source: its file node (with synthetic parent directories) and, for a

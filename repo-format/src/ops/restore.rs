@@ -11,6 +11,7 @@
 //! thread, one directory's files at a time per thread; consecutive blobs of a file are fetched
 //! with one ranged read.
 
+use crate::direct::{self, DirectWriter};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
@@ -20,7 +21,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// What to restore and where.
@@ -243,32 +244,97 @@ fn restore_files(
     let bytes = AtomicU64::new(0);
     let failed = Mutex::new(None);
     let stop = AtomicBool::new(false);
-    crate::parallel::map(&batches, threads, &stop, |batch| {
-        for (dest, node, exists) in &files[batch.clone()] {
-            let result = if cancel.load(Ordering::Relaxed) {
-                Err(Error::Interrupted)
-            } else {
-                restore_file(repo, node, dest, *exists, cancel)
-            };
-            match result {
-                Ok(n) => {
-                    bytes.fetch_add(n, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
-                    slot.get_or_insert(e);
-                    return;
-                }
-            }
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
+    // How many batches have been started (they start in order).
+    let started = AtomicUsize::new(0);
+    let numbered: Vec<(usize, std::ops::Range<usize>)> = batches.into_iter().enumerate().collect();
+    std::thread::scope(|scope| {
+        if repo.storage().prefetches() {
+            let (numbered, started, stop) = (&numbered, &started, &stop);
+            scope.spawn(move || prefetch_batches(repo, files, numbered, started, stop, cancel));
         }
+        crate::parallel::map(&numbered, threads, &stop, |(number, batch)| {
+            started.fetch_max(number + 1, Ordering::Relaxed);
+            restore_batch(repo, &files[batch.clone()], &bytes, &failed, &stop, cancel)
+        });
+        // The prefetcher stops once everything has been asked for, or on `stop`.
+        stop.store(true, Ordering::Relaxed);
     });
     match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
         None => Ok(bytes.into_inner()),
+    }
+}
+
+/// Asks storage to read the blobs of the batches ahead of the restoring threads, in the order
+/// they take them, at most [`PREFETCH_AHEAD`] bytes beyond the batches started.
+fn prefetch_batches(
+    repo: &Repository,
+    files: &[(&PathBuf, &Node, bool)],
+    batches: &[(usize, std::ops::Range<usize>)],
+    started: &AtomicUsize,
+    stop: &AtomicBool,
+    cancel: &AtomicBool,
+) {
+    const PREFETCH_AHEAD: u64 = 256 << 20;
+    let size = |range: &std::ops::Range<usize>| -> u64 {
+        files[range.clone()].iter().map(|(_, n, _)| n.size).sum()
+    };
+    // Bytes of all batches before each one.
+    let before: Vec<u64> = batches
+        .iter()
+        .scan(0u64, |sum, (_, r)| {
+            let at = *sum;
+            *sum += size(r);
+            Some(at)
+        })
+        .collect();
+    for (i, (_, range)) in batches.iter().enumerate() {
+        loop {
+            if stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
+                return;
+            }
+            let s = started.load(Ordering::Relaxed).min(batches.len() - 1);
+            if i <= s || before[i] <= before[s] + PREFETCH_AHEAD {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        for (_, node, _) in &files[range.clone()] {
+            repo.prefetch_blobs(&node.content);
+        }
+    }
+}
+
+/// Restores one batch of files, adding the bytes written to `bytes`; the first error goes to
+/// `failed` and sets `stop`.
+fn restore_batch(
+    repo: &Repository,
+    batch: &[(&PathBuf, &Node, bool)],
+    bytes: &AtomicU64,
+    failed: &Mutex<Option<Error>>,
+    stop: &AtomicBool,
+    cancel: &AtomicBool,
+) {
+    for (dest, node, exists) in batch {
+        let result = if cancel.load(Ordering::Relaxed) {
+            Err(Error::Interrupted)
+        } else {
+            restore_file(repo, node, dest, *exists, cancel)
+        };
+        match result {
+            Ok(n) => {
+                bytes.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert(e);
+                return;
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
     }
 }
 
@@ -349,10 +415,10 @@ fn restore_file(
     } else {
         options.create_new(true);
     }
-    let mut file = options
+    let file = options
         .open(&path)
         .map_err(|e| Error::io("creating", &path, e))?;
-    let result = write_content(repo, node, dest, &path, &mut file, cancel)
+    let result = write_content(repo, node, dest, &path, &file, cancel)
         .and_then(|written| finish_file(node, &path, &file).map(|()| written));
     drop(file);
     match result {
@@ -370,13 +436,19 @@ fn restore_file(
     }
 }
 
+/// Where [`write_content`] puts a file's bytes.
+enum Out<'f> {
+    Direct(DirectWriter<'f>),
+    Buffered(std::io::BufWriter<&'f std::fs::File>),
+}
+
 /// Writes a file's blobs in order and checks the length against the snapshot.
 fn write_content(
     repo: &Repository,
     node: &Node,
     dest: &Path,
     path: &Path,
-    file: &mut std::fs::File,
+    file: &std::fs::File,
     cancel: &AtomicBool,
 ) -> Result<u64> {
     // Large files are read by several threads (ranged reads fetched and decrypted ahead) and
@@ -388,18 +460,30 @@ fn write_content(
         1
     };
     let mut written = 0u64;
-    // Small chunks (dumps are cut at 16 KiB) are gathered into fewer, larger writes.
-    let mut out = std::io::BufWriter::with_capacity(256 << 10, file);
+    // Small chunks (dumps are cut at 16 KiB) are gathered into fewer, larger writes; large
+    // files are written around the page cache where the file system allows (direct.rs).
+    let mut out = if node.size >= direct::WORTH_IT as u64 {
+        Out::Direct(DirectWriter::new(file))
+    } else {
+        Out::Buffered(std::io::BufWriter::with_capacity(256 << 10, file))
+    };
     repo.read_blobs_parallel(&node.content, readers, |bytes| {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
-        out.write_all(bytes)
-            .map_err(|e| Error::io("writing", path, e))?;
+        match &mut out {
+            Out::Direct(w) => w.write_all(bytes),
+            Out::Buffered(w) => w.write_all(bytes),
+        }
+        .map_err(|e| Error::io("writing", path, e))?;
         written += bytes.len() as u64;
         Ok(())
     })?;
-    out.flush().map_err(|e| Error::io("writing", path, e))?;
+    match out {
+        Out::Direct(w) => w.finish(),
+        Out::Buffered(mut w) => w.flush(),
+    }
+    .map_err(|e| Error::io("writing", path, e))?;
     if written != node.size {
         return Err(Error::corrupt(
             "file",
