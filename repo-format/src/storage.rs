@@ -593,8 +593,9 @@ impl Storage {
         thread_local! {
             static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        /// Buffers above this are not kept between reads.
-        const KEEP: usize = 16 << 20;
+        /// Buffers above this are not kept between reads (a whole pack, 16 MiB and a little
+        /// more by default, is kept).
+        const KEEP: usize = 32 << 20;
         let Some(root) = &self.local_root else {
             return f(&self.get_range(what, key, range)?);
         };

@@ -203,6 +203,35 @@ fn index_window(grace: Duration) -> jiff::SignedDuration {
     jiff::SignedDuration::try_from(tenth).unwrap_or(jiff::SignedDuration::from_secs(60))
 }
 
+/// Splits blobs sorted by offset into runs that lie back to back, each at most 8 MiB long (a
+/// larger blob is a run of its own).
+fn blob_runs(blobs: Vec<PackedBlob>) -> Vec<Vec<PackedBlob>> {
+    const MAX_RUN: u64 = 8 << 20;
+    let mut runs: Vec<Vec<PackedBlob>> = Vec::new();
+    for blob in blobs {
+        if let Some(run) = runs.last_mut() {
+            let (start, end) = run_span(run);
+            if end == u64::from(blob.offset) && end + u64::from(blob.length) - start <= MAX_RUN {
+                run.push(blob);
+                continue;
+            }
+        }
+        runs.push(vec![blob]);
+    }
+    runs
+}
+
+/// The byte range a non-empty run of back-to-back blobs covers.
+fn run_span(run: &[PackedBlob]) -> (u64, u64) {
+    match (run.first(), run.last()) {
+        (Some(first), Some(last)) => (
+            u64::from(first.offset),
+            u64::from(last.offset) + u64::from(last.length),
+        ),
+        _ => (0, 0),
+    }
+}
+
 /// One bit per index position.
 struct Marks(Vec<u64>);
 
@@ -560,36 +589,47 @@ fn pass(
                 wanted.entry(loc.pack).or_default().push(loc.blob);
             }
         }
+        // Only the used blobs are read: runs of neighbours in one ranged read each.
+        let runs: Vec<(PackId, Vec<PackedBlob>)> = to_repack
+            .iter()
+            .flat_map(|pack_id| {
+                let mut blobs = wanted.remove(pack_id).unwrap_or_default();
+                blobs.sort_by_key(|b| b.offset);
+                blob_runs(blobs).into_iter().map(move |run| (*pack_id, run))
+            })
+            .collect();
+        for (pack_id, run) in &runs {
+            let (start, end) = run_span(run);
+            storage.prefetch(&pack::pack_key(pack_id), start..end);
+        }
         let writer = BlobWriter::new(repo, storage.connections(), cancel.clone())?;
-        // Several packs are read and verified at once; the writer takes blobs from any thread.
+        // Several runs are read and verified at once; the writer takes blobs from any thread.
         let stop = AtomicBool::new(false);
         let threads = crate::parallel::threads_for(storage.connections());
-        let results = crate::parallel::map(&to_repack, threads, &stop, |pack_id| {
+        let results = crate::parallel::map(&runs, threads, &stop, |(pack_id, run)| {
             let result = (|| {
                 if cancel.load(Ordering::SeqCst) {
                     return Err(Error::Interrupted);
                 }
-                let bytes = storage.get("pack", &pack::pack_key(pack_id))?;
-                for blob in wanted.get(pack_id).map(Vec::as_slice).unwrap_or_default() {
-                    let (start, end) = (
-                        blob.offset as usize,
-                        blob.offset as usize + blob.length as usize,
-                    );
-                    let sealed = bytes.get(start..end).ok_or_else(|| {
-                        Error::corrupt("pack", pack_id, "shorter than the index says")
-                    })?;
-                    // Verified in full (tag, length, id), then moved as it is: sealed bytes do
-                    // not depend on their pack, so nothing is decompressed or compressed again.
-                    pack::open_blob(keys, pack_id, blob, sealed)?;
-                    writer.store_sealed(SealedBlob {
-                        kind: blob.kind,
-                        compression: blob.compression,
-                        id: blob.id,
-                        raw_length: blob.raw_length,
-                        bytes: sealed.to_vec(),
-                    })?;
-                }
-                Ok(())
+                let (start, end) = run_span(run);
+                storage.with_range("pack", &pack::pack_key(pack_id), start..end, |bytes| {
+                    for blob in run {
+                        let from = (u64::from(blob.offset) - start) as usize;
+                        let sealed = &bytes[from..from + blob.length as usize];
+                        // Verified in full (tag, length, id), then moved as it is: sealed bytes
+                        // do not depend on their pack, so nothing is decompressed or
+                        // compressed again.
+                        pack::open_blob(keys, pack_id, blob, sealed)?;
+                        writer.store_sealed(SealedBlob {
+                            kind: blob.kind,
+                            compression: blob.compression,
+                            id: blob.id,
+                            raw_length: blob.raw_length,
+                            bytes: sealed.to_vec(),
+                        })?;
+                    }
+                    Ok(())
+                })
             })();
             if result.is_err() {
                 stop.store(true, Ordering::SeqCst);
