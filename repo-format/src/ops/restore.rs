@@ -266,7 +266,8 @@ fn restore_files(
 }
 
 /// Asks storage to read the blobs of the batches ahead of the restoring threads, in the order
-/// they take them, at most [`PREFETCH_AHEAD`] bytes beyond the batches started.
+/// they take them, at most 64 MiB beyond the batches started; files read by several threads
+/// ([`PARALLEL_FROM`]) are left to those.
 fn prefetch_batches(
     repo: &Repository,
     files: &[(&PathBuf, &Node, bool)],
@@ -275,7 +276,7 @@ fn prefetch_batches(
     stop: &AtomicBool,
     cancel: &AtomicBool,
 ) {
-    const PREFETCH_AHEAD: u64 = 256 << 20;
+    const PREFETCH_AHEAD: u64 = 64 << 20;
     let size = |range: &std::ops::Range<usize>| -> u64 {
         files[range.clone()].iter().map(|(_, n, _)| n.size).sum()
     };
@@ -300,7 +301,12 @@ fn prefetch_batches(
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         for (_, node, _) in &files[range.clone()] {
-            repo.prefetch_blobs(&node.content);
+            // Large files are read by several threads at once, which keeps the disk busy
+            // without advice; asking for them too only queues their reads ahead of the
+            // small files' (measured: cold restore 2.7-2.9 s with them, 2.0-2.3 s without).
+            if node.size < PARALLEL_FROM {
+                repo.prefetch_blobs(&node.content);
+            }
         }
     }
 }
@@ -436,6 +442,10 @@ fn restore_file(
     }
 }
 
+/// Files at least this large are read by several threads (ranged reads fetched and decrypted
+/// ahead) and written in order by one, so one big dump restores as fast as many small files.
+const PARALLEL_FROM: u64 = 8 << 20;
+
 /// Where [`write_content`] puts a file's bytes.
 enum Out<'f> {
     Direct(DirectWriter<'f>),
@@ -451,9 +461,6 @@ fn write_content(
     file: &std::fs::File,
     cancel: &AtomicBool,
 ) -> Result<u64> {
-    // Large files are read by several threads (ranged reads fetched and decrypted ahead) and
-    // written in order by this one, so one big dump restores as fast as many small files.
-    const PARALLEL_FROM: u64 = 8 << 20;
     let readers = if node.size >= PARALLEL_FROM {
         (repo.storage().connections() / 2).clamp(2, 8)
     } else {
