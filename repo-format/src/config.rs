@@ -18,9 +18,9 @@ pub const PACK_SIZE_RANGE: std::ops::RangeInclusive<u32> = 64 * 1024..=512 * 102
 /// Default zstd level.
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 /// Default zstd level for blobs cut with the dump chunk sizes (16 KiB on average). A block that
-/// small gives zstd's slower match finders little history to use: on four corpora cut in
+/// small gives zstd's slower match finders little history to use: on five corpora cut in
 /// 16 KiB blocks, level 1 stored between 5.5% less and 3.5% more than level 3 and compressed
-/// 1.3-1.8x as fast (docs/benchmarks.md, "Compression of dump chunks").
+/// 1.0-1.8x as fast (docs/benchmarks.md, "Compression of dump chunks").
 pub const DEFAULT_DUMP_COMPRESSION_LEVEL: i32 = 1;
 
 /// Chunk sizes as stored in the config.
