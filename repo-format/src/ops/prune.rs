@@ -18,7 +18,8 @@
 //!
 //! Every step can be interrupted; the next prune finishes the job. Why this is safe while
 //! backups run is argued in docs/maintenance.md. Memory: the index (about 52 bytes a blob), one
-//! bit a blob for the marks, a small record per pack, and one pack's bytes while repacking.
+//! bit a blob for the marks, a small record per pack, and while repacking one run of used
+//! neighbouring blobs (at most 8 MiB) per reading thread.
 
 use crate::error::{Error, Result};
 use crate::id::{IndexId, PackId};
