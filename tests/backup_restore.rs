@@ -712,3 +712,35 @@ fn overwrite_replaces_a_symlink_where_a_directory_goes_without_following_it() {
     );
     assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
 }
+
+#[test]
+fn init_records_the_dump_compression_level_and_refuses_a_bad_one() {
+    let cheap = ["--argon2-memory-kib", "64", "--argon2-iterations", "1"];
+    let env = Env::new();
+    env.init();
+    let config: serde_json::Value =
+        serde_json::from_str(&env.run(&["cat", "config"]).ok().stdout).unwrap();
+    assert_eq!(config["dump_compression_level"], 1, "{config:#}");
+    assert_eq!(config["compression_level"], 3, "{config:#}");
+
+    let env = Env::new();
+    let mut args = vec!["init", "--dump-compression-level", "3"];
+    args.extend(cheap);
+    env.run(&args).ok();
+    let config: serde_json::Value =
+        serde_json::from_str(&env.run(&["cat", "config"]).ok().stdout).unwrap();
+    assert_eq!(config["dump_compression_level"], 3, "{config:#}");
+
+    let env = Env::new();
+    let mut args = vec!["init", "--dump-compression-level", "20"];
+    args.extend(cheap);
+    let out = env.run(&args);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("dump_compression_level"),
+        "{}",
+        out.stderr
+    );
+    // Nothing was created.
+    env.run(&["snapshots"]).expect_code(10);
+}

@@ -138,3 +138,44 @@ impl RepoConfig {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dump: Option<i32>) -> RepoConfig {
+        RepoConfig {
+            version: u32::from(sealed::FORMAT_VERSION),
+            id: "00".repeat(16),
+            created: "2026-12-01T00:00:00Z".into(),
+            chunker_files: ChunkerParams::FILES.into(),
+            chunker_dumps: ChunkerParams::DUMPS.into(),
+            pack_size: DEFAULT_PACK_SIZE,
+            compression_level: 3,
+            dump_compression_level: dump,
+        }
+    }
+
+    #[test]
+    fn a_config_without_a_dump_level_compresses_dumps_at_the_common_level() {
+        // As written before the field existed.
+        let mut json = serde_json::to_value(config(None)).unwrap();
+        assert!(json.get("dump_compression_level").is_none());
+        json["compression_level"] = 5.into();
+        let old: RepoConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.validate(), Ok(()));
+        assert_eq!(old.dump_level(), 5);
+    }
+
+    #[test]
+    fn the_dump_level_round_trips_and_is_validated() {
+        let c = config(Some(DEFAULT_DUMP_COMPRESSION_LEVEL));
+        let back: RepoConfig = serde_json::from_slice(&serde_json::to_vec(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.dump_level(), 1);
+        for bad in [0, 20, -1] {
+            let err = config(Some(bad)).validate().unwrap_err();
+            assert!(err.contains("dump_compression_level"), "{err}");
+        }
+    }
+}
