@@ -212,15 +212,13 @@ impl Repository {
     }
 
     /// Asks storage to start reading the blobs `ids` into memory (see [`Storage::prefetch`]):
-    /// blobs back to back in one pack become one range. Returns the bytes asked for. Blobs
-    /// missing from the index are skipped; the read that follows reports them.
-    pub fn prefetch_blobs(&self, ids: &[BlobId]) -> u64 {
-        let mut asked = 0;
+    /// blobs back to back in one pack become one range. Blobs missing from the index are
+    /// skipped; the read that follows reports them.
+    pub fn prefetch_blobs(&self, ids: &[BlobId]) {
         let mut pending: Option<(PackId, u64, u64)> = None;
-        let flush = |p: Option<(PackId, u64, u64)>, asked: &mut u64| {
+        let flush = |p: Option<(PackId, u64, u64)>| {
             if let Some((pack, start, end)) = p {
                 self.storage.prefetch(&pack::pack_key(&pack), start..end);
-                *asked += end - start;
             }
         };
         for id in ids {
@@ -231,11 +229,10 @@ impl Repository {
             let end = start + u64::from(loc.blob.length);
             match &mut pending {
                 Some((pack, _, e)) if *pack == loc.pack && *e == start => *e = end,
-                _ => flush(pending.replace((loc.pack, start, end)), &mut asked),
+                _ => flush(pending.replace((loc.pack, start, end))),
             }
         }
-        flush(pending, &mut asked);
-        asked
+        flush(pending);
     }
 
     /// Reads, decrypts and verifies one blob.

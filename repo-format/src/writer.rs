@@ -93,6 +93,7 @@ impl<'r> BlobWriter<'r> {
             has_failed: AtomicBool::new(false),
             cancel,
         });
+        let pack_size = repo.config().pack_size as usize;
         let mut uploaders = Vec::with_capacity(connections);
         for i in 0..connections {
             let rx: Receiver<FinishedPack> = rx.clone();
@@ -112,10 +113,11 @@ impl<'r> BlobWriter<'r> {
                             Ok(()) => lock(&shared.uploaded).push((finished.id, finished.blobs)),
                             Err(e) => shared.fail(e),
                         }
-                        // The store has let go of its copy: the buffer is ours alone again.
+                        // The store has let go of its copy: the buffer is ours alone again. Only
+                        // data packs' buffers (tree packs are small) are worth keeping.
                         if let Ok(buffer) = buffer.try_into_mut() {
                             let mut spare = lock(&shared.spare);
-                            if spare.len() < connections {
+                            if spare.len() < connections && buffer.capacity() >= pack_size {
                                 spare.push(buffer.into());
                             }
                         }

@@ -840,6 +840,41 @@ mod tests {
     }
 
     #[test]
+    fn used_blobs_are_read_in_runs_of_neighbours_of_at_most_8_mib() {
+        let blob = |offset: u32, length: u32| PackedBlob {
+            kind: BlobKind::Data,
+            compression: crate::pack::Compression::None,
+            id: crate::id::BlobId([offset as u8; 32]),
+            offset,
+            length,
+            raw_length: length,
+        };
+        let mib = 1 << 20;
+        let blobs = vec![
+            blob(0, 100),
+            blob(100, 50), // touches the first: same run
+            blob(200, 10), // a gap: new run
+            blob(210, 4 * mib),
+            blob(210 + 4 * mib, 4 * mib), // would pass 8 MiB: new run
+            blob(210 + 8 * mib, 9 * mib), // larger than a run: alone
+        ];
+        let runs = blob_runs(blobs);
+        let spans: Vec<(u64, u64)> = runs.iter().map(|r| run_span(r)).collect();
+        let m = u64::from(mib);
+        assert_eq!(
+            spans,
+            vec![
+                (0, 150),
+                (200, 210 + 4 * m),
+                (210 + 4 * m, 210 + 8 * m),
+                (210 + 8 * m, 210 + 17 * m)
+            ]
+        );
+        assert_eq!(runs.iter().map(Vec::len).sum::<usize>(), 6);
+        assert!(blob_runs(Vec::new()).is_empty());
+    }
+
+    #[test]
     fn marks_set_once() {
         let mut m = Marks::new(130);
         assert!(!m.get(129));
