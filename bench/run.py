@@ -62,7 +62,8 @@ def measure(cmd, env=None, stdin_path=None, cwd=None):
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} exited {code}:\n{stderr.decode(errors='replace')}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_kib": usage.ru_maxrss}
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "user": usage.ru_utime,
+            "sys": usage.ru_stime, "rss_kib": usage.ru_maxrss}
 
 
 def dir_bytes(path):
@@ -421,6 +422,34 @@ def dump_dedup(tool, data):
     return r
 
 
+# ext4 without a journal (this machine's root file system) will not reuse an inode deleted less
+# than 60 s ago, or 360 s while its inode-table block is dirty - which every new inode allocated
+# next to it makes it. It skips each such inode with one buffer-cache lookup per allocation, so
+# creating thousands of files within 6 minutes of deleting thousands of others costs several
+# times the kernel CPU (perf: ext4_create -> find_inode_bit -> recently_deleted), whichever tool
+# creates them. The harness deletes its trees only at the end of an invocation, and an
+# invocation starts no sooner than this after the last one deleted them.
+SETTLE_AFTER_DELETION_S = 365
+
+
+def note_mass_deletion(work):
+    os.sync()
+    (work / "last-mass-deletion").write_text(f"{time.time()}\n")
+
+
+def wait_out_deletions(work):
+    marker = work / "last-mass-deletion"
+    try:
+        since = time.time() - float(marker.read_text())
+    except (OSError, ValueError):
+        return
+    if since < SETTLE_AFTER_DELETION_S:
+        wait = SETTLE_AFTER_DELETION_S - since
+        log(f"waiting {wait:.0f} s: trees were deleted {since:.0f} s ago and ext4 skips inodes "
+            f"deleted in the last {SETTLE_AFTER_DELETION_S} s when it creates files")
+        time.sleep(wait)
+
+
 def fmt_bytes(n):
     for unit in ["B", "KiB", "MiB", "GiB"]:
         if abs(n) < 1024 or unit == "GiB":
@@ -455,8 +484,8 @@ def main():
     trees = args.workdir / "trees"
     if trees.exists():
         shutil.rmtree(trees)
-        log("waiting 40 s after deleting old trees (ext4 skips recently deleted inodes)")
-        time.sleep(40)
+        note_mass_deletion(args.workdir)
+    wait_out_deletions(args.workdir)
     wanted = set(args.tools.split(","))
     tools = [Coffer(args.workdir, args.coffer), Restic(args.workdir)]
     for cls, exe in ((Rustic, "rustic"), (Borg, "borg")):
@@ -476,6 +505,7 @@ def main():
         for tool in tools:
             tool.fresh()
     shutil.rmtree(trees, ignore_errors=True)
+    note_mass_deletion(args.workdir)
 
     def med(name, step, key):
         vals = [r[step][key] for r in raw[name] if step in r]
