@@ -215,21 +215,40 @@ impl Repository {
     /// blobs back to back in one pack become one range. Blobs missing from the index are
     /// skipped; the read that follows reports them.
     pub fn prefetch_blobs(&self, ids: &[BlobId]) {
+        self.prefetch_blob_lists(std::iter::once(ids));
+    }
+
+    /// As [`Self::prefetch_blobs`] for the blobs of several files at once: their ranges are
+    /// sorted by pack and offset, and ranges of one pack less than 64 KiB apart are asked for
+    /// as one (the files of one directory usually lie back to back in a pack, so this makes
+    /// one large read of what would be dozens of small ones).
+    pub fn prefetch_blob_lists<'a>(&self, lists: impl IntoIterator<Item = &'a [BlobId]>) {
+        const GAP: u64 = 64 << 10;
+        if !self.storage.prefetches() {
+            return;
+        }
+        let mut ranges: Vec<(PackId, u64, u64)> = lists
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.index.get(id))
+            .map(|loc| {
+                let start = u64::from(loc.blob.offset);
+                (loc.pack, start, start + u64::from(loc.blob.length))
+            })
+            .collect();
+        ranges.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
         let mut pending: Option<(PackId, u64, u64)> = None;
         let flush = |p: Option<(PackId, u64, u64)>| {
             if let Some((pack, start, end)) = p {
                 self.storage.prefetch(&pack::pack_key(&pack), start..end);
             }
         };
-        for id in ids {
-            let Some(loc) = self.index.get(id) else {
-                continue;
-            };
-            let start = u64::from(loc.blob.offset);
-            let end = start + u64::from(loc.blob.length);
+        for (pack, start, end) in ranges {
             match &mut pending {
-                Some((pack, _, e)) if *pack == loc.pack && *e == start => *e = end,
-                _ => flush(pending.replace((loc.pack, start, end))),
+                Some((p, _, e)) if *p == pack && start <= e.saturating_add(GAP) => {
+                    *e = (*e).max(end);
+                }
+                _ => flush(pending.replace((pack, start, end))),
             }
         }
         flush(pending);
@@ -407,19 +426,21 @@ impl Repository {
         let start = u64::from(first.blob.offset);
         let end = u64::from(last.blob.offset) + u64::from(last.blob.length);
         let key = pack::pack_key(&first.pack);
-        self.storage.with_range("pack", &key, start..end, |bytes| {
-            for loc in run {
-                let from = (u64::from(loc.blob.offset) - start) as usize;
-                let to = from + loc.blob.length as usize;
-                each(pack::open_blob(
-                    &self.keys,
-                    &loc.pack,
-                    &loc.blob,
-                    &bytes[from..to],
-                )?)?;
-            }
-            Ok(())
-        })
+        // Runs are read once (restore, dump): large ones around the page cache.
+        self.storage
+            .with_range_direct("pack", &key, start..end, |bytes| {
+                for loc in run {
+                    let from = (u64::from(loc.blob.offset) - start) as usize;
+                    let to = from + loc.blob.length as usize;
+                    each(pack::open_blob(
+                        &self.keys,
+                        &loc.pack,
+                        &loc.blob,
+                        &bytes[from..to],
+                    )?)?;
+                }
+                Ok(())
+            })
     }
 
     /// Every pack file present in storage with its size.
