@@ -13,6 +13,7 @@
 
 use crate::direct::{self, DirectWriter};
 use crate::error::{Error, Result};
+use crate::id::PackId;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
@@ -247,14 +248,24 @@ fn restore_files(
     // How many batches have been started (they start in order).
     let started = AtomicUsize::new(0);
     let numbered: Vec<(usize, std::ops::Range<usize>)> = batches.into_iter().enumerate().collect();
+    let spans: Vec<Option<BatchSpan>> = numbered
+        .iter()
+        .map(|(_, batch)| batch_span(repo, &files[batch.clone()]))
+        .collect();
     std::thread::scope(|scope| {
         if repo.storage().prefetches() {
-            let (numbered, started, stop) = (&numbered, &started, &stop);
-            scope.spawn(move || prefetch_batches(repo, files, numbered, started, stop, cancel));
+            let (numbered, spans, started, stop) = (&numbered, &spans, &started, &stop);
+            scope.spawn(move || {
+                prefetch_batches(repo, files, numbered, spans, started, stop, cancel)
+            });
         }
         crate::parallel::map(&numbered, threads, &stop, |(number, batch)| {
             started.fetch_max(number + 1, Ordering::Relaxed);
-            restore_batch(repo, &files[batch.clone()], &bytes, &failed, &stop, cancel)
+            let batch = &files[batch.clone()];
+            match &spans[*number] {
+                Some(span) => restore_span(repo, batch, span, &bytes, &failed, &stop, cancel),
+                None => restore_batch(repo, batch, &bytes, &failed, &stop, cancel),
+            }
         });
         // The prefetcher stops once everything has been asked for, or on `stop`.
         stop.store(true, Ordering::Relaxed);
@@ -265,13 +276,59 @@ fn restore_files(
     }
 }
 
+/// The range of one pack that holds every blob of a batch of small files, when they lie there
+/// close together (the files of one directory usually do): the batch is then read with one
+/// read, direct when it is large enough ([`Storage::with_range_direct`]).
+///
+/// [`Storage::with_range_direct`]: crate::storage::Storage::with_range_direct
+struct BatchSpan {
+    pack: PackId,
+    start: u64,
+    end: u64,
+}
+
+fn batch_span(repo: &Repository, batch: &[(&PathBuf, &Node, bool)]) -> Option<BatchSpan> {
+    /// At most this much is read at once (per restoring thread).
+    const MAX_SPAN: u64 = 16 << 20;
+    let mut span: Option<BatchSpan> = None;
+    let mut used = 0u64;
+    for (_, node, _) in batch {
+        if node.kind != NodeKind::File || node.size >= direct::WORTH_IT as u64 {
+            return None;
+        }
+        for id in &node.content {
+            let loc = repo.index().get(id)?;
+            let start = u64::from(loc.blob.offset);
+            let end = start + u64::from(loc.blob.length);
+            used += end - start;
+            match &mut span {
+                None => {
+                    span = Some(BatchSpan {
+                        pack: loc.pack,
+                        start,
+                        end,
+                    })
+                }
+                Some(s) if s.pack == loc.pack => {
+                    s.start = s.start.min(start);
+                    s.end = s.end.max(end);
+                }
+                Some(_) => return None,
+            }
+        }
+    }
+    // Worth one read only if the batch's blobs fill at least half of it.
+    span.filter(|s| s.end - s.start <= MAX_SPAN && used * 2 >= s.end - s.start)
+}
+
 /// Asks storage to read the blobs of the batches ahead of the restoring threads, in the order
 /// they take them, at most 64 MiB beyond the batches started; files read by several threads
-/// ([`PARALLEL_FROM`]) are left to those.
+/// ([`PARALLEL_FROM`]) and batches read directly in one span are left to those.
 fn prefetch_batches(
     repo: &Repository,
     files: &[(&PathBuf, &Node, bool)],
     batches: &[(usize, std::ops::Range<usize>)],
+    spans: &[Option<BatchSpan>],
     started: &AtomicUsize,
     stop: &AtomicBool,
     cancel: &AtomicBool,
@@ -289,7 +346,13 @@ fn prefetch_batches(
             Some(at)
         })
         .collect();
-    for (i, (_, range)) in batches.iter().enumerate() {
+    for (i, (number, range)) in batches.iter().enumerate() {
+        if spans[*number]
+            .as_ref()
+            .is_some_and(|s| s.end - s.start >= direct::WORTH_IT as u64)
+        {
+            continue;
+        }
         loop {
             if stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
                 return;
@@ -313,6 +376,45 @@ fn prefetch_batches(
     }
 }
 
+/// Restores a batch whose blobs lie in `span`: the span is read once and every file's blobs
+/// are taken from it. Errors go where [`restore_batch`]'s do.
+fn restore_span(
+    repo: &Repository,
+    batch: &[(&PathBuf, &Node, bool)],
+    span: &BatchSpan,
+    bytes: &AtomicU64,
+    failed: &Mutex<Option<Error>>,
+    stop: &AtomicBool,
+    cancel: &AtomicBool,
+) {
+    let key = crate::pack::pack_key(&span.pack);
+    let result = repo
+        .storage()
+        .with_range_direct("pack", &key, span.start..span.end, |data| {
+            let source = Source::Span {
+                pack: span.pack,
+                start: span.start,
+                data,
+            };
+            for (dest, node, exists) in batch {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Interrupted);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let n = restore_file(repo, node, dest, *exists, &source, cancel)?;
+                bytes.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(())
+        });
+    if let Err(e) = result {
+        stop.store(true, Ordering::Relaxed);
+        let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(e);
+    }
+}
+
 /// Restores one batch of files, adding the bytes written to `bytes`; the first error goes to
 /// `failed` and sets `stop`.
 fn restore_batch(
@@ -327,7 +429,7 @@ fn restore_batch(
         let result = if cancel.load(Ordering::Relaxed) {
             Err(Error::Interrupted)
         } else {
-            restore_file(repo, node, dest, *exists, cancel)
+            restore_file(repo, node, dest, *exists, &Source::Storage, cancel)
         };
         match result {
             Ok(n) => {
@@ -404,6 +506,7 @@ fn restore_file(
     node: &Node,
     dest: &Path,
     replacing: bool,
+    source: &Source<'_>,
     cancel: &AtomicBool,
 ) -> Result<u64> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -426,7 +529,7 @@ fn restore_file(
     let file = options
         .open(&path)
         .map_err(|e| Error::io("creating", &path, e))?;
-    let result = write_content(repo, node, dest, &path, &file, cancel)
+    let result = write_content(repo, node, dest, &path, &file, source, cancel)
         .and_then(|written| finish_file(node, &path, &file).map(|()| written));
     drop(file);
     match result {
@@ -448,6 +551,18 @@ fn restore_file(
 /// ahead) and written in order by one, so one big dump restores as fast as many small files.
 const PARALLEL_FROM: u64 = 8 << 20;
 
+/// Where [`write_content`] takes a file's blobs from.
+enum Source<'a> {
+    /// Read from storage, file by file.
+    Storage,
+    /// Bytes `data` of `pack` from offset `start`, read once for a batch ([`restore_span`]).
+    Span {
+        pack: PackId,
+        start: u64,
+        data: &'a [u8],
+    },
+}
+
 /// Where [`write_content`] puts a file's bytes.
 enum Out<'f> {
     Direct(DirectWriter<'f>),
@@ -461,6 +576,7 @@ fn write_content(
     dest: &Path,
     path: &Path,
     file: &std::fs::File,
+    source: &Source<'_>,
     cancel: &AtomicBool,
 ) -> Result<u64> {
     let readers = if node.size >= PARALLEL_FROM {
@@ -476,7 +592,7 @@ fn write_content(
     } else {
         Out::Buffered(std::io::BufWriter::with_capacity(256 << 10, file))
     };
-    repo.read_blobs_parallel(&node.content, readers, |bytes| {
+    let mut put = |bytes: &[u8]| -> Result<()> {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
@@ -487,7 +603,30 @@ fn write_content(
         .map_err(|e| Error::io("writing", path, e))?;
         written += bytes.len() as u64;
         Ok(())
-    })?;
+    };
+    match source {
+        Source::Storage => repo.read_blobs_parallel(&node.content, readers, &mut put)?,
+        Source::Span { pack, start, data } => {
+            for id in &node.content {
+                let loc = repo.locate(id)?;
+                let from = u64::from(loc.blob.offset).wrapping_sub(*start) as usize;
+                let sealed = (loc.pack == *pack)
+                    .then(|| data.get(from..from.checked_add(loc.blob.length as usize)?))
+                    .flatten();
+                match sealed {
+                    Some(sealed) => put(&crate::pack::open_blob(
+                        repo.keys(),
+                        pack,
+                        &loc.blob,
+                        sealed,
+                    )?)?,
+                    // Not in the span (it was planned from this same index, so this does not
+                    // happen): read it on its own.
+                    None => repo.read_blobs(std::slice::from_ref(id), &mut put)?,
+                }
+            }
+        }
+    }
     match out {
         Out::Direct(w) => w.finish(),
         Out::Buffered(mut w) => w.flush(),
