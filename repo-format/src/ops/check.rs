@@ -230,19 +230,14 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
             }
         }
     }
-    let threads = crate::parallel::threads_for(ctx.storage.connections());
+    // Packs are read once, with direct reads on local storage (around the page cache), so a
+    // thread waits for the disk while it reads: one thread more than the cores keeps them busy.
+    let threads = crate::parallel::threads_for(ctx.storage.connections())
+        + usize::from(ctx.storage.prefetches());
     let (storage, keys) = (ctx.storage, ctx.keys);
-    // Packs are taken in order: while one is read, the one a thread takes next is read ahead
-    // (packs are written around the page cache, so a fresh one comes from the disk).
-    let to_read: Vec<&(PackId, u64)> = work.iter().filter(|(p, _)| selected.contains(p)).collect();
-    let reads_started = std::sync::atomic::AtomicUsize::new(0);
     let findings = crate::parallel::map(&work, threads, cancel, |(pack_id, size)| {
         let blobs = &expected[pack_id];
         if selected.contains(pack_id) {
-            let n = reads_started.fetch_add(1, Ordering::Relaxed);
-            if let Some((ahead, ahead_size)) = to_read.get(n + threads) {
-                storage.prefetch(&pack::pack_key(ahead), 0..*ahead_size);
-            }
             read_pack(storage, keys, &index, pack_id, *size, blobs)
         } else {
             let mut found = PackFindings::default();
@@ -437,7 +432,7 @@ fn read_pack(
     let mut found = PackFindings::default();
     let key = pack::pack_key(id);
     // Into this thread's reused buffer: no fresh pages per pack.
-    let read = storage.with_range("pack", &key, 0..size, |bytes| {
+    let read = storage.with_range_direct("pack", &key, 0..size, |bytes| {
         verify_pack(keys, index, id, &key, bytes, expected, &mut found);
         Ok(())
     });

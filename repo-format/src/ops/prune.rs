@@ -599,21 +599,27 @@ fn pass(
                 blob_runs(blobs).into_iter().map(move |run| (*pack_id, run))
             })
             .collect();
+        // Runs of 256 KiB or more are read directly (around the page cache: read once); the
+        // smaller ones are asked for ahead.
         for (pack_id, run) in &runs {
             let (start, end) = run_span(run);
-            storage.prefetch(&pack::pack_key(pack_id), start..end);
+            if end - start < crate::direct::WORTH_IT as u64 {
+                storage.prefetch(&pack::pack_key(pack_id), start..end);
+            }
         }
         let writer = BlobWriter::new(repo, storage.connections(), cancel.clone())?;
         // Several runs are read and verified at once; the writer takes blobs from any thread.
+        // One thread more than the cores where direct reads wait for the disk.
         let stop = AtomicBool::new(false);
-        let threads = crate::parallel::threads_for(storage.connections());
+        let threads =
+            crate::parallel::threads_for(storage.connections()) + usize::from(storage.prefetches());
         let results = crate::parallel::map(&runs, threads, &stop, |(pack_id, run)| {
             let result = (|| {
                 if cancel.load(Ordering::SeqCst) {
                     return Err(Error::Interrupted);
                 }
                 let (start, end) = run_span(run);
-                storage.with_range("pack", &pack::pack_key(pack_id), start..end, |bytes| {
+                storage.with_range_direct("pack", &pack::pack_key(pack_id), start..end, |bytes| {
                     for blob in run {
                         let from = (u64::from(blob.offset) - start) as usize;
                         let sealed = &bytes[from..from + blob.length as usize];
