@@ -123,7 +123,8 @@ impl Repository {
 
     /// Opens an existing repository without loading its index (the handle's index is empty).
     /// For `check`, which reads every index file itself so that a damaged one is reported
-    /// with everything else instead of stopping the check.
+    /// with everything else instead of stopping the check, and for `forget` and `prune`
+    /// (prune loads the index itself, after listing the snapshots).
     pub fn open_without_index(storage: Storage, password: &[u8]) -> Result<Repository> {
         Repository::open_inner(storage, password, false)
     }

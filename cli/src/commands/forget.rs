@@ -119,7 +119,9 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         (None, Some(keys)) => parse_group_by(&keys).map_err(crate::exit::usage)?,
         (None, None) => GroupBy::default(),
     };
-    let repo = super::open_repo(ctx)?;
+    // Forget needs only the snapshots, and prune loads the index itself after listing them
+    // (the order its safety argument needs): loading it at open as well only cost time.
+    let repo = super::open_repo_with(ctx, coffer_repo::Repository::open_without_index)?;
     let report = op::forget(
         &repo,
         &ForgetOptions {

@@ -68,7 +68,9 @@ pub fn options(ctx: &Context_, flags: &PruneFlags, dry_run: bool) -> PruneOption
 }
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
-    let repo = super::open_repo(ctx)?;
+    // Forget needs only the snapshots, and prune loads the index itself after listing them
+    // (the order its safety argument needs): loading it at open as well only cost time.
+    let repo = super::open_repo_with(ctx, coffer_repo::Repository::open_without_index)?;
     let report = op::prune(&repo, &options(ctx, &args.flags, args.dry_run))?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
