@@ -12,6 +12,15 @@ pub fn threads_for(connections: usize) -> usize {
     cores.max(connections).clamp(1, 16)
 }
 
+/// As [`threads_for`], for an operation that reads every byte once through
+/// [`Storage::with_range_direct`]: one thread more where those reads wait for the disk, so that
+/// the cores stay busy meanwhile.
+///
+/// [`Storage::with_range_direct`]: crate::storage::Storage::with_range_direct
+pub fn threads_for_reading(storage: &crate::storage::Storage) -> usize {
+    threads_for(storage.connections()) + usize::from(storage.reads_directly())
+}
+
 /// Applies `f` to every item with `threads` threads and returns the results in item order.
 /// Once `stop` is set (by the caller, or by `f` through it) no new item is started; the results
 /// of items never started are `None`.

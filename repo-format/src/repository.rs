@@ -212,17 +212,11 @@ impl Repository {
         })
     }
 
-    /// Asks storage to start reading the blobs `ids` into memory (see [`Storage::prefetch`]):
-    /// blobs back to back in one pack become one range. Blobs missing from the index are
-    /// skipped; the read that follows reports them.
-    pub fn prefetch_blobs(&self, ids: &[BlobId]) {
-        self.prefetch_blob_lists(std::iter::once(ids));
-    }
-
-    /// As [`Self::prefetch_blobs`] for the blobs of several files at once: their ranges are
-    /// sorted by pack and offset, and ranges of one pack less than 64 KiB apart are asked for
-    /// as one (the files of one directory usually lie back to back in a pack, so this makes
-    /// one large read of what would be dozens of small ones).
+    /// Asks storage to start reading the blobs of several files into memory (see
+    /// [`Storage::prefetch`]): their ranges are sorted by pack and offset, and ranges of one
+    /// pack less than 64 KiB apart are asked for as one (the files of one directory usually lie
+    /// back to back in a pack, so this makes one large read of what would be dozens of small
+    /// ones). Blobs missing from the index are skipped; the read that follows reports them.
     pub fn prefetch_blob_lists<'a>(&self, lists: impl IntoIterator<Item = &'a [BlobId]>) {
         const GAP: u64 = 64 << 10;
         if !self.storage.prefetches() {

@@ -108,6 +108,11 @@ type Listings = HashMap<String, Vec<(String, u64)>>;
 /// How many pack files a local store keeps open between reads.
 const OPEN_PACKS: usize = 32;
 
+/// Local reads of at most this many bytes go into a buffer the thread keeps for its next read
+/// (a whole pack, 16 MiB and a little more by default, fits); larger ones get a buffer of
+/// their own.
+const KEPT_READ_BUFFER: u64 = 32 << 20;
+
 /// Pack files a local store keeps open for reading, the most recently used last, so that a
 /// restore of thousands of small files opens each pack once instead of once per file (an
 /// `openat` and a `close` each: 4% of a restore's CPU). Packs never change once written (their
@@ -643,14 +648,11 @@ impl Storage {
         thread_local! {
             static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        /// Buffers above this are not kept between reads (a whole pack, 16 MiB and a little
-        /// more by default, is kept).
-        const KEEP: usize = 32 << 20;
         let Some(root) = &self.local_root else {
             return f(&self.get_range(what, key, range)?);
         };
         let want = range.end.saturating_sub(range.start);
-        if want > KEEP as u64 {
+        if want > KEPT_READ_BUFFER {
             return f(&self.read_local(what, key, root, Some(range))?);
         }
         BUFFER.with(|cell| match cell.try_borrow_mut() {
@@ -680,47 +682,33 @@ impl Storage {
         f: impl FnOnce(&[u8]) -> Result<R>,
     ) -> Result<R> {
         use std::sync::atomic::Ordering;
-        const MAX: u64 = 32 << 20;
         let len = range.end.saturating_sub(range.start);
         let (Some(root), true) = (&self.local_root, key.starts_with("data/")) else {
             return self.with_range(what, key, range, f);
         };
-        if len < crate::direct::WORTH_IT as u64
-            || len > MAX
-            || !self.direct_reads.load(Ordering::Relaxed)
+        if len < crate::direct::WORTH_IT as u64 || len > KEPT_READ_BUFFER || !self.reads_directly()
         {
             return self.with_range(what, key, range, f);
         }
-        let file = match self.direct_packs.get(key) {
-            Some(file) => file,
-            None => match crate::direct::open_for_direct_reads(&root.join(key)) {
-                Ok(file) => {
-                    let file = Arc::new(file);
-                    self.direct_packs.put(key, file.clone());
-                    file
+        let file = match kept_open(
+            &self.direct_packs,
+            root,
+            key,
+            crate::direct::open_for_direct_reads,
+        ) {
+            Ok(file) => file,
+            // Missing, refused or anything else: the ordinary read names the problem.
+            Err(e) => {
+                if e.raw_os_error() == Some(nix::libc::EINVAL) {
+                    self.direct_reads.store(false, Ordering::Relaxed);
                 }
-                // Missing, refused or anything else: the ordinary read names the problem.
-                Err(e) => {
-                    if e.raw_os_error() == Some(nix::libc::EINVAL) {
-                        self.direct_reads.store(false, Ordering::Relaxed);
-                    }
-                    return self.with_range(what, key, range, f);
-                }
-            },
+                return self.with_range(what, key, range, f);
+            }
         };
         let mut f = Some(f);
         let read = crate::direct::read_direct(&file, range.start, len as usize, |bytes| {
             if bytes.len() as u64 != len {
-                return Err(Error::corrupt(
-                    what,
-                    key,
-                    format!(
-                        "shorter than expected (read {} bytes of range {}..{})",
-                        bytes.len(),
-                        range.start,
-                        range.end
-                    ),
-                ));
+                return Err(short_read(what, key, bytes.len(), &range));
             }
             match f.take() {
                 Some(f) => f(bytes),
@@ -810,27 +798,25 @@ impl Storage {
         key: &str,
         root: &std::path::Path,
     ) -> Result<Arc<std::fs::File>> {
-        let is_pack = key.starts_with("data/");
-        if is_pack {
-            if let Some(file) = self.open_packs.get(key) {
-                return Ok(file);
-            }
-        }
-        let path = root.join(key);
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => Arc::new(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::Missing {
-                    what,
-                    id: key.to_string(),
-                })
-            }
-            Err(e) => return Err(Error::io("reading", path, e)),
+        let opened = if key.starts_with("data/") {
+            kept_open(&self.open_packs, root, key, |p| std::fs::File::open(p))
+        } else {
+            std::fs::File::open(root.join(key)).map(Arc::new)
         };
-        if is_pack {
-            self.open_packs.put(key, file.clone());
-        }
-        Ok(file)
+        opened.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Missing {
+                what,
+                id: key.to_string(),
+            },
+            _ => Error::io("reading", root.join(key), e),
+        })
+    }
+
+    /// Whether large local reads of packs bypass the page cache ([`Self::with_range_direct`]):
+    /// a local directory whose file system has not refused a direct read. Such reads wait for
+    /// the disk, so the read-side operations run one thread more than the cores then.
+    pub fn reads_directly(&self) -> bool {
+        self.local_root.is_some() && self.direct_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn map_read_err(&self, what: &'static str, key: &str, e: object_store::Error) -> Error {
@@ -1070,6 +1056,34 @@ fn ignore_unsupported(result: std::io::Result<()>) -> std::io::Result<()> {
     }
 }
 
+/// The pack file `key` below `root` from `kept`, or opened with `open` and kept.
+fn kept_open(
+    kept: &OpenPacks,
+    root: &std::path::Path,
+    key: &str,
+    open: impl FnOnce(&std::path::Path) -> std::io::Result<std::fs::File>,
+) -> std::io::Result<Arc<std::fs::File>> {
+    if let Some(file) = kept.get(key) {
+        return Ok(file);
+    }
+    let file = Arc::new(open(&root.join(key))?);
+    kept.put(key, file.clone());
+    Ok(file)
+}
+
+/// A read of `range` of `key` that found only `got` bytes: the object is shorter than the
+/// index says.
+fn short_read(what: &'static str, key: &str, got: usize, range: &Range<u64>) -> Error {
+    Error::corrupt(
+        what,
+        key,
+        format!(
+            "shorter than expected (read {got} bytes of range {}..{})",
+            range.start, range.end
+        ),
+    )
+}
+
 /// Fills `buf` from `offset` of `file`; running out of bytes means the object is shorter than
 /// the index says.
 fn read_exact_at(
@@ -1085,14 +1099,11 @@ fn read_exact_at(
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {
             Ok(0) => {
-                return Err(Error::corrupt(
+                return Err(short_read(
                     what,
                     key,
-                    format!(
-                        "shorter than expected (read {done} bytes of range {}..{})",
-                        offset,
-                        offset + buf.len() as u64
-                    ),
+                    done,
+                    &(offset..offset + buf.len() as u64),
                 ))
             }
             Ok(n) => done += n,
@@ -1185,6 +1196,57 @@ mod tests {
             &storage.get_range("pack", &last, 0..9).unwrap()[..],
             b"rewritten"
         );
+    }
+
+    #[test]
+    fn direct_range_reads_return_the_bytes_and_name_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path().to_str().unwrap(), OpenMode::Create).unwrap();
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 253) as u8).collect();
+        storage
+            .put_new("data/aa/pack", Bytes::from(body.clone()))
+            .unwrap();
+        let read = |range: Range<u64>| {
+            storage.with_range_direct("pack", "data/aa/pack", range, |b| Ok(b.to_vec()))
+        };
+        // Large unaligned ranges (direct where the file system allows), a small one (ordinary).
+        for (a, b) in [
+            (1u64, 300_001u64),
+            (4096, 2_000_000),
+            (2_999_000 - 300_000, 2_999_000),
+            (10, 20),
+        ] {
+            assert_eq!(
+                read(a..b).unwrap(),
+                &body[a as usize..b as usize],
+                "{a}..{b}"
+            );
+        }
+        // Past the end: the pack is shorter than the index says, an error naming it.
+        let err = read(2_900_000..3_300_000).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { .. })
+                && err.to_string().contains("shorter than expected"),
+            "{err}"
+        );
+        // Truncated after being kept open: still an error, not a panic or stale bytes.
+        read(0..400_000).unwrap();
+        let path = dir.path().join("data/aa/pack");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(100_000)
+            .unwrap();
+        assert!(read(0..400_000).is_err());
+        // Deleted through the handle: missing, not read from the kept descriptor.
+        storage.delete("data/aa/pack").unwrap();
+        assert!(matches!(
+            read(0..400_000),
+            Err(Error::Missing { what: "pack", .. })
+        ));
     }
 
     #[test]

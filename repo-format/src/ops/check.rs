@@ -232,8 +232,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     }
     // Packs are read once, with direct reads on local storage (around the page cache), so a
     // thread waits for the disk while it reads: one thread more than the cores keeps them busy.
-    let threads = crate::parallel::threads_for(ctx.storage.connections())
-        + usize::from(ctx.storage.prefetches());
+    let threads = crate::parallel::threads_for_reading(ctx.storage);
     let (storage, keys) = (ctx.storage, ctx.keys);
     let findings = crate::parallel::map(&work, threads, cancel, |(pack_id, size)| {
         let blobs = &expected[pack_id];

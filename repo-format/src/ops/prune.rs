@@ -611,8 +611,7 @@ fn pass(
         // Several runs are read and verified at once; the writer takes blobs from any thread.
         // One thread more than the cores where direct reads wait for the disk.
         let stop = AtomicBool::new(false);
-        let threads =
-            crate::parallel::threads_for(storage.connections()) + usize::from(storage.prefetches());
+        let threads = crate::parallel::threads_for_reading(storage);
         let results = crate::parallel::map(&runs, threads, &stop, |(pack_id, run)| {
             let result = (|| {
                 if cancel.load(Ordering::SeqCst) {
