@@ -14,6 +14,8 @@
 //!
 //! Secrets zeroize on drop and print as `<redacted>`; tags and ids compare in constant time.
 
+mod kdf_memory;
+
 use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -326,10 +328,12 @@ pub fn derive_key(
     salt: &[u8; SALT_LEN],
     params: KdfParams,
 ) -> Result<SecretKey, CryptoError> {
-    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.to_argon2()?);
+    let params = params.to_argon2()?;
+    let mut memory = kdf_memory::KdfMemory::new(params.block_count());
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     let mut key = SecretKey([0; KEY_LEN]);
     argon
-        .hash_password_into(password, salt, &mut key.0)
+        .hash_password_into_with_memory(password, salt, &mut key.0, memory.blocks())
         .map_err(|e| CryptoError::KdfParams(e.to_string()))?;
     Ok(key)
 }
