@@ -202,19 +202,7 @@ pub fn open_blob(
 ) -> Result<Vec<u8>> {
     let what = "blob";
     let name = || format!("{} in pack {}", blob.id, pack);
-    if blob.raw_length > MAX_BLOB_SIZE {
-        return Err(Error::corrupt(
-            what,
-            name(),
-            format!("raw length {} exceeds the maximum", blob.raw_length),
-        ));
-    }
-    let payload = keys
-        .open(
-            &blob_aad(blob.kind, blob.compression, &blob.id),
-            sealed_bytes,
-        )
-        .map_err(|e| Error::corrupt(what, name(), e))?;
+    let payload = open_payload(keys, pack, blob, sealed_bytes)?;
     let plaintext = match blob.compression {
         Compression::None => payload,
         Compression::Zstd => decompress(&payload, blob.raw_length as usize)
@@ -240,6 +228,53 @@ pub fn open_blob(
         ));
     }
     Ok(plaintext)
+}
+
+/// Checks that `sealed_bytes` are exactly what was sealed for `blob` (its kind, compression and
+/// id are the associated data of the seal), without decompressing or hashing the content: what
+/// prune needs before it moves the bytes, unchanged, to another pack. Whether the content
+/// matches its id is checked where it is decoded (restore, `check --read-data`).
+pub fn authenticate_blob(
+    keys: &MasterKeys,
+    pack: &PackId,
+    blob: &PackedBlob,
+    sealed_bytes: &[u8],
+) -> Result<()> {
+    let payload = open_payload(keys, pack, blob, sealed_bytes)?;
+    if blob.compression == Compression::None && payload.len() != blob.raw_length as usize {
+        return Err(Error::corrupt(
+            "blob",
+            format!("{} in pack {}", blob.id, pack),
+            format!(
+                "holds {} bytes, expected {}",
+                payload.len(),
+                blob.raw_length
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Opens the seal of a blob: its (possibly compressed) payload.
+fn open_payload(
+    keys: &MasterKeys,
+    pack: &PackId,
+    blob: &PackedBlob,
+    sealed_bytes: &[u8],
+) -> Result<Vec<u8>> {
+    let name = || format!("{} in pack {}", blob.id, pack);
+    if blob.raw_length > MAX_BLOB_SIZE {
+        return Err(Error::corrupt(
+            "blob",
+            name(),
+            format!("raw length {} exceeds the maximum", blob.raw_length),
+        ));
+    }
+    keys.open(
+        &blob_aad(blob.kind, blob.compression, &blob.id),
+        sealed_bytes,
+    )
+    .map_err(|e| Error::corrupt("blob", name(), e))
 }
 
 /// Accumulates sealed blobs into one pack.
@@ -525,5 +560,51 @@ mod tests {
         let n = bad_len.len();
         bad_len[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(parse_pack(&keys, &pack.id, &bad_len).is_err());
+    }
+
+    /// What prune checks before it moves a blob: any changed byte, a blob presented under
+    /// another id, kind or compression, or a stored length that disagrees, is refused.
+    #[test]
+    fn authentication_refuses_every_change_to_a_sealed_blob() {
+        let keys = MasterKeys::generate().unwrap();
+        let mut random = vec![0u8; 5000];
+        coffer_crypto::random_fill(&mut random).unwrap();
+        let pack = build(&keys, &[b"compressible ".repeat(200), random]);
+        let sealed =
+            |e: &PackedBlob| &pack.bytes[e.offset as usize..(e.offset + e.length) as usize];
+        for entry in &pack.blobs {
+            authenticate_blob(&keys, &pack.id, entry, sealed(entry)).unwrap();
+            for at in [0, entry.length as usize / 2, entry.length as usize - 1] {
+                let mut bytes = sealed(entry).to_vec();
+                bytes[at] ^= 1;
+                let err = authenticate_blob(&keys, &pack.id, entry, &bytes)
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(&entry.id.to_hex()), "{err}");
+            }
+            assert!(authenticate_blob(&keys, &pack.id, entry, &sealed(entry)[1..]).is_err());
+            let mut kind = *entry;
+            kind.kind = BlobKind::Tree;
+            assert!(authenticate_blob(&keys, &pack.id, &kind, sealed(entry)).is_err());
+            let mut compression = *entry;
+            compression.compression = match entry.compression {
+                Compression::None => Compression::Zstd,
+                Compression::Zstd => Compression::None,
+            };
+            assert!(authenticate_blob(&keys, &pack.id, &compression, sealed(entry)).is_err());
+        }
+        let (first, second) = (pack.blobs[0], pack.blobs[1]);
+        assert_eq!(first.compression, Compression::Zstd);
+        assert_eq!(second.compression, Compression::None);
+        let mut other_id = second;
+        other_id.id = first.id;
+        assert!(authenticate_blob(&keys, &pack.id, &other_id, sealed(&second)).is_err());
+        // An uncompressed blob's payload is its content: the index's length must agree.
+        let mut longer = second;
+        longer.raw_length += 1;
+        let err = authenticate_blob(&keys, &pack.id, &longer, sealed(&second))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected 5001"), "{err}");
     }
 }

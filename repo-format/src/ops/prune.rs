@@ -111,14 +111,14 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
         ..PruneReport::default()
     };
     if options.dry_run {
-        pass(repo, None, options, &mut report)?;
+        pass(repo, None, options, &mut report, None)?;
         return Ok(report);
     }
     let lease = Lease::acquire(repo.storage(), repo.keys(), options.lease.clone())?;
-    let wrote_plan = pass(repo, Some(&lease), options, &mut report)?;
+    let (wrote_plan, reachable) = pass(repo, Some(&lease), options, &mut report, None)?;
     if wrote_plan && options.grace.is_zero() {
         let mut second = PruneReport::default();
-        pass(repo, Some(&lease), options, &mut second)?;
+        pass(repo, Some(&lease), options, &mut second, reachable.as_ref())?;
         report.packs_reindexed += second.packs_reindexed;
         report.packs_deleted += second.packs_deleted;
         report.index_files_deleted += second.index_files_deleted;
@@ -250,6 +250,10 @@ impl Marks {
     fn get(&self, i: usize) -> bool {
         self.0[i / 64] & (1u64 << (i % 64)) != 0
     }
+    /// How many bits are set.
+    fn count(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
 }
 
 /// Reads a tree through `index` (which may differ from the repository's, loaded before the
@@ -342,6 +346,64 @@ fn mark(
     Ok(marks)
 }
 
+/// What one pass found reachable, for the pass that follows it: the snapshots (id and root
+/// tree, sorted) and every blob reachable from them (sorted). Trees never change (a tree's id is
+/// the hash of its content), so from the same snapshots the same blobs are reachable, and the
+/// next pass need not read the trees again; it still looks every one of them up in the index
+/// it loads, and refuses to go on if one is missing.
+struct Reachable {
+    roots: Vec<(crate::id::SnapshotId, crate::id::BlobId)>,
+    blobs: Vec<crate::id::BlobId>,
+}
+
+impl Reachable {
+    /// Kept for the next pass only up to this many blobs (32 MiB of ids); beyond that the next
+    /// pass reads the trees again rather than hold the ids beside the index.
+    const MAX_BLOBS: usize = 1 << 20;
+
+    /// The blobs marked in `index`, if there are few enough to keep.
+    fn collect(
+        mut roots: Vec<(crate::id::SnapshotId, crate::id::BlobId)>,
+        index: &MasterIndex,
+        marks: &Marks,
+    ) -> Option<Reachable> {
+        let count = marks.count();
+        if count > Self::MAX_BLOBS {
+            return None;
+        }
+        roots.sort();
+        let mut blobs = Vec::with_capacity(count);
+        blobs.extend(
+            index
+                .iter()
+                .enumerate()
+                .filter(|(pos, _)| marks.get(*pos))
+                .map(|(_, (loc, _))| loc.blob.id),
+        );
+        Some(Reachable { roots, blobs })
+    }
+
+    /// Marks the same blobs in `index` (which may differ from the one they were found in);
+    /// refuses if one is in no index.
+    fn mark(&self, index: &MasterIndex, cancel: &AtomicBool) -> Result<Marks> {
+        let mut marks = Marks::new(index.len());
+        for (n, blob) in self.blobs.iter().enumerate() {
+            if n % 4096 == 0 && cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let pos = index.position(blob).ok_or_else(|| Error::Missing {
+                what: "blob",
+                id: format!(
+                    "{blob} (reachable from a snapshot, not in any index); prune refuses to run \
+                     on a damaged repository: run `coffer check`"
+                ),
+            })?;
+            marks.set(pos);
+        }
+        Ok(marks)
+    }
+}
+
 #[derive(Default, Clone, Copy)]
 struct PackUse {
     used_blobs: u64,
@@ -354,13 +416,16 @@ enum Fate {
     Condemn(&'static str),
 }
 
-/// One pass; returns whether it wrote a deletion plan.
+/// One pass; returns whether it wrote a deletion plan and, when it did and a second pass
+/// follows (zero grace), what it found reachable. `before` is what the pass before found: if
+/// the snapshots are the same, their blobs are marked without reading the trees again.
 fn pass(
     repo: &Repository,
     lease: Option<&Lease>,
     options: &PruneOptions,
     report: &mut PruneReport,
-) -> Result<bool> {
+    before: Option<&Reachable>,
+) -> Result<(bool, Option<Reachable>)> {
     let storage = repo.storage();
     let keys = repo.keys();
     let cancel = &options.cancel;
@@ -374,7 +439,15 @@ fn pass(
     let present: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     report.packs = present.len();
     report.pack_bytes = present.values().sum();
-    let marks = mark(storage, keys, index, &roots, cancel)?;
+    let same_snapshots = before.filter(|b| {
+        let mut now = roots.clone();
+        now.sort();
+        b.roots == now
+    });
+    let marks = match same_snapshots {
+        Some(b) => b.mark(index, cancel)?,
+        None => mark(storage, keys, index, &roots, cancel)?,
+    };
 
     // Per-pack use, counting each blob once, in the copy the index chose.
     let mut usage: HashMap<PackId, PackUse> = HashMap::new();
@@ -570,7 +643,7 @@ fn pass(
         report.packs_deleted = delete_packs.len();
         report.index_files_deleted = delete_files.len();
         report.plans_carried_out = due_keys.len();
-        return Ok(false);
+        return Ok((false, None));
     }
     if cancel.load(Ordering::SeqCst) {
         return Err(Error::Interrupted);
@@ -608,7 +681,7 @@ fn pass(
             }
         }
         let writer = BlobWriter::new(repo, storage.connections(), cancel.clone())?;
-        // Several runs are read and verified at once; the writer takes blobs from any thread.
+        // Several runs are read and authenticated at once; the writer takes blobs from any thread.
         // One thread more than the cores where direct reads wait for the disk.
         let stop = AtomicBool::new(false);
         let threads = crate::parallel::threads_for_reading(storage);
@@ -622,10 +695,10 @@ fn pass(
                     for blob in run {
                         let from = (u64::from(blob.offset) - start) as usize;
                         let sealed = &bytes[from..from + blob.length as usize];
-                        // Verified in full (tag, length, id), then moved as it is: sealed bytes
-                        // do not depend on their pack, so nothing is decompressed or
-                        // compressed again.
-                        pack::open_blob(keys, pack_id, blob, sealed)?;
+                        // Authenticated (every byte as sealed for this id, kind and
+                        // compression), then moved as it is: sealed bytes do not depend on
+                        // their pack, so nothing is decompressed, hashed or compressed again.
+                        pack::authenticate_blob(keys, pack_id, blob, sealed)?;
                         writer.store_sealed(SealedBlob {
                             kind: blob.kind,
                             compression: blob.compression,
@@ -712,12 +785,21 @@ fn pass(
         .save(storage, keys)?;
     }
 
-    // Step 6: delete what the due plans condemned, checking the lease before each deletion.
-    for (pack, _, _) in &delete_packs {
-        check()?;
-        storage.delete(&pack::pack_key(pack))?;
-        report.packs_deleted += 1;
+    // Step 6: delete what the due plans condemned, checking the lease before each deletion:
+    // the packs, several at once, then the index files, then the plans carried out.
+    let stop = AtomicBool::new(false);
+    let threads = crate::parallel::threads_for(storage.connections());
+    let deleted = crate::parallel::map(&delete_packs, threads, &stop, |(pack, _, _)| {
+        let result = check().and_then(|()| storage.delete(&pack::pack_key(pack)));
+        if result.is_err() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        result
+    });
+    if let Some(e) = deleted.into_iter().flatten().find_map(|r| r.err()) {
+        return Err(e);
     }
+    report.packs_deleted += delete_packs.len();
     for file in &delete_files {
         check()?;
         storage.delete(&format!("index/{file}"))?;
@@ -728,7 +810,12 @@ fn pass(
         storage.delete(key)?;
         report.plans_carried_out += 1;
     }
-    Ok(wrote_plan)
+    let reachable = if wrote_plan && options.grace.is_zero() {
+        Reachable::collect(roots, index, &marks)
+    } else {
+        None
+    };
+    Ok((wrote_plan, reachable))
 }
 
 #[cfg(test)]
@@ -877,6 +964,66 @@ mod tests {
         );
         assert_eq!(runs.iter().map(Vec::len).sum::<usize>(), 6);
         assert!(blob_runs(Vec::new()).is_empty());
+    }
+
+    /// The second pass of a zero-grace prune marks what the first found reachable in the
+    /// index it loads itself, where positions differ, and refuses if a blob has gone missing.
+    #[test]
+    fn the_reachable_blobs_of_one_pass_are_marked_in_the_next_passs_index() {
+        let blob = |n: u8| PackedBlob {
+            kind: BlobKind::Data,
+            compression: crate::pack::Compression::None,
+            id: crate::id::BlobId([n; 32]),
+            offset: u32::from(n) * 10,
+            length: 10,
+            raw_length: 10,
+        };
+        let index_of = |packs: &[(u8, Vec<u8>)]| {
+            let mut index = MasterIndex::default();
+            for (pack, blobs) in packs {
+                let blobs: Vec<PackedBlob> = blobs.iter().map(|n| blob(*n)).collect();
+                index.add_pack(PackId([*pack; 32]), &blobs);
+            }
+            index.sort();
+            index
+        };
+        // First pass: blobs 1 to 6 in two packs; 2, 3 and 5 reachable.
+        let first = index_of(&[(1, vec![1, 2, 3]), (2, vec![4, 5, 6])]);
+        let mut marks = Marks::new(first.len());
+        for n in [2, 3, 5] {
+            marks.set(first.position(&blob(n).id).unwrap());
+        }
+        let roots = vec![(crate::id::SnapshotId([9; 32]), crate::id::BlobId([2; 32]))];
+        let reachable = Reachable::collect(roots.clone(), &first, &marks).unwrap();
+        assert_eq!(reachable.roots, roots);
+        assert_eq!(reachable.blobs.len(), 3);
+
+        // Second pass: 2 and 5 were repacked together with a new blob 0 in front of them;
+        // pack 1 is gone from the index, pack 2 stays.
+        let second = index_of(&[(3, vec![0, 2, 3, 5]), (2, vec![4, 5, 6])]);
+        let cancel = AtomicBool::new(false);
+        let marked = reachable.mark(&second, &cancel).unwrap();
+        let set: Vec<u8> = second
+            .iter()
+            .enumerate()
+            .filter(|(pos, _)| marked.get(*pos))
+            .map(|(_, (loc, _))| loc.blob.id.0[0])
+            .collect();
+        assert_eq!(set, vec![2, 3, 5]);
+        assert_eq!(marked.count(), 3);
+
+        // Blob 3 lost: refused, naming it.
+        let broken = index_of(&[(3, vec![0, 2, 5]), (2, vec![4, 6])]);
+        let err = reachable.mark(&broken, &cancel).err().unwrap().to_string();
+        assert!(
+            err.contains(&blob(3).id.to_hex()) && err.contains("not in any index"),
+            "{err}"
+        );
+        cancel.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            reachable.mark(&second, &cancel),
+            Err(Error::Interrupted)
+        ));
     }
 
     #[test]
