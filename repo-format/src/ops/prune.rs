@@ -19,7 +19,8 @@
 //! Every step can be interrupted; the next prune finishes the job. Why this is safe while
 //! backups run is argued in docs/maintenance.md. Memory: the index (about 52 bytes a blob), one
 //! bit a blob for the marks, a small record per pack, and while repacking one run of used
-//! neighbouring blobs (at most 8 MiB) per reading thread.
+//! neighbouring blobs (at most 8 MiB) per reading thread; with a zero grace period, the ids of
+//! the reachable blobs (32 bytes each, at most 2^20 of them) kept for the second pass.
 
 use crate::error::{Error, Result};
 use crate::id::{IndexId, PackId};
