@@ -7,7 +7,8 @@
 //! interrupted; an existing file replaced with --overwrite is written to a temporary name and
 //! renamed over it, so the old content stays whole until the new content is. Every blob is
 //! authenticated and checked against its id on the way. File contents are written by several
-//! threads (one per core, or one per connection for object stores), each file in order by one
+//! threads (one per core, or one per connection for object stores, plus one on local disk where
+//! reads bypass the page cache and wait for the device), each file in order by one
 //! thread, one directory's files at a time per thread; consecutive blobs of a file are fetched
 //! with one ranged read.
 
@@ -241,7 +242,8 @@ fn restore_files(
     batches.sort_by_key(|r| {
         std::cmp::Reverse(files[r.clone()].iter().map(|(_, n, _)| n.size).sum::<u64>())
     });
-    let threads = crate::parallel::threads_for(repo.storage().connections());
+    // One thread more than the cores where reads go directly to the disk and wait for it.
+    let threads = crate::parallel::threads_for_reading(repo.storage());
     let bytes = AtomicU64::new(0);
     let failed = Mutex::new(None);
     let stop = AtomicBool::new(false);
@@ -580,7 +582,8 @@ fn write_content(
     cancel: &AtomicBool,
 ) -> Result<u64> {
     let readers = if node.size >= PARALLEL_FROM {
-        (repo.storage().connections() / 2).clamp(2, 8)
+        let storage = repo.storage();
+        (storage.connections() / 2).clamp(2, 8) + usize::from(storage.reads_directly())
     } else {
         1
     };
