@@ -1,0 +1,162 @@
+//! Secrets and modes (issue 13, item 7): child processes never see Coffer's own `COFFER_*`
+//! variables (the repository password among them), local repositories are private to their
+//! owner (or to the group the owner chose), and credentials in an S3 endpoint URL never reach a
+//! message.
+
+use coffer_e2e::{Env, PgCluster};
+use std::path::Path;
+
+/// Variables every child must not see: the ones Coffer reads and any other of its prefix.
+const OWN: &[(&str, &str)] = &[
+    ("COFFER_FROM_PASSWORD", "from-password-do-not-leak"),
+    ("COFFER_SOMETHING_ELSE", "other-value-do-not-leak"),
+];
+
+/// The lines of an `env` listing.
+fn env_lines(listing: &str) -> Vec<&str> {
+    listing.lines().collect()
+}
+
+/// Panics unless `listing` (the output of `env` in a child) has no `COFFER_*` variable and
+/// none of the secret values, but has PATH and the given variable that must pass through.
+#[track_caller]
+fn assert_clean_child_env(what: &str, listing: &str, passes: &str) {
+    let lines = env_lines(listing);
+    assert!(
+        lines.iter().any(|l| l.starts_with("PATH=")),
+        "{what}: no PATH\n{listing}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(&format!("{passes}="))),
+        "{what}: no {passes}\n{listing}"
+    );
+    for line in &lines {
+        assert!(!line.starts_with("COFFER_"), "{what} saw {line}\n{listing}");
+    }
+    for secret in ["correct horse battery staple", OWN[0].1, OWN[1].1] {
+        assert!(!listing.contains(secret), "{what} saw {secret}\n{listing}");
+    }
+}
+
+/// Runs coffer in `env` with the extra `COFFER_*` variables and `KEEP_ME` set.
+fn run_with_own_variables(env: &Env, args: &[&str]) -> coffer_e2e::Run {
+    let mut cmd = env.cmd(args);
+    cmd.envs(OWN.iter().copied()).env("KEEP_ME", "kept");
+    let out = cmd.output().expect("spawn coffer");
+    coffer_e2e::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        raw_stdout: out.stdout,
+    }
+}
+
+#[test]
+fn stdin_commands_and_command_sources_see_no_coffer_variables() {
+    let env = Env::new();
+    env.init();
+    // `--stdin-from-command`: the child's environment is what it stores.
+    run_with_own_variables(
+        &env,
+        &["backup", "--stdin-from-command", "env.txt", "--", "env"],
+    )
+    .ok();
+    let stored = env.run(&["dump", "latest", "env.txt"]).ok().stdout;
+    assert_clean_child_env("--stdin-from-command", &stored, "KEEP_ME");
+
+    // A configured command source.
+    let config = env.path("coffer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{}\"\n[sources.envdump]\nkind = \"command\"\ncommand = [\"env\"]\nfile-name = \"env.txt\"\n",
+            env.repo
+        ),
+    )
+    .unwrap();
+    run_with_own_variables(&env, &["--config", config.to_str().unwrap(), "backup"]).ok();
+    let stored = env.run(&["dump", "latest", "/envdump/env.txt"]).ok().stdout;
+    assert_clean_child_env("command source", &stored, "KEEP_ME");
+}
+
+#[test]
+fn the_password_command_sees_no_coffer_variables() {
+    let env = Env::new();
+    env.init();
+    let log = env.path("password-command.env");
+    let mut cmd = env.cmd(&["snapshots"]);
+    cmd.env_remove("COFFER_PASSWORD")
+        .envs(OWN.iter().copied())
+        .env("KEEP_ME", "kept")
+        .env(
+            "COFFER_PASSWORD_COMMAND",
+            format!("env > '{}'; echo '{}'", log.display(), env.password),
+        );
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = std::fs::read_to_string(&log).unwrap();
+    assert_clean_child_env("password command", &listing, "KEEP_ME");
+}
+
+/// A command prefix (written to `script`) that writes its environment to `DIR/env.<pid>` and
+/// runs the rest.
+fn env_logging_prefix(script: &Path, dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(
+        script,
+        format!("#!/bin/sh\nenv > '{}/env.'$$\nexec \"$@\"\n", dir.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn postgres_programs_see_no_coffer_variables_but_their_pg_environment() {
+    let pg = PgCluster::start();
+    let mut env = Env::new();
+    env.extra_env = pg.env();
+    env.init();
+    pg.create_db("app");
+    pg.psql(
+        "app",
+        "CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2);",
+    );
+    let logs = env.path("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let prefix = env.path("log-env");
+    env_logging_prefix(&prefix, &logs);
+    let config = env.path("coffer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{}\"\n[sources.db]\nkind = \"postgres\"\ndatabase = \"app\"\ncommand-prefix = [\"{}\"]\n",
+            env.repo,
+            prefix.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    run_with_own_variables(&env, &["--config", config, "backup"]).ok();
+    // In-place restore of the database (pg_restore behind the prefix too).
+    run_with_own_variables(
+        &env,
+        &[
+            "--config", config, "restore", "latest", "--only", "db", "--force",
+        ],
+    )
+    .ok();
+    assert_eq!(pg.psql("app", "SELECT count(*) FROM t").trim(), "2");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&logs).unwrap() {
+        let path = entry.unwrap().path();
+        let listing = std::fs::read_to_string(&path).unwrap();
+        assert_clean_child_env(&path.display().to_string(), &listing, "PGHOST");
+        seen += 1;
+    }
+    // psql (the exporting session), pg_dump, pg_restore --list, and the restore's programs.
+    assert!(seen >= 4, "only {seen} programs ran behind the prefix");
+}
