@@ -160,3 +160,99 @@ fn postgres_programs_see_no_coffer_variables_but_their_pg_environment() {
     // psql (the exporting session), pg_dump, pg_restore --list, and the restore's programs.
     assert!(seen >= 4, "only {seen} programs ran behind the prefix");
 }
+
+/// Runs coffer as `env.cmd(args)` would, under `umask`.
+fn run_with_umask(env: &Env, umask: &str, args: &[&str]) -> std::process::Output {
+    let template = env.cmd(args);
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("umask {umask} && exec \"$@\""))
+        .arg("sh")
+        .arg(template.get_program())
+        .args(template.get_args())
+        .env_clear()
+        .stdin(std::process::Stdio::null());
+    for (name, value) in template.get_envs() {
+        if let Some(value) = value {
+            cmd.env(name, value);
+        }
+    }
+    let out = cmd.output().expect("spawn coffer");
+    assert!(
+        out.status.success(),
+        "coffer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every file and directory below `root` (the root itself included) with its permission bits.
+fn modes_below(root: &Path) -> Vec<(std::path::PathBuf, bool, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+        }
+        out.push((path, meta.is_dir(), meta.permissions().mode() & 0o7777));
+    }
+    out
+}
+
+/// init and a backup of a small tree under `umask`, then the repository's modes.
+fn init_and_back_up(env: &Env, umask: &str) -> Vec<(std::path::PathBuf, bool, u32)> {
+    let data = env.path("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("sub/a.txt"), "private").unwrap();
+    run_with_umask(
+        env,
+        umask,
+        &[
+            "init",
+            "--argon2-memory-kib",
+            "64",
+            "--argon2-iterations",
+            "1",
+        ],
+    );
+    run_with_umask(env, umask, &["backup", data.to_str().unwrap()]);
+    let modes = modes_below(Path::new(&env.repo));
+    let names: Vec<String> = modes
+        .iter()
+        .map(|(p, _, _)| p.display().to_string())
+        .collect();
+    for kind in ["/keys/", "/data/", "/index/", "/snapshots/", "/config"] {
+        assert!(
+            names.iter().any(|n| n.contains(kind)),
+            "no {kind}: {names:?}"
+        );
+    }
+    modes
+}
+
+#[test]
+fn a_new_local_repository_is_private_to_its_owner() {
+    let env = Env::new();
+    let modes = init_and_back_up(&env, "022");
+    for (path, is_dir, mode) in &modes {
+        let wanted = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, wanted, "{} is {mode:o}", path.display());
+    }
+}
+
+#[test]
+fn a_group_readable_repository_directory_gives_its_group_access() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    std::fs::create_dir(&env.repo).unwrap();
+    std::fs::set_permissions(&env.repo, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let modes = init_and_back_up(&env, "022");
+    for (path, is_dir, mode) in &modes {
+        let wanted = if *is_dir { 0o750 } else { 0o640 };
+        assert_eq!(*mode, wanted, "{} is {mode:o}", path.display());
+    }
+}

@@ -38,6 +38,7 @@ use object_store::{
 };
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,6 +101,39 @@ pub enum StoreKind {
     Memory,
     S3,
     Gcs,
+}
+
+/// The permissions of what Coffer creates in a local repository.
+///
+/// Key files are enough for an offline guessing attack on the password, so by default nothing
+/// is readable by anyone but the owner: files 0600, directories 0700. An owner who wants a
+/// group to read (or write) the repository sets the group bits on the repository's directory;
+/// new directories then get the same group bits and new files the group's read and write bits
+/// (a 0750 directory gives 0640 files and 0750 directories). Permissions for others are never
+/// given, and the process's umask still applies (restic behaves alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalModes {
+    /// Mode of new files.
+    pub file: u32,
+    /// Mode of new directories.
+    pub dir: u32,
+}
+
+impl LocalModes {
+    /// Owner only.
+    pub const PRIVATE: LocalModes = LocalModes {
+        file: 0o600,
+        dir: 0o700,
+    };
+
+    /// The modes for a repository whose root directory has permission bits `root_mode`.
+    pub fn for_root(root_mode: u32) -> LocalModes {
+        let group = root_mode & 0o070;
+        LocalModes {
+            file: LocalModes::PRIVATE.file | (group & 0o060),
+            dir: LocalModes::PRIVATE.dir | group,
+        }
+    }
 }
 
 /// Object keys and sizes under each listed directory.
@@ -177,6 +211,8 @@ pub struct Storage {
     /// For a local directory: its path, so reads go straight to the file system (one `pread`
     /// instead of a round trip through the I/O runtime's blocking pool).
     local_root: Option<PathBuf>,
+    /// For a local directory: the modes of the files and directories it creates.
+    local_modes: LocalModes,
     /// Local pack files kept open for reading.
     open_packs: Arc<OpenPacks>,
     /// The same, opened for direct reads ([`Self::with_range_direct`]).
@@ -332,6 +368,7 @@ impl Storage {
         secrets.retain(|s| s.len() >= 4);
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         let mut local_root = None;
+        let mut local_modes = LocalModes::PRIVATE;
         let (store, root): (Arc<dyn ObjectStore>, String) = match kind {
             StoreKind::Local => {
                 if let Some((key, _)) = store_options.first() {
@@ -341,7 +378,11 @@ impl Storage {
                 }
                 let path = std::path::Path::new(rest);
                 match mode {
-                    OpenMode::Create => std::fs::create_dir_all(path)
+                    // A directory that already exists keeps its mode: its owner chose it.
+                    OpenMode::Create => std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(LocalModes::PRIVATE.dir)
+                        .create(path)
                         .map_err(|e| Error::io("creating repository directory", path, e))?,
                     OpenMode::Existing => {
                         if !path.is_dir() {
@@ -354,10 +395,14 @@ impl Storage {
                 let store = object_store::local::LocalFileSystem::new_with_prefix(path)
                     .map_err(|e| config_err(e.to_string()))?
                     .with_automatic_cleanup(true);
-                local_root = Some(
-                    std::fs::canonicalize(path)
-                        .map_err(|e| Error::io("opening repository directory", path, e))?,
-                );
+                let root = std::fs::canonicalize(path)
+                    .map_err(|e| Error::io("opening repository directory", path, e))?;
+                let root_mode = std::fs::metadata(&root)
+                    .map_err(|e| Error::io("opening repository directory", path, e))?
+                    .permissions()
+                    .mode();
+                local_modes = LocalModes::for_root(root_mode);
+                local_root = Some(root);
                 (Arc::new(store), String::new())
             }
             StoreKind::S3 => {
@@ -422,6 +467,7 @@ impl Storage {
             },
             cache: None,
             local_root,
+            local_modes,
             open_packs: Arc::default(),
             direct_packs: Arc::default(),
             direct_reads: Arc::new(true.into()),
@@ -442,6 +488,7 @@ impl Storage {
             cache_root: None,
             cache: None,
             local_root: None,
+            local_modes: LocalModes::PRIVATE,
             open_packs: Arc::default(),
             direct_packs: Arc::default(),
             direct_reads: Arc::new(false.into()),
@@ -543,7 +590,7 @@ impl Storage {
     pub fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
         if let Some(root) = &self.local_root {
             let size = bytes.len() as u64;
-            put_local(root, key, &bytes)?;
+            put_local(root, self.local_modes, key, &bytes)?;
             self.note_put(key, size);
             return Ok(());
         }
@@ -1004,11 +1051,16 @@ pub mod conformance {
 /// disk, then linked under its name (which fails if the name exists: it then holds these bytes,
 /// since names are hashes) and the directory flushed, so that once this returns the object
 /// survives a power loss, and the index or snapshot written after it never names a lost pack.
-fn put_local(root: &std::path::Path, key: &str, bytes: &[u8]) -> Result<()> {
+/// Files and directories get `modes`.
+fn put_local(root: &std::path::Path, modes: LocalModes, key: &str, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let path = root.join(key);
     let dir = path.parent().unwrap_or(root);
-    if let Err(e) = std::fs::create_dir_all(dir) {
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(modes.dir)
+        .create(dir)
+    {
         return Err(Error::io("creating directory", dir, e));
     }
     let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -1022,6 +1074,7 @@ fn put_local(root: &std::path::Path, key: &str, bytes: &[u8]) -> Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(modes.file)
             .open(&tmp)?;
         if bytes.len() >= crate::direct::WORTH_IT {
             // Flushed to disk at once below: no use for a copy in the page cache.
@@ -1158,6 +1211,19 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(listed, ["data/ab/abcd"]);
+    }
+
+    #[test]
+    fn local_modes_take_the_group_bits_of_the_root_and_never_others() {
+        let m = |file, dir| LocalModes { file, dir };
+        assert_eq!(LocalModes::for_root(0o700), m(0o600, 0o700));
+        assert_eq!(LocalModes::for_root(0o750), m(0o640, 0o750));
+        assert_eq!(LocalModes::for_root(0o770), m(0o660, 0o770));
+        assert_eq!(LocalModes::for_root(0o2770), m(0o660, 0o770));
+        assert_eq!(LocalModes::for_root(0o755), m(0o640, 0o750));
+        assert_eq!(LocalModes::for_root(0o707), m(0o600, 0o700));
+        assert_eq!(LocalModes::for_root(0o777), m(0o660, 0o770));
+        assert_eq!(LocalModes::for_root(0o40710), m(0o600, 0o710));
     }
 
     #[test]
