@@ -256,3 +256,54 @@ fn a_group_readable_repository_directory_gives_its_group_access() {
         assert_eq!(*mode, wanted, "{} is {mode:o}", path.display());
     }
 }
+
+#[test]
+fn credentials_in_an_s3_endpoint_url_never_reach_a_message() {
+    // Nothing listens on the port: every request fails at once (no retries) with an error
+    // that names the URL.
+    let port = coffer_e2e::free_port();
+    let endpoint = format!("http://urluser:s3cr3t-in-url@127.0.0.1:{port}");
+    let base = [
+        ("AWS_ACCESS_KEY_ID", "AKIACOFFERTEST"),
+        ("AWS_SECRET_ACCESS_KEY", "not-the-url-secret"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let option = format!("endpoint={endpoint}");
+    let cases: Vec<(Vec<&str>, Option<&str>)> = vec![
+        (vec!["-o", &option], None),
+        (vec![], Some("AWS_ENDPOINT")),
+        (vec![], Some("AWS_ENDPOINT_URL")),
+    ];
+    for (options, variable) in cases {
+        for command in [
+            &["snapshots"][..],
+            &[
+                "init",
+                "--argon2-memory-kib",
+                "64",
+                "--argon2-iterations",
+                "1",
+            ][..],
+        ] {
+            let mut env = Env::new();
+            env.repo = "s3://bucket/repo".into();
+            env.extra_env = base
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            if let Some(variable) = variable {
+                env.extra_env.push((variable.into(), endpoint.clone()));
+            }
+            let mut args = options.clone();
+            args.extend(["-o", "max_retries=0"]);
+            args.extend_from_slice(command);
+            let run = env.run(&args).expect_code(1);
+            let all = format!("{}{}", run.stdout, run.stderr);
+            let what = format!("{args:?} with {variable:?}");
+            assert!(all.contains(&format!("127.0.0.1:{port}")), "{what}: {all}");
+            assert!(!all.contains("s3cr3t-in-url"), "{what}: {all}");
+            assert!(!all.contains("urluser"), "{what}: {all}");
+        }
+    }
+}

@@ -328,8 +328,10 @@ impl Storage {
     /// `gs://bucket/prefix`. Building an object-store client makes no request; the first
     /// request reports missing buckets or bad credentials.
     pub fn open_with(location: &str, mode: OpenMode, options: &StorageOptions) -> Result<Storage> {
+        // How the location appears in messages: a URL's user information is never shown.
+        let shown_location = scrub_url_credentials(location);
         let config_err = |reason: String| Error::StorageConfig {
-            location: location.to_string(),
+            location: shown_location.clone(),
             reason,
         };
         if location.is_empty() {
@@ -357,13 +359,20 @@ impl Storage {
             .filter(|(k, _)| is_secret_key(k))
             .map(|(_, v)| v.clone())
             .collect();
+        let store_env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("GOOGLE_"))
+            .collect();
         secrets.extend(
-            std::env::vars()
-                .filter(|(k, _)| {
-                    (k.starts_with("AWS_") || k.starts_with("GOOGLE_")) && is_secret_key(k)
-                })
-                .map(|(_, v)| v),
+            store_env
+                .iter()
+                .filter(|(k, _)| is_secret_key(k))
+                .map(|(_, v)| v.clone()),
         );
+        // A user name and password written into a URL (an `endpoint` option, `AWS_ENDPOINT`)
+        // are credentials too, wherever they turn up, not only inside the URL.
+        for (_, value) in options.options.iter().chain(&store_env) {
+            secrets.extend(url_credentials(value));
+        }
         // Short values would mangle every message; no real credential is that short.
         secrets.retain(|s| s.len() >= 4);
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -387,7 +396,7 @@ impl Storage {
                     OpenMode::Existing => {
                         if !path.is_dir() {
                             return Err(Error::NoRepository {
-                                location: location.to_string(),
+                                location: shown_location,
                             });
                         }
                     }
@@ -455,7 +464,7 @@ impl Storage {
             store,
             kind,
             root,
-            location: location.to_string(),
+            location: shown_location,
             runtime: runtime()?,
             connections: options.connections.unwrap_or(default_connections).max(1),
             secrets: Arc::new(secrets),
@@ -548,7 +557,8 @@ impl Storage {
         }
     }
 
-    /// `text` with every configured secret replaced by `<redacted>`.
+    /// `text` with every configured secret replaced by `<redacted>` and the user information
+    /// of every URL in it by `***`.
     pub fn scrub(&self, text: &str) -> String {
         scrub_with(&self.secrets, text)
     }
@@ -972,13 +982,69 @@ impl Storage {
 }
 
 fn scrub_with(secrets: &[String], text: &str) -> String {
-    let mut out = text.to_string();
+    let mut out = scrub_url_credentials(text);
     for secret in secrets {
         if out.contains(secret.as_str()) {
             out = out.replace(secret.as_str(), "<redacted>");
         }
     }
     out
+}
+
+/// Characters that end the authority part of a URL (`user:password@host:port`) in a message.
+/// Sub-delimiters (`!$&'()*+,;=`) may appear unencoded in a password, so they do not end it.
+fn ends_authority(c: char) -> bool {
+    matches!(
+        c,
+        '/' | '?' | '#' | '"' | '<' | '>' | '`' | '\\' | '{' | '}' | '|' | '^'
+    ) || c.is_whitespace()
+        || c.is_control()
+}
+
+/// `text` with the user information of every URL in it (`scheme://USER:PASSWORD@host...`)
+/// replaced by `***`: `http://***@127.0.0.1:9000/bucket`.
+pub fn scrub_url_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after.find(ends_authority).unwrap_or(after.len());
+        let (authority, tail) = after.split_at(end);
+        match authority.rfind('@') {
+            Some(user_end) => {
+                out.push_str("***");
+                out.push_str(&authority[user_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The user name and password written into the URLs in `value`, if any.
+fn url_credentials(value: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = value;
+    while let Some(at) = rest.find("://") {
+        let after = &rest[at + 3..];
+        let end = after.find(ends_authority).unwrap_or(after.len());
+        if let Some(user_end) = after[..end].rfind('@') {
+            let userinfo = &after[..user_end];
+            match userinfo.split_once(':') {
+                Some((user, password)) => {
+                    found.push(user.to_string());
+                    found.push(password.to_string());
+                }
+                None => found.push(userinfo.to_string()),
+            }
+        }
+        rest = &after[end..];
+    }
+    found.retain(|s| !s.is_empty());
+    found
 }
 
 /// The storage conformance suite: every store Coffer supports must pass it. Public so the
@@ -1408,6 +1474,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("s3:// and gs:// locations only"), "{err}");
+    }
+
+    #[test]
+    fn url_credentials_are_scrubbed_from_messages() {
+        let cases = [
+            (
+                "Error performing HEAD http://user:pa55word@127.0.0.1:9000/b/config in 1ms",
+                "Error performing HEAD http://***@127.0.0.1:9000/b/config in 1ms",
+            ),
+            ("https://key@host", "https://***@host"),
+            ("(http://u:p!$&'()*+,;=@h:1)", "(http://***@h:1)"),
+            ("http://u:p@[::1]:9000?x=1", "http://***@[::1]:9000?x=1"),
+            (
+                "a http://u:p@h/ and s3://k:s@b/p",
+                "a http://***@h/ and s3://***@b/p",
+            ),
+            ("\"http://u:p@h\"", "\"http://***@h\""),
+            // No user information, or an @ after the authority: unchanged.
+            ("http://127.0.0.1:9000/a@b", "http://127.0.0.1:9000/a@b"),
+            ("mail me at a@b.c", "mail me at a@b.c"),
+            ("/var/backups/app", "/var/backups/app"),
+            ("file:///srv/x@y", "file:///srv/x@y"),
+            ("ends with ://", "ends with ://"),
+            ("", ""),
+        ];
+        for (text, want) in cases {
+            assert_eq!(scrub_url_credentials(text), want, "{text}");
+        }
+        assert_eq!(
+            url_credentials("http://user:pa55word@h http://only@h http://h"),
+            ["user", "pa55word", "only"]
+        );
+    }
+
+    #[test]
+    fn endpoint_credentials_never_show_in_messages_or_debug_output() {
+        let endpoint = "http://urluser:pa55-in-url@127.0.0.1:9";
+        let s = Storage::open_with(
+            "s3://bucket/prefix",
+            OpenMode::Existing,
+            &opts(&[
+                ("endpoint", endpoint),
+                ("allow_http", "true"),
+                ("max_retries", "0"),
+            ]),
+        )
+        .unwrap();
+        for shown in [
+            format!("{s:?}"),
+            format!("{:?}", opts(&[("endpoint", endpoint)])),
+            s.scrub(&format!(
+                "failed: {endpoint}/x; user urluser, password pa55-in-url"
+            )),
+            s.list_uncached("snapshots").unwrap_err().to_string(),
+        ] {
+            assert!(!shown.contains("pa55-in-url"), "{shown}");
+            assert!(!shown.contains("urluser"), "{shown}");
+        }
+        // A location carrying user information is shown without it.
+        let err = Storage::open_with(
+            "s3://key:pa55-in-url@bucket/prefix",
+            OpenMode::Existing,
+            &opts(&[("no_such_option", "x")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("pa55-in-url"), "{err}");
+        assert!(err.contains("s3://***@bucket/prefix"), "{err}");
     }
 
     /// GCS can't be reached here (no emulator speaks its XML API), so the configuration mapping
