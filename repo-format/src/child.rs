@@ -31,6 +31,7 @@ fn command_without_own(
     program: impl AsRef<OsStr>,
     names: impl IntoIterator<Item = OsString>,
 ) -> Command {
+    #[allow(clippy::disallowed_methods)] // The one place allowed to (see clippy.toml).
     let mut command = Command::new(program);
     for name in names.into_iter().filter(|name| is_own_variable(name)) {
         command.env_remove(name);
