@@ -6,22 +6,18 @@
 use coffer_e2e::{Env, PgCluster};
 use std::path::Path;
 
-/// Variables every child must not see: the ones Coffer reads and any other of its prefix.
+/// Variables set for coffer besides `COFFER_REPO` and `COFFER_PASSWORD` (set by `Env::cmd`):
+/// one Coffer reads and one it does not; no child may see any of them.
 const OWN: &[(&str, &str)] = &[
     ("COFFER_FROM_PASSWORD", "from-password-do-not-leak"),
     ("COFFER_SOMETHING_ELSE", "other-value-do-not-leak"),
 ];
 
-/// The lines of an `env` listing.
-fn env_lines(listing: &str) -> Vec<&str> {
-    listing.lines().collect()
-}
-
 /// Panics unless `listing` (the output of `env` in a child) has no `COFFER_*` variable and
 /// none of the secret values, but has PATH and the given variable that must pass through.
 #[track_caller]
 fn assert_clean_child_env(what: &str, listing: &str, passes: &str) {
-    let lines = env_lines(listing);
+    let lines: Vec<&str> = listing.lines().collect();
     assert!(
         lines.iter().any(|l| l.starts_with("PATH=")),
         "{what}: no PATH\n{listing}"
