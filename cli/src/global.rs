@@ -136,7 +136,13 @@ impl std::fmt::Debug for GlobalArgs {
     /// Option values may be credentials: they are never shown.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GlobalArgs")
-            .field("repo", &self.repo)
+            .field(
+                "repo",
+                &self
+                    .repo
+                    .as_deref()
+                    .map(coffer_repo::storage::scrub_url_credentials),
+            )
             .field("password_file", &self.password_file)
             .field(
                 "password_command",

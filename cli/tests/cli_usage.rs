@@ -1,5 +1,7 @@
 //! The binary's own contract: help, version and usage errors with their documented exit codes.
 //! (Also makes `cargo test --workspace` build the `coffer` binary the end-to-end suite runs.)
+// These tests start coffer itself, which may be given COFFER_* variables on purpose.
+#![allow(clippy::disallowed_methods)]
 
 use std::process::Command;
 

@@ -6,6 +6,7 @@
 //! snapshot that refers to them, so whatever a reader finds is complete.
 
 pub mod cache;
+pub mod child;
 pub mod config;
 pub mod direct;
 pub mod error;

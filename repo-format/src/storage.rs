@@ -38,6 +38,7 @@ use object_store::{
 };
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,6 +101,39 @@ pub enum StoreKind {
     Memory,
     S3,
     Gcs,
+}
+
+/// The permissions of what Coffer creates in a local repository.
+///
+/// Key files are enough for an offline guessing attack on the password, so by default nothing
+/// is readable by anyone but the owner: files 0600, directories 0700. An owner who wants a
+/// group to read (or write) the repository sets the group bits on the repository's directory;
+/// new directories then get the same group bits and new files the group's read and write bits
+/// (a 0750 directory gives 0640 files and 0750 directories). Permissions for others are never
+/// given, and the process's umask still applies (restic behaves alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalModes {
+    /// Mode of new files.
+    pub file: u32,
+    /// Mode of new directories.
+    pub dir: u32,
+}
+
+impl LocalModes {
+    /// Owner only.
+    pub const PRIVATE: LocalModes = LocalModes {
+        file: 0o600,
+        dir: 0o700,
+    };
+
+    /// The modes for a repository whose root directory has permission bits `root_mode`.
+    pub fn for_root(root_mode: u32) -> LocalModes {
+        let group = root_mode & 0o070;
+        LocalModes {
+            file: LocalModes::PRIVATE.file | (group & 0o060),
+            dir: LocalModes::PRIVATE.dir | group,
+        }
+    }
 }
 
 /// Object keys and sizes under each listed directory.
@@ -177,6 +211,8 @@ pub struct Storage {
     /// For a local directory: its path, so reads go straight to the file system (one `pread`
     /// instead of a round trip through the I/O runtime's blocking pool).
     local_root: Option<PathBuf>,
+    /// For a local directory: the modes of the files and directories it creates.
+    local_modes: LocalModes,
     /// Local pack files kept open for reading.
     open_packs: Arc<OpenPacks>,
     /// The same, opened for direct reads ([`Self::with_range_direct`]).
@@ -292,8 +328,10 @@ impl Storage {
     /// `gs://bucket/prefix`. Building an object-store client makes no request; the first
     /// request reports missing buckets or bad credentials.
     pub fn open_with(location: &str, mode: OpenMode, options: &StorageOptions) -> Result<Storage> {
+        // How the location appears in messages: a URL's user information is never shown.
+        let shown_location = scrub_url_credentials(location);
         let config_err = |reason: String| Error::StorageConfig {
-            location: location.to_string(),
+            location: shown_location.clone(),
             reason,
         };
         if location.is_empty() {
@@ -321,17 +359,25 @@ impl Storage {
             .filter(|(k, _)| is_secret_key(k))
             .map(|(_, v)| v.clone())
             .collect();
+        let store_env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("GOOGLE_"))
+            .collect();
         secrets.extend(
-            std::env::vars()
-                .filter(|(k, _)| {
-                    (k.starts_with("AWS_") || k.starts_with("GOOGLE_")) && is_secret_key(k)
-                })
-                .map(|(_, v)| v),
+            store_env
+                .iter()
+                .filter(|(k, _)| is_secret_key(k))
+                .map(|(_, v)| v.clone()),
         );
+        // A user name and password written into a URL (an `endpoint` option, `AWS_ENDPOINT`)
+        // are credentials too, wherever they turn up, not only inside the URL.
+        for (_, value) in options.options.iter().chain(&store_env) {
+            secrets.extend(url_credentials(value));
+        }
         // Short values would mangle every message; no real credential is that short.
         secrets.retain(|s| s.len() >= 4);
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         let mut local_root = None;
+        let mut local_modes = LocalModes::PRIVATE;
         let (store, root): (Arc<dyn ObjectStore>, String) = match kind {
             StoreKind::Local => {
                 if let Some((key, _)) = store_options.first() {
@@ -341,12 +387,16 @@ impl Storage {
                 }
                 let path = std::path::Path::new(rest);
                 match mode {
-                    OpenMode::Create => std::fs::create_dir_all(path)
+                    // A directory that already exists keeps its mode: its owner chose it.
+                    OpenMode::Create => std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(LocalModes::PRIVATE.dir)
+                        .create(path)
                         .map_err(|e| Error::io("creating repository directory", path, e))?,
                     OpenMode::Existing => {
                         if !path.is_dir() {
                             return Err(Error::NoRepository {
-                                location: location.to_string(),
+                                location: shown_location,
                             });
                         }
                     }
@@ -354,10 +404,14 @@ impl Storage {
                 let store = object_store::local::LocalFileSystem::new_with_prefix(path)
                     .map_err(|e| config_err(e.to_string()))?
                     .with_automatic_cleanup(true);
-                local_root = Some(
-                    std::fs::canonicalize(path)
-                        .map_err(|e| Error::io("opening repository directory", path, e))?,
-                );
+                let root = std::fs::canonicalize(path)
+                    .map_err(|e| Error::io("opening repository directory", path, e))?;
+                let root_mode = std::fs::metadata(&root)
+                    .map_err(|e| Error::io("opening repository directory", path, e))?
+                    .permissions()
+                    .mode();
+                local_modes = LocalModes::for_root(root_mode);
+                local_root = Some(root);
                 (Arc::new(store), String::new())
             }
             StoreKind::S3 => {
@@ -410,7 +464,7 @@ impl Storage {
             store,
             kind,
             root,
-            location: location.to_string(),
+            location: shown_location,
             runtime: runtime()?,
             connections: options.connections.unwrap_or(default_connections).max(1),
             secrets: Arc::new(secrets),
@@ -422,6 +476,7 @@ impl Storage {
             },
             cache: None,
             local_root,
+            local_modes,
             open_packs: Arc::default(),
             direct_packs: Arc::default(),
             direct_reads: Arc::new(true.into()),
@@ -442,6 +497,7 @@ impl Storage {
             cache_root: None,
             cache: None,
             local_root: None,
+            local_modes: LocalModes::PRIVATE,
             open_packs: Arc::default(),
             direct_packs: Arc::default(),
             direct_reads: Arc::new(false.into()),
@@ -501,7 +557,8 @@ impl Storage {
         }
     }
 
-    /// `text` with every configured secret replaced by `<redacted>`.
+    /// `text` with every configured secret replaced by `<redacted>` and the user information
+    /// of every URL in it by `***`.
     pub fn scrub(&self, text: &str) -> String {
         scrub_with(&self.secrets, text)
     }
@@ -543,7 +600,7 @@ impl Storage {
     pub fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
         if let Some(root) = &self.local_root {
             let size = bytes.len() as u64;
-            put_local(root, key, &bytes)?;
+            put_local(root, self.local_modes, key, &bytes)?;
             self.note_put(key, size);
             return Ok(());
         }
@@ -925,13 +982,69 @@ impl Storage {
 }
 
 fn scrub_with(secrets: &[String], text: &str) -> String {
-    let mut out = text.to_string();
+    let mut out = scrub_url_credentials(text);
     for secret in secrets {
         if out.contains(secret.as_str()) {
             out = out.replace(secret.as_str(), "<redacted>");
         }
     }
     out
+}
+
+/// Characters that end the authority part of a URL (`user:password@host:port`) in a message.
+/// Sub-delimiters (`!$&'()*+,;=`) may appear unencoded in a password, so they do not end it.
+fn ends_authority(c: char) -> bool {
+    matches!(
+        c,
+        '/' | '?' | '#' | '"' | '<' | '>' | '`' | '\\' | '{' | '}' | '|' | '^'
+    ) || c.is_whitespace()
+        || c.is_control()
+}
+
+/// `text` with the user information of every URL in it (`scheme://USER:PASSWORD@host...`)
+/// replaced by `***`: `http://***@127.0.0.1:9000/bucket`.
+pub fn scrub_url_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after.find(ends_authority).unwrap_or(after.len());
+        let (authority, tail) = after.split_at(end);
+        match authority.rfind('@') {
+            Some(user_end) => {
+                out.push_str("***");
+                out.push_str(&authority[user_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The user name and password written into the URLs in `value`, if any.
+fn url_credentials(value: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = value;
+    while let Some(at) = rest.find("://") {
+        let after = &rest[at + 3..];
+        let end = after.find(ends_authority).unwrap_or(after.len());
+        if let Some(user_end) = after[..end].rfind('@') {
+            let userinfo = &after[..user_end];
+            match userinfo.split_once(':') {
+                Some((user, password)) => {
+                    found.push(user.to_string());
+                    found.push(password.to_string());
+                }
+                None => found.push(userinfo.to_string()),
+            }
+        }
+        rest = &after[end..];
+    }
+    found.retain(|s| !s.is_empty());
+    found
 }
 
 /// The storage conformance suite: every store Coffer supports must pass it. Public so the
@@ -1004,11 +1117,16 @@ pub mod conformance {
 /// disk, then linked under its name (which fails if the name exists: it then holds these bytes,
 /// since names are hashes) and the directory flushed, so that once this returns the object
 /// survives a power loss, and the index or snapshot written after it never names a lost pack.
-fn put_local(root: &std::path::Path, key: &str, bytes: &[u8]) -> Result<()> {
+/// Files and directories get `modes`.
+fn put_local(root: &std::path::Path, modes: LocalModes, key: &str, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let path = root.join(key);
     let dir = path.parent().unwrap_or(root);
-    if let Err(e) = std::fs::create_dir_all(dir) {
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(modes.dir)
+        .create(dir)
+    {
         return Err(Error::io("creating directory", dir, e));
     }
     let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -1022,6 +1140,7 @@ fn put_local(root: &std::path::Path, key: &str, bytes: &[u8]) -> Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(modes.file)
             .open(&tmp)?;
         if bytes.len() >= crate::direct::WORTH_IT {
             // Flushed to disk at once below: no use for a copy in the page cache.
@@ -1158,6 +1277,19 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(listed, ["data/ab/abcd"]);
+    }
+
+    #[test]
+    fn local_modes_take_the_group_bits_of_the_root_and_never_others() {
+        let m = |file, dir| LocalModes { file, dir };
+        assert_eq!(LocalModes::for_root(0o700), m(0o600, 0o700));
+        assert_eq!(LocalModes::for_root(0o750), m(0o640, 0o750));
+        assert_eq!(LocalModes::for_root(0o770), m(0o660, 0o770));
+        assert_eq!(LocalModes::for_root(0o2770), m(0o660, 0o770));
+        assert_eq!(LocalModes::for_root(0o755), m(0o640, 0o750));
+        assert_eq!(LocalModes::for_root(0o707), m(0o600, 0o700));
+        assert_eq!(LocalModes::for_root(0o777), m(0o660, 0o770));
+        assert_eq!(LocalModes::for_root(0o40710), m(0o600, 0o710));
     }
 
     #[test]
@@ -1342,6 +1474,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("s3:// and gs:// locations only"), "{err}");
+    }
+
+    #[test]
+    fn url_credentials_are_scrubbed_from_messages() {
+        let cases = [
+            (
+                "Error performing HEAD http://user:pa55word@127.0.0.1:9000/b/config in 1ms",
+                "Error performing HEAD http://***@127.0.0.1:9000/b/config in 1ms",
+            ),
+            ("https://key@host", "https://***@host"),
+            ("(http://u:p!$&'()*+,;=@h:1)", "(http://***@h:1)"),
+            ("http://u:p@[::1]:9000?x=1", "http://***@[::1]:9000?x=1"),
+            (
+                "a http://u:p@h/ and s3://k:s@b/p",
+                "a http://***@h/ and s3://***@b/p",
+            ),
+            ("\"http://u:p@h\"", "\"http://***@h\""),
+            // No user information, or an @ after the authority: unchanged.
+            ("http://127.0.0.1:9000/a@b", "http://127.0.0.1:9000/a@b"),
+            ("mail me at a@b.c", "mail me at a@b.c"),
+            ("/var/backups/app", "/var/backups/app"),
+            ("file:///srv/x@y", "file:///srv/x@y"),
+            ("ends with ://", "ends with ://"),
+            ("", ""),
+        ];
+        for (text, want) in cases {
+            assert_eq!(scrub_url_credentials(text), want, "{text}");
+        }
+        assert_eq!(
+            url_credentials("http://user:pa55word@h http://only@h http://h"),
+            ["user", "pa55word", "only"]
+        );
+    }
+
+    #[test]
+    fn endpoint_credentials_never_show_in_messages_or_debug_output() {
+        let endpoint = "http://urluser:pa55-in-url@127.0.0.1:9";
+        let s = Storage::open_with(
+            "s3://bucket/prefix",
+            OpenMode::Existing,
+            &opts(&[
+                ("endpoint", endpoint),
+                ("allow_http", "true"),
+                ("max_retries", "0"),
+            ]),
+        )
+        .unwrap();
+        for shown in [
+            format!("{s:?}"),
+            format!("{:?}", opts(&[("endpoint", endpoint)])),
+            s.scrub(&format!(
+                "failed: {endpoint}/x; user urluser, password pa55-in-url"
+            )),
+            s.list_uncached("snapshots").unwrap_err().to_string(),
+        ] {
+            assert!(!shown.contains("pa55-in-url"), "{shown}");
+            assert!(!shown.contains("urluser"), "{shown}");
+        }
+        // A location carrying user information is shown without it.
+        let err = Storage::open_with(
+            "s3://key:pa55-in-url@bucket/prefix",
+            OpenMode::Existing,
+            &opts(&[("no_such_option", "x")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("pa55-in-url"), "{err}");
+        assert!(err.contains("s3://***@bucket/prefix"), "{err}");
     }
 
     /// GCS can't be reached here (no emulator speaks its XML API), so the configuration mapping

@@ -52,8 +52,9 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         },
         false,
     )?;
+    let shown = source_storage.location().to_string();
     let source = Repository::open(source_storage, &source_password)
-        .with_context(|| format!("opening the source repository {}", args.from_repo))?;
+        .with_context(|| format!("opening the source repository {shown}"))?;
     let mut target = super::open_repo(ctx)?;
     if source.config().id == target.config().id {
         return Err(crate::exit::usage(

@@ -60,7 +60,11 @@ pub fn create(ctx: &Context_, args: &Args) -> Result<Repository> {
     };
     let repo = Repository::init(storage, &password, &options)?;
     if !ctx.global.quiet {
-        outln!("created repository {} at {}", repo.config().id, location);
+        outln!(
+            "created repository {} at {}",
+            repo.config().id,
+            repo.storage().location()
+        );
         outln!("keep the password safe: without it the data cannot be read, by you or anyone");
     }
     Ok(repo)

@@ -107,7 +107,8 @@ pub fn open_repo_with(
     let options = ctx.global.storage_options(&ctx.global.options);
     let storage = Storage::open_with(location, OpenMode::Existing, &options)?;
     let password = crate::password::get(&ctx.global, false)?;
-    open(storage, &password).with_context(|| format!("opening repository {location}"))
+    let shown = storage.location().to_string();
+    open(storage, &password).with_context(|| format!("opening repository {shown}"))
 }
 
 pub fn hostname() -> String {

@@ -1141,7 +1141,7 @@ impl<'r> Walker<'_, 'r> {
                             .chain(args.iter().map(String::as_str))
                             .collect::<Vec<_>>()
                             .join(" ");
-                        let mut command = Command::new(&program);
+                        let mut command = crate::child::command(&program);
                         command.args(&args);
                         let mut facts = None;
                         let content = self.run_command(command, display, chunking, |out| {

@@ -266,11 +266,11 @@ impl PgSource {
         let mut words = self.command_prefix.iter();
         let mut cmd = match words.next() {
             Some(first) => {
-                let mut c = Command::new(first);
+                let mut c = crate::child::command(first);
                 c.args(words).arg(program);
                 c
             }
-            None => Command::new(program),
+            None => crate::child::command(program),
         };
         if let Some(url) = &self.url {
             for (var, value) in &url.env {
