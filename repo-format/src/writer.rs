@@ -161,6 +161,22 @@ impl<'r> BlobWriter<'r> {
         lock(&self.shared.failed).take()
     }
 
+    /// `e`, or the error that made it: an [`Error::Stopped`] (the other side stopped, possibly
+    /// wrapped in its source) becomes the first upload error, so that the cause is reported
+    /// and not the cancellations it caused.
+    pub fn explain(&self, e: Error) -> Error {
+        let stopped = match &e {
+            Error::Stopped => true,
+            Error::Source { cause, .. } => matches!(**cause, Error::Stopped),
+            _ => false,
+        };
+        if stopped {
+            self.take_error().unwrap_or(e)
+        } else {
+            e
+        }
+    }
+
     /// Stores `data` as a blob of `kind` unless the repository or this writer already has it.
     /// Returns its id and whether it was new.
     pub fn store(
@@ -169,8 +185,10 @@ impl<'r> BlobWriter<'r> {
         kind: BlobKind,
         data: &[u8],
     ) -> Result<(BlobId, bool)> {
+        // The upload error itself is kept for `finish` / `explain`: a reply carrying it could
+        // be dropped by a caller already stopping for another reason.
         if self.has_failed() {
-            return Err(self.take_error().unwrap_or(Error::Interrupted));
+            return Err(Error::Stopped);
         }
         let id = BlobId(self.repo.keys().content_id(data));
         if self.repo.index().contains(&id) || !lock(&self.pending).insert(id) {
@@ -185,8 +203,10 @@ impl<'r> BlobWriter<'r> {
     /// (prune moves blobs out of packs it deletes: the caller has opened and verified the blob,
     /// and its sealed bytes do not depend on the pack they sit in). Returns whether it was new.
     pub fn store_sealed(&self, sealed: SealedBlob) -> Result<bool> {
+        // The upload error itself is kept for `finish` / `explain`: a reply carrying it could
+        // be dropped by a caller already stopping for another reason.
         if self.has_failed() {
-            return Err(self.take_error().unwrap_or(Error::Interrupted));
+            return Err(Error::Stopped);
         }
         if !lock(&self.pending).insert(sealed.id) {
             return Ok(false);
@@ -246,13 +266,9 @@ impl<'r> BlobWriter<'r> {
             ));
         }
         let tx = lock(&self.upload_tx).clone();
-        let stopped = || {
-            self.take_error()
-                .unwrap_or(Error::InvalidInput("the uploaders stopped".into()))
-        };
         match tx {
-            Some(tx) => tx.send(finished).map_err(|_| stopped()),
-            None => Err(stopped()),
+            Some(tx) => tx.send(finished).map_err(|_| Error::Stopped),
+            None => Err(Error::Stopped),
         }
     }
 

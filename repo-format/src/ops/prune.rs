@@ -717,7 +717,7 @@ fn pass(
             result
         });
         if let Some(e) = results.into_iter().flatten().find_map(|r| r.err()) {
-            return Err(e);
+            return Err(writer.explain(e));
         }
         if cancel.load(Ordering::SeqCst) {
             return Err(Error::Interrupted);
