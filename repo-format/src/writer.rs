@@ -76,6 +76,9 @@ pub struct BlobWriter<'r> {
     /// Bytes reserved for a new data pack up front (target size plus slack), so a pack's buffer
     /// never doubles past the target and is never copied while it grows.
     pack_capacity: usize,
+    /// When set, a blob the index lists is reused only if its pack is in this set (the packs
+    /// listed in storage): a blob whose pack is gone is stored again.
+    present_packs: Option<HashSet<PackId>>,
     pub stats: WriteStats,
 }
 
@@ -135,8 +138,27 @@ impl<'r> BlobWriter<'r> {
             upload_tx: Mutex::new(Some(tx)),
             uploaders: Mutex::new(uploaders),
             shared,
+            present_packs: None,
             stats: WriteStats::default(),
         })
+    }
+
+    /// Deduplicates only against blobs whose pack is in `present` (one listing of `data/`),
+    /// storing again what the index names in a pack that is gone.
+    pub fn reuse_only_packs(mut self, present: HashSet<PackId>) -> Self {
+        self.present_packs = Some(present);
+        self
+    }
+
+    /// Whether the repository already holds blob `id` in a form this writer may reuse.
+    fn reusable(&self, id: &BlobId) -> bool {
+        let index = self.repo.index();
+        index.contains(id)
+            && self.present_packs.as_ref().is_none_or(|present| {
+                index
+                    .get(id)
+                    .is_some_and(|location| present.contains(&location.pack))
+            })
     }
 
     /// A zstd compressor at the repository's level, for one thread's calls to [`Self::store`].
@@ -191,7 +213,7 @@ impl<'r> BlobWriter<'r> {
             return Err(Error::Stopped);
         }
         let id = BlobId(self.repo.keys().content_id(data));
-        if self.repo.index().contains(&id) || !lock(&self.pending).insert(id) {
+        if self.reusable(&id) || !lock(&self.pending).insert(id) {
             return Ok((id, false));
         }
         let sealed = pack::seal_blob(self.repo.keys(), compressor, kind, id, data)?;

@@ -270,7 +270,14 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
     } else {
         opts.workers
     };
-    let writer = BlobWriter::new(repo, repo.storage().connections(), opts.cancel.clone())?;
+    let mut writer = BlobWriter::new(repo, repo.storage().connections(), opts.cancel.clone())?;
+    if opts.parent == ParentChoice::None {
+        // `--force` trusts nothing it has not seen: one listing of the packs, and a blob the
+        // index places in a pack that is not there is stored again (a lost pack must not
+        // poison every later backup).
+        let present = repo.list_packs()?.into_iter().map(|(id, _)| id).collect();
+        writer = writer.reuse_only_packs(present);
+    }
     let (job_tx, job_rx) = bounded::<Job>(workers * 2);
 
     let (root, records, warnings, notices, counts) = std::thread::scope(|scope| {

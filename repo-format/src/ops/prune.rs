@@ -147,7 +147,11 @@ struct Loaded {
 
 fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
     let mut all = Vec::new();
-    for (key, _) in storage.list("index")? {
+    // Newest first, as `MasterIndex::load` does: of two copies of a blob, the one stored again
+    // after its pack was lost (`backup --force`) is the one to use.
+    let mut listed = storage.list_with_times("index")?;
+    listed.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    for (key, _, _) in listed {
         let name = key.rsplit('/').next().unwrap_or(&key);
         let id = IndexId::from_hex(name)
             .ok_or_else(|| Error::corrupt("index", &key, "not an index file name"))?;
@@ -329,11 +333,7 @@ fn mark(
     for (id, root) in roots {
         let refuse = |what: &str, blob: &crate::id::BlobId| Error::Missing {
             what: "blob",
-            id: format!(
-                "{blob} ({what} of snapshot {}, not in any index); prune refuses to run on a \
-                 damaged repository: run `coffer check`",
-                id.short()
-            ),
+            id: format!("{blob} ({what} of snapshot {}, in no index)", id.short()),
         };
         let mut stack = vec![*root];
         while let Some(tree_id) = stack.pop() {
@@ -408,10 +408,7 @@ impl Reachable {
             }
             let pos = index.position(blob).ok_or_else(|| Error::Missing {
                 what: "blob",
-                id: format!(
-                    "{blob} (reachable from a snapshot, not in any index); prune refuses to run \
-                     on a damaged repository: run `coffer check`"
-                ),
+                id: format!("{blob} (reachable from a snapshot, in no index)"),
             })?;
             marks.set(pos);
         }
@@ -565,10 +562,7 @@ fn pass(
             None if u.used_blobs > 0 => {
                 return Err(Error::Missing {
                     what: "pack",
-                    id: format!(
-                        "{pack} (holds blobs that snapshots need); prune refuses to run on a \
-                         damaged repository: run `coffer check`"
-                    ),
+                    id: format!("{pack} (it holds blobs that snapshots need)"),
                 })
             }
             None => Fate::Condemn("missing"),
@@ -1046,7 +1040,7 @@ mod tests {
         let broken = index_of(&[(3, vec![0, 2, 5]), (2, vec![4, 6])]);
         let err = reachable.mark(&broken, &cancel).err().unwrap().to_string();
         assert!(
-            err.contains(&blob(3).id.to_hex()) && err.contains("not in any index"),
+            err.contains(&blob(3).id.to_hex()) && err.contains("in no index"),
             "{err}"
         );
         cancel.store(true, Ordering::SeqCst);
