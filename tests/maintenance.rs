@@ -630,3 +630,81 @@ fn check_reports_a_damaged_index_file_with_everything_else() {
         out.stderr
     );
 }
+
+/// Issue 13 item 5: a zero-grace prune that runs while a backup is still uploading must not
+/// delete the backup's fresh packs (no index names them yet); it still deletes at once the packs
+/// that only a forgotten snapshot needed.
+#[test]
+fn a_zero_grace_prune_during_a_backup_leaves_it_restorable() {
+    let env = Env::new();
+    init_small(&env);
+    let forgotten = backup_stream(
+        &env,
+        "old.bin",
+        &pseudo_random(5, 2_000_000),
+        &["--tag", "old"],
+    );
+    backup_stream(&env, "notes.txt", b"keep me", &["--tag", "keep"]);
+    let before = packs(Path::new(&env.repo)).len();
+
+    // A slow stream: 12 MB (more than the largest chunk, so chunks are cut and packs
+    // uploaded before the pause), a pause, 4 MB more. 1 MiB packs: several are uploaded
+    // before the pause, and no index names them until the backup ends.
+    let input = pseudo_random(6, 16_000_000);
+    let file = env.path("input.bin");
+    fs::write(&file, &input).unwrap();
+    let script = format!(
+        "head -c 12000000 '{f}'; sleep 5; tail -c +12000001 '{f}'",
+        f = file.display()
+    );
+    let backup = env
+        .cmd(&[
+            "backup",
+            "--json",
+            "--stdin-from-command",
+            "db/slow.dump",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while packs(Path::new(&env.repo)).len() < before + 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no pack uploaded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.run(&["forget", "--keep-tag", "keep"]).ok();
+    assert!(!snapshot_ids(&env).contains(&forgotten));
+    let pruned = json(env.run(&["prune", "--grace", "0s", "--json"]).ok());
+    // The forgotten snapshot's packs went at once.
+    assert!(pruned["packs_deleted"].as_u64().unwrap() > 0, "{pruned:#}");
+
+    let out = backup.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() > Duration::from_secs(4),
+        "the backup ended before the prune could race it"
+    );
+    let id = json(coffer_e2e::Run {
+        code: 0,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::new(),
+        raw_stdout: out.stdout.clone(),
+    })["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(dump(&env, &id, "db/slow.dump"), input);
+    env.run(&["check", "--read-data"]).ok();
+}

@@ -53,9 +53,12 @@ pub fn describe(e: &anyhow::Error) -> String {
         Some(Error::WrongPassword) => msg.push_str(
             "\n  the repository was not changed; check COFFER_PASSWORD, COFFER_PASSWORD_FILE or COFFER_PASSWORD_COMMAND",
         ),
-        Some(Error::Corrupt { .. } | Error::Missing { .. }) => {
+        Some(Error::Corrupt { .. }) => {
             msg.push_str("\n  the repository's data is damaged or incomplete here; nothing was changed")
         }
+        Some(Error::Missing { .. }) => msg.push_str(
+            "\n  the repository's data is damaged or incomplete here; nothing was changed\n  run `coffer check` to see what it reaches; after a lost pack, `coffer repair index` then `coffer repair snapshots` recover (docs/maintenance.md)",
+        ),
         _ => {}
     }
     msg

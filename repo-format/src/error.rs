@@ -80,6 +80,11 @@ pub enum Error {
     /// The operation was interrupted (SIGINT/SIGTERM); nothing partial was committed.
     #[error("interrupted; no snapshot was saved")]
     Interrupted,
+    /// One part of an operation stopped because another part failed first (an upload that
+    /// found the disk full, say). Internal: the operation reports that first error instead; this
+    /// one is only ever seen if the first error was lost, and is never taken for an interrupt.
+    #[error("stopped after an earlier error; nothing was saved")]
+    Stopped,
     /// One named source of a backup or restore failed; for a backup, nothing was saved.
     #[error("source {name:?}: {cause}")]
     Source { name: String, cause: Box<Error> },
@@ -104,7 +109,7 @@ impl Error {
     /// `self`, attributed to the named source (interruptions stay interruptions).
     pub fn in_source(self, name: &str) -> Error {
         match self {
-            Error::Interrupted | Error::Source { .. } => self,
+            Error::Interrupted | Error::Stopped | Error::Source { .. } => self,
             other => Error::Source {
                 name: name.to_string(),
                 cause: Box::new(other),

@@ -232,10 +232,14 @@ impl Default for MasterIndex {
 }
 
 impl MasterIndex {
-    /// Loads every index file that no other index file supersedes.
+    /// Loads every index file that no other index file supersedes. A blob listed by several
+    /// files is looked up in the most recently written one (by storage time): a copy stored
+    /// again because its pack was lost (`backup --force`) is newer than the lost one.
     pub fn load(storage: &Storage, keys: &MasterKeys) -> Result<MasterIndex> {
         let mut files = Vec::new();
-        for (key, _) in storage.list("index")? {
+        let mut listed = storage.list_with_times("index")?;
+        listed.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        for (key, _, _) in listed {
             let name = key.rsplit('/').next().unwrap_or(&key);
             let id = IndexId::from_hex(name)
                 .ok_or_else(|| Error::corrupt("index", &key, "not an index file name"))?;

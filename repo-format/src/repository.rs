@@ -449,6 +449,18 @@ impl Repository {
         }
         Ok(out)
     }
+
+    /// Every pack file with its size and storage modification time, listed afresh.
+    pub fn list_packs_with_times(&self) -> Result<Vec<(PackId, u64, jiff::Timestamp)>> {
+        let mut out = Vec::new();
+        for (key, size, modified) in self.storage.list_with_times("data")? {
+            let name = key.rsplit('/').next().unwrap_or(&key);
+            let id = PackId::from_hex(name)
+                .ok_or_else(|| Error::corrupt("pack", &key, "not a pack file name"))?;
+            out.push((id, size, modified));
+        }
+        Ok(out)
+    }
 }
 
 /// Splits `locations` into runs of blobs that lie back to back in one pack, each spanning at

@@ -939,20 +939,47 @@ impl Storage {
 
     /// Lists `dir/` in the store, bypassing this handle's memory of earlier listings.
     pub fn list_uncached(&self, dir: &str) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .list_modified(dir)?
+            .into_iter()
+            .map(|(key, size, _)| (key, size))
+            .collect())
+    }
+
+    /// Every object under `dir/` with its size and the store's modification time (a local
+    /// file's mtime, an object's `Last-Modified`), asked of the store afresh and sorted; the
+    /// listing this handle remembers for `dir` is replaced by it.
+    pub fn list_with_times(&self, dir: &str) -> Result<Vec<(String, u64, jiff::Timestamp)>> {
+        let out = self.list_modified(dir)?;
+        let plain: Vec<(String, u64)> = out.iter().map(|(k, s, _)| (k.clone(), *s)).collect();
+        if let Some(cache) = &self.cache {
+            cache.retain(dir, &plain);
+        }
+        crate::writer::lock(&self.listings).insert(dir.to_string(), plain);
+        Ok(out)
+    }
+
+    fn list_modified(&self, dir: &str) -> Result<Vec<(String, u64, jiff::Timestamp)>> {
         let prefix = self.path(dir);
         let strip = if self.root.is_empty() {
             String::new()
         } else {
             format!("{}/", self.root)
         };
-        let result: Result<Vec<(String, u64)>> = self.runtime.block_on(async {
+        let result: Result<Vec<(String, u64, jiff::Timestamp)>> = self.runtime.block_on(async {
             let mut stream = self.store.list(Some(&prefix));
             let mut out = Vec::new();
             while let Some(item) = stream.next().await {
                 let meta = item.map_err(|e| self.err("list", dir, e))?;
                 let key = meta.location.as_ref();
                 let key = key.strip_prefix(&strip).unwrap_or(key).to_string();
-                out.push((key, meta.size));
+                // A time out of jiff's range (years beyond 9999) reads as the epoch: old.
+                let modified = jiff::Timestamp::new(
+                    meta.last_modified.timestamp(),
+                    meta.last_modified.timestamp_subsec_nanos() as i32,
+                )
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+                out.push((key, meta.size, modified));
             }
             Ok(out)
         });

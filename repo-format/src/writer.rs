@@ -76,6 +76,9 @@ pub struct BlobWriter<'r> {
     /// Bytes reserved for a new data pack up front (target size plus slack), so a pack's buffer
     /// never doubles past the target and is never copied while it grows.
     pack_capacity: usize,
+    /// When set, a blob the index lists is reused only if its pack is in this set (the packs
+    /// listed in storage): a blob whose pack is gone is stored again.
+    present_packs: Option<HashSet<PackId>>,
     pub stats: WriteStats,
 }
 
@@ -135,8 +138,27 @@ impl<'r> BlobWriter<'r> {
             upload_tx: Mutex::new(Some(tx)),
             uploaders: Mutex::new(uploaders),
             shared,
+            present_packs: None,
             stats: WriteStats::default(),
         })
+    }
+
+    /// Deduplicates only against blobs whose pack is in `present` (one listing of `data/`),
+    /// storing again what the index names in a pack that is gone.
+    pub fn reuse_only_packs(mut self, present: HashSet<PackId>) -> Self {
+        self.present_packs = Some(present);
+        self
+    }
+
+    /// Whether the repository already holds blob `id` in a form this writer may reuse.
+    fn reusable(&self, id: &BlobId) -> bool {
+        let index = self.repo.index();
+        index.contains(id)
+            && self.present_packs.as_ref().is_none_or(|present| {
+                index
+                    .get(id)
+                    .is_some_and(|location| present.contains(&location.pack))
+            })
     }
 
     /// A zstd compressor at the repository's level, for one thread's calls to [`Self::store`].
@@ -161,6 +183,22 @@ impl<'r> BlobWriter<'r> {
         lock(&self.shared.failed).take()
     }
 
+    /// `e`, or the error that made it: an [`Error::Stopped`] (the other side stopped, possibly
+    /// wrapped in its source) becomes the first upload error, so that the cause is reported
+    /// and not the cancellations it caused.
+    pub fn explain(&self, e: Error) -> Error {
+        let stopped = match &e {
+            Error::Stopped => true,
+            Error::Source { cause, .. } => matches!(**cause, Error::Stopped),
+            _ => false,
+        };
+        if stopped {
+            self.take_error().unwrap_or(e)
+        } else {
+            e
+        }
+    }
+
     /// Stores `data` as a blob of `kind` unless the repository or this writer already has it.
     /// Returns its id and whether it was new.
     pub fn store(
@@ -169,11 +207,13 @@ impl<'r> BlobWriter<'r> {
         kind: BlobKind,
         data: &[u8],
     ) -> Result<(BlobId, bool)> {
+        // The upload error itself is kept for `finish` / `explain`: a reply carrying it could
+        // be dropped by a caller already stopping for another reason.
         if self.has_failed() {
-            return Err(self.take_error().unwrap_or(Error::Interrupted));
+            return Err(Error::Stopped);
         }
         let id = BlobId(self.repo.keys().content_id(data));
-        if self.repo.index().contains(&id) || !lock(&self.pending).insert(id) {
+        if self.reusable(&id) || !lock(&self.pending).insert(id) {
             return Ok((id, false));
         }
         let sealed = pack::seal_blob(self.repo.keys(), compressor, kind, id, data)?;
@@ -185,8 +225,10 @@ impl<'r> BlobWriter<'r> {
     /// (prune moves blobs out of packs it deletes: the caller has opened and verified the blob,
     /// and its sealed bytes do not depend on the pack they sit in). Returns whether it was new.
     pub fn store_sealed(&self, sealed: SealedBlob) -> Result<bool> {
+        // The upload error itself is kept for `finish` / `explain`: a reply carrying it could
+        // be dropped by a caller already stopping for another reason.
         if self.has_failed() {
-            return Err(self.take_error().unwrap_or(Error::Interrupted));
+            return Err(Error::Stopped);
         }
         if !lock(&self.pending).insert(sealed.id) {
             return Ok(false);
@@ -246,13 +288,9 @@ impl<'r> BlobWriter<'r> {
             ));
         }
         let tx = lock(&self.upload_tx).clone();
-        let stopped = || {
-            self.take_error()
-                .unwrap_or(Error::InvalidInput("the uploaders stopped".into()))
-        };
         match tx {
-            Some(tx) => tx.send(finished).map_err(|_| stopped()),
-            None => Err(stopped()),
+            Some(tx) => tx.send(finished).map_err(|_| Error::Stopped),
+            None => Err(Error::Stopped),
         }
     }
 

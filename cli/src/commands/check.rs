@@ -93,6 +93,12 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
                 report.errors.len(),
                 report.damaged_snapshots.len()
             );
+            if !report.repairs.is_empty() {
+                eprintln!(
+                    "  to recover (see docs/maintenance.md, \"When a pack is lost\"): run `{}`",
+                    report.repairs.join("`, then `")
+                );
+            }
         }
         Ok(crate::exit::ERROR)
     }

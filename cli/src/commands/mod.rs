@@ -11,6 +11,7 @@ mod init;
 mod key;
 mod ls;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod unlock;
@@ -53,6 +54,9 @@ pub enum Command {
     Check(check::Args),
     /// Clear a maintenance lease left by a prune that is gone
     Unlock(unlock::Args),
+    /// Recover after data was lost: rebuild the index, rewrite damaged snapshots
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
 }
 
 /// What a command needs besides its own arguments.
@@ -90,6 +94,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
+        Command::Repair(a) => repair::run(&ctx, a),
     }
 }
 

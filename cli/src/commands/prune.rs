@@ -71,7 +71,14 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     // Forget needs only the snapshots, and prune loads the index itself after listing them
     // (the order its safety argument needs): loading it at open as well only cost time.
     let repo = super::open_repo_with(ctx, coffer_repo::Repository::open_without_index)?;
-    let report = op::prune(&repo, &options(ctx, &args.flags, args.dry_run))?;
+    let report = op::prune(&repo, &options(ctx, &args.flags, args.dry_run)).map_err(|e| {
+        if matches!(e, coffer_repo::Error::Missing { .. }) {
+            anyhow::Error::new(e)
+                .context("prune refuses to run on a damaged repository; nothing was deleted")
+        } else {
+            e.into()
+        }
+    })?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {

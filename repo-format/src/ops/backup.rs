@@ -270,7 +270,14 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
     } else {
         opts.workers
     };
-    let writer = BlobWriter::new(repo, repo.storage().connections(), opts.cancel.clone())?;
+    let mut writer = BlobWriter::new(repo, repo.storage().connections(), opts.cancel.clone())?;
+    if opts.parent == ParentChoice::None {
+        // `--force` trusts nothing it has not seen: one listing of the packs, and a blob the
+        // index places in a pack that is not there is stored again (a lost pack must not
+        // poison every later backup).
+        let present = repo.list_packs()?.into_iter().map(|(id, _)| id).collect();
+        writer = writer.reuse_only_packs(present);
+    }
     let (job_tx, job_rx) = bounded::<Job>(workers * 2);
 
     let (root, records, warnings, notices, counts) = std::thread::scope(|scope| {
@@ -320,7 +327,8 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         };
         (root, records, warnings, notices, counts)
     });
-    let root = root?;
+    // The first error wins over the stops it caused (a full disk is not an interrupt).
+    let root = root.map_err(|e| writer.explain(e))?;
     if opts.cancel.load(Ordering::SeqCst) {
         return Err(Error::Interrupted);
     }
@@ -700,7 +708,8 @@ impl<'r> Walker<'_, 'r> {
             return Err(Error::Interrupted);
         }
         if self.writer.has_failed() {
-            return Err(self.writer.take_error().unwrap_or(Error::Interrupted));
+            // Not an interrupt: `backup` reports the upload's own error (Writer::explain).
+            return Err(Error::Stopped);
         }
         Ok(())
     }
@@ -709,7 +718,7 @@ impl<'r> Walker<'_, 'r> {
         if self.compressor.is_none() {
             self.compressor = Some(self.writer.compressor()?);
         }
-        let compressor = self.compressor.as_mut().ok_or(Error::Interrupted)?;
+        let compressor = self.compressor.as_mut().ok_or(Error::Stopped)?;
         self.writer
             .store(compressor, BlobKind::Tree, &tree.encode())
             .map(|(id, _)| id)
@@ -1091,9 +1100,9 @@ impl<'r> Walker<'_, 'r> {
                         seq,
                         reply: tx.clone(),
                     };
-                    self.jobs.send(job).map_err(|_| {
-                        StreamError::Fatal(Error::InvalidInput("backup workers stopped".into()))
-                    })?;
+                    self.jobs
+                        .send(job)
+                        .map_err(|_| StreamError::Fatal(Error::Stopped))?;
                     seq += 1;
                 }
                 Ok(None) => break,
@@ -1149,7 +1158,7 @@ impl<'r> Walker<'_, 'r> {
                             facts = Some(f);
                             Box::new(tee)
                         })?;
-                        let facts = facts.ok_or(Error::Interrupted)?;
+                        let facts = facts.ok_or(Error::Stopped)?;
                         (content, facts, "command")
                     }
                 };
@@ -1216,7 +1225,7 @@ impl<'r> Walker<'_, 'r> {
             shared = Some((facts, toc_out));
             Box::new(tee)
         })?;
-        let (facts, toc_out) = shared.ok_or(Error::Interrupted)?;
+        let (facts, toc_out) = shared.ok_or(Error::Stopped)?;
         // The dump is complete; the transaction may end.
         session.finish()?;
         let toc = toc_out.lock().ok().and_then(|mut t| t.take());
@@ -1326,8 +1335,8 @@ impl<'r> Walker<'_, 'r> {
                     stderr: String::new(),
                 }
             })?;
-        let stdout = child.stdout.take().ok_or(Error::Interrupted)?;
-        let mut stderr = child.stderr.take().ok_or(Error::Interrupted)?;
+        let stdout = child.stdout.take().ok_or(Error::Stopped)?;
+        let mut stderr = child.stderr.take().ok_or(Error::Stopped)?;
         let pid = child.id();
         let done = Arc::new(AtomicBool::new(false));
         // A command that hangs must not hold an interrupted backup hostage: on cancel, stop its

@@ -105,6 +105,8 @@ pub struct CheckReport {
     /// Snapshots that cannot be restored completely, sorted.
     pub damaged_snapshots: Vec<SnapshotId>,
     pub damaged_paths: Vec<DamagedPath>,
+    /// The commands that recover from what was found, in order (empty when none applies).
+    pub repairs: Vec<String>,
 }
 
 impl CheckReport {
@@ -212,6 +214,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
         .into_iter()
         .collect();
     let mut work: Vec<(PackId, u64)> = Vec::new();
+    let mut lost_packs = false;
     for pack_id in &ids {
         let blobs = &expected[pack_id];
         match present.get(pack_id) {
@@ -220,6 +223,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
                 // A pending pack may be gone after an interrupted prune; that is damage only
                 // if a blob's chosen copy was in it (found by the snapshot walk below).
                 if live.contains(pack_id) {
+                    lost_packs = true;
                     ctx.error(
                         pack::pack_key(pack_id),
                         format!("missing, but an index lists {} blob(s) in it", blobs.len()),
@@ -303,6 +307,20 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     let mut damaged: Vec<SnapshotId> = damaged_snapshots.into_iter().collect();
     damaged.sort();
     ctx.report.damaged_snapshots = damaged;
+    // Blobs in no index: lost with a pack already dropped from the index, or in a pack that
+    // no index names (which `repair index` adds back).
+    let unindexed_blobs = ctx
+        .report
+        .damaged_paths
+        .iter()
+        .any(|d| d.reason.contains("in no index") || d.reason.contains("not in any index"));
+    if lost_packs || unindexed_blobs {
+        // docs/maintenance.md, "When a pack is lost".
+        ctx.report.repairs = vec![
+            "coffer repair index".into(),
+            "coffer repair snapshots --forget".into(),
+        ];
+    }
     Ok(ctx.report)
 }
 

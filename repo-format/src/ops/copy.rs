@@ -187,7 +187,10 @@ struct CopyRun<'a, 'w, 'r> {
 
 impl CopyRun<'_, '_, '_> {
     fn store(&mut self, kind: BlobKind, plain: &[u8]) -> Result<BlobId> {
-        let (id, _) = self.writer.store(self.compressor, kind, plain)?;
+        let (id, _) = self
+            .writer
+            .store(self.compressor, kind, plain)
+            .map_err(|e| self.writer.explain(e))?;
         if self.writer.unindexed_packs() >= self.every {
             self.indexed.extend(self.writer.checkpoint()?);
         }

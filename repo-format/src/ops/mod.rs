@@ -6,6 +6,7 @@ pub mod copy;
 pub mod drill;
 pub mod forget;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod restore_sources;
 pub mod walk;

@@ -147,7 +147,11 @@ struct Loaded {
 
 fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
     let mut all = Vec::new();
-    for (key, _) in storage.list("index")? {
+    // Newest first, as `MasterIndex::load` does: of two copies of a blob, the one stored again
+    // after its pack was lost (`backup --force`) is the one to use.
+    let mut listed = storage.list_with_times("index")?;
+    listed.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    for (key, _, _) in listed {
         let name = key.rsplit('/').next().unwrap_or(&key);
         let id = IndexId::from_hex(name)
             .ok_or_else(|| Error::corrupt("index", &key, "not an index file name"))?;
@@ -203,6 +207,20 @@ fn index_window(grace: Duration) -> jiff::SignedDuration {
     }
     let tenth = (grace / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
     jiff::SignedDuration::try_from(tenth).unwrap_or(jiff::SignedDuration::from_secs(60))
+}
+
+/// How old a pack that no index names must be before prune may condemn or delete it: a
+/// running backup uploads its packs before the index file naming them, so a young unindexed
+/// pack may be one it is about to index (P4a in docs/maintenance.md). Judged by the store's
+/// modification time, whatever the grace period.
+pub const MIN_UNINDEXED_AGE: Duration = Duration::from_secs(3600);
+
+/// Whether an unindexed pack last modified at `modified` is old enough, at `now`, to be
+/// condemned. A time in the future (clocks that disagree) is young.
+fn old_enough_unindexed(modified: jiff::Timestamp, now: jiff::Timestamp) -> bool {
+    let age = jiff::SignedDuration::try_from(MIN_UNINDEXED_AGE)
+        .unwrap_or(jiff::SignedDuration::from_hours(1));
+    now.checked_sub(age).is_ok_and(|limit| modified <= limit)
 }
 
 /// Splits blobs sorted by offset into runs that lie back to back, each at most 8 MiB long (a
@@ -315,11 +333,7 @@ fn mark(
     for (id, root) in roots {
         let refuse = |what: &str, blob: &crate::id::BlobId| Error::Missing {
             what: "blob",
-            id: format!(
-                "{blob} ({what} of snapshot {}, not in any index); prune refuses to run on a \
-                 damaged repository: run `coffer check`",
-                id.short()
-            ),
+            id: format!("{blob} ({what} of snapshot {}, in no index)", id.short()),
         };
         let mut stack = vec![*root];
         while let Some(tree_id) = stack.pop() {
@@ -394,10 +408,7 @@ impl Reachable {
             }
             let pos = index.position(blob).ok_or_else(|| Error::Missing {
                 what: "blob",
-                id: format!(
-                    "{blob} (reachable from a snapshot, not in any index); prune refuses to run \
-                     on a damaged repository: run `coffer check`"
-                ),
+                id: format!("{blob} (reachable from a snapshot, in no index)"),
             })?;
             marks.set(pos);
         }
@@ -437,7 +448,16 @@ fn pass(
     report.snapshots = roots.len();
     let loaded = load(storage, keys)?;
     let index = &loaded.index;
-    let present: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
+    let listed = repo.list_packs_with_times()?;
+    let present: HashMap<PackId, u64> = listed.iter().map(|(id, size, _)| (*id, *size)).collect();
+    // Packs too young to be condemned or deleted while no index names them: a running
+    // backup's fresh packs, whatever the grace period (P4a).
+    let listed_at = jiff::Timestamp::now();
+    let young: HashSet<PackId> = listed
+        .iter()
+        .filter(|(_, _, modified)| !old_enough_unindexed(*modified, listed_at))
+        .map(|(id, _, _)| *id)
+        .collect();
     report.packs = present.len();
     report.pack_bytes = present.values().sum();
     let same_snapshots = before.filter(|b| {
@@ -515,6 +535,11 @@ fn pass(
                 }
                 continue;
             }
+            // P4a: a pack condemned while in no index (no blob entries) and still young is
+            // left for a later prune (plans written before this rule existed).
+            if blobs.is_empty() && young.contains(pack) {
+                continue;
+            }
             if let Some(size) = present.get(pack) {
                 delete_packs.push((*pack, *size, "condemned".into()));
             }
@@ -537,10 +562,7 @@ fn pass(
             None if u.used_blobs > 0 => {
                 return Err(Error::Missing {
                     what: "pack",
-                    id: format!(
-                        "{pack} (holds blobs that snapshots need); prune refuses to run on a \
-                         damaged repository: run `coffer check`"
-                    ),
+                    id: format!("{pack} (it holds blobs that snapshots need)"),
                 })
             }
             None => Fate::Condemn("missing"),
@@ -566,6 +588,7 @@ fn pass(
                 && !reindexed.contains(p)
                 && !deleting.contains(p)
                 && !decided.contains(p)
+                && !young.contains(p)
         })
         .copied()
         .collect();
@@ -717,7 +740,7 @@ fn pass(
             result
         });
         if let Some(e) = results.into_iter().flatten().find_map(|r| r.err()) {
-            return Err(e);
+            return Err(writer.explain(e));
         }
         if cancel.load(Ordering::SeqCst) {
             return Err(Error::Interrupted);
@@ -1017,7 +1040,7 @@ mod tests {
         let broken = index_of(&[(3, vec![0, 2, 5]), (2, vec![4, 6])]);
         let err = reachable.mark(&broken, &cancel).err().unwrap().to_string();
         assert!(
-            err.contains(&blob(3).id.to_hex()) && err.contains("not in any index"),
+            err.contains(&blob(3).id.to_hex()) && err.contains("in no index"),
             "{err}"
         );
         cancel.store(true, Ordering::SeqCst);
@@ -1025,6 +1048,65 @@ mod tests {
             reachable.mark(&second, &cancel),
             Err(Error::Interrupted)
         ));
+    }
+
+    /// Issue 13 item 5: a pack that no index names is a running backup's until it is an hour
+    /// old by its storage time, so even `--grace 0s` neither condemns nor deletes it; once it
+    /// is older, a zero-grace prune removes it in the same run.
+    #[test]
+    fn a_young_unindexed_pack_survives_a_zero_grace_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().to_str().unwrap();
+        let repo = Repository::init(
+            Storage::open(location, crate::storage::OpenMode::Create).unwrap(),
+            b"pw",
+            &crate::repository::test_options(),
+        )
+        .unwrap();
+        let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
+        let mut compressor = writer.compressor().unwrap();
+        writer
+            .store(&mut compressor, BlobKind::Data, b"a running backup's blob")
+            .unwrap();
+        let written = writer.finish().unwrap();
+        let (pack, _) = written.packs[0].clone();
+        // As before the backup writes its index: the pack is in no index.
+        repo.storage()
+            .delete(&format!("index/{}", written.index.unwrap()))
+            .unwrap();
+        let key = pack::pack_key(&pack);
+
+        let report = prune(&repo, &options(0)).unwrap();
+        assert_eq!(report.packs_condemned, 0, "{report:?}");
+        assert_eq!(report.packs_deleted, 0, "{report:?}");
+        assert!(repo.storage().size(&key).unwrap().is_some());
+        assert!(plan::load_all(repo.storage(), repo.keys())
+            .unwrap()
+            .is_empty());
+
+        // Two hours later (by its modification time) it is anybody's leftover: removed at once.
+        let file = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(&key))
+            .unwrap();
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))
+            .unwrap();
+        drop(file);
+        let report = prune(&repo, &options(0)).unwrap();
+        assert_eq!(report.packs_deleted, 1, "{report:?}");
+        assert!(repo.storage().size(&key).unwrap().is_none());
+    }
+
+    #[test]
+    fn unindexed_packs_are_old_enough_after_an_hour() {
+        let now = jiff::Timestamp::now();
+        let ago = |s: i64| now.checked_sub(jiff::SignedDuration::from_secs(s)).unwrap();
+        assert!(!old_enough_unindexed(now, now));
+        assert!(!old_enough_unindexed(ago(3599), now));
+        assert!(old_enough_unindexed(ago(3600), now));
+        assert!(old_enough_unindexed(ago(86_400), now));
+        // A future time (another clock) is young.
+        assert!(!old_enough_unindexed(ago(-60), now));
     }
 
     #[test]
