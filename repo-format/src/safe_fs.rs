@@ -160,6 +160,35 @@ impl Dir {
         }
     }
 
+    /// The names in this directory (without `.` and `..`) and what each is (not following
+    /// symlinks).
+    pub fn entries(&self) -> io::Result<Vec<(OsString, Kind)>> {
+        // A descriptor of its own: reading a directory moves its offset.
+        let fd =
+            nix::fcntl::openat(self.0.as_fd(), ".", DIR_FLAGS, Mode::empty()).map_err(to_io)?;
+        let mut listing = nix::dir::Dir::from_fd(fd).map_err(to_io)?;
+        let mut out = Vec::new();
+        for entry in listing.iter() {
+            let entry = entry.map_err(to_io)?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            let kind = match entry.file_type() {
+                Some(nix::dir::Type::Directory) => Kind::Dir,
+                Some(nix::dir::Type::Symlink) => Kind::Symlink,
+                Some(_) => Kind::Other,
+                // The file system does not say: look.
+                None => match self.kind(name)? {
+                    Some(kind) => kind,
+                    None => continue,
+                },
+            };
+            out.push((name.to_os_string(), kind));
+        }
+        Ok(out)
+    }
+
     /// Creates the directory `name` with `mode` (exclusively: fails if anything is there).
     pub fn create_dir(&self, name: &OsStr, mode: u32) -> io::Result<()> {
         check_name(name)?;
