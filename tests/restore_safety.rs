@@ -380,3 +380,90 @@ fn a_restore_puts_back_modes_owners_and_times_exactly() {
         0o1750
     );
 }
+
+/// Starts restoring a snapshot of one 96 MiB file into a fresh target and returns the running
+/// restore once its content is being written (something below the target's `src` directory has
+/// bytes), with that directory. Needs no root.
+fn restore_in_progress(env: &Env) -> (std::process::Child, PathBuf) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), coffer_e2e::pseudo_random(7, 96 << 20)).unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    let tgt = env.path("tgt");
+    let restored = tgt.join(src.strip_prefix("/").unwrap());
+    let child = env
+        .cmd(&["restore", "latest", "--target", tgt.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let writing = fs::read_dir(&restored).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+        });
+        if writing {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the restore never started writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    (child, restored)
+}
+
+/// A restore killed outright leaves no partial file under a restored name: at most its
+/// temporary file (`.big.coffer-<random>`).
+#[test]
+fn a_killed_restore_leaves_no_partial_file_under_its_name() {
+    let env = Env::new();
+    let (mut child, restored) = restore_in_progress(&env);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let names: Vec<String> = fs::read_dir(&restored)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    match fs::metadata(restored.join("big")) {
+        // Killed just after it completed: then it is whole.
+        Ok(m) => assert_eq!(
+            m.len(),
+            96 << 20,
+            "a partial file under its name: {names:?}"
+        ),
+        Err(_) => assert!(
+            names.iter().all(|n| n.starts_with(".big.coffer-")),
+            "{names:?}"
+        ),
+    }
+}
+
+/// An interrupted restore (SIGINT, as Ctrl-C) exits 130 and removes its temporary file.
+#[test]
+fn an_interrupted_restore_removes_its_temporary_file() {
+    let env = Env::new();
+    let (child, restored) = restore_in_progress(&env);
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let names: Vec<String> = fs::read_dir(&restored)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    if out.status.code() == Some(0) {
+        // It finished before the signal arrived: the file is whole and nothing else is there.
+        assert_eq!(names, vec!["big".to_string()]);
+        assert_eq!(fs::metadata(restored.join("big")).unwrap().len(), 96 << 20);
+    } else {
+        assert_eq!(out.status.code(), Some(130));
+        assert!(names.is_empty(), "left behind: {names:?}");
+    }
+}
