@@ -467,3 +467,94 @@ fn an_interrupted_restore_removes_its_temporary_file() {
         assert!(names.is_empty(), "left behind: {names:?}");
     }
 }
+
+/// The same for the in-place restore of a configured source (restore_subtree): the planted
+/// symlink at the old temporary name and a directory swapped for a symlink while restores run
+/// write nothing outside the source's place.
+#[test]
+fn in_place_restore_of_a_configured_source_follows_no_symlink() {
+    require_root!();
+    let env = Env::new();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    env.init();
+    let www = env.path("app/www");
+    fs::create_dir_all(www.join("sub")).unwrap();
+    fs::write(www.join("index.php"), "new\n").unwrap();
+    for i in 0..200 {
+        fs::write(www.join(format!("sub/f{i:03}")), format!("file {i}\n")).unwrap();
+    }
+    for p in [www.clone(), www.join("sub"), www.join("index.php")] {
+        chown(&p, NOBODY, NOBODY);
+    }
+    let config = env.path("coffer.toml");
+    fs::write(
+        &config,
+        format!(
+            "repository = \"{}\"\n[sources.www]\nkind = \"path\"\npath = \"{}\"\n",
+            env.repo,
+            www.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    env.run(&["--config", config, "backup"]).ok();
+    let victim = victim(&env);
+    as_nobody(&format!(
+        "ln -s '{}' '{}'",
+        victim.display(),
+        www.join(".index.php.coffer-restore").display()
+    ));
+    env.run(&["--config", config, "restore", "latest", "--overwrite"])
+        .ok();
+    assert_victim_unchanged(&victim);
+    assert_eq!(fs::read(www.join("index.php")).unwrap(), b"new\n");
+
+    let outside = env.path("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o700)).unwrap();
+    let describe = |p: &Path| {
+        let m = fs::metadata(p).unwrap();
+        (m.uid(), m.gid(), m.mode(), m.mtime(), m.mtime_nsec())
+    };
+    let outside_before = describe(&outside);
+    let swapper = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(format!(
+            "cd '{www}' && i=0; while :; do i=$((i+1)); mv -T sub moved.$i 2>/dev/null; \
+             ln -s '{out}' sub 2>/dev/null; rm -f sub 2>/dev/null; done",
+            www = www.display(),
+            out = outside.display()
+        ))
+        .spawn()
+        .unwrap();
+    let mut swapper = KillOnDrop(swapper);
+    for run in 0..30 {
+        let out = env.run(&["--config", config, "restore", "latest", "--overwrite"]);
+        assert!(
+            out.code == 0 || out.code == 1,
+            "exit {}: {}",
+            out.code,
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        let written: Vec<_> = fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(written.is_empty(), "run {run} wrote outside: {written:?}");
+        assert_eq!(
+            describe(&outside),
+            outside_before,
+            "run {run} changed outside"
+        );
+    }
+    swapper.0.kill().unwrap();
+    let _ = swapper.0.wait();
+    assert_victim_unchanged(&victim);
+}
