@@ -190,8 +190,14 @@ fn execute(
     // Write: directories and symlinks in plan order (parents first), then file contents in
     // parallel, one file per thread at a time, each written in order.
     std::fs::create_dir_all(root).map_err(|e| Error::io("creating", root, e))?;
+    // A relative destination without a parent (`files`) is below the current directory.
+    let opened = if root.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        root
+    };
     let root = Root {
-        dir: Dir::open_trusted(root).map_err(|e| Error::io("opening", root, e))?,
+        dir: Dir::open_trusted(opened).map_err(|e| Error::io("opening", opened, e))?,
         path: root,
     };
     let mut report = RestoreReport::default();
@@ -803,4 +809,30 @@ fn restore_symlink(
         let _ = dir.remove_file(&temp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_names_below_the_root_are_restored() {
+        let root = Path::new("/t/tgt");
+        let (parent, name) = place(root, Path::new("/t/tgt/a/b/c.txt")).unwrap();
+        assert_eq!((parent, name), (Path::new("a/b"), OsStr::new("c.txt")));
+        let (parent, name) = place(root, Path::new("/t/tgt/top")).unwrap();
+        assert_eq!((parent, name), (Path::new(""), OsStr::new("top")));
+        // A relative destination without a parent: the root is empty (the current directory).
+        let (parent, name) = place(Path::new(""), Path::new("files")).unwrap();
+        assert_eq!((parent, name), (Path::new(""), OsStr::new("files")));
+        // Names from a damaged or hostile tree that would climb out, and the root itself.
+        for bad in [
+            "/t/tgt/a/../../etc/passwd",
+            "/t/tgt/..",
+            "/t/tgt",
+            "/etc/passwd",
+        ] {
+            assert!(place(root, Path::new(bad)).is_err(), "{bad}");
+        }
+    }
 }
