@@ -11,12 +11,11 @@
 //! owner, mode and time through its descriptor and is renamed into place when complete (over an
 //! existing file with --overwrite, so the old content stays whole until the new content is); on
 //! an error or interrupt the temporary file is removed. New directories are 0700 until their
-//! contents are complete. Every blob is
-//! authenticated and checked against its id on the way. File contents are written by several
-//! threads (one per core, or one per connection for object stores, plus one on local disk where
-//! reads bypass the page cache and wait for the device), each file in order by one
-//! thread, one directory's files at a time per thread; consecutive blobs of a file are fetched
-//! with one ranged read.
+//! contents are complete. Every blob is authenticated and checked against its id on the way.
+//! File contents are written by several threads (one per core, or one per connection for object
+//! stores, plus one on local disk where reads bypass the page cache and wait for the device),
+//! each file in order by one thread, one directory's files at a time per thread (the directory
+//! opened once per batch); consecutive blobs of a file are fetched with one ranged read.
 
 use crate::direct::{self, DirectWriter};
 use crate::error::{Error, Result};
