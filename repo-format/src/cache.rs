@@ -8,10 +8,21 @@
 //! temporary file, then renamed) or removed when a listing of the repository no longer shows them.
 //! The cache holds ciphertext only, exactly as stored: it reveals no more than the repository.
 //! Failures to write the cache are ignored; it is an optimisation, never a requirement.
+//!
+//! Its directories are created 0700 and its files 0600. Below `<root>/<repository id>` (which
+//! is trusted: the user's own cache directory) nothing is reached by path: directories are
+//! opened one name at a time without following symlinks and files are read with `O_NOFOLLOW`,
+//! written under a fresh random name with `O_CREAT|O_EXCL|O_NOFOLLOW` and renamed into place
+//! ([`crate::safe_fs`]), so a symlink planted in the cache is never followed, for reading or
+//! writing.
 
 use crate::error::{Error, Result};
 use crate::id::storage_hash;
+use crate::safe_fs::{Dir, Kind};
 use bytes::Bytes;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// The metadata cache of one repository.
@@ -58,7 +69,10 @@ impl Cache {
             )));
         }
         let dir = root.join(repo_id);
-        std::fs::create_dir_all(&dir)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
             .map_err(|e| Error::io("creating cache directory", &dir, e))?;
         Ok(Cache { dir })
     }
@@ -68,48 +82,83 @@ impl Cache {
         &self.dir
     }
 
-    fn file(&self, key: &str) -> Option<PathBuf> {
-        (safe_key(key) && content_name(key).is_some()).then(|| self.dir.join(key))
+    /// The directory holding `key` (opened without following symlinks, created 0700 where
+    /// missing if `create`) and the key's file name, for a key that names content.
+    fn place<'k>(&self, key: &'k str, create: bool) -> Option<(Dir, &'k OsStr)> {
+        if !safe_key(key) || content_name(key).is_none() {
+            return None;
+        }
+        let (parents, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let mut dir = Dir::open_trusted(&self.dir).ok()?;
+        for part in parents.split('/').filter(|p| !p.is_empty()) {
+            let part = OsStr::new(part);
+            if create && dir.kind(part).ok()?.is_none() {
+                // Another process may create it at the same moment: that is fine.
+                let _ = dir.create_dir(part, 0o700);
+            }
+            dir = dir.open_dir(part).ok()?;
+        }
+        Some((dir, OsStr::new(name)))
     }
 
     /// The cached bytes of `key`, if present and their hash matches the name. A mismatching
     /// file (disk corruption, tampering) is removed.
     pub fn get(&self, key: &str) -> Option<Bytes> {
-        let file = self.file(key)?;
-        let bytes = std::fs::read(&file).ok()?;
+        let (dir, name) = self.place(key, false)?;
+        let mut bytes = Vec::new();
+        dir.open_file(name).ok()?.read_to_end(&mut bytes).ok()?;
         if Some(storage_hash(&bytes)) == content_name(key) {
             Some(Bytes::from(bytes))
         } else {
-            let _ = std::fs::remove_file(&file);
+            let _ = dir.remove_file(name);
             None
         }
     }
 
     /// Caches `bytes` as `key` if their hash matches the name.
     pub fn put(&self, key: &str, bytes: &[u8]) {
-        let Some(file) = self.file(key) else { return };
-        if Some(storage_hash(bytes)) != content_name(key) || file.exists() {
+        if Some(storage_hash(bytes)) != content_name(key) {
             return;
         }
-        let Some(parent) = file.parent() else { return };
-        if std::fs::create_dir_all(parent).is_err() {
+        let Some((dir, name)) = self.place(key, true) else {
+            return;
+        };
+        if !matches!(dir.kind(name), Ok(None)) {
             return;
         }
-        let mut suffix = [0u8; 8];
-        if coffer_crypto::random_fill(&mut suffix).is_err() {
+        let Ok((temp, mut file)) = dir.create_temp_file(name, 0o600) else {
             return;
+        };
+        let written = file.write_all(bytes).is_ok();
+        drop(file);
+        // Never replaces what is there (another process cached it meanwhile, or something was
+        // planted): the name is content-addressed, so what a later read finds is verified.
+        if !(written && dir.rename(&temp, name, false).is_ok()) {
+            let _ = dir.remove_file(&temp);
         }
-        let tmp = parent.join(format!(".tmp-{}", hex::encode(suffix)));
-        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, &file).is_ok() {
-            return;
-        }
-        let _ = std::fs::remove_file(&tmp);
     }
 
     /// Removes `key` from the cache.
     pub fn remove(&self, key: &str) {
-        if let Some(file) = self.file(key) {
-            let _ = std::fs::remove_file(file);
+        if let Some((dir, name)) = self.place(key, false) {
+            let _ = dir.remove_file(name);
+        }
+    }
+
+    /// Calls `visit(key, directory holding it, name)` for every file below `prefix/` (a key
+    /// prefix; empty for all), walking without following symlinks; a symlink counts as a file
+    /// (removing it removes the link only). One directory per level of depth is open at a time.
+    fn for_each_file(&self, prefix: &str, visit: &mut dyn FnMut(&str, &Dir, &OsStr)) {
+        let Ok(root) = Dir::open_trusted(&self.dir) else {
+            return;
+        };
+        let start = if prefix.is_empty() {
+            Some(root)
+        } else {
+            root.open_path(Path::new(prefix)).ok()
+        };
+        if let Some(start) = start {
+            walk_files(prefix, &start, visit);
         }
     }
 
@@ -121,47 +170,39 @@ impl Cache {
         }
         let live: std::collections::HashSet<&str> =
             listing.iter().map(|(k, _)| k.as_str()).collect();
-        let mut stack = vec![self.dir.join(dir)];
-        while let Some(path) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&path) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let p = entry.path();
-                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    stack.push(p);
-                    continue;
-                }
-                let Ok(rel) = p.strip_prefix(&self.dir) else {
-                    continue;
-                };
-                let key = rel.to_string_lossy();
-                if !live.contains(key.as_ref()) {
-                    let _ = std::fs::remove_file(&p);
-                }
+        self.for_each_file(dir, &mut |key, parent, name| {
+            if !live.contains(key) {
+                let _ = parent.remove_file(name);
             }
-        }
+        });
     }
 
     /// Keys of every cached object (for tests and diagnostics).
     pub fn keys(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let mut stack = vec![self.dir.clone()];
-        while let Some(path) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&path) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let p = entry.path();
-                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    stack.push(p);
-                } else if let Ok(rel) = p.strip_prefix(&self.dir) {
-                    out.push(rel.to_string_lossy().into_owned());
-                }
-            }
-        }
+        self.for_each_file("", &mut |key, _, _| out.push(key.to_string()));
         out.sort();
         out
+    }
+}
+
+fn walk_files(at: &str, dir: &Dir, visit: &mut dyn FnMut(&str, &Dir, &OsStr)) {
+    let Ok(entries) = dir.entries() else {
+        return;
+    };
+    for (name, kind) in entries {
+        let key = if at.is_empty() {
+            name.to_string_lossy().into_owned()
+        } else {
+            format!("{at}/{}", name.to_string_lossy())
+        };
+        if kind == Kind::Dir {
+            if let Ok(sub) = dir.open_dir(&name) {
+                walk_files(&key, &sub, visit);
+            }
+        } else {
+            visit(&key, dir, &name);
+        }
     }
 }
 
@@ -196,5 +237,74 @@ mod tests {
         assert_eq!(cache.keys(), vec![key.clone()]);
         cache.retain("snapshots", &[]);
         assert!(cache.keys().is_empty());
+    }
+
+    #[test]
+    fn directories_are_0700_and_files_0600() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let cache_root = root.path().join("cache/coffer");
+        let cache = Cache::open(&cache_root, "00ff").unwrap();
+        let bytes = b"a pack";
+        let key = format!("data/ab/{}", hex::encode(storage_hash(bytes)));
+        cache.put(&key, bytes);
+        assert_eq!(&cache.get(&key).unwrap()[..], bytes);
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+        for dir in [
+            cache_root.clone(),
+            cache.dir().to_path_buf(),
+            cache.dir().join("data"),
+            cache.dir().join("data/ab"),
+        ] {
+            assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        }
+        assert_eq!(mode(&cache.dir().join(&key)), 0o600);
+        // No temporary file is left behind.
+        assert_eq!(cache.keys(), vec![key]);
+    }
+
+    #[test]
+    fn a_symlink_planted_in_the_cache_is_never_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&root.path().join("cache"), "00ff").unwrap();
+        let bytes = b"sealed index bytes";
+        let name = hex::encode(storage_hash(bytes));
+        let key = format!("index/{name}");
+        // A directory of the cache replaced by a symlink to a directory elsewhere, which holds
+        // a valid-looking object under the key's name.
+        let outside = root.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join(&name), bytes).unwrap();
+        std::os::unix::fs::symlink(&outside, cache.dir().join("index")).unwrap();
+        assert!(
+            cache.get(&key).is_none(),
+            "read through a symlinked directory"
+        );
+        let other = b"other index bytes";
+        let other_key = format!("index/{}", hex::encode(storage_hash(other)));
+        cache.put(&other_key, other);
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            1,
+            "written through a symlinked directory"
+        );
+        cache.retain("index", &[]);
+        cache.remove(&key);
+        assert!(outside.join(&name).exists(), "removed through a symlink");
+        // A symlink at a file's own name: not read, not written through, not replaced.
+        let victim = root.path().join("victim");
+        std::fs::write(&victim, b"secret").unwrap();
+        let snapshot = b"sealed snapshot";
+        let snapshot_key = format!("snapshots/{}", hex::encode(storage_hash(snapshot)));
+        cache.put(&snapshot_key, snapshot);
+        std::fs::remove_file(cache.dir().join(&snapshot_key)).unwrap();
+        std::os::unix::fs::symlink(&victim, cache.dir().join(&snapshot_key)).unwrap();
+        assert!(cache.get(&snapshot_key).is_none());
+        cache.put(&snapshot_key, snapshot);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+        assert!(std::fs::symlink_metadata(cache.dir().join(&snapshot_key))
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 }

@@ -20,6 +20,7 @@ pub mod parallel;
 pub mod plan;
 pub mod repository;
 pub mod retention;
+pub mod safe_fs;
 pub mod sealed;
 pub mod snapshot;
 pub mod sources;

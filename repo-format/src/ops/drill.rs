@@ -94,20 +94,33 @@ impl Drop for ScratchDir {
     }
 }
 
+/// Creates the scratch directory below `parent` (default: the system's temporary directory)
+/// as mkdtemp does: a random name (`coffer-drill-<16 hex digits>`) that another local user
+/// cannot predict, created exclusively (mkdir fails on anything already there, a symlink
+/// included, and then another name is tried) and 0700, so nobody else can look or plant
+/// anything inside while the drill restores into it.
 fn scratch_dir(parent: Option<&Path>) -> Result<ScratchDir> {
+    use std::os::unix::fs::DirBuilderExt;
     let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let dir = parent.join(format!("coffer-drill-{}-{nanos:08x}", std::process::id()));
-    std::fs::create_dir(&dir).map_err(|e| {
-        Error::InvalidInput(format!(
-            "creating the drill directory {}: {e}",
-            dir.display()
-        ))
-    })?;
-    Ok(ScratchDir(dir))
+    let mut attempts = 0;
+    loop {
+        let mut random = [0u8; 8];
+        coffer_crypto::random_fill(&mut random)
+            .map_err(|e| Error::InvalidInput(format!("choosing a drill directory name: {e}")))?;
+        let dir = parent.join(format!("coffer-drill-{}", hex::encode(random)));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(ScratchDir(dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 16 => {
+                attempts += 1;
+            }
+            Err(e) => {
+                return Err(Error::InvalidInput(format!(
+                    "creating the drill directory {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+    }
 }
 
 /// The sources a drill restores: the snapshot's named sources, or, for a snapshot without
@@ -491,5 +504,28 @@ mod tests {
             e.to_string().starts_with("creating the drill directory"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_scratch_directory_is_random_private_and_exclusive() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tmp = tempfile::tempdir().unwrap();
+        // A group- and world-writable parent, like /tmp.
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let a = scratch_dir(Some(tmp.path())).unwrap();
+        let b = scratch_dir(Some(tmp.path())).unwrap();
+        assert_ne!(a.0, b.0);
+        for dir in [&a.0, &b.0] {
+            let name = dir.file_name().unwrap().to_str().unwrap();
+            let random = name.strip_prefix("coffer-drill-").unwrap();
+            assert_eq!(random.len(), 16, "{name}");
+            assert!(random.bytes().all(|c| c.is_ascii_hexdigit()), "{name}");
+            let meta = std::fs::symlink_metadata(dir).unwrap();
+            assert!(meta.is_dir());
+            assert_eq!(meta.mode() & 0o7777, 0o700, "{name}");
+        }
+        let path = a.0.clone();
+        drop(a);
+        assert!(!path.exists(), "removed when dropped");
     }
 }

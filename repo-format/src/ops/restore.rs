@@ -2,20 +2,26 @@
 //! byte for byte, with modes, modification times and (when permitted) owners.
 //!
 //! Restore plans first and writes second: every conflict with an existing file is found before
-//! anything is written, so a refused restore changes nothing. A new file is written under its
-//! own name (mode 0600 until complete) and removed again if the restore fails or is
-//! interrupted; an existing file replaced with --overwrite is written to a temporary name and
-//! renamed over it, so the old content stays whole until the new content is. Every blob is
-//! authenticated and checked against its id on the way. File contents are written by several
-//! threads (one per core, or one per connection for object stores, plus one on local disk where
-//! reads bypass the page cache and wait for the device), each file in order by one
-//! thread, one directory's files at a time per thread; consecutive blobs of a file are fetched
-//! with one ranged read.
+//! anything is written, so a refused restore changes nothing. Below the target (which the
+//! operator chose and is trusted) nothing is reached by path: directories are opened one name at
+//! a time from the target without following symlinks, and everything restore creates is created
+//! exclusively relative to such a handle ([`crate::safe_fs`]), so a symlink planted by whoever can
+//! write a directory in the target is replaced or refused, never followed. Every file is written
+//! under a fresh random temporary name (`.NAME.coffer-<16 hex digits>`, mode 0600), gets its
+//! owner, mode and time through its descriptor and is renamed into place when complete (over an
+//! existing file with --overwrite, so the old content stays whole until the new content is); on
+//! an error or interrupt the temporary file is removed. New directories are 0700 until their
+//! contents are complete. Every blob is authenticated and checked against its id on the way.
+//! File contents are written by several threads (one per core, or one per connection for object
+//! stores, plus one on local disk where reads bypass the page cache and wait for the device),
+//! each file in order by one thread, one directory's files at a time per thread (the directory
+//! opened once per batch); consecutive blobs of a file are fetched with one ranged read.
 
 use crate::direct::{self, DirectWriter};
 use crate::error::{Error, Result};
 use crate::id::PackId;
 use crate::repository::Repository;
+use crate::safe_fs::{Dir, Kind};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
 use std::ffi::OsStr;
@@ -164,7 +170,9 @@ fn plan_subtree(
     Ok(plan)
 }
 
-/// Checks every destination for conflicts, then writes; `root` is created first.
+/// Checks every destination for conflicts, then writes; `root` is created first. `root` is
+/// trusted (the operator chose it); everything below it is reached through directory handles
+/// without following symlinks ([`safe_fs`]).
 fn execute(
     repo: &Repository,
     plan: &[(PathBuf, Node)],
@@ -173,43 +181,160 @@ fn execute(
     cancel: &AtomicBool,
 ) -> Result<RestoreReport> {
     let exists = check_conflicts(plan, overwrite)?;
+    // Every destination must be plain names below the root (a name `..` or with a `/` from a
+    // damaged or hostile tree would climb out of it).
+    for (dest, _) in plan {
+        place(root, dest)?;
+    }
     // Write: directories and symlinks in plan order (parents first), then file contents in
     // parallel, one file per thread at a time, each written in order.
     std::fs::create_dir_all(root).map_err(|e| Error::io("creating", root, e))?;
+    // A relative destination without a parent (`files`) is below the current directory.
+    let opened = if root.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        root
+    };
+    let root = Root {
+        dir: Dir::open_trusted(opened).map_err(|e| Error::io("opening", opened, e))?,
+        path: root,
+    };
     let mut report = RestoreReport::default();
     let mut dirs = Vec::new();
     let mut files = Vec::new();
+    let mut stack = DirStack::new(&root);
     for ((dest, node), &exists) in plan.iter().zip(&exists) {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
         match node.kind {
             NodeKind::Dir => {
-                // lstat, not stat: a symlink to a directory is replaced, never followed.
-                if exists && std::fs::symlink_metadata(dest).is_ok_and(|m| !m.is_dir()) {
-                    std::fs::remove_file(dest).map_err(|e| Error::io("replacing", dest, e))?;
+                let (parent, name) = place(root.path, dest)?;
+                let parent = stack.get(parent)?;
+                // Not following a symlink: one where a directory goes is replaced (with
+                // --overwrite), never followed. New directories stay 0700 until complete.
+                let found = parent
+                    .kind(name)
+                    .map_err(|e| Error::io("inspecting", dest, e))?;
+                match found {
+                    Some(Kind::Dir) => {}
+                    Some(_) if !overwrite => return Err(Error::WouldOverwrite(dest.clone())),
+                    Some(_) => {
+                        parent
+                            .remove_file(name)
+                            .map_err(|e| Error::io("replacing", dest, e))?;
+                        parent
+                            .create_dir(name, 0o700)
+                            .map_err(|e| Error::io("creating", dest, e))?;
+                    }
+                    None => parent
+                        .create_dir(name, 0o700)
+                        .map_err(|e| Error::io("creating", dest, e))?,
                 }
-                std::fs::create_dir_all(dest).map_err(|e| Error::io("creating", dest, e))?;
                 report.dirs += 1;
                 dirs.push((dest, node));
             }
             NodeKind::File => files.push((dest, node, exists)),
             NodeKind::Symlink => {
-                restore_symlink(node, dest)?;
+                let (parent, name) = place(root.path, dest)?;
+                restore_symlink(stack.get(parent)?, name, node, dest, overwrite)?;
                 report.symlinks += 1;
             }
         }
     }
     report.files = files.len() as u64;
-    report.bytes = restore_files(repo, &files, cancel)?;
-    // Directory metadata last, deepest first, so writing children does not change their mtimes.
+    report.bytes = restore_files(repo, &root, &files, cancel)?;
+    // Directory metadata last, deepest first, so writing children does not change their mtimes;
+    // through a handle opened without following symlinks.
     for (dest, node) in dirs.iter().rev() {
-        set_owner(dest, node, false);
-        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(node.mode))
-            .map_err(|e| Error::io("setting permissions of", dest, e))?;
-        set_mtime(dest, node, false)?;
+        let rel = dest
+            .strip_prefix(root.path)
+            .map_err(|_| not_below(root.path, dest))?;
+        let dir = stack.get(rel)?;
+        finish_file(node, dest, dir.file())?;
     }
     Ok(report)
+}
+
+/// The trusted directory a restore writes below, opened.
+struct Root<'a> {
+    dir: Dir,
+    path: &'a Path,
+}
+
+impl Root<'_> {
+    /// Opens the directory that holds `dest`, walking down from the root without following
+    /// symlinks.
+    fn open_parent(&self, dest: &Path) -> Result<Dir> {
+        let (parent, _) = place(self.path, dest)?;
+        self.dir
+            .open_path(parent)
+            .map_err(|e| Error::io("opening directory", self.path.join(parent), e))
+    }
+}
+
+/// `dest`'s parent relative to `root`, and its name; only plain names are accepted.
+fn place<'d>(root: &Path, dest: &'d Path) -> Result<(&'d Path, &'d OsStr)> {
+    let rel = dest.strip_prefix(root).map_err(|_| not_below(root, dest))?;
+    if !rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(not_below(root, dest));
+    }
+    match (rel.parent(), rel.file_name()) {
+        (Some(parent), Some(name)) => Ok((parent, name)),
+        _ => Err(not_below(root, dest)),
+    }
+}
+
+fn not_below(root: &Path, dest: &Path) -> Error {
+    Error::io(
+        "restoring",
+        dest,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a plain name below {}", root.display()),
+        ),
+    )
+}
+
+/// The directories on one path below the root, kept open while the plan (in tree order) walks
+/// through them: at most one descriptor per level of depth, each reached from its parent
+/// without following a symlink.
+struct DirStack<'r> {
+    root: &'r Root<'r>,
+    open: Vec<(std::ffi::OsString, Dir)>,
+}
+
+impl<'r> DirStack<'r> {
+    fn new(root: &'r Root<'r>) -> DirStack<'r> {
+        DirStack {
+            root,
+            open: Vec::new(),
+        }
+    }
+
+    /// The directory at `rel` below the root.
+    fn get(&mut self, rel: &Path) -> Result<&Dir> {
+        let names: Vec<&OsStr> = rel.iter().collect();
+        let keep = self
+            .open
+            .iter()
+            .zip(&names)
+            .take_while(|((open, _), name)| open.as_os_str() == **name)
+            .count();
+        self.open.truncate(keep);
+        for (i, name) in names.iter().enumerate().skip(keep) {
+            let parent = self.open.last().map_or(&self.root.dir, |(_, d)| d);
+            let dir = parent.open_dir(name).map_err(|e| {
+                let path: PathBuf = names[..=i].iter().collect();
+                Error::io("opening directory", self.root.path.join(path), e)
+            })?;
+            self.open.push((name.to_os_string(), dir));
+        }
+        Ok(self.open.last().map_or(&self.root.dir, |(_, d)| d))
+    }
 }
 
 /// Restores `files` with several threads, returning the bytes written. Files are handed out in
@@ -218,6 +343,7 @@ fn execute(
 /// is returned.
 fn restore_files(
     repo: &Repository,
+    root: &Root<'_>,
     files: &[(&PathBuf, &Node, bool)],
     cancel: &AtomicBool,
 ) -> Result<u64> {
@@ -265,8 +391,8 @@ fn restore_files(
             started.fetch_max(number + 1, Ordering::Relaxed);
             let batch = &files[batch.clone()];
             match &spans[*number] {
-                Some(span) => restore_span(repo, batch, span, &bytes, &failed, &stop, cancel),
-                None => restore_batch(repo, batch, &bytes, &failed, &stop, cancel),
+                Some(span) => restore_span(repo, root, batch, span, &bytes, &failed, &stop, cancel),
+                None => restore_batch(repo, root, batch, &bytes, &failed, &stop, cancel),
             }
         });
         // The prefetcher stops once everything has been asked for, or on `stop`.
@@ -380,8 +506,10 @@ fn prefetch_batches(
 
 /// Restores a batch whose blobs lie in `span`: the span is read once and every file's blobs
 /// are taken from it. Errors go where [`restore_batch`]'s do.
+#[allow(clippy::too_many_arguments)]
 fn restore_span(
     repo: &Repository,
+    root: &Root<'_>,
     batch: &[(&PathBuf, &Node, bool)],
     span: &BatchSpan,
     bytes: &AtomicU64,
@@ -390,26 +518,28 @@ fn restore_span(
     cancel: &AtomicBool,
 ) {
     let key = crate::pack::pack_key(&span.pack);
-    let result = repo
-        .storage()
-        .with_range_direct("pack", &key, span.start..span.end, |data| {
-            let source = Source::Span {
-                pack: span.pack,
-                start: span.start,
-                data,
-            };
-            for (dest, node, exists) in batch {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(Error::Interrupted);
+    // The batch's files share one directory: opened once for all of them.
+    let result = root.open_parent(batch[0].0).and_then(|dir| {
+        repo.storage()
+            .with_range_direct("pack", &key, span.start..span.end, |data| {
+                let source = Source::Span {
+                    pack: span.pack,
+                    start: span.start,
+                    data,
+                };
+                for (dest, node, exists) in batch {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(Error::Interrupted);
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    let n = restore_file(repo, node, &dir, dest, *exists, &source, cancel)?;
+                    bytes.fetch_add(n, Ordering::Relaxed);
                 }
-                if stop.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                let n = restore_file(repo, node, dest, *exists, &source, cancel)?;
-                bytes.fetch_add(n, Ordering::Relaxed);
-            }
-            Ok(())
-        });
+                Ok(())
+            })
+    });
     if let Err(e) = result {
         stop.store(true, Ordering::Relaxed);
         let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
@@ -421,28 +551,37 @@ fn restore_span(
 /// `failed` and sets `stop`.
 fn restore_batch(
     repo: &Repository,
+    root: &Root<'_>,
     batch: &[(&PathBuf, &Node, bool)],
     bytes: &AtomicU64,
     failed: &Mutex<Option<Error>>,
     stop: &AtomicBool,
     cancel: &AtomicBool,
 ) {
+    let record = |e: Error| {
+        stop.store(true, Ordering::Relaxed);
+        let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(e);
+    };
+    // The batch's files share one directory: opened once for all of them.
+    let Some((first, _, _)) = batch.first() else {
+        return;
+    };
+    let dir = match root.open_parent(first) {
+        Ok(dir) => dir,
+        Err(e) => return record(e),
+    };
     for (dest, node, exists) in batch {
         let result = if cancel.load(Ordering::Relaxed) {
             Err(Error::Interrupted)
         } else {
-            restore_file(repo, node, dest, *exists, &Source::Storage, cancel)
+            restore_file(repo, node, &dir, dest, *exists, &Source::Storage, cancel)
         };
         match result {
             Ok(n) => {
                 bytes.fetch_add(n, Ordering::Relaxed);
             }
-            Err(e) => {
-                stop.store(true, Ordering::Relaxed);
-                let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
-                slot.get_or_insert(e);
-                return;
-            }
+            Err(e) => return record(e),
         }
         if stop.load(Ordering::Relaxed) {
             return;
@@ -477,76 +616,53 @@ fn mtime(node: &Node) -> filetime::FileTime {
     )
 }
 
-fn set_mtime(dest: &Path, node: &Node, symlink: bool) -> Result<()> {
-    let t = mtime(node);
-    let r = if symlink {
-        filetime::set_symlink_file_times(dest, t, t)
-    } else {
-        filetime::set_file_times(dest, t, t)
-    };
-    r.map_err(|e| Error::io("setting the modification time of", dest, e))
-}
-
-/// Owners are restored when the process may (root); otherwise files belong to the restoring user.
-fn set_owner(dest: &Path, node: &Node, symlink: bool) {
-    let r = if symlink {
-        std::os::unix::fs::lchown(dest, Some(node.uid), Some(node.gid))
-    } else {
-        std::os::unix::fs::chown(dest, Some(node.uid), Some(node.gid))
-    };
-    // EPERM for non-root users is expected and not an error.
-    let _ = r;
-}
-
-/// Writes one file. A file that does not exist yet is created under its own name (readable
-/// only by its owner until complete) and removed again if anything fails; a file that exists
-/// (with --overwrite) is written to a temporary name and renamed over it, so the old content
-/// stays whole until the new one is.
-/// `replacing`: something existed at `dest` when the restore was planned.
+/// Writes one file into `dir` (the directory holding `dest`): always to a new file under a
+/// fresh random temporary name (`O_CREAT|O_EXCL|O_NOFOLLOW`, 0600), which gets its owner, mode
+/// and time through the open descriptor and is then renamed to its final name, so the final
+/// name never holds a partial file and nothing that already existed is opened. A file that
+/// existed at planning (`replacing`, with --overwrite) is replaced by the rename (a symlink
+/// there is replaced, not followed); a new one is renamed without replacing, so a name created
+/// meanwhile is not clobbered. On any error (or an interrupt) the temporary file is removed.
 fn restore_file(
     repo: &Repository,
     node: &Node,
+    dir: &Dir,
     dest: &Path,
     replacing: bool,
     source: &Source<'_>,
     cancel: &AtomicBool,
 ) -> Result<u64> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = if replacing {
-        let dir = dest.parent().unwrap_or(Path::new("."));
-        dir.join(format!(
-            ".{}.coffer-restore",
-            dest.file_name().unwrap_or_default().to_string_lossy()
-        ))
-    } else {
-        dest.to_path_buf()
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).mode(0o600);
-    if replacing {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
-    let file = options
-        .open(&path)
-        .map_err(|e| Error::io("creating", &path, e))?;
+    let name = dest.file_name().unwrap_or_default();
+    let (temp, file) = dir
+        .create_temp_file(name, 0o600)
+        .map_err(|e| Error::io("creating", dest, e))?;
+    let path = dest.with_file_name(&temp);
     let result = write_content(repo, node, dest, &path, &file, source, cancel)
-        .and_then(|written| finish_file(node, &path, &file).map(|()| written));
+        .and_then(|written| finish_file(node, &path, &file).map(|()| written))
+        .and_then(|written| {
+            dir.rename(&temp, name, replacing)
+                .map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        Error::io(
+                            "renaming into place",
+                            dest,
+                            std::io::Error::new(
+                                e.kind(),
+                                "something was created at this name during the restore; \
+                                 it was left alone",
+                            ),
+                        )
+                    } else {
+                        Error::io("renaming into place", dest, e)
+                    }
+                })
+                .map(|()| written)
+        });
     drop(file);
-    match result {
-        Ok(written) => {
-            if replacing {
-                std::fs::rename(&path, dest)
-                    .map_err(|e| Error::io("renaming into place", dest, e))?;
-            }
-            Ok(written)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&path);
-            Err(e)
-        }
+    if result.is_err() {
+        let _ = dir.remove_file(&temp);
     }
+    result
 }
 
 /// Files at least this large are read by several threads (ranged reads fetched and decrypted
@@ -659,13 +775,63 @@ fn finish_file(node: &Node, path: &Path, file: &std::fs::File) -> Result<()> {
         .map_err(|e| Error::io("setting the modification time of", path, e))
 }
 
-fn restore_symlink(node: &Node, dest: &Path) -> Result<()> {
-    if std::fs::symlink_metadata(dest).is_ok() {
-        std::fs::remove_file(dest).map_err(|e| Error::io("replacing", dest, e))?;
-    }
+/// Creates the symlink `name` in `dir` under a fresh temporary name, sets its owner and time
+/// (on the link itself), then renames it to `name`: replacing what is there with `overwrite`
+/// (a symlink there is replaced, never followed), else only if nothing is.
+fn restore_symlink(
+    dir: &Dir,
+    name: &OsStr,
+    node: &Node,
+    dest: &Path,
+    overwrite: bool,
+) -> Result<()> {
     let target = node.target_raw()?;
-    std::os::unix::fs::symlink(OsStr::from_bytes(&target), dest)
+    let temp = dir
+        .create_temp_symlink(OsStr::from_bytes(&target), name)
         .map_err(|e| Error::io("creating symlink", dest, e))?;
-    set_owner(dest, node, true);
-    set_mtime(dest, node, true)
+    // EPERM for non-root users is expected and not an error.
+    let _ = dir.set_symlink_owner(&temp, node.uid, node.gid);
+    let t = mtime(node);
+    let result = dir
+        .set_symlink_times(&temp, t.unix_seconds(), t.nanoseconds())
+        .map_err(|e| Error::io("setting the modification time of", dest, e))
+        .and_then(|()| {
+            dir.rename(&temp, name, overwrite).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::WouldOverwrite(dest.to_path_buf())
+                } else {
+                    Error::io("creating symlink", dest, e)
+                }
+            })
+        });
+    if result.is_err() {
+        let _ = dir.remove_file(&temp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_names_below_the_root_are_restored() {
+        let root = Path::new("/t/tgt");
+        let (parent, name) = place(root, Path::new("/t/tgt/a/b/c.txt")).unwrap();
+        assert_eq!((parent, name), (Path::new("a/b"), OsStr::new("c.txt")));
+        let (parent, name) = place(root, Path::new("/t/tgt/top")).unwrap();
+        assert_eq!((parent, name), (Path::new(""), OsStr::new("top")));
+        // A relative destination without a parent: the root is empty (the current directory).
+        let (parent, name) = place(Path::new(""), Path::new("files")).unwrap();
+        assert_eq!((parent, name), (Path::new(""), OsStr::new("files")));
+        // Names from a damaged or hostile tree that would climb out, and the root itself.
+        for bad in [
+            "/t/tgt/a/../../etc/passwd",
+            "/t/tgt/..",
+            "/t/tgt",
+            "/etc/passwd",
+        ] {
+            assert!(place(root, Path::new(bad)).is_err(), "{bad}");
+        }
+    }
 }
