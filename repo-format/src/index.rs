@@ -211,12 +211,25 @@ struct Entry {
     pending: bool,
 }
 
+/// Ids of the index files present. Keys under `index/` that are not index file names are not
+/// Coffer's and are ignored ([`Storage::list_objects`]).
+pub fn list_ids(storage: &Storage) -> Result<Vec<IndexId>> {
+    Ok(storage
+        .list_objects("index")?
+        .objects
+        .into_iter()
+        .filter_map(|(key, _)| IndexId::from_hex(key.rsplit('/').next().unwrap_or(&key)))
+        .collect())
+}
+
 /// The union of all live index files, as a sorted array.
 pub struct MasterIndex {
     packs: Vec<PackId>,
     entries: Vec<Entry>,
     files: Vec<IndexId>,
     sorted: bool,
+    /// Deletion plans that could not be read when the index was loaded, left out (warnings).
+    damaged_plans: Vec<String>,
 }
 
 impl Default for MasterIndex {
@@ -227,6 +240,7 @@ impl Default for MasterIndex {
             entries: Vec::new(),
             files: Vec::new(),
             sorted: true,
+            damaged_plans: Vec::new(),
         }
     }
 }
@@ -235,10 +249,7 @@ impl MasterIndex {
     /// Loads every index file that no other index file supersedes.
     pub fn load(storage: &Storage, keys: &MasterKeys) -> Result<MasterIndex> {
         let mut files = Vec::new();
-        for (key, _) in storage.list("index")? {
-            let name = key.rsplit('/').next().unwrap_or(&key);
-            let id = IndexId::from_hex(name)
-                .ok_or_else(|| Error::corrupt("index", &key, "not an index file name"))?;
+        for id in list_ids(storage)? {
             match IndexFile::load(storage, keys, &id) {
                 Ok(file) => files.push((id, file)),
                 // Listed, then deleted before we read it: only prune deletes index files, and
@@ -264,13 +275,20 @@ impl MasterIndex {
         }
         // Added after the live files: sorting is stable and the first entry of a blob wins, so
         // a blob that is both live and pending is live.
-        for (_, plan) in crate::plan::load_all(storage, keys)? {
+        let plans = crate::plan::load_all(storage, keys)?;
+        index.damaged_plans = plans.damage_warnings();
+        for (_, plan) in &plans.good {
             for (pack, blobs) in &plan.packs {
                 index.add_pending_pack(*pack, blobs);
             }
         }
         index.sort();
         Ok(index)
+    }
+
+    /// Warnings about deletion plans that could not be read and were left out.
+    pub fn damaged_plans(&self) -> &[String] {
+        &self.damaged_plans
     }
 
     /// Adds a condemned pack's blobs: readable, never used for deduplication.

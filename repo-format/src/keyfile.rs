@@ -120,7 +120,8 @@ impl KeyFile {
 /// Finds the key file that `password` opens. Key files that fail to parse are skipped, but if
 /// none opens and some were damaged, the error says so.
 pub fn open_any(storage: &Storage, password: &[u8]) -> Result<(KeyId, MasterKeys)> {
-    let listed = storage.list("keys")?;
+    // Names that are not key file names are not Coffer's: ignored (check reports them).
+    let listed = storage.list_objects("keys")?.objects;
     if listed.is_empty() {
         return Err(Error::Missing {
             what: "key files",

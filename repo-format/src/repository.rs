@@ -441,11 +441,11 @@ impl Repository {
     /// Every pack file present in storage with its size.
     pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
         let mut out = Vec::new();
-        for (key, size) in self.storage.list("data")? {
-            let name = key.rsplit('/').next().unwrap_or(&key);
-            let id = PackId::from_hex(name)
-                .ok_or_else(|| Error::corrupt("pack", &key, "not a pack file name"))?;
-            out.push((id, size));
+        // Keys that are not pack names are not Coffer's: ignored here, reported by check.
+        for (key, size) in self.storage.list_objects("data")?.objects {
+            if let Some(id) = PackId::from_hex(key.rsplit('/').next().unwrap_or(&key)) {
+                out.push((id, size));
+            }
         }
         Ok(out)
     }

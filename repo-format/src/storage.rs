@@ -873,6 +873,21 @@ impl Storage {
         Ok(out)
     }
 
+    /// The objects under `dir/` split by name: those Coffer writes there (see
+    /// [`is_object_name`]) and stray ones (left by other programs, e.g. NFS's `.nfsXXXX` files,
+    /// or put there by hand), which every command ignores and `check` reports.
+    pub fn list_objects(&self, dir: &str) -> Result<Listing> {
+        let mut listing = Listing::default();
+        for (key, size) in self.list(dir)? {
+            if is_object_name(dir, &key) {
+                listing.objects.push((key, size));
+            } else {
+                listing.stray.push((key, size));
+            }
+        }
+        Ok(listing)
+    }
+
     /// Forgets every listing this handle remembers, so the next [`Storage::list`] of each
     /// directory asks the store again. Prune calls it once it holds the lease: what it decides
     /// must rest on what the store holds then, not on what it held when the handle was opened.
@@ -921,6 +936,34 @@ impl Storage {
             }
             Err(e) => Err(self.err("delete", key, e)),
         }
+    }
+}
+
+/// A directory's listing split by name ([`Storage::list_objects`]); keys with their sizes,
+/// sorted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Keys with names Coffer writes in the directory.
+    pub objects: Vec<(String, u64)>,
+    /// Every other key: not Coffer's, never read, never deleted.
+    pub stray: Vec<(String, u64)>,
+}
+
+/// Whether `key` is a name Coffer writes under `dir`: `dir/` and 64 lowercase hex digits (the
+/// object's id), and for packs `data/` the id's first two digits, `/` and the id.
+pub fn is_object_name(dir: &str, key: &str) -> bool {
+    let Some(rest) = key.strip_prefix(dir).and_then(|r| r.strip_prefix('/')) else {
+        return false;
+    };
+    let is_id =
+        |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if dir == "data" {
+        match rest.split_once('/') {
+            Some((fan, id)) => is_id(id) && id.starts_with(fan) && fan.len() == 2,
+            None => false,
+        }
+    } else {
+        is_id(rest)
     }
 }
 
@@ -1129,6 +1172,43 @@ mod tests {
     #[test]
     fn memory_conformance() {
         conformance::run(&Storage::in_memory().unwrap());
+    }
+
+    #[test]
+    fn object_names_and_stray_names_are_told_apart() {
+        let id = "ab".to_string() + &"0".repeat(62);
+        assert!(is_object_name("snapshots", &format!("snapshots/{id}")));
+        assert!(is_object_name("data", &format!("data/ab/{id}")));
+        for (dir, stray) in [
+            ("snapshots", "snapshots/.nfs0000abcd".to_string()),
+            ("snapshots", format!("snapshots/{}", id.to_uppercase())),
+            ("snapshots", format!("snapshots/{id}0")),
+            ("snapshots", format!("snapshots/{}", &id[1..])),
+            ("snapshots", format!("snapshots/x/{id}")),
+            ("snapshots", format!("index/{id}")),
+            ("data", format!("data/cd/{id}")),
+            ("data", format!("data/{id}")),
+            ("data", format!("data/ab/{id}.tmp")),
+        ] {
+            assert!(!is_object_name(dir, &stray), "{stray}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path().to_str().unwrap(), OpenMode::Create).unwrap();
+        storage
+            .put_new(&format!("snapshots/{id}"), Bytes::from_static(b"s"))
+            .unwrap();
+        std::fs::write(dir.path().join("snapshots/.nfs0000abcd"), b"junk").unwrap();
+        std::fs::write(dir.path().join("snapshots/notes.txt"), b"junk!").unwrap();
+        storage.forget_listings();
+        let listing = storage.list_objects("snapshots").unwrap();
+        assert_eq!(listing.objects, vec![(format!("snapshots/{id}"), 1)]);
+        assert_eq!(
+            listing.stray,
+            vec![
+                ("snapshots/.nfs0000abcd".to_string(), 4),
+                ("snapshots/notes.txt".to_string(), 5)
+            ]
+        );
     }
 
     #[test]

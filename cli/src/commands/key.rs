@@ -41,7 +41,7 @@ pub fn run(ctx: &Context_, cmd: KeyCommand) -> Result<u8> {
             outln!("added key file {}", id.short());
         }
         KeyCommand::List => {
-            for (key, _) in repo.storage().list("keys")? {
+            for (key, _) in repo.storage().list_objects("keys")?.objects {
                 let name = key.rsplit('/').next().unwrap_or(&key).to_string();
                 let bytes = repo.storage().get("key file", &key)?;
                 let current = if name == repo.key_id().to_hex() {

@@ -107,7 +107,21 @@ pub fn open_repo_with(
     let options = ctx.global.storage_options(&ctx.global.options);
     let storage = Storage::open_with(location, OpenMode::Existing, &options)?;
     let password = crate::password::get(&ctx.global, false)?;
-    open(storage, &password).with_context(|| format!("opening repository {location}"))
+    let repo =
+        open(storage, &password).with_context(|| format!("opening repository {location}"))?;
+    for warning in repo.index().damaged_plans() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(repo)
+}
+
+/// Every snapshot of `repo`; the damaged ones are named on stderr and set apart.
+pub fn load_snapshots(repo: &Repository) -> Result<coffer_repo::snapshot::Snapshots> {
+    let all = coffer_repo::snapshot::load_all(repo.storage(), repo.keys())?;
+    for warning in all.damage_warnings() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(all)
 }
 
 pub fn hostname() -> String {

@@ -95,6 +95,9 @@ pub fn prune_for_forget(
 }
 
 fn print(ctx: &Context_, r: &PruneReport) -> anyhow::Result<()> {
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
     let verb = if r.dry_run { "would remove" } else { "removed" };
     if !ctx.global.quiet || r.dry_run {
         for removal in &r.removals {

@@ -97,6 +97,8 @@ pub struct PruneReport {
     /// Plans still waiting for their grace period.
     pub plans_pending: usize,
     pub removals: Vec<Removal>,
+    /// Deletion plans that cannot be read, treated as absent (named, with why).
+    pub warnings: Vec<String>,
 }
 
 /// Runs prune. With a zero grace period, a second pass carries out the plan the first wrote.
@@ -126,6 +128,7 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
         report.plans_carried_out += second.plans_carried_out;
         report.bytes_deleted += second.bytes_deleted;
         report.plans_pending = second.plans_pending;
+        report.warnings = second.warnings;
         report.removals = second.removals;
     }
     lease.release()?;
@@ -140,6 +143,8 @@ struct Loaded {
     /// Every index file present that a present index file supersedes.
     superseded: HashSet<IndexId>,
     plans: Vec<(String, DeletionPlan)>,
+    /// Warnings about deletion plans that cannot be read.
+    damaged_plans: Vec<String>,
     /// Sum of the stored lengths of every blob a live index lists in each pack (duplicates
     /// included): the pack's size minus its header.
     blob_bytes: HashMap<PackId, u64>,
@@ -147,10 +152,7 @@ struct Loaded {
 
 fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
     let mut all = Vec::new();
-    for (key, _) in storage.list("index")? {
-        let name = key.rsplit('/').next().unwrap_or(&key);
-        let id = IndexId::from_hex(name)
-            .ok_or_else(|| Error::corrupt("index", &key, "not an index file name"))?;
+    for id in crate::index::list_ids(storage)? {
         match IndexFile::load(storage, keys, &id) {
             Ok(file) => all.push((id, file)),
             Err(Error::Missing { .. }) => continue,
@@ -178,7 +180,10 @@ fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
         }
         files.push((id, packs));
     }
+    // A damaged plan is treated as absent (docs/maintenance.md, "Damaged deletion plans").
     let plans = plan::load_all(storage, keys)?;
+    let damaged_plans = plans.damage_warnings();
+    let plans = plans.good;
     for (_, p) in &plans {
         for (pack, blobs) in &p.packs {
             index.add_pending_pack(*pack, blobs);
@@ -190,6 +195,7 @@ fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
         files,
         superseded,
         plans,
+        damaged_plans,
         blob_bytes,
     })
 }
@@ -297,6 +303,17 @@ fn snapshot_roots(
             Ok(s) => out.push((id, s.tree)),
             // Forgotten while we listed: nothing to keep for it.
             Err(Error::Missing { .. }) => continue,
+            // What it references is unknown, so nothing may be judged unused.
+            Err(Error::Corrupt { reason, .. }) => {
+                return Err(Error::corrupt(
+                    "snapshot",
+                    id,
+                    format!(
+                        "{reason}; prune cannot tell which data it needs and refuses to run: put \
+                         back an intact copy of snapshots/{id}, or remove it with `coffer forget {id}`"
+                    ),
+                ))
+            }
             Err(e) => return Err(e),
         }
     }
@@ -436,6 +453,7 @@ fn pass(
     let roots = snapshot_roots(storage, keys)?;
     report.snapshots = roots.len();
     let loaded = load(storage, keys)?;
+    report.warnings.clone_from(&loaded.damaged_plans);
     let index = &loaded.index;
     let present: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     report.packs = present.len();
@@ -894,7 +912,7 @@ mod tests {
         let report = prune(&repo, &options(0)).unwrap();
         assert_eq!(report.packs_deleted, 1, "{report:?}");
         assert!(storage.size(&key).unwrap().is_none());
-        assert!(plan::load_all(storage, keys).unwrap().is_empty());
+        assert!(plan::load_all(storage, keys).unwrap().good.is_empty());
     }
 
     /// D1: a pack still in the live index is never deleted, even if a due plan lists it (a
