@@ -247,3 +247,166 @@ fn a_damaged_deletion_plan_blocks_nothing_and_prune_deletes_nothing_on_its_stren
     );
     env.run(&["check", "--read-data"]).ok();
 }
+
+/// Address space a coffer run gets in the tests below (KiB, for `ulimit -v`): far below the
+/// 5 GiB objects and the 2 GiB Argon2id cost they plant, so reading one whole, or running
+/// that KDF, fails loudly instead of passing unnoticed.
+const ADDRESS_SPACE_KIB: u64 = 1_000_000;
+
+/// Runs coffer under `ulimit -v ADDRESS_SPACE_KIB`.
+fn run_limited(env: &Env, args: &[&str]) -> coffer_e2e::Run {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!("ulimit -v {ADDRESS_SPACE_KIB}; exec \"$0\" \"$@\""))
+        .arg(coffer_e2e::coffer_bin())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", env.dir.path())
+        .env("COFFER_REPO", &env.repo)
+        .env("COFFER_PASSWORD", &env.password)
+        .stdin(std::process::Stdio::null());
+    let out = cmd.output().expect("spawn bash");
+    coffer_e2e::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        raw_stdout: out.stdout,
+    }
+}
+
+/// A sparse file of 5 GiB at `path` (no blocks used).
+fn plant_huge(path: &Path) {
+    let file = fs::File::create(path).unwrap();
+    file.set_len(5 << 30).unwrap();
+}
+
+#[test]
+fn objects_above_their_maximum_are_refused_before_they_are_read() {
+    let env = Env::new();
+    env.init();
+    let good = backup_stream(&env, "one.bin", &pseudo_random(7, 50_000));
+    let repo = PathBuf::from(&env.repo);
+    // The limited run itself works.
+    run_limited(&env, &["snapshots"]).ok();
+
+    // A snapshot: skipped with a warning by the listing, refused by name, damage for check.
+    let huge = "f".repeat(64);
+    plant_huge(&repo.join("snapshots").join(&huge));
+    let out = run_limited(&env, &["snapshots", "--json"]).ok();
+    assert!(out.stderr.contains(&huge), "{}", out.stderr);
+    assert!(out.stdout.contains(&good), "{}", out.stdout);
+    let out = run_limited(&env, &["dump", &huge, "one.bin"]).expect_code(1);
+    assert!(
+        out.stderr.contains(&huge) && out.stderr.contains("maximum"),
+        "{}",
+        out.stderr
+    );
+    let out = run_limited(&env, &["check"]).expect_code(1);
+    assert!(
+        out.stderr.contains(&format!("snapshots/{huge}")),
+        "{}",
+        out.stderr
+    );
+    fs::remove_file(repo.join("snapshots").join(&huge)).unwrap();
+
+    // An index file: every command that loads the index stops, naming it.
+    let huge_index = repo.join("index").join("e".repeat(64));
+    plant_huge(&huge_index);
+    let out = run_limited(&env, &["dump", &good, "one.bin"]).expect_code(1);
+    assert!(
+        out.stderr.contains(&"e".repeat(64)) && out.stderr.contains("maximum"),
+        "{}",
+        out.stderr
+    );
+    let out = run_limited(&env, &["check"]).expect_code(1);
+    assert!(out.stderr.contains(&"e".repeat(64)), "{}", out.stderr);
+    fs::remove_file(&huge_index).unwrap();
+
+    // The config.
+    let config = repo.join("config");
+    let saved = fs::read(&config).unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::remove_file(&config).unwrap();
+    plant_huge(&config);
+    let out = run_limited(&env, &["snapshots"]).expect_code(1);
+    assert!(
+        out.stderr.contains("config") && out.stderr.contains("maximum"),
+        "{}",
+        out.stderr
+    );
+    fs::remove_file(&config).unwrap();
+    fs::write(&config, saved).unwrap();
+    assert_eq!(
+        run_limited(&env, &["dump", &good, "one.bin"])
+            .ok()
+            .raw_stdout,
+        pseudo_random(7, 50_000)
+    );
+}
+
+/// Writes a key file with this Argon2id memory cost (and a sealed master that opens with no
+/// password) whose name sorts before every present key file; returns its name.
+fn plant_costly_key_file(env: &Env, memory_kib: u32) -> String {
+    use coffer_repo::keyfile::{KdfRecord, KeyFile};
+    let storage = coffer_repo::Storage::open(&env.repo, coffer_repo::OpenMode::Existing).unwrap();
+    let first = files_in(&Path::new(&env.repo).join("keys"))[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    for attempt in 0.. {
+        let file = KeyFile {
+            version: 1,
+            created: "2026-12-02T00:00:00Z".into(),
+            hostname: "attacker".into(),
+            username: format!("u{attempt}"),
+            kdf: KdfRecord {
+                algorithm: "argon2id".into(),
+                version: 19,
+                memory_kib,
+                iterations: 1,
+                parallelism: 1,
+            },
+            salt: "00".repeat(32),
+            master: "00".repeat(136),
+        };
+        // Saved only if it sorts first (its name is the hash of its bytes).
+        let bytes = serde_json::to_vec_pretty(&file).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let probe =
+            coffer_repo::Storage::open(dir.path().to_str().unwrap(), coffer_repo::OpenMode::Create)
+                .unwrap();
+        let id = file.save(&probe).unwrap().to_hex();
+        if id < first {
+            let saved = file.save(&storage).unwrap().to_hex();
+            assert_eq!(saved, id);
+            assert_eq!(serde_json::to_vec_pretty(&file).unwrap(), bytes);
+            return id;
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_costly_key_file_sorted_first_is_tried_last_and_one_above_the_maximum_never() {
+    let env = Env::new();
+    env.init();
+    let good = backup_stream(&env, "one.bin", &pseudo_random(8, 10_000));
+    // 2 GiB: allowed, but above the bounded cost, so tried only after the others failed. Were
+    // it tried first, Argon2id would need 2 GiB inside a 1 GB address space.
+    let costly = plant_costly_key_file(&env, 2 * 1024 * 1024);
+    let out = run_limited(&env, &["snapshots", "--json"]).ok();
+    assert!(out.stdout.contains(&good), "{}", out.stdout);
+    run_limited(&env, &["key", "list"]).ok();
+    fs::remove_file(Path::new(&env.repo).join("keys").join(&costly)).unwrap();
+
+    // 4 GiB: above the hard maximum, never tried: a wrong password is still exit 12, at once.
+    plant_costly_key_file(&env, 4 * 1024 * 1024);
+    let mut wrong = Env::new();
+    wrong.repo = env.repo.clone();
+    wrong.password = "not the password".into();
+    run_limited(&wrong, &["snapshots"]).expect_code(12);
+    run_limited(&env, &["snapshots"]).ok();
+}

@@ -75,7 +75,18 @@ impl Cache {
     /// The cached bytes of `key`, if present and their hash matches the name. A mismatching
     /// file (disk corruption, tampering) is removed.
     pub fn get(&self, key: &str) -> Option<Bytes> {
+        self.get_bounded(key, u64::MAX)
+    }
+
+    /// As [`Self::get`], for a file of at most `max` bytes: a larger one is not read (and is
+    /// removed, since nothing Coffer caches can be larger than its kind's maximum).
+    pub fn get_bounded(&self, key: &str, max: u64) -> Option<Bytes> {
         let file = self.file(key)?;
+        let size = std::fs::metadata(&file).ok()?.len();
+        if size > max {
+            let _ = std::fs::remove_file(&file);
+            return None;
+        }
         let bytes = std::fs::read(&file).ok()?;
         if Some(storage_hash(&bytes)) == content_name(key) {
             Some(Bytes::from(bytes))

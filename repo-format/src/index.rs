@@ -135,7 +135,7 @@ impl IndexFile {
     /// Reads, verifies and parses one index file.
     pub fn load(storage: &Storage, keys: &MasterKeys, id: &IndexId) -> Result<IndexFile> {
         let name = id.to_hex();
-        let bytes = storage.get("index", &format!("index/{name}"))?;
+        let bytes = storage.get_bounded("index", &format!("index/{name}"), MAX_INDEX_FILE_SIZE)?;
         if bytes.len() as u64 > MAX_INDEX_FILE_SIZE {
             return Err(Error::corrupt("index", &name, "too large"));
         }

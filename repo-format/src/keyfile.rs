@@ -52,6 +52,11 @@ impl KeyFile {
         hostname: &str,
         username: &str,
     ) -> Result<KeyFile> {
+        if let Some(why) = kdf_refusal(&kdf) {
+            return Err(Error::InvalidInput(format!(
+                "refusing to create a key file that would never be opened: {why}"
+            )));
+        }
         let wrapped = coffer_crypto::wrap_master_keys(keys, password, kdf)?;
         Ok(KeyFile {
             version: 1,
@@ -100,15 +105,15 @@ impl KeyFile {
             .map_err(|e| Error::corrupt("key file", id, format!("salt: {e}")))?;
         let sealed = hex::decode(&self.master)
             .map_err(|e| Error::corrupt("key file", id, format!("master: {e}")))?;
-        let wrapped = WrappedKeys {
-            kdf: KdfParams {
-                memory_kib: self.kdf.memory_kib,
-                iterations: self.kdf.iterations,
-                parallelism: self.kdf.parallelism,
-            },
-            salt,
-            sealed,
+        let kdf = KdfParams {
+            memory_kib: self.kdf.memory_kib,
+            iterations: self.kdf.iterations,
+            parallelism: self.kdf.parallelism,
         };
+        if let Some(why) = kdf_refusal(&kdf) {
+            return Err(Error::corrupt("key file", id, why));
+        }
+        let wrapped = WrappedKeys { kdf, salt, sealed };
         match coffer_crypto::unwrap_master_keys(&wrapped, password) {
             Ok(keys) => Ok(Some(keys)),
             Err(coffer_crypto::CryptoError::Authentication) => Ok(None),
@@ -117,8 +122,54 @@ impl KeyFile {
     }
 }
 
-/// Finds the key file that `password` opens. Key files that fail to parse are skipped, but if
-/// none opens and some were damaged, the error says so.
+/// Key files whose Argon2id cost is within these bounds are tried first: every cost Coffer
+/// offers (and the default, 64 MiB and 3 passes) is within them, and trying one costs at most
+/// 1 GiB of memory for a few seconds.
+pub const BOUNDED_KDF: KdfParams = KdfParams {
+    memory_kib: 1024 * 1024,
+    iterations: 10,
+    parallelism: 16,
+};
+/// The most memory a key file may ask Argon2id for (2 GiB): a key file above it is never tried
+/// (a tampered one must not exhaust the machine's memory on every open), and none is created.
+pub const MAX_KDF_MEMORY_KIB: u32 = 2 * 1024 * 1024;
+/// At most this many key files are read when opening (each at most [`MAX_KEY_FILE_SIZE`]).
+pub const MAX_KEY_FILES_READ: usize = 1024;
+
+/// Whether `kdf` is within [`BOUNDED_KDF`].
+pub fn kdf_is_bounded(kdf: &KdfRecord) -> bool {
+    kdf.memory_kib <= BOUNDED_KDF.memory_kib
+        && kdf.iterations <= BOUNDED_KDF.iterations
+        && kdf.parallelism <= BOUNDED_KDF.parallelism
+}
+
+/// Why `kdf` is refused outright, if it is: above the hard maximum of memory, or of passes or
+/// lanes ([`KdfParams::MAX_ITERATIONS`], [`KdfParams::MAX_PARALLELISM`]).
+pub fn kdf_refusal(kdf: &KdfParams) -> Option<String> {
+    (kdf.memory_kib > MAX_KDF_MEMORY_KIB
+        || kdf.iterations > KdfParams::MAX_ITERATIONS
+        || kdf.parallelism > KdfParams::MAX_PARALLELISM)
+        .then(|| {
+            format!(
+                "Argon2id cost m={} KiB t={} p={} is above the maximum m<={} KiB t<={} p<={}; \
+                 not tried",
+                kdf.memory_kib,
+                kdf.iterations,
+                kdf.parallelism,
+                MAX_KDF_MEMORY_KIB,
+                KdfParams::MAX_ITERATIONS,
+                KdfParams::MAX_PARALLELISM
+            )
+        })
+}
+
+/// Finds the key file that `password` opens. Key files are read (each refused above
+/// [`MAX_KEY_FILE_SIZE`] before it is downloaded) and parsed first; then those of bounded cost
+/// ([`BOUNDED_KDF`]) are tried in name order, and only if none opens, the costlier ones; a key
+/// file above the hard maximum ([`MAX_KDF_MEMORY_KIB`]) is never tried. At most
+/// [`MAX_KEY_FILES_TRIED`] Argon2id runs are made. If the password was tried against at least
+/// one key file, the result is [`Error::WrongPassword`]; only if no key file could be tried at
+/// all does the error list the damaged ones.
 pub fn open_any(storage: &Storage, password: &[u8]) -> Result<(KeyId, MasterKeys)> {
     // Names that are not key file names are not Coffer's: ignored (check reports them).
     let listed = storage.list_objects("keys")?.objects;
@@ -129,17 +180,21 @@ pub fn open_any(storage: &Storage, password: &[u8]) -> Result<(KeyId, MasterKeys
         });
     }
     let mut damaged = Vec::new();
-    for (key, size) in listed.into_iter().take(MAX_KEY_FILES_TRIED) {
+    let mut candidates = Vec::new();
+    for (key, _) in listed.into_iter().take(MAX_KEY_FILES_READ) {
         let name = key.rsplit('/').next().unwrap_or(&key).to_string();
         let Some(id) = KeyId::from_hex(&name) else {
-            damaged.push(format!("{key}: not a key file name"));
             continue;
         };
-        if size > MAX_KEY_FILE_SIZE {
-            damaged.push(format!("{key}: {size} bytes is too large"));
-            continue;
-        }
-        let bytes = storage.get("key file", &key)?;
+        let bytes = match storage.get_bounded("key file", &key, MAX_KEY_FILE_SIZE) {
+            Ok(bytes) => bytes,
+            Err(e @ Error::Corrupt { .. }) => {
+                damaged.push(e.to_string());
+                continue;
+            }
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        };
         if !coffer_crypto::ct_eq(&storage_hash(&bytes), &id.0) {
             damaged.push(format!("{key}: content does not match its name"));
             continue;
@@ -151,13 +206,22 @@ pub fn open_any(storage: &Storage, password: &[u8]) -> Result<(KeyId, MasterKeys
                 continue;
             }
         };
+        candidates.push((id, name, file));
+    }
+    // Bounded costs first; the sort is stable, so name order within each group.
+    candidates.sort_by_key(|(_, _, file)| !kdf_is_bounded(&file.kdf));
+    let mut tried = 0;
+    for (id, name, file) in candidates {
+        if tried == MAX_KEY_FILES_TRIED {
+            break;
+        }
         match file.unwrap(&name, password) {
             Ok(Some(keys)) => return Ok((id, keys)),
-            Ok(None) => {}
+            Ok(None) => tried += 1,
             Err(e) => damaged.push(e.to_string()),
         }
     }
-    if damaged.is_empty() {
+    if tried > 0 || damaged.is_empty() {
         Err(Error::WrongPassword)
     } else {
         Err(Error::corrupt(

@@ -88,7 +88,7 @@ impl DeletionPlan {
     pub fn load(storage: &Storage, keys: &MasterKeys, key: &str) -> Result<DeletionPlan> {
         let what = "deletion plan";
         let name = key.rsplit('/').next().unwrap_or(key);
-        let bytes = storage.get(what, key)?;
+        let bytes = storage.get_bounded(what, key, MAX_INDEX_FILE_SIZE)?;
         if bytes.len() as u64 > MAX_INDEX_FILE_SIZE {
             return Err(Error::corrupt(what, name, "too large"));
         }

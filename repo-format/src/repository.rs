@@ -274,9 +274,14 @@ impl Repository {
             ));
         }
         let plain = if self.storage.cache().is_some() {
-            let pack_bytes = self
-                .storage
-                .get_cached("pack", &pack::pack_key(&loc.pack))?;
+            // No pack this repository writes is larger: its target size, the one blob that
+            // may overflow it, and the header.
+            let max = u64::from(self.config.pack_size)
+                + u64::from(pack::MAX_BLOB_SIZE)
+                + u64::from(pack::MAX_HEADER_SIZE);
+            let pack_bytes =
+                self.storage
+                    .get_bounded_cached("pack", &pack::pack_key(&loc.pack), max)?;
             let start = loc.blob.offset as usize;
             let end = start.saturating_add(loc.blob.length as usize);
             let sealed = pack_bytes.get(start..end).ok_or_else(|| {

@@ -147,7 +147,8 @@ impl Snapshot {
     /// Reads and verifies one snapshot.
     pub fn load(storage: &Storage, keys: &MasterKeys, id: &SnapshotId) -> Result<Snapshot> {
         let name = id.to_hex();
-        let bytes = storage.get("snapshot", &format!("snapshots/{name}"))?;
+        let bytes =
+            storage.get_bounded("snapshot", &format!("snapshots/{name}"), MAX_SNAPSHOT_SIZE)?;
         if bytes.len() as u64 > MAX_SNAPSHOT_SIZE {
             return Err(Error::corrupt("snapshot", &name, "too large"));
         }

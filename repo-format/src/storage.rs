@@ -606,6 +606,81 @@ impl Storage {
         Ok(bytes)
     }
 
+    /// Reads a whole object of at most `max` bytes. Its size is learned first, from this
+    /// handle's listing of its directory when there is one, else from the file's metadata (a
+    /// local directory) or a HEAD request, and an object above `max` is refused with
+    /// [`Error::Corrupt`] naming it and the limit before a byte of it is read or a buffer
+    /// allocated. Only the learned size is then read, so an object that grew meanwhile cannot
+    /// make the read larger (its hash no longer matches its name). Snapshots and index files
+    /// come from the cache when it holds them (a cached file above `max` is not read either).
+    pub fn get_bounded(&self, what: &'static str, key: &str, max: u64) -> Result<Bytes> {
+        if key.starts_with("snapshots/") || key.starts_with("index/") {
+            self.get_bounded_cached(what, key, max)
+        } else {
+            self.fetch_bounded(what, key, max)
+        }
+    }
+
+    /// As [`Self::get_bounded`], through the cache (if enabled) whatever the key, as
+    /// [`Self::get_cached`] does.
+    pub fn get_bounded_cached(&self, what: &'static str, key: &str, max: u64) -> Result<Bytes> {
+        let Some(cache) = &self.cache else {
+            return self.fetch_bounded(what, key, max);
+        };
+        if let Some(bytes) = cache.get_bounded(key, max) {
+            return Ok(bytes);
+        }
+        let bytes = self.fetch_bounded(what, key, max)?;
+        cache.put(key, &bytes);
+        Ok(bytes)
+    }
+
+    fn fetch_bounded(&self, what: &'static str, key: &str, max: u64) -> Result<Bytes> {
+        let too_large = |size: u64| {
+            Error::corrupt(
+                what,
+                key,
+                format!("{size} bytes is more than the maximum of {max} bytes for a {what}"),
+            )
+        };
+        if let Some(root) = &self.local_root {
+            let file = self.open_local(what, key, root)?;
+            let size = file
+                .metadata()
+                .map_err(|e| Error::io("reading", root.join(key), e))?
+                .len();
+            if size > max {
+                return Err(too_large(size));
+            }
+            let mut buf = vec![0u8; usize::try_from(size).map_err(|_| too_large(size))?];
+            read_exact_at(&file, root, what, key, 0, &mut buf)?;
+            return Ok(Bytes::from(buf));
+        }
+        let size = match self.listed_size(key) {
+            Some(size) => size,
+            None => self.size(key)?.ok_or_else(|| Error::Missing {
+                what,
+                id: key.to_string(),
+            })?,
+        };
+        if size > max {
+            return Err(too_large(size));
+        }
+        if size == 0 {
+            return Ok(Bytes::new());
+        }
+        self.get_range(what, key, 0..size)
+    }
+
+    /// The size of `key` in this handle's listing of its directory, if it made one.
+    fn listed_size(&self, key: &str) -> Option<u64> {
+        let dir = key.split('/').next()?;
+        let listings = crate::writer::lock(&self.listings);
+        let list = listings.get(dir)?;
+        let at = list.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
+        Some(list[at].1)
+    }
+
     fn fetch(&self, what: &'static str, key: &str) -> Result<Bytes> {
         if let Some(root) = &self.local_root {
             return self.read_local(what, key, root, None);
@@ -1040,6 +1115,46 @@ pub mod conformance {
         storage.delete("data/ab/x").unwrap();
         assert!(storage.list("data").unwrap().is_empty());
         assert!(storage.list_uncached("data").unwrap().is_empty());
+        bounded_reads(storage);
+    }
+
+    /// `get_bounded` on `storage`: within the limit the bytes, above it a refusal naming the
+    /// object and the limit, a missing object [`Error::Missing`]; with and without a listing.
+    pub fn bounded_reads(storage: &Storage) {
+        storage
+            .put_new("snapshots/small", Bytes::from_static(b"0123456789"))
+            .unwrap();
+        for listed in [false, true] {
+            if listed {
+                storage.list("snapshots").unwrap();
+            }
+            let read = storage
+                .get_bounded("snapshot", "snapshots/small", 10)
+                .unwrap();
+            assert_eq!(&read[..], b"0123456789");
+            match storage.get_bounded("snapshot", "snapshots/small", 9) {
+                Err(Error::Corrupt { what, id, reason }) => {
+                    assert_eq!((what, id.as_str()), ("snapshot", "snapshots/small"));
+                    assert!(
+                        reason.contains("10 bytes") && reason.contains("maximum of 9"),
+                        "{reason}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(matches!(
+                storage.get_bounded("snapshot", "snapshots/none", 9),
+                Err(Error::Missing {
+                    what: "snapshot",
+                    ..
+                })
+            ));
+        }
+        storage.put_new("locks/empty", Bytes::new()).unwrap();
+        assert!(storage
+            .get_bounded("lease", "locks/empty", 0)
+            .unwrap()
+            .is_empty());
     }
 }
 
@@ -1209,6 +1324,21 @@ mod tests {
                 ("snapshots/notes.txt".to_string(), 5)
             ]
         );
+    }
+
+    #[test]
+    fn bounded_reads_on_a_local_directory_refuse_a_huge_sparse_file_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path().to_str().unwrap(), OpenMode::Create).unwrap();
+        conformance::bounded_reads(&storage);
+        // 5 GiB of holes: reading it would need 5 GiB of memory.
+        std::fs::create_dir_all(dir.path().join("index")).unwrap();
+        let huge = std::fs::File::create(dir.path().join("index/huge")).unwrap();
+        huge.set_len(5 << 30).unwrap();
+        let err = storage
+            .get_bounded("index", "index/huge", 1 << 20)
+            .unwrap_err();
+        assert!(err.to_string().contains("5368709120 bytes"), "{err}");
     }
 
     #[test]
