@@ -131,7 +131,7 @@ impl Plans {
     pub fn damage_warnings(&self) -> Vec<String> {
         self.damaged
             .iter()
-            .map(|(key, e)| format!("deletion plan {key} cannot be read and is ignored: {e}"))
+            .map(|(key, e)| format!("{e}; ignored (treated as absent; stored as {key})"))
             .collect()
     }
 }

@@ -250,7 +250,7 @@ impl Snapshots {
     pub fn damage_warnings(&self) -> Vec<String> {
         self.damaged
             .iter()
-            .map(|(id, e)| format!("snapshot {id} cannot be read and is skipped: {e}"))
+            .map(|(_, e)| format!("{e}; skipped"))
             .collect()
     }
 }

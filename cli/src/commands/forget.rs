@@ -258,8 +258,8 @@ fn print(ctx: &Context_, r: &ForgetReport) -> anyhow::Result<()> {
     }
     for (id, why) in &r.damaged {
         eprintln!(
-            "warning: snapshot {id} cannot be read and is kept (retention cannot judge it; \
-             remove it with `coffer forget {id}`): {why}"
+            "warning: {why}; kept, since retention cannot judge it (remove it with \
+             `coffer forget {id}`)"
         );
     }
     if !ctx.global.quiet {

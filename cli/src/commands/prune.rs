@@ -72,6 +72,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     // (the order its safety argument needs): loading it at open as well only cost time.
     let repo = super::open_repo_with(ctx, coffer_repo::Repository::open_without_index)?;
     let report = op::prune(&repo, &options(ctx, &args.flags, args.dry_run))?;
+    warn(&report);
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -88,16 +89,21 @@ pub fn prune_for_forget(
     json: bool,
 ) -> Result<PruneReport> {
     let report = op::prune(repo, &options(ctx, flags, false))?;
+    warn(&report);
     if !json {
         print(ctx, &report)?;
     }
     Ok(report)
 }
 
-fn print(ctx: &Context_, r: &PruneReport) -> anyhow::Result<()> {
-    for w in &r.warnings {
+/// Damaged deletion plans, on stderr whatever the output format.
+fn warn(report: &PruneReport) {
+    for w in &report.warnings {
         eprintln!("warning: {w}");
     }
+}
+
+fn print(ctx: &Context_, r: &PruneReport) -> anyhow::Result<()> {
     let verb = if r.dry_run { "would remove" } else { "removed" };
     if !ctx.global.quiet || r.dry_run {
         for removal in &r.removals {
