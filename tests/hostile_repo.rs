@@ -343,6 +343,19 @@ fn objects_above_their_maximum_are_refused_before_they_are_read() {
             .raw_stdout,
         pseudo_random(7, 50_000)
     );
+
+    // A pack replaced by a huge file: check --read-data, which reads packs whole, names it.
+    let pack = coffer_e2e::pack_files(&repo).pop().unwrap();
+    fs::set_permissions(&pack, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::remove_file(&pack).unwrap();
+    plant_huge(&pack);
+    let out = run_limited(&env, &["check", "--read-data"]).expect_code(1);
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(
+        out.stderr.contains(name) && out.stderr.contains("maximum"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Writes a key file with this Argon2id memory cost (and a sealed master that opens with no

@@ -274,11 +274,7 @@ impl Repository {
             ));
         }
         let plain = if self.storage.cache().is_some() {
-            // No pack this repository writes is larger: its target size, the one blob that
-            // may overflow it, and the header.
-            let max = u64::from(self.config.pack_size)
-                + u64::from(pack::MAX_BLOB_SIZE)
-                + u64::from(pack::MAX_HEADER_SIZE);
+            let max = pack::max_pack_size(self.config.pack_size);
             let pack_bytes =
                 self.storage
                     .get_bounded_cached("pack", &pack::pack_key(&loc.pack), max)?;

@@ -255,10 +255,11 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     // thread waits for the disk while it reads: one thread more than the cores keeps them busy.
     let threads = crate::parallel::threads_for_reading(ctx.storage);
     let (storage, keys) = (ctx.storage, ctx.keys);
+    let max_pack = pack::max_pack_size(repo.config().pack_size);
     let findings = crate::parallel::map(&work, threads, cancel, |(pack_id, size)| {
         let blobs = &expected[pack_id];
         if selected.contains(pack_id) {
-            read_pack(storage, keys, &index, pack_id, *size, blobs)
+            read_pack(storage, keys, &index, pack_id, *size, max_pack, blobs)
         } else {
             let mut found = PackFindings::default();
             if let Err(e) = check_header(storage, keys, pack_id, *size, blobs) {
@@ -447,15 +448,24 @@ fn read_pack(
     index: &MasterIndex,
     id: &PackId,
     size: u64,
+    max: u64,
     expected: &[PackedBlob],
 ) -> PackFindings {
     let mut found = PackFindings::default();
     let key = pack::pack_key(id);
     // Into this thread's reused buffer: no fresh pages per pack.
-    let read = storage.with_range_direct("pack", &key, 0..size, |bytes| {
-        verify_pack(keys, index, id, &key, bytes, expected, &mut found);
-        Ok(())
-    });
+    let read = if size > max {
+        Err(Error::corrupt(
+            "pack",
+            &key,
+            format!("{size} bytes is more than the maximum of {max} bytes for a pack"),
+        ))
+    } else {
+        storage.with_range_direct("pack", &key, 0..size, |bytes| {
+            verify_pack(keys, index, id, &key, bytes, expected, &mut found);
+            Ok(())
+        })
+    };
     if let Err(e) = read {
         found.error(&key, e.to_string());
         let why = format!("pack {} unreadable", id.short());
