@@ -231,3 +231,70 @@ pub fn open_any(storage: &Storage, password: &[u8]) -> Result<(KeyId, MasterKeys
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(memory_kib: u32, iterations: u32, parallelism: u32) -> KdfRecord {
+        KdfRecord {
+            algorithm: "argon2id".into(),
+            version: 19,
+            memory_kib,
+            iterations,
+            parallelism,
+        }
+    }
+
+    #[test]
+    fn kdf_costs_are_bounded_costly_or_refused() {
+        assert!(kdf_is_bounded(&record(64 * 1024, 3, 4)));
+        assert!(kdf_is_bounded(&record(1024 * 1024, 10, 16)));
+        assert!(!kdf_is_bounded(&record(1024 * 1024 + 1, 1, 1)));
+        assert!(!kdf_is_bounded(&record(8, 11, 1)));
+        assert!(!kdf_is_bounded(&record(8, 1, 17)));
+        let params = |m, t, p| KdfParams {
+            memory_kib: m,
+            iterations: t,
+            parallelism: p,
+        };
+        assert!(kdf_refusal(&params(MAX_KDF_MEMORY_KIB, 64, 64)).is_none());
+        let why = kdf_refusal(&params(4 * 1024 * 1024, 1, 1)).unwrap();
+        assert!(
+            why.contains("4194304 KiB") && why.contains("not tried"),
+            "{why}"
+        );
+        assert!(kdf_refusal(&params(8, 65, 1)).is_some());
+        assert!(kdf_refusal(&params(8, 1, 65)).is_some());
+        let keys = MasterKeys::generate().unwrap();
+        assert!(matches!(
+            KeyFile::create(&keys, b"pw", params(4 * 1024 * 1024, 1, 1), "h", "u"),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn a_key_file_above_the_maximum_is_never_tried_and_a_wrong_password_stays_wrong() {
+        let storage = Storage::in_memory().unwrap();
+        let keys = MasterKeys::generate().unwrap();
+        let cheap = KdfParams {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let good = KeyFile::create(&keys, b"pw", cheap, "h", "u").unwrap();
+        let good_id = good.save(&storage).unwrap();
+        let mut huge = good.clone();
+        huge.kdf.memory_kib = 4 * 1024 * 1024;
+        huge.save(&storage).unwrap();
+        let (id, _) = open_any(&storage, b"pw").unwrap();
+        assert_eq!(id, good_id);
+        assert!(matches!(
+            open_any(&storage, b"wrong"),
+            Err(Error::WrongPassword)
+        ));
+        // Were it tried, the refusal would come back as damage.
+        let err = huge.unwrap("x", b"pw").unwrap_err();
+        assert!(err.to_string().contains("not tried"), "{err}");
+    }
+}
