@@ -501,9 +501,9 @@ fn truncated_pack_and_garbage_objects_give_errors_not_panics() {
     ]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
-    // A garbage snapshot file: named in the error.
+    // A garbage snapshot file: named in a warning and skipped by the listing (issue 13).
     fs::write(repo.join("snapshots").join("ab".repeat(32)), b"garbage").unwrap();
-    let out = env.run(&["snapshots"]).expect_code(1);
+    let out = env.run(&["snapshots"]).ok();
     assert!(out.stderr.contains(&"ab".repeat(32)), "{}", out.stderr);
     assert!(!out.stderr.contains("panicked"));
 }

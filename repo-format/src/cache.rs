@@ -104,9 +104,20 @@ impl Cache {
     /// The cached bytes of `key`, if present and their hash matches the name. A mismatching
     /// file (disk corruption, tampering) is removed.
     pub fn get(&self, key: &str) -> Option<Bytes> {
+        self.get_bounded(key, u64::MAX)
+    }
+
+    /// As [`Self::get`], for a file of at most `max` bytes: a larger one is not read (and is
+    /// removed, since nothing Coffer caches can be larger than its kind's maximum).
+    pub fn get_bounded(&self, key: &str, max: u64) -> Option<Bytes> {
         let (dir, name) = self.place(key, false)?;
+        let mut file = dir.open_file(name).ok()?;
+        if file.metadata().ok()?.len() > max {
+            let _ = dir.remove_file(name);
+            return None;
+        }
         let mut bytes = Vec::new();
-        dir.open_file(name).ok()?.read_to_end(&mut bytes).ok()?;
+        file.read_to_end(&mut bytes).ok()?;
         if Some(storage_hash(&bytes)) == content_name(key) {
             Some(Bytes::from(bytes))
         } else {

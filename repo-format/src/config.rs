@@ -121,7 +121,7 @@ impl RepoConfig {
 
     /// Reads, opens and validates the config.
     pub(crate) fn load(storage: &Storage, keys: &MasterKeys) -> Result<RepoConfig> {
-        let bytes = storage.get("config", CONFIG_KEY)?;
+        let bytes = storage.get_bounded("config", CONFIG_KEY, MAX_CONFIG_SIZE)?;
         if bytes.len() as u64 > MAX_CONFIG_SIZE {
             return Err(Error::corrupt(
                 "config",

@@ -135,7 +135,7 @@ impl IndexFile {
     /// Reads, verifies and parses one index file.
     pub fn load(storage: &Storage, keys: &MasterKeys, id: &IndexId) -> Result<IndexFile> {
         let name = id.to_hex();
-        let bytes = storage.get("index", &format!("index/{name}"))?;
+        let bytes = storage.get_bounded("index", &format!("index/{name}"), MAX_INDEX_FILE_SIZE)?;
         if bytes.len() as u64 > MAX_INDEX_FILE_SIZE {
             return Err(Error::corrupt("index", &name, "too large"));
         }
@@ -211,12 +211,25 @@ struct Entry {
     pending: bool,
 }
 
+/// Ids of the index files present. Keys under `index/` that are not index file names are not
+/// Coffer's and are ignored ([`Storage::list_objects`]).
+pub fn list_ids(storage: &Storage) -> Result<Vec<IndexId>> {
+    Ok(storage
+        .list_objects("index")?
+        .objects
+        .into_iter()
+        .filter_map(|(key, _)| IndexId::from_hex(key.rsplit('/').next().unwrap_or(&key)))
+        .collect())
+}
+
 /// The union of all live index files, as a sorted array.
 pub struct MasterIndex {
     packs: Vec<PackId>,
     entries: Vec<Entry>,
     files: Vec<IndexId>,
     sorted: bool,
+    /// Deletion plans that could not be read when the index was loaded, left out (warnings).
+    damaged_plans: Vec<String>,
 }
 
 impl Default for MasterIndex {
@@ -227,6 +240,7 @@ impl Default for MasterIndex {
             entries: Vec::new(),
             files: Vec::new(),
             sorted: true,
+            damaged_plans: Vec::new(),
         }
     }
 }
@@ -238,11 +252,13 @@ impl MasterIndex {
     pub fn load(storage: &Storage, keys: &MasterKeys) -> Result<MasterIndex> {
         let mut files = Vec::new();
         let mut listed = storage.list_with_times("index")?;
+        // Newest first; names that are not Coffer's are ignored (check reports them).
+        listed.retain(|(key, _, _)| crate::storage::is_object_name("index", key));
         listed.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
         for (key, _, _) in listed {
-            let name = key.rsplit('/').next().unwrap_or(&key);
-            let id = IndexId::from_hex(name)
-                .ok_or_else(|| Error::corrupt("index", &key, "not an index file name"))?;
+            let Some(id) = IndexId::from_hex(key.rsplit('/').next().unwrap_or(&key)) else {
+                continue;
+            };
             match IndexFile::load(storage, keys, &id) {
                 Ok(file) => files.push((id, file)),
                 // Listed, then deleted before we read it: only prune deletes index files, and
@@ -268,13 +284,20 @@ impl MasterIndex {
         }
         // Added after the live files: sorting is stable and the first entry of a blob wins, so
         // a blob that is both live and pending is live.
-        for (_, plan) in crate::plan::load_all(storage, keys)? {
+        let plans = crate::plan::load_all(storage, keys)?;
+        index.damaged_plans = plans.damage_warnings();
+        for (_, plan) in &plans.good {
             for (pack, blobs) in &plan.packs {
                 index.add_pending_pack(*pack, blobs);
             }
         }
         index.sort();
         Ok(index)
+    }
+
+    /// Warnings about deletion plans that could not be read and were left out.
+    pub fn damaged_plans(&self) -> &[String] {
+        &self.damaged_plans
     }
 
     /// Adds a condemned pack's blobs: readable, never used for deduplication.

@@ -127,7 +127,7 @@ pub fn list(storage: &Storage) -> Result<Vec<(u64, String)>> {
 
 /// Reads one lease object (`None` if it is gone).
 pub fn read(storage: &Storage, keys: &MasterKeys, key: &str) -> Result<Option<LeaseRecord>> {
-    match storage.get("lease", key) {
+    match storage.get_bounded("lease", key, MAX_LEASE_SIZE) {
         Ok(bytes) => LeaseRecord::decode(keys, key, &bytes).map(Some),
         Err(Error::Missing { .. }) => Ok(None),
         Err(e) => Err(e),

@@ -361,6 +361,13 @@ impl PackWriter {
 }
 
 /// Storage key of a pack.
+/// The largest pack file a repository with target pack size `pack_size` writes: the target,
+/// the one blob that may overflow it, and the largest header. A larger file under a pack's name
+/// is refused before it is read whole.
+pub fn max_pack_size(pack_size: u32) -> u64 {
+    u64::from(pack_size) + u64::from(MAX_BLOB_SIZE) + u64::from(MAX_HEADER_SIZE)
+}
+
 pub fn pack_key(id: &PackId) -> String {
     let hex = id.to_hex();
     format!("data/{}/{}", &hex[..2], hex)

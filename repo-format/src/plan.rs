@@ -88,7 +88,7 @@ impl DeletionPlan {
     pub fn load(storage: &Storage, keys: &MasterKeys, key: &str) -> Result<DeletionPlan> {
         let what = "deletion plan";
         let name = key.rsplit('/').next().unwrap_or(key);
-        let bytes = storage.get(what, key)?;
+        let bytes = storage.get_bounded(what, key, MAX_INDEX_FILE_SIZE)?;
         if bytes.len() as u64 > MAX_INDEX_FILE_SIZE {
             return Err(Error::corrupt(what, name, "too large"));
         }
@@ -115,14 +115,39 @@ impl DeletionPlan {
     }
 }
 
-/// Every deletion plan with its storage key, in key order. A plan deleted between listing and
+/// The deletion plans that could be read, and the ones that could not.
+#[derive(Debug, Default)]
+pub struct Plans {
+    /// Storage key and plan, in key order.
+    pub good: Vec<(String, DeletionPlan)>,
+    /// Storage key and why the plan cannot be read. Every command treats such a plan as absent
+    /// (docs/maintenance.md, "Damaged deletion plans"): nothing it names is deleted on its
+    /// strength, and its packs, in no live index, are examined again by the next prune.
+    pub damaged: Vec<(String, Error)>,
+}
+
+impl Plans {
+    /// One line per damaged plan, naming it and the reason, for warnings.
+    pub fn damage_warnings(&self) -> Vec<String> {
+        self.damaged
+            .iter()
+            .map(|(key, e)| format!("{e}; ignored (treated as absent; stored as {key})"))
+            .collect()
+    }
+}
+
+/// Every deletion plan with its storage key, in key order, the damaged ones set apart. Keys
+/// under `plans/` that are not plan names are ignored. A plan deleted between listing and
 /// reading has been carried out and is skipped.
-pub fn load_all(storage: &Storage, keys: &MasterKeys) -> Result<Vec<(String, DeletionPlan)>> {
-    let mut out = Vec::new();
-    for (key, _) in storage.list(PLANS_DIR)? {
+pub fn load_all(storage: &Storage, keys: &MasterKeys) -> Result<Plans> {
+    let mut out = Plans::default();
+    for (key, _) in storage.list_objects(PLANS_DIR)?.objects {
         match DeletionPlan::load(storage, keys, &key) {
-            Ok(plan) => out.push((key, plan)),
+            Ok(plan) => out.good.push((key, plan)),
             Err(Error::Missing { .. }) => continue,
+            Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
+                out.damaged.push((key, e))
+            }
             Err(e) => return Err(e),
         }
     }
@@ -162,7 +187,7 @@ mod tests {
         assert!(key.starts_with("plans/"));
         assert_eq!(DeletionPlan::load(&storage, &keys, &key).unwrap(), plan);
         assert_eq!(
-            load_all(&storage, &keys).unwrap(),
+            load_all(&storage, &keys).unwrap().good,
             vec![(key.clone(), plan)]
         );
         let mut bytes = storage.get("x", &key).unwrap().to_vec();
@@ -172,6 +197,10 @@ mod tests {
         storage.put_new(&key, bytes.into()).unwrap();
         let err = DeletionPlan::load(&storage, &keys, &key).unwrap_err();
         assert!(err.to_string().contains("deletion plan"), "{err}");
+        let all = load_all(&storage, &keys).unwrap();
+        assert!(all.good.is_empty());
+        assert_eq!(all.damaged.len(), 1);
+        assert_eq!(all.damaged[0].0, key);
         for cut in 0..16 {
             assert!(DeletionPlan::decode("x", &[0u8; 16][..cut]).is_err());
         }

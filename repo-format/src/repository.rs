@@ -274,9 +274,10 @@ impl Repository {
             ));
         }
         let plain = if self.storage.cache().is_some() {
-            let pack_bytes = self
-                .storage
-                .get_cached("pack", &pack::pack_key(&loc.pack))?;
+            let max = pack::max_pack_size(self.config.pack_size);
+            let pack_bytes =
+                self.storage
+                    .get_bounded_cached("pack", &pack::pack_key(&loc.pack), max)?;
             let start = loc.blob.offset as usize;
             let end = start.saturating_add(loc.blob.length as usize);
             let sealed = pack_bytes.get(start..end).ok_or_else(|| {
@@ -441,11 +442,11 @@ impl Repository {
     /// Every pack file present in storage with its size.
     pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
         let mut out = Vec::new();
-        for (key, size) in self.storage.list("data")? {
-            let name = key.rsplit('/').next().unwrap_or(&key);
-            let id = PackId::from_hex(name)
-                .ok_or_else(|| Error::corrupt("pack", &key, "not a pack file name"))?;
-            out.push((id, size));
+        // Keys that are not pack names are not Coffer's: ignored here, reported by check.
+        for (key, size) in self.storage.list_objects("data")?.objects {
+            if let Some(id) = PackId::from_hex(key.rsplit('/').next().unwrap_or(&key)) {
+                out.push((id, size));
+            }
         }
         Ok(out)
     }
@@ -454,10 +455,13 @@ impl Repository {
     pub fn list_packs_with_times(&self) -> Result<Vec<(PackId, u64, jiff::Timestamp)>> {
         let mut out = Vec::new();
         for (key, size, modified) in self.storage.list_with_times("data")? {
-            let name = key.rsplit('/').next().unwrap_or(&key);
-            let id = PackId::from_hex(name)
-                .ok_or_else(|| Error::corrupt("pack", &key, "not a pack file name"))?;
-            out.push((id, size, modified));
+            // Keys that are not pack names are not Coffer's: ignored, as by `list_packs`.
+            if !crate::storage::is_object_name("data", &key) {
+                continue;
+            }
+            if let Some(id) = PackId::from_hex(key.rsplit('/').next().unwrap_or(&key)) {
+                out.push((id, size, modified));
+            }
         }
         Ok(out)
     }

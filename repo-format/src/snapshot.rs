@@ -147,7 +147,8 @@ impl Snapshot {
     /// Reads and verifies one snapshot.
     pub fn load(storage: &Storage, keys: &MasterKeys, id: &SnapshotId) -> Result<Snapshot> {
         let name = id.to_hex();
-        let bytes = storage.get("snapshot", &format!("snapshots/{name}"))?;
+        let bytes =
+            storage.get_bounded("snapshot", &format!("snapshots/{name}"), MAX_SNAPSHOT_SIZE)?;
         if bytes.len() as u64 > MAX_SNAPSHOT_SIZE {
             return Err(Error::corrupt("snapshot", &name, "too large"));
         }
@@ -189,27 +190,86 @@ pub fn relabel(
     Ok(new_id)
 }
 
-/// Ids of every snapshot in the repository.
+/// Ids of every snapshot in the repository. Keys under `snapshots/` that are not snapshot names
+/// are not Coffer's and are ignored ([`Storage::list_objects`]).
 pub fn list_ids(storage: &Storage) -> Result<Vec<SnapshotId>> {
-    storage
-        .list("snapshots")?
+    Ok(storage
+        .list_objects("snapshots")?
+        .objects
         .into_iter()
-        .map(|(key, _)| {
-            let name = key.rsplit('/').next().unwrap_or(&key);
-            SnapshotId::from_hex(name)
-                .ok_or_else(|| Error::corrupt("snapshot", &key, "not a snapshot name"))
-        })
-        .collect()
+        .filter_map(|(key, _)| SnapshotId::from_hex(key.rsplit('/').next().unwrap_or(&key)))
+        .collect())
 }
 
-/// Every snapshot, oldest first (ties by id).
-pub fn load_all(storage: &Storage, keys: &MasterKeys) -> Result<Vec<(SnapshotId, Snapshot)>> {
-    let mut out = Vec::new();
-    for id in list_ids(storage)? {
-        let snap = Snapshot::load(storage, keys, &id)?;
-        out.push((id, snap));
+/// Every snapshot that could be read, and the ones that could not.
+#[derive(Debug, Default)]
+pub struct Snapshots {
+    /// Oldest first (ties by id).
+    pub good: Vec<(SnapshotId, Snapshot)>,
+    /// Snapshots that failed to load (damaged, or sealed with other keys), by id, with why.
+    /// Commands that do not need them skip them with a warning; asking for one by id fails.
+    pub damaged: Vec<(SnapshotId, Error)>,
+}
+
+impl Snapshots {
+    /// Resolves `spec` as [`resolve`] does among the good snapshots, except that an id or prefix
+    /// that names a damaged snapshot fails naming it (or is ambiguous) instead of finding
+    /// nothing. `latest` is the latest good snapshot.
+    pub fn resolve(&self, spec: &str) -> Result<&(SnapshotId, Snapshot)> {
+        let spec_lower = spec.to_ascii_lowercase();
+        let damaged: Vec<&(SnapshotId, Error)> = if spec == "latest" || spec_lower.len() < 4 {
+            Vec::new()
+        } else {
+            self.damaged
+                .iter()
+                .filter(|(id, _)| id.to_hex().starts_with(&spec_lower))
+                .collect()
+        };
+        let Some((id, error)) = damaged.first() else {
+            return resolve(&self.good, spec);
+        };
+        let good = match resolve(&self.good, spec) {
+            Ok(_) => 1,
+            Err(Error::AmbiguousSnapshot { count, .. }) => count,
+            Err(_) => 0,
+        };
+        if good + damaged.len() > 1 {
+            return Err(Error::AmbiguousSnapshot {
+                prefix: spec.into(),
+                count: good + damaged.len(),
+            });
+        }
+        let reason = match error {
+            Error::Corrupt { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        Err(Error::corrupt("snapshot", id, reason))
     }
-    sort_by_time(&mut out);
+
+    /// One line per damaged snapshot, naming it and the reason, for warnings.
+    pub fn damage_warnings(&self) -> Vec<String> {
+        self.damaged
+            .iter()
+            .map(|(_, e)| format!("{e}; skipped"))
+            .collect()
+    }
+}
+
+/// Every snapshot, oldest first (ties by id), with the damaged ones set apart. A snapshot
+/// deleted between listing and reading (forgotten meanwhile) is left out.
+pub fn load_all(storage: &Storage, keys: &MasterKeys) -> Result<Snapshots> {
+    let mut out = Snapshots::default();
+    for id in list_ids(storage)? {
+        match Snapshot::load(storage, keys, &id) {
+            Ok(snap) => out.good.push((id, snap)),
+            Err(Error::Missing { .. }) => continue,
+            Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
+                out.damaged.push((id, e))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    sort_by_time(&mut out.good);
     Ok(out)
 }
 
@@ -250,5 +310,82 @@ pub fn resolve<'a>(
             prefix: spec.into(),
             count: n,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot_at(time: &str) -> Snapshot {
+        Snapshot {
+            time: time.into(),
+            tree: BlobId([7; 32]),
+            paths: vec!["/srv".into()],
+            hostname: "h".into(),
+            username: "u".into(),
+            tags: Vec::new(),
+            labels: BTreeMap::new(),
+            parent: None,
+            excludes: Vec::new(),
+            program_version: "test".into(),
+            key_id: String::new(),
+            summary: Summary::default(),
+            sources: Vec::new(),
+            original: None,
+            copied_from: None,
+        }
+    }
+
+    #[test]
+    fn damaged_snapshots_are_set_apart_and_named_when_asked_for() {
+        let storage = Storage::in_memory().unwrap();
+        let keys = MasterKeys::generate().unwrap();
+        let old = snapshot_at("2026-01-01T00:00:00Z")
+            .save(&storage, &keys)
+            .unwrap();
+        let new = snapshot_at("2026-01-02T00:00:00Z")
+            .save(&storage, &keys)
+            .unwrap();
+        // A stray name is ignored.
+        storage
+            .put_new("snapshots/.nfs0000abcd", bytes::Bytes::from_static(b"x"))
+            .unwrap();
+        // Damage the newer one: its bytes no longer match its name.
+        let key = format!("snapshots/{new}");
+        let mut bytes = storage.get("snapshot", &key).unwrap().to_vec();
+        bytes[40] ^= 1;
+        storage.delete(&key).unwrap();
+        storage.put_new(&key, bytes.into()).unwrap();
+
+        let all = load_all(&storage, &keys).unwrap();
+        assert_eq!(all.good.len(), 1);
+        assert_eq!(all.good[0].0, old);
+        assert_eq!(all.damaged.len(), 1);
+        assert_eq!(all.damaged[0].0, new);
+        assert!(all.damage_warnings()[0].contains(&new.to_hex()));
+        // `latest` is the latest good one; the good one resolves by id.
+        assert_eq!(all.resolve("latest").unwrap().0, old);
+        assert_eq!(all.resolve(&old.to_hex()).unwrap().0, old);
+        // The damaged one, asked for by id or prefix, fails naming it.
+        for spec in [new.to_hex(), new.to_hex()[..8].to_string()] {
+            match all.resolve(&spec) {
+                Err(Error::Corrupt { what, id, .. }) => {
+                    assert_eq!(what, "snapshot");
+                    assert_eq!(id, new.to_hex());
+                }
+                other => panic!("{spec}: {other:?}"),
+            }
+        }
+        // Unknown ids are still not found.
+        let first = |id: &SnapshotId| id.to_hex().as_bytes()[0];
+        let unknown = (b'0'..=b'9')
+            .find(|d| *d != first(&old) && *d != first(&new))
+            .map(|d| (d as char).to_string().repeat(8))
+            .unwrap();
+        assert!(matches!(
+            all.resolve(&unknown),
+            Err(Error::SnapshotNotFound(_))
+        ));
     }
 }

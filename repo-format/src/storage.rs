@@ -663,6 +663,81 @@ impl Storage {
         Ok(bytes)
     }
 
+    /// Reads a whole object of at most `max` bytes. Its size is learned first, from this
+    /// handle's listing of its directory when there is one, else from the file's metadata (a
+    /// local directory) or a HEAD request, and an object above `max` is refused with
+    /// [`Error::Corrupt`] naming it and the limit before a byte of it is read or a buffer
+    /// allocated. Only the learned size is then read, so an object that grew meanwhile cannot
+    /// make the read larger (its hash no longer matches its name). Snapshots and index files
+    /// come from the cache when it holds them (a cached file above `max` is not read either).
+    pub fn get_bounded(&self, what: &'static str, key: &str, max: u64) -> Result<Bytes> {
+        if key.starts_with("snapshots/") || key.starts_with("index/") {
+            self.get_bounded_cached(what, key, max)
+        } else {
+            self.fetch_bounded(what, key, max)
+        }
+    }
+
+    /// As [`Self::get_bounded`], through the cache (if enabled) whatever the key, as
+    /// [`Self::get_cached`] does.
+    pub fn get_bounded_cached(&self, what: &'static str, key: &str, max: u64) -> Result<Bytes> {
+        let Some(cache) = &self.cache else {
+            return self.fetch_bounded(what, key, max);
+        };
+        if let Some(bytes) = cache.get_bounded(key, max) {
+            return Ok(bytes);
+        }
+        let bytes = self.fetch_bounded(what, key, max)?;
+        cache.put(key, &bytes);
+        Ok(bytes)
+    }
+
+    fn fetch_bounded(&self, what: &'static str, key: &str, max: u64) -> Result<Bytes> {
+        let too_large = |size: u64| {
+            Error::corrupt(
+                what,
+                key,
+                format!("{size} bytes is more than the maximum of {max} bytes for a {what}"),
+            )
+        };
+        if let Some(root) = &self.local_root {
+            let file = self.open_local(what, key, root)?;
+            let size = file
+                .metadata()
+                .map_err(|e| Error::io("reading", root.join(key), e))?
+                .len();
+            if size > max {
+                return Err(too_large(size));
+            }
+            let mut buf = vec![0u8; usize::try_from(size).map_err(|_| too_large(size))?];
+            read_exact_at(&file, root, what, key, 0, &mut buf)?;
+            return Ok(Bytes::from(buf));
+        }
+        let size = match self.listed_size(key) {
+            Some(size) => size,
+            None => self.size(key)?.ok_or_else(|| Error::Missing {
+                what,
+                id: key.to_string(),
+            })?,
+        };
+        if size > max {
+            return Err(too_large(size));
+        }
+        if size == 0 {
+            return Ok(Bytes::new());
+        }
+        self.get_range(what, key, 0..size)
+    }
+
+    /// The size of `key` in this handle's listing of its directory, if it made one.
+    fn listed_size(&self, key: &str) -> Option<u64> {
+        let dir = key.split('/').next()?;
+        let listings = crate::writer::lock(&self.listings);
+        let list = listings.get(dir)?;
+        let at = list.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
+        Some(list[at].1)
+    }
+
     fn fetch(&self, what: &'static str, key: &str) -> Result<Bytes> {
         if let Some(root) = &self.local_root {
             return self.read_local(what, key, root, None);
@@ -930,6 +1005,21 @@ impl Storage {
         Ok(out)
     }
 
+    /// The objects under `dir/` split by name: those Coffer writes there (see
+    /// [`is_object_name`]) and stray ones (left by other programs, e.g. NFS's `.nfsXXXX` files,
+    /// or put there by hand), which every command ignores and `check` reports.
+    pub fn list_objects(&self, dir: &str) -> Result<Listing> {
+        let mut listing = Listing::default();
+        for (key, size) in self.list(dir)? {
+            if is_object_name(dir, &key) {
+                listing.objects.push((key, size));
+            } else {
+                listing.stray.push((key, size));
+            }
+        }
+        Ok(listing)
+    }
+
     /// Forgets every listing this handle remembers, so the next [`Storage::list`] of each
     /// directory asks the store again. Prune calls it once it holds the lease: what it decides
     /// must rest on what the store holds then, not on what it held when the handle was opened.
@@ -1005,6 +1095,34 @@ impl Storage {
             }
             Err(e) => Err(self.err("delete", key, e)),
         }
+    }
+}
+
+/// A directory's listing split by name ([`Storage::list_objects`]); keys with their sizes,
+/// sorted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Keys with names Coffer writes in the directory.
+    pub objects: Vec<(String, u64)>,
+    /// Every other key: not Coffer's, never read, never deleted.
+    pub stray: Vec<(String, u64)>,
+}
+
+/// Whether `key` is a name Coffer writes under `dir`: `dir/` and 64 lowercase hex digits (the
+/// object's id), and for packs `data/` the id's first two digits, `/` and the id.
+pub fn is_object_name(dir: &str, key: &str) -> bool {
+    let Some(rest) = key.strip_prefix(dir).and_then(|r| r.strip_prefix('/')) else {
+        return false;
+    };
+    let is_id =
+        |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if dir == "data" {
+        match rest.split_once('/') {
+            Some((fan, id)) => is_id(id) && id.starts_with(fan) && fan.len() == 2,
+            None => false,
+        }
+    } else {
+        is_id(rest)
     }
 }
 
@@ -1137,6 +1255,46 @@ pub mod conformance {
         storage.delete("data/ab/x").unwrap();
         assert!(storage.list("data").unwrap().is_empty());
         assert!(storage.list_uncached("data").unwrap().is_empty());
+        bounded_reads(storage);
+    }
+
+    /// `get_bounded` on `storage`: within the limit the bytes, above it a refusal naming the
+    /// object and the limit, a missing object [`Error::Missing`]; with and without a listing.
+    pub fn bounded_reads(storage: &Storage) {
+        storage
+            .put_new("snapshots/small", Bytes::from_static(b"0123456789"))
+            .unwrap();
+        for listed in [false, true] {
+            if listed {
+                storage.list("snapshots").unwrap();
+            }
+            let read = storage
+                .get_bounded("snapshot", "snapshots/small", 10)
+                .unwrap();
+            assert_eq!(&read[..], b"0123456789");
+            match storage.get_bounded("snapshot", "snapshots/small", 9) {
+                Err(Error::Corrupt { what, id, reason }) => {
+                    assert_eq!((what, id.as_str()), ("snapshot", "snapshots/small"));
+                    assert!(
+                        reason.contains("10 bytes") && reason.contains("maximum of 9"),
+                        "{reason}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(matches!(
+                storage.get_bounded("snapshot", "snapshots/none", 9),
+                Err(Error::Missing {
+                    what: "snapshot",
+                    ..
+                })
+            ));
+        }
+        storage.put_new("locks/empty", Bytes::new()).unwrap();
+        assert!(storage
+            .get_bounded("lease", "locks/empty", 0)
+            .unwrap()
+            .is_empty());
     }
 }
 
@@ -1275,6 +1433,58 @@ mod tests {
     #[test]
     fn memory_conformance() {
         conformance::run(&Storage::in_memory().unwrap());
+    }
+
+    #[test]
+    fn object_names_and_stray_names_are_told_apart() {
+        let id = "ab".to_string() + &"0".repeat(62);
+        assert!(is_object_name("snapshots", &format!("snapshots/{id}")));
+        assert!(is_object_name("data", &format!("data/ab/{id}")));
+        for (dir, stray) in [
+            ("snapshots", "snapshots/.nfs0000abcd".to_string()),
+            ("snapshots", format!("snapshots/{}", id.to_uppercase())),
+            ("snapshots", format!("snapshots/{id}0")),
+            ("snapshots", format!("snapshots/{}", &id[1..])),
+            ("snapshots", format!("snapshots/x/{id}")),
+            ("snapshots", format!("index/{id}")),
+            ("data", format!("data/cd/{id}")),
+            ("data", format!("data/{id}")),
+            ("data", format!("data/ab/{id}.tmp")),
+        ] {
+            assert!(!is_object_name(dir, &stray), "{stray}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path().to_str().unwrap(), OpenMode::Create).unwrap();
+        storage
+            .put_new(&format!("snapshots/{id}"), Bytes::from_static(b"s"))
+            .unwrap();
+        std::fs::write(dir.path().join("snapshots/.nfs0000abcd"), b"junk").unwrap();
+        std::fs::write(dir.path().join("snapshots/notes.txt"), b"junk!").unwrap();
+        storage.forget_listings();
+        let listing = storage.list_objects("snapshots").unwrap();
+        assert_eq!(listing.objects, vec![(format!("snapshots/{id}"), 1)]);
+        assert_eq!(
+            listing.stray,
+            vec![
+                ("snapshots/.nfs0000abcd".to_string(), 4),
+                ("snapshots/notes.txt".to_string(), 5)
+            ]
+        );
+    }
+
+    #[test]
+    fn bounded_reads_on_a_local_directory_refuse_a_huge_sparse_file_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path().to_str().unwrap(), OpenMode::Create).unwrap();
+        conformance::bounded_reads(&storage);
+        // 5 GiB of holes: reading it would need 5 GiB of memory.
+        std::fs::create_dir_all(dir.path().join("index")).unwrap();
+        let huge = std::fs::File::create(dir.path().join("index/huge")).unwrap();
+        huge.set_len(5 << 30).unwrap();
+        let err = storage
+            .get_bounded("index", "index/huge", 1 << 20)
+            .unwrap_err();
+        assert!(err.to_string().contains("5368709120 bytes"), "{err}");
     }
 
     #[test]

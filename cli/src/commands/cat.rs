@@ -3,7 +3,7 @@
 use super::Context_;
 use anyhow::Result;
 use coffer_repo::index::IndexFile;
-use coffer_repo::{snapshot, BlobId, IndexId};
+use coffer_repo::{BlobId, IndexId};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -23,8 +23,8 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let value = match args.kind.as_str() {
         "config" => serde_json::to_value(repo.config())?,
         "snapshot" => {
-            let all = snapshot::load_all(repo.storage(), repo.keys())?;
-            let (id, s) = snapshot::resolve(&all, &need_id()?)?;
+            let all = super::load_snapshots(&repo)?;
+            let (id, s) = all.resolve(&need_id()?)?;
             serde_json::json!({ "id": id, "snapshot": s })
         }
         "tree" => {

@@ -67,6 +67,9 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         index_every_packs: args.index_every as usize,
     };
     let report = op::copy(&source, &mut target, &options).context("copy failed")?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !ctx.global.quiet {

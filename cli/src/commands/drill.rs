@@ -6,7 +6,6 @@
 use super::Context_;
 use anyhow::Result;
 use coffer_repo::ops::drill::{self as op, DrillOptions, VERIFIED_LABEL};
-use coffer_repo::snapshot;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -33,8 +32,8 @@ pub struct Args {
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let repo = super::open_repo(ctx)?;
-    let all = snapshot::load_all(repo.storage(), repo.keys())?;
-    let (id, snap) = snapshot::resolve(&all, &args.snapshot)?;
+    let all = super::load_snapshots(&repo)?;
+    let (id, snap) = all.resolve(&args.snapshot)?;
     let short = id.short();
     let options = DrillOptions {
         scratch_parent: args.scratch_dir.clone(),

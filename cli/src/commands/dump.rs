@@ -3,7 +3,6 @@
 use super::Context_;
 use anyhow::Result;
 use coffer_repo::ops::walk;
-use coffer_repo::snapshot;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -18,8 +17,8 @@ pub struct Args {
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let repo = super::open_repo(ctx)?;
-    let all = snapshot::load_all(repo.storage(), repo.keys())?;
-    let (id, snap) = snapshot::resolve(&all, &args.snapshot)?;
+    let all = super::load_snapshots(&repo)?;
+    let (id, snap) = all.resolve(&args.snapshot)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     walk::dump(&repo, &snap.tree, &args.path, &id.short(), &mut out)?;

@@ -10,6 +10,7 @@ use coffer_repo::retention::{GroupBy, KeepCount, KeepWithin, Policy};
 #[command(after_help = "Examples:
   coffer forget --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run
   coffer forget --keep-within 30d --keep-tag release --timezone Europe/Berlin --prune
+  coffer forget 3f2a9c01     # remove this one snapshot (also one that cannot be read)
 
 Snapshots are grouped (default by host and paths) and each group is decided on its own. Counts \
 take a number, or `all` for every bucket. A snapshot kept by any rule is kept; every rule that \
@@ -17,6 +18,10 @@ keeps it is shown (e.g. `daily 3/7, weekly 1/4`). With no keep rule (in the flag
 Buckets are computed in --timezone (default: this machine's zone), DST-correct. See \
 docs/retention.md.")]
 pub struct Args {
+    /// Remove exactly these snapshots (full ids or unique prefixes of 4+ hex digits) instead of
+    /// applying a policy; works for a snapshot that cannot be read
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
     /// Keep the N newest snapshots
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub keep_last: Option<KeepCount>,
@@ -76,6 +81,9 @@ fn parse_group_by(s: &str) -> Result<GroupBy, String> {
 }
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
+    if !args.ids.is_empty() {
+        return forget_ids(ctx, &args);
+    }
     let flags = Policy {
         last: args.keep_last,
         hourly: args.keep_hourly,
@@ -152,6 +160,50 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     Ok(crate::exit::OK)
 }
 
+/// `coffer forget ID...`: removes the named snapshots, readable or not.
+fn forget_ids(ctx: &Context_, args: &Args) -> Result<u8> {
+    let policy_flags = args.keep_last.is_some()
+        || args.keep_hourly.is_some()
+        || args.keep_daily.is_some()
+        || args.keep_weekly.is_some()
+        || args.keep_monthly.is_some()
+        || args.keep_yearly.is_some()
+        || args.keep_within.is_some()
+        || !args.keep_tag.is_empty()
+        || args.group_by.is_some();
+    if policy_flags {
+        return Err(crate::exit::usage(
+            "give snapshot ids or keep rules, not both",
+        ));
+    }
+    let repo = super::open_repo_with(ctx, coffer_repo::Repository::open_without_index)?;
+    let removed = op::forget_ids(&repo, &args.ids, args.dry_run)?;
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    if args.json {
+        let value = serde_json::json!({ "dry_run": args.dry_run, "removed": removed });
+        if !args.prune || args.dry_run {
+            outln!("{}", serde_json::to_string_pretty(&value)?);
+        }
+    } else if !ctx.global.quiet {
+        for id in &removed {
+            outln!("{verb} snapshot {id}");
+        }
+    }
+    if args.prune && !args.dry_run {
+        let p = super::prune::prune_for_forget(ctx, &repo, &args.prune_flags, args.json)
+            .context("the snapshots were forgotten, but prune failed")?;
+        if args.json {
+            let value = serde_json::json!({ "forget": { "removed": removed }, "prune": p });
+            outln!("{}", serde_json::to_string_pretty(&value)?);
+        }
+    }
+    Ok(crate::exit::OK)
+}
+
 /// The `[retention]` table of the config file as a policy.
 fn policy_from_config(r: &crate::config::Retention) -> Result<Policy> {
     let count = |n: Option<u32>| n.map(KeepCount::N);
@@ -203,6 +255,12 @@ fn print(ctx: &Context_, r: &ForgetReport) -> anyhow::Result<()> {
                 v.reasons.join(", ")
             );
         }
+    }
+    for (id, why) in &r.damaged {
+        eprintln!(
+            "warning: {why}; kept, since retention cannot judge it (remove it with \
+             `coffer forget {id}`)"
+        );
     }
     if !ctx.global.quiet {
         let verb = if r.dry_run {

@@ -41,9 +41,13 @@ pub fn run(ctx: &Context_, cmd: KeyCommand) -> Result<u8> {
             outln!("added key file {}", id.short());
         }
         KeyCommand::List => {
-            for (key, _) in repo.storage().list("keys")? {
+            for (key, _) in repo.storage().list_objects("keys")?.objects {
                 let name = key.rsplit('/').next().unwrap_or(&key).to_string();
-                let bytes = repo.storage().get("key file", &key)?;
+                let bytes = repo.storage().get_bounded(
+                    "key file",
+                    &key,
+                    coffer_repo::keyfile::MAX_KEY_FILE_SIZE,
+                )?;
                 let current = if name == repo.key_id().to_hex() {
                     "*"
                 } else {

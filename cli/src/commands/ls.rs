@@ -3,7 +3,6 @@
 use super::Context_;
 use anyhow::Result;
 use coffer_repo::ops::walk;
-use coffer_repo::snapshot;
 use coffer_repo::tree::NodeKind;
 
 #[derive(clap::Args, Debug)]
@@ -19,8 +18,8 @@ pub struct Args {
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let repo = super::open_repo(ctx)?;
-    let all = snapshot::load_all(repo.storage(), repo.keys())?;
-    let (id, snap) = snapshot::resolve(&all, &args.snapshot)?;
+    let all = super::load_snapshots(&repo)?;
+    let (id, snap) = all.resolve(&args.snapshot)?;
     let (root, prefix) = match args
         .path
         .as_deref()

@@ -113,7 +113,20 @@ pub fn open_repo_with(
     let storage = Storage::open_with(location, OpenMode::Existing, &options)?;
     let password = crate::password::get(&ctx.global, false)?;
     let shown = storage.location().to_string();
-    open(storage, &password).with_context(|| format!("opening repository {shown}"))
+    let repo = open(storage, &password).with_context(|| format!("opening repository {shown}"))?;
+    for warning in repo.index().damaged_plans() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(repo)
+}
+
+/// Every snapshot of `repo`; the damaged ones are named on stderr and set apart.
+pub fn load_snapshots(repo: &Repository) -> Result<coffer_repo::snapshot::Snapshots> {
+    let all = coffer_repo::snapshot::load_all(repo.storage(), repo.keys())?;
+    for warning in all.damage_warnings() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(all)
 }
 
 pub fn hostname() -> String {

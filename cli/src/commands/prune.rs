@@ -79,6 +79,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             e.into()
         }
     })?;
+    warn(&report);
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -95,10 +96,18 @@ pub fn prune_for_forget(
     json: bool,
 ) -> Result<PruneReport> {
     let report = op::prune(repo, &options(ctx, flags, false))?;
+    warn(&report);
     if !json {
         print(ctx, &report)?;
     }
     Ok(report)
+}
+
+/// Damaged deletion plans, on stderr whatever the output format.
+fn warn(report: &PruneReport) {
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
 }
 
 fn print(ctx: &Context_, r: &PruneReport) -> anyhow::Result<()> {

@@ -11,7 +11,7 @@ use coffer_repo::ops::restore::{self as op, RestoreOptions};
 use coffer_repo::ops::restore_sources::{
     self as sources_op, DatabaseState, Failure, Intended, Progress, Restored, SourcesOptions,
 };
-use coffer_repo::snapshot::{self, SourceRecord};
+use coffer_repo::snapshot::SourceRecord;
 use coffer_repo::sources::postgres::PgSource;
 use coffer_repo::sources::restore::DatabaseReport;
 use coffer_repo::{Repository, Snapshot, SnapshotId};
@@ -60,8 +60,8 @@ pub struct Args {
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let repo = super::open_repo(ctx)?;
-    let all = snapshot::load_all(repo.storage(), repo.keys())?;
-    let (id, snap) = snapshot::resolve(&all, &args.snapshot)?;
+    let all = super::load_snapshots(&repo)?;
+    let (id, snap) = all.resolve(&args.snapshot)?;
     if !snap.sources.is_empty() && args.include.is_empty() {
         return restore_sources(ctx, &repo, *id, snap, &args);
     }

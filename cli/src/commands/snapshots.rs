@@ -4,7 +4,7 @@
 use super::Context_;
 use crate::output;
 use anyhow::Result;
-use coffer_repo::{snapshot, Snapshot, SnapshotId};
+use coffer_repo::{Snapshot, SnapshotId};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -45,10 +45,11 @@ pub fn matches(
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let repo = super::open_repo(ctx)?;
-    let all = snapshot::load_all(repo.storage(), repo.keys())?;
+    let all = super::load_snapshots(&repo)?;
     let list: Vec<&(SnapshotId, Snapshot)> = match &args.snapshot {
-        Some(spec) => vec![snapshot::resolve(&all, spec)?],
+        Some(spec) => vec![all.resolve(spec)?],
         None => all
+            .good
             .iter()
             .filter(|(_, s)| matches(s, &args.tag, &args.label, args.host.as_deref()))
             .collect(),

@@ -254,10 +254,12 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         .cloned()
         .chain(stream_plans.iter().map(|s| s.tree_path.clone()))
         .collect();
+    // Damaged snapshots are not candidates for the parent; they are named in the notices.
+    let mut damage = Vec::new();
     let parent = if paths.is_empty() {
         None
     } else {
-        choose_parent(repo, &opts, &all_tree_paths)?
+        choose_parent(repo, &opts, &all_tree_paths, &mut damage)?
     };
     let parent_tree = parent
         .as_ref()
@@ -399,7 +401,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         id,
         snapshot,
         warnings,
-        notices,
+        notices: damage.into_iter().chain(notices).collect(),
     })
 }
 
@@ -486,14 +488,17 @@ fn choose_parent(
     repo: &Repository,
     opts: &BackupOptions,
     paths: &[PathBuf],
+    damage: &mut Vec<String>,
 ) -> Result<Option<(SnapshotId, Snapshot)>> {
     if opts.parent == ParentChoice::None {
         return Ok(None);
     }
     let all = snapshot::load_all(repo.storage(), repo.keys())?;
+    damage.extend(all.damage_warnings());
     match &opts.parent {
-        ParentChoice::Id(spec) => Ok(Some(snapshot::resolve(&all, spec)?.clone())),
+        ParentChoice::Id(spec) => Ok(Some(all.resolve(spec)?.clone())),
         _ => Ok(all
+            .good
             .into_iter()
             .rev()
             .find(|(_, s)| s.hostname == opts.hostname && same_paths(&s.paths, paths))),

@@ -133,6 +133,9 @@ impl Ctx<'_> {
     }
 }
 
+/// Directories whose stray names (not Coffer's) check reports.
+const STRAY_CHECKED_DIRS: [&str; 5] = ["keys", "snapshots", "index", "plans", "data"];
+
 /// Runs check; the report says whether the repository is clean.
 pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     let mut ctx = Ctx {
@@ -143,17 +146,25 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     };
     let cancel = &options.cancel;
 
+    // Names that are not Coffer's (an NFS `.nfsXXXX` file, a file put there by hand): every
+    // command ignores them, so they are not damage, only worth knowing.
+    for dir in STRAY_CHECKED_DIRS {
+        for (key, size) in ctx.storage.list_objects(dir)?.stray {
+            ctx.report.warnings.push(Problem {
+                object: key,
+                message: format!(
+                    "not a Coffer object name ({size} bytes); every command ignores it"
+                ),
+            });
+        }
+    }
+
     // Index files, each on its own so one damaged file does not hide the rest.
     let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
-    for (key, _) in ctx.storage.list("index")? {
-        let name = key.rsplit('/').next().unwrap_or(&key).to_string();
-        let Some(id) = IndexId::from_hex(&name) else {
-            ctx.error(&key, "not an index file name");
-            continue;
-        };
+    for id in crate::index::list_ids(ctx.storage)? {
         match IndexFile::load(ctx.storage, ctx.keys, &id) {
             Ok(f) => files.push((id, f)),
-            Err(e) => ctx.error(&key, e.to_string()),
+            Err(e) => ctx.error(format!("index/{id}"), e.to_string()),
         }
     }
     let superseded: HashSet<IndexId> = files
@@ -166,9 +177,19 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
         Ok(p) => p,
         Err(e) => {
             ctx.error("plans", e.to_string());
-            Vec::new()
+            plan::Plans::default()
         }
     };
+    for (key, e) in &plans.damaged {
+        ctx.error(
+            key,
+            format!(
+                "{e}; every command treats it as absent (its packs are examined again by the \
+                 next prune); remove the object once you have kept a copy for analysis"
+            ),
+        );
+    }
+    let plans = plans.good;
     if !plans.is_empty() {
         ctx.report.warnings.push(Problem {
             object: "plans".into(),
@@ -238,10 +259,11 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     // thread waits for the disk while it reads: one thread more than the cores keeps them busy.
     let threads = crate::parallel::threads_for_reading(ctx.storage);
     let (storage, keys) = (ctx.storage, ctx.keys);
+    let max_pack = pack::max_pack_size(repo.config().pack_size);
     let findings = crate::parallel::map(&work, threads, cancel, |(pack_id, size)| {
         let blobs = &expected[pack_id];
         if selected.contains(pack_id) {
-            read_pack(storage, keys, &index, pack_id, *size, blobs)
+            read_pack(storage, keys, &index, pack_id, *size, max_pack, blobs)
         } else {
             let mut found = PackFindings::default();
             if let Err(e) = check_header(storage, keys, pack_id, *size, blobs) {
@@ -444,15 +466,24 @@ fn read_pack(
     index: &MasterIndex,
     id: &PackId,
     size: u64,
+    max: u64,
     expected: &[PackedBlob],
 ) -> PackFindings {
     let mut found = PackFindings::default();
     let key = pack::pack_key(id);
     // Into this thread's reused buffer: no fresh pages per pack.
-    let read = storage.with_range_direct("pack", &key, 0..size, |bytes| {
-        verify_pack(keys, index, id, &key, bytes, expected, &mut found);
-        Ok(())
-    });
+    let read = if size > max {
+        Err(Error::corrupt(
+            "pack",
+            &key,
+            format!("{size} bytes is more than the maximum of {max} bytes for a pack"),
+        ))
+    } else {
+        storage.with_range_direct("pack", &key, 0..size, |bytes| {
+            verify_pack(keys, index, id, &key, bytes, expected, &mut found);
+            Ok(())
+        })
+    };
     if let Err(e) = read {
         found.error(&key, e.to_string());
         let why = format!("pack {} unreadable", id.short());

@@ -68,6 +68,8 @@ pub struct CopyReport {
     /// Stored (compressed, encrypted) bytes uploaded in new blobs.
     pub added_stored_bytes: u64,
     pub packs_written: u64,
+    /// Damaged snapshots of either repository, skipped (named, with why).
+    pub warnings: Vec<String>,
 }
 
 /// Copies the selected snapshots of `source` into `target`. See the module documentation.
@@ -78,13 +80,14 @@ pub fn copy(
 ) -> Result<CopyReport> {
     let every = opts.index_every_packs.max(1);
     let source_snapshots = snapshot::load_all(source.storage(), source.keys())?;
+    let mut warnings = source_snapshots.damage_warnings();
     let selected: Vec<&(SnapshotId, Snapshot)> = if opts.snapshots.is_empty() {
-        source_snapshots.iter().collect()
+        source_snapshots.good.iter().collect()
     } else {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for spec in &opts.snapshots {
-            let found = snapshot::resolve(&source_snapshots, spec)?;
+            let found = source_snapshots.resolve(spec)?;
             if seen.insert(found.0) {
                 out.push(found);
             }
@@ -98,13 +101,19 @@ pub fn copy(
         out
     };
     let target_snapshots = snapshot::load_all(target.storage(), target.keys())?;
+    warnings.extend(target_snapshots.damage_warnings());
+    let target_snapshots = target_snapshots.good;
+    let source_snapshots = &source_snapshots.good;
     // source snapshot id -> target snapshot id, for everything copied before.
     let mut copied: HashMap<SnapshotId, SnapshotId> = target_snapshots
         .iter()
         .filter_map(|(id, s)| s.copied_from.map(|from| (from, *id)))
         .collect();
 
-    let mut report = CopyReport::default();
+    let mut report = CopyReport {
+        warnings,
+        ..CopyReport::default()
+    };
     let mut mapper = Mapper {
         source,
         ids: HashMap::new(),
@@ -376,7 +385,9 @@ mod tests {
         let report = copy(&source, &mut target, &CopyOptions::default()).unwrap();
         assert_eq!(report.copied.len(), 1);
         assert!(report.packs_written >= 2, "{report:?}");
-        let snaps = snapshot::load_all(target.storage(), target.keys()).unwrap();
+        let snaps = snapshot::load_all(target.storage(), target.keys())
+            .unwrap()
+            .good;
         assert_eq!(snaps.len(), 1);
         let (_, copied) = &snaps[0];
         assert_eq!(copied.copied_from, Some(s1));

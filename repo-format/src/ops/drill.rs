@@ -387,7 +387,9 @@ mod tests {
         );
 
         // Recorded: the snapshot is replaced by a relabelled copy.
-        let all = snapshot::load_all(repo.storage(), repo.keys()).unwrap();
+        let all = snapshot::load_all(repo.storage(), repo.keys())
+            .unwrap()
+            .good;
         assert_eq!(all.len(), 1);
         let (new_id, relabelled) = &all[0];
         assert_eq!(
@@ -419,7 +421,9 @@ mod tests {
         assert!(report.sources[0].checked.starts_with("2 files"));
         // Not recorded when not asked to.
         assert_eq!(report.recorded_as, None);
-        let all = snapshot::load_all(repo.storage(), repo.keys()).unwrap();
+        let all = snapshot::load_all(repo.storage(), repo.keys())
+            .unwrap()
+            .good;
         assert_eq!(all[0].0, id);
         assert!(all[0].1.labels.is_empty());
     }
@@ -473,7 +477,10 @@ mod tests {
         // A failed drill is not recorded, and leaves nothing behind.
         assert_eq!(report.recorded_as, None);
         assert_eq!(
-            snapshot::load_all(repo.storage(), repo.keys()).unwrap()[0].0,
+            snapshot::load_all(repo.storage(), repo.keys())
+                .unwrap()
+                .good[0]
+                .0,
             id
         );
         assert!(is_empty_dir(&scratch));

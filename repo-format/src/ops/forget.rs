@@ -54,6 +54,9 @@ pub struct ForgetReport {
     pub groups: Vec<GroupVerdicts>,
     /// Snapshots deleted (empty on a dry run).
     pub removed: Vec<SnapshotId>,
+    /// Snapshots that cannot be read, with why: retention cannot judge them, so they are kept
+    /// (remove one with `coffer forget ID`).
+    pub damaged: Vec<(SnapshotId, String)>,
 }
 
 /// Applies the policy to every snapshot, group by group, and deletes the ones not kept.
@@ -63,7 +66,12 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
         .validate()
         .map_err(|e| Error::InvalidInput(e.to_string()))?;
     let all = snapshot::load_all(repo.storage(), repo.keys())?;
-    let mut report = decide(&all, options)?;
+    let mut report = decide(&all.good, options)?;
+    report.damaged = all
+        .damaged
+        .iter()
+        .map(|(id, e)| (*id, e.to_string()))
+        .collect();
     if !options.dry_run {
         for group in &report.groups {
             for verdict in group.snapshots.iter().filter(|v| !v.keep) {
@@ -132,5 +140,45 @@ pub fn decide(
         dry_run: options.dry_run,
         groups,
         removed: Vec::new(),
+        damaged: Vec::new(),
     })
+}
+
+/// Deletes the snapshots named by `specs` (full ids or unique prefixes of at least 4 hex
+/// digits), matched against the names in `snapshots/` without reading them, so that a snapshot
+/// that cannot be read can still be removed. Returns the ids, sorted; with `dry_run`, deletes
+/// nothing. Fails before deleting anything if a spec matches no snapshot or several.
+pub fn forget_ids(repo: &Repository, specs: &[String], dry_run: bool) -> Result<Vec<SnapshotId>> {
+    let ids = snapshot::list_ids(repo.storage())?;
+    let mut chosen = Vec::new();
+    for spec in specs {
+        let lower = spec.to_ascii_lowercase();
+        if lower.len() < 4 || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::InvalidInput(format!(
+                "{spec:?} is not a snapshot id: give a full id or at least 4 hex digits of one"
+            )));
+        }
+        let matches: Vec<&SnapshotId> = ids
+            .iter()
+            .filter(|id| id.to_hex().starts_with(&lower))
+            .collect();
+        match matches[..] {
+            [] => return Err(Error::SnapshotNotFound(spec.clone())),
+            [id] => chosen.push(*id),
+            _ => {
+                return Err(Error::AmbiguousSnapshot {
+                    prefix: spec.clone(),
+                    count: matches.len(),
+                })
+            }
+        }
+    }
+    chosen.sort();
+    chosen.dedup();
+    if !dry_run {
+        for id in &chosen {
+            repo.storage().delete(&format!("snapshots/{id}"))?;
+        }
+    }
+    Ok(chosen)
 }

@@ -97,6 +97,8 @@ pub struct PruneReport {
     /// Plans still waiting for their grace period.
     pub plans_pending: usize,
     pub removals: Vec<Removal>,
+    /// Deletion plans that cannot be read, treated as absent (named, with why).
+    pub warnings: Vec<String>,
 }
 
 /// Runs prune. With a zero grace period, a second pass carries out the plan the first wrote.
@@ -126,6 +128,7 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
         report.plans_carried_out += second.plans_carried_out;
         report.bytes_deleted += second.bytes_deleted;
         report.plans_pending = second.plans_pending;
+        report.warnings = second.warnings;
         report.removals = second.removals;
     }
     lease.release()?;
@@ -140,6 +143,8 @@ struct Loaded {
     /// Every index file present that a present index file supersedes.
     superseded: HashSet<IndexId>,
     plans: Vec<(String, DeletionPlan)>,
+    /// Warnings about deletion plans that cannot be read.
+    damaged_plans: Vec<String>,
     /// Sum of the stored lengths of every blob a live index lists in each pack (duplicates
     /// included): the pack's size minus its header.
     blob_bytes: HashMap<PackId, u64>,
@@ -148,13 +153,15 @@ struct Loaded {
 fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
     let mut all = Vec::new();
     // Newest first, as `MasterIndex::load` does: of two copies of a blob, the one stored again
-    // after its pack was lost (`backup --force`) is the one to use.
+    // after its pack was lost (`backup --force`) is the one to use. Names that are not Coffer's
+    // are ignored.
     let mut listed = storage.list_with_times("index")?;
+    listed.retain(|(key, _, _)| crate::storage::is_object_name("index", key));
     listed.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
     for (key, _, _) in listed {
-        let name = key.rsplit('/').next().unwrap_or(&key);
-        let id = IndexId::from_hex(name)
-            .ok_or_else(|| Error::corrupt("index", &key, "not an index file name"))?;
+        let Some(id) = IndexId::from_hex(key.rsplit('/').next().unwrap_or(&key)) else {
+            continue;
+        };
         match IndexFile::load(storage, keys, &id) {
             Ok(file) => all.push((id, file)),
             Err(Error::Missing { .. }) => continue,
@@ -182,7 +189,10 @@ fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
         }
         files.push((id, packs));
     }
+    // A damaged plan is treated as absent (docs/maintenance.md, "Damaged deletion plans").
     let plans = plan::load_all(storage, keys)?;
+    let damaged_plans = plans.damage_warnings();
+    let plans = plans.good;
     for (_, p) in &plans {
         for (pack, blobs) in &p.packs {
             index.add_pending_pack(*pack, blobs);
@@ -194,6 +204,7 @@ fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
         files,
         superseded,
         plans,
+        damaged_plans,
         blob_bytes,
     })
 }
@@ -315,6 +326,17 @@ fn snapshot_roots(
             Ok(s) => out.push((id, s.tree)),
             // Forgotten while we listed: nothing to keep for it.
             Err(Error::Missing { .. }) => continue,
+            // What it references is unknown, so nothing may be judged unused.
+            Err(Error::Corrupt { reason, .. }) => {
+                return Err(Error::corrupt(
+                    "snapshot",
+                    id,
+                    format!(
+                        "{reason}; prune cannot tell which data it needs and refuses to run: put \
+                         back an intact copy of snapshots/{id}, or remove it with `coffer forget {id}`"
+                    ),
+                ))
+            }
             Err(e) => return Err(e),
         }
     }
@@ -447,6 +469,7 @@ fn pass(
     let roots = snapshot_roots(storage, keys)?;
     report.snapshots = roots.len();
     let loaded = load(storage, keys)?;
+    report.warnings.clone_from(&loaded.damaged_plans);
     let index = &loaded.index;
     let listed = repo.list_packs_with_times()?;
     let present: HashMap<PackId, u64> = listed.iter().map(|(id, size, _)| (*id, *size)).collect();
@@ -917,7 +940,7 @@ mod tests {
         let report = prune(&repo, &options(0)).unwrap();
         assert_eq!(report.packs_deleted, 1, "{report:?}");
         assert!(storage.size(&key).unwrap().is_none());
-        assert!(plan::load_all(storage, keys).unwrap().is_empty());
+        assert!(plan::load_all(storage, keys).unwrap().good.is_empty());
     }
 
     /// D1: a pack still in the live index is never deleted, even if a due plan lists it (a
@@ -1080,9 +1103,8 @@ mod tests {
         assert_eq!(report.packs_condemned, 0, "{report:?}");
         assert_eq!(report.packs_deleted, 0, "{report:?}");
         assert!(repo.storage().size(&key).unwrap().is_some());
-        assert!(plan::load_all(repo.storage(), repo.keys())
-            .unwrap()
-            .is_empty());
+        let plans = plan::load_all(repo.storage(), repo.keys()).unwrap();
+        assert!(plans.good.is_empty() && plans.damaged.is_empty());
 
         // Two hours later (by its modification time) it is anybody's leftover: removed at once.
         let file = std::fs::File::options()

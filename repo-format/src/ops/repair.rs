@@ -95,9 +95,9 @@ fn rebuild(repo: &Repository, lease: &Lease, cancel: &AtomicBool) -> Result<Repa
     // The index files (every one, to be replaced) and the packs the live ones name.
     let mut old_files: Vec<IndexId> = Vec::new();
     let mut loaded: Vec<(IndexId, IndexFile)> = Vec::new();
-    for (key, _) in storage.list("index")? {
+    // Names that are not Coffer's are not index files: left alone.
+    for (key, _) in storage.list_objects("index")?.objects {
         let name = key.rsplit('/').next().unwrap_or(&key);
-        // Names that are not Coffer's are not index files: left alone.
         let Some(id) = IndexId::from_hex(name) else {
             continue;
         };
@@ -127,7 +127,8 @@ fn rebuild(repo: &Repository, lease: &Lease, cancel: &AtomicBool) -> Result<Repa
     drop(loaded);
     // Packs that only a deletion plan names stay the plan's (prune decides them).
     let mut planned: HashSet<PackId> = HashSet::new();
-    for (_, p) in crate::plan::load_all(storage, keys)? {
+    // (A damaged plan names nothing readable: its packs are added like any unindexed pack.)
+    for (_, p) in crate::plan::load_all(storage, keys)?.good {
         planned.extend(p.packs.iter().map(|(id, _)| *id));
     }
 
@@ -402,14 +403,15 @@ pub fn repair_snapshots(
     let storage = repo.storage();
     let keys = repo.keys();
     storage.forget_listings();
-    let mut all = snapshot::load_all(storage, keys)?;
-    snapshot::sort_by_time(&mut all);
+    // Damaged snapshot objects cannot be rewritten (their content is unknown): they are left
+    // for `forget ID`, and naming one here fails naming it.
+    let all = snapshot::load_all(storage, keys)?;
     let chosen: Vec<(SnapshotId, Snapshot)> = if options.snapshots.is_empty() {
-        all
+        all.good.clone()
     } else {
         let mut out: Vec<(SnapshotId, Snapshot)> = Vec::new();
         for spec in &options.snapshots {
-            let found = snapshot::resolve(&all, spec)?;
+            let found = all.resolve(spec)?;
             if !out.iter().any(|(id, _)| id == &found.0) {
                 out.push(found.clone());
             }
