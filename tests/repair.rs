@@ -115,6 +115,22 @@ fn a_lost_pack_is_repaired_and_later_backups_restore() {
         tree_contents(&restore(&env, &forced, &src)),
         tree_contents(&src)
     );
+    // check still fails (an index names the lost pack) but does not call the forced snapshot
+    // damaged: it reads the newest copy of each blob, as restore does.
+    let report = json(env.run(&["check", "--json"]).expect_code(1));
+    let damaged: Vec<&str> = report["damaged_snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(!damaged.is_empty(), "{report:#}");
+    assert!(
+        !damaged
+            .iter()
+            .any(|d| d.starts_with(forced.as_str()) || forced.starts_with(d)),
+        "{report:#}"
+    );
 
     // repair index drops the lost packs' entries and says so.
     let report = json(env.run(&["repair", "index", "--json"]).ok());

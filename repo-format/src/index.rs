@@ -222,6 +222,19 @@ pub fn list_ids(storage: &Storage) -> Result<Vec<IndexId>> {
         .collect())
 }
 
+/// Ids of every index file, the most recently written (by storage time) first, ties by name:
+/// of two copies of a blob, the one stored again after its pack was lost (`backup --force`)
+/// is newer and is the one to use. Names that are not Coffer's are left out.
+pub fn list_ids_newest_first(storage: &Storage) -> Result<Vec<IndexId>> {
+    let mut listed = storage.list_with_times("index")?;
+    listed.retain(|(key, _, _)| crate::storage::is_object_name("index", key));
+    listed.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    Ok(listed
+        .iter()
+        .filter_map(|(key, _, _)| IndexId::from_hex(key.rsplit('/').next().unwrap_or(key)))
+        .collect())
+}
+
 /// The union of all live index files, as a sorted array.
 pub struct MasterIndex {
     packs: Vec<PackId>,
@@ -251,14 +264,7 @@ impl MasterIndex {
     /// again because its pack was lost (`backup --force`) is newer than the lost one.
     pub fn load(storage: &Storage, keys: &MasterKeys) -> Result<MasterIndex> {
         let mut files = Vec::new();
-        let mut listed = storage.list_with_times("index")?;
-        // Newest first; names that are not Coffer's are ignored (check reports them).
-        listed.retain(|(key, _, _)| crate::storage::is_object_name("index", key));
-        listed.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-        for (key, _, _) in listed {
-            let Some(id) = IndexId::from_hex(key.rsplit('/').next().unwrap_or(&key)) else {
-                continue;
-            };
+        for id in list_ids_newest_first(storage)? {
             match IndexFile::load(storage, keys, &id) {
                 Ok(file) => files.push((id, file)),
                 // Listed, then deleted before we read it: only prune deletes index files, and

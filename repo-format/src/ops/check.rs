@@ -160,8 +160,11 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     }
 
     // Index files, each on its own so one damaged file does not hide the rest.
+    // Newest first, as `MasterIndex::load` reads them: of two copies of a blob, the one stored
+    // again after its pack was lost is the one restore reads, so snapshots that use it are not
+    // reported damaged.
     let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
-    for id in crate::index::list_ids(ctx.storage)? {
+    for id in crate::index::list_ids_newest_first(ctx.storage)? {
         match IndexFile::load(ctx.storage, ctx.keys, &id) {
             Ok(f) => files.push((id, f)),
             Err(e) => ctx.error(format!("index/{id}"), e.to_string()),

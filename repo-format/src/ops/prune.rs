@@ -152,16 +152,8 @@ struct Loaded {
 
 fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
     let mut all = Vec::new();
-    // Newest first, as `MasterIndex::load` does: of two copies of a blob, the one stored again
-    // after its pack was lost (`backup --force`) is the one to use. Names that are not Coffer's
-    // are ignored.
-    let mut listed = storage.list_with_times("index")?;
-    listed.retain(|(key, _, _)| crate::storage::is_object_name("index", key));
-    listed.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-    for (key, _, _) in listed {
-        let Some(id) = IndexId::from_hex(key.rsplit('/').next().unwrap_or(&key)) else {
-            continue;
-        };
+    // Newest first, as `MasterIndex::load` reads them.
+    for id in crate::index::list_ids_newest_first(storage)? {
         match IndexFile::load(storage, keys, &id) {
             Ok(file) => all.push((id, file)),
             Err(Error::Missing { .. }) => continue,
