@@ -7,8 +7,11 @@
 //! checks of the `gs://` configuration are unit tests in `repo-format/src/storage.rs`.
 
 use coffer_e2e::{pseudo_random, Env};
-use coffer_repo::storage::conformance;
 use coffer_repo::{OpenMode, Storage, StorageOptions};
+
+/// The storage conformance suite, shared with repo-format's tests and `tests/s3.rs`.
+#[path = "../repo-format/tests/support/storage_conformance.rs"]
+mod storage_conformance;
 
 fn gcs_url() -> Option<String> {
     let url = std::env::var("COFFER_TEST_GCS_URL").ok()?;
@@ -25,13 +28,15 @@ fn real_gcs_bucket() {
     );
     let run_id = format!("{}-{}", std::process::id(), jiff_free_stamp());
     let base = base.trim_end_matches('/');
-    let storage = Storage::open_with(
-        &format!("{base}/conformance-{run_id}"),
-        OpenMode::Existing,
-        &StorageOptions::default(),
-    )
-    .unwrap();
-    conformance::run(&storage);
+    let open = |name: &str| {
+        Storage::open_with(
+            &format!("{base}/conformance-{run_id}/{name}"),
+            OpenMode::Existing,
+            &StorageOptions::default(),
+        )
+        .unwrap()
+    };
+    storage_conformance::run("GCS", &open, true);
 
     let mut env = Env::new();
     env.repo = format!("{base}/repo-{run_id}");

@@ -3,10 +3,14 @@
 //! plaintext in any stored object, the metadata cache, and a server that dies mid-backup.
 
 use coffer_e2e::{pseudo_random, Env, FlakyProxy, MotoServer, S3_SECRET_KEY};
-use coffer_repo::storage::conformance;
 use coffer_repo::{OpenMode, Storage, StorageOptions};
 use std::fs;
 use std::path::Path;
+
+/// The storage conformance suite, shared with repo-format's tests (which run it on memory and
+/// local directories): test code included here, so the library ships no test helpers.
+#[path = "../repo-format/tests/support/storage_conformance.rs"]
+mod storage_conformance;
 
 const MARKER: &str = "COFFER-PLAINTEXT-MARKER-7b1e";
 
@@ -111,13 +115,16 @@ fn init(env: &Env, extra: &[&str]) {
 fn storage_conformance_on_s3() {
     let server = MotoServer::shared();
     let bucket = server.bucket();
-    let storage = Storage::open_with(
-        &format!("s3://{bucket}/conformance"),
-        OpenMode::Existing,
-        &s3_options(&server.endpoint),
-    )
-    .unwrap();
-    conformance::run(&storage);
+    // Each check on a prefix of its own, reached by as many handles as it asks for.
+    let open = |name: &str| {
+        Storage::open_with(
+            &format!("s3://{bucket}/conformance/{name}"),
+            OpenMode::Existing,
+            &s3_options(&server.endpoint),
+        )
+        .unwrap()
+    };
+    storage_conformance::run("S3 (moto)", &open, true);
     // A missing bucket is a permanent failure, reported at once with bucket and operation.
     let missing = Storage::open_with(
         "s3://no-such-bucket-coffer/x",

@@ -1192,112 +1192,6 @@ fn url_credentials(value: &str) -> Vec<String> {
     found
 }
 
-/// The storage conformance suite: every store Coffer supports must pass it. Public so the
-/// end-to-end tests can run it against a real S3 server; it panics on the first failure.
-#[doc(hidden)]
-pub mod conformance {
-    use super::*;
-
-    /// Runs the suite on an empty repository location.
-    pub fn run(storage: &Storage) {
-        storage
-            .put_new("data/ab/x", Bytes::from_static(b"hello"))
-            .unwrap();
-        // Content-addressed: a second write of the same key is a no-op success.
-        storage
-            .put_new("data/ab/x", Bytes::from_static(b"hello"))
-            .unwrap();
-        assert_eq!(&storage.get("pack", "data/ab/x").unwrap()[..], b"hello");
-        assert_eq!(
-            &storage.get_range("pack", "data/ab/x", 1..4).unwrap()[..],
-            b"ell"
-        );
-        assert_eq!(storage.size("data/ab/x").unwrap(), Some(5));
-        assert_eq!(storage.size("data/ab/y").unwrap(), None);
-        assert!(matches!(
-            storage.get("pack", "data/ab/y"),
-            Err(Error::Missing { what: "pack", .. })
-        ));
-        assert!(storage.get_range("pack", "data/ab/x", 3..9).is_err());
-        storage
-            .put_new("snapshots/s1", Bytes::from_static(b"s"))
-            .unwrap();
-        assert_eq!(
-            storage.list("data").unwrap(),
-            vec![("data/ab/x".to_string(), 5)]
-        );
-        assert_eq!(storage.list("snapshots").unwrap().len(), 1);
-        assert!(storage.list("index").unwrap().is_empty());
-        // The handle's listings follow its own writes; the store agrees.
-        storage
-            .put_new("index/i1", Bytes::from_static(b"i"))
-            .unwrap();
-        assert_eq!(storage.list("index").unwrap().len(), 1);
-        assert_eq!(storage.list_uncached("index").unwrap().len(), 1);
-        // A large object (multipart on object stores) reads back byte for byte.
-        let big: Vec<u8> = (0..MULTIPART_THRESHOLD + MULTIPART_PART_SIZE / 2 + 3)
-            .map(|i| (i % 251) as u8)
-            .collect();
-        storage
-            .put_new("data/cd/big", Bytes::from(big.clone()))
-            .unwrap();
-        assert_eq!(storage.get("pack", "data/cd/big").unwrap(), big);
-        let end = big.len() as u64;
-        assert_eq!(
-            &storage
-                .get_range("pack", "data/cd/big", end - 10..end)
-                .unwrap()[..],
-            &big[big.len() - 10..]
-        );
-        assert_eq!(storage.list_uncached("data").unwrap().len(), 2);
-        storage.delete("data/cd/big").unwrap();
-        storage.delete("data/ab/x").unwrap();
-        storage.delete("data/ab/x").unwrap();
-        assert!(storage.list("data").unwrap().is_empty());
-        assert!(storage.list_uncached("data").unwrap().is_empty());
-        bounded_reads(storage);
-    }
-
-    /// `get_bounded` on `storage`: within the limit the bytes, above it a refusal naming the
-    /// object and the limit, a missing object [`Error::Missing`]; with and without a listing.
-    pub fn bounded_reads(storage: &Storage) {
-        storage
-            .put_new("snapshots/small", Bytes::from_static(b"0123456789"))
-            .unwrap();
-        for listed in [false, true] {
-            if listed {
-                storage.list("snapshots").unwrap();
-            }
-            let read = storage
-                .get_bounded("snapshot", "snapshots/small", 10)
-                .unwrap();
-            assert_eq!(&read[..], b"0123456789");
-            match storage.get_bounded("snapshot", "snapshots/small", 9) {
-                Err(Error::Corrupt { what, id, reason }) => {
-                    assert_eq!((what, id.as_str()), ("snapshot", "snapshots/small"));
-                    assert!(
-                        reason.contains("10 bytes") && reason.contains("maximum of 9"),
-                        "{reason}"
-                    );
-                }
-                other => panic!("{other:?}"),
-            }
-            assert!(matches!(
-                storage.get_bounded("snapshot", "snapshots/none", 9),
-                Err(Error::Missing {
-                    what: "snapshot",
-                    ..
-                })
-            ));
-        }
-        storage.put_new("locks/empty", Bytes::new()).unwrap();
-        assert!(storage
-            .get_bounded("lease", "locks/empty", 0)
-            .unwrap()
-            .is_empty());
-    }
-}
-
 /// Writes a new local object durably: to a staging file in the object's directory, flushed to
 /// disk, then linked under its name (which fails if the name exists: it then holds these bytes,
 /// since names are hashes) and the directory flushed, so that once this returns the object
@@ -1431,11 +1325,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_conformance() {
-        conformance::run(&Storage::in_memory().unwrap());
-    }
-
-    #[test]
     fn object_names_and_stray_names_are_told_apart() {
         let id = "ab".to_string() + &"0".repeat(62);
         assert!(is_object_name("snapshots", &format!("snapshots/{id}")));
@@ -1476,7 +1365,6 @@ mod tests {
     fn bounded_reads_on_a_local_directory_refuse_a_huge_sparse_file_unread() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path().to_str().unwrap(), OpenMode::Create).unwrap();
-        conformance::bounded_reads(&storage);
         // 5 GiB of holes: reading it would need 5 GiB of memory.
         std::fs::create_dir_all(dir.path().join("index")).unwrap();
         let huge = std::fs::File::create(dir.path().join("index/huge")).unwrap();
@@ -1624,22 +1512,6 @@ mod tests {
             read(0..400_000),
             Err(Error::Missing { what: "pack", .. })
         ));
-    }
-
-    #[test]
-    fn local_conformance() {
-        let dir = tempfile::tempdir().unwrap();
-        let loc = dir.path().join("repo");
-        assert!(matches!(
-            Storage::open(loc.to_str().unwrap(), OpenMode::Existing),
-            Err(Error::NoRepository { .. })
-        ));
-        let storage = Storage::open(loc.to_str().unwrap(), OpenMode::Create).unwrap();
-        conformance::run(&storage);
-        let loc = dir.path().join("repo2");
-        std::fs::create_dir(&loc).unwrap();
-        let url = format!("file://{}", loc.display());
-        conformance::run(&Storage::open(&url, OpenMode::Existing).unwrap());
     }
 
     #[test]
