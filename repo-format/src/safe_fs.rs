@@ -65,7 +65,7 @@ pub fn check_name(name: &OsStr) -> io::Result<()> {
 const NAME_MAX: usize = 255;
 
 /// A fresh temporary name for `name`: `.NAME.coffer-<16 random hex digits>`, with `NAME`
-/// shortened so the whole stays within [`NAME_MAX`] bytes.
+/// shortened so the whole stays within `NAME_MAX` (255) bytes.
 pub fn temp_name(name: &OsStr) -> io::Result<OsString> {
     let mut random = [0u8; 8];
     getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
