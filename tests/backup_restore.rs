@@ -613,6 +613,48 @@ fn interrupted_backup_saves_nothing_and_the_next_one_works() {
     assert_eq!(env.snapshots().len(), 1);
 }
 
+/// A source command that ignores SIGTERM (its whole process group does) does not hold an
+/// interrupted backup hostage: after the grace it is killed, the backup exits 130, saves nothing.
+#[test]
+fn an_interrupt_kills_a_source_command_that_ignores_sigterm() {
+    let env = Env::new();
+    env.init();
+    let child = env
+        .cmd(&[
+            "backup",
+            "--stdin-from-command",
+            "db/app.dump",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; head -c 20000000 /dev/urandom; sleep 60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "the interrupt did not stop the source that ignores SIGTERM ({:?})",
+        started.elapsed()
+    );
+    assert!(env.snapshots().is_empty());
+}
+
 #[test]
 fn excludes_tags_hosts_and_times() {
     let env = Env::new();

@@ -14,6 +14,7 @@
 //! uploaded, the index is written after every pack, and the snapshot after the index: an
 //! interrupted or failed backup leaves only unreferenced packs, which `prune` removes.
 
+use crate::child::Running;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::pack::BlobKind;
@@ -34,7 +35,6 @@ use std::fs::Metadata;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1315,95 +1315,44 @@ impl<'r> Walker<'_, 'r> {
     /// the command's stderr.
     fn run_command(
         &mut self,
-        mut command: Command,
+        command: Command,
         display: String,
         chunking: Chunking,
         wrap: impl FnOnce(std::process::ChildStdout) -> Box<dyn Read + Send>,
     ) -> Result<(PendingContent, u64)> {
-        let mut child = command
-            // Its own process group, so that an interrupt can stop the command and anything it
-            // started (a shell's children keep the output pipe open otherwise).
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                    " (not found: check the program name, the PATH or the command prefix)"
-                } else {
-                    ""
-                };
-                Error::SourceCommand {
-                    command: display.clone(),
-                    status: format!("could not start: {e}{hint}"),
-                    stderr: String::new(),
-                }
-            })?;
-        let stdout = child.stdout.take().ok_or(Error::Stopped)?;
-        let mut stderr = child.stderr.take().ok_or(Error::Stopped)?;
-        let pid = child.id();
-        let done = Arc::new(AtomicBool::new(false));
-        // A command that hangs must not hold an interrupted backup hostage: on cancel, stop its
-        // whole process group (a shell's children would keep the output pipe open otherwise).
-        let watcher = {
-            let done = done.clone();
-            let cancel = Arc::clone(&self.cancel_flag);
-            std::thread::spawn(move || {
-                while !done.load(Ordering::Relaxed) {
-                    if cancel.load(Ordering::Relaxed) {
-                        if let Ok(pid) = i32::try_from(pid) {
-                            let group = nix::unistd::Pid::from_raw(pid);
-                            let _ =
-                                nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
-                        }
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-            })
-        };
-        // Drain stderr concurrently so the command never blocks on a full pipe; keep the tail.
-        let stderr_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = stderr.read_to_end(&mut buf);
-            let keep = 16 * 1024;
-            if buf.len() > keep {
-                buf.drain(..buf.len() - keep);
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        });
+        let mut child = Running::spawn(
+            command,
+            Stdio::null(),
+            Stdio::piped(),
+            // Stopped (its whole process group) on cancel: a command that hangs must not hold an
+            // interrupted backup hostage.
+            Some(Arc::clone(&self.cancel_flag)),
+        )
+        .map_err(|e| {
+            crate::child::start_error(
+                &display,
+                e,
+                " (not found: check the program name, the PATH or the command prefix)",
+            )
+        })?;
+        let stdout = child.take_stdout().ok_or(Error::Stopped)?;
         let label = format!("the output of `{display}`");
         let chunked = self.chunk_stream(wrap(stdout), chunking, &label);
         if chunked.is_err() {
-            let _ = child.kill();
+            child.stop();
         }
-        let status = child
+        let exit = child
             .wait()
-            .map_err(|e| Error::io("waiting for", display.clone(), e));
-        done.store(true, Ordering::Relaxed);
-        let _ = watcher.join();
-        let status = status?;
+            .map_err(|e| Error::io("waiting for", display.clone(), e))?;
         self.check_cancel()?;
-        let stderr_text = stderr_reader.join().unwrap_or_default();
         let result = match chunked {
             Ok(r) => r,
             Err(StreamError::Fatal(e)) => return Err(e),
             Err(StreamError::Read(e)) => {
-                return Err(Error::SourceCommand {
-                    command: display,
-                    status: format!("reading its output failed: {e}"),
-                    stderr: stderr_text,
-                })
+                return Err(exit.failure(&display, format!("reading its output failed: {e}")))
             }
         };
-        if !status.success() {
-            return Err(Error::SourceCommand {
-                command: display,
-                status: status.to_string(),
-                stderr: stderr_text,
-            });
-        }
+        exit.check(&display)?;
         Ok(result)
     }
 }

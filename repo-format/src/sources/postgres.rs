@@ -15,10 +15,11 @@
 //! (`PGHOST`, `PGPASSWORD` ...), never argv; [`PgUrl`]'s `Debug` and every error show it with the
 //! password replaced.
 
+use crate::child::Running;
 use crate::error::{Error, Result};
 use crate::snapshot::TableRows;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
@@ -231,35 +232,6 @@ pub struct PgSource {
     pub format: DumpFormat,
 }
 
-/// Bytes of a child's stderr kept for error messages.
-const STDERR_TAIL: usize = 16 * 1024;
-
-/// A child's stderr, drained on a thread so the child never blocks on a full pipe.
-struct StderrTail(Option<std::thread::JoinHandle<String>>);
-
-impl StderrTail {
-    fn start(child: &mut Child) -> StderrTail {
-        let Some(mut stderr) = child.stderr.take() else {
-            return StderrTail(None);
-        };
-        StderrTail(Some(std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = stderr.read_to_end(&mut buf);
-            if buf.len() > STDERR_TAIL {
-                buf.drain(..buf.len() - STDERR_TAIL);
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        })))
-    }
-
-    fn take(&mut self) -> String {
-        self.0
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default()
-    }
-}
-
 impl PgSource {
     /// A command for `program` with the prefix and the connection environment.
     pub fn command(&self, program: &str) -> Command {
@@ -280,26 +252,20 @@ impl PgSource {
         cmd
     }
 
-    /// Starts `program` with `args` (behind the command prefix), stdin and stderr piped, and a
-    /// thread keeping the tail of its stderr; returns the child, its display form for messages
-    /// and the stderr tail.
+    /// Starts `program` with `args` (behind the command prefix) and stdin piped (see
+    /// [`Running`] for its stderr); returns the child and its display form for messages.
     fn spawn_piped(
         &self,
         program: &str,
         args: &[String],
         stdout: Stdio,
-    ) -> Result<(std::process::Child, String, StderrTail)> {
+    ) -> Result<(Running, String)> {
         let display = self.display(program, args);
-        let mut child = self
-            .command(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()
+        let mut command = self.command(program);
+        command.args(args);
+        let child = Running::spawn(command, Stdio::piped(), stdout, None)
             .map_err(|e| start_error(&display, e))?;
-        let stderr = StderrTail::start(&mut child);
-        Ok((child, display, stderr))
+        Ok((child, display))
     }
 
     /// How a command is shown in messages: the program and its arguments, never the environment.
@@ -345,28 +311,21 @@ impl PgSource {
     /// output lines.
     pub fn psql(&self, database: &str, sql: &str) -> Result<Vec<String>> {
         let args = Self::psql_args(database);
-        let (mut child, display, mut stderr) = self.spawn_piped("psql", &args, Stdio::piped())?;
-        let mut stdin = child.stdin.take().ok_or(Error::Interrupted)?;
+        let (mut child, display) = self.spawn_piped("psql", &args, Stdio::piped())?;
+        let mut stdin = child.take_stdin().ok_or(Error::Interrupted)?;
         let sql = sql.to_string();
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(sql.as_bytes());
         });
         let mut out = String::new();
-        if let Some(mut stdout) = child.stdout.take() {
+        if let Some(mut stdout) = child.take_stdout() {
             let _ = stdout.read_to_string(&mut out);
         }
         let _ = writer.join();
-        let status = child
+        child
             .wait()
-            .map_err(|e| Error::io("waiting for", "psql", e))?;
-        let err = stderr.take();
-        if !status.success() {
-            return Err(Error::SourceCommand {
-                command: display,
-                status: status.to_string(),
-                stderr: err,
-            });
-        }
+            .map_err(|e| Error::io("waiting for", "psql", e))?
+            .check(&display)?;
         Ok(out.lines().map(str::to_string).collect())
     }
 
@@ -443,37 +402,25 @@ impl PgSource {
                 ("psql", a)
             }
         };
-        let (mut child, display, mut stderr) = self.spawn_piped(program, &args, Stdio::null())?;
-        let mut stdin = child.stdin.take().ok_or(Error::Interrupted)?;
+        let (mut child, display) = self.spawn_piped(program, &args, Stdio::null())?;
+        let mut stdin = child.take_stdin().ok_or(Error::Interrupted)?;
         let fed = feed(&mut stdin);
         drop(stdin);
-        let status = child
+        child
             .wait()
-            .map_err(|e| Error::io("waiting for", program, e))?;
-        let err = stderr.take();
-        if !status.success() {
-            return Err(Error::SourceCommand {
-                command: display,
-                status: status.to_string(),
-                stderr: err,
-            });
-        }
+            .map_err(|e| Error::io("waiting for", program, e))?
+            .check(&display)?;
         // The restorer succeeded but did not take everything: the dump was cut short.
         fed
     }
 }
 
 fn start_error(display: &str, e: std::io::Error) -> Error {
-    let hint = if e.kind() == std::io::ErrorKind::NotFound {
-        " (is the PostgreSQL client installed, e.g. `apt-get install postgresql-client`, or is the command prefix right?)"
-    } else {
-        ""
-    };
-    Error::SourceCommand {
-        command: display.to_string(),
-        status: format!("could not start: {e}{hint}"),
-        stderr: String::new(),
-    }
+    crate::child::start_error(
+        display,
+        e,
+        " (is the PostgreSQL client installed, e.g. `apt-get install postgresql-client`, or is the command prefix right?)",
+    )
 }
 
 /// A string as an SQL literal (standard_conforming_strings, the default since 9.1).
@@ -514,10 +461,9 @@ fn parse_row_counts(lines: &[String]) -> Result<Vec<TableRows>> {
 
 /// The exporting transaction: a `psql` child holding `REPEATABLE READ` open.
 pub struct SnapshotSession {
-    child: Child,
+    child: Running,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
-    stderr: StderrTail,
     display: String,
     marker: u64,
     /// The exported snapshot id for `pg_dump --snapshot`.
@@ -531,14 +477,13 @@ impl SnapshotSession {
     /// Opens the transaction, exports its snapshot, reads the server version and the counts.
     pub fn begin(source: &PgSource) -> Result<SnapshotSession> {
         let args = PgSource::psql_args(&source.database);
-        let (mut child, display, stderr) = source.spawn_piped("psql", &args, Stdio::piped())?;
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().ok_or(Error::Interrupted)?);
+        let (mut child, display) = source.spawn_piped("psql", &args, Stdio::piped())?;
+        let stdin = child.take_stdin();
+        let stdout = BufReader::new(child.take_stdout().ok_or(Error::Interrupted)?);
         let mut session = SnapshotSession {
             child,
             stdin,
             stdout,
-            stderr,
             display,
             marker: 0,
             snapshot_id: String::new(),
@@ -561,15 +506,16 @@ impl SnapshotSession {
 
     fn failure(&mut self, what: &str) -> Error {
         drop(self.stdin.take());
-        let status = self
-            .child
-            .wait()
-            .map(|s| s.to_string())
-            .unwrap_or_else(|e| e.to_string());
-        Error::SourceCommand {
-            command: self.display.clone(),
-            status: format!("{what} ({status})"),
-            stderr: self.stderr.take(),
+        match self.child.wait() {
+            Ok(exit) => {
+                let status = format!("{what} ({exit})");
+                exit.failure(&self.display, status)
+            }
+            Err(e) => Error::SourceCommand {
+                command: self.display.clone(),
+                status: format!("{what} ({e})"),
+                stderr: String::new(),
+            },
         }
     }
 
@@ -605,18 +551,10 @@ impl SnapshotSession {
     pub fn finish(mut self) -> Result<()> {
         self.query("COMMIT;")?;
         drop(self.stdin.take());
-        let status = self
-            .child
+        self.child
             .wait()
-            .map_err(|e| Error::io("waiting for", "psql", e))?;
-        if !status.success() {
-            return Err(Error::SourceCommand {
-                command: self.display.clone(),
-                status: status.to_string(),
-                stderr: self.stderr.take(),
-            });
-        }
-        Ok(())
+            .map_err(|e| Error::io("waiting for", "psql", e))?
+            .check(&self.display)
     }
 }
 
@@ -630,20 +568,18 @@ impl Drop for SnapshotSession {
 
 /// `pg_restore --list` reading the head of the dump stream, counting the table of contents.
 pub struct TocCheck {
-    child: Child,
+    child: Running,
     stdin: Option<ChildStdin>,
     stdout: Option<std::thread::JoinHandle<String>>,
-    stderr: StderrTail,
     display: String,
 }
 
 impl TocCheck {
     pub fn start(source: &PgSource) -> Result<TocCheck> {
         let args = vec!["--list".to_string()];
-        let (mut child, display, stderr) =
-            source.spawn_piped("pg_restore", &args, Stdio::piped())?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().map(|mut out| {
+        let (mut child, display) = source.spawn_piped("pg_restore", &args, Stdio::piped())?;
+        let stdin = child.take_stdin();
+        let stdout = child.take_stdout().map(|mut out| {
             std::thread::spawn(move || {
                 let mut s = String::new();
                 let _ = out.read_to_string(&mut s);
@@ -654,7 +590,6 @@ impl TocCheck {
             child,
             stdin,
             stdout,
-            stderr,
             display,
         })
     }
@@ -672,7 +607,7 @@ impl TocCheck {
     /// Waits for `pg_restore --list` and returns the number of entries in the table of contents.
     pub fn finish(mut self) -> Result<u64> {
         drop(self.stdin.take());
-        let status = self
+        let exit = self
             .child
             .wait()
             .map_err(|e| Error::io("waiting for", "pg_restore", e))?;
@@ -681,12 +616,9 @@ impl TocCheck {
             .take()
             .and_then(|h| h.join().ok())
             .unwrap_or_default();
-        if !status.success() {
-            return Err(Error::SourceCommand {
-                command: self.display.clone(),
-                status: format!("the dump's table of contents could not be read ({status})"),
-                stderr: self.stderr.take(),
-            });
+        if !exit.success() {
+            let status = format!("the dump's table of contents could not be read ({exit})");
+            return Err(exit.failure(&self.display, status));
         }
         Ok(out
             .lines()
