@@ -94,6 +94,30 @@ pub enum Error {
     /// Key material could not be generated or used.
     #[error("cryptography: {0}")]
     Crypto(#[from] coffer_crypto::CryptoError),
+    /// A retention policy has no active keep rule; applying it would forget every snapshot.
+    #[error(
+        "no keep rule given (use at least one of keep-last, keep-hourly, keep-daily, \
+         keep-weekly, keep-monthly, keep-yearly, keep-within, keep-tag); \
+         refusing to forget every snapshot"
+    )]
+    NoKeepRules,
+    /// A keep count (`--keep-daily 7`) did not parse; `input` is the text as given.
+    #[error("invalid keep count {input:?}: {reason}")]
+    InvalidKeepCount { input: String, reason: String },
+    /// A keep-within duration did not parse; `input` is the text as given.
+    #[error("invalid keep-within duration {input:?}: {reason}")]
+    InvalidKeepWithin { input: String, reason: String },
+    /// A group-by spec did not parse: `input` is the whole spec as given, `item` the offending
+    /// comma-separated item (trimmed).
+    #[error("invalid group-by item {item:?} in {input:?}: {reason}")]
+    InvalidGroupBy {
+        input: String,
+        item: String,
+        reason: String,
+    },
+    /// A keep-tag is empty or blank.
+    #[error("invalid keep-tag {tag:?}: a tag must not be empty")]
+    InvalidKeepTag { tag: String },
 }
 
 fn stderr_suffix(stderr: &str) -> String {

@@ -61,10 +61,7 @@ pub struct ForgetReport {
 
 /// Applies the policy to every snapshot, group by group, and deletes the ones not kept.
 pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport> {
-    options
-        .policy
-        .validate()
-        .map_err(|e| Error::InvalidInput(e.to_string()))?;
+    options.policy.validate()?;
     let all = snapshot::load_all(repo.storage(), repo.keys())?;
     let mut report = decide(&all.good, options)?;
     report.damaged = all
@@ -106,8 +103,7 @@ pub fn decide(
         ));
         by_hex.insert(id.to_hex(), entry);
     }
-    let groups = retention::apply_grouped(&options.policy, &options.timezone, &candidates)
-        .map_err(|e| Error::InvalidInput(e.to_string()))?;
+    let groups = retention::apply_grouped(&options.policy, &options.timezone, &candidates)?;
     let groups = groups
         .into_iter()
         .map(|g| GroupVerdicts {
