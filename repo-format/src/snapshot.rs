@@ -137,7 +137,7 @@ impl Snapshot {
 
     /// Seals and writes the snapshot. Callers must have written its index first.
     pub(crate) fn save(&self, storage: &Storage, keys: &MasterKeys) -> Result<SnapshotId> {
-        let json = serde_json::to_vec(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let json = serde_json::to_vec(self).map_err(Error::internal)?;
         let bytes = sealed::seal(keys, ObjectKind::Snapshot, &json)?;
         let id = SnapshotId(storage_hash(&bytes));
         storage.put_new(&format!("snapshots/{id}"), bytes.into())?;

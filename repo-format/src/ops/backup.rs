@@ -602,8 +602,8 @@ fn work(writer: &BlobWriter<'_>, jobs: Receiver<Job>) {
                 )),
             }))
             .unwrap_or_else(|_| {
-                Err(Error::InvalidInput(
-                    "internal error: a backup worker panicked; nothing was saved".into(),
+                Err(Error::internal(
+                    "a backup worker panicked; nothing was saved",
                 ))
             });
         let _ = job.reply.send((job.seq, result));
@@ -622,9 +622,9 @@ impl PendingNode {
         if let Some((rx, count)) = self.content {
             let mut ids: Vec<(u64, BlobId)> = Vec::with_capacity(count as usize);
             for _ in 0..count {
-                let (seq, result) = rx.recv().map_err(|_| {
-                    Error::InvalidInput("a backup worker stopped unexpectedly".into())
-                })?;
+                let (seq, result) = rx
+                    .recv()
+                    .map_err(|_| Error::internal("a backup worker stopped unexpectedly"))?;
                 ids.push((seq, result?));
             }
             ids.sort_by_key(|(seq, _)| *seq);
@@ -1181,8 +1181,8 @@ impl<'r> Walker<'_, 'r> {
                 (content, size, "postgres", record, Some(pg_record))
             }
             SourceInput::Path { .. } => {
-                return Err(Error::InvalidInput(
-                    "a path source cannot be stored as a stream".into(),
+                return Err(Error::internal(
+                    "a path source cannot be stored as a stream",
                 ))
             }
         };
