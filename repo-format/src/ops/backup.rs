@@ -18,7 +18,9 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::pack::BlobKind;
 use crate::repository::Repository;
-use crate::snapshot::{self, PostgresRecord, Snapshot, SourceRecord, StreamRecord, Summary};
+use crate::snapshot::{
+    self, PostgresRecord, Snapshot, SnapshotTime, SourceRecord, StreamRecord, Summary,
+};
 use crate::sources::postgres::{
     finish_sha256, DumpFormat, DumpTee, PgSource, SnapshotSession, TocCheck,
 };
@@ -377,7 +379,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         .collect();
     sources.sort_by(|a, b| a.name.cmp(&b.name));
     let snapshot = Snapshot {
-        time: time.strftime("%Y-%m-%dT%H:%M:%S%.f%:z").to_string(),
+        time: SnapshotTime::from_zoned(&time),
         tree: root,
         paths: all_tree_paths
             .iter()

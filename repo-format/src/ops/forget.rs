@@ -97,7 +97,7 @@ pub fn decide(
             key,
             Candidate {
                 id: id.to_hex(),
-                time: snap.timestamp()?,
+                time: snap.timestamp(),
                 tags: snap.tags.clone(),
             },
         ));
@@ -115,7 +115,7 @@ pub fn decide(
                     let (id, snap) = by_hex.get(&d.id)?;
                     Some(Verdict {
                         id: *id,
-                        time: snap.time.clone(),
+                        time: snap.time.to_string(),
                         hostname: snap.hostname.clone(),
                         paths: snap.paths.clone(),
                         tags: snap.tags.clone(),
