@@ -708,3 +708,40 @@ fn a_zero_grace_prune_during_a_backup_leaves_it_restorable() {
     assert_eq!(dump(&env, &id, "db/slow.dump"), input);
     env.run(&["check", "--read-data"]).ok();
 }
+
+/// The retention errors, now variants of the one error type, reach the user with the same
+/// messages and the same exit code (2, usage) as before, and before any repository is opened.
+#[test]
+fn forget_refuses_bad_retention_input_with_exit_2_and_the_same_messages() {
+    let env = Env::new();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["forget"],
+            "no keep rule given (use at least one of keep-last, keep-hourly, keep-daily, \
+             keep-weekly, keep-monthly, keep-yearly, keep-within, keep-tag); refusing to forget \
+             every snapshot",
+        ),
+        (
+            &["forget", "--keep-tag", " "],
+            "invalid keep-tag \" \": a tag must not be empty",
+        ),
+        (
+            &["forget", "--keep-daily", "abc"],
+            "invalid keep count \"abc\": expected a non-negative whole number, or \"all\" / -1 \
+             for unlimited",
+        ),
+        (
+            &["forget", "--keep-within", "30x"],
+            "invalid keep-within duration \"30x\": ",
+        ),
+        (
+            &["forget", "--keep-last", "1", "--group-by", "host,color"],
+            "invalid group-by item \"color\" in \"host,color\": expected host, paths, tags or \
+             label:NAME",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = env.run(args).expect_code(2);
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+    }
+}

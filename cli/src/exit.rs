@@ -88,3 +88,19 @@ impl std::error::Error for UsageError {}
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_and_retention_errors_keep_their_exit_codes() {
+        let internal = anyhow::Error::new(Error::Internal("a broken invariant".into()));
+        assert_eq!(code_for(&internal), ERROR);
+        assert!(describe(&internal).contains("this is a bug in Coffer, please report it"));
+        // Retention errors from the library exit 1, as when they were wrapped in InvalidInput;
+        // forget turns a policy it refuses into a usage error (2) itself.
+        assert_eq!(code_for(&anyhow::Error::new(Error::NoKeepRules)), ERROR);
+        assert_eq!(code_for(&usage(Error::NoKeepRules.to_string())), USAGE);
+    }
+}

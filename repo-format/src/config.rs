@@ -114,7 +114,7 @@ impl RepoConfig {
 
     /// Seals and writes the config. Used once, by `init`.
     pub(crate) fn save(&self, storage: &Storage, keys: &MasterKeys) -> Result<()> {
-        let json = serde_json::to_vec(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let json = serde_json::to_vec(self).map_err(Error::internal)?;
         let bytes = sealed::seal(keys, ObjectKind::Config, &json)?;
         storage.put_new(CONFIG_KEY, bytes.into())
     }

@@ -94,6 +94,34 @@ pub enum Error {
     /// Key material could not be generated or used.
     #[error("cryptography: {0}")]
     Crypto(#[from] coffer_crypto::CryptoError),
+    /// A retention policy has no active keep rule; applying it would forget every snapshot.
+    #[error(
+        "no keep rule given (use at least one of keep-last, keep-hourly, keep-daily, \
+         keep-weekly, keep-monthly, keep-yearly, keep-within, keep-tag); \
+         refusing to forget every snapshot"
+    )]
+    NoKeepRules,
+    /// A keep count (`--keep-daily 7`) did not parse; `input` is the text as given.
+    #[error("invalid keep count {input:?}: {reason}")]
+    InvalidKeepCount { input: String, reason: String },
+    /// A keep-within duration did not parse; `input` is the text as given.
+    #[error("invalid keep-within duration {input:?}: {reason}")]
+    InvalidKeepWithin { input: String, reason: String },
+    /// A group-by spec did not parse: `input` is the whole spec as given, `item` the offending
+    /// comma-separated item (trimmed).
+    #[error("invalid group-by item {item:?} in {input:?}: {reason}")]
+    InvalidGroupBy {
+        input: String,
+        item: String,
+        reason: String,
+    },
+    /// A fault that is Coffer's own bug (a broken invariant, a worker that vanished, a value of
+    /// its own that would not serialise), never bad input or bad stored data. Exit code 1.
+    #[error("internal error: {0}; this is a bug in Coffer, please report it")]
+    Internal(String),
+    /// A keep-tag is empty or blank.
+    #[error("invalid keep-tag {tag:?}: a tag must not be empty")]
+    InvalidKeepTag { tag: String },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -125,6 +153,11 @@ impl Error {
         }
     }
 
+    /// An [`Error::Internal`]: `what` says what went wrong, without secrets.
+    pub(crate) fn internal(what: impl ToString) -> Self {
+        Error::Internal(what.to_string())
+    }
+
     pub(crate) fn io(
         operation: &'static str,
         path: impl Into<PathBuf>,
@@ -140,3 +173,23 @@ impl Error {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_say_they_are_a_bug_and_ask_for_a_report() {
+        let e = Error::internal("a backup worker stopped unexpectedly");
+        assert!(matches!(&e, Error::Internal(m) if m == "a backup worker stopped unexpectedly"));
+        assert_eq!(
+            e.to_string(),
+            "internal error: a backup worker stopped unexpectedly; this is a bug in Coffer, \
+             please report it"
+        );
+        // Attributed to a source, it stays recognisable as Coffer's own fault.
+        let e = e.in_source("db");
+        assert!(matches!(&e, Error::Source { cause, .. } if matches!(**cause, Error::Internal(_))));
+        assert!(e.to_string().contains("this is a bug in Coffer"), "{e}");
+    }
+}

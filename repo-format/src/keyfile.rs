@@ -77,8 +77,7 @@ impl KeyFile {
 
     /// Writes the key file under its content hash and returns its id.
     pub fn save(&self, storage: &Storage) -> Result<KeyId> {
-        let bytes =
-            serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(Error::internal)?;
         let id = KeyId(storage_hash(&bytes));
         storage.put_new(&format!("keys/{id}"), bytes.into())?;
         Ok(id)

@@ -46,7 +46,7 @@ pub struct LeaseRecord {
 
 impl LeaseRecord {
     fn encode(&self, keys: &MasterKeys) -> Result<Vec<u8>> {
-        let json = serde_json::to_vec(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let json = serde_json::to_vec(self).map_err(Error::internal)?;
         sealed::seal(keys, ObjectKind::Lease, &json)
     }
 

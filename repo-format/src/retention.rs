@@ -8,7 +8,7 @@
 //! A [`Policy`] holds any combination of keep rules. A snapshot is kept when
 //! *any* rule keeps it, and every rule that keeps it is reported as a reason.
 //! A policy without any active rule is refused with
-//! [`RetentionError::NoRules`], so a typo never forgets every snapshot.
+//! [`Error::NoKeepRules`], so a typo never forgets every snapshot.
 //!
 //! Snapshots are processed newest first. Equal times are ordered by id,
 //! descending (byte-wise string comparison), so results never depend on input
@@ -98,7 +98,7 @@
 //! * **Tags**: restic's `--keep-tag a,b` keeps snapshots carrying *all* of
 //!   `a` and `b`. Coffer's tag list is a plain list of single tags, any of
 //!   which keeps a snapshot. Empty (or blank) tags are rejected with
-//!   [`RetentionError::InvalidTag`] instead of being matched.
+//!   [`Error::InvalidKeepTag`] instead of being matched.
 //! * **Ties**: restic keeps snapshots with equal times in input order; Coffer
 //!   orders them by id, descending.
 //! * **Time zone**: restic buckets each snapshot in the UTC offset recorded in
@@ -116,7 +116,7 @@
 //!   the bucket number and limit (`daily 3/7`) and writes `tag db` rather than
 //!   `has tags [db]`.
 //! * **Empty policy**: restic keeps everything with reason `policy is empty`;
-//!   Coffer returns [`RetentionError::NoRules`].
+//!   Coffer returns [`Error::NoKeepRules`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -127,73 +127,7 @@ use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
 use serde::{Deserialize, Serialize};
 
-// ---------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------
-
-/// Everything that can go wrong when parsing or applying a retention policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RetentionError {
-    /// The policy has no active keep rule; applying it would forget every
-    /// snapshot.
-    NoRules,
-    /// A keep count (`--keep-daily 7`) did not parse.
-    InvalidCount {
-        /// The text as given.
-        input: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A keep-within duration did not parse.
-    InvalidWithin {
-        /// The text as given.
-        input: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A group-by spec did not parse.
-    InvalidGroupBy {
-        /// The whole spec as given.
-        input: String,
-        /// The offending comma-separated item (trimmed).
-        item: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A keep-tag is empty or blank.
-    InvalidTag {
-        /// The tag as given.
-        tag: String,
-    },
-}
-
-impl fmt::Display for RetentionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RetentionError::NoRules => f.write_str(
-                "no keep rule given (use at least one of keep-last, keep-hourly, \
-                 keep-daily, keep-weekly, keep-monthly, keep-yearly, keep-within, \
-                 keep-tag); refusing to forget every snapshot",
-            ),
-            RetentionError::InvalidCount { input, reason } => {
-                write!(f, "invalid keep count {input:?}: {reason}")
-            }
-            RetentionError::InvalidWithin { input, reason } => {
-                write!(f, "invalid keep-within duration {input:?}: {reason}")
-            }
-            RetentionError::InvalidGroupBy {
-                input,
-                item,
-                reason,
-            } => write!(f, "invalid group-by item {item:?} in {input:?}: {reason}"),
-            RetentionError::InvalidTag { tag } => {
-                write!(f, "invalid keep-tag {tag:?}: a tag must not be empty")
-            }
-        }
-    }
-}
-
-impl std::error::Error for RetentionError {}
+use crate::error::Error;
 
 // ---------------------------------------------------------------------------
 // KeepCount
@@ -233,7 +167,7 @@ impl fmt::Display for KeepCount {
 }
 
 impl FromStr for KeepCount {
-    type Err = RetentionError;
+    type Err = Error;
 
     /// Parses `7`, or `all` / `unlimited` / `-1` for [`KeepCount::All`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -242,7 +176,7 @@ impl FromStr for KeepCount {
             "all" | "unlimited" | "-1" => return Ok(KeepCount::All),
             _ => {}
         }
-        let err = |reason: &str| RetentionError::InvalidCount {
+        let err = |reason: &str| Error::InvalidKeepCount {
             input: s.to_string(),
             reason: reason.to_string(),
         };
@@ -277,13 +211,7 @@ pub struct KeepWithin {
 impl KeepWithin {
     /// Builds a duration from its parts; errors when all parts are zero or a
     /// part is out of range.
-    pub fn new(
-        years: u32,
-        months: u32,
-        weeks: u32,
-        days: u32,
-        hours: u32,
-    ) -> Result<Self, RetentionError> {
+    pub fn new(years: u32, months: u32, weeks: u32, days: u32, hours: u32) -> Result<Self, Error> {
         let w = KeepWithin {
             years,
             months,
@@ -291,11 +219,10 @@ impl KeepWithin {
             days,
             hours,
         };
-        w.validate()
-            .map_err(|reason| RetentionError::InvalidWithin {
-                input: w.to_string(),
-                reason,
-            })?;
+        w.validate().map_err(|reason| Error::InvalidKeepWithin {
+            input: w.to_string(),
+            reason,
+        })?;
         Ok(w)
     }
 
@@ -391,10 +318,10 @@ impl fmt::Display for KeepWithin {
 }
 
 impl FromStr for KeepWithin {
-    type Err = RetentionError;
+    type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason: String| RetentionError::InvalidWithin {
+        let err = |reason: String| Error::InvalidKeepWithin {
             input: s.to_string(),
             reason,
         };
@@ -485,7 +412,7 @@ pub struct Policy {
 
 impl Policy {
     /// True when no rule is active: applying it is refused with
-    /// [`RetentionError::NoRules`].
+    /// [`Error::NoKeepRules`].
     pub fn is_empty(&self) -> bool {
         self.counts()
             .iter()
@@ -496,12 +423,12 @@ impl Policy {
 
     /// Checks that the policy can be applied: at least one rule, no blank
     /// tags.
-    pub fn validate(&self) -> Result<(), RetentionError> {
+    pub fn validate(&self) -> Result<(), Error> {
         if self.is_empty() {
-            return Err(RetentionError::NoRules);
+            return Err(Error::NoKeepRules);
         }
         if let Some(tag) = self.tags.iter().find(|t| t.trim().is_empty()) {
-            return Err(RetentionError::InvalidTag { tag: tag.clone() });
+            return Err(Error::InvalidKeepTag { tag: tag.clone() });
         }
         Ok(())
     }
@@ -634,7 +561,7 @@ pub fn apply(
     policy: &Policy,
     tz: &TimeZone,
     candidates: &[Candidate],
-) -> Result<Vec<Decision>, RetentionError> {
+) -> Result<Vec<Decision>, Error> {
     apply_at(policy, tz, candidates, Timestamp::now())
 }
 
@@ -650,7 +577,7 @@ pub fn apply_at(
     tz: &TimeZone,
     candidates: &[Candidate],
     now: Timestamp,
-) -> Result<Vec<Decision>, RetentionError> {
+) -> Result<Vec<Decision>, Error> {
     policy.validate()?;
     Ok(decide(policy, tz, candidates.iter().collect(), now))
 }
@@ -662,7 +589,7 @@ pub fn apply_grouped(
     policy: &Policy,
     tz: &TimeZone,
     candidates: &[(String, Candidate)],
-) -> Result<Vec<GroupDecisions>, RetentionError> {
+) -> Result<Vec<GroupDecisions>, Error> {
     apply_grouped_at(policy, tz, candidates, Timestamp::now())
 }
 
@@ -672,7 +599,7 @@ pub fn apply_grouped_at(
     tz: &TimeZone,
     candidates: &[(String, Candidate)],
     now: Timestamp,
-) -> Result<Vec<GroupDecisions>, RetentionError> {
+) -> Result<Vec<GroupDecisions>, Error> {
     policy.validate()?;
     let mut groups: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
     for (key, c) in candidates {
@@ -864,7 +791,7 @@ fn encode_set(items: &[String]) -> String {
 }
 
 impl FromStr for GroupBy {
-    type Err = RetentionError;
+    type Err = Error;
 
     /// Parses `host,paths`, `host,tags`, `label:app`, ... ; `""` is no
     /// grouping.
@@ -875,7 +802,7 @@ impl FromStr for GroupBy {
         }
         for raw in s.split(',') {
             let item = raw.trim();
-            let err = |reason: &str| RetentionError::InvalidGroupBy {
+            let err = |reason: &str| Error::InvalidGroupBy {
                 input: s.to_string(),
                 item: item.to_string(),
                 reason: reason.to_string(),
@@ -1620,7 +1547,7 @@ mod tests {
         for (input, reason) in cases {
             let e = input.parse::<KeepWithin>().unwrap_err();
             match &e {
-                RetentionError::InvalidWithin {
+                Error::InvalidKeepWithin {
                     input: got,
                     reason: r,
                 } => {
@@ -1689,12 +1616,10 @@ mod tests {
             tags: strs(&["db", " "]),
             ..Policy::default()
         };
-        assert_eq!(
+        assert!(matches!(
             apply_at(&blank, &utc, &cands, now()),
-            Err(RetentionError::InvalidTag {
-                tag: " ".to_string()
-            })
-        );
+            Err(Error::InvalidKeepTag { tag }) if tag == " "
+        ));
     }
 
     #[test]
@@ -1777,14 +1702,17 @@ mod tests {
         let cands = [snap("a", "2025-01-01T00:00:00Z")];
         for p in [Policy::default(), zero_counts] {
             assert!(p.is_empty());
-            assert_eq!(
+            assert!(matches!(
                 apply_at(&p, &utc, &cands, now()),
-                Err(RetentionError::NoRules)
-            );
-            assert_eq!(apply(&p, &utc, &[]), Err(RetentionError::NoRules));
-            assert_eq!(apply_grouped(&p, &utc, &[]), Err(RetentionError::NoRules));
+                Err(Error::NoKeepRules)
+            ));
+            assert!(matches!(apply(&p, &utc, &[]), Err(Error::NoKeepRules)));
+            assert!(matches!(
+                apply_grouped(&p, &utc, &[]),
+                Err(Error::NoKeepRules)
+            ));
         }
-        assert!(RetentionError::NoRules
+        assert!(Error::NoKeepRules
             .to_string()
             .contains("refusing to forget every snapshot"));
         let one = [
@@ -1872,7 +1800,7 @@ mod tests {
         for (input, item) in errors {
             let e = input.parse::<GroupBy>().unwrap_err();
             match &e {
-                RetentionError::InvalidGroupBy {
+                Error::InvalidGroupBy {
                     input: i, item: it, ..
                 } => {
                     assert_eq!(i, input);
@@ -2036,10 +1964,53 @@ mod tests {
         assert_eq!(serde_json::from_str::<Decision>(&json).unwrap(), d);
     }
 
+    /// The messages are the ones `RetentionError` had before it was folded into [`Error`]
+    /// (users and scripts see them; the CLI's exit codes for them did not change either).
+    #[test]
+    fn retention_error_messages_are_unchanged() {
+        let s = |v: &str| v.to_string();
+        let cases = [
+            (
+                Error::NoKeepRules,
+                "no keep rule given (use at least one of keep-last, keep-hourly, keep-daily, \
+                 keep-weekly, keep-monthly, keep-yearly, keep-within, keep-tag); refusing to \
+                 forget every snapshot",
+            ),
+            (
+                Error::InvalidKeepCount {
+                    input: s("x"),
+                    reason: s("why"),
+                },
+                "invalid keep count \"x\": why",
+            ),
+            (
+                Error::InvalidKeepWithin {
+                    input: s("3q"),
+                    reason: s("why"),
+                },
+                "invalid keep-within duration \"3q\": why",
+            ),
+            (
+                Error::InvalidGroupBy {
+                    input: s("host,x"),
+                    item: s("x"),
+                    reason: s("why"),
+                },
+                "invalid group-by item \"x\" in \"host,x\": why",
+            ),
+            (
+                Error::InvalidKeepTag { tag: s(" ") },
+                "invalid keep-tag \" \": a tag must not be empty",
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.to_string(), want);
+        }
+    }
+
     #[test]
     fn errors_are_std_errors() {
-        let e: Box<dyn std::error::Error> =
-            Box::new(RetentionError::InvalidTag { tag: String::new() });
+        let e: Box<dyn std::error::Error> = Box::new(Error::InvalidKeepTag { tag: String::new() });
         assert_eq!(
             e.to_string(),
             "invalid keep-tag \"\": a tag must not be empty"

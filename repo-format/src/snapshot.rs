@@ -40,8 +40,8 @@ pub struct Summary {
 /// A snapshot document.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
-    /// When the backup was taken (RFC 3339 with offset).
-    pub time: String,
+    /// When the backup was taken (RFC 3339 with offset): the text as stored, and the instant.
+    pub time: SnapshotTime,
     /// Root tree.
     pub tree: BlobId,
     /// Backed-up paths as given (absolute), or the stdin name.
@@ -127,17 +127,90 @@ pub struct TableRows {
     pub rows: u64,
 }
 
+/// A snapshot's time: the RFC 3339 text exactly as stored (written back byte for byte, offset
+/// form included) and the instant it names, parsed once when the snapshot is read or made, so
+/// sorting and retention compare instants without parsing again.
+///
+/// It serialises as the text alone (the stored JSON is unchanged) and refuses, when
+/// deserialised, a text that is not an RFC 3339 time with an offset. It dereferences to the
+/// text and displays as it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotTime {
+    text: String,
+    at: jiff::Timestamp,
+}
+
+impl SnapshotTime {
+    /// The time of a backup taken at `time`, in the form Coffer writes
+    /// (`2026-01-02T03:04:05.123456789+01:00`).
+    pub fn from_zoned(time: &jiff::Zoned) -> SnapshotTime {
+        let text = time.strftime("%Y-%m-%dT%H:%M:%S%.f%:z").to_string();
+        // The instant is the one the text names when it is read back (an offset with seconds,
+        // which `%:z` drops, would otherwise make the two differ).
+        let at = text.parse().unwrap_or_else(|_| time.timestamp());
+        SnapshotTime { text, at }
+    }
+
+    /// The instant.
+    pub fn timestamp(&self) -> jiff::Timestamp {
+        self.at
+    }
+
+    /// The text as stored.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::str::FromStr for SnapshotTime {
+    type Err = jiff::Error;
+
+    /// Parses a stored time; the text is kept as given.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(SnapshotTime {
+            at: s.parse()?,
+            text: s.to_string(),
+        })
+    }
+}
+
+impl std::ops::Deref for SnapshotTime {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for SnapshotTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for SnapshotTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for SnapshotTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|e| serde::de::Error::custom(format!("bad time {text:?}: {e}")))
+    }
+}
+
 impl Snapshot {
-    /// The snapshot time as a timestamp.
-    pub fn timestamp(&self) -> Result<jiff::Timestamp> {
-        self.time
-            .parse::<jiff::Timestamp>()
-            .map_err(|e| Error::corrupt("snapshot", &self.time, format!("bad time: {e}")))
+    /// The snapshot time as a timestamp (parsed when the snapshot was read or made).
+    pub fn timestamp(&self) -> jiff::Timestamp {
+        self.time.timestamp()
     }
 
     /// Seals and writes the snapshot. Callers must have written its index first.
     pub(crate) fn save(&self, storage: &Storage, keys: &MasterKeys) -> Result<SnapshotId> {
-        let json = serde_json::to_vec(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let json = serde_json::to_vec(self).map_err(Error::internal)?;
         let bytes = sealed::seal(keys, ObjectKind::Snapshot, &json)?;
         let id = SnapshotId(storage_hash(&bytes));
         storage.put_new(&format!("snapshots/{id}"), bytes.into())?;
@@ -162,8 +235,6 @@ impl Snapshot {
         let plain = sealed::open(keys, ObjectKind::Snapshot, "snapshot", &name, &bytes)?;
         let snap: Snapshot =
             serde_json::from_slice(&plain).map_err(|e| Error::corrupt("snapshot", &name, e))?;
-        snap.timestamp()
-            .map_err(|_| Error::corrupt("snapshot", &name, "bad time"))?;
         Ok(snap)
     }
 }
@@ -276,9 +347,9 @@ pub fn load_all(storage: &Storage, keys: &MasterKeys) -> Result<Snapshots> {
 /// Sorts oldest first; snapshots with equal times by id.
 pub fn sort_by_time(snapshots: &mut [(SnapshotId, Snapshot)]) {
     snapshots.sort_by(|(ia, a), (ib, b)| {
-        let ta = a.timestamp().ok();
-        let tb = b.timestamp().ok();
-        ta.cmp(&tb).then_with(|| ia.0.cmp(&ib.0))
+        a.timestamp()
+            .cmp(&b.timestamp())
+            .then_with(|| ia.0.cmp(&ib.0))
     });
 }
 
@@ -319,7 +390,7 @@ mod tests {
 
     fn snapshot_at(time: &str) -> Snapshot {
         Snapshot {
-            time: time.into(),
+            time: time.parse().unwrap(),
             tree: BlobId([7; 32]),
             paths: vec!["/srv".into()],
             hostname: "h".into(),
@@ -335,6 +406,106 @@ mod tests {
             original: None,
             copied_from: None,
         }
+    }
+
+    #[test]
+    fn snapshot_time_is_written_back_exactly_as_read() {
+        for text in [
+            "2026-01-02T03:04:05.123456789+01:00",
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00+00:00",
+            "2025-11-02T01:30:00-05:00",
+            "2026-06-01T12:00:00.5+05:45",
+        ] {
+            let snap = snapshot_at(text);
+            let json = serde_json::to_vec(&snap).unwrap();
+            let back: Snapshot = serde_json::from_slice(&json).unwrap();
+            assert_eq!(back.time.as_str(), text);
+            assert_eq!(&*back.time, text);
+            assert_eq!(back.time.to_string(), text);
+            assert_eq!(back.timestamp(), text.parse::<jiff::Timestamp>().unwrap());
+            // Byte for byte: the time is a plain JSON string, as it was when it was a String.
+            assert_eq!(serde_json::to_vec(&back).unwrap(), json);
+            let as_string = serde_json::to_string(&text).unwrap();
+            let found = String::from_utf8(json.clone()).unwrap();
+            assert!(
+                found.starts_with(&format!("{{\"time\":{as_string},")),
+                "{found}"
+            );
+        }
+    }
+
+    #[test]
+    fn snapshot_time_of_a_backup_is_the_text_coffer_always_wrote() {
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        let zoned = jiff::civil::date(2026, 3, 29)
+            .at(1, 2, 3, 500_000_000)
+            .to_zoned(berlin.clone())
+            .unwrap();
+        let t = SnapshotTime::from_zoned(&zoned);
+        assert_eq!(t.as_str(), "2026-03-29T01:02:03.5+01:00");
+        assert_eq!(t.timestamp(), zoned.timestamp());
+        let whole = jiff::civil::date(2026, 7, 1)
+            .at(0, 0, 0, 0)
+            .to_zoned(berlin)
+            .unwrap();
+        let t = SnapshotTime::from_zoned(&whole);
+        assert_eq!(t.as_str(), "2026-07-01T00:00:00+02:00");
+        assert_eq!(
+            t.as_str(),
+            whole.strftime("%Y-%m-%dT%H:%M:%S%.f%:z").to_string()
+        );
+    }
+
+    #[test]
+    fn a_snapshot_with_a_bad_time_is_corrupt_and_named() {
+        let storage = Storage::in_memory().unwrap();
+        let keys = MasterKeys::generate().unwrap();
+        let good = serde_json::to_string(&snapshot_at("2026-01-01T00:00:00Z")).unwrap();
+        for bad in ["yesterday", "2026-01-01T00:00:00", ""] {
+            let json = good.replace("2026-01-01T00:00:00Z", bad);
+            assert!(serde_json::from_str::<Snapshot>(&json).is_err(), "{bad:?}");
+            let bytes = sealed::seal(&keys, ObjectKind::Snapshot, json.as_bytes()).unwrap();
+            let id = SnapshotId(storage_hash(&bytes));
+            storage
+                .put_new(&format!("snapshots/{id}"), bytes.into())
+                .unwrap();
+            match Snapshot::load(&storage, &keys, &id) {
+                Err(Error::Corrupt {
+                    what,
+                    id: named,
+                    reason,
+                }) => {
+                    assert_eq!(what, "snapshot");
+                    assert_eq!(named, id.to_hex());
+                    assert!(reason.contains("bad time"), "{reason}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn snapshots_sort_by_instant_not_by_text() {
+        // As text, "10:00+05:00" sorts after "06:00Z"; as instants it is 05:00Z, before it.
+        let mut snaps = vec![
+            (SnapshotId([1; 32]), snapshot_at("2026-01-01T06:00:00Z")),
+            (
+                SnapshotId([2; 32]),
+                snapshot_at("2026-01-01T10:00:00+05:00"),
+            ),
+            (
+                SnapshotId([3; 32]),
+                snapshot_at("2026-01-01T01:00:00-05:00"),
+            ),
+            (
+                SnapshotId([0; 32]),
+                snapshot_at("2026-01-01T06:00:00+00:00"),
+            ),
+        ];
+        sort_by_time(&mut snaps);
+        let order: Vec<u8> = snaps.iter().map(|(id, _)| id.0[0]).collect();
+        assert_eq!(order, [2, 0, 1, 3]);
     }
 
     #[test]

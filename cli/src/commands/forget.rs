@@ -66,18 +66,15 @@ pub struct Args {
 }
 
 fn parse_count(s: &str) -> Result<KeepCount, String> {
-    s.parse()
-        .map_err(|e: coffer_repo::retention::RetentionError| e.to_string())
+    s.parse().map_err(|e: coffer_repo::Error| e.to_string())
 }
 
 fn parse_within(s: &str) -> Result<KeepWithin, String> {
-    s.parse()
-        .map_err(|e: coffer_repo::retention::RetentionError| e.to_string())
+    s.parse().map_err(|e: coffer_repo::Error| e.to_string())
 }
 
 fn parse_group_by(s: &str) -> Result<GroupBy, String> {
-    s.parse()
-        .map_err(|e: coffer_repo::retention::RetentionError| e.to_string())
+    s.parse().map_err(|e: coffer_repo::Error| e.to_string())
 }
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {

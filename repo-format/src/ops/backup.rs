@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::pack::BlobKind;
 use crate::repository::Repository;
-use crate::snapshot::{self, PostgresRecord, Snapshot, SourceRecord, StreamRecord, Summary};
+use crate::snapshot::{
+    self, PostgresRecord, Snapshot, SnapshotTime, SourceRecord, StreamRecord, Summary,
+};
 use crate::sources::postgres::{
     finish_sha256, DumpFormat, DumpTee, PgSource, SnapshotSession, TocCheck,
 };
@@ -377,7 +379,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         .collect();
     sources.sort_by(|a, b| a.name.cmp(&b.name));
     let snapshot = Snapshot {
-        time: time.strftime("%Y-%m-%dT%H:%M:%S%.f%:z").to_string(),
+        time: SnapshotTime::from_zoned(&time),
         tree: root,
         paths: all_tree_paths
             .iter()
@@ -602,8 +604,8 @@ fn work(writer: &BlobWriter<'_>, jobs: Receiver<Job>) {
                 )),
             }))
             .unwrap_or_else(|_| {
-                Err(Error::InvalidInput(
-                    "internal error: a backup worker panicked; nothing was saved".into(),
+                Err(Error::internal(
+                    "a backup worker panicked; nothing was saved",
                 ))
             });
         let _ = job.reply.send((job.seq, result));
@@ -622,9 +624,9 @@ impl PendingNode {
         if let Some((rx, count)) = self.content {
             let mut ids: Vec<(u64, BlobId)> = Vec::with_capacity(count as usize);
             for _ in 0..count {
-                let (seq, result) = rx.recv().map_err(|_| {
-                    Error::InvalidInput("a backup worker stopped unexpectedly".into())
-                })?;
+                let (seq, result) = rx
+                    .recv()
+                    .map_err(|_| Error::internal("a backup worker stopped unexpectedly"))?;
                 ids.push((seq, result?));
             }
             ids.sort_by_key(|(seq, _)| *seq);
@@ -1181,8 +1183,8 @@ impl<'r> Walker<'_, 'r> {
                 (content, size, "postgres", record, Some(pg_record))
             }
             SourceInput::Path { .. } => {
-                return Err(Error::InvalidInput(
-                    "a path source cannot be stored as a stream".into(),
+                return Err(Error::internal(
+                    "a path source cannot be stored as a stream",
                 ))
             }
         };

@@ -94,8 +94,7 @@ pub fn copy(
         }
         out.sort_by(|a, b| {
             a.1.timestamp()
-                .ok()
-                .cmp(&b.1.timestamp().ok())
+                .cmp(&b.1.timestamp())
                 .then_with(|| a.0 .0.cmp(&b.0 .0))
         });
         out

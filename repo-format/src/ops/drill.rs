@@ -180,7 +180,7 @@ pub fn drill(
     };
     Ok(DrillReport {
         snapshot: id.to_hex(),
-        time: snapshot.time.clone(),
+        time: snapshot.time.to_string(),
         ok,
         recorded_as,
         sources: results,
@@ -365,7 +365,7 @@ mod tests {
         assert!(report.ok, "{report:?}");
         assert!(report.failed().is_empty());
         assert_eq!(report.snapshot, id.to_hex());
-        assert_eq!(report.time, snap.time);
+        assert_eq!(report.time, snap.time.as_str());
         let by_name: Vec<(&str, &str)> = report
             .sources
             .iter()

@@ -61,10 +61,7 @@ pub struct ForgetReport {
 
 /// Applies the policy to every snapshot, group by group, and deletes the ones not kept.
 pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport> {
-    options
-        .policy
-        .validate()
-        .map_err(|e| Error::InvalidInput(e.to_string()))?;
+    options.policy.validate()?;
     let all = snapshot::load_all(repo.storage(), repo.keys())?;
     let mut report = decide(&all.good, options)?;
     report.damaged = all
@@ -100,14 +97,13 @@ pub fn decide(
             key,
             Candidate {
                 id: id.to_hex(),
-                time: snap.timestamp()?,
+                time: snap.timestamp(),
                 tags: snap.tags.clone(),
             },
         ));
         by_hex.insert(id.to_hex(), entry);
     }
-    let groups = retention::apply_grouped(&options.policy, &options.timezone, &candidates)
-        .map_err(|e| Error::InvalidInput(e.to_string()))?;
+    let groups = retention::apply_grouped(&options.policy, &options.timezone, &candidates)?;
     let groups = groups
         .into_iter()
         .map(|g| GroupVerdicts {
@@ -119,7 +115,7 @@ pub fn decide(
                     let (id, snap) = by_hex.get(&d.id)?;
                     Some(Verdict {
                         id: *id,
-                        time: snap.time.clone(),
+                        time: snap.time.to_string(),
                         hostname: snap.hostname.clone(),
                         paths: snap.paths.clone(),
                         tags: snap.tags.clone(),

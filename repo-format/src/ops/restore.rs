@@ -108,7 +108,7 @@ pub fn restore(
     if let Some(i) = matched.iter().position(|m| !m) {
         return Err(Error::PathNotInSnapshot {
             path: opts.includes[i].clone(),
-            snapshot: snapshot.time.clone(),
+            snapshot: snapshot.time.to_string(),
         });
     }
     let plan: Vec<(PathBuf, Node)> = plan
@@ -156,7 +156,7 @@ fn plan_subtree(
     let node = crate::ops::walk::find(repo, &snapshot.tree, snapshot_path, &snapshot.time)?
         .ok_or_else(|| Error::PathNotInSnapshot {
             path: snapshot_path.to_string(),
-            snapshot: snapshot.time.clone(),
+            snapshot: snapshot.time.to_string(),
         })?;
     let mut plan = vec![(dest.to_path_buf(), node.clone())];
     if node.kind == NodeKind::Dir {

@@ -451,7 +451,7 @@ mod tests {
     /// A snapshot document with these sources (the tree is not looked at by `plan`).
     fn snapshot_with(sources: Vec<SourceRecord>) -> Snapshot {
         Snapshot {
-            time: "2026-01-01T00:00:00+00:00".into(),
+            time: "2026-01-01T00:00:00+00:00".parse().unwrap(),
             tree: crate::BlobId([7; 32]),
             paths: Vec::new(),
             hostname: "h".into(),

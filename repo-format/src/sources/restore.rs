@@ -72,7 +72,7 @@ fn file_node(repo: &Repository, snapshot: &Snapshot, tree_path: &str) -> Result<
     let node = walk::find(repo, &snapshot.tree, tree_path, &snapshot.time)?.ok_or_else(|| {
         Error::PathNotInSnapshot {
             path: tree_path.to_string(),
-            snapshot: snapshot.time.clone(),
+            snapshot: snapshot.time.to_string(),
         }
     })?;
     if node.kind != NodeKind::File {
@@ -202,7 +202,7 @@ pub fn verify_restored(
             walk::find(repo, &snapshot.tree, tree_path, &snapshot.time)?.ok_or_else(|| {
                 Error::PathNotInSnapshot {
                     path: tree_path.to_string(),
-                    snapshot: snapshot.time.clone(),
+                    snapshot: snapshot.time.to_string(),
                 }
             })?;
         match root.kind {
