@@ -4,7 +4,7 @@
 //! (or `GOOGLE_SERVICE_ACCOUNT_KEY`) are set: it is `#[ignore]`d, so it shows as ignored rather
 //! than as a pass that tested nothing; run it with
 //! `cargo test -p coffer-e2e --test gcs -- --ignored`, where missing settings fail it. The offline
-//! checks of the `gs://` configuration are unit tests in `repo-format/src/storage.rs`.
+//! checks of the `gs://` configuration are unit tests in `repo-format/src/storage/mod.rs`.
 
 use coffer_e2e::{pseudo_random, Env};
 use coffer_repo::{OpenMode, Storage, StorageOptions};

@@ -361,7 +361,7 @@ fn objects_above_their_maximum_are_refused_before_they_are_read() {
 /// Writes a key file with this Argon2id memory cost (and a sealed master that opens with no
 /// password) whose name sorts before every present key file; returns its name.
 fn plant_costly_key_file(env: &Env, memory_kib: u32) -> String {
-    use coffer_repo::keyfile::{KdfRecord, KeyFile};
+    use coffer_repo::format::keyfile::{KdfRecord, KeyFile};
     let storage = coffer_repo::Storage::open(&env.repo, coffer_repo::OpenMode::Existing).unwrap();
     let first = files_in(&Path::new(&env.repo).join("keys"))[0]
         .file_name()

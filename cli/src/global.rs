@@ -116,7 +116,7 @@ impl GlobalArgs {
             cache_root: if self.no_cache {
                 None
             } else {
-                coffer_repo::cache::default_root()
+                coffer_repo::storage::cache::default_root()
             },
         }
     }

@@ -53,7 +53,7 @@ pub fn get_from(sources: &Sources<'_>, confirm: bool) -> Result<Password> {
             .to_vec();
         Zeroizing::new(strip_newline(first_line))
     } else if let Some(command) = sources.command {
-        let out = coffer_repo::child::command("sh")
+        let out = coffer_repo::sources::child::command("sh")
             .arg("-c")
             .arg(command)
             .stdin(std::process::Stdio::null())

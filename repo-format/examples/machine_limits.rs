@@ -7,8 +7,8 @@
 
 use coffer_chunker::{ChunkerParams, GearTable, StreamChunker};
 use coffer_crypto::MasterKeys;
-use coffer_repo::index::MasterIndex;
-use coffer_repo::pack::{BlobKind, Compression, PackedBlob};
+use coffer_repo::format::index::MasterIndex;
+use coffer_repo::format::pack::{BlobKind, Compression, PackedBlob};
 use coffer_repo::{BlobId, PackId};
 use std::time::Instant;
 

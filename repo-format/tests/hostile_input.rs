@@ -3,11 +3,11 @@
 //! bytes flipped or cut, go through each decoder.
 
 use coffer_crypto::MasterKeys;
-use coffer_repo::index::IndexFile;
-use coffer_repo::keyfile::KeyFile;
-use coffer_repo::pack::{self, BlobKind, PackWriter};
-use coffer_repo::sealed::{self, ObjectKind};
-use coffer_repo::tree::Tree;
+use coffer_repo::format::index::IndexFile;
+use coffer_repo::format::keyfile::KeyFile;
+use coffer_repo::format::pack::{self, BlobKind, PackWriter};
+use coffer_repo::format::sealed::{self, ObjectKind};
+use coffer_repo::format::tree::Tree;
 use coffer_repo::{BlobId, PackId};
 use proptest::prelude::*;
 

@@ -2,7 +2,7 @@
 
 use super::Context_;
 use anyhow::Result;
-use coffer_repo::index::IndexFile;
+use coffer_repo::format::index::IndexFile;
 use coffer_repo::{BlobId, IndexId};
 
 #[derive(clap::Args, Debug)]

@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, value_name = "LEVEL", default_value_t = 3)]
     pub compression_level: i32,
     /// zstd compression level (1-19) of database dumps' 16 KiB chunks
-    #[arg(long, value_name = "LEVEL", default_value_t = coffer_repo::config::DEFAULT_DUMP_COMPRESSION_LEVEL)]
+    #[arg(long, value_name = "LEVEL", default_value_t = coffer_repo::format::config::DEFAULT_DUMP_COMPRESSION_LEVEL)]
     pub dump_compression_level: i32,
 }
 
@@ -34,7 +34,7 @@ impl Default for Args {
             argon2_lanes: KdfParams::DEFAULT.parallelism,
             pack_size_mib: 16,
             compression_level: 3,
-            dump_compression_level: coffer_repo::config::DEFAULT_DUMP_COMPRESSION_LEVEL,
+            dump_compression_level: coffer_repo::format::config::DEFAULT_DUMP_COMPRESSION_LEVEL,
         }
     }
 }

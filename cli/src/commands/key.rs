@@ -2,7 +2,7 @@
 
 use super::Context_;
 use anyhow::Result;
-use coffer_repo::keyfile::KeyFile;
+use coffer_repo::format::keyfile::KeyFile;
 use coffer_repo::KdfParams;
 
 #[derive(clap::Subcommand, Debug)]
@@ -46,7 +46,7 @@ pub fn run(ctx: &Context_, cmd: KeyCommand) -> Result<u8> {
                 let bytes = repo.storage().get_bounded(
                     "key file",
                     &key,
-                    coffer_repo::keyfile::MAX_KEY_FILE_SIZE,
+                    coffer_repo::format::keyfile::MAX_KEY_FILE_SIZE,
                 )?;
                 let current = if name == repo.key_id().to_hex() {
                     "*"

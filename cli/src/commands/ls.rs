@@ -2,8 +2,8 @@
 
 use super::Context_;
 use anyhow::Result;
+use coffer_repo::format::tree::NodeKind;
 use coffer_repo::ops::walk;
-use coffer_repo::tree::NodeKind;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -50,7 +50,11 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     Ok(crate::exit::OK)
 }
 
-fn print_node(path: &str, node: &coffer_repo::tree::Node, json: bool) -> coffer_repo::Result<()> {
+fn print_node(
+    path: &str,
+    node: &coffer_repo::format::tree::Node,
+    json: bool,
+) -> coffer_repo::Result<()> {
     if json {
         let v = serde_json::json!({
             "path": path, "type": node.kind, "mode": node.mode, "size": node.size,

@@ -121,8 +121,8 @@ pub fn open_repo_with(
 }
 
 /// Every snapshot of `repo`; the damaged ones are named on stderr and set apart.
-pub fn load_snapshots(repo: &Repository) -> Result<coffer_repo::snapshot::Snapshots> {
-    let all = coffer_repo::snapshot::load_all(repo.storage(), repo.keys())?;
+pub fn load_snapshots(repo: &Repository) -> Result<coffer_repo::format::snapshot::Snapshots> {
+    let all = coffer_repo::format::snapshot::load_all(repo.storage(), repo.keys())?;
     for warning in all.damage_warnings() {
         eprintln!("warning: {warning}");
     }

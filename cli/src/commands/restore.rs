@@ -7,11 +7,11 @@
 use super::Context_;
 use crate::output;
 use anyhow::{Context, Result};
+use coffer_repo::format::snapshot::SourceRecord;
 use coffer_repo::ops::restore::{self as op, RestoreOptions};
 use coffer_repo::ops::restore_sources::{
     self as sources_op, DatabaseState, Failure, Intended, Progress, Restored, SourcesOptions,
 };
-use coffer_repo::snapshot::SourceRecord;
 use coffer_repo::sources::postgres::PgSource;
 use coffer_repo::sources::restore::DatabaseReport;
 use coffer_repo::{Repository, Snapshot, SnapshotId};

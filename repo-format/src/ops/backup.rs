@@ -14,20 +14,20 @@
 //! uploaded, the index is written after every pack, and the snapshot after the index: an
 //! interrupted or failed backup leaves only unreferenced packs, which `prune` removes.
 
-use crate::child::Running;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, SnapshotId};
-use crate::pack::BlobKind;
-use crate::repository::Repository;
-use crate::snapshot::{
+use crate::format::id::{BlobId, SnapshotId};
+use crate::format::pack::BlobKind;
+use crate::format::snapshot::{
     self, PostgresRecord, Snapshot, SnapshotTime, SourceRecord, StreamRecord, Summary,
 };
+use crate::format::tree::{encode_name, Node, NodeKind, Tree};
+use crate::repository::writer::BlobWriter;
+use crate::repository::Repository;
+use crate::sources::child::Running;
 use crate::sources::postgres::{
     finish_sha256, DumpFormat, DumpTee, PgSource, SnapshotSession, TocCheck,
 };
 use crate::sources::{sniff, Sniffed, SNIFF_LEN};
-use crate::tree::{encode_name, Node, NodeKind, Tree};
-use crate::writer::BlobWriter;
 use coffer_chunker::{ChunkerParams, StreamChunker};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -1157,7 +1157,7 @@ impl<'r> Walker<'_, 'r> {
                             .chain(args.iter().map(String::as_str))
                             .collect::<Vec<_>>()
                             .join(" ");
-                        let mut command = crate::child::command(&program);
+                        let mut command = crate::sources::child::command(&program);
                         command.args(&args);
                         let mut facts = None;
                         let content = self.run_command(command, display, chunking, |out| {
@@ -1331,7 +1331,7 @@ impl<'r> Walker<'_, 'r> {
             Some(Arc::clone(&self.cancel_flag)),
         )
         .map_err(|e| {
-            crate::child::start_error(
+            crate::sources::child::start_error(
                 &display,
                 e,
                 " (not found: check the program name, the PATH or the command prefix)",

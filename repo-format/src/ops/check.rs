@@ -8,12 +8,12 @@
 //! operator knows what a restore would lose. Nothing is changed.
 
 use crate::error::{Error, Result};
-use crate::id::{storage_hash, BlobId, IndexId, PackId, SnapshotId};
-use crate::index::{IndexFile, MasterIndex};
-use crate::pack::{self, PackedBlob};
-use crate::plan;
+use crate::format::id::{storage_hash, BlobId, IndexId, PackId, SnapshotId};
+use crate::format::index::{IndexFile, MasterIndex};
+use crate::format::pack::{self, PackedBlob};
+use crate::format::plan;
+use crate::format::snapshot::{self, Snapshot};
 use crate::repository::Repository;
-use crate::snapshot::{self, Snapshot};
 use crate::storage::Storage;
 use coffer_crypto::MasterKeys;
 use serde::Serialize;
@@ -164,7 +164,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     // again after its pack was lost is the one restore reads, so snapshots that use it are not
     // reported damaged.
     let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
-    for id in crate::index::list_ids_newest_first(ctx.storage)? {
+    for id in crate::format::index::list_ids_newest_first(ctx.storage)? {
         match IndexFile::load(ctx.storage, ctx.keys, &id) {
             Ok(f) => files.push((id, f)),
             Err(e) => ctx.error(format!("index/{id}"), e.to_string()),
@@ -260,10 +260,10 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     }
     // Packs are read once, with direct reads on local storage (around the page cache), so a
     // thread waits for the disk while it reads: one thread more than the cores keeps them busy.
-    let threads = crate::parallel::threads_for_reading(ctx.storage);
+    let threads = crate::repository::parallel::threads_for_reading(ctx.storage);
     let (storage, keys) = (ctx.storage, ctx.keys);
     let max_pack = pack::max_pack_size(repo.config().pack_size);
-    let findings = crate::parallel::map(&work, threads, cancel, |(pack_id, size)| {
+    let findings = crate::repository::parallel::map(&work, threads, cancel, |(pack_id, size)| {
         let blobs = &expected[pack_id];
         if selected.contains(pack_id) {
             read_pack(storage, keys, &index, pack_id, *size, max_pack, blobs)

@@ -20,12 +20,12 @@
 //!   unchanged directory maps whole, and only files with new content are read.
 
 use crate::error::{Error, Result};
-use crate::id::{BlobId, PackId, SnapshotId};
-use crate::pack::{BlobKind, PackedBlob};
+use crate::format::id::{BlobId, PackId, SnapshotId};
+use crate::format::pack::{BlobKind, PackedBlob};
+use crate::format::snapshot::{self, Snapshot};
+use crate::format::tree::{NodeKind, Tree};
+use crate::repository::writer::BlobWriter;
 use crate::repository::Repository;
-use crate::snapshot::{self, Snapshot};
-use crate::tree::{NodeKind, Tree};
-use crate::writer::BlobWriter;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -445,10 +445,12 @@ mod tests {
         .unwrap();
         assert!(report.packs_written >= 3, "{report:?}");
         // Every pack is named by exactly one index file, whether a checkpoint or the final one.
-        let index = crate::index::MasterIndex::load(target.storage(), target.keys()).unwrap();
+        let index =
+            crate::format::index::MasterIndex::load(target.storage(), target.keys()).unwrap();
         let mut named = Vec::new();
         for file in index.files() {
-            let f = crate::index::IndexFile::load(target.storage(), target.keys(), file).unwrap();
+            let f = crate::format::index::IndexFile::load(target.storage(), target.keys(), file)
+                .unwrap();
             named.extend(f.packs.into_iter().map(|(p, _)| p));
         }
         let mut stored: Vec<PackId> = target

@@ -9,11 +9,11 @@
 //! an interruption, a failed relabel).
 
 use crate::error::{Error, Result};
-use crate::id::SnapshotId;
+use crate::format::id::SnapshotId;
+use crate::format::snapshot::{self, Snapshot, SourceRecord};
 use crate::ops::restore::{restore, restore_subtree, RestoreOptions};
 use crate::ops::walk;
 use crate::repository::Repository;
-use crate::snapshot::{self, Snapshot, SourceRecord};
 use crate::sources::postgres::PgSource;
 use crate::sources::restore::{restore_database, verify_restored, DatabaseReport};
 use serde::Serialize;
@@ -281,8 +281,8 @@ fn drill_database(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::snapshot::PostgresRecord;
     use crate::ops::backup::{backup, BackupOptions, Source, SourceInput};
-    use crate::snapshot::PostgresRecord;
 
     fn repository() -> Repository {
         crate::repository::test_repo()

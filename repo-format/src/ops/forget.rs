@@ -6,10 +6,10 @@
 //! [`crate::retention`]; see docs/retention.md.
 
 use crate::error::{Error, Result};
-use crate::id::SnapshotId;
+use crate::format::id::SnapshotId;
+use crate::format::snapshot::{self, Snapshot};
 use crate::repository::Repository;
 use crate::retention::{self, Candidate, GroupBy, Policy};
-use crate::snapshot::{self, Snapshot};
 use serde::Serialize;
 use std::collections::HashMap;
 

@@ -1,6 +1,6 @@
 //! `prune`: remove data that no snapshot needs, without ever making a backup wait.
 //!
-//! One pass, under the maintenance lease ([`crate::lease`]):
+//! One pass, under the maintenance lease ([`crate::format::lease`]):
 //!
 //! 1. **Load** every snapshot, then the index (live files and deletion plans), then the pack
 //!    listing, in that order.
@@ -23,16 +23,16 @@
 //! the reachable blobs (32 bytes each, at most 2^20 of them) kept for the second pass.
 
 use crate::error::{Error, Result};
-use crate::id::{IndexId, PackId};
-use crate::index::{IndexFile, MasterIndex};
-use crate::lease::{Lease, LeaseOptions};
-use crate::pack::{self, BlobKind, PackedBlob, SealedBlob};
-use crate::plan::{self, DeletionPlan};
+use crate::format::id::{IndexId, PackId};
+use crate::format::index::{IndexFile, MasterIndex};
+use crate::format::lease::{Lease, LeaseOptions};
+use crate::format::pack::{self, BlobKind, PackedBlob, SealedBlob};
+use crate::format::plan::{self, DeletionPlan};
+use crate::format::snapshot;
+use crate::format::tree::Tree;
+use crate::repository::writer::BlobWriter;
 use crate::repository::Repository;
-use crate::snapshot;
 use crate::storage::Storage;
-use crate::tree::Tree;
-use crate::writer::BlobWriter;
 use coffer_crypto::MasterKeys;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -153,7 +153,7 @@ struct Loaded {
 fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
     let mut all = Vec::new();
     // Newest first, as `MasterIndex::load` reads them.
-    for id in crate::index::list_ids_newest_first(storage)? {
+    for id in crate::format::index::list_ids_newest_first(storage)? {
         match IndexFile::load(storage, keys, &id) {
             Ok(file) => all.push((id, file)),
             Err(Error::Missing { .. }) => continue,
@@ -284,7 +284,7 @@ pub(crate) fn load_tree(
     storage: &Storage,
     keys: &MasterKeys,
     index: &MasterIndex,
-    id: &crate::id::BlobId,
+    id: &crate::format::id::BlobId,
 ) -> Result<Tree> {
     let loc = index.get(id).ok_or_else(|| Error::Missing {
         what: "tree",
@@ -311,7 +311,7 @@ pub(crate) fn load_tree(
 fn snapshot_roots(
     storage: &Storage,
     keys: &MasterKeys,
-) -> Result<Vec<(crate::id::SnapshotId, crate::id::BlobId)>> {
+) -> Result<Vec<(crate::format::id::SnapshotId, crate::format::id::BlobId)>> {
     let mut out = Vec::new();
     for id in snapshot::list_ids(storage)? {
         match snapshot::Snapshot::load(storage, keys, &id) {
@@ -340,12 +340,12 @@ fn mark(
     storage: &Storage,
     keys: &MasterKeys,
     index: &MasterIndex,
-    roots: &[(crate::id::SnapshotId, crate::id::BlobId)],
+    roots: &[(crate::format::id::SnapshotId, crate::format::id::BlobId)],
     cancel: &AtomicBool,
 ) -> Result<Marks> {
     let mut marks = Marks::new(index.len());
     for (id, root) in roots {
-        let refuse = |what: &str, blob: &crate::id::BlobId| Error::Missing {
+        let refuse = |what: &str, blob: &crate::format::id::BlobId| Error::Missing {
             what: "blob",
             id: format!("{blob} ({what} of snapshot {}, in no index)", id.short()),
         };
@@ -381,8 +381,8 @@ fn mark(
 /// next pass need not read the trees again; it still looks every one of them up in the index
 /// it loads, and refuses to go on if one is missing.
 struct Reachable {
-    roots: Vec<(crate::id::SnapshotId, crate::id::BlobId)>,
-    blobs: Vec<crate::id::BlobId>,
+    roots: Vec<(crate::format::id::SnapshotId, crate::format::id::BlobId)>,
+    blobs: Vec<crate::format::id::BlobId>,
 }
 
 impl Reachable {
@@ -392,7 +392,7 @@ impl Reachable {
 
     /// The blobs marked in `index`, if there are few enough to keep.
     fn collect(
-        mut roots: Vec<(crate::id::SnapshotId, crate::id::BlobId)>,
+        mut roots: Vec<(crate::format::id::SnapshotId, crate::format::id::BlobId)>,
         index: &MasterIndex,
         marks: &Marks,
     ) -> Option<Reachable> {
@@ -715,7 +715,7 @@ fn pass(
         // smaller ones are asked for ahead.
         for (pack_id, run) in &runs {
             let (start, end) = run_span(run);
-            if end - start < crate::direct::WORTH_IT as u64 {
+            if end - start < crate::fs::direct::WORTH_IT as u64 {
                 storage.prefetch(&pack::pack_key(pack_id), start..end);
             }
         }
@@ -723,8 +723,8 @@ fn pass(
         // Several runs are read and authenticated at once; the writer takes blobs from any thread.
         // One thread more than the cores where direct reads wait for the disk.
         let stop = AtomicBool::new(false);
-        let threads = crate::parallel::threads_for_reading(storage);
-        let results = crate::parallel::map(&runs, threads, &stop, |(pack_id, run)| {
+        let threads = crate::repository::parallel::threads_for_reading(storage);
+        let results = crate::repository::parallel::map(&runs, threads, &stop, |(pack_id, run)| {
             let result = (|| {
                 if cancel.load(Ordering::SeqCst) {
                     return Err(Error::Interrupted);
@@ -827,14 +827,15 @@ fn pass(
     // Step 6: delete what the due plans condemned, checking the lease before each deletion:
     // the packs, several at once, then the index files, then the plans carried out.
     let stop = AtomicBool::new(false);
-    let threads = crate::parallel::threads_for(storage.connections());
-    let deleted = crate::parallel::map(&delete_packs, threads, &stop, |(pack, _, _)| {
-        let result = check().and_then(|()| storage.delete(&pack::pack_key(pack)));
-        if result.is_err() {
-            stop.store(true, Ordering::SeqCst);
-        }
-        result
-    });
+    let threads = crate::repository::parallel::threads_for(storage.connections());
+    let deleted =
+        crate::repository::parallel::map(&delete_packs, threads, &stop, |(pack, _, _)| {
+            let result = check().and_then(|()| storage.delete(&pack::pack_key(pack)));
+            if result.is_err() {
+                stop.store(true, Ordering::SeqCst);
+            }
+            result
+        });
     if let Some(e) = deleted.into_iter().flatten().find_map(|r| r.err()) {
         return Err(e);
     }
@@ -974,8 +975,8 @@ mod tests {
     fn used_blobs_are_read_in_runs_of_neighbours_of_at_most_8_mib() {
         let blob = |offset: u32, length: u32| PackedBlob {
             kind: BlobKind::Data,
-            compression: crate::pack::Compression::None,
-            id: crate::id::BlobId([offset as u8; 32]),
+            compression: crate::format::pack::Compression::None,
+            id: crate::format::id::BlobId([offset as u8; 32]),
             offset,
             length,
             raw_length: length,
@@ -1011,8 +1012,8 @@ mod tests {
     fn the_reachable_blobs_of_one_pass_are_marked_in_the_next_passs_index() {
         let blob = |n: u8| PackedBlob {
             kind: BlobKind::Data,
-            compression: crate::pack::Compression::None,
-            id: crate::id::BlobId([n; 32]),
+            compression: crate::format::pack::Compression::None,
+            id: crate::format::id::BlobId([n; 32]),
             offset: u32::from(n) * 10,
             length: 10,
             raw_length: 10,
@@ -1032,7 +1033,10 @@ mod tests {
         for n in [2, 3, 5] {
             marks.set(first.position(&blob(n).id).unwrap());
         }
-        let roots = vec![(crate::id::SnapshotId([9; 32]), crate::id::BlobId([2; 32]))];
+        let roots = vec![(
+            crate::format::id::SnapshotId([9; 32]),
+            crate::format::id::BlobId([2; 32]),
+        )];
         let reachable = Reachable::collect(roots.clone(), &first, &marks).unwrap();
         assert_eq!(reachable.roots, roots);
         assert_eq!(reachable.blobs.len(), 3);

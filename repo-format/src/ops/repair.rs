@@ -13,15 +13,15 @@
 //!    originals. No stored format changes: the marks are an ordinary tag and labels.
 
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IndexId, PackId, SnapshotId};
-use crate::index::IndexFile;
-use crate::lease::{Lease, LeaseOptions};
-use crate::pack::{self, BlobKind, PackedBlob};
+use crate::format::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::format::index::IndexFile;
+use crate::format::lease::{Lease, LeaseOptions};
+use crate::format::pack::{self, BlobKind, PackedBlob};
+use crate::format::snapshot::{self, Snapshot};
+use crate::format::tree::{NodeKind, Tree};
+use crate::repository::writer::BlobWriter;
 use crate::repository::Repository;
-use crate::snapshot::{self, Snapshot};
 use crate::storage::Storage;
-use crate::tree::{NodeKind, Tree};
-use crate::writer::BlobWriter;
 use coffer_crypto::MasterKeys;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -128,7 +128,7 @@ fn rebuild(repo: &Repository, lease: &Lease, cancel: &AtomicBool) -> Result<Repa
     // Packs that only a deletion plan names stay the plan's (prune decides them).
     let mut planned: HashSet<PackId> = HashSet::new();
     // (A damaged plan names nothing readable: its packs are added like any unindexed pack.)
-    for (_, p) in crate::plan::load_all(storage, keys)?.good {
+    for (_, p) in crate::format::plan::load_all(storage, keys)?.good {
         planned.extend(p.packs.iter().map(|(id, _)| *id));
     }
 
@@ -153,8 +153,8 @@ fn rebuild(repo: &Repository, lease: &Lease, cancel: &AtomicBool) -> Result<Repa
         })
         .collect();
     let stop = AtomicBool::new(false);
-    let threads = crate::parallel::threads_for(storage.connections());
-    let headers = crate::parallel::map(&work, threads, &stop, |(id, size)| {
+    let threads = crate::repository::parallel::threads_for(storage.connections());
+    let headers = crate::repository::parallel::map(&work, threads, &stop, |(id, size)| {
         if cancel.load(Ordering::Relaxed) {
             stop.store(true, Ordering::SeqCst);
             return Err(Error::Interrupted);
@@ -535,7 +535,7 @@ mod tests {
 
         assert!(storage.size("index/.nfs0000abcd").unwrap().is_some());
         storage.delete("index/.nfs0000abcd").unwrap();
-        let index = crate::index::MasterIndex::load(storage, repo.keys()).unwrap();
+        let index = crate::format::index::MasterIndex::load(storage, repo.keys()).unwrap();
         assert_eq!(index.files().len(), 1);
         assert_eq!(index.len(), 3);
         for blob in &kept_blobs {

@@ -5,7 +5,7 @@
 //! anything is written, so a refused restore changes nothing. Below the target (which the
 //! operator chose and is trusted) nothing is reached by path: directories are opened one name at
 //! a time from the target without following symlinks, and everything restore creates is created
-//! exclusively relative to such a handle ([`crate::safe_fs`]), so a symlink planted by whoever can
+//! exclusively relative to such a handle ([`crate::fs::safe`]), so a symlink planted by whoever can
 //! write a directory in the target is replaced or refused, never followed. Every file is written
 //! under a fresh random temporary name (`.NAME.coffer-<16 hex digits>`, mode 0600), gets its
 //! owner, mode and time through its descriptor and is renamed into place when complete (over an
@@ -17,13 +17,13 @@
 //! each file in order by one thread, one directory's files at a time per thread (the directory
 //! opened once per batch); consecutive blobs of a file are fetched with one ranged read.
 
-use crate::direct::{self, DirectWriter};
 use crate::error::{Error, Result};
-use crate::id::PackId;
+use crate::format::id::PackId;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Node, NodeKind};
+use crate::fs::direct::{self, DirectWriter};
+use crate::fs::safe::{Dir, Kind};
 use crate::repository::Repository;
-use crate::safe_fs::{Dir, Kind};
-use crate::snapshot::Snapshot;
-use crate::tree::{Node, NodeKind};
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -369,7 +369,7 @@ fn restore_files(
         std::cmp::Reverse(files[r.clone()].iter().map(|(_, n, _)| n.size).sum::<u64>())
     });
     // One thread more than the cores where reads go directly to the disk and wait for it.
-    let threads = crate::parallel::threads_for_reading(repo.storage());
+    let threads = crate::repository::parallel::threads_for_reading(repo.storage());
     let bytes = AtomicU64::new(0);
     let failed = Mutex::new(None);
     let stop = AtomicBool::new(false);
@@ -387,7 +387,7 @@ fn restore_files(
                 prefetch_batches(repo, files, numbered, spans, started, stop, cancel)
             });
         }
-        crate::parallel::map(&numbered, threads, &stop, |(number, batch)| {
+        crate::repository::parallel::map(&numbered, threads, &stop, |(number, batch)| {
             started.fetch_max(number + 1, Ordering::Relaxed);
             let batch = &files[batch.clone()];
             match &spans[*number] {
@@ -517,7 +517,7 @@ fn restore_span(
     stop: &AtomicBool,
     cancel: &AtomicBool,
 ) {
-    let key = crate::pack::pack_key(&span.pack);
+    let key = crate::format::pack::pack_key(&span.pack);
     // The batch's files share one directory: opened once for all of them.
     let result = root.open_parent(batch[0].0).and_then(|dir| {
         repo.storage()
@@ -733,7 +733,7 @@ fn write_content(
                     .then(|| data.get(from..from.checked_add(loc.blob.length as usize)?))
                     .flatten();
                 match sealed {
-                    Some(sealed) => put(&crate::pack::open_blob(
+                    Some(sealed) => put(&crate::format::pack::open_blob(
                         repo.keys(),
                         pack,
                         &loc.blob,

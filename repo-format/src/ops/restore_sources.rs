@@ -12,10 +12,10 @@
 //! progress output are the caller's, through [`Caller`].
 
 use crate::error::{Error, Result};
-use crate::id::SnapshotId;
+use crate::format::id::SnapshotId;
+use crate::format::snapshot::{Snapshot, SourceRecord};
 use crate::ops::restore::{check_subtree, restore_subtree, RestoreReport};
 use crate::repository::Repository;
-use crate::snapshot::{Snapshot, SourceRecord};
 use crate::sources::postgres::{DumpFormat, PgSource};
 use crate::sources::restore::{restore_database, DatabaseReport};
 use serde::Serialize;
@@ -421,8 +421,8 @@ fn preflight(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::snapshot::PostgresRecord;
     use crate::ops::backup::{backup, BackupOptions, Source, SourceInput, StreamSource};
-    use crate::snapshot::PostgresRecord;
     use crate::storage::Storage;
 
     /// The planned sources' names, in plan order.

@@ -1,9 +1,9 @@
 //! Walking a snapshot's trees: listing (`ls`) and finding one path.
 
 use crate::error::{Error, Result};
-use crate::id::BlobId;
+use crate::format::id::BlobId;
+use crate::format::tree::{Node, NodeKind};
 use crate::repository::Repository;
-use crate::tree::{Node, NodeKind};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;

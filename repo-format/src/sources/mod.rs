@@ -2,6 +2,7 @@
 //! database, an uploads tree, a `.env`), and the helpers around them: dump orchestration
 //! ([`postgres`]), manifest import ([`manifest_labels`]) and dump recognition ([`sniff`]).
 
+pub mod child;
 pub mod postgres;
 pub mod restore;
 

@@ -15,9 +15,9 @@
 //! (`PGHOST`, `PGPASSWORD` ...), never argv; [`PgUrl`]'s `Debug` and every error show it with the
 //! password replaced.
 
-use crate::child::Running;
 use crate::error::{Error, Result};
-use crate::snapshot::TableRows;
+use crate::format::snapshot::TableRows;
+use crate::sources::child::Running;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -238,11 +238,11 @@ impl PgSource {
         let mut words = self.command_prefix.iter();
         let mut cmd = match words.next() {
             Some(first) => {
-                let mut c = crate::child::command(first);
+                let mut c = crate::sources::child::command(first);
                 c.args(words).arg(program);
                 c
             }
-            None => crate::child::command(program),
+            None => crate::sources::child::command(program),
         };
         if let Some(url) = &self.url {
             for (var, value) in &url.env {
@@ -416,7 +416,7 @@ impl PgSource {
 }
 
 fn start_error(display: &str, e: std::io::Error) -> Error {
-    crate::child::start_error(
+    crate::sources::child::start_error(
         display,
         e,
         " (is the PostgreSQL client installed, e.g. `apt-get install postgresql-client`, or is the command prefix right?)",

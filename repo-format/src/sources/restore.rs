@@ -3,10 +3,10 @@
 
 use super::postgres::{DumpFormat, PgSource};
 use crate::error::{Error, Result};
+use crate::format::snapshot::{Snapshot, SourceRecord};
+use crate::format::tree::{Node, NodeKind};
 use crate::ops::walk;
 use crate::repository::Repository;
-use crate::snapshot::{Snapshot, SourceRecord};
-use crate::tree::{Node, NodeKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -148,8 +148,8 @@ pub fn restore_database(
 }
 
 fn compare_tables(
-    expected: &[crate::snapshot::TableRows],
-    actual: &[crate::snapshot::TableRows],
+    expected: &[crate::format::snapshot::TableRows],
+    actual: &[crate::format::snapshot::TableRows],
 ) -> Vec<TableCheck> {
     let mut map: BTreeMap<(String, String), (Option<u64>, Option<u64>)> = BTreeMap::new();
     for t in expected {
@@ -230,7 +230,7 @@ pub fn verify_restored(
 /// Every file below `tree`, with where it was restored below `dest`.
 fn files_below(
     repo: &Repository,
-    tree: &crate::id::BlobId,
+    tree: &crate::format::id::BlobId,
     dest: &Path,
     files: &mut Vec<(std::path::PathBuf, Node)>,
 ) -> Result<()> {

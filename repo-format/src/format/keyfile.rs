@@ -4,7 +4,7 @@
 //! opening tries each until one authenticates.
 
 use crate::error::{Error, Result};
-use crate::id::{storage_hash, KeyId};
+use crate::format::id::{storage_hash, KeyId};
 use crate::storage::Storage;
 use coffer_crypto::{KdfParams, MasterKeys, WrappedKeys, SALT_LEN};
 use serde::{Deserialize, Serialize};

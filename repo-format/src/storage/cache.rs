@@ -13,12 +13,12 @@
 //! is trusted: the user's own cache directory) nothing is reached by path: directories are
 //! opened one name at a time without following symlinks and files are read with `O_NOFOLLOW`,
 //! written under a fresh random name with `O_CREAT|O_EXCL|O_NOFOLLOW` and renamed into place
-//! ([`crate::safe_fs`]), so a symlink planted in the cache is never followed, for reading or
+//! ([`crate::fs::safe`]), so a symlink planted in the cache is never followed, for reading or
 //! writing.
 
 use crate::error::{Error, Result};
-use crate::id::storage_hash;
-use crate::safe_fs::{Dir, Kind};
+use crate::format::id::storage_hash;
+use crate::fs::safe::{Dir, Kind};
 use bytes::Bytes;
 use std::ffi::OsStr;
 use std::io::{Read, Write};

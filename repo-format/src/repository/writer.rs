@@ -9,9 +9,9 @@
 //! keeps the order packs -> index -> snapshot.
 
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IndexId, PackId};
-use crate::index::IndexFile;
-use crate::pack::{self, BlobKind, FinishedPack, PackWriter, PackedBlob, SealedBlob};
+use crate::format::id::{BlobId, IndexId, PackId};
+use crate::format::index::IndexFile;
+use crate::format::pack::{self, BlobKind, FinishedPack, PackWriter, PackedBlob, SealedBlob};
 use crate::repository::Repository;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::HashSet;

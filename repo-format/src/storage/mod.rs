@@ -25,8 +25,10 @@
 //! The facade blocks the calling thread on a private tokio runtime, so the repository code stays
 //! synchronous and may call it from any number of plain threads (never from inside a runtime).
 
-use crate::cache::Cache;
+pub mod cache;
+
 use crate::error::{Error, Result};
+use crate::storage::cache::Cache;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -158,7 +160,7 @@ struct OpenPacks(Mutex<VecDeque<(String, Arc<std::fs::File>)>>);
 
 impl OpenPacks {
     fn get(&self, key: &str) -> Option<Arc<std::fs::File>> {
-        let mut open = crate::writer::lock(&self.0);
+        let mut open = crate::repository::writer::lock(&self.0);
         let at = open.iter().position(|(k, _)| k == key)?;
         let entry = open.remove(at)?;
         let file = entry.1.clone();
@@ -167,7 +169,7 @@ impl OpenPacks {
     }
 
     fn put(&self, key: &str, file: Arc<std::fs::File>) {
-        let mut open = crate::writer::lock(&self.0);
+        let mut open = crate::repository::writer::lock(&self.0);
         if open.iter().any(|(k, _)| k == key) {
             return;
         }
@@ -182,7 +184,7 @@ impl OpenPacks {
     /// which would otherwise hold up every other reader and deleter.
     fn forget(&self, key: &str) {
         let closing = {
-            let mut open = crate::writer::lock(&self.0);
+            let mut open = crate::repository::writer::lock(&self.0);
             let at = open.iter().position(|(k, _)| k == key);
             at.and_then(|at| open.remove(at))
         };
@@ -583,7 +585,7 @@ impl Storage {
 
     /// Remembers a new object in this handle's listings.
     fn note_put(&self, key: &str, size: u64) {
-        let mut listings = crate::writer::lock(&self.listings);
+        let mut listings = crate::repository::writer::lock(&self.listings);
         for (dir, list) in listings.iter_mut() {
             if key.starts_with(&format!("{dir}/")) {
                 if let Err(at) = list.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
@@ -732,7 +734,7 @@ impl Storage {
     /// The size of `key` in this handle's listing of its directory, if it made one.
     fn listed_size(&self, key: &str) -> Option<u64> {
         let dir = key.split('/').next()?;
-        let listings = crate::writer::lock(&self.listings);
+        let listings = crate::repository::writer::lock(&self.listings);
         let list = listings.get(dir)?;
         let at = list.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
         Some(list[at].1)
@@ -811,8 +813,8 @@ impl Storage {
 
     /// As [`Self::with_range`], for a large range of a local pack read once and not again soon
     /// (a restored file's blobs): read with `O_DIRECT` into this thread's reused buffer
-    /// ([`crate::direct::read_direct`]), so no page-cache pages are allocated and nothing is
-    /// copied out of them. Ranges under [`crate::direct::WORTH_IT`], other stores, and file
+    /// ([`crate::fs::direct::read_direct`]), so no page-cache pages are allocated and nothing is
+    /// copied out of them. Ranges under [`crate::fs::direct::WORTH_IT`], other stores, and file
     /// systems that refuse direct reads go through [`Self::with_range`].
     pub fn with_range_direct<R>(
         &self,
@@ -826,7 +828,9 @@ impl Storage {
         let (Some(root), true) = (&self.local_root, key.starts_with("data/")) else {
             return self.with_range(what, key, range, f);
         };
-        if len < crate::direct::WORTH_IT as u64 || len > KEPT_READ_BUFFER || !self.reads_directly()
+        if len < crate::fs::direct::WORTH_IT as u64
+            || len > KEPT_READ_BUFFER
+            || !self.reads_directly()
         {
             return self.with_range(what, key, range, f);
         }
@@ -834,7 +838,7 @@ impl Storage {
             &self.direct_packs,
             root,
             key,
-            crate::direct::open_for_direct_reads,
+            crate::fs::direct::open_for_direct_reads,
         ) {
             Ok(file) => file,
             // Missing, refused or anything else: the ordinary read names the problem.
@@ -846,7 +850,7 @@ impl Storage {
             }
         };
         let mut f = Some(f);
-        let read = crate::direct::read_direct(&file, range.start, len as usize, |bytes| {
+        let read = crate::fs::direct::read_direct(&file, range.start, len as usize, |bytes| {
             if bytes.len() as u64 != len {
                 return Err(short_read(what, key, bytes.len(), &range));
             }
@@ -994,14 +998,14 @@ impl Storage {
     /// own writes and deletes but not other writers'. Cached objects under `dir/` that the
     /// listing no longer shows (removed by prune) are dropped from the cache.
     pub fn list(&self, dir: &str) -> Result<Vec<(String, u64)>> {
-        if let Some(list) = crate::writer::lock(&self.listings).get(dir) {
+        if let Some(list) = crate::repository::writer::lock(&self.listings).get(dir) {
             return Ok(list.clone());
         }
         let out = self.list_uncached(dir)?;
         if let Some(cache) = &self.cache {
             cache.retain(dir, &out);
         }
-        crate::writer::lock(&self.listings).insert(dir.to_string(), out.clone());
+        crate::repository::writer::lock(&self.listings).insert(dir.to_string(), out.clone());
         Ok(out)
     }
 
@@ -1024,7 +1028,7 @@ impl Storage {
     /// directory asks the store again. Prune calls it once it holds the lease: what it decides
     /// must rest on what the store holds then, not on what it held when the handle was opened.
     pub fn forget_listings(&self) {
-        crate::writer::lock(&self.listings).clear();
+        crate::repository::writer::lock(&self.listings).clear();
     }
 
     /// Lists `dir/` in the store, bypassing this handle's memory of earlier listings.
@@ -1045,7 +1049,7 @@ impl Storage {
         if let Some(cache) = &self.cache {
             cache.retain(dir, &plain);
         }
-        crate::writer::lock(&self.listings).insert(dir.to_string(), plain);
+        crate::repository::writer::lock(&self.listings).insert(dir.to_string(), plain);
         Ok(out)
     }
 
@@ -1085,7 +1089,7 @@ impl Storage {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                 self.open_packs.forget(key);
                 self.direct_packs.forget(key);
-                for list in crate::writer::lock(&self.listings).values_mut() {
+                for list in crate::repository::writer::lock(&self.listings).values_mut() {
                     list.retain(|(k, _)| k != key);
                 }
                 if let Some(cache) = &self.cache {
@@ -1221,9 +1225,9 @@ fn put_local(root: &std::path::Path, modes: LocalModes, key: &str, bytes: &[u8])
             .create_new(true)
             .mode(modes.file)
             .open(&tmp)?;
-        if bytes.len() >= crate::direct::WORTH_IT {
+        if bytes.len() >= crate::fs::direct::WORTH_IT {
             // Flushed to disk at once below: no use for a copy in the page cache.
-            let mut direct = crate::direct::DirectWriter::new(&file);
+            let mut direct = crate::fs::direct::DirectWriter::new(&file);
             direct.write_all(bytes)?;
             direct.finish()?;
         } else {
@@ -1443,7 +1447,7 @@ mod tests {
                     .unwrap();
             }
         }
-        assert!(crate::writer::lock(&storage.open_packs.0).len() <= OPEN_PACKS);
+        assert!(crate::repository::writer::lock(&storage.open_packs.0).len() <= OPEN_PACKS);
         // A pack read (so kept open) and then deleted through the handle is missing, not
         // served from the kept descriptor.
         let last = key(OPEN_PACKS + 7);

@@ -3,7 +3,7 @@
 //! deduplicates.
 
 use crate::error::{Error, Result};
-use crate::id::BlobId;
+use crate::format::id::BlobId;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

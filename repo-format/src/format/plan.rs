@@ -15,10 +15,10 @@
 //! prune that carries one out deletes it last.
 
 use crate::error::{Error, Result};
-use crate::id::{storage_hash, IndexId, PackId};
-use crate::index::{IndexFile, MAX_INDEX_FILE_SIZE, MAX_INDEX_PLAINTEXT};
-use crate::pack::PackedBlob;
-use crate::sealed::{self, ObjectKind};
+use crate::format::id::{storage_hash, IndexId, PackId};
+use crate::format::index::{IndexFile, MAX_INDEX_FILE_SIZE, MAX_INDEX_PLAINTEXT};
+use crate::format::pack::PackedBlob;
+use crate::format::sealed::{self, ObjectKind};
 use crate::storage::Storage;
 use coffer_crypto::MasterKeys;
 use std::io::Read;
@@ -157,8 +157,8 @@ pub fn load_all(storage: &Storage, keys: &MasterKeys) -> Result<Plans> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::BlobId;
-    use crate::pack::{BlobKind, Compression};
+    use crate::format::id::BlobId;
+    use crate::format::pack::{BlobKind, Compression};
 
     #[test]
     fn save_load_round_trip_and_tamper() {

@@ -18,9 +18,9 @@
 //! deduplication ([`MasterIndex::contains`] is false), so no new snapshot comes to depend on them.
 
 use crate::error::{Error, Result};
-use crate::id::{storage_hash, BlobId, IndexId, PackId};
-use crate::pack::{decode_compression, decode_kind, BlobKind, Compression, PackedBlob};
-use crate::sealed::{self, ObjectKind};
+use crate::format::id::{storage_hash, BlobId, IndexId, PackId};
+use crate::format::pack::{decode_compression, decode_kind, BlobKind, Compression, PackedBlob};
+use crate::format::sealed::{self, ObjectKind};
 use crate::storage::Storage;
 use coffer_crypto::MasterKeys;
 use std::collections::HashSet;
@@ -290,7 +290,7 @@ impl MasterIndex {
         }
         // Added after the live files: sorting is stable and the first entry of a blob wins, so
         // a blob that is both live and pending is live.
-        let plans = crate::plan::load_all(storage, keys)?;
+        let plans = crate::format::plan::load_all(storage, keys)?;
         index.damaged_plans = plans.damage_warnings();
         for (_, plan) in &plans.good {
             for (pack, blobs) in &plan.packs {

@@ -1,7 +1,7 @@
 //! The repository configuration: `config`, a sealed JSON document written once by `init`.
 
 use crate::error::{Error, Result};
-use crate::sealed::{self, ObjectKind};
+use crate::format::sealed::{self, ObjectKind};
 use crate::storage::Storage;
 use coffer_chunker::ChunkerParams;
 use coffer_crypto::MasterKeys;

@@ -3,8 +3,8 @@
 //! the packs and the index it relies on, so a snapshot that exists is complete.
 
 use crate::error::{Error, Result};
-use crate::id::{storage_hash, BlobId, SnapshotId};
-use crate::sealed::{self, ObjectKind};
+use crate::format::id::{storage_hash, BlobId, SnapshotId};
+use crate::format::sealed::{self, ObjectKind};
 use crate::storage::Storage;
 use coffer_crypto::MasterKeys;
 use serde::{Deserialize, Serialize};

@@ -15,8 +15,8 @@
 //! index can be rebuilt from the packs alone.
 
 use crate::error::{Error, Result};
-use crate::id::{storage_hash, BlobId, PackId};
-use crate::sealed::{self, ObjectKind};
+use crate::format::id::{storage_hash, BlobId, PackId};
+use crate::format::sealed::{self, ObjectKind};
 use coffer_crypto::MasterKeys;
 use std::cell::RefCell;
 

@@ -1,18 +1,21 @@
 //! The repository handle: storage, the opened master keys, the configuration, the chunker's gear
 //! table and the in-memory index. Operations in `ops/` take a `&Repository`.
 
-use crate::config::{
+pub mod parallel;
+pub mod writer;
+
+use crate::error::{Error, Result};
+use crate::format::config::{
     ChunkSizes, RepoConfig, CONFIG_KEY, DEFAULT_COMPRESSION_LEVEL, DEFAULT_DUMP_COMPRESSION_LEVEL,
     DEFAULT_PACK_SIZE,
 };
-use crate::error::{Error, Result};
-use crate::id::{BlobId, KeyId, PackId};
-use crate::index::{BlobLocation, MasterIndex};
-use crate::keyfile::{self, KeyFile};
-use crate::pack::{self, BlobKind};
-use crate::sealed::FORMAT_VERSION;
+use crate::format::id::{BlobId, KeyId, PackId};
+use crate::format::index::{BlobLocation, MasterIndex};
+use crate::format::keyfile::{self, KeyFile};
+use crate::format::pack::{self, BlobKind};
+use crate::format::sealed::FORMAT_VERSION;
+use crate::format::tree::Tree;
 use crate::storage::Storage;
-use crate::tree::Tree;
 use coffer_chunker::{ChunkerParams, GearTable};
 use coffer_crypto::{KdfParams, MasterKeys};
 
@@ -294,9 +297,9 @@ impl Repository {
         Tree::decode(id, &plain)
     }
 
-    /// Adds packs that a [`crate::writer::BlobWriter`] stored and indexed to the in-memory
+    /// Adds packs that a [`crate::repository::writer::BlobWriter`] stored and indexed to the in-memory
     /// index, so a later writer on this handle deduplicates against them.
-    pub fn add_indexed_packs(&mut self, packs: &[(PackId, Vec<crate::pack::PackedBlob>)]) {
+    pub fn add_indexed_packs(&mut self, packs: &[(PackId, Vec<crate::format::pack::PackedBlob>)]) {
         for (pack, blobs) in packs {
             self.index.add_pack(*pack, blobs);
         }
@@ -516,8 +519,8 @@ pub(crate) fn test_repo() -> Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repository::writer::BlobWriter;
     use crate::storage::OpenMode;
-    use crate::writer::BlobWriter;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
