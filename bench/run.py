@@ -241,7 +241,8 @@ class Tool:
 class Coffer(Tool):
     name = "coffer"
 
-    def __init__(self, work, binary):
+    def __init__(self, work, binary, name="coffer"):
+        self.name = name
         super().__init__(work)
         self.bin = str(binary)
         self.env = dict(os.environ, COFFER_REPO=str(self.repo), COFFER_PASSWORD=PASSWORD)
@@ -464,6 +465,9 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "coffer-bench")
     ap.add_argument("--coffer", type=Path, default=Path(__file__).resolve().parent.parent / "target/release/coffer")
+    ap.add_argument("--coffer-base", type=Path,
+                    help="a second Coffer binary (e.g. built from the commit before a change), run in the "
+                         "same invocation as `coffer-base` so that before and after share the machine's state")
     ap.add_argument("--skip", default="", help="comma-separated steps to skip: prune,check")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--tools", default="coffer,restic,rustic,borg",
@@ -488,6 +492,10 @@ def main():
     wait_out_deletions(args.workdir)
     wanted = set(args.tools.split(","))
     tools = [Coffer(args.workdir, args.coffer), Restic(args.workdir)]
+    if args.coffer_base:
+        if not args.coffer_base.exists():
+            sys.exit(f"{args.coffer_base} missing")
+        tools.insert(1, Coffer(args.workdir, args.coffer_base, name="coffer-base"))
     for cls, exe in ((Rustic, "rustic"), (Borg, "borg")):
         if cls.name in wanted:
             if shutil.which(exe):
@@ -512,7 +520,7 @@ def main():
         return statistics.median(vals) if vals else float("nan")
 
     print(f"\nDataset scale {args.scale}: v1 {fmt_bytes(dir_bytes(data / 'v1'))}; medians of {args.runs} runs\n")
-    print("| step | tool | wall s | CPU s | peak RSS MiB | added | wall ratio coffer/restic | RSS ratio coffer/restic |")
+    print("| step | tool | wall s | CPU s | peak RSS MiB | added | wall ratio /restic | RSS ratio /restic |")
     print("|---|---|---|---|---|---|---|---|")
     for step in STEPS:
         if not any(step in r for r in raw["coffer"]):
@@ -520,7 +528,7 @@ def main():
         for t in tools:
             wall, cpu, rss, added = (med(t.name, step, k) for k in ("wall", "cpu", "rss_kib", "added"))
             ratio = ""
-            if t.name == "coffer":
+            if t.name.startswith("coffer"):
                 rw = med("restic", step, "wall")
                 rr = med("restic", step, "rss_kib")
                 ratio = f"{wall / rw:.2f} | {rss / rr:.2f}" if rw and rr else " | "
@@ -536,10 +544,11 @@ def main():
         added = statistics.median(r["added"] for r in dedup[t.name])
         total = os.path.getsize(data / "dump-after-1000-tx.dump")
         print(f"  {t.name}: adds {fmt_bytes(added)} for a {fmt_bytes(total)} dump ({100 * added / total:.1f}%)")
-    ours = statistics.median(r["added"] for r in dedup["coffer"])
     theirs = statistics.median(r["added"] for r in dedup["restic"])
-    if theirs:
-        print(f"  coffer / restic: {ours / theirs:.2f}")
+    for t in tools:
+        if t.name.startswith("coffer") and theirs:
+            ours = statistics.median(r["added"] for r in dedup[t.name])
+            print(f"  {t.name} / restic: {ours / theirs:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"raw": raw, "dedup": dedup}, indent=1))
 
