@@ -313,7 +313,6 @@ pub fn restore(
     cancel: &AtomicBool,
 ) -> Result<SourcesReport, Failure> {
     let mut connections = preflight(repo, plan, caller)?;
-    let snapshot = plan.snapshot;
     let mut report = SourcesReport {
         snapshot: plan.id.short(),
         sources: Vec::new(),
@@ -321,54 +320,83 @@ pub fn restore(
     };
     for (planned, connection) in plan.sources.iter().zip(&mut connections) {
         let record = planned.record;
-        let restoring = || Failure::doing(format!("restoring source {}", record.name));
         let restored = match &planned.destination {
             Destination::Skipped => {
                 caller.progress(Progress::Skipped { record })?;
                 continue;
             }
             Destination::Files(destination) => {
-                let files = restore_subtree(
-                    repo,
-                    snapshot,
-                    &record.tree_path,
-                    destination,
-                    plan.overwrite,
-                    cancel,
-                )
-                .map_err(restoring())?;
-                RestoredSource {
-                    source: record.name.clone(),
-                    kind: record.kind.clone(),
-                    destination: Some(destination.clone()),
-                    report: Restored::Files(files),
-                }
+                restore_files(repo, plan, record, destination, cancel)?
             }
             Destination::Database(chosen) => {
                 let pg = match connection.take() {
                     Some(pg) => pg,
                     None => caller.connect(record)?,
                 };
-                let database = database_name(chosen, &pg);
-                // Approved (or empty) in the preflight.
-                let mut allow = |_: &str, _: u64| true;
-                let database = restore_database(repo, snapshot, record, &pg, &database, &mut allow)
-                    .map_err(restoring())?;
-                for m in database.mismatches() {
-                    report.mismatches.push(format!("{}: {m}", record.name));
+                let restored = restore_into_database(repo, plan, record, &pg, chosen)?;
+                if let Restored::Database(database) = &restored.report {
+                    for m in database.mismatches() {
+                        report.mismatches.push(format!("{}: {m}", record.name));
+                    }
                 }
-                RestoredSource {
-                    source: record.name.clone(),
-                    kind: record.kind.clone(),
-                    destination: None,
-                    report: Restored::Database(database),
-                }
+                restored
             }
         };
         caller.progress(Progress::Restored(&restored))?;
         report.sources.push(restored);
     }
     Ok(report)
+}
+
+/// What a failure while restoring `record` was doing.
+fn restoring(record: &SourceRecord) -> impl FnOnce(Error) -> Failure {
+    Failure::doing(format!("restoring source {}", record.name))
+}
+
+/// Restores the files of one source (a `path` source, or a stream's file) to `destination`.
+fn restore_files(
+    repo: &Repository,
+    plan: &Plan<'_>,
+    record: &SourceRecord,
+    destination: &Path,
+    cancel: &AtomicBool,
+) -> Result<RestoredSource, Failure> {
+    let files = restore_subtree(
+        repo,
+        plan.snapshot,
+        &record.tree_path,
+        destination,
+        plan.overwrite,
+        cancel,
+    )
+    .map_err(restoring(record))?;
+    Ok(RestoredSource {
+        source: record.name.clone(),
+        kind: record.kind.clone(),
+        destination: Some(destination.to_path_buf()),
+        report: Restored::Files(files),
+    })
+}
+
+/// Restores one `postgres` source through `pg` into the chosen database (else its
+/// connection's). Replacing a database with tables was approved in the preflight.
+fn restore_into_database(
+    repo: &Repository,
+    plan: &Plan<'_>,
+    record: &SourceRecord,
+    pg: &PgSource,
+    chosen: &Option<String>,
+) -> Result<RestoredSource, Failure> {
+    let database = database_name(chosen, pg);
+    let mut allow = |_: &str, _: u64| true;
+    let database = restore_database(repo, plan.snapshot, record, pg, &database, &mut allow)
+        .map_err(restoring(record))?;
+    Ok(RestoredSource {
+        source: record.name.clone(),
+        kind: record.kind.clone(),
+        destination: None,
+        report: Restored::Database(database),
+    })
 }
 
 /// Everything that would refuse the restore, found before anything is changed. Returns the
