@@ -1,5 +1,8 @@
 //! Putting sources back: a database dump into PostgreSQL with its row counts checked, and the
 //! end-to-end check of restored files against the ids their chunks were stored under.
+//!
+//! May use the repository (to read the dump and the stored chunk ids), the tree walk and the
+//! PostgreSQL source; the choice of what goes where is `ops::restore_sources`'.
 
 use super::postgres::{DumpFormat, PgSource};
 use crate::error::{Error, Result};
@@ -147,6 +150,8 @@ pub fn restore_database(
     })
 }
 
+/// Pairs the recorded and the restored row counts by table, sorted by schema and table; a table
+/// on one side only has the other side's count absent.
 fn compare_tables(
     expected: &[crate::format::snapshot::TableRows],
     actual: &[crate::format::snapshot::TableRows],
@@ -263,4 +268,71 @@ fn verify_file(repo: &Repository, node: &Node, path: &Path) -> std::result::Resu
         return Err("longer than in the snapshot".into());
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::snapshot::TableRows;
+
+    fn rows(schema: &str, table: &str, rows: u64) -> TableRows {
+        TableRows {
+            schema: schema.into(),
+            table: table.into(),
+            rows,
+        }
+    }
+
+    #[test]
+    fn row_counts_are_paired_by_table_and_mismatches_named() {
+        let expected = [
+            rows("public", "b", 2),
+            rows("public", "a", 1),
+            rows("s", "gone", 5),
+        ];
+        let actual = [
+            rows("public", "a", 1),
+            rows("public", "b", 3),
+            rows("public", "new", 0),
+        ];
+        let tables = compare_tables(&expected, &actual);
+        let check = |schema: &str, table: &str, expected, actual| TableCheck {
+            schema: schema.into(),
+            table: table.into(),
+            expected,
+            actual,
+        };
+        assert_eq!(
+            tables,
+            [
+                check("public", "a", Some(1), Some(1)),
+                check("public", "b", Some(2), Some(3)),
+                check("public", "new", None, Some(0)),
+                check("s", "gone", Some(5), None),
+            ]
+        );
+        let matching: Vec<bool> = tables.iter().map(TableCheck::matches).collect();
+        assert_eq!(matching, [true, false, false, false]);
+        let mut report = DatabaseReport {
+            source: "db".into(),
+            database: "app".into(),
+            created: false,
+            bytes: 10,
+            sha256_matches: true,
+            tables,
+        };
+        let lines = [
+            "table public.b: 2 rows in the snapshot, 3 restored",
+            "table public.new: missing rows in the snapshot, 0 restored",
+            "table s.gone: 5 rows in the snapshot, missing restored",
+        ];
+        assert_eq!(report.mismatches(), lines);
+        report.sha256_matches = false;
+        let mismatches = report.mismatches();
+        assert_eq!(
+            mismatches[0],
+            "the dump's SHA-256 differs from the one recorded"
+        );
+        assert_eq!(mismatches[1..], lines);
+    }
 }
