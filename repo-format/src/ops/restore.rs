@@ -23,6 +23,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::fs::direct::{self, DirectWriter};
 use crate::fs::safe::{Dir, Kind};
+use crate::repository::reader::Span;
 use crate::repository::Repository;
 use std::ffi::OsStr;
 use std::io::Write;
@@ -406,47 +407,21 @@ fn restore_files(
 
 /// The range of one pack that holds every blob of a batch of small files, when they lie there
 /// close together (the files of one directory usually do): the batch is then read with one
-/// read, direct when it is large enough ([`Storage::with_range_direct`]).
+/// read ([`BlobReader::span_of`], [`BlobReader::with_span`]). Large files are read on their own.
 ///
-/// [`Storage::with_range_direct`]: crate::storage::Storage::with_range_direct
-struct BatchSpan {
-    pack: PackId,
-    start: u64,
-    end: u64,
-}
+/// [`BlobReader::span_of`]: crate::repository::BlobReader::span_of
+/// [`BlobReader::with_span`]: crate::repository::BlobReader::with_span
+type BatchSpan = (PackId, std::ops::Range<u64>);
 
 fn batch_span(repo: &Repository, batch: &[(&PathBuf, &Node, bool)]) -> Option<BatchSpan> {
-    /// At most this much is read at once (per restoring thread).
-    const MAX_SPAN: u64 = 16 << 20;
-    let mut span: Option<BatchSpan> = None;
-    let mut used = 0u64;
-    for (_, node, _) in batch {
-        if node.kind != NodeKind::File || node.size >= direct::WORTH_IT as u64 {
-            return None;
-        }
-        for id in &node.content {
-            let loc = repo.index().get(id)?;
-            let start = u64::from(loc.blob.offset);
-            let end = start + u64::from(loc.blob.length);
-            used += end - start;
-            match &mut span {
-                None => {
-                    span = Some(BatchSpan {
-                        pack: loc.pack,
-                        start,
-                        end,
-                    })
-                }
-                Some(s) if s.pack == loc.pack => {
-                    s.start = s.start.min(start);
-                    s.end = s.end.max(end);
-                }
-                Some(_) => return None,
-            }
-        }
+    if batch
+        .iter()
+        .any(|(_, node, _)| node.kind != NodeKind::File || node.size >= direct::WORTH_IT as u64)
+    {
+        return None;
     }
-    // Worth one read only if the batch's blobs fill at least half of it.
-    span.filter(|s| s.end - s.start <= MAX_SPAN && used * 2 >= s.end - s.start)
+    repo.reader()
+        .span_of(batch.iter().map(|(_, node, _)| node.content.as_slice()))
 }
 
 /// Asks storage to read the blobs of the batches ahead of the restoring threads, in the order
@@ -477,7 +452,7 @@ fn prefetch_batches(
     for (i, (number, range)) in batches.iter().enumerate() {
         if spans[*number]
             .as_ref()
-            .is_some_and(|s| s.end - s.start >= direct::WORTH_IT as u64)
+            .is_some_and(|(_, s)| s.end - s.start >= direct::WORTH_IT as u64)
         {
             continue;
         }
@@ -495,7 +470,7 @@ fn prefetch_batches(
         // cache cannot serve; large files are read by several threads at once anyway (asking
         // for them only queued their reads ahead of the small files': cold restore 2.7-2.9 s
         // with them, 2.0-2.3 s without).
-        repo.prefetch_blob_lists(
+        repo.reader().prefetch(
             files[range.clone()]
                 .iter()
                 .filter(|(_, node, _)| node.size < direct::WORTH_IT as u64)
@@ -517,28 +492,23 @@ fn restore_span(
     stop: &AtomicBool,
     cancel: &AtomicBool,
 ) {
-    let key = crate::format::pack::pack_key(&span.pack);
+    let (pack, range) = span;
     // The batch's files share one directory: opened once for all of them.
     let result = root.open_parent(batch[0].0).and_then(|dir| {
-        repo.storage()
-            .with_range_direct("pack", &key, span.start..span.end, |data| {
-                let source = Source::Span {
-                    pack: span.pack,
-                    start: span.start,
-                    data,
-                };
-                for (dest, node, exists) in batch {
-                    if cancel.load(Ordering::Relaxed) {
-                        return Err(Error::Interrupted);
-                    }
-                    if stop.load(Ordering::Relaxed) {
-                        return Ok(());
-                    }
-                    let n = restore_file(repo, node, &dir, dest, *exists, &source, cancel)?;
-                    bytes.fetch_add(n, Ordering::Relaxed);
+        repo.reader().with_span(*pack, range.clone(), |span| {
+            let source = Source::Span(span);
+            for (dest, node, exists) in batch {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Interrupted);
                 }
-                Ok(())
-            })
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let n = restore_file(repo, node, &dir, dest, *exists, &source, cancel)?;
+                bytes.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(())
+        })
     });
     if let Err(e) = result {
         stop.store(true, Ordering::Relaxed);
@@ -673,12 +643,8 @@ const PARALLEL_FROM: u64 = 8 << 20;
 enum Source<'a> {
     /// Read from storage, file by file.
     Storage,
-    /// Bytes `data` of `pack` from offset `start`, read once for a batch ([`restore_span`]).
-    Span {
-        pack: PackId,
-        start: u64,
-        data: &'a [u8],
-    },
+    /// A range of one pack read once for a batch ([`restore_span`]).
+    Span(&'a Span<'a, 'a>),
 }
 
 /// Where [`write_content`] puts a file's bytes.
@@ -724,27 +690,10 @@ fn write_content(
         Ok(())
     };
     match source {
-        Source::Storage => repo.read_blobs_parallel(&node.content, readers, &mut put)?,
-        Source::Span { pack, start, data } => {
-            for id in &node.content {
-                let loc = repo.locate(id)?;
-                let from = u64::from(loc.blob.offset).wrapping_sub(*start) as usize;
-                let sealed = (loc.pack == *pack)
-                    .then(|| data.get(from..from.checked_add(loc.blob.length as usize)?))
-                    .flatten();
-                match sealed {
-                    Some(sealed) => put(&crate::format::pack::open_blob(
-                        repo.keys(),
-                        pack,
-                        &loc.blob,
-                        sealed,
-                    )?)?,
-                    // Not in the span (it was planned from this same index, so this does not
-                    // happen): read it on its own.
-                    None => repo.read_blobs(std::slice::from_ref(id), &mut put)?,
-                }
-            }
-        }
+        Source::Storage => repo
+            .reader()
+            .read_blobs_parallel(&node.content, readers, &mut put)?,
+        Source::Span(span) => span.read_blobs(&node.content, &mut put)?,
     }
     match out {
         Out::Direct(w) => w.finish(),
