@@ -2,6 +2,7 @@
 //! table and the in-memory index. Operations in `ops/` take a `&Repository`.
 
 pub mod parallel;
+pub mod reader;
 pub mod writer;
 
 use crate::error::{Error, Result};
@@ -12,12 +13,12 @@ use crate::format::config::{
 use crate::format::id::{BlobId, KeyId, PackId};
 use crate::format::index::{BlobLocation, MasterIndex};
 use crate::format::keyfile::{self, KeyFile};
-use crate::format::pack::{self, BlobKind};
 use crate::format::sealed::FORMAT_VERSION;
 use crate::format::tree::Tree;
 use crate::storage::Storage;
 use coffer_chunker::{ChunkerParams, GearTable};
 use coffer_crypto::{KdfParams, MasterKeys};
+pub use reader::BlobReader;
 
 /// Choices made once, at `init`.
 #[derive(Clone, Debug)]
@@ -207,94 +208,29 @@ impl Repository {
             .unwrap_or(ChunkerParams::DUMPS)
     }
 
-    /// Where blob `id` is, or an error naming it.
+    /// A reader of the blobs this handle's index lists: the one read path ([`BlobReader`]).
+    pub fn reader(&self) -> BlobReader<'_> {
+        BlobReader::new(
+            &self.storage,
+            &self.keys,
+            &self.index,
+            self.config.pack_size,
+        )
+    }
+
+    /// Where blob `id` is, or an error naming it ([`BlobReader::locate`]).
     pub fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
-        self.index.get(id).ok_or_else(|| Error::Missing {
-            what: "blob",
-            id: format!("{id} (not in any index)"),
-        })
+        self.reader().locate(id)
     }
 
-    /// Asks storage to start reading the blobs of several files into memory (see
-    /// [`Storage::prefetch`]): their ranges are sorted by pack and offset, and ranges of one
-    /// pack less than 64 KiB apart are asked for as one (the files of one directory usually lie
-    /// back to back in a pack, so this makes one large read of what would be dozens of small
-    /// ones). Blobs missing from the index are skipped; the read that follows reports them.
-    pub fn prefetch_blob_lists<'a>(&self, lists: impl IntoIterator<Item = &'a [BlobId]>) {
-        const GAP: u64 = 64 << 10;
-        if !self.storage.prefetches() {
-            return;
-        }
-        let mut ranges: Vec<(PackId, u64, u64)> = lists
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.index.get(id))
-            .map(|loc| {
-                let start = u64::from(loc.blob.offset);
-                (loc.pack, start, start + u64::from(loc.blob.length))
-            })
-            .collect();
-        ranges.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-        let mut pending: Option<(PackId, u64, u64)> = None;
-        let flush = |p: Option<(PackId, u64, u64)>| {
-            if let Some((pack, start, end)) = p {
-                self.storage.prefetch(&pack::pack_key(&pack), start..end);
-            }
-        };
-        for (pack, start, end) in ranges {
-            match &mut pending {
-                Some((p, _, e)) if *p == pack && start <= e.saturating_add(GAP) => {
-                    *e = (*e).max(end);
-                }
-                _ => flush(pending.replace((pack, start, end))),
-            }
-        }
-        flush(pending);
-    }
-
-    /// Reads, decrypts and verifies one blob.
-    pub fn load_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.locate(id)?;
-        let start = u64::from(loc.blob.offset);
-        let bytes = self.storage.get_range(
-            "pack",
-            &pack::pack_key(&loc.pack),
-            start..start + u64::from(loc.blob.length),
-        )?;
-        pack::open_blob(&self.keys, &loc.pack, &loc.blob, &bytes)
-    }
-
-    /// Reads and parses a tree blob. With a metadata cache, the whole tree pack is fetched once
-    /// and kept (tree blobs live in packs of their own, so these packs are small and hold only
-    /// metadata); without one, just the blob's range is read.
+    /// Reads and parses a tree blob, through the metadata cache ([`BlobReader::load_tree`]).
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
-        let loc = self.locate(id)?;
-        if loc.blob.kind != BlobKind::Tree {
-            return Err(Error::corrupt(
-                "tree",
-                id,
-                "the index lists it as a data blob",
-            ));
-        }
-        let plain = if self.storage.cache().is_some() {
-            let max = pack::max_pack_size(self.config.pack_size);
-            let pack_bytes =
-                self.storage
-                    .get_bounded_cached("pack", &pack::pack_key(&loc.pack), max)?;
-            let start = loc.blob.offset as usize;
-            let end = start.saturating_add(loc.blob.length as usize);
-            let sealed = pack_bytes.get(start..end).ok_or_else(|| {
-                Error::corrupt(
-                    "pack",
-                    loc.pack,
-                    format!("blob {id} at {start}..{end} lies beyond its end"),
-                )
-            })?;
-            pack::open_blob(&self.keys, &loc.pack, &loc.blob, sealed)?
-        } else {
-            self.load_blob(id)?
-        };
-        Tree::decode(id, &plain)
+        self.reader().load_tree(id)
+    }
+
+    /// Reads the blobs `ids` in order into `sink` ([`BlobReader::read_blobs`]).
+    pub fn read_blobs(&self, ids: &[BlobId], sink: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        self.reader().read_blobs(ids, sink)
     }
 
     /// Adds packs that a [`crate::repository::writer::BlobWriter`] stored and indexed to the in-memory
@@ -304,142 +240,6 @@ impl Repository {
             self.index.add_pack(*pack, blobs);
         }
         self.index.sort();
-    }
-
-    /// Reads the blobs `ids` in order, each authenticated and checked against its id, and hands
-    /// their plaintext to `sink` in that order. Consecutive blobs in one pack are fetched with
-    /// one ranged read (up to 32 MiB).
-    pub fn read_blobs(
-        &self,
-        ids: &[BlobId],
-        mut sink: impl FnMut(&[u8]) -> Result<()>,
-    ) -> Result<()> {
-        let locations = self.locate_all(ids)?;
-        for run in runs(&locations, 32 << 20) {
-            self.read_run(&locations[run], |plaintext| sink(&plaintext))?;
-        }
-        Ok(())
-    }
-
-    /// As [`Self::read_blobs`], with up to `threads` ranged reads (of at most 4 MiB each) fetched
-    /// and decrypted at once while `sink` receives the plaintext in order on the calling thread.
-    /// At most `threads + 1` reads are ahead of `sink`, so memory stays bounded whatever the
-    /// size of the file. The first error stops the readers and is returned.
-    pub fn read_blobs_parallel(
-        &self,
-        ids: &[BlobId],
-        threads: usize,
-        mut sink: impl FnMut(&[u8]) -> Result<()>,
-    ) -> Result<()> {
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        use std::sync::{Condvar, Mutex};
-        let locations = self.locate_all(ids)?;
-        let runs = runs(&locations, 4 << 20);
-        if threads <= 1 || runs.len() <= 1 {
-            for run in runs {
-                self.read_run(&locations[run], |plaintext| sink(&plaintext))?;
-            }
-            return Ok(());
-        }
-        let window = threads + 1;
-        let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
-        // How many runs `sink` has consumed; a reader waits until its run is within the window.
-        let written = Mutex::new(0usize);
-        let moved = Condvar::new();
-        let (tx, rx) = crossbeam_channel::bounded::<(usize, Result<Vec<Vec<u8>>>)>(window);
-        std::thread::scope(|scope| {
-            for _ in 0..threads.min(runs.len()) {
-                let tx = tx.clone();
-                let (runs, locations, next, stop) = (&runs, &locations, &next, &stop);
-                let (written, moved) = (&written, &moved);
-                scope.spawn(move || loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(run) = runs.get(i) else { return };
-                    {
-                        let mut done = written.lock().unwrap_or_else(|p| p.into_inner());
-                        while i >= *done + window && !stop.load(Ordering::Relaxed) {
-                            done = moved.wait(done).unwrap_or_else(|p| p.into_inner());
-                        }
-                    }
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let mut blobs = Vec::with_capacity(run.len());
-                    let result = self
-                        .read_run(&locations[run.clone()], |plaintext| {
-                            blobs.push(plaintext);
-                            Ok(())
-                        })
-                        .map(|()| blobs);
-                    if tx.send((i, result)).is_err() {
-                        return;
-                    }
-                });
-            }
-            drop(tx);
-            let mut pending = std::collections::BTreeMap::new();
-            let mut want = 0usize;
-            let result = (|| {
-                for (i, result) in &rx {
-                    pending.insert(i, result);
-                    while let Some(result) = pending.remove(&want) {
-                        for plaintext in result? {
-                            sink(&plaintext)?;
-                        }
-                        want += 1;
-                        *written.lock().unwrap_or_else(|p| p.into_inner()) = want;
-                        moved.notify_all();
-                    }
-                }
-                Ok(())
-            })();
-            if result.is_err() {
-                // Set under the lock a waiting reader checks it with, so no reader can miss it
-                // between its check and its wait.
-                {
-                    let _done = written.lock().unwrap_or_else(|p| p.into_inner());
-                    stop.store(true, Ordering::Relaxed);
-                }
-                moved.notify_all();
-                drop(rx);
-            }
-            result
-        })
-    }
-
-    fn locate_all(&self, ids: &[BlobId]) -> Result<Vec<BlobLocation>> {
-        ids.iter().map(|id| self.locate(id)).collect()
-    }
-
-    /// Fetches consecutive blobs of one pack with one ranged read, opens each and hands its
-    /// plaintext to `each`, in order.
-    fn read_run(
-        &self,
-        run: &[BlobLocation],
-        mut each: impl FnMut(Vec<u8>) -> Result<()>,
-    ) -> Result<()> {
-        let (Some(first), Some(last)) = (run.first(), run.last()) else {
-            return Ok(());
-        };
-        let start = u64::from(first.blob.offset);
-        let end = u64::from(last.blob.offset) + u64::from(last.blob.length);
-        let key = pack::pack_key(&first.pack);
-        // Runs are read once (restore, dump): large ones around the page cache.
-        self.storage
-            .with_range_direct("pack", &key, start..end, |bytes| {
-                for loc in run {
-                    let from = (u64::from(loc.blob.offset) - start) as usize;
-                    let to = from + loc.blob.length as usize;
-                    each(pack::open_blob(
-                        &self.keys,
-                        &loc.pack,
-                        &loc.blob,
-                        &bytes[from..to],
-                    )?)?;
-                }
-                Ok(())
-            })
     }
 
     /// Every pack file present in storage with its size.
@@ -470,33 +270,6 @@ impl Repository {
     }
 }
 
-/// Splits `locations` into runs of blobs that lie back to back in one pack, each spanning at
-/// most `max_bytes` (a single larger blob is a run of its own).
-fn runs(locations: &[BlobLocation], max_bytes: u64) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < locations.len() {
-        let first = &locations[i];
-        let start = u64::from(first.blob.offset);
-        let mut end = start + u64::from(first.blob.length);
-        let mut j = i + 1;
-        while let Some(next) = locations.get(j) {
-            let next_end = u64::from(next.blob.offset) + u64::from(next.blob.length);
-            if next.pack != first.pack
-                || u64::from(next.blob.offset) != end
-                || next_end - start > max_bytes
-            {
-                break;
-            }
-            end = next_end;
-            j += 1;
-        }
-        out.push(i..j);
-        i = j;
-    }
-    out
-}
-
 /// Options for tests inside this crate: a key derivation that costs nothing.
 #[cfg(test)]
 pub(crate) fn test_options() -> InitOptions {
@@ -514,108 +287,4 @@ pub(crate) fn test_options() -> InitOptions {
 #[cfg(test)]
 pub(crate) fn test_repo() -> Repository {
     Repository::init(Storage::in_memory().unwrap(), b"pw", &test_options()).unwrap()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::repository::writer::BlobWriter;
-    use crate::storage::OpenMode;
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-
-    /// A local repository with 1 MiB packs holding 40 blobs of 100 KiB (incompressible, so
-    /// stored raw), written by one writer; returns it reopened, with the ids in order.
-    fn repo_with_blobs(dir: &std::path::Path) -> (Repository, Vec<BlobId>, Vec<u8>) {
-        let options = InitOptions {
-            pack_size: 1024 * 1024,
-            ..crate::repository::test_options()
-        };
-        let location = dir.to_str().unwrap();
-        let repo = Repository::init(
-            Storage::open(location, OpenMode::Create).unwrap(),
-            b"pw",
-            &options,
-        )
-        .unwrap();
-        let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
-        let mut compressor = writer.compressor().unwrap();
-        let mut all = Vec::new();
-        let mut ids = Vec::new();
-        let mut state = 7u64;
-        for _ in 0..40 {
-            let mut blob = Vec::with_capacity(100_000);
-            while blob.len() < 100_000 {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                blob.extend_from_slice(&state.to_le_bytes());
-            }
-            ids.push(
-                writer
-                    .store(&mut compressor, BlobKind::Data, &blob)
-                    .unwrap()
-                    .0,
-            );
-            all.extend_from_slice(&blob);
-        }
-        writer.finish().unwrap();
-        let repo =
-            Repository::open(Storage::open(location, OpenMode::Existing).unwrap(), b"pw").unwrap();
-        (repo, ids, all)
-    }
-
-    #[test]
-    fn parallel_reads_deliver_every_blob_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let (repo, mut ids, all) = repo_with_blobs(dir.path());
-        // Blobs spread over several packs, and one read twice, out of pack order.
-        ids.push(ids[3]);
-        let mut want = all.clone();
-        want.extend_from_slice(&all[300_000..400_000]);
-        for threads in [1, 2, 3, 8] {
-            let mut got = Vec::new();
-            repo.read_blobs_parallel(&ids, threads, |b| {
-                got.extend_from_slice(b);
-                Ok(())
-            })
-            .unwrap();
-            assert!(got == want, "{threads} threads: content differs");
-        }
-        // An error from the sink stops the read and is returned.
-        let mut calls = 0;
-        let err = repo
-            .read_blobs_parallel(&ids, 4, |_| {
-                calls += 1;
-                if calls == 5 {
-                    Err(Error::Interrupted)
-                } else {
-                    Ok(())
-                }
-            })
-            .unwrap_err();
-        assert!(matches!(err, Error::Interrupted), "{err}");
-        assert_eq!(calls, 5);
-    }
-
-    #[test]
-    fn a_damaged_pack_fails_a_parallel_read_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (repo, ids, _) = repo_with_blobs(dir.path());
-        let loc = repo.locate(&ids[25]).unwrap();
-        let path = dir.path().join(pack::pack_key(&loc.pack));
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[loc.blob.offset as usize + 100] ^= 1;
-        std::fs::write(&path, bytes).unwrap();
-        let mut delivered = 0usize;
-        let err = repo
-            .read_blobs_parallel(&ids, 3, |b| {
-                delivered += b.len();
-                Ok(())
-            })
-            .unwrap_err();
-        assert!(err.to_string().contains(&loc.pack.to_string()), "{err}");
-        // Everything before the damaged blob was delivered, nothing after it.
-        assert!(delivered <= 25 * 100_000, "{delivered}");
-    }
 }

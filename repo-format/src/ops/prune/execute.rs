@@ -1,0 +1,184 @@
+//! Steps 5 and 6 of a prune pass: carry out what [`super::plan`] decided. Copy the used blobs
+//! out of packs being repacked (read through the one [`BlobReader`], moved sealed), write the
+//! deletion plan, then the one index file that supersedes the affected ones, then delete what
+//! the due plans condemned, checking the lease before every change.
+//!
+//! May use: `format/`, `storage/`, the repository's reader and writer, the lease.
+
+use super::mark::Marks;
+use super::plan::{Decisions, Fate};
+use super::PruneOptions;
+use crate::error::{Error, Result};
+use crate::format::id::{IndexId, PackId};
+use crate::format::index::{BlobLocation, IndexFile};
+use crate::format::lease::Lease;
+use crate::format::pack::{self, PackedBlob, SealedBlob};
+use crate::format::plan::DeletionPlan;
+use crate::repository::writer::BlobWriter;
+use crate::repository::{BlobReader, Repository};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Step 5a: copies the used blobs of the packs being repacked to new packs (`finish` writes
+/// their index); returns how many packs were written.
+pub(super) fn repack(
+    repo: &Repository,
+    reader: &BlobReader<'_>,
+    marks: &Marks,
+    decisions: &Decisions,
+    options: &PruneOptions,
+) -> Result<usize> {
+    let cancel = &options.cancel;
+    // Only the used blobs are read, by pack and offset: runs of neighbours in one read each.
+    if !decisions.fates.values().any(|f| *f == Fate::Repack) {
+        return Ok(0);
+    }
+    let mut wanted: Vec<BlobLocation> = reader
+        .index()
+        .iter()
+        .enumerate()
+        .filter(|(pos, (loc, _))| {
+            marks.get(*pos) && matches!(decisions.fates.get(&loc.pack), Some(Fate::Repack))
+        })
+        .map(|(_, (loc, _))| loc)
+        .collect();
+    wanted.sort_by(|a, b| a.pack.cmp(&b.pack).then(a.blob.offset.cmp(&b.blob.offset)));
+    let storage = repo.storage();
+    let writer = BlobWriter::new(repo, storage.connections(), cancel.clone())?;
+    // Several runs are read and authenticated at once; the writer takes blobs from any thread.
+    // One thread more than the cores where direct reads wait for the disk.
+    let threads = crate::repository::parallel::threads_for_reading(storage);
+    reader
+        .read_sealed_runs(&wanted, threads, cancel, |loc, sealed| {
+            // Authenticated, then moved as it is: sealed bytes do not depend on their pack, so
+            // nothing is decompressed, hashed or compressed again.
+            writer
+                .store_sealed(SealedBlob {
+                    kind: loc.blob.kind,
+                    compression: loc.blob.compression,
+                    id: loc.blob.id,
+                    raw_length: loc.blob.raw_length,
+                    bytes: sealed.to_vec(),
+                })
+                .map(|_| ())
+        })
+        .map_err(|e| writer.explain(e))?;
+    if cancel.load(Ordering::SeqCst) {
+        return Err(Error::Interrupted);
+    }
+    Ok(writer.finish()?.packs.len())
+}
+
+/// Steps 5b and 5c: the deletion plan (every condemned pack still present, with its entries,
+/// and the packs in no index), then one index file that supersedes every affected one and lists
+/// their packs that stay plus the re-indexed ones. Returns whether a plan was written.
+pub(super) fn write_plan_and_index(
+    repo: &Repository,
+    lease: Option<&Lease>,
+    decisions: Decisions,
+    present: &HashMap<PackId, u64>,
+    options: &PruneOptions,
+) -> Result<bool> {
+    let (storage, keys) = (repo.storage(), repo.keys());
+    let mut plan_packs: Vec<(PackId, Vec<PackedBlob>)> = Vec::new();
+    let mut kept: Vec<(PackId, Vec<PackedBlob>)> = Vec::new();
+    let mut seen_kept: HashSet<PackId> = HashSet::new();
+    let mut seen_planned: HashSet<PackId> = HashSet::new();
+    for file_id in &decisions.affected {
+        let file = IndexFile::load(storage, keys, file_id)?;
+        for (pack, blobs) in file.packs {
+            if decisions.condemned_now(&pack) {
+                if present.contains_key(&pack) && seen_planned.insert(pack) {
+                    plan_packs.push((pack, blobs));
+                }
+            } else if seen_kept.insert(pack) {
+                kept.push((pack, blobs));
+            }
+        }
+    }
+    plan_packs.extend(decisions.unindexed.iter().map(|p| (*p, Vec::new())));
+    let wrote_plan = decisions.writes_plan(plan_packs.len());
+    let created = jiff::Timestamp::now();
+    let window = super::load::index_window(options.grace);
+    let index_deadline = created
+        .checked_add(window)
+        .map_err(|e| Error::InvalidInput(format!("plan deadline: {e}")))?;
+    let check = || lease.map_or(Ok(()), Lease::check);
+    if wrote_plan {
+        check()?;
+        DeletionPlan {
+            created,
+            index_deadline,
+            index_files: decisions.affected.clone(),
+            packs: plan_packs,
+        }
+        .save(storage, keys)?;
+    }
+    for (pack, blobs) in decisions.reindex {
+        if seen_kept.insert(pack) {
+            kept.push((pack, blobs));
+        }
+    }
+    if !decisions.affected.is_empty() || !kept.is_empty() {
+        // P6: past the plan's deadline, a backup that loaded the index since the plan was
+        // written could outlive the grace period counted from the deadline. Stop instead: the
+        // condemned packs stay live, the plan is harmless, and the next prune starts over.
+        if wrote_plan && !options.grace.is_zero() && jiff::Timestamp::now() > index_deadline {
+            return Err(Error::InvalidInput(format!(
+                "prune took longer than {window:#} between writing its deletion plan and its \
+                 index; nothing was removed, run prune again"
+            )));
+        }
+        check()?;
+        IndexFile {
+            supersedes: decisions.affected,
+            packs: kept,
+        }
+        .save(storage, keys)?;
+    }
+    Ok(wrote_plan)
+}
+
+/// What step 6 deletes: the due plans' packs and superseded index files, then the plans.
+pub(super) struct Deletions {
+    pub packs: Vec<(PackId, u64, String)>,
+    pub files: Vec<IndexId>,
+    pub plans: Vec<String>,
+}
+
+/// Step 6: deletes the packs (several at once), then the index files, then the plans carried
+/// out, checking the lease before each deletion; counts them in `report`.
+pub(super) fn delete(
+    repo: &Repository,
+    lease: Option<&Lease>,
+    deletions: &Deletions,
+    report: &mut super::PruneReport,
+) -> Result<()> {
+    let storage = repo.storage();
+    let check = || lease.map_or(Ok(()), Lease::check);
+    let stop = AtomicBool::new(false);
+    let threads = crate::repository::parallel::threads_for(storage.connections());
+    let deleted =
+        crate::repository::parallel::map(&deletions.packs, threads, &stop, |(pack, _, _)| {
+            let result = check().and_then(|()| storage.delete(&pack::pack_key(pack)));
+            if result.is_err() {
+                stop.store(true, Ordering::SeqCst);
+            }
+            result
+        });
+    if let Some(e) = deleted.into_iter().flatten().find_map(|r| r.err()) {
+        return Err(e);
+    }
+    report.packs_deleted += deletions.packs.len();
+    for file in &deletions.files {
+        check()?;
+        storage.delete(&format!("index/{file}"))?;
+        report.index_files_deleted += 1;
+    }
+    for key in &deletions.plans {
+        check()?;
+        storage.delete(key)?;
+        report.plans_carried_out += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! `prune`: remove data that no snapshot needs, without ever making a backup wait.
+//!
+//! One pass, under the maintenance lease ([`crate::format::lease`]):
+//!
+//! 1. **Load** every snapshot, then the index (live files and deletion plans), then the pack
+//!    listing, in that order.
+//! 2. **Mark** every blob reachable from a snapshot, as one bit per index position.
+//! 3. **Decide due plans** (phase 2): a plan whose index deadline is a grace period past has
+//!    each pack deleted unless a live index lists it again, a plan not yet due also lists it, or a
+//!    snapshot written since needs a blob whose only copy is in it (then it is re-indexed
+//!    instead); its index files are deleted if a present index file supersedes them.
+//! 4. **Condemn** (phase 1): packs no snapshot uses, packs whose unused share exceeds
+//!    `max_unused` (their used blobs are first copied to new packs), and packs in no index.
+//! 5. **Write** the new packs and their index, then the new deletion plan, then (before the
+//!    plan's index deadline) one index file that supersedes every index file naming a condemned
+//!    pack and lists the packs re-indexed in step 3, and only then
+//! 6. **Delete** what step 3 decided, checking the lease before every deletion.
+//!
+//! Steps 1 and 2 are `load` and `mark`, steps 3 and 4 the pure `plan`, steps 5 and 6
+//! `execute`. Every step can be interrupted; the next prune finishes the job. Why this is safe
+//! while backups run is argued in docs/maintenance.md. Memory: the index (about 52 bytes a blob), one
+//! bit a blob for the marks, a small record per pack, and while repacking one run of used
+//! neighbouring blobs (at most 8 MiB) per reading thread; with a zero grace period, the ids of
+//! the reachable blobs (32 bytes each, at most 2^20 of them) kept for the second pass.
+
+mod execute;
+mod load;
+mod mark;
+mod plan;
+
+pub use load::MIN_UNINDEXED_AGE;
+
+use crate::error::{Error, Result};
+use crate::format::id::PackId;
+use crate::format::lease::{Lease, LeaseOptions};
+use crate::repository::{BlobReader, Repository};
+use mark::Reachable;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How prune behaves.
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// Repack a pack when more than this fraction of its bytes is unused (0.0 to 1.0).
+    pub max_unused: f64,
+    /// Condemned objects are deleted by a prune that runs at least this long after they were
+    /// condemned. Must exceed the longest backup. Zero deletes in the same run (only safe when
+    /// no backup runs).
+    pub grace: Duration,
+    /// Decide and report, change nothing (no lease taken).
+    pub dry_run: bool,
+    pub lease: LeaseOptions,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// One object prune removes or would remove.
+#[derive(Clone, Debug, Serialize)]
+pub struct Removal {
+    /// Storage key, e.g. `data/ab/ab12...`.
+    pub object: String,
+    pub bytes: u64,
+    /// Why: `unused`, `repacked`, `not indexed`, `superseded`.
+    pub reason: String,
+    /// `now` (a due plan) or `after grace` (condemned by this run).
+    pub when: &'static str,
+}
+
+/// What prune found and did (summed over its passes).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: usize,
+    pub packs: usize,
+    pub pack_bytes: u64,
+    /// Blobs reachable from a snapshot.
+    pub blobs_used: u64,
+    /// Stored bytes of the reachable blobs.
+    pub bytes_used: u64,
+    pub packs_repacked: usize,
+    pub blobs_repacked: u64,
+    pub bytes_repacked: u64,
+    pub packs_written: usize,
+    /// Packs condemned by this run (deleted after the grace period).
+    pub packs_condemned: usize,
+    pub bytes_condemned: u64,
+    pub index_files_superseded: usize,
+    /// Packs of due plans that a snapshot still needed, put back into the index.
+    pub packs_reindexed: usize,
+    /// Deleted now (on a dry run: would be).
+    pub packs_deleted: usize,
+    pub index_files_deleted: usize,
+    pub plans_carried_out: usize,
+    /// Bytes freed by the deletions (or that would be, on a dry run).
+    pub bytes_deleted: u64,
+    /// Plans still waiting for their grace period.
+    pub plans_pending: usize,
+    pub removals: Vec<Removal>,
+    /// Deletion plans that cannot be read, treated as absent (named, with why).
+    pub warnings: Vec<String>,
+}
+
+/// Runs prune. With a zero grace period, a second pass carries out the plan the first wrote.
+pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
+    if !(0.0..=1.0).contains(&options.max_unused) {
+        return Err(Error::InvalidInput(format!(
+            "max-unused must be between 0% and 100%, got {}",
+            options.max_unused * 100.0
+        )));
+    }
+    let mut report = PruneReport {
+        dry_run: options.dry_run,
+        ..PruneReport::default()
+    };
+    if options.dry_run {
+        pass(repo, None, options, &mut report, None)?;
+        return Ok(report);
+    }
+    let lease = Lease::acquire(repo.storage(), repo.keys(), options.lease.clone())?;
+    let (wrote_plan, reachable) = pass(repo, Some(&lease), options, &mut report, None)?;
+    if wrote_plan && options.grace.is_zero() {
+        let mut second = PruneReport::default();
+        pass(repo, Some(&lease), options, &mut second, reachable.as_ref())?;
+        report.packs_reindexed += second.packs_reindexed;
+        report.packs_deleted += second.packs_deleted;
+        report.index_files_deleted += second.index_files_deleted;
+        report.plans_carried_out += second.plans_carried_out;
+        report.bytes_deleted += second.bytes_deleted;
+        report.plans_pending = second.plans_pending;
+        report.warnings = second.warnings;
+        report.removals = second.removals;
+    }
+    lease.release()?;
+    Ok(report)
+}
+
+/// One pass: load, mark, decide (pure, [`plan::decide`]), then carry out. Returns whether it
+/// wrote a deletion plan and, when it did and a second pass follows (zero grace), what it found
+/// reachable. `before` is what the pass before found: if the snapshots are the same, their blobs
+/// are marked without reading the trees again.
+fn pass(
+    repo: &Repository,
+    lease: Option<&Lease>,
+    options: &PruneOptions,
+    report: &mut PruneReport,
+    before: Option<&Reachable>,
+) -> Result<(bool, Option<Reachable>)> {
+    let (storage, keys) = (repo.storage(), repo.keys());
+    let cancel = &options.cancel;
+    // Order matters: snapshots, then the index, then the pack listing (docs/maintenance.md),
+    // each listed afresh (not from listings this handle made before the lease was taken).
+    storage.forget_listings();
+    let roots = load::snapshot_roots(storage, keys)?;
+    report.snapshots = roots.len();
+    let loaded = load::load(storage, keys)?;
+    report.warnings.clone_from(&loaded.damaged_plans);
+    let reader = BlobReader::new(storage, keys, &loaded.index, repo.config().pack_size);
+    let listed = repo.list_packs_with_times()?;
+    let present: HashMap<PackId, u64> = listed.iter().map(|(id, size, _)| (*id, *size)).collect();
+    // Packs too young to be condemned or deleted while no index names them: a running
+    // backup's fresh packs, whatever the grace period (P4a).
+    let listed_at = jiff::Timestamp::now();
+    let young: HashSet<PackId> = listed
+        .iter()
+        .filter(|(_, _, modified)| !load::old_enough_unindexed(*modified, listed_at))
+        .map(|(id, _, _)| *id)
+        .collect();
+    report.packs = present.len();
+    report.pack_bytes = present.values().sum();
+    let same_snapshots = before.filter(|b| {
+        let mut now = roots.clone();
+        now.sort();
+        b.roots == now
+    });
+    let marks = match same_snapshots {
+        Some(b) => b.mark(&loaded.index, cancel)?,
+        None => mark::mark(&reader, &roots, cancel)?,
+    };
+
+    let facts = plan::Facts {
+        index: &loaded.index,
+        marks: &marks,
+        files: &loaded.files,
+        superseded: &loaded.superseded,
+        plans: &loaded.plans,
+        blob_bytes: &loaded.blob_bytes,
+        present: &present,
+        young: &young,
+    };
+    let rules = plan::Rules {
+        max_unused: options.max_unused,
+        grace: jiff::SignedDuration::try_from(options.grace)
+            .map_err(|e| Error::InvalidInput(format!("grace period: {e}")))?,
+        now: jiff::Timestamp::now(),
+    };
+    let mut decisions = plan::decide(&facts, &rules)?;
+    plan::account(&facts, &decisions, report);
+    let deletions = execute::Deletions {
+        packs: std::mem::take(&mut decisions.delete_packs),
+        files: std::mem::take(&mut decisions.delete_files),
+        plans: std::mem::take(&mut decisions.due_keys),
+    };
+    if options.dry_run {
+        report.packs_deleted = deletions.packs.len();
+        report.index_files_deleted = deletions.files.len();
+        report.plans_carried_out = deletions.plans.len();
+        return Ok((false, None));
+    }
+    if cancel.load(Ordering::SeqCst) {
+        return Err(Error::Interrupted);
+    }
+    report.packs_written += execute::repack(repo, &reader, &marks, &decisions, options)?;
+    let wrote_plan = execute::write_plan_and_index(repo, lease, decisions, &present, options)?;
+    execute::delete(repo, lease, &deletions, report)?;
+    let reachable = if wrote_plan && options.grace.is_zero() {
+        Reachable::collect(roots, &loaded.index, &marks)
+    } else {
+        None
+    };
+    Ok((wrote_plan, reachable))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::id::IndexId;
+    use crate::format::index::{IndexFile, MasterIndex};
+    use crate::format::pack::{self, BlobKind};
+    use crate::format::plan::{self, DeletionPlan};
+    use crate::repository::writer::BlobWriter;
+    use crate::storage::Storage;
+
+    fn repo() -> Repository {
+        crate::repository::test_repo()
+    }
+
+    fn options(grace_secs: u64) -> PruneOptions {
+        let mut lease = LeaseOptions::new("prune", "test-host");
+        lease.refresh = Duration::from_secs(3600);
+        PruneOptions {
+            max_unused: 0.05,
+            grace: Duration::from_secs(grace_secs),
+            dry_run: false,
+            lease,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// D1: a pack listed by a due plan and by one not yet due waits for the younger one; and
+    /// D3: an index file in a due plan that nothing supersedes is kept.
+    #[test]
+    fn a_pack_waits_for_every_plan_that_lists_it() {
+        let repo = repo();
+        let (storage, keys) = (repo.storage(), repo.keys());
+        let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
+        let mut compressor = writer.compressor().unwrap();
+        writer
+            .store(&mut compressor, BlobKind::Data, b"no snapshot needs this")
+            .unwrap();
+        let written = writer.finish().unwrap();
+        let (pack, blobs) = written.packs[0].clone();
+        let index_id = written.index.unwrap();
+        let key = pack::pack_key(&pack);
+        // The pack leaves the live index, as a prune's superseding index would make it.
+        IndexFile {
+            supersedes: vec![index_id],
+            packs: vec![],
+        }
+        .save(storage, keys)
+        .unwrap();
+        let hours_ago = |h: i64| {
+            jiff::Timestamp::now()
+                .checked_sub(jiff::SignedDuration::from_hours(h))
+                .unwrap()
+        };
+        let plan = |at: jiff::Timestamp, files: Vec<IndexId>| DeletionPlan {
+            created: at,
+            index_deadline: at,
+            index_files: files,
+            packs: vec![(pack, blobs.clone())],
+        };
+        plan(hours_ago(3), vec![index_id])
+            .save(storage, keys)
+            .unwrap();
+        plan(jiff::Timestamp::now(), vec![])
+            .save(storage, keys)
+            .unwrap();
+        // The pending pack is still readable for restores.
+        let index = MasterIndex::load(storage, keys).unwrap();
+        assert!(index.get(&blobs[0].id).is_some() && !index.contains(&blobs[0].id));
+
+        let report = prune(&repo, &options(3600)).unwrap();
+        assert_eq!(report.packs_deleted, 0, "{report:?}");
+        assert_eq!(report.plans_carried_out, 1);
+        assert_eq!(report.plans_pending, 1);
+        assert!(storage.size(&key).unwrap().is_some());
+        // The superseded index file in the due plan went; the plan that waits keeps the pack.
+        assert_eq!(report.index_files_deleted, 1);
+
+        // Once every plan listing it is due, it goes.
+        let report = prune(&repo, &options(0)).unwrap();
+        assert_eq!(report.packs_deleted, 1, "{report:?}");
+        assert!(storage.size(&key).unwrap().is_none());
+        assert!(plan::load_all(storage, keys).unwrap().good.is_empty());
+    }
+
+    /// D1: a pack still in the live index is never deleted, even if a due plan lists it (a
+    /// prune that stopped between its plan and its index); P6's index file of a due plan that
+    /// nothing supersedes stays.
+    #[test]
+    fn a_due_plan_never_deletes_what_the_live_index_still_names() {
+        let repo = repo();
+        let (storage, keys) = (repo.storage(), repo.keys());
+        let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
+        let mut compressor = writer.compressor().unwrap();
+        writer
+            .store(&mut compressor, BlobKind::Data, b"still indexed")
+            .unwrap();
+        let written = writer.finish().unwrap();
+        let (pack, blobs) = written.packs[0].clone();
+        let index_id = written.index.unwrap();
+        let long_ago = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_hours(48))
+            .unwrap();
+        DeletionPlan {
+            created: long_ago,
+            index_deadline: long_ago,
+            index_files: vec![index_id],
+            packs: vec![(pack, blobs)],
+        }
+        .save(storage, keys)
+        .unwrap();
+        let report = prune(&repo, &options(3600)).unwrap();
+        assert_eq!(report.packs_deleted, 0, "{report:?}");
+        assert_eq!(report.index_files_deleted, 0);
+        assert!(storage.size(&pack::pack_key(&pack)).unwrap().is_some());
+        // It is unused, so this run condemned it afresh in a new plan.
+        assert_eq!(report.packs_condemned, 1);
+        assert_eq!(report.plans_carried_out, 1);
+    }
+
+    /// Issue 13 item 5: a pack that no index names is a running backup's until it is an hour
+    /// old by its storage time, so even `--grace 0s` neither condemns nor deletes it; once it
+    /// is older, a zero-grace prune removes it in the same run.
+    #[test]
+    fn a_young_unindexed_pack_survives_a_zero_grace_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().to_str().unwrap();
+        let repo = Repository::init(
+            Storage::open(location, crate::storage::OpenMode::Create).unwrap(),
+            b"pw",
+            &crate::repository::test_options(),
+        )
+        .unwrap();
+        let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
+        let mut compressor = writer.compressor().unwrap();
+        writer
+            .store(&mut compressor, BlobKind::Data, b"a running backup's blob")
+            .unwrap();
+        let written = writer.finish().unwrap();
+        let (pack, _) = written.packs[0].clone();
+        // As before the backup writes its index: the pack is in no index.
+        repo.storage()
+            .delete(&format!("index/{}", written.index.unwrap()))
+            .unwrap();
+        let key = pack::pack_key(&pack);
+
+        let report = prune(&repo, &options(0)).unwrap();
+        assert_eq!(report.packs_condemned, 0, "{report:?}");
+        assert_eq!(report.packs_deleted, 0, "{report:?}");
+        assert!(repo.storage().size(&key).unwrap().is_some());
+        let plans = plan::load_all(repo.storage(), repo.keys()).unwrap();
+        assert!(plans.good.is_empty() && plans.damaged.is_empty());
+
+        // Two hours later (by its modification time) it is anybody's leftover: removed at once.
+        let file = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(&key))
+            .unwrap();
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))
+            .unwrap();
+        drop(file);
+        let report = prune(&repo, &options(0)).unwrap();
+        assert_eq!(report.packs_deleted, 1, "{report:?}");
+        assert!(repo.storage().size(&key).unwrap().is_none());
+    }
+}
