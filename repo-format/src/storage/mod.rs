@@ -10,7 +10,8 @@
 //! - [`Storage`] (here): the facade the rest of the crate calls, over any backend. It remembers
 //!   listings (updated by its own writes and deletes, so a command lists each directory at most
 //!   once), applies the cache policy, takes bounded reads' sizes from those listings, names the
-//!   connection count, and scrubs secrets from messages (`scrub.rs`).
+//!   connection count, and scrubs secrets from messages (`scrub.rs`); `open.rs` opens it from a
+//!   location, `listings.rs` keeps the listings.
 //!
 //! A location is a local path (or `file:///path`), `s3://bucket/prefix` or `gs://bucket/prefix`.
 //! Object stores are configured the way object_store configures them: from the environment
@@ -28,79 +29,34 @@
 
 pub mod backend;
 pub mod cache;
+mod listings;
 pub mod local;
 pub mod memory;
 pub mod object;
+mod open;
 mod scrub;
 
 pub use backend::{Backend, ObjectInfo};
 pub use cache::{Cache, CacheUse};
+pub use listings::{is_object_name, Listing};
 pub use local::{LocalBackend, LocalModes};
 pub use memory::MemoryBackend;
 pub use object::{
     parse_duration, ObjectBackend, DEFAULT_MAX_RETRIES, DEFAULT_RETRY_TIMEOUT, MULTIPART_PART_SIZE,
     MULTIPART_THRESHOLD,
 };
+pub use open::{
+    OpenMode, StorageOptions, StoreKind, DEFAULT_LOCAL_CONNECTIONS, DEFAULT_REMOTE_CONNECTIONS,
+};
 pub use scrub::scrub_url_credentials;
 
 use crate::error::{Error, Result};
 use bytes::Bytes;
+use listings::Listings;
 use scrub::Secrets;
-use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-
-/// Concurrent requests on an object store unless `--connections` says otherwise.
-pub const DEFAULT_REMOTE_CONNECTIONS: usize = 8;
-/// Concurrent writes on a local directory.
-pub const DEFAULT_LOCAL_CONNECTIONS: usize = 2;
-
-/// How to reach a location, from the command line.
-#[derive(Clone, Default)]
-pub struct StorageOptions {
-    /// `KEY=VALUE` pairs: object_store configuration keys, plus `max_retries` and
-    /// `retry_timeout` (e.g. `30s`, `500ms`, `2m`).
-    pub options: Vec<(String, String)>,
-    /// Requests to run at once; `None` for the default of the kind of store.
-    pub connections: Option<usize>,
-    /// Root directory of the metadata cache; `None` disables it. Only object stores use it: a
-    /// local repository is as fast as a cache.
-    pub cache_root: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for StorageOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Option values may be credentials: only their keys are shown.
-        let keys: Vec<&str> = self.options.iter().map(|(k, _)| k.as_str()).collect();
-        f.debug_struct("StorageOptions")
-            .field("option_keys", &keys)
-            .field("connections", &self.connections)
-            .field("cache_root", &self.cache_root)
-            .finish()
-    }
-}
-
-/// What kind of store a location names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreKind {
-    Local,
-    Memory,
-    S3,
-    Gcs,
-}
-
-/// How to open a location.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpenMode {
-    /// The repository must already exist (its directory for local paths).
-    Existing,
-    /// Create the local directory if it is missing (for `init`).
-    Create,
-}
-
-/// Object keys and sizes under each listed directory.
-type Listings = HashMap<String, Vec<(String, u64)>>;
+use std::sync::Arc;
 
 /// A handle on the storage that holds one repository: a backend, and what every backend shares
 /// (remembered listings, the verified cache, the connection count). Clones share all of it.
@@ -115,7 +71,7 @@ pub struct Storage {
     /// Configured secret values, removed from every message.
     secrets: Arc<Secrets>,
     /// Listings already made by this handle, by directory, kept current by its own writes.
-    listings: Arc<Mutex<Listings>>,
+    listings: Arc<Listings>,
     cache_root: Option<PathBuf>,
     cache: Option<Arc<Cache>>,
 }
@@ -146,97 +102,6 @@ fn once_sink<'a, R>(
 }
 
 impl Storage {
-    /// Opens a location with default options. See [`Storage::open_with`].
-    pub fn open(location: &str, mode: OpenMode) -> Result<Storage> {
-        Storage::open_with(location, mode, &StorageOptions::default())
-    }
-
-    /// Opens a location: a local path or `file:///path`, `s3://bucket/prefix` or
-    /// `gs://bucket/prefix`. Building an object-store client makes no request; the first
-    /// request reports missing buckets or bad credentials.
-    pub fn open_with(location: &str, mode: OpenMode, options: &StorageOptions) -> Result<Storage> {
-        // How the location appears in messages: a URL's user information is never shown.
-        let shown = scrub_url_credentials(location);
-        let config_err = |reason: String| Error::StorageConfig {
-            location: shown.clone(),
-            reason,
-        };
-        if location.is_empty() {
-            return Err(config_err("the repository location is empty".into()));
-        }
-        let (kind, rest) = match location.split_once("://") {
-            None => (StoreKind::Local, location),
-            Some(("file", path)) => (StoreKind::Local, path),
-            Some(("s3", rest)) => (StoreKind::S3, rest),
-            Some(("gs", rest)) => (StoreKind::Gcs, rest),
-            Some(("memory", _)) => return Err(config_err(
-                "memory:// repositories live only inside one process; use a path, s3:// or gs://"
-                    .into(),
-            )),
-            Some((other, _)) => {
-                return Err(config_err(format!(
-                    "unknown URL scheme {other:?}: use a path, file://, s3:// or gs://"
-                )))
-            }
-        };
-        let store_env: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("GOOGLE_"))
-            .collect();
-        let secrets = Arc::new(Secrets::from_config(&options.options, &store_env));
-        let (backend, default_connections): (Arc<dyn Backend>, usize) = if kind == StoreKind::Local
-        {
-            let store_options = object::store_options(&options.options, &config_err)?;
-            if let Some((key, _)) = store_options.first() {
-                return Err(config_err(format!(
-                    "option {key:?} applies to s3:// and gs:// locations only"
-                )));
-            }
-            let backend = LocalBackend::open(std::path::Path::new(rest), mode, &shown)?;
-            (Arc::new(backend), DEFAULT_LOCAL_CONNECTIONS)
-        } else {
-            let backend =
-                ObjectBackend::open(kind, rest, &options.options, secrets.clone(), &shown)?;
-            (Arc::new(backend), DEFAULT_REMOTE_CONNECTIONS)
-        };
-        let mut storage = Storage::from_backend(backend, kind, &shown);
-        storage.secrets = secrets;
-        storage.connections = options.connections.unwrap_or(default_connections).max(1);
-        if kind != StoreKind::Local {
-            storage.cache_root = options.cache_root.clone();
-        }
-        Ok(storage)
-    }
-
-    /// A fresh in-memory store, for tests inside one process.
-    pub fn in_memory() -> Result<Storage> {
-        Ok(Storage::from_backend(
-            Arc::new(MemoryBackend::new()),
-            StoreKind::Memory,
-            "memory://",
-        ))
-    }
-
-    /// A handle over any backend (a wrapping one, such as a fault-injecting store in tests),
-    /// named `location` in messages, with one connection, no cache and no secrets.
-    pub fn from_backend(backend: Arc<dyn Backend>, kind: StoreKind, location: &str) -> Storage {
-        Storage {
-            backend,
-            kind,
-            location: location.to_string(),
-            connections: 1,
-            secrets: Arc::default(),
-            listings: Arc::default(),
-            cache_root: None,
-            cache: None,
-        }
-    }
-
-    /// Uses a metadata cache under `cache_root` (for tests of the cache on any store).
-    pub fn with_cache_root(mut self, cache_root: PathBuf) -> Storage {
-        self.cache_root = Some(cache_root);
-        self
-    }
-
     /// Starts serving immutable metadata of repository `repo_id` from the cache, if this handle
     /// was opened with a cache root. A cache that cannot be created is skipped silently: it is
     /// an optimisation, never a requirement.
@@ -282,24 +147,12 @@ impl Storage {
         self.secrets.scrub(text)
     }
 
-    /// Remembers a new object in this handle's listings.
-    fn note_put(&self, key: &str, size: u64) {
-        let mut listings = crate::repository::writer::lock(&self.listings);
-        for (dir, list) in listings.iter_mut() {
-            if key.starts_with(&format!("{dir}/")) {
-                if let Err(at) = list.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
-                    list.insert(at, (key.to_string(), size));
-                }
-            }
-        }
-    }
-
     /// Writes an immutable, content-addressed object. If the key exists it already holds these
     /// bytes (its name is their hash), so that counts as success.
     pub fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
         let size = bytes.len() as u64;
         self.backend.put_new(key, bytes)?;
-        self.note_put(key, size);
+        self.listings.note_put(key, size);
         Ok(())
     }
 
@@ -355,16 +208,7 @@ impl Storage {
 
     fn fetch_bounded(&self, what: &'static str, key: &str, max: u64) -> Result<Bytes> {
         self.backend
-            .get_bounded(what, key, max, self.listed_size(key))
-    }
-
-    /// The size of `key` in this handle's listing of its directory, if it made one.
-    fn listed_size(&self, key: &str) -> Option<u64> {
-        let dir = key.split('/').next()?;
-        let listings = crate::repository::writer::lock(&self.listings);
-        let list = listings.get(dir)?;
-        let at = list.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
-        Some(list[at].1)
+            .get_bounded(what, key, max, self.listings.size_of(key))
     }
 
     /// Reads `range` of an object; the result has exactly `range` length or is an error.
@@ -431,8 +275,8 @@ impl Storage {
     /// own writes and deletes but not other writers'. Cached objects under `dir/` that the
     /// listing no longer shows (removed by prune) are dropped from the cache.
     pub fn list(&self, dir: &str) -> Result<Vec<(String, u64)>> {
-        if let Some(list) = crate::repository::writer::lock(&self.listings).get(dir) {
-            return Ok(list.clone());
+        if let Some(list) = self.listings.get(dir) {
+            return Ok(list);
         }
         let out = self.list_uncached(dir)?;
         self.remember_listing(dir, out.clone());
@@ -445,29 +289,21 @@ impl Storage {
         if let Some(cache) = &self.cache {
             cache.retain(dir, &listing);
         }
-        crate::repository::writer::lock(&self.listings).insert(dir.to_string(), listing);
+        self.listings.insert(dir, listing);
     }
 
     /// The objects under `dir/` split by name: those Coffer writes there (see
     /// [`is_object_name`]) and stray ones (left by other programs, e.g. NFS's `.nfsXXXX` files,
     /// or put there by hand), which every command ignores and `check` reports.
     pub fn list_objects(&self, dir: &str) -> Result<Listing> {
-        let mut listing = Listing::default();
-        for (key, size) in self.list(dir)? {
-            if is_object_name(dir, &key) {
-                listing.objects.push((key, size));
-            } else {
-                listing.stray.push((key, size));
-            }
-        }
-        Ok(listing)
+        Ok(Listing::split(dir, self.list(dir)?))
     }
 
     /// Forgets every listing this handle remembers, so the next [`Storage::list`] of each
     /// directory asks the store again. Prune calls it once it holds the lease: what it decides
     /// must rest on what the store holds then, not on what it held when the handle was opened.
     pub fn forget_listings(&self) {
-        crate::repository::writer::lock(&self.listings).clear();
+        self.listings.clear();
     }
 
     /// Lists `dir/` in the store, bypassing this handle's memory of earlier listings.
@@ -501,41 +337,11 @@ impl Storage {
     /// Deletes an object; deleting a missing object succeeds (deletion is idempotent).
     pub fn delete(&self, key: &str) -> Result<()> {
         self.backend.delete(key)?;
-        for list in crate::repository::writer::lock(&self.listings).values_mut() {
-            list.retain(|(k, _)| k != key);
-        }
+        self.listings.note_delete(key);
         if let Some(cache) = &self.cache {
             cache.remove(key);
         }
         Ok(())
-    }
-}
-
-/// A directory's listing split by name ([`Storage::list_objects`]); keys with their sizes,
-/// sorted.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Listing {
-    /// Keys with names Coffer writes in the directory.
-    pub objects: Vec<(String, u64)>,
-    /// Every other key: not Coffer's, never read, never deleted.
-    pub stray: Vec<(String, u64)>,
-}
-
-/// Whether `key` is a name Coffer writes under `dir`: `dir/` and 64 lowercase hex digits (the
-/// object's id), and for packs `data/` the id's first two digits, `/` and the id.
-pub fn is_object_name(dir: &str, key: &str) -> bool {
-    let Some(rest) = key.strip_prefix(dir).and_then(|r| r.strip_prefix('/')) else {
-        return false;
-    };
-    let is_id =
-        |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if dir == "data" {
-        match rest.split_once('/') {
-            Some((fan, id)) => is_id(id) && id.starts_with(fan) && fan.len() == 2,
-            None => false,
-        }
-    } else {
-        is_id(rest)
     }
 }
 
