@@ -210,11 +210,22 @@ impl LocalBackend {
     /// Reads `range` of an object into a buffer of its own.
     fn read(&self, what: &'static str, key: &str, range: Range<u64>) -> Result<Bytes> {
         let file = self.open_object(what, key)?;
+        self.read_from(&file, what, key, range)
+    }
+
+    /// Reads `range` of the open object `file` into a buffer of its own.
+    fn read_from(
+        &self,
+        file: &std::fs::File,
+        what: &'static str,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Bytes> {
         let want = usize::try_from(range.end.saturating_sub(range.start)).map_err(|_| {
             Error::corrupt(what, key, format!("range {range:?} too large for memory"))
         })?;
         let mut buf = vec![0u8; want];
-        self.read_exact_at(&file, what, key, range.start, &mut buf)?;
+        self.read_exact_at(file, what, key, range.start, &mut buf)?;
         Ok(Bytes::from(buf))
     }
 
@@ -326,7 +337,7 @@ impl Backend for LocalBackend {
     fn get(&self, what: &'static str, key: &str) -> Result<Bytes> {
         let file = self.open_object(what, key)?;
         let size = self.file_size(&file, key)?;
-        self.read(what, key, 0..size)
+        self.read_from(&file, what, key, 0..size)
     }
 
     /// The size comes from the open file's metadata (a listing may be stale), so a huge file is
@@ -343,10 +354,7 @@ impl Backend for LocalBackend {
         if size > max {
             return Err(too_large(what, key, size, max));
         }
-        let len = usize::try_from(size).map_err(|_| too_large(what, key, size, max))?;
-        let mut buf = vec![0u8; len];
-        self.read_exact_at(&file, what, key, 0, &mut buf)?;
-        Ok(Bytes::from(buf))
+        self.read_from(&file, what, key, 0..size)
     }
 
     fn get_range(&self, what: &'static str, key: &str, range: Range<u64>) -> Result<Bytes> {
