@@ -527,4 +527,77 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn the_cache_policy_decides_which_reads_go_through_the_cache() {
+        let root = tempfile::tempdir().unwrap();
+        let backend = Arc::new(MemoryBackend::new());
+        let mut storage = Storage::from_backend(backend.clone(), StoreKind::Memory, "memory://")
+            .with_cache_root(root.path().to_path_buf());
+        storage.enable_cache("00ff");
+        // Another handle on the same objects, without the cache.
+        let other = Storage::from_backend(backend, StoreKind::Memory, "memory://");
+        let named = |dir: &str, bytes: &[u8]| {
+            let id = hex::encode(crate::format::id::storage_hash(bytes));
+            match dir {
+                "data" => format!("data/{}/{id}", &id[..2]),
+                _ => format!("{dir}/{id}"),
+            }
+        };
+        let index = named("index", b"index bytes");
+        let pack = named("data", b"tree pack");
+        let key = named("keys", b"key file");
+        for (k, bytes) in [
+            (&index, &b"index bytes"[..]),
+            (&pack, b"tree pack"),
+            (&key, b"key file"),
+        ] {
+            storage.put_new(k, Bytes::copy_from_slice(bytes)).unwrap();
+        }
+        let cached = |storage: &Storage| storage.cache().unwrap().keys();
+        // Index files always; a pack only when asked; key files never.
+        storage.get("index", &index).unwrap();
+        storage.get("pack", &pack).unwrap();
+        storage.get_cached("key", &key).unwrap();
+        assert_eq!(cached(&storage), [index.clone()]);
+        storage.get_bounded_cached("pack", &pack, 100).unwrap();
+        assert_eq!(cached(&storage), [pack.clone(), index.clone()]);
+        // Deleted by the other handle: the cached copy still serves reads within the maximum,
+        // and one above its size goes to the store, which no longer has it.
+        other.delete(&index).unwrap();
+        assert_eq!(
+            &storage.get_bounded("index", &index, 11).unwrap()[..],
+            b"index bytes"
+        );
+        assert!(matches!(
+            storage.get_bounded("index", &index, 10),
+            Err(Error::Missing { what: "index", .. })
+        ));
+        // Deleting through the caching handle drops the cached copy too.
+        storage.delete(&index).unwrap();
+        assert_eq!(cached(&storage), [pack.clone()]);
+        assert!(matches!(
+            storage.get("index", &index),
+            Err(Error::Missing { what: "index", .. })
+        ));
+    }
+
+    #[test]
+    fn a_range_read_hands_its_bytes_to_the_closure_once_even_when_nested() {
+        let storage = Storage::in_memory().unwrap();
+        storage
+            .put_new("data/ab/x", Bytes::from_static(b"hello, world"))
+            .unwrap();
+        let got = storage
+            .with_range("pack", "data/ab/x", 7..12, |outer| {
+                let inner = storage.with_range("pack", "data/ab/x", 0..5, |b| Ok(b.to_vec()))?;
+                Ok((outer.to_vec(), inner))
+            })
+            .unwrap();
+        assert_eq!(got, (b"world".to_vec(), b"hello".to_vec()));
+        let err = storage
+            .with_range_direct("pack", "data/ab/x", 10..20, |b| Ok(b.len()))
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
 }
