@@ -15,6 +15,10 @@
 //! written under a fresh random name with `O_CREAT|O_EXCL|O_NOFOLLOW` and renamed into place
 //! ([`crate::fs::safe`]), so a symlink planted in the cache is never followed, for reading or
 //! writing.
+//!
+//! Which objects go through the cache is one policy, [`CacheUse::of`], by object class; the
+//! [`Storage`](super::Storage) facade applies it in front of whichever backend it holds, so the
+//! cache is a layer over any store. May use `fs/` and the format's storage hash; no backend.
 
 use crate::error::{Error, Result};
 use crate::format::id::storage_hash;
@@ -24,6 +28,41 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+
+/// Whether the verified cache holds an object of a class (the directory its key is in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Every read goes through the cache: immutable, content-named metadata that most
+    /// commands read (snapshots, index files).
+    Always,
+    /// Only reads that ask for it ([`Storage::get_cached`](super::Storage::get_cached),
+    /// [`Storage::get_bounded_cached`](super::Storage::get_bounded_cached)): packs, where tree
+    /// packs are worth keeping and data packs are not, which only the caller knows.
+    OnRequest,
+    /// Never: objects that change or are not named by their content (config, key files,
+    /// leases, deletion plans).
+    Never,
+}
+
+impl CacheUse {
+    /// The policy for the object under `key`.
+    pub fn of(key: &str) -> CacheUse {
+        match key.split_once('/').map(|(dir, _)| dir) {
+            Some("snapshots" | "index") => CacheUse::Always,
+            Some("data") => CacheUse::OnRequest,
+            _ => CacheUse::Never,
+        }
+    }
+
+    /// Whether a read of `key` goes through the cache; `asked` says the caller asked for it.
+    pub fn applies(key: &str, asked: bool) -> bool {
+        match CacheUse::of(key) {
+            CacheUse::Always => true,
+            CacheUse::OnRequest => asked,
+            CacheUse::Never => false,
+        }
+    }
+}
 
 /// The metadata cache of one repository.
 #[derive(Debug)]
@@ -220,6 +259,26 @@ fn walk_files(at: &str, dir: &Dir, visit: &mut dyn FnMut(&str, &Dir, &OsStr)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_policy_caches_metadata_always_packs_on_request_and_nothing_else() {
+        let id = "ab".repeat(32);
+        for (key, want) in [
+            (format!("snapshots/{id}"), CacheUse::Always),
+            (format!("index/{id}"), CacheUse::Always),
+            (format!("data/ab/{id}"), CacheUse::OnRequest),
+            ("config".to_string(), CacheUse::Never),
+            (format!("keys/{id}"), CacheUse::Never),
+            (format!("locks/{id}"), CacheUse::Never),
+            (format!("snapshotsx/{id}"), CacheUse::Never),
+        ] {
+            assert_eq!(CacheUse::of(&key), want, "{key}");
+        }
+        assert!(CacheUse::applies(&format!("index/{id}"), false));
+        assert!(!CacheUse::applies(&format!("data/ab/{id}"), false));
+        assert!(CacheUse::applies(&format!("data/ab/{id}"), true));
+        assert!(!CacheUse::applies("config", true));
+    }
 
     #[test]
     fn verified_on_read_and_pruned_by_listing() {

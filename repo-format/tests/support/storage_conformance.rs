@@ -1,7 +1,8 @@
 //! The storage conformance suite: what every store Coffer supports must do, as a list of named
 //! checks, each run on a fresh, empty location. It is test code only and uses only the public
 //! API of [`Storage`], so the library ships no test helpers: `repo-format/tests/
-//! storage_conformance.rs` runs it on the in-memory store and on local directories, `tests/s3.rs`
+//! storage_conformance.rs` runs it on the in-memory store (directly and behind a wrapping
+//! backend, the way a fault-injecting store plugs in) and on local directories, `tests/s3.rs`
 //! on a real S3 server (moto) and `tests/gcs.rs` on a real GCS bucket, each including this file
 //! with `#[path]`. A failing check does not stop the others: the run names every check that failed.
 
@@ -63,6 +64,14 @@ const CHECKS: &[(&str, Check)] = &[
     (
         "bounded_read_refuses_an_object_above_its_maximum",
         Check::One(bounded_read_refuses_an_object_above_its_maximum),
+    ),
+    (
+        "bounded_read_refuses_a_large_object_and_reads_it_at_its_size",
+        Check::One(bounded_read_refuses_a_large_object_and_reads_it_at_its_size),
+    ),
+    (
+        "bounded_read_after_delete_and_rewrite_sees_the_new_size",
+        Check::One(bounded_read_after_delete_and_rewrite_sees_the_new_size),
     ),
     (
         "other_writers_are_seen_once_listings_are_forgotten",
@@ -484,6 +493,55 @@ fn bounded_read_refuses_an_object_above_its_maximum(storage: &Storage) {
         let err = storage.get_bounded("lease", "index/i1", 10).unwrap_err();
         assert!(err.to_string().contains("index/i1"), "{err}");
     }
+}
+
+/// A multi-megabyte object one byte above the maximum is refused (naming its size), and read
+/// whole when the maximum is its size, with and without a listing.
+fn bounded_read_refuses_a_large_object_and_reads_it_at_its_size(storage: &Storage) {
+    let big: Vec<u8> = (0..(3 << 20) + 1).map(|i| (i % 253) as u8).collect();
+    let size = big.len() as u64;
+    storage
+        .put_new("data/ef/big", Bytes::from(big.clone()))
+        .unwrap();
+    for listed in [false, true] {
+        if listed {
+            storage.list("data").unwrap();
+        }
+        match storage.get_bounded("pack", "data/ef/big", size - 1) {
+            Err(Error::Corrupt { what, id, reason }) => {
+                assert_eq!((what, id.as_str()), ("pack", "data/ef/big"));
+                assert!(reason.contains(&format!("{size} bytes")), "{reason}");
+            }
+            other => panic!("listed {listed}: {:?}", other.map(|b| b.len())),
+        }
+        let read = storage.get_bounded("pack", "data/ef/big", size).unwrap();
+        assert!(read == big, "listed {listed}: the bytes differ");
+    }
+}
+
+/// A delete and a new write of the same name through the handle leave the listing it remembers
+/// with the new size, so a bounded read checks the new object against the maximum.
+fn bounded_read_after_delete_and_rewrite_sees_the_new_size(storage: &Storage) {
+    put(storage, "data/ab/x", b"hello");
+    assert_eq!(
+        storage.list("data").unwrap(),
+        [("data/ab/x".to_string(), 5)]
+    );
+    storage.delete("data/ab/x").unwrap();
+    put(storage, "data/ab/x", b"again!!");
+    assert_eq!(
+        storage.list("data").unwrap(),
+        [("data/ab/x".to_string(), 7)]
+    );
+    assert_eq!(
+        &storage.get_bounded("pack", "data/ab/x", 7).unwrap()[..],
+        b"again!!"
+    );
+    assert_corrupt(
+        storage.get_bounded("pack", "data/ab/x", 6),
+        "pack",
+        "data/ab/x",
+    );
 }
 
 /// A handle remembers its listings: another writer's objects appear once it forgets them
