@@ -4,7 +4,7 @@
 use super::Context_;
 use anyhow::Result;
 use clap::Subcommand;
-use coffer_repo::format::lease::LeaseOptions;
+use coffer_repo::repository::lease::LeaseOptions;
 use coffer_repo::ops::repair::{self as op, RepairIndexOptions, RepairSnapshotsOptions};
 
 #[derive(Subcommand, Debug)]

@@ -164,7 +164,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     // again after its pack was lost is the one restore reads, so snapshots that use it are not
     // reported damaged.
     let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
-    for id in crate::format::index::list_ids_newest_first(ctx.storage)? {
+    for id in crate::format::index::IndexFile::list_ids_newest_first(ctx.storage)? {
         match IndexFile::load(ctx.storage, ctx.keys, &id) {
             Ok(f) => files.push((id, f)),
             Err(e) => ctx.error(format!("index/{id}"), e.to_string()),
@@ -176,7 +176,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
         .collect();
     files.retain(|(id, _)| !superseded.contains(id));
     ctx.report.index_files = files.len();
-    let plans = match plan::load_all(ctx.storage, ctx.keys) {
+    let plans = match plan::DeletionPlan::load_all(ctx.storage, ctx.keys) {
         Ok(p) => p,
         Err(e) => {
             ctx.error("plans", e.to_string());
@@ -303,7 +303,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     // Snapshots: what the damage reaches.
     let mut clean_trees: HashSet<BlobId> = HashSet::new();
     let mut damaged_snapshots: HashSet<SnapshotId> = HashSet::new();
-    for id in snapshot::list_ids(ctx.storage)? {
+    for id in snapshot::Snapshot::list_ids(ctx.storage)? {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }

@@ -62,7 +62,7 @@ pub struct ForgetReport {
 /// Applies the policy to every snapshot, group by group, and deletes the ones not kept.
 pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport> {
     options.policy.validate()?;
-    let all = snapshot::load_all(repo.storage(), repo.keys())?;
+    let all = snapshot::Snapshot::load_all(repo.storage(), repo.keys())?;
     let mut report = decide(&all.good, options)?;
     report.damaged = all
         .damaged
@@ -145,7 +145,7 @@ pub fn decide(
 /// that cannot be read can still be removed. Returns the ids, sorted; with `dry_run`, deletes
 /// nothing. Fails before deleting anything if a spec matches no snapshot or several.
 pub fn forget_ids(repo: &Repository, specs: &[String], dry_run: bool) -> Result<Vec<SnapshotId>> {
-    let ids = snapshot::list_ids(repo.storage())?;
+    let ids = snapshot::Snapshot::list_ids(repo.storage())?;
     let mut chosen = Vec::new();
     for spec in specs {
         let lower = spec.to_ascii_lowercase();

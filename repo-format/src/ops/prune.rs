@@ -25,7 +25,7 @@
 use crate::error::{Error, Result};
 use crate::format::id::{IndexId, PackId};
 use crate::format::index::{IndexFile, MasterIndex};
-use crate::format::lease::{Lease, LeaseOptions};
+use crate::repository::lease::{Lease, LeaseOptions};
 use crate::format::pack::{self, BlobKind, PackedBlob, SealedBlob};
 use crate::format::plan::{self, DeletionPlan};
 use crate::format::snapshot;
@@ -153,7 +153,7 @@ struct Loaded {
 fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
     let mut all = Vec::new();
     // Newest first, as `MasterIndex::load` reads them.
-    for id in crate::format::index::list_ids_newest_first(storage)? {
+    for id in crate::format::index::IndexFile::list_ids_newest_first(storage)? {
         match IndexFile::load(storage, keys, &id) {
             Ok(file) => all.push((id, file)),
             Err(Error::Missing { .. }) => continue,
@@ -182,7 +182,7 @@ fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
         files.push((id, packs));
     }
     // A damaged plan is treated as absent (docs/maintenance.md, "Damaged deletion plans").
-    let plans = plan::load_all(storage, keys)?;
+    let plans = plan::DeletionPlan::load_all(storage, keys)?;
     let damaged_plans = plans.damage_warnings();
     let plans = plans.good;
     for (_, p) in &plans {
@@ -313,7 +313,7 @@ fn snapshot_roots(
     keys: &MasterKeys,
 ) -> Result<Vec<(crate::format::id::SnapshotId, crate::format::id::BlobId)>> {
     let mut out = Vec::new();
-    for id in snapshot::list_ids(storage)? {
+    for id in snapshot::Snapshot::list_ids(storage)? {
         match snapshot::Snapshot::load(storage, keys, &id) {
             Ok(s) => out.push((id, s.tree)),
             // Forgotten while we listed: nothing to keep for it.
@@ -933,7 +933,7 @@ mod tests {
         let report = prune(&repo, &options(0)).unwrap();
         assert_eq!(report.packs_deleted, 1, "{report:?}");
         assert!(storage.size(&key).unwrap().is_none());
-        assert!(plan::load_all(storage, keys).unwrap().good.is_empty());
+        assert!(plan::DeletionPlan::load_all(storage, keys).unwrap().good.is_empty());
     }
 
     /// D1: a pack still in the live index is never deleted, even if a due plan lists it (a
@@ -1099,7 +1099,7 @@ mod tests {
         assert_eq!(report.packs_condemned, 0, "{report:?}");
         assert_eq!(report.packs_deleted, 0, "{report:?}");
         assert!(repo.storage().size(&key).unwrap().is_some());
-        let plans = plan::load_all(repo.storage(), repo.keys()).unwrap();
+        let plans = plan::DeletionPlan::load_all(repo.storage(), repo.keys()).unwrap();
         assert!(plans.good.is_empty() && plans.damaged.is_empty());
 
         // Two hours later (by its modification time) it is anybody's leftover: removed at once.

@@ -15,7 +15,7 @@
 use crate::error::{Error, Result};
 use crate::format::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::format::index::IndexFile;
-use crate::format::lease::{Lease, LeaseOptions};
+use crate::repository::lease::{Lease, LeaseOptions};
 use crate::format::pack::{self, BlobKind, PackedBlob};
 use crate::format::snapshot::{self, Snapshot};
 use crate::format::tree::{NodeKind, Tree};
@@ -128,7 +128,7 @@ fn rebuild(repo: &Repository, lease: &Lease, cancel: &AtomicBool) -> Result<Repa
     // Packs that only a deletion plan names stay the plan's (prune decides them).
     let mut planned: HashSet<PackId> = HashSet::new();
     // (A damaged plan names nothing readable: its packs are added like any unindexed pack.)
-    for (_, p) in crate::format::plan::load_all(storage, keys)?.good {
+    for (_, p) in crate::format::plan::DeletionPlan::load_all(storage, keys)?.good {
         planned.extend(p.packs.iter().map(|(id, _)| *id));
     }
 
@@ -405,7 +405,7 @@ pub fn repair_snapshots(
     storage.forget_listings();
     // Damaged snapshot objects cannot be rewritten (their content is unknown): they are left
     // for `forget ID`, and naming one here fails naming it.
-    let all = snapshot::load_all(storage, keys)?;
+    let all = snapshot::Snapshot::load_all(storage, keys)?;
     let chosen: Vec<(SnapshotId, Snapshot)> = if options.snapshots.is_empty() {
         all.good.clone()
     } else {

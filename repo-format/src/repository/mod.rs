@@ -1,7 +1,9 @@
 //! The repository handle: storage, the opened master keys, the configuration, the chunker's gear
 //! table and the in-memory index. Operations in `ops/` take a `&Repository`.
 
+pub mod lease;
 pub mod parallel;
+pub mod stored;
 pub mod writer;
 
 use crate::error::{Error, Result};
@@ -11,7 +13,7 @@ use crate::format::config::{
 };
 use crate::format::id::{BlobId, KeyId, PackId};
 use crate::format::index::{BlobLocation, MasterIndex};
-use crate::format::keyfile::{self, KeyFile};
+use crate::format::keyfile::KeyFile;
 use crate::format::pack::{self, BlobKind};
 use crate::format::sealed::FORMAT_VERSION;
 use crate::format::tree::Tree;
@@ -138,7 +140,7 @@ impl Repository {
                 location: storage.location().to_string(),
             });
         }
-        let (key_id, keys) = keyfile::open_any(&storage, password)?;
+        let (key_id, keys) = KeyFile::open_any(&storage, password)?;
         let config = RepoConfig::load(&storage, &keys)?;
         storage.enable_cache(&config.id);
         let index = if load_index {
