@@ -472,6 +472,23 @@ mod tests {
     }
 
     #[test]
+    fn only_lease_names_count_as_lease_records() {
+        let storage = Storage::in_memory().unwrap();
+        let keys = MasterKeys::generate().unwrap();
+        for stray in ["locks/lease-9", "locks/.nfs0001", "locks/lease-0000000000000000000x"] {
+            storage
+                .put_new(stray, bytes::Bytes::from_static(b"not a lease"))
+                .unwrap();
+        }
+        assert!(list(&storage).unwrap().is_empty());
+        let lease = Lease::acquire(&storage, &keys, options(300)).unwrap();
+        assert_eq!(list(&storage).unwrap(), vec![(1, key_of(1))]);
+        lease.release().unwrap();
+        // The strays are neither read nor deleted.
+        assert_eq!(storage.list_uncached("locks").unwrap().len(), 4);
+    }
+
+    #[test]
     fn racing_contenders_have_one_winner() {
         for _ in 0..20 {
             let storage = Storage::in_memory().unwrap();
