@@ -9,8 +9,8 @@ use coffer_repo::format::lease::LeaseRecord;
 use coffer_repo::format::pack::{self, BlobKind, PackWriter};
 use coffer_repo::format::plan::DeletionPlan;
 use coffer_repo::format::sealed::{self, ObjectKind};
-use coffer_repo::format::tree::Tree;
 use coffer_repo::format::snapshot::Snapshot;
+use coffer_repo::format::tree::Tree;
 use coffer_repo::{BlobId, IndexId, KeyId, PackId, SnapshotId};
 use proptest::prelude::*;
 

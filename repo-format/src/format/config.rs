@@ -175,13 +175,20 @@ mod tests {
         let other = MasterKeys::generate().unwrap();
         assert!(RepoConfig::from_stored(&other, &bytes).is_err());
         for cut in 0..bytes.len() {
-            assert!(RepoConfig::from_stored(&keys, &bytes[..cut]).is_err(), "{cut}");
+            assert!(
+                RepoConfig::from_stored(&keys, &bytes[..cut]).is_err(),
+                "{cut}"
+            );
         }
         // Sealed correctly but invalid: refused as corrupt, naming the config.
         let mut bad = c;
         bad.pack_size = 1;
         let err = RepoConfig::from_stored(&keys, &bad.to_stored(&keys).unwrap()).unwrap_err();
-        assert!(err.to_string().starts_with("config config is corrupt: pack_size"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("config config is corrupt: pack_size"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -165,7 +165,11 @@ pub(crate) fn open_compressed(
         return Err(Error::corrupt(what, name, "too large"));
     }
     if hex::encode(storage_hash(bytes)) != name {
-        return Err(Error::corrupt(what, name, "content does not match its name"));
+        return Err(Error::corrupt(
+            what,
+            name,
+            "content does not match its name",
+        ));
     }
     let compressed = sealed::open(keys, kind, what, name, bytes)?;
     let mut plain = Vec::new();

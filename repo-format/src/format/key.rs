@@ -164,6 +164,19 @@ impl ObjectKey {
         }
     }
 
+    /// The hash the object's bytes must have, for content-named objects (all but `config` and
+    /// lease records, spec section 2): what a verified cache compares a stored copy with.
+    pub fn content_hash(&self) -> Option<[u8; 32]> {
+        match self {
+            ObjectKey::Config | ObjectKey::Lease(_) => None,
+            ObjectKey::KeyFile(id) => Some(id.0),
+            ObjectKey::Pack(id) => Some(id.0),
+            ObjectKey::Index(id) => Some(id.0),
+            ObjectKey::Snapshot(id) => Some(id.0),
+            ObjectKey::Plan(id) => Some(id.0),
+        }
+    }
+
     /// Parses a storage key. Only the names Coffer writes are accepted: ids as exactly 64
     /// lowercase hex digits, a pack in the fan-out directory of its id's first two digits, a
     /// lease sequence as exactly 20 decimal digits. Anything else is `None` (a stray).
@@ -284,6 +297,8 @@ mod tests {
                 "{text}"
             );
             assert!(text.ends_with(&key.name()), "{text}");
+            let named_by_hash = !matches!(key, ObjectKey::Config | ObjectKey::Lease(_));
+            assert_eq!(key.content_hash(), named_by_hash.then_some([0xa7; 32]));
         }
         // The class of every other directory refuses it.
         let index = ObjectKey::Index(IndexId([1; 32])).to_string();
@@ -331,7 +346,10 @@ mod tests {
         let id = "0123456789abcdef".repeat(4);
         for dir in ["keys", "index", "snapshots", "plans"] {
             assert!(is_object_name(dir, &format!("{dir}/{id}")), "{dir}");
-            assert!(!is_object_name(dir, &format!("{dir}/{}", id.to_uppercase())));
+            assert!(!is_object_name(
+                dir,
+                &format!("{dir}/{}", id.to_uppercase())
+            ));
             assert!(!is_object_name(dir, &format!("{dir}/{id}0")));
             assert!(!is_object_name(dir, &format!("{dir}/x/{id}")));
         }

@@ -271,7 +271,10 @@ mod tests {
         future.version = 2;
         let (fid, fbytes) = future.to_stored().unwrap();
         let err = KeyFile::from_stored(&fid, &fbytes).unwrap_err();
-        assert!(err.to_string().contains("unknown key file version"), "{err}");
+        assert!(
+            err.to_string().contains("unknown key file version"),
+            "{err}"
+        );
         // Bad hex in the salt is an error, not a panic.
         let mut bad_salt = file;
         bad_salt.salt = "zz".into();

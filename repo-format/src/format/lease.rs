@@ -96,7 +96,10 @@ mod tests {
     fn stored_form_round_trips_and_refuses_damage() {
         let keys = MasterKeys::generate().unwrap();
         let bytes = record().to_stored(&keys).unwrap();
-        assert_eq!(LeaseRecord::from_stored(&keys, 3, &bytes).unwrap(), record());
+        assert_eq!(
+            LeaseRecord::from_stored(&keys, 3, &bytes).unwrap(),
+            record()
+        );
         let other = MasterKeys::generate().unwrap();
         let err = LeaseRecord::from_stored(&other, 3, &bytes).unwrap_err();
         assert!(

@@ -478,7 +478,10 @@ mod tests {
         for cut in 0..bytes.len() {
             let short = &bytes[..cut];
             let renamed = SnapshotId(storage_hash(short));
-            assert!(Snapshot::from_stored(&keys, &renamed, short).is_err(), "{cut}");
+            assert!(
+                Snapshot::from_stored(&keys, &renamed, short).is_err(),
+                "{cut}"
+            );
         }
         // Above the maximum: refused before anything else is looked at.
         let huge = vec![0u8; MAX_SNAPSHOT_SIZE as usize + 1];

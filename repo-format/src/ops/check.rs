@@ -164,7 +164,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     // again after its pack was lost is the one restore reads, so snapshots that use it are not
     // reported damaged.
     let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
-    for id in crate::format::index::IndexFile::list_ids_newest_first(ctx.storage)? {
+    for id in IndexFile::list_ids_newest_first(ctx.storage)? {
         match IndexFile::load(ctx.storage, ctx.keys, &id) {
             Ok(f) => files.push((id, f)),
             Err(e) => ctx.error(format!("index/{id}"), e.to_string()),

@@ -73,7 +73,7 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
         for group in &report.groups {
             for verdict in group.snapshots.iter().filter(|v| !v.keep) {
                 repo.storage()
-                    .delete(&format!("snapshots/{}", verdict.id))?;
+                    .delete(&crate::format::key::ObjectKey::Snapshot(verdict.id).to_string())?;
                 report.removed.push(verdict.id);
             }
         }

@@ -25,11 +25,11 @@
 use crate::error::{Error, Result};
 use crate::format::id::{IndexId, PackId};
 use crate::format::index::{IndexFile, MasterIndex};
-use crate::repository::lease::{Lease, LeaseOptions};
 use crate::format::pack::{self, BlobKind, PackedBlob, SealedBlob};
-use crate::format::plan::{self, DeletionPlan};
+use crate::format::plan::DeletionPlan;
 use crate::format::snapshot;
 use crate::format::tree::Tree;
+use crate::repository::lease::{Lease, LeaseOptions};
 use crate::repository::writer::BlobWriter;
 use crate::repository::Repository;
 use crate::storage::Storage;
@@ -153,7 +153,7 @@ struct Loaded {
 fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
     let mut all = Vec::new();
     // Newest first, as `MasterIndex::load` reads them.
-    for id in crate::format::index::IndexFile::list_ids_newest_first(storage)? {
+    for id in IndexFile::list_ids_newest_first(storage)? {
         match IndexFile::load(storage, keys, &id) {
             Ok(file) => all.push((id, file)),
             Err(Error::Missing { .. }) => continue,
@@ -182,7 +182,7 @@ fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
         files.push((id, packs));
     }
     // A damaged plan is treated as absent (docs/maintenance.md, "Damaged deletion plans").
-    let plans = plan::DeletionPlan::load_all(storage, keys)?;
+    let plans = DeletionPlan::load_all(storage, keys)?;
     let damaged_plans = plans.damage_warnings();
     let plans = plans.good;
     for (_, p) in &plans {
@@ -661,7 +661,7 @@ fn pass(
     }
     for file in &delete_files {
         report.removals.push(Removal {
-            object: format!("index/{file}"),
+            object: crate::format::key::ObjectKey::Index(*file).to_string(),
             bytes: 0,
             reason: "superseded".into(),
             when: "now",
@@ -842,7 +842,7 @@ fn pass(
     report.packs_deleted += delete_packs.len();
     for file in &delete_files {
         check()?;
-        storage.delete(&format!("index/{file}"))?;
+        storage.delete(&crate::format::key::ObjectKey::Index(*file).to_string())?;
         report.index_files_deleted += 1;
     }
     for key in &due_keys {
@@ -933,7 +933,10 @@ mod tests {
         let report = prune(&repo, &options(0)).unwrap();
         assert_eq!(report.packs_deleted, 1, "{report:?}");
         assert!(storage.size(&key).unwrap().is_none());
-        assert!(plan::DeletionPlan::load_all(storage, keys).unwrap().good.is_empty());
+        assert!(DeletionPlan::load_all(storage, keys)
+            .unwrap()
+            .good
+            .is_empty());
     }
 
     /// D1: a pack still in the live index is never deleted, even if a due plan lists it (a
@@ -1099,7 +1102,7 @@ mod tests {
         assert_eq!(report.packs_condemned, 0, "{report:?}");
         assert_eq!(report.packs_deleted, 0, "{report:?}");
         assert!(repo.storage().size(&key).unwrap().is_some());
-        let plans = plan::DeletionPlan::load_all(repo.storage(), repo.keys()).unwrap();
+        let plans = DeletionPlan::load_all(repo.storage(), repo.keys()).unwrap();
         assert!(plans.good.is_empty() && plans.damaged.is_empty());
 
         // Two hours later (by its modification time) it is anybody's leftover: removed at once.

@@ -15,10 +15,10 @@
 use crate::error::{Error, Result};
 use crate::format::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::format::index::IndexFile;
-use crate::repository::lease::{Lease, LeaseOptions};
 use crate::format::pack::{self, BlobKind, PackedBlob};
 use crate::format::snapshot::{self, Snapshot};
 use crate::format::tree::{NodeKind, Tree};
+use crate::repository::lease::{Lease, LeaseOptions};
 use crate::repository::writer::BlobWriter;
 use crate::repository::Repository;
 use crate::storage::Storage;
@@ -207,7 +207,7 @@ fn rebuild(repo: &Repository, lease: &Lease, cancel: &AtomicBool) -> Result<Repa
     }
     for id in &old_files {
         lease.check()?;
-        storage.delete(&format!("index/{id}"))?;
+        storage.delete(&crate::format::key::ObjectKey::Index(*id).to_string())?;
         report.index_files_removed += 1;
     }
     Ok(report)
@@ -473,7 +473,7 @@ pub fn repair_snapshots(
         let new_id = repaired.save(storage, keys)?;
         let forgotten = options.forget && new_id != id;
         if forgotten {
-            storage.delete(&format!("snapshots/{id}"))?;
+            storage.delete(&crate::format::key::ObjectKey::Snapshot(id).to_string())?;
         }
         report.repaired.push(RepairedSnapshot {
             original: id,

@@ -28,7 +28,6 @@ impl LeaseRecord {
         }
         None
     }
-
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -57,10 +56,12 @@ pub fn list(storage: &Storage) -> Result<Vec<(u64, String)>> {
     let mut out: Vec<(u64, String)> = storage
         .list_uncached(ObjectClass::Lease.dir())?
         .into_iter()
-        .filter_map(|(key, _)| match ObjectKey::parse_as(ObjectClass::Lease, &key)? {
-            ObjectKey::Lease(seq) => Some((seq, key)),
-            _ => None,
-        })
+        .filter_map(
+            |(key, _)| match ObjectKey::parse_as(ObjectClass::Lease, &key)? {
+                ObjectKey::Lease(seq) => Some((seq, key)),
+                _ => None,
+            },
+        )
         .collect();
     out.sort();
     Ok(out)
@@ -475,7 +476,11 @@ mod tests {
     fn only_lease_names_count_as_lease_records() {
         let storage = Storage::in_memory().unwrap();
         let keys = MasterKeys::generate().unwrap();
-        for stray in ["locks/lease-9", "locks/.nfs0001", "locks/lease-0000000000000000000x"] {
+        for stray in [
+            "locks/lease-9",
+            "locks/.nfs0001",
+            "locks/lease-0000000000000000000x",
+        ] {
             storage
                 .put_new(stray, bytes::Bytes::from_static(b"not a lease"))
                 .unwrap();

@@ -357,10 +357,31 @@ mod tests {
             .put_new(&ObjectKey::Snapshot(id).to_string(), huge.into())
             .unwrap();
         let err = Snapshot::load(&storage, &keys, &id).unwrap_err();
-        assert!(matches!(err, Error::Corrupt { what: "snapshot", .. }), "{err}");
-        assert!(err.to_string().contains("maximum of 16777216 bytes"), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Corrupt {
+                    what: "snapshot",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("maximum of 16777216 bytes"),
+            "{err}"
+        );
         let err = Snapshot::load(&storage, &keys, &SnapshotId([1; 32])).unwrap_err();
-        assert!(matches!(err, Error::Missing { what: "snapshot", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Missing {
+                    what: "snapshot",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         storage
             .put_new("config", vec![0u8; 64 * 1024 + 1].into())
             .unwrap();
@@ -408,7 +429,10 @@ mod tests {
             created: jiff::Timestamp::from_millisecond(1_700_000_000_123).unwrap(),
             index_deadline: jiff::Timestamp::from_millisecond(1_700_000_001_123).unwrap(),
             index_files: vec![IndexId([3; 32])],
-            packs: vec![(PackId([1; 32]), vec![blob(7, 0)]), (PackId([2; 32]), vec![])],
+            packs: vec![
+                (PackId([1; 32]), vec![blob(7, 0)]),
+                (PackId([2; 32]), vec![]),
+            ],
         };
         let key = plan.save(&storage, &keys).unwrap();
         assert!(key.starts_with("plans/"));
