@@ -16,6 +16,9 @@
 //! docs/maintenance.md) are loaded as *pending*: they can still be read ([`MasterIndex::get`]),
 //! so a snapshot written by a backup that ran during prune restores, but they are not offered for
 //! deduplication ([`MasterIndex::contains`] is false), so no new snapshot comes to depend on them.
+//!
+//! Pure: bytes in, typed values out; reading and writing index files, and loading the
+//! [`MasterIndex`] from storage, is `repository/stored.rs`'s.
 
 use crate::error::{Error, Result};
 use crate::format::id::{storage_hash, BlobId, IndexId, PackId};

@@ -13,6 +13,8 @@
 //! packs, and let the second phase tell whether a snapshot written since needs one of them. The
 //! name is the BLAKE3 of the stored bytes, like every other object. Plans are immutable: the
 //! prune that carries one out deletes it last.
+//!
+//! Pure: bytes in, typed values out; reading and writing plans is `repository/stored.rs`'s.
 
 use crate::error::{Error, Result};
 use crate::format::id::{storage_hash, IndexId, PackId, PlanId};
