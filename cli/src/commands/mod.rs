@@ -122,7 +122,7 @@ pub fn open_repo_with(
 
 /// Every snapshot of `repo`; the damaged ones are named on stderr and set apart.
 pub fn load_snapshots(repo: &Repository) -> Result<coffer_repo::format::snapshot::Snapshots> {
-    let all = coffer_repo::format::snapshot::load_all(repo.storage(), repo.keys())?;
+    let all = coffer_repo::Snapshot::load_all(repo.storage(), repo.keys())?;
     for warning in all.damage_warnings() {
         eprintln!("warning: {warning}");
     }

@@ -3,8 +3,8 @@
 use super::Context_;
 use crate::output;
 use anyhow::Result;
-use coffer_repo::format::lease::LeaseOptions;
 use coffer_repo::ops::prune::{self as op, PruneOptions, PruneReport};
+use coffer_repo::repository::lease::LeaseOptions;
 use coffer_repo::Repository;
 use std::time::Duration;
 

@@ -4,8 +4,8 @@
 use super::Context_;
 use anyhow::Result;
 use clap::Subcommand;
-use coffer_repo::format::lease::LeaseOptions;
 use coffer_repo::ops::repair::{self as op, RepairIndexOptions, RepairSnapshotsOptions};
+use coffer_repo::repository::lease::LeaseOptions;
 
 #[derive(Subcommand, Debug)]
 pub enum RepairCommand {

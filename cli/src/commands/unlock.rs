@@ -2,7 +2,7 @@
 
 use super::Context_;
 use anyhow::Result;
-use coffer_repo::format::lease;
+use coffer_repo::repository::lease;
 
 #[derive(clap::Args, Debug)]
 #[command(

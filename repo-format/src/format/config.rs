@@ -1,14 +1,15 @@
 //! The repository configuration: `config`, a sealed JSON document written once by `init`.
+//!
+//! Pure: bytes in, typed values out; reading and writing it is `repository/stored.rs`'s.
 
 use crate::error::{Error, Result};
 use crate::format::sealed::{self, ObjectKind};
-use crate::storage::Storage;
 use coffer_chunker::ChunkerParams;
 use coffer_crypto::MasterKeys;
 use serde::{Deserialize, Serialize};
 
-/// Storage key of the configuration object.
-pub const CONFIG_KEY: &str = "config";
+/// Storage key of the configuration object ([`crate::format::key::ObjectKey::Config`]).
+pub const CONFIG_KEY: &str = crate::format::key::CONFIG;
 /// The largest config object read (bytes).
 pub const MAX_CONFIG_SIZE: u64 = 64 * 1024;
 /// Default target size of a pack file.
@@ -112,16 +113,14 @@ impl RepoConfig {
             .unwrap_or(self.compression_level)
     }
 
-    /// Seals and writes the config. Used once, by `init`.
-    pub(crate) fn save(&self, storage: &Storage, keys: &MasterKeys) -> Result<()> {
+    /// The stored form: sealed JSON. Written once, by `init`.
+    pub fn to_stored(&self, keys: &MasterKeys) -> Result<Vec<u8>> {
         let json = serde_json::to_vec(self).map_err(Error::internal)?;
-        let bytes = sealed::seal(keys, ObjectKind::Config, &json)?;
-        storage.put_new(CONFIG_KEY, bytes.into())
+        sealed::seal(keys, ObjectKind::Config, &json)
     }
 
-    /// Reads, opens and validates the config.
-    pub(crate) fn load(storage: &Storage, keys: &MasterKeys) -> Result<RepoConfig> {
-        let bytes = storage.get_bounded("config", CONFIG_KEY, MAX_CONFIG_SIZE)?;
+    /// Verifies, parses and validates the stored config.
+    pub fn from_stored(keys: &MasterKeys, bytes: &[u8]) -> Result<RepoConfig> {
         if bytes.len() as u64 > MAX_CONFIG_SIZE {
             return Err(Error::corrupt(
                 "config",
@@ -129,7 +128,7 @@ impl RepoConfig {
                 format!("{} bytes is too large", bytes.len()),
             ));
         }
-        let plain = sealed::open(keys, ObjectKind::Config, "config", CONFIG_KEY, &bytes)?;
+        let plain = sealed::open(keys, ObjectKind::Config, "config", CONFIG_KEY, bytes)?;
         let config: RepoConfig =
             serde_json::from_slice(&plain).map_err(|e| Error::corrupt("config", CONFIG_KEY, e))?;
         config
@@ -165,6 +164,31 @@ mod tests {
         let old: RepoConfig = serde_json::from_value(json).unwrap();
         assert_eq!(old.validate(), Ok(()));
         assert_eq!(old.dump_level(), 5);
+    }
+
+    #[test]
+    fn stored_form_round_trips_and_refuses_damage() {
+        let keys = MasterKeys::generate().unwrap();
+        let c = config(Some(2));
+        let bytes = c.to_stored(&keys).unwrap();
+        assert_eq!(RepoConfig::from_stored(&keys, &bytes).unwrap(), c);
+        let other = MasterKeys::generate().unwrap();
+        assert!(RepoConfig::from_stored(&other, &bytes).is_err());
+        for cut in 0..bytes.len() {
+            assert!(
+                RepoConfig::from_stored(&keys, &bytes[..cut]).is_err(),
+                "{cut}"
+            );
+        }
+        // Sealed correctly but invalid: refused as corrupt, naming the config.
+        let mut bad = c;
+        bad.pack_size = 1;
+        let err = RepoConfig::from_stored(&keys, &bad.to_stored(&keys).unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config config is corrupt: pack_size"),
+            "{err}"
+        );
     }
 
     #[test]

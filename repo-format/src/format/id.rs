@@ -1,4 +1,4 @@
-//! Typed 256-bit identifiers: blobs, packs, indexes, snapshots, key files.
+//! Typed 256-bit identifiers: blobs, packs, indexes, snapshots, key files, deletion plans.
 //!
 //! Every id is 32 bytes shown as 64 lowercase hex digits. Blob ids are keyed BLAKE3 of the
 //! plaintext; every other id is the unkeyed BLAKE3 of the stored bytes, so a file's name
@@ -100,6 +100,10 @@ define_id!(
 define_id!(
     /// A key file: BLAKE3 of its stored bytes.
     KeyId, "key"
+);
+define_id!(
+    /// A deletion plan: BLAKE3 of its stored bytes.
+    PlanId, "deletion plan"
 );
 
 /// BLAKE3 of stored bytes, the name of every non-blob object.

@@ -16,12 +16,15 @@
 //! docs/maintenance.md) are loaded as *pending*: they can still be read ([`MasterIndex::get`]),
 //! so a snapshot written by a backup that ran during prune restores, but they are not offered for
 //! deduplication ([`MasterIndex::contains`] is false), so no new snapshot comes to depend on them.
+//!
+//! Pure: bytes in, typed values out; reading and writing index files, and loading the
+//! [`MasterIndex`] from storage, is `repository/stored.rs`'s.
 
 use crate::error::{Error, Result};
 use crate::format::id::{storage_hash, BlobId, IndexId, PackId};
 use crate::format::pack::{decode_compression, decode_kind, BlobKind, Compression, PackedBlob};
+use crate::format::plan::Plans;
 use crate::format::sealed::{self, ObjectKind};
-use crate::storage::Storage;
 use coffer_crypto::MasterKeys;
 use std::collections::HashSet;
 use std::io::Read;
@@ -122,44 +125,68 @@ impl IndexFile {
         Ok(IndexFile { supersedes, packs })
     }
 
-    /// Compresses, seals and writes the index file; returns its id.
-    pub fn save(&self, storage: &Storage, keys: &MasterKeys) -> Result<IndexId> {
-        let compressed = zstd::bulk::compress(&self.encode(), 3)
-            .map_err(|e| Error::io("compressing", "index", e))?;
-        let bytes = sealed::seal(keys, ObjectKind::Index, &compressed)?;
-        let id = IndexId(storage_hash(&bytes));
-        storage.put_new(&format!("index/{id}"), bytes.into())?;
-        Ok(id)
+    /// The stored form: compressed, sealed, and the id it is stored under (the hash of the
+    /// stored bytes).
+    pub fn to_stored(&self, keys: &MasterKeys) -> Result<(IndexId, Vec<u8>)> {
+        let bytes = seal_compressed(keys, ObjectKind::Index, "index", &self.encode())?;
+        Ok((IndexId(storage_hash(&bytes)), bytes))
     }
 
-    /// Reads, verifies and parses one index file.
-    pub fn load(storage: &Storage, keys: &MasterKeys, id: &IndexId) -> Result<IndexFile> {
+    /// Verifies and parses the stored bytes of index file `id`: size, name, authentication,
+    /// decompressed size, then the body, each checked before anything is allocated for it.
+    pub fn from_stored(keys: &MasterKeys, id: &IndexId, bytes: &[u8]) -> Result<IndexFile> {
         let name = id.to_hex();
-        let bytes = storage.get_bounded("index", &format!("index/{name}"), MAX_INDEX_FILE_SIZE)?;
-        if bytes.len() as u64 > MAX_INDEX_FILE_SIZE {
-            return Err(Error::corrupt("index", &name, "too large"));
-        }
-        if storage_hash(&bytes) != id.0 {
-            return Err(Error::corrupt(
-                "index",
-                &name,
-                "content does not match its name",
-            ));
-        }
-        let compressed = sealed::open(keys, ObjectKind::Index, "index", &name, &bytes)?;
-        let mut plain = Vec::new();
-        zstd::stream::read::Decoder::new(&compressed[..])
-            .and_then(|d| d.take(MAX_INDEX_PLAINTEXT + 1).read_to_end(&mut plain))
-            .map_err(|e| Error::corrupt("index", &name, format!("zstd: {e}")))?;
-        if plain.len() as u64 > MAX_INDEX_PLAINTEXT {
-            return Err(Error::corrupt(
-                "index",
-                &name,
-                "decompresses to more than the maximum",
-            ));
-        }
+        let plain = open_compressed(keys, ObjectKind::Index, "index", &name, bytes)?;
         IndexFile::decode(&name, &plain)
     }
+}
+
+/// Compresses `plain` (zstd level 3) and seals it as an object of `kind`: the stored form of
+/// index files and deletion plans.
+pub(crate) fn seal_compressed(
+    keys: &MasterKeys,
+    kind: ObjectKind,
+    what: &'static str,
+    plain: &[u8],
+) -> Result<Vec<u8>> {
+    let compressed =
+        zstd::bulk::compress(plain, 3).map_err(|e| Error::io("compressing", what, e))?;
+    sealed::seal(keys, kind, &compressed)
+}
+
+/// The inverse of [`seal_compressed`] for the object named `name` (64 hex digits): refuses
+/// stored bytes above [`MAX_INDEX_FILE_SIZE`], bytes that do not hash to the name, that fail
+/// authentication, or that decompress to more than [`MAX_INDEX_PLAINTEXT`].
+pub(crate) fn open_compressed(
+    keys: &MasterKeys,
+    kind: ObjectKind,
+    what: &'static str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Vec<u8>> {
+    if bytes.len() as u64 > MAX_INDEX_FILE_SIZE {
+        return Err(Error::corrupt(what, name, "too large"));
+    }
+    if hex::encode(storage_hash(bytes)) != name {
+        return Err(Error::corrupt(
+            what,
+            name,
+            "content does not match its name",
+        ));
+    }
+    let compressed = sealed::open(keys, kind, what, name, bytes)?;
+    let mut plain = Vec::new();
+    zstd::stream::read::Decoder::new(&compressed[..])
+        .and_then(|d| d.take(MAX_INDEX_PLAINTEXT + 1).read_to_end(&mut plain))
+        .map_err(|e| Error::corrupt(what, name, format!("zstd: {e}")))?;
+    if plain.len() as u64 > MAX_INDEX_PLAINTEXT {
+        return Err(Error::corrupt(
+            what,
+            name,
+            "decompresses to more than the maximum",
+        ));
+    }
+    Ok(plain)
 }
 
 struct Reader<'a> {
@@ -211,30 +238,6 @@ struct Entry {
     pending: bool,
 }
 
-/// Ids of the index files present. Keys under `index/` that are not index file names are not
-/// Coffer's and are ignored ([`Storage::list_objects`]).
-pub fn list_ids(storage: &Storage) -> Result<Vec<IndexId>> {
-    Ok(storage
-        .list_objects("index")?
-        .objects
-        .into_iter()
-        .filter_map(|(key, _)| IndexId::from_hex(key.rsplit('/').next().unwrap_or(&key)))
-        .collect())
-}
-
-/// Ids of every index file, the most recently written (by storage time) first, ties by name:
-/// of two copies of a blob, the one stored again after its pack was lost (`backup --force`)
-/// is newer and is the one to use. Names that are not Coffer's are left out.
-pub fn list_ids_newest_first(storage: &Storage) -> Result<Vec<IndexId>> {
-    let mut listed = storage.list_with_times("index")?;
-    listed.retain(|(key, _, _)| crate::storage::is_object_name("index", key));
-    listed.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-    Ok(listed
-        .iter()
-        .filter_map(|(key, _, _)| IndexId::from_hex(key.rsplit('/').next().unwrap_or(key)))
-        .collect())
-}
-
 /// The union of all live index files, as a sorted array.
 pub struct MasterIndex {
     packs: Vec<PackId>,
@@ -259,21 +262,11 @@ impl Default for MasterIndex {
 }
 
 impl MasterIndex {
-    /// Loads every index file that no other index file supersedes. A blob listed by several
-    /// files is looked up in the most recently written one (by storage time): a copy stored
-    /// again because its pack was lost (`backup --force`) is newer than the lost one.
-    pub fn load(storage: &Storage, keys: &MasterKeys) -> Result<MasterIndex> {
-        let mut files = Vec::new();
-        for id in list_ids_newest_first(storage)? {
-            match IndexFile::load(storage, keys, &id) {
-                Ok(file) => files.push((id, file)),
-                // Listed, then deleted before we read it: only prune deletes index files, and
-                // only ones superseded by a file written a grace period earlier, which this
-                // listing therefore holds (docs/maintenance.md, rule D3).
-                Err(Error::Missing { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+    /// The index of `files` (index file id and content, the most recently written first)
+    /// and the deletion plans `plans`: every file that no other file supersedes is live, a
+    /// blob listed by several files is looked up in the first (newest) one, and the plans'
+    /// packs are pending. Damaged plans are left out and kept as warnings.
+    pub fn from_files(files: Vec<(IndexId, IndexFile)>, plans: &Plans) -> MasterIndex {
         let superseded: HashSet<IndexId> = files
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().copied())
@@ -290,7 +283,6 @@ impl MasterIndex {
         }
         // Added after the live files: sorting is stable and the first entry of a blob wins, so
         // a blob that is both live and pending is live.
-        let plans = crate::format::plan::load_all(storage, keys)?;
         index.damaged_plans = plans.damage_warnings();
         for (_, plan) in &plans.good {
             for (pack, blobs) in &plan.packs {
@@ -298,7 +290,7 @@ impl MasterIndex {
             }
         }
         index.sort();
-        Ok(index)
+        index
     }
 
     /// Warnings about deletion plans that could not be read and were left out.
@@ -465,27 +457,49 @@ mod tests {
     }
 
     #[test]
-    fn save_load_and_supersede() {
-        let storage = Storage::in_memory().unwrap();
+    fn stored_form_round_trips_and_refuses_damage() {
         let keys = MasterKeys::generate().unwrap();
+        let file = IndexFile {
+            supersedes: vec![IndexId([4; 32])],
+            packs: vec![(PackId([1; 32]), vec![blob(1, 0), blob(2, 200)])],
+        };
+        let (id, bytes) = file.to_stored(&keys).unwrap();
+        assert_eq!(IndexFile::from_stored(&keys, &id, &bytes).unwrap(), file);
+        // Another name, other keys, a flipped bit, a cut: errors naming the index.
+        let other = MasterKeys::generate().unwrap();
+        let err = IndexFile::from_stored(&keys, &IndexId([0; 32]), &bytes).unwrap_err();
+        assert!(err.to_string().contains("does not match its name"), "{err}");
+        assert!(IndexFile::from_stored(&other, &id, &bytes).is_err());
+        let mut flipped = bytes.clone();
+        flipped[10] ^= 1;
+        assert!(IndexFile::from_stored(&keys, &IndexId(storage_hash(&flipped)), &flipped).is_err());
+        let cut = &bytes[..bytes.len() - 1];
+        assert!(IndexFile::from_stored(&keys, &IndexId(storage_hash(cut)), cut).is_err());
+    }
+
+    #[test]
+    fn superseded_files_are_left_out_and_the_newest_copy_wins() {
         let first = IndexFile {
             supersedes: vec![],
             packs: vec![(PackId([1; 32]), vec![blob(1, 0), blob(2, 200)])],
         };
-        let first_id = first.save(&storage, &keys).unwrap();
-        assert_eq!(IndexFile::load(&storage, &keys, &first_id).unwrap(), first);
-        let index = MasterIndex::load(&storage, &keys).unwrap();
-        assert_eq!(index.len(), 2);
-        assert_eq!(index.get(&BlobId([2; 32])).unwrap().pack, PackId([1; 32]));
-        assert!(!index.contains(&BlobId([3; 32])));
         let second = IndexFile {
-            supersedes: vec![first_id],
+            supersedes: vec![IndexId([1; 32])],
             packs: vec![(PackId([9; 32]), vec![blob(2, 0)])],
         };
-        second.save(&storage, &keys).unwrap();
-        let index = MasterIndex::load(&storage, &keys).unwrap();
+        let both = vec![
+            (IndexId([2; 32]), second.clone()),
+            (IndexId([1; 32]), first.clone()),
+        ];
+        let index = MasterIndex::from_files(both, &Plans::default());
         assert_eq!(index.len(), 1);
+        assert_eq!(index.files(), &[IndexId([2; 32])]);
         assert_eq!(index.get(&BlobId([2; 32])).unwrap().pack, PackId([9; 32]));
+        assert!(!index.contains(&BlobId([1; 32])));
+        // Without the superseding file, both blobs of the first are live.
+        let index = MasterIndex::from_files(vec![(IndexId([1; 32]), first)], &Plans::default());
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.get(&BlobId([2; 32])).unwrap().pack, PackId([1; 32]));
         assert_eq!(MasterIndex::BYTES_PER_BLOB, 52);
     }
 

@@ -2,10 +2,12 @@
 //!
 //! The key file's id is the BLAKE3 of its bytes. Several key files may wrap the same master keys;
 //! opening tries each until one authenticates.
+//!
+//! Pure: bytes in, typed values out, no clock; finding and reading key files is
+//! `repository/stored.rs`'s (`KeyFile::open_any`).
 
 use crate::error::{Error, Result};
 use crate::format::id::{storage_hash, KeyId};
-use crate::storage::Storage;
 use coffer_crypto::{KdfParams, MasterKeys, WrappedKeys, SALT_LEN};
 use serde::{Deserialize, Serialize};
 
@@ -44,11 +46,14 @@ pub struct KeyFile {
 }
 
 impl KeyFile {
-    /// Wraps `keys` under `password`.
-    pub fn create(
+    /// Wraps `keys` under `password`, recording `created` and who made it. The caller supplies
+    /// the time so this module reads no clock (`KeyFile::create` in `repository/stored.rs`
+    /// passes the current one).
+    pub fn wrap(
         keys: &MasterKeys,
         password: &[u8],
         kdf: KdfParams,
+        created: jiff::Timestamp,
         hostname: &str,
         username: &str,
     ) -> Result<KeyFile> {
@@ -60,7 +65,7 @@ impl KeyFile {
         let wrapped = coffer_crypto::wrap_master_keys(keys, password, kdf)?;
         Ok(KeyFile {
             version: 1,
-            created: jiff::Timestamp::now().to_string(),
+            created: created.to_string(),
             hostname: hostname.to_string(),
             username: username.to_string(),
             kdf: KdfRecord {
@@ -75,12 +80,27 @@ impl KeyFile {
         })
     }
 
-    /// Writes the key file under its content hash and returns its id.
-    pub fn save(&self, storage: &Storage) -> Result<KeyId> {
+    /// The stored form (pretty-printed JSON) and the id it is stored under.
+    pub fn to_stored(&self) -> Result<(KeyId, Vec<u8>)> {
         let bytes = serde_json::to_vec_pretty(self).map_err(Error::internal)?;
-        let id = KeyId(storage_hash(&bytes));
-        storage.put_new(&format!("keys/{id}"), bytes.into())?;
-        Ok(id)
+        Ok((KeyId(storage_hash(&bytes)), bytes))
+    }
+
+    /// Verifies and parses the stored bytes of key file `id`: size, name (compared in
+    /// constant time), then [`KeyFile::parse`].
+    pub fn from_stored(id: &KeyId, bytes: &[u8]) -> Result<KeyFile> {
+        let name = id.to_hex();
+        if bytes.len() as u64 > MAX_KEY_FILE_SIZE {
+            return Err(Error::corrupt("key file", &name, "too large"));
+        }
+        if !coffer_crypto::ct_eq(&storage_hash(bytes), &id.0) {
+            return Err(Error::corrupt(
+                "key file",
+                &name,
+                "content does not match its name",
+            ));
+        }
+        KeyFile::parse(&name, bytes)
     }
 
     /// Parses and checks a stored key file.
@@ -162,75 +182,6 @@ pub fn kdf_refusal(kdf: &KdfParams) -> Option<String> {
         })
 }
 
-/// Finds the key file that `password` opens. Key files are read (each refused above
-/// [`MAX_KEY_FILE_SIZE`] before it is downloaded) and parsed first; then those of bounded cost
-/// ([`BOUNDED_KDF`]) are tried in name order, and only if none opens, the costlier ones; a key
-/// file above the hard maximum ([`MAX_KDF_MEMORY_KIB`]) is never tried. At most
-/// [`MAX_KEY_FILES_TRIED`] Argon2id runs are made. If the password was tried against at least
-/// one key file, the result is [`Error::WrongPassword`]; only if no key file could be tried at
-/// all does the error list the damaged ones.
-pub fn open_any(storage: &Storage, password: &[u8]) -> Result<(KeyId, MasterKeys)> {
-    // Names that are not key file names are not Coffer's: ignored (check reports them).
-    let listed = storage.list_objects("keys")?.objects;
-    if listed.is_empty() {
-        return Err(Error::Missing {
-            what: "key files",
-            id: "keys/".into(),
-        });
-    }
-    let mut damaged = Vec::new();
-    let mut candidates = Vec::new();
-    for (key, _) in listed.into_iter().take(MAX_KEY_FILES_READ) {
-        let name = key.rsplit('/').next().unwrap_or(&key).to_string();
-        let Some(id) = KeyId::from_hex(&name) else {
-            continue;
-        };
-        let bytes = match storage.get_bounded("key file", &key, MAX_KEY_FILE_SIZE) {
-            Ok(bytes) => bytes,
-            Err(e @ Error::Corrupt { .. }) => {
-                damaged.push(e.to_string());
-                continue;
-            }
-            Err(Error::Missing { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        if !coffer_crypto::ct_eq(&storage_hash(&bytes), &id.0) {
-            damaged.push(format!("{key}: content does not match its name"));
-            continue;
-        }
-        let file = match KeyFile::parse(&name, &bytes) {
-            Ok(f) => f,
-            Err(e) => {
-                damaged.push(e.to_string());
-                continue;
-            }
-        };
-        candidates.push((id, name, file));
-    }
-    // Bounded costs first; the sort is stable, so name order within each group.
-    candidates.sort_by_key(|(_, _, file)| !kdf_is_bounded(&file.kdf));
-    let mut tried = 0;
-    for (id, name, file) in candidates {
-        if tried == MAX_KEY_FILES_TRIED {
-            break;
-        }
-        match file.unwrap(&name, password) {
-            Ok(Some(keys)) => return Ok((id, keys)),
-            Ok(None) => tried += 1,
-            Err(e) => damaged.push(e.to_string()),
-        }
-    }
-    if tried > 0 || damaged.is_empty() {
-        Err(Error::WrongPassword)
-    } else {
-        Err(Error::corrupt(
-            "key files",
-            "keys/",
-            format!("no key file opened; damaged: {}", damaged.join("; ")),
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,33 +218,66 @@ mod tests {
         assert!(kdf_refusal(&params(8, 1, 65)).is_some());
         let keys = MasterKeys::generate().unwrap();
         assert!(matches!(
-            KeyFile::create(&keys, b"pw", params(4 * 1024 * 1024, 1, 1), "h", "u"),
+            KeyFile::wrap(&keys, b"pw", params(4 * 1024 * 1024, 1, 1), now(), "h", "u"),
             Err(Error::InvalidInput(_))
         ));
     }
 
+    fn now() -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    const CHEAP: KdfParams = KdfParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    };
+
     #[test]
-    fn a_key_file_above_the_maximum_is_never_tried_and_a_wrong_password_stays_wrong() {
-        let storage = Storage::in_memory().unwrap();
+    fn stored_form_round_trips_and_opens_only_with_its_password() {
         let keys = MasterKeys::generate().unwrap();
-        let cheap = KdfParams {
-            memory_kib: 8,
-            iterations: 1,
-            parallelism: 1,
-        };
-        let good = KeyFile::create(&keys, b"pw", cheap, "h", "u").unwrap();
-        let good_id = good.save(&storage).unwrap();
-        let mut huge = good.clone();
-        huge.kdf.memory_kib = 4 * 1024 * 1024;
-        huge.save(&storage).unwrap();
-        let (id, _) = open_any(&storage, b"pw").unwrap();
-        assert_eq!(id, good_id);
-        assert!(matches!(
-            open_any(&storage, b"wrong"),
-            Err(Error::WrongPassword)
-        ));
-        // Were it tried, the refusal would come back as damage.
-        let err = huge.unwrap("x", b"pw").unwrap_err();
-        assert!(err.to_string().contains("not tried"), "{err}");
+        let file = KeyFile::wrap(&keys, b"pw", CHEAP, now(), "h", "u").unwrap();
+        assert_eq!(file.created, "2027-01-15T08:00:00Z");
+        let (id, bytes) = file.to_stored().unwrap();
+        let back = KeyFile::from_stored(&id, &bytes).unwrap();
+        assert_eq!(back, file);
+        let opened = back.unwrap("x", b"pw").unwrap().unwrap();
+        assert_eq!(opened.content_id(b"probe"), keys.content_id(b"probe"));
+        assert!(back.unwrap("x", b"wrong").unwrap().is_none());
+        // A master sealed by other keys' file is not these keys.
+        let other = MasterKeys::generate().unwrap();
+        let theirs = KeyFile::wrap(&other, b"pw", CHEAP, now(), "h", "u").unwrap();
+        let opened = theirs.unwrap("x", b"pw").unwrap().unwrap();
+        assert_ne!(opened.content_id(b"probe"), keys.content_id(b"probe"));
+    }
+
+    #[test]
+    fn damaged_key_files_are_errors_naming_them() {
+        let keys = MasterKeys::generate().unwrap();
+        let file = KeyFile::wrap(&keys, b"pw", CHEAP, now(), "h", "u").unwrap();
+        let (_, bytes) = file.to_stored().unwrap();
+        let err = KeyFile::from_stored(&KeyId([0; 32]), &bytes).unwrap_err();
+        assert!(err.to_string().contains("does not match its name"), "{err}");
+        assert!(err.to_string().contains(&"00".repeat(32)), "{err}");
+        for cut in 0..bytes.len() {
+            let short = &bytes[..cut];
+            assert!(KeyFile::from_stored(&KeyId(storage_hash(short)), short).is_err());
+        }
+        let huge = vec![b' '; MAX_KEY_FILE_SIZE as usize + 1];
+        let err = KeyFile::from_stored(&KeyId(storage_hash(&huge)), &huge).unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+        // A known layout with an unknown version is refused.
+        let mut future = file.clone();
+        future.version = 2;
+        let (fid, fbytes) = future.to_stored().unwrap();
+        let err = KeyFile::from_stored(&fid, &fbytes).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown key file version"),
+            "{err}"
+        );
+        // Bad hex in the salt is an error, not a panic.
+        let mut bad_salt = file;
+        bad_salt.salt = "zz".into();
+        assert!(bad_salt.unwrap("x", b"pw").is_err());
     }
 }

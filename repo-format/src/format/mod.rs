@@ -1,10 +1,16 @@
 //! Every stored artifact as bytes in, typed values out: ids, the sealed envelope, packs, index
 //! files, trees, snapshots, the configuration, key files, deletion plans and lease records.
-//! The byte layouts are specified in `docs/repository-format.md`.
+//! The byte layouts are specified in `docs/repository-format.md`; where each object is stored
+//! is [`key::ObjectKey`]'s.
+//!
+//! Pure: no storage, no clock, no I/O. Reading and writing these artifacts is
+//! `repository/stored.rs` (and `repository/lease.rs` for the lease at run time); callers verify
+//! with `from_stored` and produce with `to_stored`.
 
 pub mod config;
 pub mod id;
 pub mod index;
+pub mod key;
 pub mod keyfile;
 pub mod lease;
 pub mod pack;

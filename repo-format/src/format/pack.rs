@@ -16,6 +16,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::id::{storage_hash, BlobId, PackId};
+use crate::format::key::ObjectKey;
 use crate::format::sealed::{self, ObjectKind};
 use coffer_crypto::MasterKeys;
 use std::cell::RefCell;
@@ -360,7 +361,6 @@ impl PackWriter {
     }
 }
 
-/// Storage key of a pack.
 /// The largest pack file a repository with target pack size `pack_size` writes: the target,
 /// the one blob that may overflow it, and the largest header. A larger file under a pack's name
 /// is refused before it is read whole.
@@ -368,9 +368,9 @@ pub fn max_pack_size(pack_size: u32) -> u64 {
     u64::from(pack_size) + u64::from(MAX_BLOB_SIZE) + u64::from(MAX_HEADER_SIZE)
 }
 
+/// Storage key of a pack: `data/<first two hex digits>/<id>` ([`ObjectKey::Pack`]).
 pub fn pack_key(id: &PackId) -> String {
-    let hex = id.to_hex();
-    format!("data/{}/{}", &hex[..2], hex)
+    ObjectKey::Pack(*id).to_string()
 }
 
 /// Reads the header of a whole pack file (as fetched) and checks that the blobs tile the data

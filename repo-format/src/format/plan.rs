@@ -13,18 +13,18 @@
 //! packs, and let the second phase tell whether a snapshot written since needs one of them. The
 //! name is the BLAKE3 of the stored bytes, like every other object. Plans are immutable: the
 //! prune that carries one out deletes it last.
+//!
+//! Pure: bytes in, typed values out; reading and writing plans is `repository/stored.rs`'s.
 
 use crate::error::{Error, Result};
-use crate::format::id::{storage_hash, IndexId, PackId};
-use crate::format::index::{IndexFile, MAX_INDEX_FILE_SIZE, MAX_INDEX_PLAINTEXT};
+use crate::format::id::{storage_hash, IndexId, PackId, PlanId};
+use crate::format::index::{open_compressed, seal_compressed, IndexFile};
 use crate::format::pack::PackedBlob;
-use crate::format::sealed::{self, ObjectKind};
-use crate::storage::Storage;
+use crate::format::sealed::ObjectKind;
 use coffer_crypto::MasterKeys;
-use std::io::Read;
 
-/// Directory of deletion plans.
-pub const PLANS_DIR: &str = "plans";
+/// What a deletion plan is called in messages.
+const WHAT: &str = "deletion plan";
 
 /// What one prune condemned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +41,8 @@ pub struct DeletionPlan {
 }
 
 impl DeletionPlan {
-    fn encode(&self) -> Vec<u8> {
+    /// The plaintext (before compression).
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = (self.created.as_millisecond()).to_le_bytes().to_vec();
         out.extend_from_slice(&self.index_deadline.as_millisecond().to_le_bytes());
         out.extend_from_slice(
@@ -54,14 +55,15 @@ impl DeletionPlan {
         out
     }
 
-    fn decode(name: &str, plain: &[u8]) -> Result<DeletionPlan> {
+    /// Parses the plaintext; `name` identifies the plan in errors.
+    pub fn decode(name: &str, plain: &[u8]) -> Result<DeletionPlan> {
         if plain.len() < 16 {
-            return Err(Error::corrupt("deletion plan", name, "truncated"));
+            return Err(Error::corrupt(WHAT, name, "truncated"));
         }
         let time = |bytes: &[u8]| {
             let ms = i64::from_le_bytes(bytes.try_into().unwrap_or_default());
             jiff::Timestamp::from_millisecond(ms)
-                .map_err(|e| Error::corrupt("deletion plan", name, format!("bad time: {e}")))
+                .map_err(|e| Error::corrupt(WHAT, name, format!("bad time: {e}")))
         };
         let created = time(&plain[..8])?;
         let index_deadline = time(&plain[8..16])?;
@@ -74,44 +76,17 @@ impl DeletionPlan {
         })
     }
 
-    /// Compresses, seals and writes the plan; returns its storage key.
-    pub fn save(&self, storage: &Storage, keys: &MasterKeys) -> Result<String> {
-        let compressed = zstd::bulk::compress(&self.encode(), 3)
-            .map_err(|e| Error::io("compressing", "deletion plan", e))?;
-        let bytes = sealed::seal(keys, ObjectKind::DeletionPlan, &compressed)?;
-        let key = format!("{PLANS_DIR}/{}", hex::encode(storage_hash(&bytes)));
-        storage.put_new(&key, bytes.into())?;
-        Ok(key)
+    /// The stored form: compressed, sealed, and the id it is stored under.
+    pub fn to_stored(&self, keys: &MasterKeys) -> Result<(PlanId, Vec<u8>)> {
+        let bytes = seal_compressed(keys, ObjectKind::DeletionPlan, WHAT, &self.encode())?;
+        Ok((PlanId(storage_hash(&bytes)), bytes))
     }
 
-    /// Reads and verifies the plan stored under `key`.
-    pub fn load(storage: &Storage, keys: &MasterKeys, key: &str) -> Result<DeletionPlan> {
-        let what = "deletion plan";
-        let name = key.rsplit('/').next().unwrap_or(key);
-        let bytes = storage.get_bounded(what, key, MAX_INDEX_FILE_SIZE)?;
-        if bytes.len() as u64 > MAX_INDEX_FILE_SIZE {
-            return Err(Error::corrupt(what, name, "too large"));
-        }
-        if hex::encode(storage_hash(&bytes)) != name {
-            return Err(Error::corrupt(
-                what,
-                name,
-                "content does not match its name",
-            ));
-        }
-        let compressed = sealed::open(keys, ObjectKind::DeletionPlan, what, name, &bytes)?;
-        let mut plain = Vec::new();
-        zstd::stream::read::Decoder::new(&compressed[..])
-            .and_then(|d| d.take(MAX_INDEX_PLAINTEXT + 1).read_to_end(&mut plain))
-            .map_err(|e| Error::corrupt(what, name, format!("zstd: {e}")))?;
-        if plain.len() as u64 > MAX_INDEX_PLAINTEXT {
-            return Err(Error::corrupt(
-                what,
-                name,
-                "decompresses to more than the maximum",
-            ));
-        }
-        DeletionPlan::decode(name, &plain)
+    /// Verifies and parses the stored bytes of plan `id` (limits as for index files).
+    pub fn from_stored(keys: &MasterKeys, id: &PlanId, bytes: &[u8]) -> Result<DeletionPlan> {
+        let name = id.to_hex();
+        let plain = open_compressed(keys, ObjectKind::DeletionPlan, WHAT, &name, bytes)?;
+        DeletionPlan::decode(&name, &plain)
     }
 }
 
@@ -136,35 +111,14 @@ impl Plans {
     }
 }
 
-/// Every deletion plan with its storage key, in key order, the damaged ones set apart. Keys
-/// under `plans/` that are not plan names are ignored. A plan deleted between listing and
-/// reading has been carried out and is skipped.
-pub fn load_all(storage: &Storage, keys: &MasterKeys) -> Result<Plans> {
-    let mut out = Plans::default();
-    for (key, _) in storage.list_objects(PLANS_DIR)?.objects {
-        match DeletionPlan::load(storage, keys, &key) {
-            Ok(plan) => out.good.push((key, plan)),
-            Err(Error::Missing { .. }) => continue,
-            Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
-                out.damaged.push((key, e))
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::format::id::BlobId;
     use crate::format::pack::{BlobKind, Compression};
 
-    #[test]
-    fn save_load_round_trip_and_tamper() {
-        let storage = Storage::in_memory().unwrap();
-        let keys = MasterKeys::generate().unwrap();
-        let plan = DeletionPlan {
+    pub(crate) fn sample() -> DeletionPlan {
+        DeletionPlan {
             created: jiff::Timestamp::from_millisecond(1_700_000_000_123).unwrap(),
             index_deadline: jiff::Timestamp::from_millisecond(1_700_000_001_123).unwrap(),
             index_files: vec![IndexId([3; 32])],
@@ -182,27 +136,29 @@ mod tests {
                 ),
                 (PackId([2; 32]), vec![]),
             ],
-        };
-        let key = plan.save(&storage, &keys).unwrap();
-        assert!(key.starts_with("plans/"));
-        assert_eq!(DeletionPlan::load(&storage, &keys, &key).unwrap(), plan);
-        assert_eq!(
-            load_all(&storage, &keys).unwrap().good,
-            vec![(key.clone(), plan)]
-        );
-        let mut bytes = storage.get("x", &key).unwrap().to_vec();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        storage.delete(&key).unwrap();
-        storage.put_new(&key, bytes.into()).unwrap();
-        let err = DeletionPlan::load(&storage, &keys, &key).unwrap_err();
+        }
+    }
+
+    #[test]
+    fn stored_form_round_trips_and_refuses_damage() {
+        let keys = MasterKeys::generate().unwrap();
+        let plan = sample();
+        let (id, bytes) = plan.to_stored(&keys).unwrap();
+        assert_eq!(DeletionPlan::from_stored(&keys, &id, &bytes).unwrap(), plan);
+        let other = MasterKeys::generate().unwrap();
+        let err = DeletionPlan::from_stored(&other, &id, &bytes).unwrap_err();
         assert!(err.to_string().contains("deletion plan"), "{err}");
-        let all = load_all(&storage, &keys).unwrap();
-        assert!(all.good.is_empty());
-        assert_eq!(all.damaged.len(), 1);
-        assert_eq!(all.damaged[0].0, key);
-        for cut in 0..16 {
-            assert!(DeletionPlan::decode("x", &[0u8; 16][..cut]).is_err());
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let err = DeletionPlan::from_stored(&keys, &id, &flipped).unwrap_err();
+        assert!(err.to_string().contains("does not match its name"), "{err}");
+        let renamed = PlanId(storage_hash(&flipped));
+        assert!(DeletionPlan::from_stored(&keys, &renamed, &flipped).is_err());
+        let plain = plan.encode();
+        assert_eq!(DeletionPlan::decode("x", &plain).unwrap(), plan);
+        for cut in 0..plain.len() {
+            assert!(DeletionPlan::decode("x", &plain[..cut]).is_err(), "{cut}");
         }
     }
 }

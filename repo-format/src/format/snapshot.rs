@@ -1,11 +1,12 @@
 //! Snapshots: `snapshots/<id>`, sealed JSON documents naming a root tree and describing the
 //! backup (time, host, paths, tags, labels, parent, summary). A snapshot is written last, after
 //! the packs and the index it relies on, so a snapshot that exists is complete.
+//!
+//! Pure: bytes in, typed values out; reading and writing them is `repository/stored.rs`'s.
 
 use crate::error::{Error, Result};
 use crate::format::id::{storage_hash, BlobId, SnapshotId};
 use crate::format::sealed::{self, ObjectKind};
-use crate::storage::Storage;
 use coffer_crypto::MasterKeys;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -208,68 +209,40 @@ impl Snapshot {
         self.time.timestamp()
     }
 
-    /// Seals and writes the snapshot. Callers must have written its index first.
-    pub(crate) fn save(&self, storage: &Storage, keys: &MasterKeys) -> Result<SnapshotId> {
+    /// The stored form: sealed JSON, and the id it is stored under.
+    pub fn to_stored(&self, keys: &MasterKeys) -> Result<(SnapshotId, Vec<u8>)> {
         let json = serde_json::to_vec(self).map_err(Error::internal)?;
         let bytes = sealed::seal(keys, ObjectKind::Snapshot, &json)?;
-        let id = SnapshotId(storage_hash(&bytes));
-        storage.put_new(&format!("snapshots/{id}"), bytes.into())?;
-        Ok(id)
+        Ok((SnapshotId(storage_hash(&bytes)), bytes))
     }
 
-    /// Reads and verifies one snapshot.
-    pub fn load(storage: &Storage, keys: &MasterKeys, id: &SnapshotId) -> Result<Snapshot> {
+    /// Verifies and parses the stored bytes of snapshot `id`: size, name, authentication, then
+    /// the JSON (a time that is not RFC 3339 with an offset is refused).
+    pub fn from_stored(keys: &MasterKeys, id: &SnapshotId, bytes: &[u8]) -> Result<Snapshot> {
         let name = id.to_hex();
-        let bytes =
-            storage.get_bounded("snapshot", &format!("snapshots/{name}"), MAX_SNAPSHOT_SIZE)?;
         if bytes.len() as u64 > MAX_SNAPSHOT_SIZE {
             return Err(Error::corrupt("snapshot", &name, "too large"));
         }
-        if storage_hash(&bytes) != id.0 {
+        if storage_hash(bytes) != id.0 {
             return Err(Error::corrupt(
                 "snapshot",
                 &name,
                 "content does not match its name",
             ));
         }
-        let plain = sealed::open(keys, ObjectKind::Snapshot, "snapshot", &name, &bytes)?;
-        let snap: Snapshot =
-            serde_json::from_slice(&plain).map_err(|e| Error::corrupt("snapshot", &name, e))?;
-        Ok(snap)
+        let plain = sealed::open(keys, ObjectKind::Snapshot, "snapshot", &name, bytes)?;
+        serde_json::from_slice(&plain).map_err(|e| Error::corrupt("snapshot", &name, e))
     }
-}
 
-/// Replaces snapshot `id` with a copy carrying `labels` added (same tree, time and summary;
-/// `original` names the first snapshot of the chain). The copy is written before the old one
-/// is deleted, so at every moment one of them refers to the data: a concurrent prune never
-/// sees the tree unreferenced. Returns the new id.
-pub fn relabel(
-    storage: &Storage,
-    keys: &MasterKeys,
-    id: &SnapshotId,
-    snapshot: &Snapshot,
-    labels: &BTreeMap<String, String>,
-) -> Result<SnapshotId> {
-    let mut copy = snapshot.clone();
-    copy.labels
-        .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-    copy.original = Some(snapshot.original.unwrap_or(*id));
-    let new_id = copy.save(storage, keys)?;
-    if new_id != *id {
-        storage.delete(&format!("snapshots/{id}"))?;
+    /// A copy carrying `labels` added (same tree, time and summary), whose `original` names
+    /// the first snapshot of the chain; `id` is this snapshot's id.
+    pub fn relabelled(&self, id: &SnapshotId, labels: &BTreeMap<String, String>) -> Snapshot {
+        let mut copy = self.clone();
+        copy.labels
+            .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        copy.original = Some(self.original.unwrap_or(*id));
+        copy
     }
-    Ok(new_id)
-}
-
-/// Ids of every snapshot in the repository. Keys under `snapshots/` that are not snapshot names
-/// are not Coffer's and are ignored ([`Storage::list_objects`]).
-pub fn list_ids(storage: &Storage) -> Result<Vec<SnapshotId>> {
-    Ok(storage
-        .list_objects("snapshots")?
-        .objects
-        .into_iter()
-        .filter_map(|(key, _)| SnapshotId::from_hex(key.rsplit('/').next().unwrap_or(&key)))
-        .collect())
 }
 
 /// Every snapshot that could be read, and the ones that could not.
@@ -324,24 +297,6 @@ impl Snapshots {
             .map(|(_, e)| format!("{e}; skipped"))
             .collect()
     }
-}
-
-/// Every snapshot, oldest first (ties by id), with the damaged ones set apart. A snapshot
-/// deleted between listing and reading (forgotten meanwhile) is left out.
-pub fn load_all(storage: &Storage, keys: &MasterKeys) -> Result<Snapshots> {
-    let mut out = Snapshots::default();
-    for id in list_ids(storage)? {
-        match Snapshot::load(storage, keys, &id) {
-            Ok(snap) => out.good.push((id, snap)),
-            Err(Error::Missing { .. }) => continue,
-            Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
-                out.damaged.push((id, e))
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    sort_by_time(&mut out.good);
-    Ok(out)
 }
 
 /// Sorts oldest first; snapshots with equal times by id.
@@ -459,7 +414,6 @@ mod tests {
 
     #[test]
     fn a_snapshot_with_a_bad_time_is_corrupt_and_named() {
-        let storage = Storage::in_memory().unwrap();
         let keys = MasterKeys::generate().unwrap();
         let good = serde_json::to_string(&snapshot_at("2026-01-01T00:00:00Z")).unwrap();
         for bad in ["yesterday", "2026-01-01T00:00:00", ""] {
@@ -467,10 +421,7 @@ mod tests {
             assert!(serde_json::from_str::<Snapshot>(&json).is_err(), "{bad:?}");
             let bytes = sealed::seal(&keys, ObjectKind::Snapshot, json.as_bytes()).unwrap();
             let id = SnapshotId(storage_hash(&bytes));
-            storage
-                .put_new(&format!("snapshots/{id}"), bytes.into())
-                .unwrap();
-            match Snapshot::load(&storage, &keys, &id) {
+            match Snapshot::from_stored(&keys, &id, &bytes) {
                 Err(Error::Corrupt {
                     what,
                     id: named,
@@ -509,31 +460,55 @@ mod tests {
     }
 
     #[test]
-    fn damaged_snapshots_are_set_apart_and_named_when_asked_for() {
-        let storage = Storage::in_memory().unwrap();
+    fn stored_form_round_trips_and_refuses_damage() {
         let keys = MasterKeys::generate().unwrap();
-        let old = snapshot_at("2026-01-01T00:00:00Z")
-            .save(&storage, &keys)
-            .unwrap();
-        let new = snapshot_at("2026-01-02T00:00:00Z")
-            .save(&storage, &keys)
-            .unwrap();
-        // A stray name is ignored.
-        storage
-            .put_new("snapshots/.nfs0000abcd", bytes::Bytes::from_static(b"x"))
-            .unwrap();
-        // Damage the newer one: its bytes no longer match its name.
-        let key = format!("snapshots/{new}");
-        let mut bytes = storage.get("snapshot", &key).unwrap().to_vec();
-        bytes[40] ^= 1;
-        storage.delete(&key).unwrap();
-        storage.put_new(&key, bytes.into()).unwrap();
+        let mut snap = snapshot_at("2026-01-02T03:04:05.5+01:00");
+        snap.labels.insert("k".into(), "v".into());
+        snap.parent = Some(SnapshotId([9; 32]));
+        let (id, bytes) = snap.to_stored(&keys).unwrap();
+        assert_eq!(Snapshot::from_stored(&keys, &id, &bytes).unwrap(), snap);
+        // Sealed with other keys: refused, naming the snapshot.
+        let other = MasterKeys::generate().unwrap();
+        let err = Snapshot::from_stored(&other, &id, &bytes).unwrap_err();
+        assert!(err.to_string().contains(&id.to_hex()), "{err}");
+        // Under another name.
+        let err = Snapshot::from_stored(&keys, &SnapshotId([1; 32]), &bytes).unwrap_err();
+        assert!(err.to_string().contains("does not match its name"), "{err}");
+        // Every truncation, even one renamed to match its bytes.
+        for cut in 0..bytes.len() {
+            let short = &bytes[..cut];
+            let renamed = SnapshotId(storage_hash(short));
+            assert!(
+                Snapshot::from_stored(&keys, &renamed, short).is_err(),
+                "{cut}"
+            );
+        }
+        // Above the maximum: refused before anything else is looked at.
+        let huge = vec![0u8; MAX_SNAPSHOT_SIZE as usize + 1];
+        let err = Snapshot::from_stored(&keys, &SnapshotId(storage_hash(&huge)), &huge);
+        assert!(err.unwrap_err().to_string().contains("too large"));
+    }
 
-        let all = load_all(&storage, &keys).unwrap();
-        assert_eq!(all.good.len(), 1);
-        assert_eq!(all.good[0].0, old);
-        assert_eq!(all.damaged.len(), 1);
-        assert_eq!(all.damaged[0].0, new);
+    #[test]
+    fn a_relabelled_copy_keeps_everything_and_names_the_first_original() {
+        let snap = snapshot_at("2026-01-01T00:00:00Z");
+        let labels = BTreeMap::from([("drill.verified".to_string(), "yes".to_string())]);
+        let first = snap.relabelled(&SnapshotId([1; 32]), &labels);
+        assert_eq!(first.original, Some(SnapshotId([1; 32])));
+        assert_eq!(first.labels, labels);
+        assert_eq!((first.tree, &first.time), (snap.tree, &snap.time));
+        let second = first.relabelled(&SnapshotId([2; 32]), &BTreeMap::new());
+        assert_eq!(second.original, Some(SnapshotId([1; 32])));
+    }
+
+    #[test]
+    fn damaged_snapshots_are_named_when_asked_for() {
+        let old = SnapshotId([0x11; 32]);
+        let new = SnapshotId([0x22; 32]);
+        let all = Snapshots {
+            good: vec![(old, snapshot_at("2026-01-01T00:00:00Z"))],
+            damaged: vec![(new, Error::corrupt("snapshot", new, "bad tag"))],
+        };
         assert!(all.damage_warnings()[0].contains(&new.to_hex()));
         // `latest` is the latest good one; the good one resolves by id.
         assert_eq!(all.resolve("latest").unwrap().0, old);
@@ -541,21 +516,16 @@ mod tests {
         // The damaged one, asked for by id or prefix, fails naming it.
         for spec in [new.to_hex(), new.to_hex()[..8].to_string()] {
             match all.resolve(&spec) {
-                Err(Error::Corrupt { what, id, .. }) => {
+                Err(Error::Corrupt { what, id, reason }) => {
                     assert_eq!(what, "snapshot");
                     assert_eq!(id, new.to_hex());
+                    assert_eq!(reason, "bad tag");
                 }
                 other => panic!("{spec}: {other:?}"),
             }
         }
-        // Unknown ids are still not found.
-        let first = |id: &SnapshotId| id.to_hex().as_bytes()[0];
-        let unknown = (b'0'..=b'9')
-            .find(|d| *d != first(&old) && *d != first(&new))
-            .map(|d| (d as char).to_string().repeat(8))
-            .unwrap();
         assert!(matches!(
-            all.resolve(&unknown),
+            all.resolve("33333333"),
             Err(Error::SnapshotNotFound(_))
         ));
     }

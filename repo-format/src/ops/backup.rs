@@ -495,7 +495,7 @@ fn choose_parent(
     if opts.parent == ParentChoice::None {
         return Ok(None);
     }
-    let all = snapshot::load_all(repo.storage(), repo.keys())?;
+    let all = snapshot::Snapshot::load_all(repo.storage(), repo.keys())?;
     damage.extend(all.damage_warnings());
     match &opts.parent {
         ParentChoice::Id(spec) => Ok(Some(all.resolve(spec)?.clone())),

@@ -79,7 +79,7 @@ pub fn copy(
     opts: &CopyOptions,
 ) -> Result<CopyReport> {
     let every = opts.index_every_packs.max(1);
-    let source_snapshots = snapshot::load_all(source.storage(), source.keys())?;
+    let source_snapshots = snapshot::Snapshot::load_all(source.storage(), source.keys())?;
     let mut warnings = source_snapshots.damage_warnings();
     let selected: Vec<&(SnapshotId, Snapshot)> = if opts.snapshots.is_empty() {
         source_snapshots.good.iter().collect()
@@ -99,7 +99,7 @@ pub fn copy(
         });
         out
     };
-    let target_snapshots = snapshot::load_all(target.storage(), target.keys())?;
+    let target_snapshots = snapshot::Snapshot::load_all(target.storage(), target.keys())?;
     warnings.extend(target_snapshots.damage_warnings());
     let target_snapshots = target_snapshots.good;
     let source_snapshots = &source_snapshots.good;
@@ -384,7 +384,7 @@ mod tests {
         let report = copy(&source, &mut target, &CopyOptions::default()).unwrap();
         assert_eq!(report.copied.len(), 1);
         assert!(report.packs_written >= 2, "{report:?}");
-        let snaps = snapshot::load_all(target.storage(), target.keys())
+        let snaps = snapshot::Snapshot::load_all(target.storage(), target.keys())
             .unwrap()
             .good;
         assert_eq!(snaps.len(), 1);

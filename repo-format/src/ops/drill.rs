@@ -10,7 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::id::SnapshotId;
-use crate::format::snapshot::{self, Snapshot, SourceRecord};
+use crate::format::snapshot::{Snapshot, SourceRecord};
 use crate::ops::restore::{restore, restore_subtree, RestoreOptions};
 use crate::ops::walk;
 use crate::repository::Repository;
@@ -144,7 +144,7 @@ pub fn drilled_sources(snapshot: &Snapshot) -> Vec<SourceRecord> {
 /// failure fails that source only). The scratch directory and databases are removed whatever
 /// happens; a scratch database that cannot be dropped fails its source. With
 /// `options.record`, a passed drill relabels the snapshot (a new snapshot id; see
-/// [`snapshot::relabel`]).
+/// [`Snapshot::relabel`]).
 pub fn drill(
     repo: &Repository,
     id: &SnapshotId,
@@ -173,7 +173,7 @@ pub fn drill(
     let recorded_as = if ok && options.record {
         let now = jiff::Timestamp::now().to_string();
         let labels = std::collections::BTreeMap::from([(VERIFIED_LABEL.to_string(), now)]);
-        let new_id = snapshot::relabel(repo.storage(), repo.keys(), id, snapshot, &labels)?;
+        let new_id = snapshot.relabel(repo.storage(), repo.keys(), id, &labels)?;
         Some(new_id.to_hex())
     } else {
         None
@@ -387,7 +387,7 @@ mod tests {
         );
 
         // Recorded: the snapshot is replaced by a relabelled copy.
-        let all = snapshot::load_all(repo.storage(), repo.keys())
+        let all = Snapshot::load_all(repo.storage(), repo.keys())
             .unwrap()
             .good;
         assert_eq!(all.len(), 1);
@@ -421,7 +421,7 @@ mod tests {
         assert!(report.sources[0].checked.starts_with("2 files"));
         // Not recorded when not asked to.
         assert_eq!(report.recorded_as, None);
-        let all = snapshot::load_all(repo.storage(), repo.keys())
+        let all = Snapshot::load_all(repo.storage(), repo.keys())
             .unwrap()
             .good;
         assert_eq!(all[0].0, id);
@@ -477,7 +477,7 @@ mod tests {
         // A failed drill is not recorded, and leaves nothing behind.
         assert_eq!(report.recorded_as, None);
         assert_eq!(
-            snapshot::load_all(repo.storage(), repo.keys())
+            Snapshot::load_all(repo.storage(), repo.keys())
                 .unwrap()
                 .good[0]
                 .0,

@@ -84,7 +84,7 @@ pub struct ForgetReport {
 /// a dry run). The clock is read here, once, for the keep-within reference.
 pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport> {
     options.policy.validate()?;
-    let all = snapshot::load_all(repo.storage(), repo.keys())?;
+    let all = snapshot::Snapshot::load_all(repo.storage(), repo.keys())?;
     let planned = plan(&all.good, options, Timestamp::now())?;
     let removed = if options.dry_run {
         Vec::new()
@@ -114,7 +114,7 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
 /// that cannot be read can still be removed. Returns the ids, sorted; with `dry_run`, deletes
 /// nothing. Fails before deleting anything if a spec matches no snapshot or several.
 pub fn forget_ids(repo: &Repository, specs: &[String], dry_run: bool) -> Result<Vec<SnapshotId>> {
-    let listed = snapshot::list_ids(repo.storage())?;
+    let listed = snapshot::Snapshot::list_ids(repo.storage())?;
     let planned = plan_ids(&listed, specs)?;
     if !dry_run {
         execute(repo, &planned)?;
@@ -223,7 +223,7 @@ pub fn plan_ids(listed: &[SnapshotId], specs: &[String]) -> Result<ForgetPlan> {
 pub fn execute(repo: &Repository, plan: &ForgetPlan) -> Result<Vec<SnapshotId>> {
     let mut removed = Vec::with_capacity(plan.remove.len());
     for id in &plan.remove {
-        repo.storage().delete(&format!("snapshots/{id}"))?;
+        repo.storage().delete(&crate::format::key::ObjectKey::Snapshot(*id).to_string())?;
         removed.push(*id);
     }
     Ok(removed)
@@ -232,7 +232,7 @@ pub fn execute(repo: &Repository, plan: &ForgetPlan) -> Result<Vec<SnapshotId>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::snapshot::list_ids;
+
     use crate::retention::KeepCount;
     use crate::BlobId;
 
@@ -418,7 +418,7 @@ mod tests {
         let report = forget(&repo, &dry).unwrap();
         assert!(report.removed.is_empty());
         assert_eq!(report.groups.len(), 2);
-        assert_eq!(sorted(list_ids(repo.storage()).unwrap()), all);
+        assert_eq!(sorted(Snapshot::list_ids(repo.storage()).unwrap()), all);
 
         let report = forget(&repo, &keep_last(1)).unwrap();
         // db's older one first (groups sorted by key), then web's.
@@ -427,7 +427,7 @@ mod tests {
         assert_eq!(report.timezone, "UTC");
         assert!(report.damaged.is_empty());
         assert_eq!(
-            sorted(list_ids(repo.storage()).unwrap()),
+            sorted(Snapshot::list_ids(repo.storage()).unwrap()),
             sorted(vec![saved[1], saved[3]])
         );
 
@@ -435,9 +435,9 @@ mod tests {
         let prefix = saved[3].to_hex()[..8].to_string();
         let ids = forget_ids(&repo, std::slice::from_ref(&prefix), true).unwrap();
         assert_eq!(ids, [saved[3]]);
-        assert_eq!(list_ids(repo.storage()).unwrap().len(), 2);
+        assert_eq!(Snapshot::list_ids(repo.storage()).unwrap().len(), 2);
         let ids = forget_ids(&repo, &[prefix], false).unwrap();
         assert_eq!(ids, [saved[3]]);
-        assert_eq!(list_ids(repo.storage()).unwrap(), [saved[1]]);
+        assert_eq!(Snapshot::list_ids(repo.storage()).unwrap(), [saved[1]]);
     }
 }

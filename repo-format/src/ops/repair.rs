@@ -15,10 +15,10 @@
 use crate::error::{Error, Result};
 use crate::format::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::format::index::IndexFile;
-use crate::format::lease::{Lease, LeaseOptions};
 use crate::format::pack::{self, BlobKind, PackedBlob};
 use crate::format::snapshot::{self, Snapshot};
 use crate::format::tree::{NodeKind, Tree};
+use crate::repository::lease::{Lease, LeaseOptions};
 use crate::repository::writer::BlobWriter;
 use crate::repository::Repository;
 use crate::storage::Storage;
@@ -128,7 +128,7 @@ fn rebuild(repo: &Repository, lease: &Lease, cancel: &AtomicBool) -> Result<Repa
     // Packs that only a deletion plan names stay the plan's (prune decides them).
     let mut planned: HashSet<PackId> = HashSet::new();
     // (A damaged plan names nothing readable: its packs are added like any unindexed pack.)
-    for (_, p) in crate::format::plan::load_all(storage, keys)?.good {
+    for (_, p) in crate::format::plan::DeletionPlan::load_all(storage, keys)?.good {
         planned.extend(p.packs.iter().map(|(id, _)| *id));
     }
 
@@ -207,7 +207,7 @@ fn rebuild(repo: &Repository, lease: &Lease, cancel: &AtomicBool) -> Result<Repa
     }
     for id in &old_files {
         lease.check()?;
-        storage.delete(&format!("index/{id}"))?;
+        storage.delete(&crate::format::key::ObjectKey::Index(*id).to_string())?;
         report.index_files_removed += 1;
     }
     Ok(report)
@@ -405,7 +405,7 @@ pub fn repair_snapshots(
     storage.forget_listings();
     // Damaged snapshot objects cannot be rewritten (their content is unknown): they are left
     // for `forget ID`, and naming one here fails naming it.
-    let all = snapshot::load_all(storage, keys)?;
+    let all = snapshot::Snapshot::load_all(storage, keys)?;
     let chosen: Vec<(SnapshotId, Snapshot)> = if options.snapshots.is_empty() {
         all.good.clone()
     } else {
@@ -473,7 +473,7 @@ pub fn repair_snapshots(
         let new_id = repaired.save(storage, keys)?;
         let forgotten = options.forget && new_id != id;
         if forgotten {
-            storage.delete(&format!("snapshots/{id}"))?;
+            storage.delete(&crate::format::key::ObjectKey::Snapshot(id).to_string())?;
         }
         report.repaired.push(RepairedSnapshot {
             original: id,

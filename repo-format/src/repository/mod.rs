@@ -1,8 +1,10 @@
 //! The repository handle: storage, the opened master keys, the configuration, the chunker's gear
 //! table and the in-memory index. Operations in `ops/` take a `&Repository`.
 
+pub mod lease;
 pub mod parallel;
 pub mod reader;
+pub mod stored;
 pub mod writer;
 
 use crate::error::{Error, Result};
@@ -12,7 +14,8 @@ use crate::format::config::{
 };
 use crate::format::id::{BlobId, KeyId, PackId};
 use crate::format::index::{BlobLocation, MasterIndex};
-use crate::format::keyfile::{self, KeyFile};
+use crate::format::keyfile::KeyFile;
+
 use crate::format::sealed::FORMAT_VERSION;
 use crate::format::tree::Tree;
 use crate::storage::Storage;
@@ -139,7 +142,7 @@ impl Repository {
                 location: storage.location().to_string(),
             });
         }
-        let (key_id, keys) = keyfile::open_any(&storage, password)?;
+        let (key_id, keys) = KeyFile::open_any(&storage, password)?;
         let config = RepoConfig::load(&storage, &keys)?;
         storage.enable_cache(&config.id);
         let index = if load_index {

@@ -168,7 +168,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
         damaged_paths: Vec::new(),
     };
     let mut damaged_snapshots: HashSet<SnapshotId> = HashSet::new();
-    for id in snapshot::list_ids(storage)? {
+    for id in snapshot::Snapshot::list_ids(storage)? {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
@@ -229,13 +229,13 @@ fn load_expected(
 ) -> Result<plan::Expected> {
     // Newest first, as `MasterIndex::load` reads them (see `plan::expected`).
     let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
-    for id in crate::format::index::list_ids_newest_first(storage)? {
+    for id in crate::format::index::IndexFile::list_ids_newest_first(storage)? {
         match IndexFile::load(storage, keys, &id) {
             Ok(f) => files.push((id, f)),
             Err(e) => report.error(format!("index/{id}"), e.to_string()),
         }
     }
-    let plans = match crate::format::plan::load_all(storage, keys) {
+    let plans = match crate::format::plan::DeletionPlan::load_all(storage, keys) {
         Ok(p) => p,
         Err(e) => {
             report.error("plans", e.to_string());

@@ -11,7 +11,7 @@ use super::PruneOptions;
 use crate::error::{Error, Result};
 use crate::format::id::{IndexId, PackId};
 use crate::format::index::{BlobLocation, IndexFile};
-use crate::format::lease::Lease;
+use crate::repository::lease::Lease;
 use crate::format::pack::{self, PackedBlob, SealedBlob};
 use crate::format::plan::DeletionPlan;
 use crate::repository::writer::BlobWriter;

@@ -32,7 +32,7 @@ pub(super) struct Loaded {
 pub(super) fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
     let mut all = Vec::new();
     // Newest first, as `MasterIndex::load` reads them.
-    for id in crate::format::index::list_ids_newest_first(storage)? {
+    for id in crate::format::index::IndexFile::list_ids_newest_first(storage)? {
         match IndexFile::load(storage, keys, &id) {
             Ok(file) => all.push((id, file)),
             Err(Error::Missing { .. }) => continue,
@@ -61,7 +61,7 @@ pub(super) fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
         files.push((id, packs));
     }
     // A damaged plan is treated as absent (docs/maintenance.md, "Damaged deletion plans").
-    let plans = plan::load_all(storage, keys)?;
+    let plans = plan::DeletionPlan::load_all(storage, keys)?;
     let damaged_plans = plans.damage_warnings();
     let plans = plans.good;
     for (_, p) in &plans {
@@ -112,7 +112,7 @@ pub(super) fn snapshot_roots(
     keys: &MasterKeys,
 ) -> Result<Vec<(SnapshotId, BlobId)>> {
     let mut out = Vec::new();
-    for id in snapshot::list_ids(storage)? {
+    for id in snapshot::Snapshot::list_ids(storage)? {
         match snapshot::Snapshot::load(storage, keys, &id) {
             Ok(s) => out.push((id, s.tree)),
             // Forgotten while we listed: nothing to keep for it.

@@ -32,7 +32,7 @@ pub use load::MIN_UNINDEXED_AGE;
 
 use crate::error::{Error, Result};
 use crate::format::id::PackId;
-use crate::format::lease::{Lease, LeaseOptions};
+use crate::repository::lease::{Lease, LeaseOptions};
 use crate::repository::{BlobReader, Repository};
 use mark::Reachable;
 use serde::Serialize;
@@ -303,7 +303,7 @@ mod tests {
         let report = prune(&repo, &options(0)).unwrap();
         assert_eq!(report.packs_deleted, 1, "{report:?}");
         assert!(storage.size(&key).unwrap().is_none());
-        assert!(plan::load_all(storage, keys).unwrap().good.is_empty());
+        assert!(plan::DeletionPlan::load_all(storage, keys).unwrap().good.is_empty());
     }
 
     /// D1: a pack still in the live index is never deleted, even if a due plan lists it (a
@@ -371,7 +371,7 @@ mod tests {
         assert_eq!(report.packs_condemned, 0, "{report:?}");
         assert_eq!(report.packs_deleted, 0, "{report:?}");
         assert!(repo.storage().size(&key).unwrap().is_some());
-        let plans = plan::load_all(repo.storage(), repo.keys()).unwrap();
+        let plans = plan::DeletionPlan::load_all(repo.storage(), repo.keys()).unwrap();
         assert!(plans.good.is_empty() && plans.damaged.is_empty());
 
         // Two hours later (by its modification time) it is anybody's leftover: removed at once.
