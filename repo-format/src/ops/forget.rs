@@ -223,7 +223,8 @@ pub fn plan_ids(listed: &[SnapshotId], specs: &[String]) -> Result<ForgetPlan> {
 pub fn execute(repo: &Repository, plan: &ForgetPlan) -> Result<Vec<SnapshotId>> {
     let mut removed = Vec::with_capacity(plan.remove.len());
     for id in &plan.remove {
-        repo.storage().delete(&crate::format::key::ObjectKey::Snapshot(*id).to_string())?;
+        repo.storage()
+            .delete(&crate::format::key::ObjectKey::Snapshot(*id).to_string())?;
         removed.push(*id);
     }
     Ok(removed)

@@ -22,6 +22,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::id::storage_hash;
+use crate::format::key::{ObjectClass, ObjectKey};
 use crate::fs::safe::{Dir, Kind};
 use bytes::Bytes;
 use std::ffi::OsStr;
@@ -47,9 +48,9 @@ pub enum CacheUse {
 impl CacheUse {
     /// The policy for the object under `key`.
     pub fn of(key: &str) -> CacheUse {
-        match key.split_once('/').map(|(dir, _)| dir) {
-            Some("snapshots" | "index") => CacheUse::Always,
-            Some("data") => CacheUse::OnRequest,
+        match ObjectKey::parse(key).map(|k| k.class()) {
+            Some(ObjectClass::Snapshot | ObjectClass::Index) => CacheUse::Always,
+            Some(ObjectClass::Pack) => CacheUse::OnRequest,
             _ => CacheUse::Never,
         }
     }
@@ -83,12 +84,9 @@ pub fn default_root() -> Option<PathBuf> {
     Some(base.join("coffer"))
 }
 
-/// The 64-hex-digit name at the end of a key, if it has one.
+/// The content hash a key names (its id), if it is a content-addressed object Coffer writes.
 fn content_name(key: &str) -> Option<[u8; 32]> {
-    let name = key.rsplit('/').next()?;
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(name, &mut out).ok()?;
-    Some(out)
+    ObjectKey::parse(key).and_then(|k| k.content_hash())
 }
 
 /// Whether `key` is safe to turn into a path below the cache directory.
@@ -316,7 +314,8 @@ mod tests {
         let cache_root = root.path().join("cache/coffer");
         let cache = Cache::open(&cache_root, "00ff").unwrap();
         let bytes = b"a pack";
-        let key = format!("data/ab/{}", hex::encode(storage_hash(bytes)));
+        let hash = hex::encode(storage_hash(bytes));
+        let key = format!("data/{}/{hash}", &hash[..2]);
         cache.put(&key, bytes);
         assert_eq!(&cache.get(&key).unwrap()[..], bytes);
         let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
@@ -324,7 +323,7 @@ mod tests {
             cache_root.clone(),
             cache.dir().to_path_buf(),
             cache.dir().join("data"),
-            cache.dir().join("data/ab"),
+            cache.dir().join("data").join(&hash[..2]),
         ] {
             assert_eq!(mode(&dir), 0o700, "{}", dir.display());
         }

@@ -81,22 +81,10 @@ impl Listing {
     }
 }
 
-/// Whether `key` is a name Coffer writes under `dir`: `dir/` and 64 lowercase hex digits (the
-/// object's id), and for packs `data/` the id's first two digits, `/` and the id.
+/// Whether `key` is a name Coffer writes under `dir`. The layout is owned by
+/// [`crate::format::key::ObjectKey`]; listings ask it so that strays are never taken for objects.
 pub fn is_object_name(dir: &str, key: &str) -> bool {
-    let Some(rest) = key.strip_prefix(dir).and_then(|r| r.strip_prefix('/')) else {
-        return false;
-    };
-    let is_id =
-        |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if dir == "data" {
-        match rest.split_once('/') {
-            Some((fan, id)) => is_id(id) && id.starts_with(fan) && fan.len() == 2,
-            None => false,
-        }
-    } else {
-        is_id(rest)
-    }
+    crate::format::key::is_object_name(dir, key)
 }
 
 #[cfg(test)]

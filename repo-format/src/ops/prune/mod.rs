@@ -303,7 +303,10 @@ mod tests {
         let report = prune(&repo, &options(0)).unwrap();
         assert_eq!(report.packs_deleted, 1, "{report:?}");
         assert!(storage.size(&key).unwrap().is_none());
-        assert!(plan::DeletionPlan::load_all(storage, keys).unwrap().good.is_empty());
+        assert!(plan::DeletionPlan::load_all(storage, keys)
+            .unwrap()
+            .good
+            .is_empty());
     }
 
     /// D1: a pack still in the live index is never deleted, even if a due plan lists it (a
