@@ -2,6 +2,7 @@
 //! files, trees, snapshots, the configuration, key files, deletion plans and lease records.
 //! The byte layouts are specified in `docs/repository-format.md`.
 
+pub mod compress;
 pub mod config;
 pub mod id;
 pub mod index;

@@ -885,9 +885,13 @@ mod tests {
         let repo = repo();
         let (storage, keys) = (repo.storage(), repo.keys());
         let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
-        let mut compressor = writer.compressor().unwrap();
+        let mut compressor = writer.compressor();
         writer
-            .store(&mut compressor, BlobKind::Data, b"no snapshot needs this")
+            .store(
+                &mut compressor,
+                crate::format::compress::BlobClass::FileData,
+                b"no snapshot needs this",
+            )
             .unwrap();
         let written = writer.finish().unwrap();
         let (pack, blobs) = written.packs[0].clone();
@@ -944,9 +948,13 @@ mod tests {
         let repo = repo();
         let (storage, keys) = (repo.storage(), repo.keys());
         let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
-        let mut compressor = writer.compressor().unwrap();
+        let mut compressor = writer.compressor();
         writer
-            .store(&mut compressor, BlobKind::Data, b"still indexed")
+            .store(
+                &mut compressor,
+                crate::format::compress::BlobClass::FileData,
+                b"still indexed",
+            )
             .unwrap();
         let written = writer.finish().unwrap();
         let (pack, blobs) = written.packs[0].clone();
@@ -1083,9 +1091,13 @@ mod tests {
         )
         .unwrap();
         let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
-        let mut compressor = writer.compressor().unwrap();
+        let mut compressor = writer.compressor();
         writer
-            .store(&mut compressor, BlobKind::Data, b"a running backup's blob")
+            .store(
+                &mut compressor,
+                crate::format::compress::BlobClass::FileData,
+                b"a running backup's blob",
+            )
             .unwrap();
         let written = writer.finish().unwrap();
         let (pack, _) = written.packs[0].clone();

@@ -539,7 +539,7 @@ mod tests {
         )
         .unwrap();
         let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
-        let mut compressor = writer.compressor().unwrap();
+        let mut compressor = writer.compressor();
         let mut all = Vec::new();
         let mut ids = Vec::new();
         let mut state = 7u64;
@@ -553,7 +553,11 @@ mod tests {
             }
             ids.push(
                 writer
-                    .store(&mut compressor, BlobKind::Data, &blob)
+                    .store(
+                        &mut compressor,
+                        crate::format::compress::BlobClass::FileData,
+                        &blob,
+                    )
                     .unwrap()
                     .0,
             );
