@@ -1,4 +1,5 @@
-//! Writing blobs: deduplicate, compress, seal, pack, upload, and finally index.
+//! Writing blobs: deduplicate, compress (at the level of the blob's class, see
+//! [`crate::format::compress`]), seal, pack, upload, and finally index.
 //!
 //! A [`BlobWriter`] is shared by any number of threads (`store` takes `&self`). It keeps one open
 //! pack for data blobs and one for tree blobs (metadata and data live in separate packs, so tree

@@ -2,16 +2,16 @@
 //! index and, last, the snapshot.
 //!
 //! The run goes through named stages, one module each:
-//! 1. [`plan`]: validate the sources, place them in the tree, build the excludes, choose the
+//! 1. `plan`: validate the sources, place them in the tree, build the excludes, choose the
 //!    parent snapshot;
-//! 2. [`walk`] (path sources) and [`streams`] (stdin, commands, PostgreSQL) read the data;
-//!    [`chunk`] decides, in one place, which chunker a stream gets and so the [`BlobClass`] of
+//! 2. `walk` (path sources) and `streams` (stdin, commands, PostgreSQL) read the data;
+//!    `chunk` decides, in one place, which chunker a stream gets and so the [`BlobClass`] of
 //!    its chunks, cuts it, and queues the chunks;
-//! 3. [`pool`]: worker threads hash each chunk (keyed BLAKE3), skip chunks the repository or
+//! 3. `pool`: worker threads hash each chunk (keyed BLAKE3), skip chunks the repository or
 //!    this backup already has, compress and seal the rest, and append them to the open pack
 //!    ([`BlobWriter`], whose uploader threads write finished packs, one per connection);
-//! 4. [`tree`]: the walking thread assembles trees bottom-up as directories complete;
-//! 5. [`snapshot`]: after the index, the snapshot document.
+//! 4. `tree`: the walking thread assembles trees bottom-up as directories complete;
+//! 5. `snapshot`: after the index, the snapshot document.
 //!
 //! Threads are joined by bounded channels, so memory depends on the number of workers and the
 //! pack size, not on the size of the data. A file's chunk ids come back through a per-file

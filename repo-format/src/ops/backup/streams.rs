@@ -11,9 +11,8 @@ use crate::error::{Error, Result};
 use crate::format::snapshot::{PostgresRecord, SourceRecord, StreamRecord};
 use crate::format::tree::{encode_name, Node, NodeKind};
 use crate::sources::child::Running;
-use crate::sources::postgres::{
-    finish_sha256, DumpFormat, DumpTee, PgSource, SnapshotSession, TocCheck,
-};
+use crate::sources::postgres::{DumpFormat, PgSource, SnapshotSession, TocCheck};
+use crate::sources::stream::{finish_sha256, DumpTee};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

@@ -324,3 +324,89 @@ impl Run<'_, '_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::format::tree::NodeKind;
+    use crate::ops::backup::{backup, BackupOptions, ParentChoice};
+    use crate::repository::{test_repo, Repository};
+    use std::path::Path;
+
+    fn names(repo: &Repository, tree: &crate::format::id::BlobId) -> Vec<String> {
+        let tree = repo.load_tree(tree).unwrap();
+        tree.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    #[test]
+    fn the_walk_keeps_name_order_symlinks_and_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        let write = |rel: &str, bytes: &[u8]| {
+            let path = base.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        };
+        write("b.txt", b"bee");
+        write("a.txt", b"ay");
+        write("sub/c.txt", b"sea");
+        write("sub/cache/x", b"cached");
+        write("skip.log", b"noise");
+        std::os::unix::fs::symlink("a.txt", base.join("link")).unwrap();
+        let repo = test_repo();
+        let mut opts = BackupOptions::new(vec![base.clone()]);
+        opts.excludes = vec!["*.log".into(), format!("{}/sub/cache", base.display())];
+        opts.workers = 2;
+        let report = backup(&repo, opts).unwrap();
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
+        let at = |path: &Path| {
+            crate::ops::walk::find(&repo, &report.snapshot.tree, &path.to_string_lossy(), "s")
+                .unwrap()
+                .unwrap()
+        };
+        let top = at(&base);
+        assert_eq!(top.kind, NodeKind::Dir);
+        let top_tree = top.subtree.unwrap();
+        // Byte order of names; excluded by name (`*.log`) and by path (`…/sub/cache`).
+        assert_eq!(names(&repo, &top_tree), ["a.txt", "b.txt", "link", "sub"]);
+        assert_eq!(
+            names(&repo, &at(&base.join("sub")).subtree.unwrap()),
+            ["c.txt"]
+        );
+        let link = at(&base.join("link"));
+        assert_eq!(link.kind, NodeKind::Symlink);
+        assert_eq!(link.target.as_deref(), Some("a.txt"));
+        let mut content = Vec::new();
+        let mut out = std::io::Cursor::new(&mut content);
+        let path = base.join("b.txt").to_string_lossy().into_owned();
+        crate::ops::walk::dump(&repo, &report.snapshot.tree, &path, "s", &mut out).unwrap();
+        assert_eq!(content, b"bee");
+        let summary = &report.snapshot.summary;
+        assert_eq!((summary.files, summary.symlinks), (3, 1));
+        // The directories leading to the source and the source itself (`components` counts
+        // `/` too, which is the root tree, not a node), plus `sub`; `sub/cache` is excluded.
+        assert_eq!(summary.dirs as usize, base.components().count());
+    }
+
+    #[test]
+    fn unchanged_files_are_taken_from_the_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::write(base.join("same"), b"same content").unwrap();
+        std::fs::write(base.join("changes"), b"first").unwrap();
+        let repo = test_repo();
+        let first = backup(&repo, BackupOptions::new(vec![base.clone()])).unwrap();
+        assert_eq!(first.snapshot.summary.files_unchanged, 0);
+        // Reopened, the repository's index names the first backup's blobs.
+        let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
+        std::fs::write(base.join("changes"), b"second, longer").unwrap();
+        let second = backup(&repo, BackupOptions::new(vec![base.clone()])).unwrap();
+        assert_eq!(second.snapshot.parent, Some(first.id));
+        assert_eq!(second.snapshot.summary.files_unchanged, 1);
+        let mut forced = BackupOptions::new(vec![base.clone()]);
+        forced.parent = ParentChoice::None;
+        let third = backup(&repo, forced).unwrap();
+        assert_eq!(third.snapshot.parent, None);
+        assert_eq!(third.snapshot.summary.files_unchanged, 0);
+    }
+}
