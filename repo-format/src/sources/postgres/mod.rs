@@ -13,7 +13,7 @@
 //!
 //! Secrets: a connection URL's parts reach the children through libpq's environment variables
 //! (`PGHOST`, `PGPASSWORD` ...), never argv; [`PgUrl`]'s `Debug` and every error show it with the
-//! password replaced ([`url`]).
+//! password replaced (`url.rs`).
 
 mod url;
 
