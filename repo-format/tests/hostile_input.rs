@@ -23,7 +23,16 @@ fn valid_pack(keys: &MasterKeys) -> (PackId, Vec<u8>) {
         b"x",
     ] {
         let id = BlobId(keys.content_id(data));
-        w.add(pack::seal_blob(keys, &mut c, BlobKind::Data, id, data).unwrap());
+        w.add(
+            pack::seal_blob(
+                keys,
+                BlobKind::Data,
+                id,
+                data,
+                c.compress(data).ok().as_deref(),
+            )
+            .unwrap(),
+        );
     }
     let p = w.finish(keys).unwrap();
     (p.id, p.bytes.to_vec())

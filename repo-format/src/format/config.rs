@@ -64,7 +64,8 @@ pub struct RepoConfig {
     pub chunker_dumps: ChunkSizes,
     /// Target pack size in bytes.
     pub pack_size: u32,
-    /// zstd level for blobs.
+    /// zstd level for file data and tree blobs (and dump data when `dump_compression_level` is
+    /// absent); `format::compress::CompressionLevels` applies it.
     pub compression_level: i32,
     /// zstd level for data blobs cut with the dump chunk sizes; absent in configs written
     /// before it existed, which compress every blob at `compression_level`.
@@ -107,12 +108,6 @@ impl RepoConfig {
         Ok(())
     }
 
-    /// The zstd level for data blobs cut with the dump chunk sizes.
-    pub fn dump_level(&self) -> i32 {
-        self.dump_compression_level
-            .unwrap_or(self.compression_level)
-    }
-
     /// The stored form: sealed JSON. Written once, by `init`.
     pub fn to_stored(&self, keys: &MasterKeys) -> Result<Vec<u8>> {
         let json = serde_json::to_vec(self).map_err(Error::internal)?;
@@ -141,6 +136,7 @@ impl RepoConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::compress::{BlobClass, CompressionLevels};
 
     fn config(dump: Option<i32>) -> RepoConfig {
         RepoConfig {
@@ -163,7 +159,7 @@ mod tests {
         json["compression_level"] = 5.into();
         let old: RepoConfig = serde_json::from_value(json).unwrap();
         assert_eq!(old.validate(), Ok(()));
-        assert_eq!(old.dump_level(), 5);
+        assert_eq!(CompressionLevels::of(&old).level(BlobClass::DumpData), 5);
     }
 
     #[test]
@@ -196,7 +192,7 @@ mod tests {
         let c = config(Some(DEFAULT_DUMP_COMPRESSION_LEVEL));
         let back: RepoConfig = serde_json::from_slice(&serde_json::to_vec(&c).unwrap()).unwrap();
         assert_eq!(back, c);
-        assert_eq!(back.dump_level(), 1);
+        assert_eq!(CompressionLevels::of(&back).level(BlobClass::DumpData), 1);
         for bad in [0, 20, -1] {
             let err = config(Some(bad)).validate().unwrap_err();
             assert!(err.contains("dump_compression_level"), "{err}");

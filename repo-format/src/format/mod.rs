@@ -7,6 +7,7 @@
 //! `repository/stored.rs` (and `repository/lease.rs` for the lease at run time); callers verify
 //! with `from_stored` and produce with `to_stored`.
 
+pub mod compress;
 pub mod config;
 pub mod id;
 pub mod index;

@@ -15,11 +15,11 @@
 //! index can be rebuilt from the packs alone.
 
 use crate::error::{Error, Result};
+use crate::format::compress;
 use crate::format::id::{storage_hash, BlobId, PackId};
 use crate::format::key::ObjectKey;
 use crate::format::sealed::{self, ObjectKind};
 use coffer_crypto::MasterKeys;
-use std::cell::RefCell;
 
 /// Largest plaintext of one blob accepted from storage (bytes).
 pub const MAX_BLOB_SIZE: u32 = 256 * 1024 * 1024;
@@ -110,13 +110,16 @@ pub struct SealedBlob {
     pub bytes: Vec<u8>,
 }
 
-/// Compresses (when that helps) and seals a blob's plaintext. `compressor` is reused across calls.
+/// Seals a blob's plaintext, or its zstd frame when `compressed` is one (see
+/// [`BlobCompressor::compress`], the one place that decides how a blob is compressed).
+///
+/// [`BlobCompressor::compress`]: crate::format::compress::BlobCompressor::compress
 pub fn seal_blob(
     keys: &MasterKeys,
-    compressor: &mut zstd::bulk::Compressor<'_>,
     kind: BlobKind,
     id: BlobId,
     plaintext: &[u8],
+    compressed: Option<&[u8]>,
 ) -> Result<SealedBlob> {
     let raw_length = u32::try_from(plaintext.len())
         .ok()
@@ -127,16 +130,8 @@ pub fn seal_blob(
                 plaintext.len()
             ))
         })?;
-    let compressed = if looks_incompressible(plaintext) {
-        None
-    } else {
-        compressor
-            .compress(plaintext)
-            .ok()
-            .filter(|c| c.len() + c.len() / 64 < plaintext.len())
-    };
-    let (compression, payload) = match &compressed {
-        Some(c) => (Compression::Zstd, c.as_slice()),
+    let (compression, payload) = match compressed {
+        Some(c) => (Compression::Zstd, c),
         None => (Compression::None, plaintext),
     };
     let bytes = keys.seal(&blob_aad(kind, compression, &id), payload)?;
@@ -146,51 +141,6 @@ pub fn seal_blob(
         id,
         raw_length,
         bytes,
-    })
-}
-
-/// A cheap test for data that zstd cannot shrink (encrypted, already compressed, media): compress
-/// a 4 KiB sample at the fastest level and see whether it shrinks by at least 3%. Blobs under
-/// 64 KiB (dump chunks average 16 KiB) are not sampled: compressing them whole costs little,
-/// and the sample would be extra work for every compressible one.
-fn looks_incompressible(data: &[u8]) -> bool {
-    const SAMPLE: usize = 4096;
-    const SAMPLED_FROM: usize = 64 * 1024;
-    if data.len() < SAMPLED_FROM {
-        return false;
-    }
-    let mid = data.len() / 2;
-    let sample = &data[mid..mid + SAMPLE];
-    thread_local! {
-        // One context per thread: creating a zstd context costs more than a 4 KiB sample.
-        static SAMPLER: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
-    }
-    SAMPLER.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        if cell.is_none() {
-            *cell = zstd::bulk::Compressor::new(1).ok();
-        }
-        match cell.as_mut().map(|c| c.compress(sample)) {
-            Some(Ok(c)) => c.len() * 100 > SAMPLE * 97,
-            _ => false,
-        }
-    })
-}
-
-/// Decompresses with this thread's reusable zstd context.
-fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    thread_local! {
-        static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
-    }
-    DECOMPRESSOR.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        if cell.is_none() {
-            *cell = Some(zstd::bulk::Decompressor::new()?);
-        }
-        match cell.as_mut() {
-            Some(d) => d.decompress(payload, capacity),
-            None => zstd::bulk::decompress(payload, capacity),
-        }
     })
 }
 
@@ -206,7 +156,7 @@ pub fn open_blob(
     let payload = open_payload(keys, pack, blob, sealed_bytes)?;
     let plaintext = match blob.compression {
         Compression::None => payload,
-        Compression::Zstd => decompress(&payload, blob.raw_length as usize)
+        Compression::Zstd => compress::decompress(&payload, blob.raw_length as usize)
             .map_err(|e| Error::corrupt(what, name(), format!("zstd: {e}")))?,
     };
     if plaintext.len() != blob.raw_length as usize {
@@ -489,11 +439,17 @@ mod tests {
     use proptest::prelude::*;
 
     fn build(keys: &MasterKeys, blobs: &[Vec<u8>]) -> FinishedPack {
-        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        let levels = compress::CompressionLevels {
+            file_data: 3,
+            dump_data: 1,
+            tree: 3,
+        };
+        let mut c = compress::BlobCompressor::new(levels);
         let mut w = PackWriter::with_capacity(1024);
         for b in blobs {
             let id = BlobId(keys.content_id(b));
-            w.add(seal_blob(keys, &mut c, BlobKind::Data, id, b).unwrap());
+            let compressed = c.compress(compress::BlobClass::FileData, b).unwrap();
+            w.add(seal_blob(keys, BlobKind::Data, id, b, compressed.as_deref()).unwrap());
         }
         w.finish(keys).unwrap()
     }
@@ -526,16 +482,11 @@ mod tests {
     }
 
     #[test]
-    fn only_blobs_of_64_kib_or_more_are_sampled() {
-        let mut random = vec![0u8; 100_000];
+    fn a_blob_zstd_does_not_shrink_is_stored_raw() {
+        let mut random = vec![0u8; 20_000];
         coffer_crypto::random_fill(&mut random).unwrap();
-        assert!(looks_incompressible(&random));
-        assert!(!looks_incompressible(&vec![0u8; 100_000]));
-        // Below the threshold the blob is compressed whole; random bytes then stay raw
-        // because the frame is not smaller.
-        assert!(!looks_incompressible(&random[..20_000]));
         let keys = MasterKeys::generate().unwrap();
-        let pack = build(&keys, &[random[..20_000].to_vec()]);
+        let pack = build(&keys, &[random]);
         assert_eq!(pack.blobs[0].compression, Compression::None);
     }
 

@@ -150,7 +150,7 @@ pub fn copy(
         let root = {
             let writer =
                 BlobWriter::new(target, target.storage().connections(), opts.cancel.clone())?;
-            let mut compressor = writer.compressor()?;
+            let mut compressor = writer.compressor();
             let mut ctx = CopyRun {
                 writer: &writer,
                 compressor: &mut compressor,
@@ -184,20 +184,24 @@ pub fn copy(
 }
 
 /// State of copying one snapshot.
-struct CopyRun<'a, 'w, 'r> {
+struct CopyRun<'a, 'r> {
     writer: &'a BlobWriter<'r>,
-    compressor: &'a mut zstd::bulk::Compressor<'w>,
+    compressor: &'a mut crate::format::compress::BlobCompressor,
     cancel: &'a AtomicBool,
     every: usize,
     indexed: &'a mut Vec<(PackId, Vec<PackedBlob>)>,
     bytes_read: u64,
 }
 
-impl CopyRun<'_, '_, '_> {
+impl CopyRun<'_, '_> {
     fn store(&mut self, kind: BlobKind, plain: &[u8]) -> Result<BlobId> {
         let (id, _) = self
             .writer
-            .store(self.compressor, kind, plain)
+            .store(
+                self.compressor,
+                crate::format::compress::BlobClass::of_copied(kind),
+                plain,
+            )
             .map_err(|e| self.writer.explain(e))?;
         if self.writer.unindexed_packs() >= self.every {
             self.indexed.extend(self.writer.checkpoint()?);
@@ -264,7 +268,7 @@ impl Mapper<'_> {
     }
 
     /// Copies a source tree and everything below it; returns the target tree's id.
-    fn copy_tree(&mut self, run: &mut CopyRun<'_, '_, '_>, tree_id: &BlobId) -> Result<BlobId> {
+    fn copy_tree(&mut self, run: &mut CopyRun<'_, '_>, tree_id: &BlobId) -> Result<BlobId> {
         if let Some(mapped) = self.ids.get(tree_id) {
             return Ok(*mapped);
         }
@@ -470,9 +474,13 @@ mod tests {
     fn writer_checkpoint_indexes_uploaded_packs() {
         let target = repo();
         let writer = BlobWriter::new(&target, 1, Arc::new(AtomicBool::new(false))).unwrap();
-        let mut compressor = writer.compressor().unwrap();
+        let mut compressor = writer.compressor();
         writer
-            .store(&mut compressor, BlobKind::Data, &data(4, 1024 * 1024 + 1))
+            .store(
+                &mut compressor,
+                crate::format::compress::BlobClass::FileData,
+                &data(4, 1024 * 1024 + 1),
+            )
             .unwrap();
         // The pack is full and queued; wait for its upload (a condition, not a timing).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -487,7 +495,11 @@ mod tests {
         assert_eq!(checkpointed.len(), 1);
         assert_eq!(target.storage().list_uncached("index").unwrap().len(), 1);
         writer
-            .store(&mut compressor, BlobKind::Data, &data(5, 1000))
+            .store(
+                &mut compressor,
+                crate::format::compress::BlobClass::FileData,
+                &data(5, 1000),
+            )
             .unwrap();
         let written = writer.finish().unwrap();
         assert_eq!(written.packs.len(), 1);

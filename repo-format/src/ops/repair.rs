@@ -15,7 +15,7 @@
 use crate::error::{Error, Result};
 use crate::format::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::format::index::IndexFile;
-use crate::format::pack::{self, BlobKind, PackedBlob};
+use crate::format::pack::{self, PackedBlob};
 use crate::format::snapshot::{self, Snapshot};
 use crate::format::tree::{NodeKind, Tree};
 use crate::repository::lease::{Lease, LeaseOptions};
@@ -296,7 +296,7 @@ struct Rewritten {
 struct Rewriter<'a, 'r> {
     repo: &'r Repository,
     writer: &'a BlobWriter<'r>,
-    compressor: zstd::bulk::Compressor<'static>,
+    compressor: crate::format::compress::BlobCompressor,
     present: &'a HashSet<PackId>,
     done: HashMap<BlobId, Rewritten>,
     cancel: &'a AtomicBool,
@@ -313,7 +313,11 @@ impl Rewriter<'_, '_> {
 
     fn store_tree(&mut self, tree: &Tree) -> Result<BlobId> {
         self.writer
-            .store(&mut self.compressor, BlobKind::Tree, &tree.encode())
+            .store(
+                &mut self.compressor,
+                crate::format::compress::BlobClass::Tree,
+                &tree.encode(),
+            )
             .map(|(id, _)| id)
             .map_err(|e| self.writer.explain(e))
     }
@@ -424,7 +428,7 @@ pub fn repair_snapshots(
     let mut rewriter = Rewriter {
         repo,
         writer: &writer,
-        compressor: writer.compressor()?,
+        compressor: writer.compressor(),
         present: &present,
         done: HashMap::new(),
         cancel: &options.cancel,
@@ -501,9 +505,15 @@ mod tests {
     /// Stores `blobs` in one new pack (its own writer) and returns the pack and its index file.
     fn store(repo: &Repository, blobs: &[&[u8]]) -> (PackId, Vec<PackedBlob>, IndexId) {
         let writer = BlobWriter::new(repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
-        let mut compressor = writer.compressor().unwrap();
+        let mut compressor = writer.compressor();
         for blob in blobs {
-            writer.store(&mut compressor, BlobKind::Data, blob).unwrap();
+            writer
+                .store(
+                    &mut compressor,
+                    crate::format::compress::BlobClass::FileData,
+                    blob,
+                )
+                .unwrap();
         }
         let written = writer.finish().unwrap();
         let (pack, entries) = written.packs[0].clone();

@@ -543,7 +543,7 @@ mod tests {
         )
         .unwrap();
         let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
-        let mut compressor = writer.compressor().unwrap();
+        let mut compressor = writer.compressor();
         let mut all = Vec::new();
         let mut ids = Vec::new();
         let mut state = 7u64;
@@ -557,7 +557,11 @@ mod tests {
             }
             ids.push(
                 writer
-                    .store(&mut compressor, BlobKind::Data, &blob)
+                    .store(
+                        &mut compressor,
+                        crate::format::compress::BlobClass::FileData,
+                        &blob,
+                    )
                     .unwrap()
                     .0,
             );

@@ -1,4 +1,5 @@
-//! Writing blobs: deduplicate, compress, seal, pack, upload, and finally index.
+//! Writing blobs: deduplicate, compress (at the level of the blob's class, see
+//! [`crate::format::compress`]), seal, pack, upload, and finally index.
 //!
 //! A [`BlobWriter`] is shared by any number of threads (`store` takes `&self`). It keeps one open
 //! pack for data blobs and one for tree blobs (metadata and data live in separate packs, so tree
@@ -9,6 +10,7 @@
 //! keeps the order packs -> index -> snapshot.
 
 use crate::error::{Error, Result};
+use crate::format::compress::{BlobClass, BlobCompressor, CompressionLevels};
 use crate::format::id::{BlobId, IndexId, PackId};
 use crate::format::index::IndexFile;
 use crate::format::pack::{self, BlobKind, FinishedPack, PackWriter, PackedBlob, SealedBlob};
@@ -161,16 +163,10 @@ impl<'r> BlobWriter<'r> {
             })
     }
 
-    /// A zstd compressor at the repository's level, for one thread's calls to [`Self::store`].
-    pub fn compressor(&self) -> Result<zstd::bulk::Compressor<'static>> {
-        zstd::bulk::Compressor::new(self.repo.config().compression_level)
-            .map_err(|e| Error::io("starting the compressor for", "backup", e))
-    }
-
-    /// A zstd compressor at the repository's level for dump chunks.
-    pub fn dump_compressor(&self) -> Result<zstd::bulk::Compressor<'static>> {
-        zstd::bulk::Compressor::new(self.repo.config().dump_level())
-            .map_err(|e| Error::io("starting the compressor for", "backup", e))
+    /// A compressor at the repository's levels, for one thread's calls to [`Self::store`]
+    /// (zstd contexts are not shared between threads).
+    pub fn compressor(&self) -> BlobCompressor {
+        BlobCompressor::new(CompressionLevels::of(self.repo.config()))
     }
 
     /// Whether an upload failed (the error is returned by `finish`).
@@ -199,12 +195,12 @@ impl<'r> BlobWriter<'r> {
         }
     }
 
-    /// Stores `data` as a blob of `kind` unless the repository or this writer already has it.
-    /// Returns its id and whether it was new.
+    /// Stores `data` as a blob of `class` (which sets its kind and compression level) unless
+    /// the repository or this writer already has it. Returns its id and whether it was new.
     pub fn store(
         &self,
-        compressor: &mut zstd::bulk::Compressor<'_>,
-        kind: BlobKind,
+        compressor: &mut BlobCompressor,
+        class: BlobClass,
         data: &[u8],
     ) -> Result<(BlobId, bool)> {
         // The upload error itself is kept for `finish` / `explain`: a reply carrying it could
@@ -216,7 +212,14 @@ impl<'r> BlobWriter<'r> {
         if self.reusable(&id) || !lock(&self.pending).insert(id) {
             return Ok((id, false));
         }
-        let sealed = pack::seal_blob(self.repo.keys(), compressor, kind, id, data)?;
+        let compressed = compressor.compress(class, data)?;
+        let sealed = pack::seal_blob(
+            self.repo.keys(),
+            class.kind(),
+            id,
+            data,
+            compressed.as_deref(),
+        )?;
         self.add(sealed)?;
         Ok((id, true))
     }
@@ -369,5 +372,163 @@ impl Drop for BlobWriter<'_> {
     /// uploaded stay unindexed, which is harmless: prune removes them.
     fn drop(&mut self) {
         self.join_uploaders();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::pack::Compression;
+    use crate::repository::{test_options, InitOptions};
+    use crate::storage::Storage;
+    use std::collections::HashMap;
+
+    /// A repository with the smallest packs (64 KiB), file data at level 9 and dump data at
+    /// level 1, so that a swapped level shows in the stored sizes.
+    fn repo() -> Repository {
+        let options = InitOptions {
+            pack_size: 64 * 1024,
+            compression_level: 9,
+            dump_compression_level: 1,
+            ..test_options()
+        };
+        Repository::init(Storage::in_memory().unwrap(), b"pw", &options).unwrap()
+    }
+
+    fn writer(repo: &Repository) -> BlobWriter<'_> {
+        BlobWriter::new(repo, 2, Arc::new(AtomicBool::new(false))).unwrap()
+    }
+
+    /// Deterministic incompressible bytes (SplitMix64).
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut state = seed;
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    #[test]
+    fn a_blob_is_stored_once_and_found_again_after_the_index() {
+        let mut repo = repo();
+        let w = writer(&repo);
+        let mut c = w.compressor();
+        let data = noise(1, 5000);
+        let (id, new) = w.store(&mut c, BlobClass::FileData, &data).unwrap();
+        assert!(new);
+        // Pending in this writer: not stored twice, whatever the class.
+        assert_eq!(
+            w.store(&mut c, BlobClass::DumpData, &data).unwrap(),
+            (id, false)
+        );
+        assert_eq!(w.stats.data_blobs_new.load(Ordering::Relaxed), 1);
+        let written = w.finish().unwrap();
+        assert!(written.index.is_some());
+        assert_eq!(written.packs.len(), 1);
+        assert_eq!(written.packs[0].1.len(), 1);
+        repo.add_indexed_packs(&written.packs);
+        // A later writer finds it in the index and writes nothing.
+        let w = writer(&repo);
+        let mut c = w.compressor();
+        assert_eq!(
+            w.store(&mut c, BlobClass::FileData, &data).unwrap(),
+            (id, false)
+        );
+        let written = w.finish().unwrap();
+        assert!(written.packs.is_empty() && written.index.is_none());
+        let mut back = Vec::new();
+        repo.read_blobs(&[id], |bytes| {
+            back.extend_from_slice(bytes);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn full_packs_roll_over_and_trees_get_their_own() {
+        let repo = repo();
+        let w = writer(&repo);
+        let mut c = w.compressor();
+        for seed in 0..10 {
+            w.store(&mut c, BlobClass::FileData, &noise(seed, 20_000))
+                .unwrap();
+        }
+        let tree = crate::format::tree::Tree { nodes: Vec::new() }.encode();
+        w.store(&mut c, BlobClass::Tree, &tree).unwrap();
+        let written = w.finish().unwrap();
+        let data_packs: Vec<_> = written
+            .packs
+            .iter()
+            .filter(|(_, blobs)| blobs.iter().all(|b| b.kind == BlobKind::Data))
+            .collect();
+        let tree_packs: Vec<_> = written
+            .packs
+            .iter()
+            .filter(|(_, blobs)| blobs.iter().all(|b| b.kind == BlobKind::Tree))
+            .collect();
+        assert_eq!(data_packs.len() + tree_packs.len(), written.packs.len());
+        assert_eq!(tree_packs.len(), 1);
+        // 200 kB of data in 64 KiB packs: a pack is sent once it reaches the target, so 4 blobs
+        // of 20 kB go in each (4, 4 and the 2 left at the end).
+        let mut counts: Vec<usize> = data_packs.iter().map(|(_, b)| b.len()).collect();
+        counts.sort_unstable();
+        assert_eq!(counts, [2, 4, 4]);
+        for (id, blobs) in &data_packs {
+            let size = repo.storage().size(&pack::pack_key(id)).unwrap().unwrap();
+            assert!(size < 64 * 1024 + 20_100, "{size}");
+            if blobs.len() == 4 {
+                assert!(size >= 64 * 1024, "{size}");
+            }
+        }
+    }
+
+    #[test]
+    fn each_class_is_stored_at_its_level() {
+        let repo = repo();
+        let w = writer(&repo);
+        let mut c = w.compressor();
+        let text = |tag: &str| {
+            (0..3000u32)
+                .map(|i| format!("{tag},{i},{},'row {}'\n", i * 7919 % 1000, i % 37))
+                .collect::<String>()
+                .into_bytes()
+        };
+        let raw = noise(9, 3000);
+        let cases = [
+            (BlobClass::FileData, text("file"), Some(9)),
+            (BlobClass::DumpData, text("dump"), Some(1)),
+            (BlobClass::Tree, text("tree"), Some(9)),
+            (BlobClass::FileData, raw.clone(), None),
+        ];
+        let ids: Vec<BlobId> = cases
+            .iter()
+            .map(|(class, data, _)| w.store(&mut c, *class, data).unwrap().0)
+            .collect();
+        let written = w.finish().unwrap();
+        let stored: HashMap<BlobId, PackedBlob> = written
+            .packs
+            .iter()
+            .flat_map(|(_, blobs)| blobs.iter().map(|b| (b.id, *b)))
+            .collect();
+        // The seal adds the same overhead to every payload: learn it from the raw blob.
+        let overhead = stored[&ids[3]].length - stored[&ids[3]].raw_length;
+        assert_eq!(stored[&ids[3]].compression, Compression::None);
+        let level_1 = zstd::bulk::compress(&cases[0].1, 1).unwrap();
+        let level_9 = zstd::bulk::compress(&cases[0].1, 9).unwrap();
+        assert_ne!(level_1.len(), level_9.len(), "the levels must differ here");
+        for ((class, data, level), id) in cases.iter().zip(&ids).take(3) {
+            let blob = stored[id];
+            assert_eq!(blob.kind, class.kind());
+            assert_eq!(blob.compression, Compression::Zstd);
+            let frame = zstd::bulk::compress(data, level.unwrap()).unwrap();
+            assert_eq!(blob.length - overhead, frame.len() as u32, "{class:?}");
+        }
     }
 }

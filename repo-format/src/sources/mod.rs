@@ -1,10 +1,12 @@
 //! Sources: the named parts of an application that one snapshot holds together (a PostgreSQL
 //! database, an uploads tree, a `.env`), and the helpers around them: dump orchestration
-//! ([`postgres`]), manifest import ([`manifest_labels`]) and dump recognition ([`sniff`]).
+//! ([`postgres`]), child processes ([`child`]), stream facts ([`stream`]), manifest import
+//! ([`manifest_labels`]) and dump recognition ([`sniff`]).
 
 pub mod child;
 pub mod postgres;
 pub mod restore;
+pub mod stream;
 
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;

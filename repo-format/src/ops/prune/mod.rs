@@ -227,7 +227,7 @@ mod tests {
     use super::*;
     use crate::format::id::IndexId;
     use crate::format::index::{IndexFile, MasterIndex};
-    use crate::format::pack::{self, BlobKind};
+    use crate::format::pack;
     use crate::format::plan::{self, DeletionPlan};
     use crate::repository::writer::BlobWriter;
     use crate::storage::Storage;
@@ -255,9 +255,13 @@ mod tests {
         let repo = repo();
         let (storage, keys) = (repo.storage(), repo.keys());
         let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
-        let mut compressor = writer.compressor().unwrap();
+        let mut compressor = writer.compressor();
         writer
-            .store(&mut compressor, BlobKind::Data, b"no snapshot needs this")
+            .store(
+                &mut compressor,
+                crate::format::compress::BlobClass::FileData,
+                b"no snapshot needs this",
+            )
             .unwrap();
         let written = writer.finish().unwrap();
         let (pack, blobs) = written.packs[0].clone();
@@ -317,9 +321,13 @@ mod tests {
         let repo = repo();
         let (storage, keys) = (repo.storage(), repo.keys());
         let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
-        let mut compressor = writer.compressor().unwrap();
+        let mut compressor = writer.compressor();
         writer
-            .store(&mut compressor, BlobKind::Data, b"still indexed")
+            .store(
+                &mut compressor,
+                crate::format::compress::BlobClass::FileData,
+                b"still indexed",
+            )
             .unwrap();
         let written = writer.finish().unwrap();
         let (pack, blobs) = written.packs[0].clone();
@@ -358,9 +366,13 @@ mod tests {
         )
         .unwrap();
         let writer = BlobWriter::new(&repo, 1, Arc::new(AtomicBool::new(false))).unwrap();
-        let mut compressor = writer.compressor().unwrap();
+        let mut compressor = writer.compressor();
         writer
-            .store(&mut compressor, BlobKind::Data, b"a running backup's blob")
+            .store(
+                &mut compressor,
+                crate::format::compress::BlobClass::FileData,
+                b"a running backup's blob",
+            )
             .unwrap();
         let written = writer.finish().unwrap();
         let (pack, _) = written.packs[0].clone();

@@ -1,0 +1,277 @@
+//! `backup`: read sources, chunk, deduplicate, compress, encrypt, pack, upload; then write the
+//! index and, last, the snapshot.
+//!
+//! The run goes through named stages, one module each:
+//! 1. `plan`: validate the sources, place them in the tree, build the excludes, choose the
+//!    parent snapshot;
+//! 2. `walk` (path sources) and `streams` (stdin, commands, PostgreSQL) read the data;
+//!    `chunk` decides, in one place, which chunker a stream gets and so the [`BlobClass`] of
+//!    its chunks, cuts it, and queues the chunks;
+//! 3. `pool`: worker threads hash each chunk (keyed BLAKE3), skip chunks the repository or
+//!    this backup already has, compress and seal the rest, and append them to the open pack
+//!    ([`BlobWriter`], whose uploader threads write finished packs, one per connection);
+//! 4. `tree`: the walking thread assembles trees bottom-up as directories complete;
+//! 5. `snapshot`: after the index, the snapshot document.
+//!
+//! Threads are joined by bounded channels, so memory depends on the number of workers and the
+//! pack size, not on the size of the data. A file's chunk ids come back through a per-file
+//! channel and are collected when its directory is complete, so many small files are in flight
+//! at once. Nothing refers to a pack before it is uploaded, the index is written after every
+//! pack, and the snapshot after the index: an interrupted or failed backup leaves only
+//! unreferenced packs, which `prune` removes.
+//!
+//! May use: `format`, `repository` (the handle and its writer), `sources` (dump recognition,
+//! PostgreSQL, the child-process helper). Nothing else in `ops` uses its internals.
+//!
+//! [`BlobClass`]: crate::format::compress::BlobClass
+
+mod chunk;
+mod plan;
+mod pool;
+mod snapshot;
+mod streams;
+mod tree;
+mod walk;
+
+use crate::error::{Error, Result};
+use crate::format::compress::BlobCompressor;
+use crate::format::id::SnapshotId;
+use crate::format::snapshot::Snapshot;
+use crate::repository::writer::BlobWriter;
+use crate::repository::Repository;
+use crate::sources::postgres::PgSource;
+use crossbeam_channel::Sender;
+use pool::{Counts, Job};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where a stream's bytes come from.
+pub enum StreamSource {
+    /// Read from a reader (standard input).
+    Reader(Box<dyn Read + Send>),
+    /// Run a command and store its standard output. If it exits non-zero, the backup fails and
+    /// no snapshot is saved.
+    Command { program: String, args: Vec<String> },
+}
+
+/// What one source contributes to the snapshot.
+pub enum SourceInput {
+    /// A file, directory or symlink, stored at its absolute path.
+    Path {
+        path: PathBuf,
+        /// Glob patterns for this source only (same rules as [`BackupOptions::excludes`]).
+        excludes: Vec<String>,
+    },
+    /// A stream stored as the file `tree_name` (relative, like `db/app.dump`).
+    Stream {
+        tree_name: String,
+        stream: StreamSource,
+        /// Cut with the repository's dump chunk sizes instead of the file ones.
+        dump_chunking: bool,
+    },
+    /// A PostgreSQL database, dumped in one consistent transaction snapshot and stored as
+    /// `<name>/<database>.dump` (or `.sql` for plain dumps).
+    Postgres(Box<PgSource>),
+}
+
+/// One source of a backup. Named sources (from a configuration) are recorded in the snapshot's
+/// `sources` list, so restore can put each back where it came from; unnamed ones (`coffer
+/// backup PATHS`, `--stdin-name`) are only files in the tree.
+pub struct Source {
+    pub name: Option<String>,
+    pub input: SourceInput,
+}
+
+impl Source {
+    /// An unnamed path source without its own excludes.
+    pub fn path(path: impl Into<PathBuf>) -> Source {
+        Source {
+            name: None,
+            input: SourceInput::Path {
+                path: path.into(),
+                excludes: Vec::new(),
+            },
+        }
+    }
+
+    fn label(&self) -> String {
+        match (&self.name, &self.input) {
+            (Some(n), _) => n.clone(),
+            (None, SourceInput::Path { path, .. }) => path.display().to_string(),
+            (None, SourceInput::Stream { tree_name, .. }) => tree_name.clone(),
+            (None, SourceInput::Postgres(pg)) => pg.database.clone(),
+        }
+    }
+}
+
+/// Which snapshot to compare against to skip unchanged files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The latest snapshot of the same host and paths.
+    #[default]
+    Auto,
+    /// Read every file.
+    None,
+    /// This snapshot (id, prefix or `latest`).
+    Id(String),
+}
+
+/// What to back up and how to label it.
+pub struct BackupOptions {
+    /// Everything that goes into the one snapshot.
+    pub sources: Vec<Source>,
+    /// Glob patterns for every path source: with a `/` they match the absolute path, without
+    /// one the file name.
+    pub excludes: Vec<String>,
+    pub tags: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub hostname: String,
+    pub username: String,
+    /// Snapshot time (default: now, in the local zone).
+    pub time: Option<jiff::Zoned>,
+    pub parent: ParentChoice,
+    /// Set from a signal handler to stop the backup; nothing is committed then.
+    pub cancel: Arc<AtomicBool>,
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+}
+
+impl BackupOptions {
+    /// Options for unnamed path sources with everything else at its default.
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        BackupOptions {
+            sources: paths.into_iter().map(Source::path).collect(),
+            excludes: Vec::new(),
+            tags: Vec::new(),
+            labels: BTreeMap::new(),
+            hostname: String::new(),
+            username: String::new(),
+            time: None,
+            parent: ParentChoice::Auto,
+            cancel: Arc::new(AtomicBool::new(false)),
+            workers: 0,
+        }
+    }
+}
+
+/// The outcome of a backup.
+#[derive(Debug)]
+pub struct BackupReport {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    /// Source files or directories that could not be read (they are not in the snapshot).
+    pub warnings: Vec<String>,
+    /// Advice that does not make the backup partial (a compressed dump that will deduplicate
+    /// poorly).
+    pub notices: Vec<String>,
+}
+
+/// Backs up every source into one snapshot. If any stream source fails (a dump, a command),
+/// nothing is saved and the error names the source.
+pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport> {
+    let started = Instant::now();
+    let plan = plan::plan(std::mem::take(&mut opts.sources), &opts.excludes)?;
+    let time = opts.time.take().unwrap_or_else(jiff::Zoned::now);
+    // Damaged snapshots are not candidates for the parent; they are named in the notices.
+    let mut damage = Vec::new();
+    let parent = if plan.paths.is_empty() {
+        None
+    } else {
+        plan::choose_parent(repo, &opts, &plan.tree_paths, &mut damage)?
+    };
+    let parent_tree = parent
+        .as_ref()
+        .and_then(|(_, snap)| repo.load_tree(&snap.tree).ok());
+    let mut writer = BlobWriter::new(repo, repo.storage().connections(), opts.cancel.clone())?;
+    if opts.parent == ParentChoice::None {
+        // `--force` trusts nothing it has not seen: one listing of the packs, and a blob the
+        // index places in a pack that is not there is stored again (a lost pack must not
+        // poison every later backup).
+        let present = repo.list_packs()?.into_iter().map(|(id, _)| id).collect();
+        writer = writer.reuse_only_packs(present);
+    }
+    let plan::Plan {
+        paths,
+        streams,
+        excludes,
+        tree_paths,
+    } = plan;
+    let walked = pool::run(repo, &writer, &opts, &excludes, |run| {
+        run.backup_sources(&paths, streams, parent_tree.as_ref(), &time)
+    });
+    // The first error wins over the stops it caused (a full disk is not an interrupt).
+    let root = walked.root.map_err(|e| writer.explain(e))?;
+    if opts.cancel.load(Ordering::SeqCst) {
+        return Err(Error::Interrupted);
+    }
+    let stats = snapshot::WriterTotals::take(&writer);
+    // Packs, then the index: only after this may the snapshot refer to the new blobs.
+    let written = writer.finish()?;
+    let snapshot = snapshot::Assembly {
+        opts: &opts,
+        time: &time,
+        started,
+        root,
+        tree_paths: &tree_paths,
+        paths: &paths,
+        records: walked.records,
+        counts: &walked.counts,
+        warnings: walked.warnings.len(),
+        stats,
+        packs_written: written.packs.len() as u64,
+        parent: parent.map(|(id, _)| id),
+        key_id: repo.keys().fingerprint(),
+    }
+    .snapshot();
+    let id = snapshot.save(repo.storage(), repo.keys())?;
+    Ok(BackupReport {
+        id,
+        snapshot,
+        warnings: walked.warnings,
+        notices: damage.into_iter().chain(walked.notices).collect(),
+    })
+}
+
+/// The walking thread's state for one run: it reads the sources, chunks them, hands the chunks
+/// to the pool and assembles the trees. Its methods live with their stage: [`chunk`], [`walk`],
+/// [`streams`], [`tree`].
+struct Run<'a, 'r> {
+    repo: &'r Repository,
+    writer: &'a BlobWriter<'r>,
+    jobs: Sender<Job>,
+    cancel: &'a AtomicBool,
+    cancel_flag: Arc<AtomicBool>,
+    excludes: &'a plan::ExcludeRules,
+    warnings: Vec<String>,
+    notices: Vec<String>,
+    warned_compressed_dump: bool,
+    counts: Counts,
+    /// Compresses the trees this thread stores.
+    compressor: BlobCompressor,
+    /// Paths of files about to be read, for the prefetch thread.
+    prefetch: Option<Sender<PathBuf>>,
+    /// The chunker's buffer, handed from one file to the next.
+    chunk_buffer: Vec<u8>,
+}
+
+impl Run<'_, '_> {
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        if self.writer.has_failed() {
+            // Not an interrupt: `backup` reports the upload's own error (Writer::explain).
+            return Err(Error::Stopped);
+        }
+        Ok(())
+    }
+
+    fn warn(&mut self, path: &Path, what: &str, e: impl std::fmt::Display) {
+        self.warnings
+            .push(format!("{}: {what}: {e}", path.display()));
+    }
+}
