@@ -181,8 +181,8 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         let value = serde_json::json!({
             "id": report.id,
             "snapshot": s,
-            "warnings": report.warnings,
-            "notices": report.notices,
+            "warnings": report.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "notices": report.notices.iter().map(ToString::to_string).collect::<Vec<_>>(),
         });
         outln!("{}", serde_json::to_string_pretty(&value)?);
     } else if !ctx.global.quiet {

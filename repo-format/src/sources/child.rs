@@ -468,9 +468,9 @@ mod tests {
         child.stop();
         assert_eq!(child.wait().unwrap().signal(), Some(9));
         let mut quick = Running::spawn(sh("sleep 30"), Stdio::null(), Stdio::null(), None).unwrap();
-        let started = Instant::now();
         quick.stop();
+        // Ended by SIGTERM, not by the SIGKILL that follows the grace: a child that honours
+        // SIGTERM is never killed. (No wall-clock bound: under load it flaked.)
         assert_eq!(quick.wait().unwrap().signal(), Some(15));
-        assert!(started.elapsed() < STOP_GRACE);
     }
 }

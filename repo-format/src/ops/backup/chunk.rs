@@ -4,7 +4,7 @@
 //! [`Run::chunk_stream`].
 
 use super::pool::{Job, PendingContent};
-use super::Run;
+use super::{Notice, Run};
 use crate::error::{Error, Result};
 use crate::format::compress::BlobClass;
 use crate::format::id::BlobId;
@@ -68,7 +68,10 @@ impl Run<'_, '_> {
         if let Some(kind) = sniffed {
             if kind.compressed_dump() && !self.warned_compressed_dump {
                 self.warned_compressed_dump = true;
-                self.notices.push(compressed_dump_notice(label, kind));
+                self.notices.push(Notice::CompressedDump {
+                    label: label.to_string(),
+                    kind,
+                });
             }
         }
         let params = match class {
@@ -138,21 +141,6 @@ impl Run<'_, '_> {
     }
 }
 
-/// The advice for a dump that was compressed before coffer saw it.
-fn compressed_dump_notice(label: &dyn std::fmt::Display, kind: Sniffed) -> String {
-    format!(
-        "{label} is a compressed database dump ({}): it will deduplicate poorly, since \
-         any change reshuffles the compressed bytes; write dumps uncompressed \
-         (pg_dump -Fc -Z0, no gzip) and let coffer compress after deduplication, or \
-         back the database up with a postgres source",
-        if kind == Sniffed::Gzip {
-            "gzip"
-        } else {
-            "pg_dump custom format with compression"
-        }
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,17 +175,6 @@ mod tests {
         assert_eq!(
             by_content(b"hello"),
             (BlobClass::FileData, Some(Sniffed::Other))
-        );
-    }
-
-    #[test]
-    fn the_notice_names_the_stream_and_the_kind_of_compression() {
-        let gzip = compressed_dump_notice(&"db/app.dump.gz", Sniffed::Gzip);
-        assert!(gzip.starts_with("db/app.dump.gz is a compressed database dump (gzip)"));
-        let custom = compressed_dump_notice(&"x", Sniffed::CustomDumpCompressed);
-        assert!(
-            custom.contains("pg_dump custom format with compression"),
-            "{custom}"
         );
     }
 }

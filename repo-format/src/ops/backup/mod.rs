@@ -28,6 +28,7 @@
 mod chunk;
 mod plan;
 mod pool;
+pub mod report;
 mod snapshot;
 mod streams;
 mod tree;
@@ -42,6 +43,7 @@ use crate::repository::Repository;
 use crate::sources::postgres::PgSource;
 use crossbeam_channel::Sender;
 use pool::{Counts, Job};
+pub use report::{Notice, Step, Warning};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -164,10 +166,10 @@ pub struct BackupReport {
     pub id: SnapshotId,
     pub snapshot: Snapshot,
     /// Source files or directories that could not be read (they are not in the snapshot).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// Advice that does not make the backup partial (a compressed dump that will deduplicate
-    /// poorly).
-    pub notices: Vec<String>,
+    /// poorly, a damaged snapshot left out of the parent choice).
+    pub notices: Vec<Notice>,
 }
 
 /// Backs up every source into one snapshot. If any stream source fails (a dump, a command),
@@ -246,8 +248,8 @@ struct Run<'a, 'r> {
     cancel: &'a AtomicBool,
     cancel_flag: Arc<AtomicBool>,
     excludes: &'a plan::ExcludeRules,
-    warnings: Vec<String>,
-    notices: Vec<String>,
+    warnings: Vec<Warning>,
+    notices: Vec<Notice>,
     warned_compressed_dump: bool,
     counts: Counts,
     /// Compresses the trees this thread stores.
@@ -270,8 +272,11 @@ impl Run<'_, '_> {
         Ok(())
     }
 
-    fn warn(&mut self, path: &Path, what: &str, e: impl std::fmt::Display) {
-        self.warnings
-            .push(format!("{}: {what}: {e}", path.display()));
+    fn warn(&mut self, path: &Path, step: Step, reason: impl std::fmt::Display) {
+        self.warnings.push(Warning {
+            path: path.to_path_buf(),
+            step,
+            reason: reason.to_string(),
+        });
     }
 }

@@ -195,13 +195,20 @@ pub(super) fn choose_parent(
     repo: &Repository,
     opts: &BackupOptions,
     paths: &[PathBuf],
-    damage: &mut Vec<String>,
+    damage: &mut Vec<super::Notice>,
 ) -> Result<Option<(SnapshotId, Snapshot)>> {
     if opts.parent == ParentChoice::None {
         return Ok(None);
     }
     let all = snapshot::Snapshot::load_all(repo.storage(), repo.keys())?;
-    damage.extend(all.damage_warnings());
+    damage.extend(
+        all.damaged
+            .iter()
+            .map(|(id, e)| super::Notice::DamagedSnapshot {
+                id: *id,
+                reason: e.to_string(),
+            }),
+    );
     pick_parent(all, &opts.parent, &opts.hostname, paths)
 }
 

@@ -77,8 +77,8 @@ pub(super) struct Walked {
     pub(super) root: Result<crate::format::id::BlobId>,
     /// Records of the named stream sources (empty when the walk failed).
     pub(super) records: Vec<SourceRecord>,
-    pub(super) warnings: Vec<String>,
-    pub(super) notices: Vec<String>,
+    pub(super) warnings: Vec<super::Warning>,
+    pub(super) notices: Vec<super::Notice>,
     pub(super) counts: Counts,
 }
 

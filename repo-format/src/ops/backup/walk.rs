@@ -6,7 +6,7 @@
 
 use super::chunk::{Chunking, StreamError};
 use super::pool::PendingNode;
-use super::Run;
+use super::{Run, Step};
 use crate::error::{Error, Result};
 use crate::format::tree::{encode_name, Node, NodeKind, Tree};
 use crossbeam_channel::Receiver;
@@ -165,7 +165,7 @@ impl Run<'_, '_> {
         let meta = match meta {
             Ok(m) => m,
             Err(e) => {
-                self.warn(path, "cannot stat", e);
+                self.warn(path, Step::Stat, e);
                 return Ok(None);
             }
         };
@@ -187,12 +187,16 @@ impl Run<'_, '_> {
                     Ok(Some(PendingNode::done(node)))
                 }
                 Err(e) => {
-                    self.warn(path, "cannot read link", e);
+                    self.warn(path, Step::ReadLink, e);
                     Ok(None)
                 }
             }
         } else {
-            self.warn(path, "skipped", "not a regular file, directory or symlink");
+            self.warn(
+                path,
+                Step::Unsupported,
+                "not a regular file, directory or symlink",
+            );
             Ok(None)
         }
     }
@@ -212,7 +216,7 @@ impl Run<'_, '_> {
         let mut names = match entries {
             Ok(n) => n,
             Err(e) => {
-                self.warn(path, "cannot read directory", e);
+                self.warn(path, Step::ReadDir, e);
                 return Ok(None);
             }
         };
@@ -301,7 +305,7 @@ impl Run<'_, '_> {
             Ok(f) => f,
             Err(e) => {
                 self.counts.files -= 1;
-                self.warn(path, "cannot open", e);
+                self.warn(path, Step::Open, e);
                 return Ok(None);
             }
         };
@@ -317,7 +321,7 @@ impl Run<'_, '_> {
             }
             Err(StreamError::Read(e)) => {
                 self.counts.files -= 1;
-                self.warn(path, "read error", e);
+                self.warn(path, Step::Read, e);
                 Ok(None)
             }
             Err(StreamError::Fatal(e)) => Err(e),
