@@ -7,6 +7,7 @@
 mod output;
 mod commands;
 mod config;
+mod escape;
 mod exit;
 mod global;
 mod memory;

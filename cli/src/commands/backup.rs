@@ -171,10 +171,10 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     };
     let report = op::backup(&repo, options).context("backup failed")?;
     for w in &report.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", crate::escape::message(&w.to_string()));
     }
     for n in &report.notices {
-        eprintln!("notice: {n}");
+        eprintln!("notice: {}", crate::escape::message(&n.to_string()));
     }
     let s = &report.snapshot;
     if args.json {
@@ -188,8 +188,8 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     } else if !ctx.global.quiet {
         let m = &s.summary;
         outln!("snapshot {} saved", report.id.short());
-        outln!("  time      {}", s.time);
-        outln!("  paths     {}", s.paths.join(" "));
+        outln!("  time      {}", crate::escape::name(&s.time));
+        outln!("  paths     {}", crate::escape::names(&s.paths, " "));
         outln!(
             "  files     {} ({} unchanged), {} dirs, {} symlinks, {}",
             m.files,
@@ -212,13 +212,15 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         for source in &s.sources {
             print!(
                 "  source    {} ({}) at {}",
-                source.name, source.kind, source.tree_path
+                crate::escape::name(&source.name),
+                crate::escape::name(&source.kind),
+                crate::escape::name(&source.tree_path)
             );
             if let Some(pg) = &source.postgres {
                 print!(
                     ": database {}, server {}, {} TOC entries, {} tables",
-                    pg.database,
-                    pg.server_version,
+                    crate::escape::name(&pg.database),
+                    crate::escape::name(&pg.server_version),
                     pg.toc_entries,
                     pg.tables.len()
                 );

@@ -48,24 +48,32 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     } else {
         if !ctx.global.quiet {
             for w in &report.warnings {
-                eprintln!("warning: {}: {}", w.object, w.message);
+                eprintln!(
+                    "warning: {}: {}",
+                    crate::escape::message(&w.object),
+                    crate::escape::message(&w.message)
+                );
             }
         }
         for e in &report.errors {
-            eprintln!("error: {}: {}", e.object, e.message);
+            eprintln!(
+                "error: {}: {}",
+                crate::escape::message(&e.object),
+                crate::escape::message(&e.message)
+            );
         }
         for d in &report.damaged_paths {
             eprintln!(
                 "damaged: snapshot {} {}: {}",
                 d.snapshot.short(),
-                d.path,
-                d.reason
+                crate::escape::name(&d.path),
+                crate::escape::message(&d.reason)
             );
         }
         if !report.damaged_snapshots.is_empty() {
             eprintln!("damaged snapshots (cannot be restored completely):");
             for s in &report.damaged_snapshots {
-                eprintln!("  {s}");
+                eprintln!("  {}", crate::escape::message(&s.to_string()));
             }
         }
         if !ctx.global.quiet {

@@ -68,7 +68,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     };
     let report = op::copy(&source, &mut target, &options).context("copy failed")?;
     for w in &report.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", crate::escape::message(&w.to_string()));
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

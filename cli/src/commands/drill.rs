@@ -45,24 +45,27 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        outln!("drill of snapshot {short} ({})", snap.time);
+        outln!(
+            "drill of snapshot {short} ({})",
+            crate::escape::name(&snap.time)
+        );
         for r in &report.sources {
             outln!(
                 "  {:<4} {} ({}): {}",
                 if r.ok { "ok" } else { "FAIL" },
-                r.source,
-                r.kind,
-                r.checked
+                crate::escape::name(&r.source),
+                crate::escape::name(&r.kind),
+                crate::escape::message(&r.checked)
             );
             for p in &r.problems {
-                outln!("         {p}");
+                outln!("         {}", crate::escape::message(p));
             }
             if let Some(db) = &r.database {
                 for t in db.tables.iter().filter(|t| !t.matches()) {
                     outln!(
                         "         {}.{}: {:?} expected, {:?} restored",
-                        t.schema,
-                        t.table,
+                        crate::escape::name(&t.schema),
+                        crate::escape::name(&t.table),
                         t.expected,
                         t.actual
                     );
@@ -90,7 +93,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         let failed = report.failed();
         eprintln!(
             "coffer: drill of snapshot {short} failed for source(s): {}",
-            failed.join(", ")
+            crate::escape::names(&failed, ", ")
         );
         Ok(crate::exit::ERROR)
     }

@@ -224,10 +224,11 @@ fn print(ctx: &Context_, r: &ForgetReport) -> anyhow::Result<()> {
     let (mut kept, mut removed) = (0, 0);
     for group in &r.groups {
         if !ctx.global.quiet {
+            // A group key names hosts, tags and paths: shown escaped.
             let key = if group.key.is_empty() {
-                "all snapshots"
+                "all snapshots".into()
             } else {
-                &group.key
+                crate::escape::message(&group.key)
             };
             outln!("{key}:");
         }
@@ -248,15 +249,16 @@ fn print(ctx: &Context_, r: &ForgetReport) -> anyhow::Result<()> {
             outln!(
                 "  {action:<12}  {}  {:<25}  {}",
                 v.id.short(),
-                v.time.get(..25).unwrap_or(&v.time),
-                v.reasons.join(", ")
+                crate::escape::name(v.time.get(..25).unwrap_or(&v.time)),
+                crate::escape::message(&v.reasons.join(", "))
             );
         }
     }
     for (id, why) in &r.damaged {
         eprintln!(
-            "warning: {why}; kept, since retention cannot judge it (remove it with \
-             `coffer forget {id}`)"
+            "warning: {}; kept, since retention cannot judge it (remove it with \
+             `coffer forget {id}`)",
+            crate::escape::message(why)
         );
     }
     if !ctx.global.quiet {

@@ -56,12 +56,16 @@ pub fn run(ctx: &Context_, cmd: KeyCommand) -> Result<u8> {
                 match KeyFile::parse(&name, &bytes) {
                     Ok(k) => outln!(
                         "{current} {}  {}  {}@{}",
-                        &name[..8],
-                        k.created,
-                        k.username,
-                        k.hostname
+                        crate::escape::name(name.get(..8).unwrap_or(&name)),
+                        crate::escape::name(&k.created),
+                        crate::escape::name(&k.username),
+                        crate::escape::name(&k.hostname)
                     ),
-                    Err(e) => outln!("{current} {}  damaged: {e}", &name[..8.min(name.len())]),
+                    Err(e) => outln!(
+                        "{current} {}  damaged: {}",
+                        crate::escape::name(name.get(..8).unwrap_or(&name)),
+                        crate::escape::message(&e.to_string())
+                    ),
                 }
             }
         }

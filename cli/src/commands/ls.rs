@@ -4,6 +4,8 @@ use super::Context_;
 use anyhow::Result;
 use coffer_repo::format::tree::NodeKind;
 use coffer_repo::ops::walk;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -43,15 +45,35 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             }
         }
     };
-    walk::walk(&repo, &root, &prefix, &mut |path, node| {
-        print_node(path, node, args.json)?;
-        Ok(true)
-    })?;
+    // `walk_local` builds each path from the names' exact bytes, so that human output shows a
+    // name that is not UTF-8 byte for byte (`\xNN`) where `path` holds it lossily.
+    let base = if prefix.is_empty() { "/" } else { &prefix };
+    walk::walk_local(
+        &repo,
+        &root,
+        &prefix,
+        Path::new(base),
+        &mut |path, exact, node| {
+            print_node_exact(path, exact.as_os_str().as_bytes(), node, args.json)?;
+            Ok(true)
+        },
+    )?;
     Ok(crate::exit::OK)
 }
 
 fn print_node(
     path: &str,
+    node: &coffer_repo::format::tree::Node,
+    json: bool,
+) -> coffer_repo::Result<()> {
+    print_node_exact(path, path.as_bytes(), node, json)
+}
+
+/// One line of the listing: JSON with the (lossy UTF-8) `path`, or a human line showing `exact`,
+/// the path's bytes, escaped (`crate::escape::name_bytes`).
+fn print_node_exact(
+    path: &str,
+    exact: &[u8],
     node: &coffer_repo::format::tree::Node,
     json: bool,
 ) -> coffer_repo::Result<()> {
@@ -71,11 +93,12 @@ fn print_node(
     let mtime = jiff::Timestamp::from_nanosecond(i128::from(node.mtime_ns))
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default();
-    let suffix = node
-        .target
-        .as_deref()
-        .map(|t| format!(" -> {t}"))
-        .unwrap_or_default();
+    // The exact target bytes when they decode; the lossy text when `target_bytes` is damaged.
+    let suffix = match (&node.target, node.target_raw()) {
+        (Some(_), Ok(raw)) => format!(" -> {}", crate::escape::name_bytes(&raw)),
+        (Some(t), Err(_)) => format!(" -> {}", crate::escape::name(t)),
+        (None, _) => String::new(),
+    };
     outln!(
         "{} {:>5}/{:<5} {:>12}  {}  {}{}",
         crate::output::mode(kind, node.mode),
@@ -83,7 +106,7 @@ fn print_node(
         node.gid,
         node.size,
         mtime,
-        path,
+        crate::escape::name_bytes(exact),
         suffix
     );
     Ok(())

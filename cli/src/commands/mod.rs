@@ -115,7 +115,7 @@ pub fn open_repo_with(
     let shown = storage.location().to_string();
     let repo = open(storage, &password).with_context(|| format!("opening repository {shown}"))?;
     for warning in repo.index().damaged_plans() {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", crate::escape::message(&warning.to_string()));
     }
     Ok(repo)
 }
@@ -124,7 +124,7 @@ pub fn open_repo_with(
 pub fn load_snapshots(repo: &Repository) -> Result<coffer_repo::format::snapshot::Snapshots> {
     let all = coffer_repo::Snapshot::load_all(repo.storage(), repo.keys())?;
     for warning in all.damage_warnings() {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", crate::escape::message(&warning.to_string()));
     }
     Ok(all)
 }

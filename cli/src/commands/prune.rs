@@ -106,7 +106,7 @@ pub fn prune_for_forget(
 /// Damaged deletion plans, on stderr whatever the output format.
 fn warn(report: &PruneReport) {
     for w in &report.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", crate::escape::message(&w.to_string()));
     }
 }
 
@@ -123,9 +123,9 @@ fn print(ctx: &Context_, r: &PruneReport) -> anyhow::Result<()> {
             };
             outln!(
                 "{when:<14} {:<72} {:>10}  {}",
-                removal.object,
+                crate::escape::message(&removal.object),
                 output::bytes(removal.bytes),
-                removal.reason
+                crate::escape::message(&removal.reason)
             );
         }
     }

@@ -128,7 +128,12 @@ fn snapshots(ctx: &Context_, args: SnapshotsArgs) -> Result<u8> {
             }
         );
         for d in &r.damage {
-            outln!("  {}: {} ({})", d.path, d.action, d.reason);
+            outln!(
+                "  {}: {} ({})",
+                crate::escape::name(&d.path),
+                d.action,
+                crate::escape::message(&d.reason)
+            );
         }
     }
     if !ctx.global.quiet {

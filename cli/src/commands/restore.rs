@@ -5,6 +5,7 @@
 //! exit codes.
 
 use super::Context_;
+use crate::escape::{name, path as shown};
 use crate::output;
 use anyhow::{Context, Result};
 use coffer_repo::format::snapshot::SourceRecord;
@@ -81,7 +82,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         outln!(
             "would restore snapshot {} into {}",
             id.short(),
-            target.display()
+            shown(&target)
         );
         return Ok(crate::exit::OK);
     }
@@ -96,7 +97,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         outln!(
             "restored snapshot {} into {}: {} files, {} dirs, {} symlinks, {}",
             id.short(),
-            target.display(),
+            shown(&target),
             report.files,
             report.dirs,
             report.symlinks,
@@ -138,7 +139,7 @@ fn failed(failure: Failure) -> anyhow::Error {
 fn print_database(report: &DatabaseReport) -> coffer_repo::Result<()> {
     outln!(
         "  database {} {}: {} restored, {} tables",
-        report.database,
+        name(&report.database),
         if report.created {
             "(created)"
         } else {
@@ -151,7 +152,7 @@ fn print_database(report: &DatabaseReport) -> coffer_repo::Result<()> {
         let show = |v: Option<u64>| v.map_or("-".to_string(), |n| n.to_string());
         outln!(
             "    {:<40} {:>12} {:>12}  {}",
-            format!("{}.{}", t.schema, t.table),
+            format!("{}.{}", name(&t.schema), name(&t.table)),
             show(t.expected),
             show(t.actual),
             if t.matches() { "ok" } else { "MISMATCH" }
@@ -183,10 +184,10 @@ impl sources_op::Caller for Front<'_> {
             Progress::Skipped { record } => outln!(
                 "skipped source {} ({}): give --target DIR to restore its file, \
                  or `coffer dump {} {}`",
-                record.name,
-                record.kind,
+                name(&record.name),
+                name(&record.kind),
                 self.short,
-                record.tree_path
+                name(&record.tree_path)
             ),
             Progress::Would {
                 record,
@@ -199,9 +200,9 @@ impl sources_op::Caller for Front<'_> {
                 if record.kind == "path" {
                     outln!(
                         "would restore source {} ({}) to {}{}",
-                        record.name,
-                        record.tree_path,
-                        destination.display(),
+                        name(&record.name),
+                        name(&record.tree_path),
+                        shown(destination),
                         if *exists {
                             if args.overwrite {
                                 " (exists: files would be replaced)"
@@ -215,8 +216,8 @@ impl sources_op::Caller for Front<'_> {
                 } else {
                     outln!(
                         "would restore source {} to {}",
-                        record.name,
-                        destination.display()
+                        name(&record.name),
+                        shown(destination)
                     );
                 }
             }
@@ -235,9 +236,10 @@ impl sources_op::Caller for Front<'_> {
                     }
                 };
                 outln!(
-                    "would restore source {} ({}) into database {database}: {state}",
-                    record.name,
-                    record.tree_path
+                    "would restore source {} ({}) into database {}: {state}",
+                    name(&record.name),
+                    name(&record.tree_path),
+                    name(database)
                 );
             }
             Progress::Restored(restored) => {
@@ -248,19 +250,19 @@ impl sources_op::Caller for Front<'_> {
                 match &restored.report {
                     Restored::Files(report) if restored.kind == "path" => outln!(
                         "restored source {} to {}: {} files, {} dirs, {}",
-                        restored.source,
-                        destination.display(),
+                        name(&restored.source),
+                        shown(destination),
                         report.files,
                         report.dirs,
                         output::bytes(report.bytes)
                     ),
                     Restored::Files(_) => outln!(
                         "restored source {} to {}",
-                        restored.source,
-                        destination.display()
+                        name(&restored.source),
+                        shown(destination)
                     ),
                     Restored::Database(report) => {
-                        outln!("restored source {}:", restored.source);
+                        outln!("restored source {}:", name(&restored.source));
                         print_database(report)?;
                     }
                 }
@@ -306,7 +308,7 @@ fn restore_sources(
     }
     if !report.mismatches.is_empty() {
         for m in &report.mismatches {
-            eprintln!("mismatch: {m}");
+            eprintln!("mismatch: {}", crate::escape::message(&m.to_string()));
         }
         anyhow::bail!(
             "the restored data does not match snapshot {short} ({} mismatches)",
@@ -323,8 +325,9 @@ fn confirm_by_typing(database: &str, tables: u64) -> bool {
         return false;
     }
     eprint!(
-        "database {database} already has {tables} tables; its contents will be replaced.\n\
-         type the database name to continue: "
+        "database {} already has {tables} tables; its contents will be replaced.\n\
+         type the database name to continue: ",
+        name(database)
     );
     let mut line = String::new();
     if std::io::stdin().read_line(&mut line).is_err() {

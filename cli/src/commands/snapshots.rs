@@ -2,6 +2,7 @@
 //! (labels, sources, database facts and per-table row counts).
 
 use super::Context_;
+use crate::escape::{name, names};
 use crate::output;
 use anyhow::Result;
 use coffer_repo::{Snapshot, SnapshotId};
@@ -80,14 +81,18 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         outln!(
             "{:<8}  {:<25}  {:<12}  {:>10}  {:<16}  {}",
             id.short(),
-            s.time.get(..25).unwrap_or(&s.time),
-            s.hostname,
+            name(s.time.get(..25).unwrap_or(&s.time)),
+            name(&s.hostname),
             output::bytes(s.summary.total_bytes),
-            s.tags.join(","),
-            s.paths.join(" ")
+            names(&s.tags, ","),
+            names(&s.paths, " ")
         );
         if !s.labels.is_empty() {
-            let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let labels: Vec<String> = s
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{}={}", name(k), name(v)))
+                .collect();
             outln!("{:<8}  labels: {}", "", labels.join(" "));
         }
     }
@@ -99,11 +104,15 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
 
 fn print_details(id: &SnapshotId, s: &Snapshot) -> anyhow::Result<()> {
     outln!("snapshot {}", id.to_hex());
-    outln!("  time      {}", s.time);
-    outln!("  host      {} (user {})", s.hostname, s.username);
-    outln!("  paths     {}", s.paths.join(" "));
+    outln!("  time      {}", name(&s.time));
+    outln!(
+        "  host      {} (user {})",
+        name(&s.hostname),
+        name(&s.username)
+    );
+    outln!("  paths     {}", names(&s.paths, " "));
     if !s.tags.is_empty() {
-        outln!("  tags      {}", s.tags.join(", "));
+        outln!("  tags      {}", names(&s.tags, ", "));
     }
     if let Some(p) = &s.parent {
         outln!("  parent    {}", p.short());
@@ -117,33 +126,38 @@ fn print_details(id: &SnapshotId, s: &Snapshot) -> anyhow::Result<()> {
         output::bytes(m.added_stored_bytes)
     );
     for (k, v) in &s.labels {
-        outln!("  label     {k}={v}");
+        outln!("  label     {}={}", name(k), name(v));
     }
     for source in &s.sources {
         outln!(
             "  source    {} ({}) at {}",
-            source.name,
-            source.kind,
-            source.tree_path
+            name(&source.name),
+            name(&source.kind),
+            name(&source.tree_path)
         );
         if let Some(st) = &source.stream {
             outln!(
                 "            {} bytes, sha256 {}, {:.2} s",
                 st.bytes,
-                st.sha256,
+                name(&st.sha256),
                 st.duration_seconds
             );
         }
         if let Some(pg) = &source.postgres {
             outln!(
                 "            database {}, server {}, {} format, {} TOC entries",
-                pg.database,
-                pg.server_version,
-                pg.format,
+                name(&pg.database),
+                name(&pg.server_version),
+                name(&pg.format),
                 pg.toc_entries
             );
             for t in &pg.tables {
-                outln!("            {:>12} rows  {}.{}", t.rows, t.schema, t.table);
+                outln!(
+                    "            {:>12} rows  {}.{}",
+                    t.rows,
+                    name(&t.schema),
+                    name(&t.table)
+                );
             }
         }
     }

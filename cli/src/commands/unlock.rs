@@ -23,14 +23,17 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     if let Some(held) = done.held {
         eprintln!(
             "coffer: the maintenance lease is held by {}; left alone (pass --all to clear it anyway)",
-            held.describe()
+            crate::escape::message(&held.describe())
         );
         return Ok(crate::exit::LOCKED);
     }
     match done.cleared {
         Some((record, why)) => {
             if !ctx.global.quiet {
-                outln!("cleared the lease of {} ({why})", record.describe());
+                outln!(
+                    "cleared the lease of {} ({why})",
+                    crate::escape::message(&record.describe())
+                );
             }
         }
         None => {
