@@ -17,6 +17,9 @@
 //! - in names and values ([`name`], [`name_bytes`]), `\\` for a backslash, so that every shown
 //!   form reads back to exactly one string. Whole messages ([`message`]) keep backslashes as
 //!   they are: they may quote text that is already escaped.
+//!
+//! The final error message ([`error_lines`]) keeps its line breaks (a program's stderr, a parse
+//! error's caret lines) but indents every line after the first.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -101,6 +104,17 @@ pub fn path(p: &std::path::Path) -> Cow<'_, str> {
 /// strings: control and bidirectional characters escaped, backslashes kept.
 pub fn message(s: &str) -> Cow<'_, str> {
     escape(s, false)
+}
+
+/// An error message that may span lines (a program's stderr, a config file's parse error with
+/// its caret lines): as [`message`], except that each line feed stays a line break and every
+/// line after the first is indented by two spaces, so that no text in it can pass for a line
+/// of its own.
+pub fn error_lines(s: &str) -> String {
+    s.split('\n')
+        .map(|line| message(line))
+        .collect::<Vec<_>>()
+        .join("\n  ")
 }
 
 /// Each of `items` as [`name`], joined with `sep`.
@@ -188,6 +202,24 @@ mod tests {
         let p = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/srv/a\nb/\xff\x1b"));
         assert_eq!(path(p), "/srv/a\\nb/\\xff\\x1b");
         assert_eq!(path(std::path::Path::new("/srv/app")), "/srv/app");
+    }
+
+    #[test]
+    fn error_lines_keep_breaks_indented() {
+        assert_eq!(error_lines("one line"), "one line");
+        assert_eq!(
+            error_lines("parse error\n  |\n1 | x\n  | ^"),
+            "parse error\n    |\n  1 | x\n    | ^"
+        );
+        assert_eq!(
+            error_lines("path /a\ncoffer: forged\x1b[2J"),
+            "path /a\n  coffer: forged\\x1b[2J"
+        );
+        assert!(error_lines("a\r\nb\u{202e}")
+            .lines()
+            .skip(1)
+            .all(|l| l.starts_with("  ")));
+        assert!(!error_lines("a\r\n\tb").contains(['\r', '\t']));
     }
 
     #[test]

@@ -44,9 +44,10 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
 }
 
 /// The message, with guidance for the errors users meet most. The error's own text may quote
-/// stored names or file names: its control characters are escaped (`crate::escape::message`).
+/// stored names or file names: its control characters are escaped and its continuation lines
+/// indented (`crate::escape::error_lines`).
 pub fn describe(e: &anyhow::Error) -> String {
-    let mut msg = crate::escape::message(&format!("{e:#}")).into_owned();
+    let mut msg = crate::escape::error_lines(&format!("{e:#}"));
     match repo_error(e) {
         Some(Error::NoRepository { .. }) => {
             msg.push_str("\n  create one with `coffer init`, or check --repo / COFFER_REPO")
