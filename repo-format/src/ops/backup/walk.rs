@@ -309,19 +309,19 @@ impl Run<'_, '_> {
         let mut attempt = 0;
         let (opened, content, size) = loop {
             match self.read_file(path, attempt)? {
-                Attempt::Failed => return Ok(None),
-                Attempt::Read {
+                None => return Ok(None),
+                Some(FileRead {
                     opened,
                     content,
                     size,
                     change: None,
-                } => break (opened, content, size),
-                Attempt::Read {
+                }) => break (opened, content, size),
+                Some(FileRead {
                     opened,
                     content,
                     size,
                     change: Some(reason),
-                } => {
+                }) => {
                     if attempt == 0 {
                         drop(content);
                         self.counts.bytes_read = bytes_before;
@@ -346,20 +346,21 @@ impl Run<'_, '_> {
     }
 
     /// Reads a file once: opens it, notes its metadata (of the open file), chunks it to its
-    /// end, and compares the metadata then with the noted one.
-    fn read_file(&mut self, path: &Path, attempt: u32) -> Result<Attempt> {
+    /// end, and compares the metadata then with the noted one. `None`: it could not be opened
+    /// or read, and a warning names it.
+    fn read_file(&mut self, path: &Path, attempt: u32) -> Result<Option<FileRead>> {
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) => {
                 self.warn(path, Step::Open, e);
-                return Ok(Attempt::Failed);
+                return Ok(None);
             }
         };
         let opened = match file.metadata() {
             Ok(m) => m,
             Err(e) => {
                 self.warn(path, Step::Stat, e);
-                return Ok(Attempt::Failed);
+                return Ok(None);
             }
         };
         // Dumps are recognised by content wherever they sit.
@@ -367,7 +368,7 @@ impl Run<'_, '_> {
             Ok(read) => read,
             Err(StreamError::Read(e)) => {
                 self.warn(path, Step::Read, e);
-                return Ok(Attempt::Failed);
+                return Ok(None);
             }
             Err(StreamError::Fatal(e)) => return Err(e),
         };
@@ -379,33 +380,28 @@ impl Run<'_, '_> {
             Ok(m) => m,
             Err(e) => {
                 self.warn(path, Step::Stat, e);
-                return Ok(Attempt::Failed);
+                return Ok(None);
             }
         };
         let change = Stamp::of(&opened).change(&Stamp::of(&after));
-        Ok(Attempt::Read {
+        Ok(Some(FileRead {
             opened,
             content,
             size,
             change,
-        })
+        }))
     }
 }
 
-/// One read of a file.
-enum Attempt {
-    /// It could not be opened or read; a warning names it.
-    Failed,
-    /// It was read to its end.
-    Read {
-        /// Its metadata when it was opened.
-        opened: Metadata,
-        content: PendingContent,
-        /// How many bytes were read.
-        size: u64,
-        /// How it changed while it was read, in words (`None`: it did not).
-        change: Option<String>,
-    },
+/// One read of a file to its end.
+struct FileRead {
+    /// Its metadata when it was opened.
+    opened: Metadata,
+    content: PendingContent,
+    /// How many bytes were read.
+    size: u64,
+    /// How it changed while it was read, in words (`None`: it did not).
+    change: Option<String>,
 }
 
 /// What tells whether a file changed while it was read: its size, mtime and ctime (a write
