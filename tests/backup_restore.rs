@@ -910,3 +910,85 @@ fn a_full_disk_is_reported_as_the_error_it_is_not_as_an_interrupt() {
     }
     drop(mount);
 }
+
+#[test]
+fn a_file_appended_to_throughout_the_backup_is_stored_as_read_with_a_warning_and_exit_3() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let log = src.join("growing.log");
+    let start = pseudo_random(17, 32 << 20);
+    fs::write(&log, &start).unwrap();
+    fs::write(src.join("steady"), b"not touched").unwrap();
+    // A writer that appends a line every millisecond from before the backup opens the file
+    // until after it has exited: both reads of the file (tens of milliseconds at least for
+    // 32 MiB) see it grow, whatever the scheduling.
+    let stop = Arc::new(AtomicBool::new(false));
+    let appended = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, appended, log) = (stop.clone(), appended.clone(), log.clone());
+        std::thread::spawn(move || {
+            let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                writeln!(f, "line {n:012} appended while the backup runs").unwrap();
+                n += 1;
+                appended.store(n, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    while appended.load(Ordering::SeqCst) < 3 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let out = env
+        .run(&["backup", "--json", src.to_str().unwrap()])
+        .expect_code(3);
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let warning = format!(
+        "{}: changed while being read; stored as read: size ",
+        log.display()
+    );
+    assert!(out.stderr.contains(&warning), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("1 source file(s) kept changing while being read and are stored as read"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("are not in the snapshot"),
+        "{}",
+        out.stderr
+    );
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["warnings"].as_array().unwrap().len(), 1);
+    assert_eq!(json["snapshot"]["summary"]["errors"], 1);
+    assert_eq!(json["snapshot"]["summary"]["files"], 2);
+
+    // Stored as read: the original contents and some of the appended lines, nothing else
+    // (the file only grew, so what was read is a prefix of what it is now).
+    let target = env.path("out");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    let root = target.join(src.strip_prefix("/").unwrap());
+    let stored = fs::read(root.join("growing.log")).unwrap();
+    let now = fs::read(&log).unwrap();
+    assert!(stored.len() > start.len() && stored.len() <= now.len());
+    assert!(
+        stored == now[..stored.len()],
+        "the stored file is not a prefix"
+    );
+    assert_eq!(
+        json["snapshot"]["summary"]["bytes_read"].as_u64().unwrap(),
+        stored.len() as u64 + b"not touched".len() as u64,
+        "the first read is not counted"
+    );
+    assert_eq!(fs::read(root.join("steady")).unwrap(), b"not touched");
+    env.run(&["check"]).ok();
+}

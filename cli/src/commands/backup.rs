@@ -236,12 +236,20 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         }
     }
     if report.warnings.is_empty() {
-        Ok(crate::exit::OK)
-    } else {
-        eprintln!(
-            "warning: {} source file(s) could not be read and are not in the snapshot",
-            report.warnings.len()
-        );
-        Ok(crate::exit::PARTIAL)
+        return Ok(crate::exit::OK);
     }
+    let left_out = report.warnings.iter().filter(|w| w.step.left_out()).count();
+    let changed = report.warnings.len() - left_out;
+    if left_out > 0 {
+        eprintln!(
+            "warning: {left_out} source file(s) could not be read and are not in the snapshot"
+        );
+    }
+    if changed > 0 {
+        eprintln!(
+            "warning: {changed} source file(s) kept changing while being read and are stored as \
+             read (possibly a mix of old and new contents)"
+        );
+    }
+    Ok(crate::exit::PARTIAL)
 }

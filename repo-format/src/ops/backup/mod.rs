@@ -165,7 +165,8 @@ impl BackupOptions {
 pub struct BackupReport {
     pub id: SnapshotId,
     pub snapshot: Snapshot,
-    /// Source files or directories that could not be read (they are not in the snapshot).
+    /// Source files or directories that could not be read (they are not in the snapshot), and
+    /// files that kept changing while being read (stored as read: [`Step::Changed`]).
     pub warnings: Vec<Warning>,
     /// Advice that does not make the backup partial (a compressed dump that will deduplicate
     /// poorly, a damaged snapshot left out of the parent choice).

@@ -10,8 +10,9 @@ use crate::sources::Sniffed;
 use std::fmt;
 use std::path::PathBuf;
 
-/// A source file or directory the backup could not read. It is not in the snapshot; the
-/// backup goes on without it and is reported partial.
+/// A source file or directory the backup could not read. It is not in the snapshot (except a
+/// file that kept changing while it was read: [`Step::Changed`], stored as read); the backup
+/// goes on without it and is reported partial.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Warning {
     /// The path as the walk met it.
@@ -37,6 +38,10 @@ pub enum Step {
     Open,
     /// Reading a file's contents.
     Read,
+    /// A file whose size, mtime or ctime changed while it was read, and again while it was read
+    /// a second time. Unlike the other steps, the file IS in the snapshot: as the second read
+    /// saw it, which may mix old and new contents.
+    Changed,
 }
 
 impl Step {
@@ -49,7 +54,13 @@ impl Step {
             Step::ReadDir => "cannot read directory",
             Step::Open => "cannot open",
             Step::Read => "read error",
+            Step::Changed => "changed while being read; stored as read",
         }
+    }
+
+    /// Whether the path is left out of the snapshot (every step but [`Step::Changed`]).
+    pub fn left_out(self) -> bool {
+        self != Step::Changed
     }
 }
 
@@ -127,9 +138,25 @@ mod tests {
             Step::ReadDir,
             Step::Open,
             Step::Read,
+            Step::Changed,
         ];
         let words: std::collections::BTreeSet<_> = steps.iter().map(|s| s.describe()).collect();
         assert_eq!(words.len(), steps.len(), "every step has its own words");
+        let kept: Vec<_> = steps.iter().filter(|s| !s.left_out()).collect();
+        assert_eq!(
+            kept,
+            [&Step::Changed],
+            "only a changed file is still stored"
+        );
+        let changed = Warning {
+            path: PathBuf::from("/var/log/app.log"),
+            step: Step::Changed,
+            reason: "size 10 → 20 bytes".into(),
+        };
+        assert_eq!(
+            changed.to_string(),
+            "/var/log/app.log: changed while being read; stored as read: size 10 → 20 bytes"
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub(super) struct Assembly<'a> {
     /// Records of the named stream sources.
     pub(super) records: Vec<SourceRecord>,
     pub(super) counts: &'a Counts,
-    /// How many warnings the walk gave (files left out).
+    /// How many warnings the walk gave (files left out or stored as they kept changing).
     pub(super) warnings: usize,
     pub(super) stats: WriterTotals,
     pub(super) packs_written: u64,

@@ -2,10 +2,11 @@
 //! system in name order (each directory's entries `lstat`ed first, so the files to be read are
 //! known and prefetched a few ahead), takes unchanged files' content from the parent snapshot,
 //! skips excluded paths, and hands files to [`chunk`](super::chunk). Unreadable entries become
-//! warnings; the backup goes on without them.
+//! warnings; the backup goes on without them. A file whose size, mtime or ctime changed while it
+//! was read is read once more, and if it changed again, stored as read with a warning.
 
 use super::chunk::{Chunking, StreamError};
-use super::pool::PendingNode;
+use super::pool::{PendingContent, PendingNode};
 use super::{Run, Step};
 use crate::error::{Error, Result};
 use crate::format::tree::{encode_name, Node, NodeKind, Tree};
@@ -290,51 +291,313 @@ impl Run<'_, '_> {
         parent_node: Option<&Node>,
     ) -> Result<Option<PendingNode>> {
         let name = path.file_name().unwrap_or_default();
-        let mut node = node_from_meta(name, NodeKind::File, meta);
-        node.size = meta.len();
-        self.counts.files += 1;
         if let Some(p) = parent_node {
             if self.unchanged(meta, p) {
+                let mut node = node_from_meta(name, NodeKind::File, meta);
+                node.size = meta.len();
                 node.content = p.content.clone();
+                self.counts.files += 1;
                 self.counts.files_unchanged += 1;
                 self.counts.total_bytes += node.size;
                 return Ok(Some(PendingNode::done(node)));
             }
         }
+        // A file that changes while it is read is read once more; if it changes again, it is
+        // stored as the second read saw it, with a warning naming it. The first read's chunks
+        // are stored already and deduplicate; its bytes are not counted twice.
+        let bytes_before = self.counts.bytes_read;
+        let mut attempt = 0;
+        let (opened, content, size) = loop {
+            match self.read_file(path, attempt)? {
+                None => return Ok(None),
+                Some(FileRead {
+                    opened,
+                    content,
+                    size,
+                    change: None,
+                }) => break (opened, content, size),
+                Some(FileRead {
+                    opened,
+                    content,
+                    size,
+                    change: Some(reason),
+                }) => {
+                    if attempt == 0 {
+                        drop(content);
+                        self.counts.bytes_read = bytes_before;
+                        attempt += 1;
+                        continue;
+                    }
+                    self.warn(path, Step::Changed, reason);
+                    break (opened, content, size);
+                }
+            }
+        };
+        // The metadata as the file was opened for the kept read: a file stored torn has a
+        // size or times that the next backup will not find again, so it is read again then.
+        let mut node = node_from_meta(name, NodeKind::File, &opened);
+        node.size = size;
+        self.counts.files += 1;
+        self.counts.total_bytes += size;
+        Ok(Some(PendingNode {
+            node,
+            content: Some(content),
+        }))
+    }
+
+    /// Reads a file once: opens it, notes its metadata (of the open file), chunks it to its
+    /// end, and compares the metadata then with the noted one. `None`: it could not be opened
+    /// or read, and a warning names it.
+    fn read_file(&mut self, path: &Path, attempt: u32) -> Result<Option<FileRead>> {
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) => {
-                self.counts.files -= 1;
                 self.warn(path, Step::Open, e);
                 return Ok(None);
             }
         };
+        let opened = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn(path, Step::Stat, e);
+                return Ok(None);
+            }
+        };
         // Dumps are recognised by content wherever they sit.
-        match self.chunk_stream(file, Chunking::ByContent, &path.display()) {
-            Ok((content, size)) => {
-                node.size = size;
-                self.counts.total_bytes += size;
-                Ok(Some(PendingNode {
-                    node,
-                    content: Some(content),
-                }))
-            }
+        let (content, size) = match self.chunk_stream(&file, Chunking::ByContent, &path.display()) {
+            Ok(read) => read,
             Err(StreamError::Read(e)) => {
-                self.counts.files -= 1;
                 self.warn(path, Step::Read, e);
-                Ok(None)
+                return Ok(None);
             }
-            Err(StreamError::Fatal(e)) => Err(e),
+            Err(StreamError::Fatal(e)) => return Err(e),
+        };
+        #[cfg(test)]
+        tests::after_read(path, attempt);
+        #[cfg(not(test))]
+        let _ = attempt;
+        let after = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn(path, Step::Stat, e);
+                return Ok(None);
+            }
+        };
+        let change = Stamp::of(&opened).change(&Stamp::of(&after));
+        Ok(Some(FileRead {
+            opened,
+            content,
+            size,
+            change,
+        }))
+    }
+}
+
+/// One read of a file to its end.
+struct FileRead {
+    /// Its metadata when it was opened.
+    opened: Metadata,
+    content: PendingContent,
+    /// How many bytes were read.
+    size: u64,
+    /// How it changed while it was read, in words (`None`: it did not).
+    change: Option<String>,
+}
+
+/// What tells whether a file changed while it was read: its size, mtime and ctime (a write
+/// moves mtime; a truncation, a `touch` back to an old mtime or a change of mode moves ctime).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl Stamp {
+    fn of(meta: &Metadata) -> Stamp {
+        Stamp {
+            size: meta.len(),
+            mtime_ns: time_ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: time_ns(meta.ctime(), meta.ctime_nsec()),
         }
+    }
+
+    /// How `after` differs from `self`, in words, or `None` if it does not.
+    fn change(&self, after: &Stamp) -> Option<String> {
+        let mut what = Vec::new();
+        if self.size != after.size {
+            what.push(format!("size {} → {} bytes", self.size, after.size));
+        }
+        if self.mtime_ns != after.mtime_ns {
+            what.push("modification time changed".to_string());
+        } else if self.ctime_ns != after.ctime_ns {
+            what.push("status change time changed".to_string());
+        }
+        (!what.is_empty()).then(|| what.join(", "))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::Stamp;
     use crate::format::tree::NodeKind;
-    use crate::ops::backup::{backup, BackupOptions, ParentChoice};
+    use crate::ops::backup::{backup, BackupOptions, BackupReport, ParentChoice, Step};
     use crate::repository::{test_repo, Repository};
-    use std::path::Path;
+    use std::cell::RefCell;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    type Hook = Box<dyn FnMut(&Path, u32)>;
+
+    thread_local! {
+        /// Called by the walk between reading a file to its end and looking at its metadata
+        /// again, with the attempt (0, then 1): a test changes the file there, deterministically.
+        /// The walk runs on the thread that called `backup`.
+        static AFTER_READ: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn after_read(path: &Path, attempt: u32) {
+        AFTER_READ.with(|h| {
+            if let Some(hook) = h.borrow_mut().as_mut() {
+                hook(path, attempt);
+            }
+        });
+    }
+
+    /// Backs up a directory holding `file` with `initial` contents, running `hook` after each
+    /// read of it; returns the report, the repository and the stored contents.
+    fn backup_with_hook(
+        initial: &[u8],
+        hook: impl FnMut(&Path, u32) + 'static,
+    ) -> (BackupReport, Repository, PathBuf, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        let file = base.join("file");
+        std::fs::write(&file, initial).unwrap();
+        AFTER_READ.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+        let repo = test_repo();
+        let report = backup(&repo, BackupOptions::new(vec![base.clone()]));
+        AFTER_READ.with(|h| *h.borrow_mut() = None);
+        let report = report.unwrap();
+        let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
+        let mut content = Vec::new();
+        let mut out = std::io::Cursor::new(&mut content);
+        let at = file.to_string_lossy().into_owned();
+        crate::ops::walk::dump(&repo, &report.snapshot.tree, &at, "s", &mut out).unwrap();
+        (report, repo, file, content)
+    }
+
+    fn append(path: &Path, bytes: &[u8]) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    #[test]
+    fn stamps_name_what_changed() {
+        let s = Stamp {
+            size: 10,
+            mtime_ns: 1,
+            ctime_ns: 1,
+        };
+        assert_eq!(s.change(&s), None);
+        let grown = Stamp { size: 20, ..s };
+        assert_eq!(s.change(&grown).as_deref(), Some("size 10 → 20 bytes"));
+        let written = Stamp {
+            size: 4,
+            mtime_ns: 2,
+            ctime_ns: 2,
+        };
+        assert_eq!(
+            s.change(&written).as_deref(),
+            Some("size 10 → 4 bytes, modification time changed")
+        );
+        // Same size and mtime (a rewrite with the mtime put back): ctime still tells.
+        let touched = Stamp { ctime_ns: 3, ..s };
+        assert_eq!(
+            s.change(&touched).as_deref(),
+            Some("status change time changed")
+        );
+    }
+
+    #[test]
+    fn a_file_changed_once_while_read_is_read_again_and_stored_whole() {
+        let (report, _repo, _file, content) = backup_with_hook(b"first part", |path, attempt| {
+            if attempt == 0 {
+                append(path, b", and what was appended during the read");
+            }
+        });
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        let whole = b"first part, and what was appended during the read";
+        assert_eq!(content, whole);
+        let summary = &report.snapshot.summary;
+        assert_eq!(summary.files, 1);
+        assert_eq!(summary.errors, 0);
+        assert_eq!(summary.total_bytes, whole.len() as u64);
+        // The first read's bytes are not counted on top of the second's.
+        assert_eq!(summary.bytes_read, whole.len() as u64);
+    }
+
+    #[test]
+    fn a_file_truncated_while_read_is_stored_short_without_a_stale_tail() {
+        let long = vec![7u8; 300_000];
+        let (report, repo, file, content) = backup_with_hook(&long, |path, attempt| {
+            if attempt == 0 {
+                std::fs::write(path, b"short now").unwrap();
+            }
+        });
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert_eq!(content, b"short now");
+        let node =
+            crate::ops::walk::find(&repo, &report.snapshot.tree, &file.to_string_lossy(), "s")
+                .unwrap()
+                .unwrap();
+        assert_eq!(node.size, 9);
+        assert_eq!(report.snapshot.summary.bytes_read, 9);
+    }
+
+    #[test]
+    fn a_file_that_keeps_changing_is_stored_as_read_with_a_warning() {
+        let (report, _repo, file, content) = backup_with_hook(b"0", |path, attempt| {
+            append(path, format!(" {}", attempt + 1).as_bytes());
+        });
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        let w = &report.warnings[0];
+        assert_eq!((&w.path, w.step), (&file, Step::Changed));
+        // The size tells for certain; the mtime only if the clock ticked since the file was written.
+        assert!(w.reason.starts_with("size 3 → 5 bytes"), "{}", w.reason);
+        assert!(
+            w.to_string().ends_with(&format!(
+                "file: changed while being read; stored as read: {}",
+                w.reason
+            )),
+            "{w}"
+        );
+        // Stored as the second read saw it: after the first change, before the second.
+        assert_eq!(content, b"0 1");
+        let summary = &report.snapshot.summary;
+        assert_eq!((summary.files, summary.errors), (1, 1));
+        assert_eq!(summary.bytes_read, 3);
+        assert_eq!(summary.total_bytes, 3);
+    }
+
+    #[test]
+    fn a_same_size_rewrite_is_seen_by_its_mtime() {
+        let (report, _repo, _file, content) = backup_with_hook(b"aaaa", |path, attempt| {
+            let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            (&f).write_all(if attempt == 0 { b"bbbb" } else { b"cccc" })
+                .unwrap();
+            // A distinct mtime whatever the file system's timestamp granularity.
+            let when =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000 + attempt as u64);
+            f.set_modified(when).unwrap();
+        });
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert_eq!(report.warnings[0].step, Step::Changed);
+        assert!(report.warnings[0]
+            .reason
+            .contains("modification time changed"));
+        assert_eq!(content, b"bbbb");
+    }
 
     fn names(repo: &Repository, tree: &crate::format::id::BlobId) -> Vec<String> {
         let tree = repo.load_tree(tree).unwrap();
