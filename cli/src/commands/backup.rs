@@ -79,51 +79,8 @@ fn parse_time(s: &str) -> Result<jiff::Zoned> {
 }
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
-    let stream = if let Some(name) = &args.stdin_name {
-        Some(SourceInput::Stream {
-            tree_name: name.clone(),
-            stream: StreamSource::Reader(Box::new(std::io::stdin())),
-            dump_chunking: false,
-        })
-    } else if let Some(name) = &args.stdin_from_command {
-        let (program, rest) = args
-            .command
-            .split_first()
-            .ok_or_else(|| crate::exit::usage("--stdin-from-command needs a command after --"))?;
-        Some(SourceInput::Stream {
-            tree_name: name.clone(),
-            stream: StreamSource::Command {
-                program: program.clone(),
-                args: rest.to_vec(),
-            },
-            dump_chunking: false,
-        })
-    } else {
-        None
-    };
-    if !args.command.is_empty() && args.stdin_from_command.is_none() {
-        return Err(crate::exit::usage(
-            "a command after -- needs --stdin-from-command NAME",
-        ));
-    }
+    let sources = sources(ctx, &args)?;
     let config = ctx.config.as_ref().map(|l| &l.config);
-    let sources: Vec<Source> = if let Some(input) = stream {
-        vec![Source { name: None, input }]
-    } else if !args.paths.is_empty() {
-        args.paths.iter().map(Source::path).collect()
-    } else {
-        match &ctx.config {
-            Some(loaded) if !loaded.config.sources.is_empty() => {
-                crate::config::backup_sources(loaded)?
-            }
-            _ => {
-                return Err(crate::exit::usage(
-                    "nothing to back up: give paths, --stdin-name or --stdin-from-command, \
-                     or define [sources] in the config file (docs/config.md)",
-                ))
-            }
-        }
-    };
     // Labels: the config's defaults, then manifests, then --label (later wins).
     let mut labels = config.map(|c| c.labels.clone()).unwrap_or_default();
     for file in &args.manifest {
@@ -186,54 +143,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         });
         outln!("{}", serde_json::to_string_pretty(&value)?);
     } else if !ctx.global.quiet {
-        let m = &s.summary;
-        outln!("snapshot {} saved", report.id.short());
-        outln!("  time      {}", crate::escape::name(&s.time));
-        outln!("  paths     {}", crate::escape::names(&s.paths, " "));
-        outln!(
-            "  files     {} ({} unchanged), {} dirs, {} symlinks, {}",
-            m.files,
-            m.files_unchanged,
-            m.dirs,
-            m.symlinks,
-            output::bytes(m.total_bytes)
-        );
-        outln!(
-            "  added     {} stored ({} before compression) in {} new blobs, {} packs",
-            output::bytes(m.added_stored_bytes),
-            output::bytes(m.added_raw_bytes),
-            m.data_blobs_new + m.tree_blobs_new,
-            m.packs_written
-        );
-        outln!("  duration  {:.2} s", m.duration_seconds);
-        if let Some(p) = &s.parent {
-            outln!("  parent    {}", p.short());
-        }
-        for source in &s.sources {
-            print!(
-                "  source    {} ({}) at {}",
-                crate::escape::name(&source.name),
-                crate::escape::name(&source.kind),
-                crate::escape::name(&source.tree_path)
-            );
-            if let Some(pg) = &source.postgres {
-                print!(
-                    ": database {}, server {}, {} TOC entries, {} tables",
-                    crate::escape::name(&pg.database),
-                    crate::escape::name(&pg.server_version),
-                    pg.toc_entries,
-                    pg.tables.len()
-                );
-            }
-            if let Some(st) = &source.stream {
-                print!(
-                    ", {} in {:.2} s",
-                    output::bytes(st.bytes),
-                    st.duration_seconds
-                );
-            }
-            outln!();
-        }
+        print_summary(&report)?;
     }
     if report.warnings.is_empty() {
         return Ok(crate::exit::OK);
@@ -252,4 +162,107 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         );
     }
     Ok(crate::exit::PARTIAL)
+}
+
+/// What to back up: a stream (`--stdin-name`, `--stdin-from-command`), the paths given, or the
+/// config file's `[sources]`.
+fn sources(ctx: &Context_, args: &Args) -> Result<Vec<Source>> {
+    let stream = if let Some(name) = &args.stdin_name {
+        Some(SourceInput::Stream {
+            tree_name: name.clone(),
+            stream: StreamSource::Reader(Box::new(std::io::stdin())),
+            dump_chunking: false,
+        })
+    } else if let Some(name) = &args.stdin_from_command {
+        let (program, rest) = args
+            .command
+            .split_first()
+            .ok_or_else(|| crate::exit::usage("--stdin-from-command needs a command after --"))?;
+        Some(SourceInput::Stream {
+            tree_name: name.clone(),
+            stream: StreamSource::Command {
+                program: program.clone(),
+                args: rest.to_vec(),
+            },
+            dump_chunking: false,
+        })
+    } else {
+        None
+    };
+    if !args.command.is_empty() && args.stdin_from_command.is_none() {
+        return Err(crate::exit::usage(
+            "a command after -- needs --stdin-from-command NAME",
+        ));
+    }
+    Ok(if let Some(input) = stream {
+        vec![Source { name: None, input }]
+    } else if !args.paths.is_empty() {
+        args.paths.iter().map(Source::path).collect()
+    } else {
+        match &ctx.config {
+            Some(loaded) if !loaded.config.sources.is_empty() => {
+                crate::config::backup_sources(loaded)?
+            }
+            _ => {
+                return Err(crate::exit::usage(
+                    "nothing to back up: give paths, --stdin-name or --stdin-from-command, \
+                     or define [sources] in the config file (docs/config.md)",
+                ))
+            }
+        }
+    })
+}
+
+/// The human summary of a saved snapshot (stdout).
+fn print_summary(report: &op::BackupReport) -> Result<()> {
+    let s = &report.snapshot;
+    let m = &s.summary;
+    outln!("snapshot {} saved", report.id.short());
+    outln!("  time      {}", crate::escape::name(&s.time));
+    outln!("  paths     {}", crate::escape::names(&s.paths, " "));
+    outln!(
+        "  files     {} ({} unchanged), {} dirs, {} symlinks, {}",
+        m.files,
+        m.files_unchanged,
+        m.dirs,
+        m.symlinks,
+        output::bytes(m.total_bytes)
+    );
+    outln!(
+        "  added     {} stored ({} before compression) in {} new blobs, {} packs",
+        output::bytes(m.added_stored_bytes),
+        output::bytes(m.added_raw_bytes),
+        m.data_blobs_new + m.tree_blobs_new,
+        m.packs_written
+    );
+    outln!("  duration  {:.2} s", m.duration_seconds);
+    if let Some(p) = &s.parent {
+        outln!("  parent    {}", p.short());
+    }
+    for source in &s.sources {
+        print!(
+            "  source    {} ({}) at {}",
+            crate::escape::name(&source.name),
+            crate::escape::name(&source.kind),
+            crate::escape::name(&source.tree_path)
+        );
+        if let Some(pg) = &source.postgres {
+            print!(
+                ": database {}, server {}, {} TOC entries, {} tables",
+                crate::escape::name(&pg.database),
+                crate::escape::name(&pg.server_version),
+                pg.toc_entries,
+                pg.tables.len()
+            );
+        }
+        if let Some(st) = &source.stream {
+            print!(
+                ", {} in {:.2} s",
+                output::bytes(st.bytes),
+                st.duration_seconds
+            );
+        }
+        outln!();
+    }
+    Ok(())
 }
