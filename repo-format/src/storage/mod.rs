@@ -328,6 +328,21 @@ impl Storage {
         Ok(out)
     }
 
+    /// Staging files left by interrupted writes (local repositories only: object stores'
+    /// uploads are atomic), with size and modification time, sorted by key. Never objects:
+    /// listings skip them; `prune` removes old ones and `check` reports them.
+    pub fn staging_leftovers(&self) -> Result<Vec<ObjectInfo>> {
+        let mut out = self.backend.staging_leftovers()?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Deletes a staging file [`Self::staging_leftovers`] listed; a missing one is success. No
+    /// listing or cached object can name it, so neither is touched.
+    pub fn delete_staging(&self, key: &str) -> Result<()> {
+        self.backend.delete_staging(key)
+    }
+
     fn list_sorted(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
         let mut out = self.backend.list(dir)?;
         out.sort();
