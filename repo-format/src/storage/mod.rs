@@ -1,7 +1,8 @@
 //! The one seam between Coffer and the bytes at rest. Three floors, each its own file:
 //!
 //! - [`Backend`] (`backend.rs`): the primitive operations of a store (put-if-absent, get, range
-//!   get, bounded get, size, list, delete), implemented by [`LocalBackend`] (a local directory:
+//!   get, bounded get, size, list, delete; and the staging files crashed writes left, which only
+//!   a local directory has), implemented by [`LocalBackend`] (a local directory:
 //!   durable writes, file modes, kept descriptors, direct I/O), [`ObjectBackend`] (S3 and GCS
 //!   through object_store, errors mapped by type) and [`MemoryBackend`] (tests, and the inner
 //!   store of a fault-injecting one);
