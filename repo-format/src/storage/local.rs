@@ -476,8 +476,8 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
-    /// Every `NAME#DIGITS` file below the root: [`put_local`] removes its staging file whether
-    /// the write succeeded or failed, so only a crash (or a power loss) leaves one.
+    /// Every `NAME#DIGITS` file below the root: a write (`put_local`) removes its staging file
+    /// whether it succeeded or failed, so only a crash (or a power loss) leaves one.
     fn staging_leftovers(&self) -> Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
         self.walk(&self.root, "", 0, true, &mut out)?;
