@@ -282,6 +282,9 @@ impl LocalBackend {
             // A directory nothing was written to yet (or a file where one was asked): empty.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) if depth == 0 && e.raw_os_error() == Some(nix::libc::ENOTDIR) => return Ok(()),
+            // Looking for staging files from the root, a directory this user cannot read (the
+            // `lost+found` of a repository at a mount point) holds none of its writes.
+            Err(e) if staging && e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(()),
             Err(e) => return Err(self.err("list", prefix, e)),
         };
         for entry in entries {
@@ -715,6 +718,13 @@ mod tests {
         let found = storage.staging_leftovers().unwrap();
         let keys: Vec<(&str, u64)> = found.iter().map(|o| (o.key.as_str(), o.size)).collect();
         assert_eq!(keys, [("config#9", 1), ("data/ab/abce#123456", 4)]);
+        // A directory this user cannot read (`lost+found` at a mount point) is passed over
+        // (as root, which reads it anyway, it is simply empty).
+        let closed = dir.path().join("lost+found");
+        std::fs::create_dir(&closed).unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0)).unwrap();
+        assert_eq!(storage.staging_leftovers().unwrap().len(), 2);
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
         let age = |o: &ObjectInfo| jiff::Timestamp::now().duration_since(o.modified);
         let old = age(&found[1]).as_secs();
         assert!((172_700..172_900).contains(&old), "{old}");
