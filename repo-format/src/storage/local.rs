@@ -722,7 +722,7 @@ mod tests {
         // (as root, which reads it anyway, it is simply empty).
         let closed = dir.path().join("lost+found");
         std::fs::create_dir(&closed).unwrap();
-        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0)).unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o000)).unwrap();
         assert_eq!(storage.staging_leftovers().unwrap().len(), 2);
         std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
         let age = |o: &ObjectInfo| jiff::Timestamp::now().duration_since(o.modified);
