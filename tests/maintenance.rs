@@ -745,3 +745,71 @@ fn forget_refuses_bad_retention_input_with_exit_2_and_the_same_messages() {
         assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
     }
 }
+
+/// Issue 17 item 5: staging files (`NAME#DIGITS`) that crashed writes left are reported by
+/// check as a warning (exit 0: not damage) and removed by prune once a day old; a fresh one,
+/// which a running backup may still be writing, is kept.
+#[test]
+fn check_reports_staging_leftovers_and_prune_removes_day_old_ones() {
+    let env = Env::new();
+    init_small(&env);
+    let id = backup_stream(&env, "a.bin", &pseudo_random(17, 300_000), &[]);
+    let repo = Path::new(&env.repo);
+    fs::create_dir_all(repo.join("data/ab")).unwrap();
+    let old = repo.join(format!("data/ab/ab{}#123", "0".repeat(62)));
+    let fresh = repo.join(format!("index/{}#456", "cd".repeat(32)));
+    fs::write(&old, vec![1u8; 4096]).unwrap();
+    fs::write(&fresh, vec![2u8; 1024]).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3 * 86_400))
+        .unwrap();
+
+    let out = env.run(&["check"]).ok();
+    assert!(
+        out.stderr.contains("warning: staging files: 2 files left by interrupted writes (5.0 KiB, the oldest 3 days old)")
+            && out.stderr.contains("`coffer prune` removes those at least a day old (1 now)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("no damage found"), "{}", out.stdout);
+    let report = json(env.run(&["check", "--json"]).ok());
+    assert_eq!(report["staging"]["files"], 2, "{report}");
+    assert_eq!(report["staging"]["bytes"], 5120);
+    assert_eq!(report["staging"]["removable"], 1);
+
+    let out = env.run(&["prune", "--dry-run"]).ok();
+    assert!(
+        out.stdout
+            .contains("would remove: 1 staging file(s) left by interrupted writes")
+            && out.stdout.contains("1 younger than a day kept"),
+        "{}",
+        out.stdout
+    );
+    assert!(old.exists() && fresh.exists());
+
+    let out = env.run(&["prune"]).ok();
+    assert!(
+        out.stdout
+            .contains("removed: 1 staging file(s) left by interrupted writes")
+            && out.stdout.contains(
+                &old.strip_prefix(repo)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            ),
+        "{}",
+        out.stdout
+    );
+    assert!(!old.exists(), "the day-old staging file is gone");
+    assert!(fresh.exists(), "the fresh staging file is kept");
+    let report = json(env.run(&["prune", "--json"]).ok());
+    assert_eq!(report["staging_removed"], 0, "{report}");
+    assert_eq!(report["staging_kept"], 1);
+
+    // Nothing else was touched: the snapshot restores and check still finds no damage.
+    assert_eq!(dump(&env, &id, "a.bin"), pseudo_random(17, 300_000));
+    env.run(&["check", "--read-data"]).ok();
+}

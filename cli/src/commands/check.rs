@@ -10,7 +10,8 @@ use coffer_repo::ops::check::{self as op, CheckOptions, ReadData};
     after_help = "Without --read-data, check reads index files, pack headers, snapshots \
 and trees. --read-data also decrypts and verifies every blob; --read-data-subset reads part of \
 the packs: N/M (part N of M, e.g. one part a night) or P% (a random share).
-Exit code 0: no damage; 1: damage found (listed, with the snapshots and paths it reaches)."
+Exit code 0: no damage (warnings, such as unindexed packs or staging files left by interrupted \
+writes, do not change it); 1: damage found (listed, with the snapshots and paths it reaches)."
 )]
 pub struct Args {
     /// Read, decrypt and verify every blob

@@ -162,6 +162,14 @@ fn print(ctx: &Context_, r: &PruneReport) -> anyhow::Result<()> {
         output::bytes(r.bytes_deleted),
         r.packs_reindexed
     );
+    if r.staging_removed > 0 || r.staging_kept > 0 {
+        outln!(
+            "{verb}: {} staging file(s) left by interrupted writes, {}; {} younger than a day kept",
+            r.staging_removed,
+            output::bytes(r.staging_bytes),
+            r.staging_kept
+        );
+    }
     if r.plans_pending > 0 {
         outln!(
             "{} deletion plan(s) wait for their grace period; run prune again later",

@@ -110,6 +110,31 @@ pub trait Backend: Send + Sync {
 
     /// Deletes an object; deleting a missing object succeeds.
     fn delete(&self, key: &str) -> Result<()>;
+
+    /// Every staging file a write left behind (a crash between writing it and linking it under
+    /// its name), anywhere in the store, with its size and the time it was last written; keys
+    /// are relative to the repository root and end in `#DIGITS` ([`is_staging_name`]). A store
+    /// whose uploads are atomic (S3, GCS, memory) has none: the default is empty.
+    fn staging_leftovers(&self) -> Result<Vec<ObjectInfo>> {
+        Ok(Vec::new())
+    }
+
+    /// Deletes the staging file `key` (one [`Self::staging_leftovers`] listed); deleting a
+    /// missing one succeeds. Only a store with staging files has anything to delete.
+    fn delete_staging(&self, key: &str) -> Result<()> {
+        Err(Error::internal(format!(
+            "this store has no staging files, asked to delete {key}"
+        )))
+    }
+}
+
+/// Whether `name` (the last part of a key) is a staging file's: `NAME#DIGITS`, the local
+/// store's convention and object_store's. Never an object; listings skip it.
+pub fn is_staging_name(name: &str) -> bool {
+    match name.split_once('#') {
+        Some((_, suffix)) => !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()),
+        None => false,
+    }
 }
 
 /// The error for an object of `size` bytes above the maximum `max` of its kind: damage (or an

@@ -5,7 +5,9 @@
 //! ([`crate::fs::direct`]). New files and directories get the [`LocalModes`] the repository's
 //! root directory asks for. May use `fs/` and the backend trait; nothing above storage.
 
-use super::backend::{missing, short_read, too_large, Backend, ObjectInfo, RangeSink};
+use super::backend::{
+    is_staging_name, missing, short_read, too_large, Backend, ObjectInfo, RangeSink,
+};
 use super::OpenMode;
 use crate::error::{Error, Result};
 use bytes::Bytes;
@@ -265,12 +267,14 @@ impl LocalBackend {
 
     /// Appends every object below the directory `path` (key `prefix`) to `out`, following
     /// symbolic links (a `data` directory may be a link to another disk) and skipping broken
-    /// ones and staging files.
+    /// ones; staging files ([`put_local`]'s) are skipped, or with `staging` the only files
+    /// appended.
     fn walk(
         &self,
         path: &Path,
         prefix: &str,
         depth: usize,
+        staging: bool,
         out: &mut Vec<ObjectInfo>,
     ) -> Result<()> {
         let entries = match std::fs::read_dir(path) {
@@ -278,6 +282,9 @@ impl LocalBackend {
             // A directory nothing was written to yet (or a file where one was asked): empty.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) if depth == 0 && e.raw_os_error() == Some(nix::libc::ENOTDIR) => return Ok(()),
+            // Looking for staging files from the root, a directory this user cannot read (the
+            // `lost+found` of a repository at a mount point) holds none of its writes.
+            Err(e) if staging && e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(()),
             Err(e) => return Err(self.err("list", prefix, e)),
         };
         for entry in entries {
@@ -296,9 +303,9 @@ impl LocalBackend {
             };
             if meta.is_dir() {
                 if depth < MAX_LIST_DEPTH {
-                    self.walk(&entry.path(), &key, depth + 1, out)?;
+                    self.walk(&entry.path(), &key, depth + 1, staging, out)?;
                 }
-            } else if !is_staging_name(&name) {
+            } else if is_staging_name(&name) == staging {
                 let modified = meta
                     .modified()
                     .ok()
@@ -312,15 +319,6 @@ impl LocalBackend {
             }
         }
         Ok(())
-    }
-}
-
-/// Whether `name` is a staging file of [`put_local`] (`NAME#DIGITS`, object_store's convention
-/// too): never an object, left only by a crash.
-fn is_staging_name(name: &str) -> bool {
-    match name.split_once('#') {
-        Some((_, suffix)) => !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()),
-        None => false,
     }
 }
 
@@ -477,8 +475,28 @@ impl Backend for LocalBackend {
 
     fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
-        self.walk(&self.root.join(dir), dir, 0, &mut out)?;
+        self.walk(&self.root.join(dir), dir, 0, false, &mut out)?;
         Ok(out)
+    }
+
+    /// Every `NAME#DIGITS` file below the root: a write (`put_local`) removes its staging file
+    /// whether it succeeded or failed, so only a crash (or a power loss) leaves one.
+    fn staging_leftovers(&self) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        self.walk(&self.root, "", 0, true, &mut out)?;
+        Ok(out)
+    }
+
+    /// Removes the file (and the directories it leaves empty), refusing a key that is not a
+    /// staging file's.
+    fn delete_staging(&self, key: &str) -> Result<()> {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        if !is_staging_name(name) || key.split('/').any(|part| part == "..") {
+            return Err(Error::internal(format!(
+                "asked to delete {key} as a staging file, which it is not"
+            )));
+        }
+        self.delete(key)
     }
 
     /// Removes the file, then the directories it leaves empty up to the root (an emptied
@@ -671,6 +689,69 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(listed, ["data/ab/abcd"]);
+    }
+
+    #[test]
+    fn staging_leftovers_are_listed_everywhere_with_size_and_age_and_deleted_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path().to_str().unwrap(), OpenMode::Create).unwrap();
+        assert!(storage.staging_leftovers().unwrap().is_empty());
+        storage
+            .put_new("data/ab/abcd", Bytes::from_static(b"object"))
+            .unwrap();
+        storage
+            .put_new("config", Bytes::from_static(b"config"))
+            .unwrap();
+        // Successful writes leave none.
+        assert!(storage.staging_leftovers().unwrap().is_empty());
+        std::fs::write(dir.path().join("data/ab/abce#123456"), b"half").unwrap();
+        std::fs::write(dir.path().join("config#9"), b"c").unwrap();
+        std::fs::create_dir_all(dir.path().join("snapshots")).unwrap();
+        std::fs::write(dir.path().join("snapshots/x#12x"), b"not staging").unwrap();
+        let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(172_800);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("data/ab/abce#123456"))
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+        let found = storage.staging_leftovers().unwrap();
+        let keys: Vec<(&str, u64)> = found.iter().map(|o| (o.key.as_str(), o.size)).collect();
+        assert_eq!(keys, [("config#9", 1), ("data/ab/abce#123456", 4)]);
+        // A directory this user cannot read (`lost+found` at a mount point) is passed over
+        // (as root, which reads it anyway, it is simply empty).
+        let closed = dir.path().join("lost+found");
+        std::fs::create_dir(&closed).unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o000)).unwrap();
+        assert_eq!(storage.staging_leftovers().unwrap().len(), 2);
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let age = |o: &ObjectInfo| jiff::Timestamp::now().duration_since(o.modified);
+        let old = age(&found[1]).as_secs();
+        assert!((172_700..172_900).contains(&old), "{old}");
+        assert!(age(&found[0]).as_secs() < 600);
+
+        // Only staging files can be deleted as such; the object stays.
+        for key in ["data/ab/abcd", "snapshots/x#12x", "data/../config#9"] {
+            let err = storage.delete_staging(key).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        storage.delete_staging("data/ab/abce#123456").unwrap();
+        storage.delete_staging("data/ab/abce#123456").unwrap();
+        assert!(dir.path().join("data/ab/abcd").exists());
+        let keys: Vec<String> = storage
+            .staging_leftovers()
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, ["config#9"]);
+    }
+
+    #[test]
+    fn stores_without_staging_files_list_none_and_delete_none() {
+        let storage = Storage::in_memory().unwrap();
+        assert!(storage.staging_leftovers().unwrap().is_empty());
+        assert!(storage.delete_staging("data/ab/abce#1").is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The one seam between Coffer and the bytes at rest. Three floors, each its own file:
 //!
 //! - [`Backend`] (`backend.rs`): the primitive operations of a store (put-if-absent, get, range
-//!   get, bounded get, size, list, delete), implemented by [`LocalBackend`] (a local directory:
+//!   get, bounded get, size, list, delete; and the staging files crashed writes left, which only
+//!   a local directory has), implemented by [`LocalBackend`] (a local directory:
 //!   durable writes, file modes, kept descriptors, direct I/O), [`ObjectBackend`] (S3 and GCS
 //!   through object_store, errors mapped by type) and [`MemoryBackend`] (tests, and the inner
 //!   store of a fault-injecting one);
@@ -326,6 +327,21 @@ impl Storage {
             .collect();
         self.remember_listing(dir, out.iter().map(|(k, s, _)| (k.clone(), *s)).collect());
         Ok(out)
+    }
+
+    /// Staging files left by interrupted writes (local repositories only: object stores'
+    /// uploads are atomic), with size and modification time, sorted by key. Never objects:
+    /// listings skip them; `prune` removes old ones and `check` reports them.
+    pub fn staging_leftovers(&self) -> Result<Vec<ObjectInfo>> {
+        let mut out = self.backend.staging_leftovers()?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Deletes a staging file [`Self::staging_leftovers`] listed; a missing one is success. No
+    /// listing or cached object can name it, so neither is touched.
+    pub fn delete_staging(&self, key: &str) -> Result<()> {
+        self.backend.delete_staging(key)
     }
 
     fn list_sorted(&self, dir: &str) -> Result<Vec<ObjectInfo>> {

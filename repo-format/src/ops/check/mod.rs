@@ -110,6 +110,21 @@ pub struct CheckReport {
     pub damaged_paths: Vec<DamagedPath>,
     /// The commands that recover from what was found, in order (empty when none applies).
     pub repairs: Vec<String>,
+    /// Staging files left by interrupted writes (local repositories), if any: also a warning.
+    pub staging: Option<StagingLeftovers>,
+}
+
+/// The staging files (`NAME#DIGITS`) that interrupted writes left in a local repository: never
+/// read by any command, so not damage; `prune` removes those at least a day old.
+#[derive(Clone, Debug, Serialize)]
+pub struct StagingLeftovers {
+    pub files: usize,
+    pub bytes: u64,
+    /// When the oldest was last written (RFC 3339 in JSON).
+    #[serde(serialize_with = "serialize_timestamp")]
+    pub oldest: jiff::Timestamp,
+    /// How many the next prune would remove (at least a day old now).
+    pub removable: usize,
 }
 
 impl CheckReport {
@@ -128,6 +143,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     let cancel = &options.cancel;
     let mut report = CheckReport::default();
     stray_names(storage, &mut report)?;
+    staging(storage, &mut report)?;
     let expected = load_expected(storage, keys, &mut report)?;
     report.blobs = expected.index.len();
 
@@ -216,6 +232,27 @@ fn stray_names(storage: &Storage, report: &mut CheckReport) -> Result<()> {
                 ),
             });
         }
+    }
+    Ok(())
+}
+
+fn serialize_timestamp<S: serde::Serializer>(
+    t: &jiff::Timestamp,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_str(t)
+}
+
+/// Staging files interrupted writes left: summarised ([`plan::staging`]) as one warning.
+fn staging(storage: &Storage, report: &mut CheckReport) -> Result<()> {
+    let leftovers: Vec<(String, u64, jiff::Timestamp)> = storage
+        .staging_leftovers()?
+        .into_iter()
+        .map(|o| (o.key, o.size, o.modified))
+        .collect();
+    if let Some((summary, problem)) = plan::staging(&leftovers, jiff::Timestamp::now()) {
+        report.staging = Some(summary);
+        report.warnings.push(problem);
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //!
 //! May use: `format/` values only.
 
-use super::{DamagedPath, Problem, ReadData};
+use super::{DamagedPath, Problem, ReadData, StagingLeftovers};
 use crate::error::Result;
 use crate::format::id::{BlobId, IndexId, PackId};
 use crate::format::index::{IndexFile, MasterIndex};
@@ -212,9 +212,95 @@ pub(super) fn damaged_in(
         .collect()
 }
 
+/// What check says of the staging files interrupted writes left (key, size, modification
+/// time), judged at `now`: nothing when there are none, else their summary and one warning
+/// naming the count, the bytes and the oldest age. Not damage: nothing reads them.
+pub(super) fn staging(
+    leftovers: &[(String, u64, jiff::Timestamp)],
+    now: jiff::Timestamp,
+) -> Option<(StagingLeftovers, Problem)> {
+    let oldest = leftovers.iter().map(|(_, _, modified)| *modified).min()?;
+    let min_age = crate::ops::prune::STAGING_MIN_AGE.as_secs() as i64;
+    let age = |t: jiff::Timestamp| now.duration_since(t).as_secs();
+    let summary = StagingLeftovers {
+        files: leftovers.len(),
+        bytes: leftovers.iter().map(|(_, size, _)| size).sum(),
+        oldest,
+        removable: leftovers
+            .iter()
+            .filter(|(_, _, t)| age(*t) >= min_age)
+            .count(),
+    };
+    let problem = Problem {
+        object: "staging files".into(),
+        message: format!(
+            "{} left by interrupted writes ({}, the oldest {}); never read, not damage; \
+             `coffer prune` removes those at least a day old ({} now)",
+            plural(summary.files, "file"),
+            crate::ops::human_bytes(summary.bytes),
+            age_words(age(oldest)),
+            summary.removable
+        ),
+    };
+    Some((summary, problem))
+}
+
+/// `3 days old`, `5 hours old`, `2 minutes old` (whole units, rounded down); a time ahead of
+/// this clock says so.
+fn age_words(secs: i64) -> String {
+    match secs {
+        s if s < 0 => "written in the future by this clock".into(),
+        s if s < 120 => format!("{} old", plural(s as usize, "second")),
+        s if s < 7200 => format!("{} old", plural((s / 60) as usize, "minute")),
+        s if s < 2 * 86_400 => format!("{} old", plural((s / 3600) as usize, "hour")),
+        s => format!("{} old", plural((s / 86_400) as usize, "day")),
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staging_leftovers_are_one_warning_with_count_bytes_and_oldest_age() {
+        let now: jiff::Timestamp = "2026-01-10T12:00:00Z".parse().unwrap();
+        let at = |s: &str| -> jiff::Timestamp { s.parse().unwrap() };
+        assert!(staging(&[], now).is_none());
+        let leftovers = vec![
+            ("config#5".to_string(), 512, at("2026-01-10T11:58:00Z")),
+            ("data/ab/a#1".to_string(), 2048, at("2026-01-07T11:00:00Z")),
+            ("index/b#2".to_string(), 1024, at("2026-01-09T12:00:00Z")),
+        ];
+        let (summary, problem) = staging(&leftovers, now).unwrap();
+        assert_eq!(summary.files, 3);
+        assert_eq!(summary.bytes, 3584);
+        assert_eq!(summary.oldest, at("2026-01-07T11:00:00Z"));
+        assert_eq!(summary.removable, 2);
+        assert_eq!(problem.object, "staging files");
+        assert_eq!(
+            problem.message,
+            "3 files left by interrupted writes (3.5 KiB, the oldest 3 days old); never read, \
+             not damage; `coffer prune` removes those at least a day old (2 now)"
+        );
+        let (_, one) = staging(&leftovers[..1], now).unwrap();
+        assert!(
+            one.message.starts_with("1 file left") && one.message.contains("2 minutes old"),
+            "{}",
+            one.message
+        );
+        assert_eq!(age_words(59), "59 seconds old");
+        assert_eq!(age_words(3 * 3600), "3 hours old");
+        assert_eq!(age_words(86_400 + 5), "24 hours old");
+        assert!(age_words(-5).contains("future"));
+    }
 
     #[test]
     fn subset_specs_parse_and_parts_cover_every_pack_once() {

@@ -29,6 +29,7 @@ mod mark;
 mod plan;
 
 pub use load::MIN_UNINDEXED_AGE;
+pub use plan::STAGING_MIN_AGE;
 
 use crate::error::{Error, Result};
 use crate::format::id::PackId;
@@ -100,6 +101,12 @@ pub struct PruneReport {
     pub removals: Vec<Removal>,
     /// Deletion plans that cannot be read, treated as absent (named, with why).
     pub warnings: Vec<String>,
+    /// Staging files left by interrupted writes (local repositories), at least
+    /// [`STAGING_MIN_AGE`] old, removed now (on a dry run: would be); also in `removals`.
+    pub staging_removed: usize,
+    pub staging_bytes: u64,
+    /// Younger staging files, kept: a running write may still be filling one.
+    pub staging_kept: usize,
 }
 
 /// Runs prune. With a zero grace period, a second pass carries out the plan the first wrote.
@@ -116,6 +123,7 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     };
     if options.dry_run {
         pass(repo, None, options, &mut report, None)?;
+        staging(repo, None, options, &mut report)?;
         return Ok(report);
     }
     let lease = Lease::acquire(repo.storage(), repo.keys(), options.lease.clone())?;
@@ -132,8 +140,48 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
         report.warnings = second.warnings;
         report.removals = second.removals;
     }
+    staging(repo, Some(&lease), options, &mut report)?;
     lease.release()?;
     Ok(report)
+}
+
+/// Removes the staging files interrupted writes left that are old enough
+/// ([`plan::stale_staging`]), checking the lease before each deletion (a dry run, without a
+/// lease, only counts them), and reports them as removals.
+fn staging(
+    repo: &Repository,
+    lease: Option<&Lease>,
+    options: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let storage = repo.storage();
+    let leftovers: Vec<(String, u64, jiff::Timestamp)> = storage
+        .staging_leftovers()?
+        .into_iter()
+        .map(|o| (o.key, o.size, o.modified))
+        .collect();
+    let (stale, kept) = plan::stale_staging(&leftovers, jiff::Timestamp::now());
+    report.staging_kept = kept;
+    for (key, size) in stale {
+        if !options.dry_run {
+            if options.cancel.load(Ordering::SeqCst) {
+                return Err(Error::Interrupted);
+            }
+            if let Some(lease) = lease {
+                lease.check()?;
+            }
+            storage.delete_staging(&key)?;
+        }
+        report.staging_removed += 1;
+        report.staging_bytes += size;
+        report.removals.push(Removal {
+            object: key,
+            bytes: size,
+            reason: "staging leftover".into(),
+            when: "now",
+        });
+    }
+    Ok(())
 }
 
 /// One pass: load, mark, decide (pure, [`plan::decide`]), then carry out. Returns whether it
@@ -400,5 +448,62 @@ mod tests {
         let report = prune(&repo, &options(0)).unwrap();
         assert_eq!(report.packs_deleted, 1, "{report:?}");
         assert!(repo.storage().size(&key).unwrap().is_none());
+    }
+
+    /// Issue 17 item 5: prune removes staging files left by interrupted writes once they are a
+    /// day old (a dry run only says it would), keeps younger ones, and reports both.
+    #[test]
+    fn prune_removes_day_old_staging_leftovers_and_keeps_fresh_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().to_str().unwrap();
+        let repo = Repository::init(
+            Storage::open(location, crate::storage::OpenMode::Create).unwrap(),
+            b"pw",
+            &crate::repository::test_options(),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("data/ab")).unwrap();
+        let old = dir.path().join("data/ab/abcd#123");
+        let fresh = dir.path().join("data/ab/abce#456");
+        std::fs::write(&old, vec![7u8; 1000]).unwrap();
+        std::fs::write(&fresh, vec![7u8; 500]).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(25 * 3600))
+            .unwrap();
+
+        let mut dry = options(3600);
+        dry.dry_run = true;
+        let report = prune(&repo, &dry).unwrap();
+        assert_eq!(
+            (
+                report.staging_removed,
+                report.staging_bytes,
+                report.staging_kept
+            ),
+            (1, 1000, 1),
+            "{report:?}"
+        );
+        assert!(report
+            .removals
+            .iter()
+            .any(|r| r.object == "data/ab/abcd#123" && r.reason == "staging leftover"));
+        assert!(old.exists() && fresh.exists());
+
+        let report = prune(&repo, &options(3600)).unwrap();
+        assert_eq!(
+            (
+                report.staging_removed,
+                report.staging_bytes,
+                report.staging_kept
+            ),
+            (1, 1000, 1),
+            "{report:?}"
+        );
+        assert!(!old.exists() && fresh.exists());
+        let report = prune(&repo, &options(3600)).unwrap();
+        assert_eq!((report.staging_removed, report.staging_kept), (0, 1));
     }
 }

@@ -265,6 +265,31 @@ fn fates(
     Ok(fates)
 }
 
+/// Staging files left by interrupted writes are removed once they were last written at least
+/// this long ago, whatever the grace period: a write still running may be filling a younger one
+/// (a pack of at most 8 MiB takes seconds; a day is far beyond any stall).
+pub const STAGING_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Which staging leftovers (key, size, modification time) a prune at `now` removes: those at
+/// least [`STAGING_MIN_AGE`] old, in the order given. A time in the future (clocks that
+/// disagree) is young. The others are kept; their count is the second value.
+pub(super) fn stale_staging(
+    leftovers: &[(String, u64, jiff::Timestamp)],
+    now: jiff::Timestamp,
+) -> (Vec<(String, u64)>, usize) {
+    let age = jiff::SignedDuration::from_secs(STAGING_MIN_AGE.as_secs() as i64);
+    let Ok(limit) = now.checked_sub(age) else {
+        return (Vec::new(), leftovers.len());
+    };
+    let stale: Vec<(String, u64)> = leftovers
+        .iter()
+        .filter(|(_, _, modified)| *modified <= limit)
+        .map(|(key, size, _)| (key.clone(), *size))
+        .collect();
+    let kept = leftovers.len() - stale.len();
+    (stale, kept)
+}
+
 /// Adds what was decided to the report: use, condemned and deleted objects (as removals,
 /// sorted), repacked blobs.
 pub(super) fn account(facts: &Facts<'_>, d: &Decisions, report: &mut PruneReport) {
@@ -552,5 +577,29 @@ mod tests {
         assert_eq!(d.unindexed, vec![pack(1)]);
         assert_eq!(d.delete_packs.len(), 1);
         assert!(d.writes_plan(d.unindexed.len()));
+    }
+
+    /// Staging leftovers go at a day old, never younger (a running write), nor from the future.
+    #[test]
+    fn staging_leftovers_go_only_once_a_day_old() {
+        let now: jiff::Timestamp = "2026-01-10T12:00:00Z".parse().unwrap();
+        let at = |s: &str| -> jiff::Timestamp { s.parse().unwrap() };
+        let leftovers = vec![
+            ("data/ab/a#1".to_string(), 10, at("2026-01-01T00:00:00Z")),
+            ("data/ab/b#2".to_string(), 20, at("2026-01-09T12:00:00Z")),
+            ("data/ab/c#3".to_string(), 30, at("2026-01-09T12:00:01Z")),
+            ("index/d#4".to_string(), 40, at("2026-01-10T11:59:00Z")),
+            ("config#5".to_string(), 50, at("2026-02-01T00:00:00Z")),
+        ];
+        let (stale, kept) = stale_staging(&leftovers, now);
+        assert_eq!(
+            stale,
+            [
+                ("data/ab/a#1".to_string(), 10),
+                ("data/ab/b#2".to_string(), 20)
+            ]
+        );
+        assert_eq!(kept, 3);
+        assert_eq!(stale_staging(&[], now), (vec![], 0));
     }
 }
