@@ -81,24 +81,7 @@ pub fn copy(
     let every = opts.index_every_packs.max(1);
     let source_snapshots = snapshot::Snapshot::load_all(source.storage(), source.keys())?;
     let mut warnings = source_snapshots.damage_warnings();
-    let selected: Vec<&(SnapshotId, Snapshot)> = if opts.snapshots.is_empty() {
-        source_snapshots.good.iter().collect()
-    } else {
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for spec in &opts.snapshots {
-            let found = source_snapshots.resolve(spec)?;
-            if seen.insert(found.0) {
-                out.push(found);
-            }
-        }
-        out.sort_by(|a, b| {
-            a.1.timestamp()
-                .cmp(&b.1.timestamp())
-                .then_with(|| a.0 .0.cmp(&b.0 .0))
-        });
-        out
-    };
+    let selected = select(&source_snapshots, &opts.snapshots)?;
     let target_snapshots = snapshot::Snapshot::load_all(target.storage(), target.keys())?;
     warnings.extend(target_snapshots.damage_warnings());
     let target_snapshots = target_snapshots.good;
@@ -181,6 +164,32 @@ pub fn copy(
         report.copied.push((*src_id, new_id));
     }
     Ok(report)
+}
+
+/// The snapshots to copy, oldest first: every readable one, or those `specs` name (ids or
+/// prefixes, each once). Pure.
+fn select<'a>(
+    all: &'a snapshot::Snapshots,
+    specs: &[String],
+) -> Result<Vec<&'a (SnapshotId, Snapshot)>> {
+    Ok(if specs.is_empty() {
+        all.good.iter().collect()
+    } else {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for spec in specs {
+            let found = all.resolve(spec)?;
+            if seen.insert(found.0) {
+                out.push(found);
+            }
+        }
+        out.sort_by(|a, b| {
+            a.1.timestamp()
+                .cmp(&b.1.timestamp())
+                .then_with(|| a.0 .0.cmp(&b.0 .0))
+        });
+        out
+    })
 }
 
 /// State of copying one snapshot.

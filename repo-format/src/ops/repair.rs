@@ -93,38 +93,7 @@ fn rebuild(repo: &Repository, lease: &Lease, cancel: &AtomicBool) -> Result<Repa
     storage.forget_listings();
 
     // The index files (every one, to be replaced) and the packs the live ones name.
-    let mut old_files: Vec<IndexId> = Vec::new();
-    let mut loaded: Vec<(IndexId, IndexFile)> = Vec::new();
-    // Names that are not Coffer's are not index files: left alone.
-    for (key, _) in storage.list_objects("index")?.objects {
-        let name = key.rsplit('/').next().unwrap_or(&key);
-        let Some(id) = IndexId::from_hex(name) else {
-            continue;
-        };
-        match IndexFile::load(storage, keys, &id) {
-            Ok(file) => loaded.push((id, file)),
-            // Gone since the listing (an older prune's work): nothing to replace.
-            Err(Error::Missing { .. }) => continue,
-            // Damaged: replaced like the rest (the packs' own headers say what they hold).
-            Err(Error::Corrupt { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        old_files.push(id);
-    }
-    let superseded: HashSet<IndexId> = loaded
-        .iter()
-        .flat_map(|(_, f)| f.supersedes.iter().copied())
-        .collect();
-    let mut named: HashMap<PackId, u64> = HashMap::new();
-    for (id, file) in &loaded {
-        if superseded.contains(id) {
-            continue;
-        }
-        for (pack, blobs) in &file.packs {
-            named.entry(*pack).or_insert(blobs.len() as u64);
-        }
-    }
-    drop(loaded);
+    let (old_files, named) = current_index(storage, keys)?;
     // Packs that only a deletion plan names stay the plan's (prune decides them).
     let mut planned: HashSet<PackId> = HashSet::new();
     // (A damaged plan names nothing readable: its packs are added like any unindexed pack.)
@@ -211,6 +180,46 @@ fn rebuild(repo: &Repository, lease: &Lease, cancel: &AtomicBool) -> Result<Repa
         report.index_files_removed += 1;
     }
     Ok(report)
+}
+
+/// Every index file in the store (all to be replaced; damaged ones too) and, from the readable
+/// ones that no other supersedes, the packs they name with their blob counts.
+fn current_index(
+    storage: &Storage,
+    keys: &MasterKeys,
+) -> Result<(Vec<IndexId>, HashMap<PackId, u64>)> {
+    let mut old_files: Vec<IndexId> = Vec::new();
+    let mut loaded: Vec<(IndexId, IndexFile)> = Vec::new();
+    // Names that are not Coffer's are not index files: left alone.
+    for (key, _) in storage.list_objects("index")?.objects {
+        let name = key.rsplit('/').next().unwrap_or(&key);
+        let Some(id) = IndexId::from_hex(name) else {
+            continue;
+        };
+        match IndexFile::load(storage, keys, &id) {
+            Ok(file) => loaded.push((id, file)),
+            // Gone since the listing (an older prune's work): nothing to replace.
+            Err(Error::Missing { .. }) => continue,
+            // Damaged: replaced like the rest (the packs' own headers say what they hold).
+            Err(Error::Corrupt { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        old_files.push(id);
+    }
+    let superseded: HashSet<IndexId> = loaded
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
+    let mut named: HashMap<PackId, u64> = HashMap::new();
+    for (id, file) in &loaded {
+        if superseded.contains(id) {
+            continue;
+        }
+        for (pack, blobs) in &file.packs {
+            named.entry(*pack).or_insert(blobs.len() as u64);
+        }
+    }
+    Ok((old_files, named))
 }
 
 /// Reads and authenticates the header of the pack `id` of `size` bytes.
