@@ -264,13 +264,19 @@ mod tests {
         assert!(kdf_weakness(&params(19456, 2)).is_none());
         assert!(kdf_weakness(&params(47104, 1)).is_none());
         let why = kdf_weakness(&params(32, 1)).unwrap();
-        assert!(why.contains("m=32 KiB t=1") && why.contains("19456"), "{why}");
+        assert!(
+            why.contains("m=32 KiB t=1") && why.contains("19456"),
+            "{why}"
+        );
         assert!(kdf_weakness(&params(19455, 2)).is_some());
         assert!(kdf_weakness(&params(19456, 1)).is_some());
         assert!(kdf_weakness(&params(47103, 1)).is_some());
         assert!(kdf_weakness(&params(1024 * 1024, 0)).is_some());
         assert!(kdf_cost(&record(64, 1, 1)) < kdf_cost(&record(64, 2, 1)));
-        assert_eq!(kdf_cost(&record(u32::MAX, u32::MAX, 1)), u64::from(u32::MAX).pow(2));
+        assert_eq!(
+            kdf_cost(&record(u32::MAX, u32::MAX, 1)),
+            u64::from(u32::MAX).pow(2)
+        );
     }
 
     fn now() -> jiff::Timestamp {

@@ -610,7 +610,10 @@ mod tests {
         bad_salt.salt = "zz".into();
         bad_salt.save(&storage).unwrap();
         storage
-            .put_new(&format!("keys/{}", "0".repeat(64)), Bytes::from_static(b"{}"))
+            .put_new(
+                &format!("keys/{}", "0".repeat(64)),
+                Bytes::from_static(b"{}"),
+            )
             .unwrap();
         storage
             .put_new("keys/0-stray", Bytes::from_static(b"not a key file"))
@@ -638,6 +641,9 @@ mod tests {
         let damaged: Vec<String> = (0..20).map(|i| format!("d{i}")).collect();
         assert_eq!(list_damaged(&damaged[..2]), "d0; d1");
         let text = list_damaged(&damaged);
-        assert!(text.starts_with("d0; d1") && text.ends_with("d7; and 12 more"), "{text}");
+        assert!(
+            text.starts_with("d0; d1") && text.ends_with("d7; and 12 more"),
+            "{text}"
+        );
     }
 }
