@@ -310,6 +310,7 @@ fn wrong_password_missing_repo_and_double_init() {
     let again = env
         .run(&[
             "init",
+            "--insecure-kdf",
             "--argon2-memory-kib",
             "64",
             "--argon2-iterations",
@@ -357,6 +358,7 @@ fn wrong_password_missing_repo_and_double_init() {
     let mut add = env.cmd(&[
         "key",
         "add",
+        "--insecure-kdf",
         "--argon2-memory-kib",
         "64",
         "--argon2-iterations",
@@ -542,6 +544,7 @@ fn unreadable_source_file_is_reported_and_the_rest_saved() {
     }
     let init = run(&[
         "init",
+        "--insecure-kdf",
         "--argon2-memory-kib",
         "64",
         "--argon2-iterations",
@@ -803,7 +806,13 @@ fn overwrite_replaces_a_symlink_where_a_directory_goes_without_following_it() {
 
 #[test]
 fn init_records_the_dump_compression_level_and_refuses_a_bad_one() {
-    let cheap = ["--argon2-memory-kib", "64", "--argon2-iterations", "1"];
+    let cheap = [
+        "--insecure-kdf",
+        "--argon2-memory-kib",
+        "64",
+        "--argon2-iterations",
+        "1",
+    ];
     let env = Env::new();
     env.init();
     let config: serde_json::Value =
@@ -873,6 +882,7 @@ fn a_full_disk_is_reported_as_the_error_it_is_not_as_an_interrupt() {
     env.repo = mount.0.join("repo").to_string_lossy().into_owned();
     env.run(&[
         "init",
+        "--insecure-kdf",
         "--argon2-memory-kib",
         "64",
         "--argon2-iterations",

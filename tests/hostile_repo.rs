@@ -423,3 +423,65 @@ fn a_costly_key_file_sorted_first_is_tried_last_and_one_above_the_maximum_never(
     run_limited(&wrong, &["snapshots"]).expect_code(12);
     run_limited(&env, &["snapshots"]).ok();
 }
+
+#[test]
+fn forty_decoy_key_files_sorting_first_do_not_lock_the_owner_out() {
+    use coffer_repo::format::keyfile::{KdfRecord, KeyFile};
+    use coffer_repo::Storage;
+    // A repository whose key file's name is in the upper three quarters of the order, so that
+    // decoys named before it are quick to make.
+    let (env, owner) = loop {
+        let env = Env::new();
+        env.init();
+        let keys = files_in(&Path::new(&env.repo).join("keys"));
+        let name = keys[0].file_name().unwrap().to_str().unwrap().to_string();
+        if name.as_str() >= "4" {
+            break (env, name);
+        }
+    };
+    let good = backup_stream(&env, "one.bin", &pseudo_random(9, 10_000));
+    // Well-formed key files of the same cost as the owner's (64 KiB, 1 pass) and cheaper,
+    // whose sealed master opens under no password: each costs one Argon2id run, then fails.
+    let storage = Storage::open(&env.repo, coffer_repo::OpenMode::Existing).unwrap();
+    let mut planted = 0;
+    for attempt in 0u32.. {
+        if planted == 40 {
+            break;
+        }
+        let decoy = KeyFile {
+            version: 1,
+            created: "2026-12-06T00:00:00Z".into(),
+            hostname: "attacker".into(),
+            username: format!("u{attempt}"),
+            kdf: KdfRecord {
+                algorithm: "argon2id".into(),
+                version: 19,
+                memory_kib: if planted % 2 == 0 { 64 } else { 8 },
+                iterations: 1,
+                parallelism: 1,
+            },
+            salt: format!("{attempt:064x}"),
+            master: "00".repeat(136),
+        };
+        if decoy.to_stored().unwrap().0.to_hex() < owner {
+            decoy.save(&storage).unwrap();
+            planted += 1;
+        }
+    }
+    fs::write(
+        Path::new(&env.repo).join("keys").join("0".repeat(64)),
+        b"{}",
+    )
+    .unwrap();
+    let keys = files_in(&Path::new(&env.repo).join("keys"));
+    assert_eq!(keys.len(), 42);
+    assert_eq!(keys[41].file_name().unwrap().to_str().unwrap(), owner);
+
+    let out = env.run(&["snapshots", "--json"]).ok();
+    assert!(out.stdout.contains(&good), "{}", out.stdout);
+    let mut wrong = Env::new();
+    wrong.repo = env.repo.clone();
+    wrong.password = "not the password".into();
+    let out = wrong.run(&["snapshots"]).expect_code(12);
+    assert!(out.stderr.contains("wrong password"), "{}", out.stderr);
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 fn init_small(env: &Env) {
     env.run(&[
         "init",
+        "--insecure-kdf",
         "--argon2-memory-kib",
         "64",
         "--argon2-iterations",

@@ -11,6 +11,7 @@ use std::path::Path;
 fn init_small(env: &Env) {
     env.run(&[
         "init",
+        "--insecure-kdf",
         "--argon2-memory-kib",
         "64",
         "--argon2-iterations",

@@ -102,6 +102,7 @@ fn restore_and_compare(env: &Env, snapshot: &str, source: &Path) {
 fn init(env: &Env, extra: &[&str]) {
     let mut args = vec![
         "init",
+        "--insecure-kdf",
         "--argon2-memory-kib",
         "64",
         "--argon2-iterations",

@@ -209,6 +209,7 @@ fn init_and_back_up(env: &Env, umask: &str) -> Vec<(std::path::PathBuf, bool, u3
         umask,
         &[
             "init",
+            "--insecure-kdf",
             "--argon2-memory-kib",
             "64",
             "--argon2-iterations",
@@ -276,6 +277,7 @@ fn credentials_in_an_s3_endpoint_url_never_reach_a_message() {
             &["snapshots"][..],
             &[
                 "init",
+                "--insecure-kdf",
                 "--argon2-memory-kib",
                 "64",
                 "--argon2-iterations",
@@ -302,4 +304,61 @@ fn credentials_in_an_s3_endpoint_url_never_reach_a_message() {
             assert!(!all.contains("urluser"), "{what}: {all}");
         }
     }
+}
+
+#[test]
+fn argon2_costs_below_the_floor_are_refused_unless_insecure_kdf() {
+    let weak = ["--argon2-memory-kib", "32", "--argon2-iterations", "1"];
+    let mut env = Env::new();
+    let mut args = vec!["init"];
+    args.extend(weak);
+    let out = env.run(&args).expect_code(2);
+    assert!(
+        out.stderr.contains("m=32 KiB t=1") && out.stderr.contains("--insecure-kdf"),
+        "{}",
+        out.stderr
+    );
+    assert!(!Path::new(&env.repo).exists(), "nothing is created");
+    // 19 MiB with 2 passes is the floor itself: accepted without a word.
+    let floor = Env::new();
+    let out = floor
+        .run(&[
+            "init",
+            "--argon2-memory-kib",
+            "19456",
+            "--argon2-iterations",
+            "2",
+        ])
+        .ok();
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+
+    args.push("--insecure-kdf");
+    let out = env.run(&args).ok();
+    assert!(
+        out.stderr.contains("warning:") && out.stderr.contains("--insecure-kdf"),
+        "{}",
+        out.stderr
+    );
+    let new_pw = env.path("new-password");
+    std::fs::write(&new_pw, "second password").unwrap();
+    env.extra_env.push((
+        "COFFER_NEW_PASSWORD_FILE".into(),
+        new_pw.to_string_lossy().into_owned(),
+    ));
+    let key_add = |extra: &[&str]| env.run(&[["key", "add"].as_slice(), &weak, extra].concat());
+    let out = key_add(&[]).expect_code(2);
+    assert!(out.stderr.contains("--insecure-kdf"), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_dir(Path::new(&env.repo).join("keys"))
+            .unwrap()
+            .count(),
+        1
+    );
+    key_add(&["--insecure-kdf"]).ok();
+    assert_eq!(
+        std::fs::read_dir(Path::new(&env.repo).join("keys"))
+            .unwrap()
+            .count(),
+        2
+    );
 }

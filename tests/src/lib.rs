@@ -137,6 +137,7 @@ impl Env {
     pub fn init(&self) {
         self.run(&[
             "init",
+            "--insecure-kdf",
             "--argon2-memory-kib",
             "64",
             "--argon2-iterations",

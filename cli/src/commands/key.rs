@@ -18,18 +18,38 @@ pub enum KeyCommand {
         /// Argon2id lanes, computed on that many cores at once
         #[arg(long, value_name = "N", default_value_t = KdfParams::DEFAULT.parallelism)]
         argon2_lanes: u32,
+        /// Accept Argon2id costs below the minimum (19 MiB with 2 passes, or 46 MiB with 1),
+        /// with a warning: for tests and benchmarks, never for real passwords
+        #[arg(long)]
+        insecure_kdf: bool,
     },
     /// List key files
     List,
 }
 
 pub fn run(ctx: &Context_, cmd: KeyCommand) -> Result<u8> {
+    // Checked before the repository is opened or a password asked for.
+    if let KeyCommand::Add {
+        argon2_memory_kib,
+        argon2_iterations,
+        argon2_lanes,
+        insecure_kdf,
+    } = &cmd
+    {
+        let kdf = KdfParams {
+            memory_kib: *argon2_memory_kib,
+            iterations: *argon2_iterations,
+            parallelism: *argon2_lanes,
+        };
+        super::init::check_kdf(&kdf, *insecure_kdf)?;
+    }
     let repo = super::open_repo(ctx)?;
     match cmd {
         KeyCommand::Add {
             argon2_memory_kib,
             argon2_iterations,
             argon2_lanes,
+            insecure_kdf: _,
         } => {
             let new = crate::password::get_new()?;
             let kdf = KdfParams {

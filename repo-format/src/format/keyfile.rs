@@ -13,8 +13,6 @@ use serde::{Deserialize, Serialize};
 
 /// The largest key file read (bytes).
 pub const MAX_KEY_FILE_SIZE: u64 = 64 * 1024;
-/// At most this many key files are tried when opening (each costs one Argon2id run).
-pub const MAX_KEY_FILES_TRIED: usize = 32;
 
 /// Argon2id parameters as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,14 +150,46 @@ pub const BOUNDED_KDF: KdfParams = KdfParams {
 /// The most memory a key file may ask Argon2id for (2 GiB): a key file above it is never tried
 /// (a tampered one must not exhaust the machine's memory on every open), and none is created.
 pub const MAX_KDF_MEMORY_KIB: u32 = 2 * 1024 * 1024;
-/// At most this many key files are read when opening (each at most [`MAX_KEY_FILE_SIZE`]).
-pub const MAX_KEY_FILES_READ: usize = 1024;
+
+/// The weakest Argon2id cost a new key file gets without `--insecure-kdf`: OWASP's Password
+/// Storage Cheat Sheet minimum, 19 MiB (19456 KiB) with 2 passes, or 46 MiB (47104 KiB) with
+/// 1 pass. Below it a stolen key file gives up its password to a guessing attack too cheaply.
+pub const MIN_KDF_MEMORY_KIB: u32 = 19 * 1024;
+/// Passes needed at [`MIN_KDF_MEMORY_KIB`]; see there.
+pub const MIN_KDF_ITERATIONS: u32 = 2;
+/// Memory with which a single pass meets the floor; see [`MIN_KDF_MEMORY_KIB`].
+pub const MIN_KDF_MEMORY_KIB_ONE_PASS: u32 = 46 * 1024;
+
+/// Why `kdf` is below the floor for new key files ([`MIN_KDF_MEMORY_KIB`]), if it is. Readers
+/// do not apply it: key files below it (tests, benchmarks, `--insecure-kdf`) still open.
+pub fn kdf_weakness(kdf: &KdfParams) -> Option<String> {
+    let strong = kdf.iterations >= 1
+        && (kdf.memory_kib >= MIN_KDF_MEMORY_KIB_ONE_PASS
+            || (kdf.memory_kib >= MIN_KDF_MEMORY_KIB && kdf.iterations >= MIN_KDF_ITERATIONS));
+    (!strong).then(|| {
+        format!(
+            "Argon2id cost m={} KiB t={} is below the minimum (m>={} KiB with t>={}, or \
+             m>={} KiB with t>=1; OWASP)",
+            kdf.memory_kib,
+            kdf.iterations,
+            MIN_KDF_MEMORY_KIB,
+            MIN_KDF_ITERATIONS,
+            MIN_KDF_MEMORY_KIB_ONE_PASS
+        )
+    })
+}
 
 /// Whether `kdf` is within [`BOUNDED_KDF`].
 pub fn kdf_is_bounded(kdf: &KdfRecord) -> bool {
     kdf.memory_kib <= BOUNDED_KDF.memory_kib
         && kdf.iterations <= BOUNDED_KDF.iterations
         && kdf.parallelism <= BOUNDED_KDF.parallelism
+}
+
+/// The work of one Argon2id run with `kdf`: memory times passes (the lanes share the memory,
+/// so they do not add work). Opening tries cheaper key files first.
+pub fn kdf_cost(kdf: &KdfRecord) -> u64 {
+    u64::from(kdf.memory_kib) * u64::from(kdf.iterations.max(1))
 }
 
 /// Why `kdf` is refused outright, if it is: above the hard maximum of memory, or of passes or
@@ -221,6 +251,32 @@ mod tests {
             KeyFile::wrap(&keys, b"pw", params(4 * 1024 * 1024, 1, 1), now(), "h", "u"),
             Err(Error::InvalidInput(_))
         ));
+    }
+
+    #[test]
+    fn the_floor_for_new_key_files_is_owasps_minimum() {
+        let params = |m, t| KdfParams {
+            memory_kib: m,
+            iterations: t,
+            parallelism: 1,
+        };
+        assert!(kdf_weakness(&KdfParams::DEFAULT).is_none());
+        assert!(kdf_weakness(&params(19456, 2)).is_none());
+        assert!(kdf_weakness(&params(47104, 1)).is_none());
+        let why = kdf_weakness(&params(32, 1)).unwrap();
+        assert!(
+            why.contains("m=32 KiB t=1") && why.contains("19456"),
+            "{why}"
+        );
+        assert!(kdf_weakness(&params(19455, 2)).is_some());
+        assert!(kdf_weakness(&params(19456, 1)).is_some());
+        assert!(kdf_weakness(&params(47103, 1)).is_some());
+        assert!(kdf_weakness(&params(1024 * 1024, 0)).is_some());
+        assert!(kdf_cost(&record(64, 1, 1)) < kdf_cost(&record(64, 2, 1)));
+        assert_eq!(
+            kdf_cost(&record(u32::MAX, u32::MAX, 1)),
+            u64::from(u32::MAX).pow(2)
+        );
     }
 
     fn now() -> jiff::Timestamp {

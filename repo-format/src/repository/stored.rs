@@ -12,7 +12,7 @@ use crate::format::config::RepoConfig;
 use crate::format::id::{IndexId, KeyId, PlanId, SnapshotId};
 use crate::format::index::{IndexFile, MasterIndex};
 use crate::format::key::{ObjectClass, ObjectKey};
-use crate::format::keyfile::{kdf_is_bounded, KeyFile, MAX_KEY_FILES_READ, MAX_KEY_FILES_TRIED};
+use crate::format::keyfile::{kdf_cost, kdf_is_bounded, KeyFile};
 use crate::format::plan::{DeletionPlan, Plans};
 use crate::format::snapshot::{sort_by_time, Snapshot, Snapshots};
 use crate::storage::Storage;
@@ -248,14 +248,17 @@ impl KeyFile {
         KeyFile::from_stored(id, &bytes)
     }
 
-    /// Finds the key file that `password` opens. Key files are read (each refused above
-    /// [`crate::format::keyfile::MAX_KEY_FILE_SIZE`] before it is downloaded) and parsed first;
-    /// then those of bounded cost ([`crate::format::keyfile::BOUNDED_KDF`]) are tried in name
-    /// order, and only if none opens, the costlier ones; a key file above the hard maximum
-    /// ([`crate::format::keyfile::MAX_KDF_MEMORY_KIB`]) is never tried. At most
-    /// [`MAX_KEY_FILES_TRIED`] Argon2id runs are made. If the password was tried against at
-    /// least one key file, the result is [`Error::WrongPassword`]; only if no key file could be
-    /// tried at all does the error list the damaged ones.
+    /// Finds the key file that `password` opens. Every listed key file is read (each refused
+    /// above [`crate::format::keyfile::MAX_KEY_FILE_SIZE`] before it is downloaded) and parsed;
+    /// then they are tried, each at most once: those of bounded cost
+    /// ([`crate::format::keyfile::BOUNDED_KDF`]) first, cheapest first
+    /// ([`crate::format::keyfile::kdf_cost`]), name order among equal costs; the costlier ones
+    /// after; a key file above the hard maximum
+    /// ([`crate::format::keyfile::MAX_KDF_MEMORY_KIB`]) is never tried. So other key files,
+    /// however many and however named, cannot keep the password's own key file from being
+    /// tried: before it come only key files no costlier than it, one Argon2id run each. If the
+    /// password was tried against at least one key file, the result is [`Error::WrongPassword`];
+    /// only if no key file could be tried at all does the error list the damaged ones.
     pub fn open_any(storage: &Storage, password: &[u8]) -> Result<(KeyId, MasterKeys)> {
         // Names that are not key file names are not Coffer's: ignored (check reports them).
         let listed = list_keys(storage, ObjectClass::KeyFile)?;
@@ -267,7 +270,7 @@ impl KeyFile {
         }
         let mut damaged = Vec::new();
         let mut candidates = Vec::new();
-        for (_, key) in listed.into_iter().take(MAX_KEY_FILES_READ) {
+        for (_, key) in listed {
             let ObjectKey::KeyFile(id) = key else {
                 continue;
             };
@@ -278,13 +281,10 @@ impl KeyFile {
                 Err(e) => return Err(e),
             }
         }
-        // Bounded costs first; the sort is stable, so name order within each group.
-        candidates.sort_by_key(|(_, file)| !kdf_is_bounded(&file.kdf));
-        let mut tried = 0;
+        // The sort is stable: name order (the listing's) among equal costs.
+        candidates.sort_by_key(|(_, file)| (!kdf_is_bounded(&file.kdf), kdf_cost(&file.kdf)));
+        let mut tried = 0usize;
         for (id, file) in candidates {
-            if tried == MAX_KEY_FILES_TRIED {
-                break;
-            }
             match file.unwrap(&id.to_hex(), password) {
                 Ok(Some(keys)) => return Ok((id, keys)),
                 Ok(None) => tried += 1,
@@ -297,10 +297,20 @@ impl KeyFile {
             Err(Error::corrupt(
                 "key files",
                 "keys/",
-                format!("no key file opened; damaged: {}", damaged.join("; ")),
+                format!("no key file opened; damaged: {}", list_damaged(&damaged)),
             ))
         }
     }
+}
+
+/// The first few damaged key files' errors, and how many more there are.
+fn list_damaged(damaged: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut text = damaged[..damaged.len().min(SHOWN)].join("; ");
+    if damaged.len() > SHOWN {
+        text.push_str(&format!("; and {} more", damaged.len() - SHOWN));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -554,5 +564,86 @@ mod tests {
         let err = KeyFile::open_any(&storage, b"pw").unwrap_err().to_string();
         assert!(err.contains("no key file opened"), "{err}");
         assert!(err.contains(&id.to_hex()), "{err}");
+    }
+
+    #[test]
+    fn many_decoy_key_files_sorting_first_do_not_lock_the_owner_out() {
+        let storage = Storage::in_memory().unwrap();
+        let cheap = |m| KdfParams {
+            memory_kib: m,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let keys = MasterKeys::generate().unwrap();
+        // The owner's key file, with a name late in the order.
+        let good = loop {
+            let file = KeyFile::create(&keys, b"pw", cheap(16), "h", "u").unwrap();
+            if file.to_stored().unwrap().0.to_hex().as_bytes()[0] >= b'c' {
+                break file;
+            }
+        };
+        let good_id = good.save(&storage).unwrap();
+        // 40 decoys of the same cost and 10 cheaper ones (other master keys, other
+        // passwords), all named before it; costlier and damaged ones too.
+        let other = MasterKeys::generate().unwrap();
+        let (mut same, mut cheaper) = (0, 0);
+        while same < 40 || cheaper < 10 {
+            let memory = if same < 40 { 16 } else { 8 };
+            let decoy = KeyFile::create(&other, b"decoy", cheap(memory), "h", "u").unwrap();
+            if decoy.to_stored().unwrap().0 .0 >= good_id.0 {
+                continue;
+            }
+            decoy.save(&storage).unwrap();
+            if memory == 16 {
+                same += 1;
+            } else {
+                cheaper += 1;
+            }
+        }
+        let mut costly = good.clone();
+        costly.kdf.memory_kib = 1024 * 1024 + 1;
+        costly.save(&storage).unwrap();
+        let mut huge = good.clone();
+        huge.kdf.memory_kib = 4 * 1024 * 1024;
+        huge.save(&storage).unwrap();
+        let mut bad_salt = good.clone();
+        bad_salt.salt = "zz".into();
+        bad_salt.save(&storage).unwrap();
+        storage
+            .put_new(
+                &format!("keys/{}", "0".repeat(64)),
+                Bytes::from_static(b"{}"),
+            )
+            .unwrap();
+        storage
+            .put_new("keys/0-stray", Bytes::from_static(b"not a key file"))
+            .unwrap();
+        let listed = list_keys(&storage, ObjectClass::KeyFile).unwrap();
+        let position = listed
+            .iter()
+            .position(|(_, k)| *k == ObjectKey::KeyFile(good_id))
+            .unwrap();
+        assert!(position > 50, "{position}");
+
+        let (id, opened) = KeyFile::open_any(&storage, b"pw").unwrap();
+        assert_eq!(id, good_id);
+        assert_eq!(opened.fingerprint(), keys.fingerprint());
+        let (_, opened) = KeyFile::open_any(&storage, b"decoy").unwrap();
+        assert_eq!(opened.fingerprint(), other.fingerprint());
+        assert!(matches!(
+            KeyFile::open_any(&storage, b"wrong"),
+            Err(Error::WrongPassword)
+        ));
+    }
+
+    #[test]
+    fn the_list_of_damaged_key_files_is_bounded() {
+        let damaged: Vec<String> = (0..20).map(|i| format!("d{i}")).collect();
+        assert_eq!(list_damaged(&damaged[..2]), "d0; d1");
+        let text = list_damaged(&damaged);
+        assert!(
+            text.starts_with("d0; d1") && text.ends_with("d7; and 12 more"),
+            "{text}"
+        );
     }
 }
