@@ -350,7 +350,7 @@ impl Dir {
     pub fn remove_temp_leftovers(&self) -> io::Result<u64> {
         let mut removed = 0;
         for (name, kind) in self.entries()? {
-            if kind != Kind::Other || !temp_name_owner(&name).is_some_and(|p| !process_alive(p)) {
+            if kind != Kind::Other || temp_name_owner(&name).is_none_or(process_alive) {
                 continue;
             }
             let st = match nix::sys::stat::fstatat(
