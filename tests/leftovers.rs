@@ -136,3 +136,77 @@ fn a_drill_removes_dead_drills_scratch_directories_and_keeps_live_ones() {
     assert!(!dead.exists());
     assert!(live.exists());
 }
+
+/// The names below `dir` (recursively) that hold `.coffer-tmp-`.
+fn temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(temp_files(&path));
+        } else if entry.file_name().to_string_lossy().contains(".coffer-tmp-") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_restore_killed_while_writing_leaves_only_temporary_files_that_the_next_one_removes() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let big = coffer_e2e::pseudo_random(17, 96 << 20);
+    fs::write(src.join("big.bin"), &big).unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    let tgt = env.path("tgt");
+    let restored = tgt.join(src.strip_prefix("/").unwrap()).join("big.bin");
+    // Kill the restore (SIGKILL: no clean-up) as soon as its temporary file appears.
+    let mut child = env
+        .cmd(&["restore", "latest", "--target", tgt.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let left = loop {
+        let found = temp_files(&tgt);
+        if !found.is_empty() {
+            child.kill().unwrap();
+            break found;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the restore ended ({status}) before its temporary file was seen");
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "no temporary file within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    child.wait().unwrap();
+    assert!(
+        !restored.exists(),
+        "no file under its final name after the kill"
+    );
+    assert_eq!(
+        temp_files(&tgt),
+        left,
+        "the killed restore's temporary file is left"
+    );
+    let out = env
+        .run(&["restore", "latest", "--target", tgt.to_str().unwrap()])
+        .ok();
+    assert!(
+        out.stdout
+            .contains("removed 1 leftover temporary file (.NAME.coffer-tmp-PID-*)"),
+        "{}",
+        out.stdout
+    );
+    assert!(temp_files(&tgt).is_empty());
+    assert_eq!(fs::read(&restored).unwrap(), big);
+}
