@@ -7,6 +7,9 @@
 //! A failing source is a finding, not an error: it is reported with its problems and the drill
 //! goes on with the next source. Errors are what stops the drill itself (no scratch directory,
 //! an interruption, a failed relabel).
+//!
+//! A drill killed outright cannot remove its scratch directory; its name holds the drill's
+//! process id, and the next drill removes those of processes no longer running before it starts.
 
 use crate::error::{Error, Result};
 use crate::format::id::SnapshotId;
