@@ -42,9 +42,18 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let mut connect = |record: &_| super::restore::connect(ctx, record);
     let report = op::drill(&repo, id, snap, &options, &mut connect, &ctx.cancel)?;
     let ok = report.ok;
+    for problem in &report.stale_scratch_problems {
+        eprintln!("warning: {}", crate::escape::message(problem));
+    }
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        for path in &report.stale_scratch_removed {
+            outln!(
+                "removed the scratch directory {} of an earlier drill that died",
+                crate::escape::name(path)
+            );
+        }
         outln!(
             "drill of snapshot {short} ({})",
             crate::escape::name(&snap.time)

@@ -94,6 +94,9 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let report = op::restore(&repo, snap, &options, &ctx.cancel)
         .with_context(|| format!("restoring snapshot {}", id.short()))?;
     if !ctx.global.quiet {
+        if report.leftovers_removed > 0 {
+            outln!("{}", leftovers_line(report.leftovers_removed));
+        }
         outln!(
             "restored snapshot {} into {}: {} files, {} dirs, {} symlinks, {}",
             id.short(),
@@ -105,6 +108,14 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         );
     }
     Ok(crate::exit::OK)
+}
+
+/// The line saying how many temporary files of an interrupted earlier restore were removed.
+fn leftovers_line(removed: u64) -> String {
+    format!(
+        "removed {removed} leftover temporary file{} (.NAME.coffer-tmp-PID-*) of an interrupted earlier restore",
+        if removed == 1 { "" } else { "s" }
+    )
 }
 
 /// The connection for a recorded postgres source: the config's source of the same name, else
@@ -248,14 +259,19 @@ impl sources_op::Caller for Front<'_> {
                 }
                 let destination = restored.destination.as_deref().unwrap_or(Path::new(""));
                 match &restored.report {
-                    Restored::Files(report) if restored.kind == "path" => outln!(
-                        "restored source {} to {}: {} files, {} dirs, {}",
-                        name(&restored.source),
-                        shown(destination),
-                        report.files,
-                        report.dirs,
-                        output::bytes(report.bytes)
-                    ),
+                    Restored::Files(report) if restored.kind == "path" => {
+                        if report.leftovers_removed > 0 {
+                            outln!("{}", leftovers_line(report.leftovers_removed));
+                        }
+                        outln!(
+                            "restored source {} to {}: {} files, {} dirs, {}",
+                            name(&restored.source),
+                            shown(destination),
+                            report.files,
+                            report.dirs,
+                            output::bytes(report.bytes)
+                        )
+                    }
                     Restored::Files(_) => outln!(
                         "restored source {} to {}",
                         name(&restored.source),

@@ -64,12 +64,24 @@ pub fn check_name(name: &OsStr) -> io::Result<()> {
 /// The longest name most file systems take (NAME_MAX).
 const NAME_MAX: usize = 255;
 
-/// A fresh temporary name for `name`: `.NAME.coffer-<16 random hex digits>`, with `NAME`
-/// shortened so the whole stays within `NAME_MAX` (255) bytes.
+/// The marker of every temporary name ([`temp_name`]).
+pub const TEMP_MARKER: &str = ".coffer-tmp-";
+
+/// The number of random hex digits at the end of a temporary name.
+const TEMP_DIGITS: usize = 16;
+
+/// A fresh temporary name for `name`, owned by this process:
+/// `.NAME.coffer-tmp-<process id>-<16 random lowercase hex digits>`, with `NAME` shortened so
+/// the whole stays within `NAME_MAX` (255) bytes. Such a name is recognised by
+/// [`temp_name_owner`].
 pub fn temp_name(name: &OsStr) -> io::Result<OsString> {
-    let mut random = [0u8; 8];
+    let mut random = [0u8; TEMP_DIGITS / 2];
     getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
-    let suffix = format!(".coffer-{}", hex::encode(random));
+    let suffix = format!(
+        "{TEMP_MARKER}{}-{}",
+        std::process::id(),
+        hex::encode(random)
+    );
     let keep = NAME_MAX - 1 - suffix.len();
     let bytes = name.as_bytes();
     let mut out = Vec::with_capacity(NAME_MAX);
@@ -77,6 +89,54 @@ pub fn temp_name(name: &OsStr) -> io::Result<OsString> {
     out.extend_from_slice(&bytes[..bytes.len().min(keep)]);
     out.extend_from_slice(suffix.as_bytes());
     Ok(OsString::from_vec(out))
+}
+
+/// The process id in `name` if it is a name [`temp_name`] makes: a `.`, at least one byte of
+/// the original name, [`TEMP_MARKER`], a process id (decimal, no leading zero), `-` and exactly
+/// 16 lowercase hex digits, at most `NAME_MAX` bytes. `None` for any other name.
+pub fn temp_name_owner(name: &OsStr) -> Option<u32> {
+    let bytes = name.as_bytes();
+    if bytes.len() > NAME_MAX || bytes.first() != Some(&b'.') {
+        return None;
+    }
+    let (rest, digits) = bytes.split_at(bytes.len().checked_sub(TEMP_DIGITS)?);
+    if !digits
+        .iter()
+        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    {
+        return None;
+    }
+    let rest = rest.strip_suffix(b"-")?;
+    let start = rest
+        .iter()
+        .rposition(|c| !c.is_ascii_digit())
+        .map_or(0, |i| i + 1);
+    let (head, pid) = rest.split_at(start);
+    let head = head.strip_suffix(TEMP_MARKER.as_bytes())?;
+    if head.len() < 2 || pid.first() == Some(&b'0') {
+        return None;
+    }
+    std::str::from_utf8(pid)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|&p| p > 0)
+}
+
+/// Whether process `pid` is running on this machine (`kill(pid, 0)`: it exists, ours or
+/// another user's). A process that cannot be asked about counts as alive, so nothing of a
+/// possibly live process is ever removed.
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return true;
+    };
+    if pid <= 0 {
+        return true;
+    }
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(Errno::ESRCH)
+    )
 }
 
 /// The error for a symlink met where a directory was to be opened.
@@ -282,6 +342,39 @@ impl Dir {
         .map_err(to_io)
     }
 
+    /// Removes the leftovers of interrupted writes from this directory: every regular file
+    /// (not a symlink, directory or anything else) with a temporary name ([`temp_name_owner`])
+    /// whose process is no longer running ([`process_alive`]), so a restore running at the same
+    /// time keeps its files. Returns how many were removed. Nothing is followed: names are
+    /// listed and removed relative to this handle.
+    pub fn remove_temp_leftovers(&self) -> io::Result<u64> {
+        let mut removed = 0;
+        for (name, kind) in self.entries()? {
+            if kind != Kind::Other || temp_name_owner(&name).is_none_or(process_alive) {
+                continue;
+            }
+            let st = match nix::sys::stat::fstatat(
+                self.0.as_fd(),
+                name.as_os_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) => st,
+                // Gone meanwhile (another restore cleaning the same directory).
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(to_io(e)),
+            };
+            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+                continue;
+            }
+            match self.remove_file(&name) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Sets the owner of the symlink `name` itself.
     pub fn set_symlink_owner(&self, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
         check_name(name)?;
@@ -336,16 +429,107 @@ mod tests {
         let a = temp_name(OsStr::new("index.php")).unwrap();
         let b = temp_name(OsStr::new("index.php")).unwrap();
         assert_ne!(a, b);
+        let me = std::process::id();
+        assert_eq!(temp_name_owner(&a), Some(me));
         let a = a.to_str().unwrap();
-        assert!(a.starts_with(".index.php.coffer-"), "{a}");
-        assert_eq!(a.len(), ".index.php.coffer-".len() + 16);
+        let prefix = format!(".index.php.coffer-tmp-{me}-");
+        assert!(a.starts_with(&prefix), "{a}");
+        assert_eq!(a.len(), prefix.len() + 16);
         let long = "x".repeat(255);
         let t = temp_name(OsStr::new(&long)).unwrap();
         assert_eq!(t.len(), NAME_MAX);
+        assert_eq!(temp_name_owner(&t), Some(me));
         // A long name whose bytes are cut inside a character still makes a valid name.
         let t = temp_name(OsStr::new(&"\u{e9}".repeat(127))).unwrap();
         check_name(&t).unwrap();
         assert!(t.len() <= NAME_MAX);
+        assert_eq!(temp_name_owner(&t), Some(me));
+    }
+
+    #[test]
+    fn only_the_exact_temporary_pattern_is_recognised() {
+        for (yes, pid) in [
+            (".a.coffer-tmp-7-0123456789abcdef", 7),
+            (".a-1.coffer-tmp-4194304-ffffffffffffffff", 4_194_304),
+            (".x.coffer-tmp-12-0123456789abcdef", 12),
+        ] {
+            assert_eq!(temp_name_owner(OsStr::new(yes)), Some(pid), "{yes}");
+        }
+        for no in [
+            "a.coffer-tmp-7-0123456789abcdef",            // no leading dot
+            ".coffer-tmp-7-0123456789abcdef",             // no original name
+            ".a.coffer-tmp-7-0123456789abcde",            // 15 digits
+            ".a.coffer-tmp-7-0123456789abcdef0",          // 17 digits
+            ".a.coffer-tmp-7-0123456789ABCDEF",           // upper case
+            ".a.coffer-tmp-7-0123456789abcdeg",           // not hex
+            ".a.coffer-tmp--0123456789abcdef",            // no process id
+            ".a.coffer-tmp-0-0123456789abcdef",           // process 0
+            ".a.coffer-tmp-07-0123456789abcdef",          // leading zero
+            ".a.coffer-tmp-x7-0123456789abcdef",          // not a number
+            ".a.coffer-tmp-0123456789abcdef",             // no process id at all
+            ".a.coffer-tmp-99999999999-0123456789abcdef", // beyond u32
+            ".a.coffer-0123456789abcdef",                 // the old marker
+            ".a.coffer-tmp-7-0123456789abcdef.txt",       // something after
+            "index.php",
+            "",
+        ] {
+            assert_eq!(temp_name_owner(OsStr::new(no)), None, "{no}");
+        }
+    }
+
+    #[test]
+    fn liveness_is_by_process_id() {
+        assert!(process_alive(std::process::id()));
+        // Process 1 always runs (possibly as another user: still alive).
+        assert!(process_alive(1));
+        assert!(!process_alive(dead_pid()));
+        // Ids that cannot name one process are never taken as dead.
+        assert!(process_alive(0));
+        assert!(process_alive(u32::MAX));
+    }
+
+    /// The id of a process that cannot exist: above any `pid_max` Linux allows (2^22).
+    pub(crate) fn dead_pid() -> u32 {
+        i32::MAX as u32
+    }
+
+    #[test]
+    fn leftovers_removed_are_dead_processes_regular_files_with_the_exact_pattern_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root_path = tmp.path().join("root");
+        std::fs::create_dir(&root_path).unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let root = Dir::open_trusted(&root_path).unwrap();
+        // This process's own temporary file is live: kept.
+        let (live, file) = root.create_temp_file(OsStr::new("f"), 0o600).unwrap();
+        drop(file);
+        let dead = dead_pid();
+        let name = |s: &str| root_path.join(s.replace("PID", &dead.to_string()));
+        std::fs::write(name(".g.coffer-tmp-PID-00000000000000aa"), b"x").unwrap();
+        std::fs::write(name(".h.coffer-tmp-PID-00000000000000ab"), b"x").unwrap();
+        // Not removed: a symlink, a directory, a near miss and an ordinary file.
+        std::os::unix::fs::symlink(&victim, name(".h.coffer-tmp-PID-00000000000000bb")).unwrap();
+        std::fs::create_dir(name(".d.coffer-tmp-PID-00000000000000cc")).unwrap();
+        std::fs::write(name(".g.coffer-tmp-PID-00000000000000a"), b"x").unwrap();
+        std::fs::write(name("f"), b"x").unwrap();
+        assert_eq!(root.remove_temp_leftovers().unwrap(), 2);
+        assert!(!name(".g.coffer-tmp-PID-00000000000000aa").exists());
+        assert!(!name(".h.coffer-tmp-PID-00000000000000ab").exists());
+        for kept in [
+            ".h.coffer-tmp-PID-00000000000000bb",
+            ".d.coffer-tmp-PID-00000000000000cc",
+            ".g.coffer-tmp-PID-00000000000000a",
+            "f",
+        ] {
+            assert!(std::fs::symlink_metadata(name(kept)).is_ok(), "{kept}");
+        }
+        assert!(
+            root_path.join(&live).exists(),
+            "a live process's file is kept"
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(root.remove_temp_leftovers().unwrap(), 0);
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! A failing source is a finding, not an error: it is reported with its problems and the drill
 //! goes on with the next source. Errors are what stops the drill itself (no scratch directory,
 //! an interruption, a failed relabel).
+//!
+//! A drill killed outright cannot remove its scratch directory; its name holds the drill's
+//! process id, and the next drill removes those of processes no longer running before it starts.
 
 use crate::error::{Error, Result};
 use crate::format::id::SnapshotId;
@@ -58,6 +61,13 @@ pub struct DrillReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recorded_as: Option<String>,
     pub sources: Vec<SourceResult>,
+    /// Scratch directories of earlier drills that died (their process no longer running),
+    /// removed before this one started.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stale_scratch_removed: Vec<String>,
+    /// Such directories that could not be removed, each with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stale_scratch_problems: Vec<String>,
 }
 
 impl DrillReport {
@@ -94,20 +104,91 @@ impl Drop for ScratchDir {
     }
 }
 
+/// The start of every scratch directory's name: `coffer-drill-<process id>-<16 hex digits>`.
+const SCRATCH_PREFIX: &str = "coffer-drill-";
+
+/// The directory scratch directories are made in: `parent`, or the system's temporary
+/// directory (`TMPDIR`, else `/tmp`).
+fn scratch_parent(parent: Option<&Path>) -> PathBuf {
+    parent.map_or_else(std::env::temp_dir, Path::to_path_buf)
+}
+
+/// The process id in `name` if it is a scratch directory's name ([`scratch_dir`]):
+/// [`SCRATCH_PREFIX`], a process id (decimal, no leading zero), `-`, 16 lowercase hex digits.
+fn scratch_owner(name: &std::ffi::OsStr) -> Option<u32> {
+    let rest = name.to_str()?.strip_prefix(SCRATCH_PREFIX)?;
+    let (pid, random) = rest.split_once('-')?;
+    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    if random.len() != 16 || !random.chars().all(hex) {
+        return None;
+    }
+    if pid.is_empty() || pid.starts_with('0') || !pid.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes, from the scratch directories' parent, the scratch directories of earlier drills
+/// whose process is no longer running (killed before it could clean up): only directories
+/// (never a symlink, never followed) named as [`scratch_dir`] names them, owned by this user,
+/// whose process id names no running process. Returns the paths removed and, for each one that
+/// could not be removed, a problem naming it. A parent that cannot be listed is left alone.
+fn remove_stale_scratch(parent: &Path) -> (Vec<String>, Vec<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let (mut removed, mut problems) = (Vec::new(), Vec::new());
+    let Ok(dir) = crate::fs::safe::Dir::open_trusted(parent) else {
+        return (removed, problems);
+    };
+    let Ok(entries) = dir.entries() else {
+        return (removed, problems);
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for (name, kind) in entries {
+        if kind != crate::fs::safe::Kind::Dir {
+            continue;
+        }
+        let Some(pid) = scratch_owner(&name) else {
+            continue;
+        };
+        let path = parent.join(&name);
+        // Not following a symlink: one put there since the listing is not a directory.
+        let mine = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if !mine || crate::fs::safe::process_alive(pid) {
+            continue;
+        }
+        // remove_dir_all follows no symlink, neither at `path` nor below it.
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => removed.push(path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => problems.push(format!(
+                "the scratch directory {} of an earlier drill (process {pid}, no longer running) could not be removed: {e}",
+                path.display()
+            )),
+        }
+    }
+    (removed, problems)
+}
+
 /// Creates the scratch directory below `parent` (default: the system's temporary directory)
-/// as mkdtemp does: a random name (`coffer-drill-<16 hex digits>`) that another local user
-/// cannot predict, created exclusively (mkdir fails on anything already there, a symlink
-/// included, and then another name is tried) and 0700, so nobody else can look or plant
-/// anything inside while the drill restores into it.
+/// as mkdtemp does: a name holding this process's id and a random part
+/// (`coffer-drill-<pid>-<16 hex digits>`) that another local user cannot predict, created
+/// exclusively (mkdir fails on anything already there, a symlink included, and then another
+/// name is tried) and 0700, so nobody else can look or plant anything inside while the drill
+/// restores into it. The process id lets a later drill tell a dead drill's directory from a
+/// running one's ([`remove_stale_scratch`]).
 fn scratch_dir(parent: Option<&Path>) -> Result<ScratchDir> {
     use std::os::unix::fs::DirBuilderExt;
-    let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let parent = scratch_parent(parent);
     let mut attempts = 0;
     loop {
         let mut random = [0u8; 8];
         coffer_crypto::random_fill(&mut random)
             .map_err(|e| Error::InvalidInput(format!("choosing a drill directory name: {e}")))?;
-        let dir = parent.join(format!("coffer-drill-{}", hex::encode(random)));
+        let dir = parent.join(format!(
+            "{SCRATCH_PREFIX}{}-{}",
+            std::process::id(),
+            hex::encode(random)
+        ));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => return Ok(ScratchDir(dir)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 16 => {
@@ -154,6 +235,8 @@ pub fn drill(
     cancel: &AtomicBool,
 ) -> Result<DrillReport> {
     let short = id.short();
+    let (stale_scratch_removed, stale_scratch_problems) =
+        remove_stale_scratch(&scratch_parent(options.scratch_parent.as_deref()));
     let dir = scratch_dir(options.scratch_parent.as_deref())?;
     let mut results = Vec::new();
     for (i, record) in drilled_sources(snapshot).iter().enumerate() {
@@ -184,6 +267,8 @@ pub fn drill(
         ok,
         recorded_as,
         sources: results,
+        stale_scratch_removed,
+        stale_scratch_problems,
     })
 }
 
@@ -524,9 +609,15 @@ mod tests {
         assert_ne!(a.0, b.0);
         for dir in [&a.0, &b.0] {
             let name = dir.file_name().unwrap().to_str().unwrap();
-            let random = name.strip_prefix("coffer-drill-").unwrap();
+            let rest = name.strip_prefix("coffer-drill-").unwrap();
+            let (pid, random) = rest.split_once('-').unwrap();
+            assert_eq!(pid, std::process::id().to_string(), "{name}");
             assert_eq!(random.len(), 16, "{name}");
             assert!(random.bytes().all(|c| c.is_ascii_hexdigit()), "{name}");
+            assert_eq!(
+                scratch_owner(dir.file_name().unwrap()),
+                Some(std::process::id())
+            );
             let meta = std::fs::symlink_metadata(dir).unwrap();
             assert!(meta.is_dir());
             assert_eq!(meta.mode() & 0o7777, 0o700, "{name}");
@@ -534,5 +625,66 @@ mod tests {
         let path = a.0.clone();
         drop(a);
         assert!(!path.exists(), "removed when dropped");
+    }
+
+    #[test]
+    fn only_scratch_names_with_a_process_id_are_recognised() {
+        let owner = |s: &str| scratch_owner(std::ffi::OsStr::new(s));
+        assert_eq!(owner("coffer-drill-42-0123456789abcdef"), Some(42));
+        for no in [
+            "coffer-drill-0123456789abcdef", // an older drill's name: no process id
+            "coffer-drill--0123456789abcdef", // empty process id
+            "coffer-drill-042-0123456789abcdef", // leading zero
+            "coffer-drill-4x-0123456789abcdef", // not a number
+            "coffer-drill-42-0123456789abcde", // 15 digits
+            "coffer-drill-42-0123456789ABCDEF", // upper case
+            "coffer-drill-42-0123456789abcdef-x", // something after
+            "coffer-drill-99999999999-0123456789abcdef",
+            "other-42-0123456789abcdef",
+        ] {
+            assert_eq!(owner(no), None, "{no}");
+        }
+    }
+
+    #[test]
+    fn only_dead_drills_scratch_directories_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let parent = tmp.path();
+        let outside = parent.join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), b"keep").unwrap();
+        // A process id above any pid_max: no such process.
+        let dead = parent.join(format!("coffer-drill-{}-00000000000000aa", i32::MAX));
+        std::fs::create_dir(&dead).unwrap();
+        std::os::unix::fs::symlink(&outside, dead.join("link")).unwrap();
+        std::fs::write(dead.join("restored"), b"data").unwrap();
+        let live = parent.join(format!(
+            "coffer-drill-{}-00000000000000bb",
+            std::process::id()
+        ));
+        std::fs::create_dir(&live).unwrap();
+        // Kept: an older drill's name (no process id), a symlink named like a dead drill's
+        // directory, a file named like one.
+        let old = parent.join("coffer-drill-00000000000000cc");
+        std::fs::create_dir(&old).unwrap();
+        let link = parent.join(format!("coffer-drill-{}-00000000000000dd", i32::MAX));
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let file = parent.join(format!("coffer-drill-{}-00000000000000ee", i32::MAX));
+        std::fs::write(&file, b"x").unwrap();
+        let (removed, problems) = remove_stale_scratch(parent);
+        assert_eq!(removed, vec![dead.display().to_string()]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(!dead.exists());
+        for kept in [&live, &old, &link, &file] {
+            assert!(
+                std::fs::symlink_metadata(kept).is_ok(),
+                "{}",
+                kept.display()
+            );
+        }
+        assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"keep");
+        // A parent that does not exist is nothing to clean.
+        let (removed, problems) = remove_stale_scratch(&parent.join("absent"));
+        assert!(removed.is_empty() && problems.is_empty());
     }
 }

@@ -57,6 +57,8 @@ pub(super) fn execute(
     let mut dirs = Vec::new();
     let mut files = Vec::new();
     let mut stack = DirStack::new(&root);
+    // Directories that were already there: they may hold leftovers of an interrupted restore.
+    let mut existing: Vec<&PathBuf> = Vec::new();
     for ((dest, node), &exists) in plan.iter().zip(&exists) {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
@@ -71,7 +73,7 @@ pub(super) fn execute(
                     .kind(name)
                     .map_err(|e| Error::io("inspecting", dest, e))?;
                 match found {
-                    Some(Kind::Dir) => {}
+                    Some(Kind::Dir) => existing.push(dest),
                     Some(_) if !overwrite => return Err(Error::WouldOverwrite(dest.clone())),
                     Some(_) => {
                         parent
@@ -96,6 +98,7 @@ pub(super) fn execute(
             }
         }
     }
+    report.leftovers_removed = remove_leftovers(&root, &existing, &mut stack)?;
     report.files = files.len() as u64;
     report.bytes = restore_files(repo, &root, &files, cancel)?;
     // Directory metadata last, deepest first, so writing children does not change their mtimes;
@@ -108,6 +111,31 @@ pub(super) fn execute(
         finish_file(node, dest, dir.file())?;
     }
     Ok(report)
+}
+
+/// Removes the temporary files an interrupted restore left in the directories this one writes
+/// into (the root and the planned directories that were already there; new ones are empty):
+/// regular files with a temporary name of a process no longer running
+/// ([`Dir::remove_temp_leftovers`]). Returns how many were removed.
+fn remove_leftovers(
+    root: &Root<'_>,
+    existing: &[&PathBuf],
+    stack: &mut DirStack<'_>,
+) -> Result<u64> {
+    let mut removed = root
+        .dir
+        .remove_temp_leftovers()
+        .map_err(|e| Error::io("removing leftover temporary files in", root.path, e))?;
+    for dest in existing {
+        let rel = dest
+            .strip_prefix(root.path)
+            .map_err(|_| not_below(root.path, dest))?;
+        removed += stack
+            .get(rel)?
+            .remove_temp_leftovers()
+            .map_err(|e| Error::io("removing leftover temporary files in", dest, e))?;
+    }
+    Ok(removed)
 }
 
 /// The trusted directory a restore writes below, opened.
