@@ -57,6 +57,9 @@ pub fn describe(e: &anyhow::Error) -> String {
         Some(Error::WrongPassword) => msg.push_str(
             "\n  the repository was not changed; check COFFER_PASSWORD, COFFER_PASSWORD_FILE or COFFER_PASSWORD_COMMAND",
         ),
+        Some(Error::RestoreStopped { damaged: true, .. }) => msg.push_str(
+            "\n  the files listed as restored are complete; run the restore again with --skip-damaged to restore every file whose data is intact",
+        ),
         Some(Error::Corrupt { .. }) => {
             msg.push_str("\n  the repository's data is damaged or incomplete here; nothing was changed")
         }

@@ -91,6 +91,23 @@ pub enum Error {
     /// A restored database or file does not match what the snapshot recorded.
     #[error("source {name:?} does not match the snapshot: {details}")]
     Mismatch { name: String, details: String },
+    /// A restore stopped before every file was written: at which file (if one), why, and
+    /// exactly what it changed. Every file is whole or absent (renamed into place only when
+    /// complete and verified); directories it made keep mode 0700.
+    #[error(
+        "restore stopped{}: {cause}\n{written} files were restored completely (each whole and verified); {} were not{}",
+        at.as_ref().map(|p| format!(" at {}", p.display())).unwrap_or_default(),
+        not_written.len(),
+        path_list(not_written)
+    )]
+    RestoreStopped {
+        at: Option<PathBuf>,
+        cause: Box<Error>,
+        /// The cause is damaged or missing data (not a failure to write the target).
+        damaged: bool,
+        written: u64,
+        not_written: Vec<PathBuf>,
+    },
     /// Key material could not be generated or used.
     #[error("cryptography: {0}")]
     Crypto(#[from] coffer_crypto::CryptoError),
@@ -122,6 +139,23 @@ pub enum Error {
     /// A keep-tag is empty or blank.
     #[error("invalid keep-tag {tag:?}: a tag must not be empty")]
     InvalidKeepTag { tag: String },
+}
+
+/// `: a, b, c and N more` for messages: the first few paths of a list.
+fn path_list(paths: &[PathBuf]) -> String {
+    const SHOWN: usize = 20;
+    if paths.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(":");
+    for p in paths.iter().take(SHOWN) {
+        out.push_str("\n  ");
+        out.push_str(&p.display().to_string());
+    }
+    if paths.len() > SHOWN {
+        out.push_str(&format!("\n  … and {} more", paths.len() - SHOWN));
+    }
+    out
 }
 
 fn stderr_suffix(stderr: &str) -> String {

@@ -42,6 +42,11 @@ pub struct Args {
     /// Replace existing files (without it, an existing file stops the restore before anything is written)
     #[arg(long)]
     pub overwrite: bool,
+    /// Restore every file whose data is intact and list those with damaged or missing data
+    /// (exit 1), instead of stopping at the first (file restores: snapshots without named
+    /// sources, or with --include)
+    #[arg(long)]
+    pub skip_damaged: bool,
     /// Restore only this named source (repeatable)
     #[arg(long, value_name = "SOURCE")]
     pub only: Vec<String>,
@@ -90,6 +95,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         target: target.clone(),
         includes: args.include.clone(),
         overwrite: args.overwrite,
+        skip_damaged: args.skip_damaged,
     };
     let report = op::restore(&repo, snap, &options, &ctx.cancel)
         .with_context(|| format!("restoring snapshot {}", id.short()))?;
@@ -107,7 +113,23 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             output::bytes(report.bytes)
         );
     }
-    Ok(crate::exit::OK)
+    if report.damaged.is_empty() {
+        return Ok(crate::exit::OK);
+    }
+    for d in &report.damaged {
+        eprintln!(
+            "damaged: {}: {}",
+            crate::escape::message(&d.path.display().to_string()),
+            crate::escape::message(&d.reason)
+        );
+    }
+    eprintln!(
+        "error: {} file(s) were not restored because their data in the repository is damaged \
+         or missing (listed above); every other file was restored. `coffer check --read-data` \
+         says what else is affected.",
+        report.damaged.len()
+    );
+    Ok(crate::exit::ERROR)
 }
 
 /// The line saying how many temporary files of an interrupted earlier restore were removed.

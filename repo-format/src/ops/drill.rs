@@ -287,6 +287,7 @@ fn drill_files(
             target: dest.clone(),
             includes: Vec::new(),
             overwrite: false,
+            skip_damaged: false,
         };
         restore(repo, snapshot, &options, cancel)
     } else {

@@ -7,6 +7,7 @@
 //!
 //! May use: `fs/`, `format/` (tree nodes), the repository's reader.
 
+use super::outcome::{is_damage, DamagedFile, FileJob, Outcome};
 use super::plan::{self, not_below, place};
 use super::RestoreReport;
 use crate::error::{Error, Result};
@@ -21,8 +22,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Checks every destination for conflicts, then writes; `root` is created first. `root` is
 /// trusted (the operator chose it); everything below it is reached through directory handles
@@ -32,6 +32,7 @@ pub(super) fn execute(
     plan: &[(PathBuf, Node)],
     root: &Path,
     overwrite: bool,
+    skip_damaged: bool,
     cancel: &AtomicBool,
 ) -> Result<RestoreReport> {
     let exists = check_conflicts(plan, overwrite)?;
@@ -100,7 +101,8 @@ pub(super) fn execute(
     }
     report.leftovers_removed = remove_leftovers(&root, &existing, &mut stack)?;
     report.files = files.len() as u64;
-    report.bytes = restore_files(repo, &root, &files, cancel)?;
+    (report.bytes, report.damaged) = restore_files(repo, &root, &files, skip_damaged, cancel)?;
+    report.files -= report.damaged.len() as u64;
     // Directory metadata last, deepest first, so writing children does not change their mtimes;
     // through a handle opened without following symlinks.
     for (dest, node) in dirs.iter().rev() {
@@ -193,16 +195,18 @@ impl<'r> DirStack<'r> {
     }
 }
 
-/// Restores `files` with several threads, returning the bytes written. Files are handed out in
-/// batches of one directory's files, so two threads rarely create files in the same directory
-/// at once (creating a file locks its directory). The first error stops the other threads and
-/// is returned.
+/// Restores `files` with several threads, returning the bytes written and the files left out
+/// for damaged data ([`Outcome`]). Files are handed out in batches of one directory's files, so
+/// two threads rarely create files in the same directory at once (creating a file locks its
+/// directory). An error that stops the restore stops the other threads and is returned, saying
+/// what was and was not written.
 fn restore_files(
     repo: &Repository,
     root: &Root<'_>,
-    files: &[(&PathBuf, &Node, bool)],
+    files: &[FileJob<'_>],
+    skip_damaged: bool,
     cancel: &AtomicBool,
-) -> Result<u64> {
+) -> Result<(u64, Vec<DamagedFile>)> {
     let shape: Vec<(Option<&Path>, u64)> = files
         .iter()
         .map(|(dest, node, _)| (dest.parent(), node.size))
@@ -210,9 +214,8 @@ fn restore_files(
     let batches = plan::batches(&shape);
     // One thread more than the cores where reads go directly to the disk and wait for it.
     let threads = crate::repository::parallel::threads_for_reading(repo.storage());
-    let bytes = AtomicU64::new(0);
-    let failed = Mutex::new(None);
-    let stop = AtomicBool::new(false);
+    let outcome = Outcome::new(files, skip_damaged);
+    let prefetch_stop = AtomicBool::new(false);
     // How many batches have been started (they start in order).
     let started = AtomicUsize::new(0);
     let numbered: Vec<(usize, std::ops::Range<usize>)> = batches.into_iter().enumerate().collect();
@@ -222,26 +225,28 @@ fn restore_files(
         .collect();
     std::thread::scope(|scope| {
         if repo.storage().prefetches() {
-            let (numbered, spans, started, stop) = (&numbered, &spans, &started, &stop);
+            let (numbered, spans, started, stop) = (&numbered, &spans, &started, &prefetch_stop);
             scope.spawn(move || {
                 prefetch_batches(repo, files, numbered, spans, started, stop, cancel)
             });
         }
-        crate::repository::parallel::map(&numbered, threads, &stop, |(number, batch)| {
-            started.fetch_max(number + 1, Ordering::Relaxed);
-            let batch = &files[batch.clone()];
-            match &spans[*number] {
-                Some(span) => restore_span(repo, root, batch, span, &bytes, &failed, &stop, cancel),
-                None => restore_batch(repo, root, batch, &bytes, &failed, &stop, cancel),
-            }
-        });
+        let outcome = &outcome;
+        crate::repository::parallel::map(
+            &numbered,
+            threads,
+            outcome.stop_flag(),
+            |(number, batch)| {
+                started.fetch_max(number + 1, Ordering::Relaxed);
+                match &spans[*number] {
+                    Some(span) => restore_span(repo, root, batch.clone(), span, outcome, cancel),
+                    None => restore_batch(repo, root, batch.clone(), outcome, cancel),
+                }
+            },
+        );
         // The prefetcher stops once everything has been asked for, or on `stop`.
-        stop.store(true, Ordering::Relaxed);
+        prefetch_stop.store(true, Ordering::Relaxed);
     });
-    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(bytes.into_inner()),
-    }
+    outcome.finish()
 }
 
 /// The range of one pack that holds every blob of a batch of small files, when they lie there
@@ -252,7 +257,7 @@ fn restore_files(
 /// [`BlobReader::with_span`]: crate::repository::BlobReader::with_span
 type BatchSpan = (PackId, std::ops::Range<u64>);
 
-fn batch_span(repo: &Repository, batch: &[(&PathBuf, &Node, bool)]) -> Option<BatchSpan> {
+fn batch_span(repo: &Repository, batch: &[FileJob<'_>]) -> Option<BatchSpan> {
     if batch
         .iter()
         .any(|(_, node, _)| node.kind != NodeKind::File || node.size >= direct::WORTH_IT as u64)
@@ -268,7 +273,7 @@ fn batch_span(repo: &Repository, batch: &[(&PathBuf, &Node, bool)]) -> Option<Ba
 /// ([`PARALLEL_FROM`]) and batches read directly in one span are left to those.
 fn prefetch_batches(
     repo: &Repository,
-    files: &[(&PathBuf, &Node, bool)],
+    files: &[FileJob<'_>],
     batches: &[(usize, std::ops::Range<usize>)],
     spans: &[Option<BatchSpan>],
     started: &AtomicUsize,
@@ -319,80 +324,95 @@ fn prefetch_batches(
 }
 
 /// Restores a batch whose blobs lie in `span`: the span is read once and every file's blobs
-/// are taken from it. Errors go where [`restore_batch`]'s do.
-#[allow(clippy::too_many_arguments)]
+/// are taken from it. Errors go to `outcome`; when the span itself cannot be read and damaged
+/// files are skipped, the batch is restored file by file instead, so only the damaged ones are
+/// left out.
 fn restore_span(
     repo: &Repository,
     root: &Root<'_>,
-    batch: &[(&PathBuf, &Node, bool)],
+    batch: std::ops::Range<usize>,
     span: &BatchSpan,
-    bytes: &AtomicU64,
-    failed: &Mutex<Option<Error>>,
-    stop: &AtomicBool,
+    outcome: &Outcome<'_>,
     cancel: &AtomicBool,
 ) {
     let (pack, range) = span;
+    let files = outcome.files(batch.clone());
     // The batch's files share one directory: opened once for all of them.
-    let result = root.open_parent(batch[0].0).and_then(|dir| {
-        repo.reader().with_span(*pack, range.clone(), |span| {
-            let source = Source::Span(span);
-            for (dest, node, exists) in batch {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(Error::Interrupted);
-                }
-                if stop.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                let n = restore_file(repo, node, &dir, dest, *exists, &source, cancel)?;
-                bytes.fetch_add(n, Ordering::Relaxed);
+    let dir = match root.open_parent(files[0].0) {
+        Ok(dir) => dir,
+        Err(e) => {
+            outcome.failed(Some(batch.start), e);
+            return;
+        }
+    };
+    let result = repo.reader().with_span(*pack, range.clone(), |span| {
+        let source = Source::Span(span);
+        for (i, (dest, node, exists)) in batch.clone().zip(files) {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
             }
-            Ok(())
-        })
+            if outcome.stopped() {
+                return Ok(());
+            }
+            match restore_file(repo, node, &dir, dest, *exists, &source, cancel) {
+                Ok(n) => outcome.written(i, n),
+                Err(e) => {
+                    if !outcome.failed(Some(i), e) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
     });
     if let Err(e) = result {
-        stop.store(true, Ordering::Relaxed);
-        let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
-        slot.get_or_insert(e);
+        if outcome.skips_damaged() && is_damage(&e) {
+            restore_batch(repo, root, batch, outcome, cancel);
+        } else {
+            outcome.failed(None, e);
+        }
     }
 }
 
-/// Restores one batch of files, adding the bytes written to `bytes`; the first error goes to
-/// `failed` and sets `stop`.
+/// Restores one batch of files (those not already complete), each read on its own; errors go
+/// to `outcome`.
 fn restore_batch(
     repo: &Repository,
     root: &Root<'_>,
-    batch: &[(&PathBuf, &Node, bool)],
-    bytes: &AtomicU64,
-    failed: &Mutex<Option<Error>>,
-    stop: &AtomicBool,
+    batch: std::ops::Range<usize>,
+    outcome: &Outcome<'_>,
     cancel: &AtomicBool,
 ) {
-    let record = |e: Error| {
-        stop.store(true, Ordering::Relaxed);
-        let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
-        slot.get_or_insert(e);
-    };
+    let files = outcome.files(batch.clone());
     // The batch's files share one directory: opened once for all of them.
-    let Some((first, _, _)) = batch.first() else {
+    let Some((first, _, _)) = files.first() else {
         return;
     };
     let dir = match root.open_parent(first) {
         Ok(dir) => dir,
-        Err(e) => return record(e),
+        Err(e) => {
+            outcome.failed(Some(batch.start), e);
+            return;
+        }
     };
-    for (dest, node, exists) in batch {
+    for (i, (dest, node, exists)) in batch.zip(files) {
+        if outcome.is_done(i) {
+            continue;
+        }
         let result = if cancel.load(Ordering::Relaxed) {
             Err(Error::Interrupted)
         } else {
             restore_file(repo, node, &dir, dest, *exists, &Source::Storage, cancel)
         };
         match result {
-            Ok(n) => {
-                bytes.fetch_add(n, Ordering::Relaxed);
+            Ok(n) => outcome.written(i, n),
+            Err(e) => {
+                if !outcome.failed(Some(i), e) {
+                    return;
+                }
             }
-            Err(e) => return record(e),
         }
-        if stop.load(Ordering::Relaxed) {
+        if outcome.stopped() {
             return;
         }
     }

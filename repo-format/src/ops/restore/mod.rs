@@ -20,7 +20,10 @@
 //! opened once per batch); consecutive blobs of a file are fetched with one ranged read.
 
 mod files;
+mod outcome;
 mod plan;
+
+pub use outcome::DamagedFile;
 
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
@@ -37,6 +40,9 @@ pub struct RestoreOptions {
     pub includes: Vec<String>,
     /// Replace existing files and symlinks.
     pub overwrite: bool,
+    /// Restore every file whose data is intact, leaving out (and listing) those with damaged
+    /// or missing data, instead of stopping at the first.
+    pub skip_damaged: bool,
 }
 
 /// What a restore did.
@@ -49,6 +55,9 @@ pub struct RestoreReport {
     /// Temporary files of an interrupted earlier restore removed from the directories restored
     /// into (`.NAME.coffer-tmp-<pid>-<16 hex digits>` of a process no longer running).
     pub leftovers_removed: u64,
+    /// Files left out because their data is damaged or missing (with `skip_damaged`); not
+    /// counted in `files`.
+    pub damaged: Vec<DamagedFile>,
 }
 
 /// Restores `snapshot` according to `opts`.
@@ -79,7 +88,14 @@ pub fn restore(
         .into_iter()
         .map(|(rel, node)| (opts.target.join(rel), node))
         .collect();
-    files::execute(repo, &plan, &opts.target, opts.overwrite, cancel)
+    files::execute(
+        repo,
+        &plan,
+        &opts.target,
+        opts.overwrite,
+        opts.skip_damaged,
+        cancel,
+    )
 }
 
 /// Restores the file or directory at `snapshot_path` (with everything below it) to `dest`
@@ -95,7 +111,7 @@ pub fn restore_subtree(
 ) -> Result<RestoreReport> {
     let plan = plan_subtree(repo, snapshot, snapshot_path, dest)?;
     let parent = dest.parent().unwrap_or(Path::new("/"));
-    files::execute(repo, &plan, parent, overwrite, cancel)
+    files::execute(repo, &plan, parent, overwrite, false, cancel)
 }
 
 /// Fails as [`restore_subtree`] would before writing anything (a conflicting existing file
