@@ -277,6 +277,8 @@ pub fn redact_urls(text: &str) -> String {
 }
 
 /// Fills the global options from the file where neither a flag nor the environment set them.
+/// (Not in fuzz builds, which compile this file alone: see `fuzz/fuzz_targets/config_file.rs`.)
+#[cfg(not(fuzzing))]
 pub fn apply_to_global(global: &mut crate::global::GlobalArgs, loaded: &Loaded) {
     let c = &loaded.config;
     if global.repo.is_none() {
