@@ -192,6 +192,38 @@ fn rows(
     }
 }
 
+/// After a backup: the anomalies of `report`'s snapshot, printed on stderr as warnings (also
+/// with `-q`: they need a look) and added to the notification body. Loading the history costs
+/// one listing and one read per snapshot; a failure to load it is a warning, never an error
+/// (the snapshot is saved).
+pub fn after_backup(
+    ctx: &crate::commands::Context_,
+    repo: &coffer_repo::Repository,
+    report: &coffer_repo::ops::backup::BackupReport,
+) -> Vec<String> {
+    let thresholds = ctx
+        .config
+        .as_ref()
+        .and_then(|l| l.config.anomaly.clone())
+        .unwrap_or_default();
+    let all = match coffer_repo::Snapshot::load_all(repo.storage(), repo.keys()) {
+        Ok(all) => all,
+        Err(e) => {
+            eprintln!(
+                "warning: the snapshot history could not be read, so no anomaly check: {}",
+                crate::escape::message(&e.to_string())
+            );
+            return Vec::new();
+        }
+    };
+    let found = detect(&report.id, &report.snapshot, &all.good, &thresholds);
+    for w in &found {
+        eprintln!("warning: {w}");
+    }
+    ctx.report("anomalies", found.clone().into());
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,36 +257,4 @@ mod tests {
         .is_err());
         assert!(t.validate().is_ok());
     }
-}
-
-/// After a backup: the anomalies of `report`'s snapshot, printed on stderr as warnings (also
-/// with `-q`: they need a look) and added to the notification body. Loading the history costs
-/// one listing and one read per snapshot; a failure to load it is a warning, never an error
-/// (the snapshot is saved).
-pub fn after_backup(
-    ctx: &crate::commands::Context_,
-    repo: &coffer_repo::Repository,
-    report: &coffer_repo::ops::backup::BackupReport,
-) -> Vec<String> {
-    let thresholds = ctx
-        .config
-        .as_ref()
-        .and_then(|l| l.config.anomaly.clone())
-        .unwrap_or_default();
-    let all = match coffer_repo::Snapshot::load_all(repo.storage(), repo.keys()) {
-        Ok(all) => all,
-        Err(e) => {
-            eprintln!(
-                "warning: the snapshot history could not be read, so no anomaly check: {}",
-                crate::escape::message(&e.to_string())
-            );
-            return Vec::new();
-        }
-    };
-    let found = detect(&report.id, &report.snapshot, &all.good, &thresholds);
-    for w in &found {
-        eprintln!("warning: {w}");
-    }
-    ctx.report("anomalies", found.clone().into());
-    found
 }

@@ -178,9 +178,12 @@ impl Group<'_> {
     }
 }
 
+/// A host and its source names (or paths).
+type GroupKey<'a> = (&'a str, Vec<String>);
+
 /// Groups by host and source set, newest last in each; groups sorted by host, then sources.
 fn group(snaps: &[(SnapshotId, Snapshot)], now: jiff::Timestamp) -> Vec<Group<'_>> {
-    let mut map: std::collections::BTreeMap<(&str, Vec<String>), Vec<&(SnapshotId, Snapshot)>> =
+    let mut map: std::collections::BTreeMap<GroupKey<'_>, Vec<&(SnapshotId, Snapshot)>> =
         Default::default();
     for entry in snaps {
         let s = &entry.1;
