@@ -270,3 +270,50 @@ fn completions_and_man_pages_come_from_the_definitions() {
     );
     assert!(dir.join("coffer-status.1").exists());
 }
+
+#[test]
+fn diff_names_added_removed_and_changed_files() {
+    let env = Env::new();
+    env.init();
+    std::fs::create_dir_all(env.path("data/sub")).unwrap();
+    std::fs::write(env.path("data/keep.txt"), b"same").unwrap();
+    std::fs::write(env.path("data/change.txt"), b"before").unwrap();
+    std::fs::write(env.path("data/sub/gone.txt"), b"bye").unwrap();
+    let data = env.path("data").display().to_string();
+    env.run(&["backup", &data]).ok();
+    std::fs::write(env.path("data/change.txt"), b"after, longer").unwrap();
+    std::fs::remove_file(env.path("data/sub/gone.txt")).unwrap();
+    std::fs::write(env.path("data/new.txt"), b"hello").unwrap();
+    env.run(&["backup", &data]).ok();
+    let snaps = env.snapshots();
+    let (a, b) = (
+        snaps[0]["short_id"].as_str().unwrap(),
+        snaps[1]["short_id"].as_str().unwrap(),
+    );
+    let out = env.run(&["diff", a, b]).ok();
+    assert!(
+        out.stdout.contains("+ ") && out.stdout.contains("new.txt"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("- ") && out.stdout.contains("gone.txt"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("M ") && out.stdout.contains("change.txt"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("keep.txt"), "{}", out.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&env.run(&["diff", a, b, "--json"]).ok().stdout).unwrap();
+    assert_eq!(json["added"].as_array().unwrap().len(), 1, "{json:#}");
+    assert_eq!(json["removed"].as_array().unwrap().len(), 1, "{json:#}");
+    let changed = json["changed"].as_array().unwrap();
+    assert_eq!(changed.len(), 1, "{json:#}");
+    assert_eq!(changed[0]["old_size"], 6);
+    assert_eq!(changed[0]["new_size"], 13);
+    assert_eq!(json["tables"].as_array().unwrap().len(), 0);
+}

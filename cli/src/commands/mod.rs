@@ -5,6 +5,7 @@ mod cat;
 mod check;
 mod completions;
 mod copy;
+mod diff;
 mod drill;
 mod dump;
 mod forget;
@@ -58,6 +59,8 @@ pub enum Command {
     Unlock(unlock::Args),
     /// Is the backup fresh? Newest snapshot per host and source set; exit 1 if too old
     Status(status::Args),
+    /// What changed between two snapshots: files added, removed, changed; table row counts
+    Diff(diff::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions(completions::CompletionsArgs),
     /// Print or write man pages
@@ -162,6 +165,7 @@ fn dispatch(ctx: &Context_, command: Command) -> Result<u8> {
         Command::Check(a) => check::run(ctx, a),
         Command::Unlock(a) => unlock::run(ctx, a),
         Command::Status(a) => status::run(ctx, a),
+        Command::Diff(a) => diff::run(ctx, a),
         Command::Completions(a) => completions::completions(ctx, a),
         Command::Man(a) => completions::man(ctx, a),
         Command::Repair(a) => repair::run(ctx, a),
