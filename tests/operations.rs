@@ -317,3 +317,47 @@ fn diff_names_added_removed_and_changed_files() {
     assert_eq!(changed[0]["new_size"], 13);
     assert_eq!(json["tables"].as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn stats_count_dedup_and_what_each_snapshot_alone_holds() {
+    let env = Env::new();
+    env.init();
+    std::fs::create_dir_all(env.path("data")).unwrap();
+    std::fs::write(env.path("data/shared.bin"), pseudo_random(1, 300_000)).unwrap();
+    let data = env.path("data").display().to_string();
+    env.run(&["backup", &data]).ok();
+    std::fs::write(env.path("data/only-second.bin"), pseudo_random(2, 200_000)).unwrap();
+    env.run(&["backup", &data]).ok();
+    let json: serde_json::Value =
+        serde_json::from_str(&env.run(&["stats", "--json"]).ok().stdout).unwrap();
+    for field in [
+        "packs",
+        "pack_bytes",
+        "blobs",
+        "stored_bytes",
+        "raw_bytes",
+        "snapshots",
+        "logical_bytes",
+        "compression_ratio",
+        "dedup_ratio",
+        "per_snapshot",
+    ] {
+        assert!(json.get(field).is_some(), "{field} missing: {json:#}");
+    }
+    assert_eq!(json["snapshots"], 2);
+    assert_eq!(json["logical_bytes"], 800_000);
+    let raw = json["raw_bytes"].as_u64().unwrap();
+    assert!((500_000..520_000).contains(&raw), "{json:#}");
+    assert!(json["dedup_ratio"].as_f64().unwrap() > 1.5, "{json:#}");
+    let per = json["per_snapshot"].as_array().unwrap();
+    // The second alone holds the 200 kB file (random: stored about as large) and its trees; the
+    // first only its own root tree.
+    let second = per[1]["unique_stored_bytes"].as_u64().unwrap();
+    assert!(second > 190_000, "{json:#}");
+    assert!(
+        per[0]["unique_stored_bytes"].as_u64().unwrap() < 10_000,
+        "{json:#}"
+    );
+    let human = env.run(&["stats"]).ok();
+    assert!(human.stdout.contains("alone holds"), "{}", human.stdout);
+}

@@ -16,6 +16,7 @@ mod prune;
 mod repair;
 mod restore;
 mod snapshots;
+mod stats;
 mod status;
 mod unlock;
 
@@ -61,6 +62,8 @@ pub enum Command {
     Status(status::Args),
     /// What changed between two snapshots: files added, removed, changed; table row counts
     Diff(diff::Args),
+    /// Repository size, stored vs raw, deduplication, and the bytes each snapshot alone holds
+    Stats(stats::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions(completions::CompletionsArgs),
     /// Print or write man pages
@@ -166,6 +169,7 @@ fn dispatch(ctx: &Context_, command: Command) -> Result<u8> {
         Command::Unlock(a) => unlock::run(ctx, a),
         Command::Status(a) => status::run(ctx, a),
         Command::Diff(a) => diff::run(ctx, a),
+        Command::Stats(a) => stats::run(ctx, a),
         Command::Completions(a) => completions::completions(ctx, a),
         Command::Man(a) => completions::man(ctx, a),
         Command::Repair(a) => repair::run(ctx, a),
