@@ -113,14 +113,20 @@ fn overlapping_runs_of_one_config_wait_or_exit_14() {
     first_in.write_all(b"first run").unwrap();
     wait_for_lock_file(&env.path(".cache/coffer/locks"));
 
-    // --no-wait: exit 14 at once, naming the holder.
+    // --no-wait: a second backup exits 14 at once, naming the holder.
     let refused = env
-        .run(&["--no-wait", "forget", "--keep-last", "3"])
+        .run(&["--no-wait", "backup", "--stdin-name", "other.txt"])
         .expect_code(14);
-    assert!(refused.stderr.contains("another coffer run"), "{refused:?}");
+    assert!(
+        refused.stderr.contains("another coffer backup"),
+        "{refused:?}"
+    );
     assert!(refused.stderr.contains("(backup)"), "{refused:?}");
-    // A listing does not wait.
+    // Other commands do not wait for a backup: a listing, forget, check, prune.
     env.run(&["--no-wait", "snapshots"]).ok();
+    env.run(&["--no-wait", "forget", "--keep-last", "3"]).ok();
+    env.run(&["--no-wait", "check"]).ok();
+    env.run(&["--no-wait", "prune"]).ok();
 
     // Without --no-wait: it waits, says so, and runs once the first is done.
     let second = env
@@ -146,7 +152,7 @@ fn overlapping_runs_of_one_config_wait_or_exit_14() {
     assert!(second_out.status.success(), "{second_out:?}");
     let stderr = String::from_utf8_lossy(&second_out.stderr);
     assert!(
-        stderr.contains("waiting for another coffer run"),
+        stderr.contains("waiting for another coffer backup"),
         "{stderr}"
     );
     assert_eq!(env.snapshots().len(), 2);

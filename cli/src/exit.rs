@@ -25,7 +25,7 @@ pub const TABLE: &str = "Exit codes:
   10   no repository at the given location
   11   repository locked by a maintenance operation
   12   wrong password
-  14   another run of this configuration is in progress (--no-wait)
+  14   another run of this command and configuration is in progress (--no-wait)
   130  interrupted (Ctrl-C / SIGTERM); nothing partial was committed";
 
 fn repo_error(e: &anyhow::Error) -> Option<&Error> {

@@ -86,7 +86,7 @@ pub struct GlobalArgs {
     #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
 
-    /// If another run of this configuration is in progress, exit at once (code 14) instead of
+    /// If another run of this command and configuration is in progress, exit at once (code 14) instead of
     /// waiting for it
     #[arg(long, global = true)]
     pub no_wait: bool,

@@ -1,14 +1,15 @@
-//! One run at a time per configuration: a local lock (`flock`) on a file next to the cache, so
-//! that a cron run that overlaps the previous one waits for it, or with `--no-wait` exits at
-//! once with [`crate::exit::RUN_LOCKED`].
+//! One run at a time per configuration and command: a local lock (`flock`) on a file next to
+//! the cache, so that a cron run that overlaps the previous run of the same job waits for it,
+//! or with `--no-wait` exits at once with [`crate::exit::RUN_LOCKED`].
 //!
 //! The lock is per configuration file (its canonical path) or, without one, per repository
-//! location: two different configurations backing up to one repository run side by side (the
-//! repository itself is safe under concurrent writers; this lock is about the host's load and
-//! about not stacking up runs). It is held by the open file: it goes when the process ends,
-//! however it ends, so a crashed run never leaves it behind. Only commands that write or read
-//! heavily take it (backup, forget, prune, check, drill, copy, repair); listings and restores
-//! never wait.
+//! location, and per command: a backup still running when the next night's backup starts holds
+//! it up, but never a prune or a check (backups never wait for maintenance, and maintenance
+//! never waits for backups: the repository is safe under both at once). Two configurations
+//! backing up to one repository run side by side. The lock is held by the open file: it goes
+//! when the process ends, however it ends, so a crashed run never leaves it behind. backup,
+//! forget, check, drill, copy and repair take it; prune has its maintenance lease instead (a
+//! second prune exits 11); listings and restores never wait.
 
 use crate::commands::Context_;
 use anyhow::{Context as _, Result};
@@ -45,20 +46,23 @@ pub fn lock_path(root: &Path, identity: &str) -> PathBuf {
     root.join("locks").join(format!("run-{name}.lock"))
 }
 
-/// What the lock is for: the configuration file, else the repository location.
-fn identity(ctx: &Context_) -> Option<String> {
+/// What the lock is for: the command, and the configuration file, else the repository location.
+fn identity(ctx: &Context_, command: &str) -> Option<String> {
     if let Some(loaded) = &ctx.config {
         let path = std::fs::canonicalize(&loaded.path).unwrap_or_else(|_| loaded.path.clone());
-        return Some(format!("config:{}", path.display()));
+        return Some(format!("{command} config:{}", path.display()));
     }
-    ctx.global.repo.as_ref().map(|r| format!("repo:{r}"))
+    ctx.global
+        .repo
+        .as_ref()
+        .map(|r| format!("{command} repo:{r}"))
 }
 
 /// Takes the run lock for `command`: waits while another run holds it (saying so once, unless
 /// `-q`), or fails with [`RunLocked`] under `--no-wait`. Without a cache directory (no `HOME`
 /// nor `XDG_CACHE_HOME`) there is nowhere to put the lock: the run goes ahead with a warning.
 pub fn acquire(ctx: &Context_, command: &str) -> Result<Option<RunLock>> {
-    let Some(identity) = identity(ctx) else {
+    let Some(identity) = identity(ctx, command) else {
         return Ok(None);
     };
     let Some(root) = coffer_repo::storage::cache::default_root() else {
@@ -89,14 +93,14 @@ pub fn acquire(ctx: &Context_, command: &str) -> Result<Option<RunLock>> {
                 let holder = holder(&mut file);
                 if ctx.global.no_wait {
                     return Err(anyhow::Error::new(RunLocked(format!(
-                        "another coffer run of this configuration is in progress ({holder}); \
+                        "another coffer {command} of this configuration is in progress ({holder}); \
                          not waiting because of --no-wait (lock file {})",
                         path.display()
                     ))));
                 }
                 if !said && !ctx.global.quiet {
                     eprintln!(
-                        "waiting for another coffer run of this configuration to finish ({holder})"
+                        "waiting for another coffer {command} of this configuration to finish ({holder})"
                     );
                     said = true;
                 }

@@ -93,17 +93,19 @@ impl Context_ {
     }
 }
 
-/// The commands run on a schedule: they take the run lock (`crate::runlock`) and send
-/// notifications (`crate::notify`; all but repair, which is run by hand).
-fn scheduled(command: &Command) -> Option<(&'static str, bool)> {
+/// The commands run on a schedule: `(name, notifies, takes the run lock)`. All send
+/// notifications (`crate::notify`) but repair, which is run by hand; all take the run lock
+/// (`crate::runlock`) but prune, whose maintenance lease already keeps a second prune out (it
+/// exits 11 at once, as documented).
+fn scheduled(command: &Command) -> Option<(&'static str, bool, bool)> {
     Some(match command {
-        Command::Backup(_) => ("backup", true),
-        Command::Forget(_) => ("forget", true),
-        Command::Prune(_) => ("prune", true),
-        Command::Check(_) => ("check", true),
-        Command::Drill(_) => ("drill", true),
-        Command::Copy(_) => ("copy", true),
-        Command::Repair(_) => ("repair", false),
+        Command::Backup(_) => ("backup", true, true),
+        Command::Forget(_) => ("forget", true, true),
+        Command::Prune(_) => ("prune", true, false),
+        Command::Check(_) => ("check", true, true),
+        Command::Drill(_) => ("drill", true, true),
+        Command::Copy(_) => ("copy", true, true),
+        Command::Repair(_) => ("repair", false, true),
         _ => return None,
     })
 }
@@ -123,7 +125,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
     };
     let schedule = scheduled(&cli.command);
     let targets = match schedule {
-        Some((_, true)) => crate::notify::Targets::new(
+        Some((_, true, _)) => crate::notify::Targets::new(
             ctx.config.as_ref().and_then(|l| l.config.notify.as_ref()),
             &ctx.global.notify,
         )
@@ -136,13 +138,13 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         _ => crate::notify::Targets::default(),
     };
     let _run_lock = match schedule {
-        Some((name, _)) => crate::runlock::acquire(&ctx, name)?,
-        None => None,
+        Some((name, _, true)) => crate::runlock::acquire(&ctx, name)?,
+        _ => None,
     };
     if targets.is_empty() {
         return dispatch(&ctx, cli.command);
     }
-    let name = schedule.map(|(n, _)| n).unwrap_or_default();
+    let name = schedule.map(|(n, _, _)| n).unwrap_or_default();
     targets.start();
     let started = jiff::Timestamp::now();
     let result = dispatch(&ctx, cli.command);
