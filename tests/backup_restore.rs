@@ -688,7 +688,7 @@ fn excludes_tags_hosts_and_times() {
     assert!(ls.contains("files/a.txt"));
     assert!(!ls.contains("a.log") && !ls.contains("cache"), "{ls}");
     let snaps = env.snapshots();
-    let s = &snaps[0]["snapshot"];
+    let s = &snaps[0];
     assert_eq!(s["hostname"], "web1");
     assert_eq!(s["tags"][0], "nightly");
     let t: &str = s["time"].as_str().unwrap();

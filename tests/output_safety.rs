@@ -88,7 +88,7 @@ fn human_output_escapes_stored_strings_and_json_keeps_them() {
 
     // --json: the exact strings.
     let snaps = env.snapshots();
-    let s = &snaps[0]["snapshot"];
+    let s = &snaps[0];
     assert_eq!(s["hostname"], HOST);
     assert_eq!(s["tags"], serde_json::json!([TAG, "plain"]));
     assert_eq!(s["labels"]["note"], "x\ry\u{9b}31m");

@@ -334,15 +334,15 @@ fn drill_passes_on_a_good_snapshot_and_names_a_tampered_source() {
     let snapshots = s.env.snapshots();
     assert_eq!(snapshots.len(), 1);
     assert_eq!(snapshots[0]["id"], report["recorded_as"]);
-    assert!(snapshots[0]["snapshot"]["labels"]["drill.verified"].is_string());
-    assert_eq!(snapshots[0]["snapshot"]["original"], report["snapshot"]);
+    assert!(snapshots[0]["labels"]["drill.verified"].is_string());
+    assert_eq!(snapshots[0]["original"], report["snapshot"]);
     // The scratch database is gone again.
     let dbs = s.pg.psql("postgres", "SELECT datname FROM pg_database;");
     assert!(!dbs.contains("coffer_drill"), "{dbs}");
 
     // Tamper with one blob of the dump.
     let snapshots = s.env.snapshots();
-    let root = snapshots[0]["snapshot"]["tree"].as_str().unwrap();
+    let root = snapshots[0]["tree"].as_str().unwrap();
     let db_dir = tree(&s.env, root)["nodes"]
         .as_array()
         .unwrap()
@@ -486,7 +486,7 @@ fn compressed_dump_files_get_a_warning_and_uncompressed_ones_dump_chunks() {
     assert!(run.stderr.contains("-Z0"), "{}", run.stderr);
     // The uncompressed dump was cut into small chunks: many blobs for its ~10 MB.
     let snapshots = s.env.snapshots();
-    let root = snapshots[0]["snapshot"]["tree"].as_str().unwrap();
+    let root = snapshots[0]["tree"].as_str().unwrap();
     let mut node = tree(&s.env, root);
     for part in dir.canonicalize().unwrap().iter().skip(1) {
         let sub = node["nodes"]
@@ -519,7 +519,7 @@ fn compressed_dump_files_get_a_warning_and_uncompressed_ones_dump_chunks() {
         .run_stdin(&["backup", "--stdin-name", "piped/app.dump"], &bytes)
         .ok();
     let snapshots = s.env.snapshots();
-    let root = snapshots[1]["snapshot"]["tree"].as_str().unwrap();
+    let root = snapshots[1]["tree"].as_str().unwrap();
     let piped = tree(&s.env, root)["nodes"][0]["subtree"]
         .as_str()
         .unwrap()

@@ -209,10 +209,10 @@ fn a_lost_pack_is_repaired_and_later_backups_restore() {
     assert!(snapshots.iter().all(|s| s["id"] != first.as_str()));
     let repaired: Vec<&Value> = snapshots
         .iter()
-        .filter(|s| s["snapshot"]["labels"]["repaired-from"] == first.as_str())
+        .filter(|s| s["labels"]["repaired-from"] == first.as_str())
         .collect();
     assert_eq!(repaired.len(), 1, "{snapshots:#?}");
-    assert!(repaired[0]["snapshot"]["tags"]
+    assert!(repaired[0]["tags"]
         .as_array()
         .unwrap()
         .contains(&Value::from("repaired")));

@@ -303,13 +303,10 @@ fn copy_local_to_s3_is_idempotent_and_uploads_only_what_is_missing() {
     assert_eq!(snaps.len(), 2);
     let local_snaps = local.snapshots();
     assert_eq!(
-        snaps[1]["snapshot"]["copied_from"], local_snaps[1]["id"],
+        snaps[1]["copied_from"], local_snaps[1]["id"],
         "copied_from names the source snapshot"
     );
-    assert_eq!(
-        snaps[1]["snapshot"]["time"],
-        local_snaps[1]["snapshot"]["time"]
-    );
+    assert_eq!(snaps[1]["time"], local_snaps[1]["time"]);
     restore_and_compare(&remote, "latest", &source);
     for (key, bytes) in all_objects(&storage) {
         assert!(

@@ -57,6 +57,10 @@ pub struct Config {
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
     pub retention: Option<Retention>,
+    /// Where alerts go (docs/operations.md).
+    pub notify: Option<crate::notify::NotifyConfig>,
+    /// Thresholds of the anomaly warnings after a backup (docs/operations.md).
+    pub anomaly: Option<crate::anomaly::Thresholds>,
 }
 
 /// One named source.
@@ -204,6 +208,9 @@ pub fn parse(text: &str) -> Result<Config> {
     // The parser's message quotes the offending line, which may hold a database URL.
     let config: Config =
         toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", redact_urls(&e.to_string())))?;
+    if let Some(a) = &config.anomaly {
+        a.validate().map_err(|e| anyhow::anyhow!(e))?;
+    }
     for (name, source) in &config.sources {
         if name.is_empty()
             || !name

@@ -11,6 +11,8 @@ pub const PARTIAL: u8 = 3;
 pub const NO_REPOSITORY: u8 = 10;
 pub const LOCKED: u8 = 11;
 pub const WRONG_PASSWORD: u8 = 12;
+/// Another run of the same configuration holds the run lock and `--no-wait` was given.
+pub const RUN_LOCKED: u8 = 14;
 pub const INTERRUPTED: u8 = 130;
 
 /// The help text's table of exit codes.
@@ -23,6 +25,7 @@ pub const TABLE: &str = "Exit codes:
   10   no repository at the given location
   11   repository locked by a maintenance operation
   12   wrong password
+  14   another run of this command and configuration is in progress (--no-wait)
   130  interrupted (Ctrl-C / SIGTERM); nothing partial was committed";
 
 fn repo_error(e: &anyhow::Error) -> Option<&Error> {
@@ -36,7 +39,11 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         Some(Error::WrongPassword) => WRONG_PASSWORD,
         Some(Error::Interrupted) => INTERRUPTED,
         _ => {
-            if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
+            if e.chain()
+                .any(|c| c.downcast_ref::<crate::runlock::RunLocked>().is_some())
+            {
+                RUN_LOCKED
+            } else if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
                 USAGE
             } else {
                 ERROR

@@ -78,9 +78,24 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub no_cache: bool,
 
-    /// Print less
+    /// Print nothing on success (warnings and errors still go to stderr)
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Print what is being done on stderr: -v each phase with its duration, -vv each file too
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// If another run of this command and configuration is in progress, exit at once (code 14) instead of
+    /// waiting for it
+    #[arg(long, global = true)]
+    pub no_wait: bool,
+
+    /// After backup, forget, prune, check, drill or copy, POST the result as JSON to this URL
+    /// (a webhook), or with `ping:URL` ping it healthchecks-style (URL/start, URL, URL/fail).
+    /// Repeatable; adds to `[notify]` in the config. A failed notification is a warning only
+    #[arg(long, global = true, value_name = "URL")]
+    pub notify: Vec<String>,
 }
 
 /// `KEY=VALUE` for `--option`. The value is never echoed in errors (it may be a credential).
@@ -152,6 +167,16 @@ impl std::fmt::Debug for GlobalArgs {
             .field("connections", &self.connections)
             .field("no_cache", &self.no_cache)
             .field("quiet", &self.quiet)
+            .field("verbose", &self.verbose)
+            .field("no_wait", &self.no_wait)
+            .field(
+                "notify",
+                &self
+                    .notify
+                    .iter()
+                    .map(|u| crate::notify::shown(u.strip_prefix("ping:").unwrap_or(u)))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

@@ -5,13 +5,17 @@
 
 #[macro_use]
 mod output;
+mod anomaly;
 mod commands;
 mod config;
 mod escape;
 mod exit;
 mod global;
 mod memory;
+mod notify;
+mod notify_body;
 mod password;
+mod runlock;
 
 use clap::Parser;
 
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
             });
         }
     };
+    output::init_tracing(cli.global.verbose);
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let cancel = cancel.clone();

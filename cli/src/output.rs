@@ -5,6 +5,14 @@ pub fn bytes(n: u64) -> String {
     coffer_repo::ops::human_bytes(n)
 }
 
+/// A time as people read it in a table: local time, no fractions, no offset
+/// (`2026-12-02 14:43:23`). JSON keeps the stored RFC 3339 text.
+pub fn local_time(at: jiff::Timestamp) -> String {
+    at.to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
 /// `rwxr-xr-x` for permission bits, with a type letter.
 pub fn mode(kind: char, mode: u32) -> String {
     let mut s = String::with_capacity(10);
@@ -16,6 +24,28 @@ pub fn mode(kind: char, mode: u32) -> String {
         s.push(if bits & 1 != 0 { 'x' } else { '-' });
     }
     s
+}
+
+/// With `-v` (1) each phase of an operation and its duration, with `-vv` (2) each file too,
+/// on stderr through `tracing`; without `-v` nothing is logged. Only Coffer's own events are
+/// shown: the storage client's (which may name endpoints) stay off.
+pub fn init_tracing(verbose: u8) {
+    use tracing_subscriber::prelude::*;
+    let level = match verbose {
+        0 => return,
+        1 => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    let targets = tracing_subscriber::filter::Targets::new()
+        .with_target("coffer", level)
+        .with_target("coffer_repo", level);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_filter(targets);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 /// Standard output that ends quietly when its reader goes away: `coffer ls latest | head` must

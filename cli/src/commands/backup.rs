@@ -63,9 +63,19 @@ pub struct Args {
     /// Print the snapshot as JSON
     #[arg(long)]
     pub json: bool,
+    /// Exit 1 (after saving) when the backup looks wrong: `anomaly` (a source much smaller or
+    /// larger than its recent history, or rows gone; thresholds in `[anomaly]`)
+    #[arg(long, value_name = "WHAT", value_enum)]
+    pub fail_on: Vec<FailOn>,
     /// The command for --stdin-from-command
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// What `--fail-on` turns into exit 1.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailOn {
+    Anomaly,
 }
 
 fn parse_time(s: &str) -> Result<jiff::Zoned> {
@@ -130,20 +140,35 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     for w in &report.warnings {
         eprintln!("warning: {}", crate::escape::message(&w.to_string()));
     }
-    for n in &report.notices {
-        eprintln!("notice: {}", crate::escape::message(&n.to_string()));
+    // Notices are advice, not trouble: `-q` leaves them out (the JSON still carries them).
+    if !ctx.global.quiet {
+        for n in &report.notices {
+            eprintln!("notice: {}", crate::escape::message(&n.to_string()));
+        }
     }
     let s = &report.snapshot;
+    report_details(ctx, &report);
+    let anomalies = crate::anomaly::after_backup(ctx, &repo, &report);
     if args.json {
         let value = serde_json::json!({
             "id": report.id,
             "snapshot": s,
             "warnings": report.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "notices": report.notices.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "anomalies": anomalies,
         });
         outln!("{}", serde_json::to_string_pretty(&value)?);
     } else if !ctx.global.quiet {
         print_summary(&report)?;
+    }
+    if !anomalies.is_empty() && args.fail_on.contains(&FailOn::Anomaly) {
+        eprintln!(
+            "coffer: snapshot {} was saved, but it looks wrong ({} anomaly warning(s)); exit 1 \
+             because of --fail-on anomaly",
+            report.id.short(),
+            anomalies.len()
+        );
+        return Ok(crate::exit::ERROR);
     }
     if report.warnings.is_empty() {
         return Ok(crate::exit::OK);
@@ -211,6 +236,28 @@ fn sources(ctx: &Context_, args: &Args) -> Result<Vec<Source>> {
             }
         }
     })
+}
+
+/// The snapshot id, per-source statistics, summary and warnings, for the notification body.
+fn report_details(ctx: &Context_, report: &op::BackupReport) {
+    let s = &report.snapshot;
+    ctx.report("snapshot_id", report.id.to_hex().into());
+    ctx.report(
+        "sources",
+        serde_json::to_value(&s.sources).unwrap_or_default(),
+    );
+    ctx.report("paths", serde_json::to_value(&s.paths).unwrap_or_default());
+    ctx.report(
+        "summary",
+        serde_json::to_value(&s.summary).unwrap_or_default(),
+    );
+    let warnings: Vec<String> = report
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .chain(report.notices.iter().map(ToString::to_string))
+        .collect();
+    ctx.report("warnings", warnings.into());
 }
 
 /// The human summary of a saved snapshot (stdout).

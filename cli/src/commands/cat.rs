@@ -11,6 +11,9 @@ pub struct Args {
     pub kind: String,
     /// The object's id (a snapshot also takes a prefix or `latest`)
     pub id: Option<String>,
+    /// Accepted for uniformity: cat always prints JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {

@@ -47,7 +47,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     }
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    } else if !(ok && ctx.global.quiet) {
         for path in &report.stale_scratch_removed {
             outln!(
                 "removed the scratch directory {} of an earlier drill that died",

@@ -28,6 +28,9 @@ pub struct Args {
     /// zstd compression level (1-19) of database dumps' 16 KiB chunks
     #[arg(long, value_name = "LEVEL", default_value_t = coffer_repo::format::config::DEFAULT_DUMP_COMPRESSION_LEVEL)]
     pub dump_compression_level: i32,
+    /// Print the new repository's id and location as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl Default for Args {
@@ -40,6 +43,7 @@ impl Default for Args {
             pack_size_mib: 16,
             compression_level: 3,
             dump_compression_level: coffer_repo::format::config::DEFAULT_DUMP_COMPRESSION_LEVEL,
+            json: false,
         }
     }
 }
@@ -84,7 +88,14 @@ pub fn create(ctx: &Context_, args: &Args) -> Result<Repository> {
         ..InitOptions::default()
     };
     let repo = Repository::init(storage, &password, &options)?;
-    if !ctx.global.quiet {
+    if args.json {
+        let value = serde_json::json!({
+            "id": repo.config().id,
+            "location": repo.storage().location(),
+            "key_id": repo.key_id().to_hex(),
+        });
+        outln!("{}", serde_json::to_string_pretty(&value)?);
+    } else if !ctx.global.quiet {
         outln!(
             "created repository {} at {}",
             repo.config().id,

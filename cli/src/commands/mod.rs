@@ -3,7 +3,9 @@
 mod backup;
 mod cat;
 mod check;
+mod completions;
 mod copy;
+mod diff;
 mod drill;
 mod dump;
 mod forget;
@@ -14,6 +16,8 @@ mod prune;
 mod repair;
 mod restore;
 mod snapshots;
+mod stats;
+mod status;
 mod unlock;
 
 use crate::global::{Cli, GlobalArgs};
@@ -54,6 +58,16 @@ pub enum Command {
     Check(check::Args),
     /// Clear a maintenance lease left by a prune that is gone
     Unlock(unlock::Args),
+    /// Is the backup fresh? Newest snapshot per host and source set; exit 1 if too old
+    Status(status::Args),
+    /// What changed between two snapshots: files added, removed, changed; table row counts
+    Diff(diff::Args),
+    /// Repository size, stored vs raw, deduplication, and the bytes each snapshot alone holds
+    Stats(stats::Args),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
+    Completions(completions::CompletionsArgs),
+    /// Print or write man pages
+    Man(completions::ManArgs),
     /// Recover after data was lost: rebuild the index, rewrite damaged snapshots
     #[command(subcommand)]
     Repair(repair::RepairCommand),
@@ -65,6 +79,35 @@ pub struct Context_ {
     /// The configuration file, if one was named or `./coffer.toml` exists.
     pub config: Option<crate::config::Loaded>,
     pub cancel: Arc<AtomicBool>,
+    /// What a command reports for the notification body (`snapshot_id`, `sources`, `summary`,
+    /// `warnings`), set with [`Context_::report`].
+    pub details: std::sync::Mutex<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Context_ {
+    /// Records `key` in the notification body of this run.
+    pub fn report(&self, key: &str, value: serde_json::Value) {
+        if let Ok(mut details) = self.details.lock() {
+            details.insert(key.to_string(), value);
+        }
+    }
+}
+
+/// The commands run on a schedule: `(name, notifies, takes the run lock)`. All send
+/// notifications (`crate::notify`) but repair, which is run by hand; all take the run lock
+/// (`crate::runlock`) but prune, whose maintenance lease already keeps a second prune out (it
+/// exits 11 at once, as documented).
+fn scheduled(command: &Command) -> Option<(&'static str, bool, bool)> {
+    Some(match command {
+        Command::Backup(_) => ("backup", true, true),
+        Command::Forget(_) => ("forget", true, true),
+        Command::Prune(_) => ("prune", true, false),
+        Command::Check(_) => ("check", true, true),
+        Command::Drill(_) => ("drill", true, true),
+        Command::Copy(_) => ("copy", true, true),
+        Command::Repair(_) => ("repair", false, true),
+        _ => return None,
+    })
 }
 
 pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
@@ -78,23 +121,60 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         global,
         config,
         cancel,
+        details: Default::default(),
     };
-    match cli.command {
-        Command::Init(a) => init::run(&ctx, a),
-        Command::Backup(a) => backup::run(&ctx, a),
-        Command::Snapshots(a) => snapshots::run(&ctx, a),
-        Command::Ls(a) => ls::run(&ctx, a),
-        Command::Restore(a) => restore::run(&ctx, a),
-        Command::Drill(a) => drill::run(&ctx, a),
-        Command::Dump(a) => dump::run(&ctx, a),
-        Command::Copy(a) => copy::run(&ctx, a),
-        Command::Cat(a) => cat::run(&ctx, a),
-        Command::Key(a) => key::run(&ctx, a),
-        Command::Forget(a) => forget::run(&ctx, a),
-        Command::Prune(a) => prune::run(&ctx, a),
-        Command::Check(a) => check::run(&ctx, a),
-        Command::Unlock(a) => unlock::run(&ctx, a),
-        Command::Repair(a) => repair::run(&ctx, a),
+    let schedule = scheduled(&cli.command);
+    let targets = match schedule {
+        Some((_, true, _)) => crate::notify::Targets::new(
+            ctx.config.as_ref().and_then(|l| l.config.notify.as_ref()),
+            &ctx.global.notify,
+        )
+        .map_err(crate::exit::usage)?,
+        _ if !ctx.global.notify.is_empty() => {
+            return Err(crate::exit::usage(
+                "--notify applies to backup, forget, prune, check, drill and copy",
+            ))
+        }
+        _ => crate::notify::Targets::default(),
+    };
+    let _run_lock = match schedule {
+        Some((name, _, true)) => crate::runlock::acquire(&ctx, name)?,
+        _ => None,
+    };
+    if targets.is_empty() {
+        return dispatch(&ctx, cli.command);
+    }
+    let name = schedule.map(|(n, _, _)| n).unwrap_or_default();
+    targets.start();
+    let started = jiff::Timestamp::now();
+    let result = dispatch(&ctx, cli.command);
+    let body = crate::notify_body::body(&ctx, name, started, &result);
+    targets.finish(&body, matches!(result, Ok(crate::exit::OK)));
+    result
+}
+
+fn dispatch(ctx: &Context_, command: Command) -> Result<u8> {
+    match command {
+        Command::Init(a) => init::run(ctx, a),
+        Command::Backup(a) => backup::run(ctx, a),
+        Command::Snapshots(a) => snapshots::run(ctx, a),
+        Command::Ls(a) => ls::run(ctx, a),
+        Command::Restore(a) => restore::run(ctx, a),
+        Command::Drill(a) => drill::run(ctx, a),
+        Command::Dump(a) => dump::run(ctx, a),
+        Command::Copy(a) => copy::run(ctx, a),
+        Command::Cat(a) => cat::run(ctx, a),
+        Command::Key(a) => key::run(ctx, a),
+        Command::Forget(a) => forget::run(ctx, a),
+        Command::Prune(a) => prune::run(ctx, a),
+        Command::Check(a) => check::run(ctx, a),
+        Command::Unlock(a) => unlock::run(ctx, a),
+        Command::Status(a) => status::run(ctx, a),
+        Command::Diff(a) => diff::run(ctx, a),
+        Command::Stats(a) => stats::run(ctx, a),
+        Command::Completions(a) => completions::completions(ctx, a),
+        Command::Man(a) => completions::man(ctx, a),
+        Command::Repair(a) => repair::run(ctx, a),
     }
 }
 
@@ -113,7 +193,13 @@ pub fn open_repo_with(
     let storage = Storage::open_with(location, OpenMode::Existing, &options)?;
     let password = crate::password::get(&ctx.global, false)?;
     let shown = storage.location().to_string();
+    let started = std::time::Instant::now();
     let repo = open(storage, &password).with_context(|| format!("opening repository {shown}"))?;
+    tracing::info!(
+        "repository {} opened (key derived, index loaded) in {:.2} s",
+        crate::escape::message(&shown),
+        started.elapsed().as_secs_f64()
+    );
     for warning in repo.index().damaged_plans() {
         eprintln!("warning: {}", crate::escape::message(&warning.to_string()));
     }
@@ -122,7 +208,13 @@ pub fn open_repo_with(
 
 /// Every snapshot of `repo`; the damaged ones are named on stderr and set apart.
 pub fn load_snapshots(repo: &Repository) -> Result<coffer_repo::format::snapshot::Snapshots> {
+    let started = std::time::Instant::now();
     let all = coffer_repo::Snapshot::load_all(repo.storage(), repo.keys())?;
+    tracing::info!(
+        "{} snapshot(s) loaded in {:.2} s",
+        all.good.len(),
+        started.elapsed().as_secs_f64()
+    );
     for warning in all.damage_warnings() {
         eprintln!("warning: {}", crate::escape::message(&warning.to_string()));
     }

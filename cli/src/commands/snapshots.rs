@@ -62,15 +62,15 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         return Ok(crate::exit::OK);
     }
     if args.json {
-        let values: Vec<_> = list
+        let values = list
             .iter()
-            .map(|(id, s)| serde_json::json!({ "id": id, "snapshot": s }))
-            .collect();
+            .map(|(id, s)| flat_json(id, s))
+            .collect::<Result<Vec<_>>>()?;
         outln!("{}", serde_json::to_string_pretty(&values)?);
         return Ok(crate::exit::OK);
     }
     outln!(
-        "{:<8}  {:<25}  {:<12}  {:>10}  {:<16}  paths",
+        "{:<8}  {:<19}  {:<12}  {:>10}  {:<16}  paths",
         "id",
         "time",
         "host",
@@ -79,9 +79,9 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     );
     for (id, s) in &list {
         outln!(
-            "{:<8}  {:<25}  {:<12}  {:>10}  {:<16}  {}",
+            "{:<8}  {:<19}  {:<12}  {:>10}  {:<16}  {}",
             id.short(),
-            name(s.time.get(..25).unwrap_or(&s.time)),
+            output::local_time(s.time.timestamp()),
             name(&s.hostname),
             output::bytes(s.summary.total_bytes),
             names(&s.tags, ","),
@@ -100,6 +100,19 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         outln!("{} snapshot(s)", list.len());
     }
     Ok(crate::exit::OK)
+}
+
+/// One snapshot as `snapshots --json` prints it: a flat object with restic's field names where
+/// the concept is the same (`id`, `short_id`, `time`, `tree`, `paths`, `hostname`, `username`,
+/// `tags`, `parent`, `excludes`, `program_version`, `summary`) and Coffer's beside them
+/// (`labels`, `sources`, `key_id`, `original`, `copied_from`).
+pub fn flat_json(id: &SnapshotId, s: &Snapshot) -> Result<serde_json::Value> {
+    let mut value = serde_json::to_value(s)?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("id".into(), id.to_hex().into());
+        map.insert("short_id".into(), id.short().into());
+    }
+    Ok(value)
 }
 
 fn print_details(id: &SnapshotId, s: &Snapshot) -> anyhow::Result<()> {

@@ -178,6 +178,11 @@ pub struct BackupReport {
 pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport> {
     let started = Instant::now();
     let plan = plan::plan(std::mem::take(&mut opts.sources), &opts.excludes)?;
+    tracing::info!(
+        "planned {} path source(s) and {} stream source(s)",
+        plan.paths.len(),
+        plan.streams.len()
+    );
     let time = opts.time.take().unwrap_or_else(jiff::Zoned::now);
     // Damaged snapshots are not candidates for the parent; they are named in the notices.
     let mut damage = Vec::new();
@@ -186,6 +191,14 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
     } else {
         plan::choose_parent(repo, &opts, &plan.tree_paths, &mut damage)?
     };
+    match &parent {
+        Some((id, _)) => tracing::info!(
+            "parent snapshot {} chosen in {:.2} s",
+            id.short(),
+            started.elapsed().as_secs_f64()
+        ),
+        None => tracing::info!("no parent snapshot: every file is read"),
+    }
     let parent_tree = parent
         .as_ref()
         .and_then(|(_, snap)| repo.load_tree(&snap.tree).ok());
@@ -211,9 +224,20 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
     if opts.cancel.load(Ordering::SeqCst) {
         return Err(Error::Interrupted);
     }
+    tracing::info!(
+        "sources read in {:.2} s ({} files)",
+        started.elapsed().as_secs_f64(),
+        walked.counts.files
+    );
     let stats = snapshot::WriterTotals::take(&writer);
     // Packs, then the index: only after this may the snapshot refer to the new blobs.
+    let finishing = Instant::now();
     let written = writer.finish()?;
+    tracing::info!(
+        "packs and index written in {:.2} s ({} packs)",
+        finishing.elapsed().as_secs_f64(),
+        written.packs.len()
+    );
     let snapshot = snapshot::Assembly {
         opts: &opts,
         time: &time,
@@ -231,6 +255,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
     }
     .snapshot();
     let id = snapshot.save(repo.storage(), repo.keys())?;
+    tracing::info!(
+        "snapshot {} saved; backup took {:.2} s",
+        id.short(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(BackupReport {
         id,
         snapshot,

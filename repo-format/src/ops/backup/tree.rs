@@ -46,6 +46,8 @@ impl Run<'_, '_> {
         let mut nodes = Vec::new();
         for plan in streams {
             let name = plan.name.clone();
+            let started = std::time::Instant::now();
+            let shown = plan.tree_path.clone();
             let (node, record) = match self.backup_stream_source(plan, time) {
                 Ok(r) => r,
                 // Unnamed streams (`--stdin-from-command`) keep the command's own message.
@@ -56,6 +58,10 @@ impl Run<'_, '_> {
                     })
                 }
             };
+            tracing::info!(
+                "stream source {shown:?} read in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
             nodes.push(node);
             records.extend(record);
         }

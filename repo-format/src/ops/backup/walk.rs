@@ -299,6 +299,7 @@ impl Run<'_, '_> {
                 self.counts.files += 1;
                 self.counts.files_unchanged += 1;
                 self.counts.total_bytes += node.size;
+                tracing::debug!("file {path:?}: unchanged, {} bytes", node.size);
                 return Ok(Some(PendingNode::done(node)));
             }
         }
@@ -339,6 +340,7 @@ impl Run<'_, '_> {
         node.size = size;
         self.counts.files += 1;
         self.counts.total_bytes += size;
+        tracing::debug!("file {path:?}: read, {size} bytes");
         Ok(Some(PendingNode {
             node,
             content: Some(content),
