@@ -130,8 +130,11 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     for w in &report.warnings {
         eprintln!("warning: {}", crate::escape::message(&w.to_string()));
     }
-    for n in &report.notices {
-        eprintln!("notice: {}", crate::escape::message(&n.to_string()));
+    // Notices are advice, not trouble: -q silences them (--json still lists them).
+    if !ctx.global.quiet {
+        for n in &report.notices {
+            eprintln!("notice: {}", crate::escape::message(&n.to_string()));
+        }
     }
     let s = &report.snapshot;
     if args.json {
@@ -228,6 +231,9 @@ fn print_summary(report: &op::BackupReport) -> Result<()> {
         m.symlinks,
         output::bytes(m.total_bytes)
     );
+    if m.special_files > 0 {
+        outln!("  special   {} FIFOs and device nodes", m.special_files);
+    }
     outln!(
         "  added     {} stored ({} before compression) in {} new blobs, {} packs",
         output::bytes(m.added_stored_bytes),

@@ -190,6 +190,7 @@ impl Run<'_, '_> {
                 subtree: None,
                 target: None,
                 target_bytes: None,
+                device: None,
             }
         };
         let (last, dirs) = components

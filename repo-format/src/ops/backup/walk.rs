@@ -7,15 +7,15 @@
 
 use super::chunk::{Chunking, StreamError};
 use super::pool::{PendingContent, PendingNode};
-use super::{Run, Step};
+use super::{Notice, Run, Step};
 use crate::error::{Error, Result};
-use crate::format::tree::{encode_name, Node, NodeKind, Tree};
+use crate::format::tree::{encode_name, Device, Node, NodeKind, Tree};
 use crossbeam_channel::Receiver;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 /// How many files to be read the prefetcher is asked for ahead of the one being read.
@@ -42,6 +42,19 @@ pub(super) fn prefetcher(paths: Receiver<PathBuf>) {
     }
 }
 
+/// The node kind of a FIFO or device node, `None` for anything else.
+fn special_kind(ft: std::fs::FileType) -> Option<NodeKind> {
+    if ft.is_fifo() {
+        Some(NodeKind::Fifo)
+    } else if ft.is_char_device() {
+        Some(NodeKind::Chardev)
+    } else if ft.is_block_device() {
+        Some(NodeKind::Blockdev)
+    } else {
+        None
+    }
+}
+
 fn time_ns(secs: i64, nsec: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
@@ -63,6 +76,7 @@ pub(super) fn node_from_meta(name: &std::ffi::OsStr, kind: NodeKind, meta: &Meta
         subtree: None,
         target: None,
         target_bytes: None,
+        device: None,
     }
 }
 
@@ -192,11 +206,27 @@ impl Run<'_, '_> {
                     Ok(None)
                 }
             }
+        } else if let Some(kind) = special_kind(ft) {
+            let name = path.file_name().unwrap_or_default();
+            let mut node = node_from_meta(name, kind, &meta);
+            if kind != NodeKind::Fifo {
+                let rdev = meta.rdev();
+                node.device = Some(Device {
+                    major: nix::sys::stat::major(rdev),
+                    minor: nix::sys::stat::minor(rdev),
+                });
+            }
+            self.counts.special += 1;
+            Ok(Some(PendingNode::done(node)))
+        } else if ft.is_socket() {
+            // A socket is a live endpoint of a running program: nothing to store or restore.
+            self.notices.push(Notice::SocketSkipped(path.to_path_buf()));
+            Ok(None)
         } else {
             self.warn(
                 path,
                 Step::Unsupported,
-                "not a regular file, directory or symlink",
+                "not a regular file, directory, symlink, FIFO or device",
             );
             Ok(None)
         }

@@ -7,6 +7,7 @@
 //!
 //! May use: `fs/`, `format/` (tree nodes), the repository's reader.
 
+use super::nodes::restore_special;
 use super::plan::{self, not_below, place};
 use super::RestoreReport;
 use crate::error::{Error, Result};
@@ -95,6 +96,13 @@ pub(super) fn execute(
                 let (parent, name) = place(root.path, dest)?;
                 restore_symlink(stack.get(parent)?, name, node, dest, overwrite)?;
                 report.symlinks += 1;
+            }
+            NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+                let (parent, name) = place(root.path, dest)?;
+                match restore_special(stack.get(parent)?, name, node, dest, overwrite)? {
+                    None => report.special_files += 1,
+                    Some(warning) => report.warnings.push(warning),
+                }
             }
         }
     }

@@ -1,0 +1,240 @@
+//! Everything a file system holds (issue 18): FIFOs and device nodes are stored and restored
+//! (devices only by a restore that may create them, else a warning and exit 3), sockets are
+//! skipped with a notice and exit 0; the compressed-dump notice only for real dumps, never
+//! under `-q`. Real files, the real binary.
+
+use coffer_e2e::Env;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+fn is_root() -> bool {
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+#[track_caller]
+fn run(program: &str, args: &[&str]) {
+    let status = Command::new(program).args(args).status().unwrap();
+    assert!(status.success(), "{program} {args:?}: {status}");
+}
+
+/// What of a special file a restore must bring back.
+fn shape(path: &Path) -> (String, u32, u64, i64, i64, u32, u32) {
+    let m = fs::symlink_metadata(path).unwrap();
+    let ft = m.file_type();
+    let kind = if ft.is_fifo() {
+        "fifo"
+    } else if ft.is_char_device() {
+        "chardev"
+    } else if ft.is_block_device() {
+        "blockdev"
+    } else {
+        "other"
+    };
+    let rdev = if ft.is_fifo() { 0 } else { m.rdev() };
+    (
+        kind.into(),
+        m.mode() & 0o7777,
+        rdev,
+        m.mtime(),
+        m.mtime_nsec(),
+        m.uid(),
+        m.gid(),
+    )
+}
+
+/// A source with a FIFO, a socket and (as root) a character and a block device.
+fn special_tree(env: &Env) -> (std::path::PathBuf, std::os::unix::net::UnixListener) {
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("plain"), b"plain file").unwrap();
+    let fifo = src.join("fifo");
+    run("mkfifo", &["-m", "0640", fifo.to_str().unwrap()]);
+    if is_root() {
+        run(
+            "mknod",
+            &[
+                "-m",
+                "0620",
+                src.join("null").to_str().unwrap(),
+                "c",
+                "1",
+                "3",
+            ],
+        );
+        run(
+            "mknod",
+            &[
+                "-m",
+                "0600",
+                src.join("loop").to_str().unwrap(),
+                "b",
+                "7",
+                "200",
+            ],
+        );
+        run("chown", &["1234:5678", src.join("null").to_str().unwrap()]);
+    }
+    let socket = std::os::unix::net::UnixListener::bind(src.join("agent.sock")).unwrap();
+    (src, socket)
+}
+
+#[test]
+fn fifos_and_devices_are_restored_and_sockets_skipped_with_a_notice() {
+    let env = Env::new();
+    env.init();
+    let (src, _socket) = special_tree(&env);
+    let out = env.run(&["backup", src.to_str().unwrap()]).ok();
+    // The socket is named in a notice, not a warning; the backup is complete (exit 0).
+    assert!(
+        out.stderr.contains("agent.sock: a socket, not stored"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("warning:"), "{}", out.stderr);
+    let specials = if is_root() { 3 } else { 1 };
+    assert!(
+        out.stdout
+            .contains(&format!("special   {specials} FIFOs and device nodes")),
+        "{}",
+        out.stdout
+    );
+    // -q: not even the notice.
+    let quiet = env.run(&["-q", "backup", src.to_str().unwrap()]).ok();
+    assert_eq!(quiet.stderr, "", "-q printed: {}", quiet.stderr);
+
+    let ls = env.run(&["ls", "latest"]).ok().stdout;
+    let line = |name: &str| {
+        ls.lines()
+            .find(|l| l.ends_with(&format!("/{name}")))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{ls}"))
+            .to_string()
+    };
+    assert!(line("fifo").starts_with("prw-r-----"), "{ls}");
+    assert!(!ls.contains("agent.sock"), "{ls}");
+    if is_root() {
+        assert!(line("null").starts_with("crw--w----  1234/5678"), "{ls}");
+        assert!(line("null").contains(" 1, 3  "), "{ls}");
+        assert!(line("loop").starts_with("brw-------"), "{ls}");
+    }
+
+    let target = env.path("restored");
+    let out = env
+        .run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    assert!(!out.stderr.contains("warning:"), "{}", out.stderr);
+    let back = target.join(src.strip_prefix("/").unwrap());
+    let mut names = vec!["fifo"];
+    if is_root() {
+        names.extend(["null", "loop"]);
+    }
+    for name in names {
+        assert_eq!(shape(&back.join(name)), shape(&src.join(name)), "{name}");
+    }
+    assert!(!back.join("agent.sock").exists());
+    assert_eq!(fs::read(back.join("plain")).unwrap(), b"plain file");
+}
+
+#[test]
+fn a_restore_that_may_not_create_devices_warns_and_exits_3() {
+    if !is_root() {
+        eprintln!("skipped: creating the device nodes to back up needs root");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let (src, _socket) = special_tree(&env);
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    // The restore runs as `nobody`: the repository must be readable, the target writable.
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    run("chmod", &["-R", "a+rX", &env.repo]);
+    let target = env.path("as-nobody");
+    fs::create_dir(&target).unwrap();
+    run("chown", &["nobody", target.to_str().unwrap()]);
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "nobody", "--"])
+        .arg(coffer_e2e::coffer_bin())
+        .args(["restore", "latest", "--target", target.to_str().unwrap()]);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &target)
+        .env("COFFER_REPO", &env.repo)
+        .env("COFFER_PASSWORD", &env.password);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let back = target.join(src.strip_prefix("/").unwrap());
+    for name in ["null", "loop"] {
+        assert!(
+            stderr.contains(&format!(
+                "{}: not restored: creating a device node needs root (CAP_MKNOD)",
+                back.join(name).display()
+            )),
+            "{stderr}"
+        );
+        assert!(!back.join(name).exists(), "{name}");
+    }
+    assert!(
+        stderr.contains("2 entries of the snapshot could not be restored"),
+        "{stderr}"
+    );
+    // Everything else is there.
+    assert_eq!(shape(&back.join("fifo")).0, "fifo");
+    assert_eq!(fs::read(back.join("plain")).unwrap(), b"plain file");
+}
+
+fn gzip(env: &Env, name: &str, content: &[u8]) -> std::path::PathBuf {
+    let path = env.path(name);
+    fs::write(&path, content).unwrap();
+    run("gzip", &["-n", "-f", path.to_str().unwrap()]);
+    path.with_file_name(format!("{name}.gz"))
+}
+
+#[test]
+fn only_real_dumps_get_the_compressed_dump_notice() {
+    let env = Env::new();
+    env.init();
+    let docs = env.path("docs");
+    fs::create_dir(&docs).unwrap();
+    // A documentation directory of gzip files: no notice.
+    let news = gzip(
+        &env,
+        "NEWS.Debian",
+        &b"coffer (1.0) unstable; urgency=low\n".repeat(500),
+    );
+    fs::rename(&news, docs.join("NEWS.Debian.gz")).unwrap();
+    let changelog = gzip(&env, "changelog", &coffer_e2e::pseudo_random(1, 300_000));
+    fs::rename(&changelog, docs.join("changelog.gz")).unwrap();
+    let out = env.run(&["backup", docs.to_str().unwrap()]).ok();
+    assert!(!out.stderr.contains("notice"), "{}", out.stderr);
+
+    // Two gzipped SQL dumps: one notice, naming the first.
+    let dumps = env.path("dumps");
+    fs::create_dir(&dumps).unwrap();
+    let mut sql = b"--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\n".to_vec();
+    sql.extend(coffer_e2e::pseudo_random(2, 200_000));
+    for name in ["a.sql", "b.sql"] {
+        let gz = gzip(&env, name, &sql);
+        fs::rename(&gz, dumps.join(format!("{name}.gz"))).unwrap();
+    }
+    let out = env.run(&["backup", dumps.to_str().unwrap()]).ok();
+    let notices: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("notice:"))
+        .collect();
+    assert_eq!(notices.len(), 1, "{}", out.stderr);
+    assert!(
+        notices[0].contains("a.sql.gz is a compressed database dump (gzip)"),
+        "{}",
+        out.stderr
+    );
+    // Never under -q.
+    let quiet = env
+        .run(&["-q", "backup", "--force", dumps.to_str().unwrap()])
+        .ok();
+    assert_eq!(quiet.stderr, "", "{}", quiet.stderr);
+}
