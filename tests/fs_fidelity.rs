@@ -116,7 +116,10 @@ fn fifos_and_devices_are_restored_and_sockets_skipped_with_a_notice() {
     assert!(line("fifo").starts_with("prw-r-----"), "{ls}");
     assert!(!ls.contains("agent.sock"), "{ls}");
     if is_root() {
-        assert!(line("null").starts_with("crw--w----  1234/5678"), "{ls}");
+        assert!(
+            line("null").starts_with("crw--w----   1  1234/5678"),
+            "{ls}"
+        );
         assert!(line("null").contains(" 1, 3  "), "{ls}");
         assert!(line("loop").starts_with("brw-------"), "{ls}");
     }
@@ -237,4 +240,68 @@ fn only_real_dumps_get_the_compressed_dump_notice() {
         .run(&["-q", "backup", "--force", dumps.to_str().unwrap()])
         .ok();
     assert_eq!(quiet.stderr, "", "{}", quiet.stderr);
+}
+
+#[test]
+fn hard_links_are_restored_as_links_within_the_restored_set() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("lib/dri")).unwrap();
+    fs::create_dir_all(src.join("bin")).unwrap();
+    let driver = coffer_e2e::pseudo_random(3, 300_000);
+    fs::write(src.join("lib/dri/a.so"), &driver).unwrap();
+    // Links in the same directory and across directories.
+    for name in ["lib/dri/b.so", "lib/dri/c.so", "bin/tool"] {
+        fs::hard_link(src.join("lib/dri/a.so"), src.join(name)).unwrap();
+    }
+    fs::write(src.join("single"), b"one link").unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+
+    let ls = env.run(&["ls", "latest"]).ok().stdout;
+    let line = |name: &str| {
+        ls.lines()
+            .find(|l| l.ends_with(name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{ls}"))
+            .to_string()
+    };
+    assert!(line("/bin/tool").starts_with("-rw-r--r--   4 "), "{ls}");
+    assert!(line("/single").starts_with("-rw-r--r--   1 "), "{ls}");
+
+    // The whole tree: one inode for the four names, on disk once.
+    let target = env.path("restored");
+    let out = env
+        .run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    assert!(
+        out.stdout.contains("linked  3 hard links"),
+        "{}",
+        out.stdout
+    );
+    let back = target.join(src.strip_prefix("/").unwrap());
+    let first = fs::metadata(back.join("lib/dri/a.so")).unwrap();
+    assert_eq!(first.nlink(), 4);
+    for name in ["lib/dri/b.so", "lib/dri/c.so", "bin/tool"] {
+        let m = fs::metadata(back.join(name)).unwrap();
+        assert_eq!((m.dev(), m.ino()), (first.dev(), first.ino()), "{name}");
+        assert_eq!(fs::read(back.join(name)).unwrap(), driver, "{name}");
+    }
+    assert_eq!(fs::metadata(back.join("single")).unwrap().nlink(), 1);
+
+    // Only part of the set: links among what is restored (restic's rule).
+    let part = env.path("part");
+    let include = src.join("lib/dri");
+    env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        part.to_str().unwrap(),
+        "--include",
+        include.to_str().unwrap(),
+    ])
+    .ok();
+    let back = part.join(src.strip_prefix("/").unwrap());
+    assert_eq!(fs::metadata(back.join("lib/dri/a.so")).unwrap().nlink(), 3);
+    assert_eq!(fs::read(back.join("lib/dri/c.so")).unwrap(), driver);
+    assert!(!back.join("bin").exists());
 }

@@ -81,7 +81,7 @@ fn print_node_exact(
         let v = serde_json::json!({
             "path": path, "type": node.kind, "mode": node.mode, "size": node.size,
             "mtime_ns": node.mtime_ns, "uid": node.uid, "gid": node.gid, "target": node.target,
-            "device": node.device,
+            "device": node.device, "links": node.links.unwrap_or(1),
         });
         outln!("{v}");
         return Ok(());
@@ -109,8 +109,9 @@ fn print_node_exact(
         (None, _) => String::new(),
     };
     outln!(
-        "{} {:>5}/{:<5} {:>12}  {}  {}{}",
+        "{} {:>3} {:>5}/{:<5} {:>12}  {}  {}{}",
         crate::output::mode(kind, node.mode),
+        node.links.unwrap_or(1),
         node.uid,
         node.gid,
         size,

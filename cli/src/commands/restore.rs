@@ -109,6 +109,12 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             report.symlinks,
             output::bytes(report.bytes)
         );
+        if report.hard_links > 0 {
+            outln!(
+                "  linked  {} hard links to files restored",
+                report.hard_links
+            );
+        }
         if report.special_files > 0 {
             outln!("  special {} FIFOs and device nodes", report.special_files);
         }

@@ -78,6 +78,14 @@ pub struct Node {
     /// The device number (character and block devices only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<Device>,
+    /// How many hard links the file had (`st_nlink`), present only when more than one (files
+    /// only): restore links the nodes of one snapshot that share `device_id` and `inode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<u64>,
+    /// The file system the file was on (`st_dev`), present with `links`: with `inode`, it tells
+    /// which nodes are links to one file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<u64>,
 }
 
 /// Splits raw bytes into the lossy UTF-8 form and, when lossy, the exact hex.
@@ -101,6 +109,14 @@ fn decode_name(text: &str, exact: &Option<String>, what: &str) -> Result<Vec<u8>
 }
 
 impl Node {
+    /// The file this node is one hard link of, when it had several: `(device_id, inode)`.
+    pub fn link_group(&self) -> Option<(u64, u64)> {
+        match (self.kind, self.links, self.device_id) {
+            (NodeKind::File, Some(links), Some(device)) if links > 1 => Some((device, self.inode)),
+            _ => None,
+        }
+    }
+
     /// The exact name bytes.
     pub fn name_raw(&self) -> Result<Vec<u8>> {
         decode_name(&self.name, &self.name_bytes, &self.name)
@@ -210,6 +226,8 @@ mod tests {
             target: None,
             target_bytes: None,
             device: None,
+            links: None,
+            device_id: None,
         }
     }
 

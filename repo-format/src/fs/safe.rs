@@ -314,6 +314,27 @@ impl Dir {
         }
     }
 
+    /// Makes a hard link to `from_name` in `from` (never following a symlink there) under a
+    /// fresh temporary name for `name` in this directory; returns the name.
+    pub fn link_temp(&self, from: &Dir, from_name: &OsStr, name: &OsStr) -> io::Result<OsString> {
+        check_name(from_name)?;
+        check_name(name)?;
+        loop {
+            let temp = temp_name(name)?;
+            match nix::unistd::linkat(
+                from.0.as_fd(),
+                from_name,
+                self.0.as_fd(),
+                temp.as_os_str(),
+                AtFlags::empty(),
+            ) {
+                Ok(()) => return Ok(temp),
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(to_io(e)),
+            }
+        }
+    }
+
     /// Sets the permission bits of `name`, which must not be a symlink (never followed: with
     /// `AT_SYMLINK_NOFOLLOW`, which the C library carries out on the entry itself through an
     /// `O_PATH` descriptor).

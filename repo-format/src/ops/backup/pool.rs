@@ -200,6 +200,8 @@ mod tests {
                 target: None,
                 target_bytes: None,
                 device: None,
+                links: None,
+                device_id: None,
             },
             content: Some(content),
         };

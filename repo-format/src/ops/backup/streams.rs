@@ -191,6 +191,8 @@ impl Run<'_, '_> {
                 target: None,
                 target_bytes: None,
                 device: None,
+                links: None,
+                device_id: None,
             }
         };
         let (last, dirs) = components

@@ -77,6 +77,9 @@ pub(super) fn node_from_meta(name: &std::ffi::OsStr, kind: NodeKind, meta: &Meta
         target: None,
         target_bytes: None,
         device: None,
+        // Hard links: restore links the nodes of a snapshot with the same device and inode.
+        links: (kind == NodeKind::File && meta.nlink() > 1).then(|| meta.nlink()),
+        device_id: (kind == NodeKind::File && meta.nlink() > 1).then(|| meta.dev()),
     }
 }
 

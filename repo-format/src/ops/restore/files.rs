@@ -7,7 +7,7 @@
 //!
 //! May use: `fs/`, `format/` (tree nodes), the repository's reader.
 
-use super::nodes::restore_special;
+use super::nodes::{restore_link, restore_special, split_links};
 use super::plan::{self, not_below, place};
 use super::RestoreReport;
 use crate::error::{Error, Result};
@@ -107,8 +107,19 @@ pub(super) fn execute(
         }
     }
     report.leftovers_removed = remove_leftovers(&root, &existing, &mut stack)?;
+    let (files, links) = split_links(files);
     report.files = files.len() as u64;
     report.bytes = restore_files(repo, &root, &files, cancel)?;
+    for (first, dest, exists) in links {
+        restore_link(
+            &root.open_parent(first)?,
+            first,
+            &root.open_parent(dest)?,
+            dest,
+            exists,
+        )?;
+        report.hard_links += 1;
+    }
     // Directory metadata last, deepest first, so writing children does not change their mtimes;
     // through a handle opened without following symlinks.
     for (dest, node) in dirs.iter().rev() {

@@ -50,6 +50,8 @@ pub struct RestoreReport {
     pub symlinks: u64,
     /// FIFOs and device nodes.
     pub special_files: u64,
+    /// Files restored as hard links to a file restored before them (not counted in `files`).
+    pub hard_links: u64,
     pub bytes: u64,
     /// Temporary files of an interrupted earlier restore removed from the directories restored
     /// into (`.NAME.coffer-tmp-<pid>-<16 hex digits>` of a process no longer running).

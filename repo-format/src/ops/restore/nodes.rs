@@ -28,6 +28,61 @@ impl std::fmt::Display for RestoreWarning {
     }
 }
 
+/// Makes `dest` (in `dir`) a hard link to `first` (in `first_dir`), already restored, under a
+/// temporary name renamed into place: over what is there only if `replacing`.
+pub(super) fn restore_link(
+    first_dir: &Dir,
+    first: &Path,
+    dir: &Dir,
+    dest: &Path,
+    replacing: bool,
+) -> Result<()> {
+    let name = dest.file_name().unwrap_or_default();
+    let temp = dir
+        .link_temp(first_dir, first.file_name().unwrap_or_default(), name)
+        .map_err(|e| Error::io("linking", dest, e))?;
+    let result = dir.rename(&temp, name, replacing).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::WouldOverwrite(dest.to_path_buf())
+        } else {
+            Error::io("linking", dest, e)
+        }
+    });
+    if result.is_err() {
+        let _ = dir.remove_file(&temp);
+    }
+    result
+}
+
+/// Splits the files to restore into those to write and those to link, restic's rule: of the
+/// nodes in the restored set that are links to one file ([`Node::link_group`]), the first is
+/// written and the others become hard links to it. Returns the files to write and, for each
+/// link, the file it links to, its destination and whether something is there.
+#[allow(clippy::type_complexity)]
+pub(super) fn split_links<'a>(
+    files: Vec<(&'a PathBuf, &'a Node, bool)>,
+) -> (
+    Vec<(&'a PathBuf, &'a Node, bool)>,
+    Vec<(&'a PathBuf, &'a PathBuf, bool)>,
+) {
+    let mut first: std::collections::HashMap<(u64, u64), &PathBuf> = Default::default();
+    let mut write = Vec::with_capacity(files.len());
+    let mut links = Vec::new();
+    for (dest, node, exists) in files {
+        match node.link_group() {
+            Some(group) => match first.get(&group) {
+                Some(target) => links.push((*target, dest, exists)),
+                None => {
+                    first.insert(group, dest);
+                    write.push((dest, node, exists));
+                }
+            },
+            None => write.push((dest, node, exists)),
+        }
+    }
+    (write, links)
+}
+
 /// Creates the FIFO or device node `node` as `name` in `dir`, replacing what is there only with
 /// `overwrite`. `Ok(Some(_))`: a device node this process may not create, left out.
 pub(super) fn restore_special(
