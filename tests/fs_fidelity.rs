@@ -305,3 +305,47 @@ fn hard_links_are_restored_as_links_within_the_restored_set() {
     assert_eq!(fs::read(back.join("lib/dri/c.so")).unwrap(), driver);
     assert!(!back.join("bin").exists());
 }
+
+/// Disk usage in bytes (`st_blocks`), what `du` shows.
+fn usage(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn a_sparse_file_is_restored_with_its_holes() {
+    use std::os::unix::fs::FileExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    // 1 GiB with three data extents of 1 MiB: at the start, in the middle, at the end.
+    let len = 1u64 << 30;
+    let sparse = src.join("disk.img");
+    let file = fs::File::create(&sparse).unwrap();
+    file.set_len(len).unwrap();
+    for (i, at) in [0, len / 2, len - (1 << 20)].into_iter().enumerate() {
+        let data = coffer_e2e::pseudo_random(10 + i as u64, 1 << 20);
+        file.write_all_at(&data, at).unwrap();
+    }
+    drop(file);
+    let source_usage = usage(&sparse);
+    assert!(source_usage < 8 << 20, "the file system made no holes");
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    let target = env.path("restored");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    let back = target.join(src.strip_prefix("/").unwrap()).join("disk.img");
+    assert_eq!(fs::metadata(&back).unwrap().len(), len);
+    assert_eq!(usage(&back), source_usage);
+    // Same bytes: compared in pieces to keep memory small.
+    let (a, b) = (
+        fs::File::open(&sparse).unwrap(),
+        fs::File::open(&back).unwrap(),
+    );
+    let (mut x, mut y) = (vec![0u8; 16 << 20], vec![0u8; 16 << 20]);
+    for at in (0..len).step_by(16 << 20) {
+        a.read_exact_at(&mut x, at).unwrap();
+        b.read_exact_at(&mut y, at).unwrap();
+        assert!(x == y, "differs in the 16 MiB at {at}");
+    }
+}

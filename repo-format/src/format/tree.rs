@@ -86,6 +86,9 @@ pub struct Node {
     /// which nodes are links to one file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<u64>,
+    /// The file had holes (files only): restore leaves its all-zero blocks as holes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sparse: bool,
 }
 
 /// Splits raw bytes into the lossy UTF-8 form and, when lossy, the exact hex.
@@ -228,6 +231,7 @@ mod tests {
             device: None,
             links: None,
             device_id: None,
+            sparse: false,
         }
     }
 

@@ -202,6 +202,7 @@ mod tests {
                 device: None,
                 links: None,
                 device_id: None,
+                sparse: false,
             },
             content: Some(content),
         };

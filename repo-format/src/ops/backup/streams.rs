@@ -193,6 +193,7 @@ impl Run<'_, '_> {
                 device: None,
                 links: None,
                 device_id: None,
+                sparse: false,
             }
         };
         let (last, dirs) = components

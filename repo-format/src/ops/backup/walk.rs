@@ -10,6 +10,7 @@ use super::pool::{PendingContent, PendingNode};
 use super::{Notice, Run, Step};
 use crate::error::{Error, Result};
 use crate::format::tree::{encode_name, Device, Node, NodeKind, Tree};
+use crate::fs::sparse::{has_holes, HoleSkippingReader};
 use crossbeam_channel::Receiver;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -80,6 +81,7 @@ pub(super) fn node_from_meta(name: &std::ffi::OsStr, kind: NodeKind, meta: &Meta
         // Hard links: restore links the nodes of a snapshot with the same device and inode.
         links: (kind == NodeKind::File && meta.nlink() > 1).then(|| meta.nlink()),
         device_id: (kind == NodeKind::File && meta.nlink() > 1).then(|| meta.dev()),
+        sparse: false,
     }
 }
 
@@ -329,6 +331,7 @@ impl Run<'_, '_> {
                 let mut node = node_from_meta(name, NodeKind::File, meta);
                 node.size = meta.len();
                 node.content = p.content.clone();
+                node.sparse = has_holes(meta);
                 self.counts.files += 1;
                 self.counts.files_unchanged += 1;
                 self.counts.total_bytes += node.size;
@@ -370,6 +373,7 @@ impl Run<'_, '_> {
         // size or times that the next backup will not find again, so it is read again then.
         let mut node = node_from_meta(name, NodeKind::File, &opened);
         node.size = size;
+        node.sparse = has_holes(&opened);
         self.counts.files += 1;
         self.counts.total_bytes += size;
         Ok(Some(PendingNode {
@@ -397,7 +401,14 @@ impl Run<'_, '_> {
             }
         };
         // Dumps are recognised by content wherever they sit.
-        let (content, size) = match self.chunk_stream(&file, Chunking::ByContent, &path.display()) {
+        // A sparse file's holes are not read: the file system says where they are.
+        let chunked = if has_holes(&opened) {
+            let reader = HoleSkippingReader::new(&file, opened.len());
+            self.chunk_stream(reader, Chunking::ByContent, &path.display())
+        } else {
+            self.chunk_stream(&file, Chunking::ByContent, &path.display())
+        };
+        let (content, size) = match chunked {
             Ok(read) => read,
             Err(StreamError::Read(e)) => {
                 self.warn(path, Step::Read, e);

@@ -15,6 +15,7 @@ use crate::format::id::PackId;
 use crate::format::tree::{Node, NodeKind};
 use crate::fs::direct::{self, DirectWriter};
 use crate::fs::safe::{Dir, Kind};
+use crate::fs::sparse::SparseWriter;
 use crate::repository::reader::Span;
 use crate::repository::Repository;
 use std::ffi::OsStr;
@@ -509,6 +510,8 @@ enum Source<'a> {
 enum Out<'f> {
     Direct(DirectWriter<'f>),
     Buffered(std::io::BufWriter<&'f std::fs::File>),
+    /// A file that had holes: all-zero blocks are left as holes.
+    Sparse(SparseWriter<'f>),
 }
 
 /// Writes a file's blobs in order and checks the length against the snapshot.
@@ -530,7 +533,9 @@ fn write_content(
     let mut written = 0u64;
     // Small chunks (dumps are cut at 16 KiB) are gathered into fewer, larger writes; large
     // files are written around the page cache where the file system allows (direct.rs).
-    let mut out = if node.size >= direct::WORTH_IT as u64 {
+    let mut out = if node.sparse {
+        Out::Sparse(SparseWriter::new(file))
+    } else if node.size >= direct::WORTH_IT as u64 {
         Out::Direct(DirectWriter::new(file))
     } else {
         Out::Buffered(std::io::BufWriter::with_capacity(256 << 10, file))
@@ -542,6 +547,7 @@ fn write_content(
         match &mut out {
             Out::Direct(w) => w.write_all(bytes),
             Out::Buffered(w) => w.write_all(bytes),
+            Out::Sparse(w) => w.write_all(bytes),
         }
         .map_err(|e| Error::io("writing", path, e))?;
         written += bytes.len() as u64;
@@ -556,6 +562,7 @@ fn write_content(
     match out {
         Out::Direct(w) => w.finish(),
         Out::Buffered(mut w) => w.flush(),
+        Out::Sparse(w) => w.finish(),
     }
     .map_err(|e| Error::io("writing", path, e))?;
     if written != node.size {
