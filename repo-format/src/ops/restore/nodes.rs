@@ -145,3 +145,65 @@ pub(super) fn restore_special(
     }
     result.map(|()| None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(inode: u64, links: Option<u64>) -> Node {
+        Node {
+            name: "f".into(),
+            name_bytes: None,
+            kind: NodeKind::File,
+            mode: 0o644,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+            target_bytes: None,
+            device: None,
+            links,
+            device_id: links.map(|_| 66),
+            sparse: false,
+        }
+    }
+
+    #[test]
+    fn the_first_link_in_the_restored_set_is_written_and_the_others_linked_to_it() {
+        let paths: Vec<PathBuf> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        // a, c and e are links to inode 1; b has one link; d shares inode 1 but had one link
+        // (another file system's inode numbers, or a link made after the backup): written.
+        let nodes = [
+            file(1, Some(3)),
+            file(2, None),
+            file(1, Some(3)),
+            file(1, None),
+            file(1, Some(3)),
+        ];
+        let files = paths
+            .iter()
+            .zip(&nodes)
+            .map(|(p, n)| (p, n, false))
+            .collect();
+        let (write, links) = split_links(files);
+        let written: Vec<&str> = write.iter().map(|(p, _, _)| p.to_str().unwrap()).collect();
+        assert_eq!(written, ["a", "b", "d"]);
+        let linked: Vec<(&str, &str)> = links
+            .iter()
+            .map(|(to, from, _)| (to.to_str().unwrap(), from.to_str().unwrap()))
+            .collect();
+        assert_eq!(linked, [("a", "c"), ("a", "e")]);
+        // Another file system, same inode number: not a link.
+        let mut other = file(1, Some(2));
+        other.device_id = Some(67);
+        assert_ne!(other.link_group(), nodes[0].link_group());
+    }
+}
