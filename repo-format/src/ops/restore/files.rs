@@ -7,7 +7,7 @@
 //!
 //! May use: `fs/`, `format/` (tree nodes), the repository's reader.
 
-use super::nodes::{restore_link, restore_special, split_links};
+use super::nodes::{restore_link, restore_special, restore_symlink, split_links};
 use super::plan::{self, not_below, place};
 use super::RestoreReport;
 use crate::error::{Error, Result};
@@ -20,7 +20,6 @@ use crate::repository::reader::Span;
 use crate::repository::Repository;
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -438,7 +437,7 @@ pub(super) fn check_conflicts(plan: &[(PathBuf, Node)], overwrite: bool) -> Resu
     Ok(exists)
 }
 
-fn mtime(node: &Node) -> filetime::FileTime {
+pub(super) fn mtime(node: &Node) -> filetime::FileTime {
     filetime::FileTime::from_unix_time(
         node.mtime_ns.div_euclid(1_000_000_000),
         node.mtime_ns.rem_euclid(1_000_000_000) as u32,
@@ -587,39 +586,4 @@ fn finish_file(node: &Node, path: &Path, file: &std::fs::File) -> Result<()> {
     let t = mtime(node);
     filetime::set_file_handle_times(file, Some(t), Some(t))
         .map_err(|e| Error::io("setting the modification time of", path, e))
-}
-
-/// Creates the symlink `name` in `dir` under a fresh temporary name, sets its owner and time
-/// (on the link itself), then renames it to `name`: replacing what is there with `overwrite`
-/// (a symlink there is replaced, never followed), else only if nothing is.
-fn restore_symlink(
-    dir: &Dir,
-    name: &OsStr,
-    node: &Node,
-    dest: &Path,
-    overwrite: bool,
-) -> Result<()> {
-    let target = node.target_raw()?;
-    let temp = dir
-        .create_temp_symlink(OsStr::from_bytes(&target), name)
-        .map_err(|e| Error::io("creating symlink", dest, e))?;
-    // EPERM for non-root users is expected and not an error.
-    let _ = dir.set_symlink_owner(&temp, node.uid, node.gid);
-    let t = mtime(node);
-    let result = dir
-        .set_symlink_times(&temp, t.unix_seconds(), t.nanoseconds())
-        .map_err(|e| Error::io("setting the modification time of", dest, e))
-        .and_then(|()| {
-            dir.rename(&temp, name, overwrite).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    Error::WouldOverwrite(dest.to_path_buf())
-                } else {
-                    Error::io("creating symlink", dest, e)
-                }
-            })
-        });
-    if result.is_err() {
-        let _ = dir.remove_file(&temp);
-    }
-    result
 }

@@ -1,6 +1,7 @@
-//! Restore's special files: FIFOs and device nodes, made under a temporary name in their
-//! directory (as symlinks are, [`crate::fs::safe`]), given owner, mode and time without
-//! following anything, and renamed into place. A device node needs `CAP_MKNOD` (root outside a
+//! Restore's nodes other than file contents: symlinks, hard links to a file restored before,
+//! FIFOs and device nodes, each made under a temporary name in its directory
+//! ([`crate::fs::safe`]), given owner, mode and time without following anything, and renamed
+//! into place. A device node needs `CAP_MKNOD` (root outside a
 //! user namespace): without it, the node is left out with a [`RestoreWarning`] and the restore
 //! goes on.
 //!
@@ -11,6 +12,7 @@ use crate::format::tree::{Node, NodeKind};
 use crate::fs::safe::Dir;
 use nix::sys::stat::SFlag;
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// An entry of the snapshot that the restore could not recreate; everything else was restored.
@@ -26,6 +28,41 @@ impl std::fmt::Display for RestoreWarning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: not restored: {}", self.path.display(), self.reason)
     }
+}
+
+/// Creates the symlink `name` in `dir` under a fresh temporary name, sets its owner and time
+/// (on the link itself), then renames it to `name`: replacing what is there with `overwrite`
+/// (a symlink there is replaced, never followed), else only if nothing is.
+pub(super) fn restore_symlink(
+    dir: &Dir,
+    name: &OsStr,
+    node: &Node,
+    dest: &Path,
+    overwrite: bool,
+) -> Result<()> {
+    let target = node.target_raw()?;
+    let temp = dir
+        .create_temp_symlink(OsStr::from_bytes(&target), name)
+        .map_err(|e| Error::io("creating symlink", dest, e))?;
+    // EPERM for non-root users is expected and not an error.
+    let _ = dir.set_symlink_owner(&temp, node.uid, node.gid);
+    let t = super::files::mtime(node);
+    let result = dir
+        .set_symlink_times(&temp, t.unix_seconds(), t.nanoseconds())
+        .map_err(|e| Error::io("setting the modification time of", dest, e))
+        .and_then(|()| {
+            dir.rename(&temp, name, overwrite).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::WouldOverwrite(dest.to_path_buf())
+                } else {
+                    Error::io("creating symlink", dest, e)
+                }
+            })
+        });
+    if result.is_err() {
+        let _ = dir.remove_file(&temp);
+    }
+    result
 }
 
 /// Makes `dest` (in `dir`) a hard link to `first` (in `first_dir`), already restored, under a
