@@ -6,7 +6,8 @@ pub const OK: u8 = 0;
 pub const ERROR: u8 = 1;
 pub const USAGE: u8 = 2;
 /// The backup was saved but some source files could not be read (they are left out) or kept
-/// changing while being read (they are stored as read).
+/// changing while being read (they are stored as read); or the restore is done but some entries
+/// could not be recreated (device nodes without root).
 pub const PARTIAL: u8 = 3;
 pub const NO_REPOSITORY: u8 = 10;
 pub const LOCKED: u8 = 11;
@@ -21,7 +22,8 @@ pub const TABLE: &str = "Exit codes:
   1    error (nothing was saved or changed unless the message says so)
   2    usage error (bad flags or arguments)
   3    backup saved, but some source files could not be read or kept changing
-       while being read (they are listed)
+       while being read (they are listed); restore done, but some entries could
+       not be recreated (device nodes without root; they are listed)
   10   no repository at the given location
   11   repository locked by a maintenance operation
   12   wrong password

@@ -17,11 +17,18 @@ pub fn local_time(at: jiff::Timestamp) -> String {
 pub fn mode(kind: char, mode: u32) -> String {
     let mut s = String::with_capacity(10);
     s.push(kind);
-    for shift in [6u32, 3, 0] {
+    // Setuid, setgid and sticky take the execute places, as `ls -l` shows them (`s`/`t` over
+    // an execute bit, `S`/`T` without one).
+    for (shift, special, letter) in [(6u32, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
         let bits = (mode >> shift) & 7;
         s.push(if bits & 4 != 0 { 'r' } else { '-' });
         s.push(if bits & 2 != 0 { 'w' } else { '-' });
-        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+        s.push(match (bits & 1 != 0, mode & special != 0) {
+            (true, true) => letter,
+            (false, true) => letter.to_ascii_uppercase(),
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
     }
     s
 }
@@ -69,5 +76,14 @@ mod tests {
         assert_eq!(super::bytes(10), "10 B");
         assert_eq!(super::bytes(1536), "1.5 KiB");
         assert_eq!(super::mode('d', 0o755), "drwxr-xr-x");
+    }
+
+    #[test]
+    fn modes_read_as_ls_shows_them() {
+        assert_eq!(super::mode('-', 0o644), "-rw-r--r--");
+        assert_eq!(super::mode('-', 0o4755), "-rwsr-xr-x");
+        assert_eq!(super::mode('-', 0o2644), "-rw-r-Sr--");
+        assert_eq!(super::mode('d', 0o1777), "drwxrwxrwt");
+        assert_eq!(super::mode('d', 0o1770), "drwxrwx--T");
     }
 }

@@ -275,6 +275,9 @@ fn print_summary(report: &op::BackupReport) -> Result<()> {
         m.symlinks,
         output::bytes(m.total_bytes)
     );
+    if m.special_files > 0 {
+        outln!("  special   {} FIFOs and device nodes", m.special_files);
+    }
     outln!(
         "  added     {} stored ({} before compression) in {} new blobs, {} packs",
         output::bytes(m.added_stored_bytes),

@@ -81,6 +81,7 @@ fn print_node_exact(
         let v = serde_json::json!({
             "path": path, "type": node.kind, "mode": node.mode, "size": node.size,
             "mtime_ns": node.mtime_ns, "uid": node.uid, "gid": node.gid, "target": node.target,
+            "device": node.device, "links": node.links.unwrap_or(1),
         });
         outln!("{v}");
         return Ok(());
@@ -89,6 +90,14 @@ fn print_node_exact(
         NodeKind::Dir => 'd',
         NodeKind::File => '-',
         NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::Chardev => 'c',
+        NodeKind::Blockdev => 'b',
+    };
+    // A device shows its number where a file shows its size, as `ls -l` does.
+    let size = match node.device {
+        Some(d) => format!("{}, {}", d.major, d.minor),
+        None => node.size.to_string(),
     };
     let mtime = jiff::Timestamp::from_nanosecond(i128::from(node.mtime_ns))
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
@@ -100,11 +109,12 @@ fn print_node_exact(
         (None, _) => String::new(),
     };
     outln!(
-        "{} {:>5}/{:<5} {:>12}  {}  {}{}",
+        "{} {:>3} {:>5}/{:<5} {:>12}  {}  {}{}",
         crate::output::mode(kind, node.mode),
+        node.links.unwrap_or(1),
         node.uid,
         node.gid,
-        node.size,
+        size,
         mtime,
         crate::escape::name_bytes(exact),
         suffix

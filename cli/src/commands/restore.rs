@@ -99,6 +99,9 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     };
     let report = op::restore(&repo, snap, &options, &ctx.cancel)
         .with_context(|| format!("restoring snapshot {}", id.short()))?;
+    for w in &report.warnings {
+        eprintln!("warning: {}", crate::escape::message(&w.to_string()));
+    }
     if !ctx.global.quiet {
         if report.leftovers_removed > 0 {
             outln!("{}", leftovers_line(report.leftovers_removed));
@@ -112,6 +115,23 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             report.symlinks,
             output::bytes(report.bytes)
         );
+        if report.hard_links > 0 {
+            outln!(
+                "  linked  {} hard links to files restored",
+                report.hard_links
+            );
+        }
+        if report.special_files > 0 {
+            outln!("  special {} FIFOs and device nodes", report.special_files);
+        }
+    }
+    if !report.warnings.is_empty() {
+        eprintln!(
+            "warning: {} entries of the snapshot could not be restored (listed above); \
+             everything else was",
+            report.warnings.len()
+        );
+        return Ok(crate::exit::PARTIAL);
     }
     if report.damaged.is_empty() {
         return Ok(crate::exit::OK);
@@ -276,6 +296,11 @@ impl sources_op::Caller for Front<'_> {
                 );
             }
             Progress::Restored(restored) => {
+                if let Restored::Files(report) = &restored.report {
+                    for w in &report.warnings {
+                        eprintln!("warning: {}", crate::escape::message(&w.to_string()));
+                    }
+                }
                 if self.ctx.global.quiet || args.json {
                     return Ok(());
                 }

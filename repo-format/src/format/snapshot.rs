@@ -20,6 +20,9 @@ pub struct Summary {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// FIFOs and device nodes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub special_files: u64,
     /// Total size of the files in the snapshot.
     pub total_bytes: u64,
     /// Bytes actually read from the sources (unchanged files reused from the parent are not read).
@@ -36,6 +39,10 @@ pub struct Summary {
     /// Source files that could not be read and are missing from the snapshot.
     pub errors: u64,
     pub duration_seconds: f64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A snapshot document.

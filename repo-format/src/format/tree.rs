@@ -15,6 +15,29 @@ pub enum NodeKind {
     File,
     Dir,
     Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A character device; its number is in [`Node::device`].
+    Chardev,
+    /// A block device; its number is in [`Node::device`].
+    Blockdev,
+}
+
+impl NodeKind {
+    /// Whether it is a FIFO or device node: metadata only, no content, no target.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev
+        )
+    }
+}
+
+/// A device number, split as the kernel splits it, so it reads the same on any platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub major: u64,
+    pub minor: u64,
 }
 
 /// One entry of a directory.
@@ -52,6 +75,20 @@ pub struct Node {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_bytes: Option<String>,
+    /// The device number (character and block devices only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Device>,
+    /// How many hard links the file had (`st_nlink`), present only when more than one (files
+    /// only): restore links the nodes of one snapshot that share `device_id` and `inode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<u64>,
+    /// The file system the file was on (`st_dev`), present with `links`: with `inode`, it tells
+    /// which nodes are links to one file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<u64>,
+    /// The file had holes (files only): restore leaves its all-zero blocks as holes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sparse: bool,
 }
 
 /// Splits raw bytes into the lossy UTF-8 form and, when lossy, the exact hex.
@@ -75,6 +112,14 @@ fn decode_name(text: &str, exact: &Option<String>, what: &str) -> Result<Vec<u8>
 }
 
 impl Node {
+    /// The file this node is one hard link of, when it had several: `(device_id, inode)`.
+    pub fn link_group(&self) -> Option<(u64, u64)> {
+        match (self.kind, self.links, self.device_id) {
+            (NodeKind::File, Some(links), Some(device)) if links > 1 => Some((device, self.inode)),
+            _ => None,
+        }
+    }
+
     /// The exact name bytes.
     pub fn name_raw(&self) -> Result<Vec<u8>> {
         decode_name(&self.name, &self.name_bytes, &self.name)
@@ -136,6 +181,12 @@ impl Tree {
                 NodeKind::Symlink => {
                     node.target.is_some() && node.content.is_empty() && node.subtree.is_none()
                 }
+                NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+                    node.content.is_empty()
+                        && node.subtree.is_none()
+                        && node.target.is_none()
+                        && node.device.is_some() == (node.kind != NodeKind::Fifo)
+                }
             };
             if !ok {
                 return Err(Error::corrupt(
@@ -177,6 +228,10 @@ mod tests {
             subtree: None,
             target: None,
             target_bytes: None,
+            device: None,
+            links: None,
+            device_id: None,
+            sparse: false,
         }
     }
 
@@ -217,5 +272,48 @@ mod tests {
         let mut dir = file("d");
         dir.kind = NodeKind::Dir;
         assert!(Tree::decode(&id, &Tree { nodes: vec![dir] }.encode()).is_err());
+    }
+
+    #[test]
+    fn special_files_carry_only_what_fits_them() {
+        let id = BlobId([0; 32]);
+        let special = |kind, device| Node {
+            kind,
+            size: 0,
+            content: Vec::new(),
+            device,
+            ..file("x")
+        };
+        let null = Some(Device { major: 1, minor: 3 });
+        let good = Tree {
+            nodes: vec![
+                special(NodeKind::Fifo, None),
+                special(NodeKind::Chardev, null),
+                special(NodeKind::Blockdev, Some(Device { major: 8, minor: 1 })),
+            ],
+        };
+        let text = String::from_utf8(good.encode()).unwrap();
+        assert!(text.contains(r#""type":"chardev""#), "{text}");
+        assert!(text.contains(r#""device":{"major":1,"minor":3}"#), "{text}");
+        assert_eq!(Tree::decode(&id, &good.encode()).unwrap(), good);
+        for bad in [
+            special(NodeKind::Chardev, None),
+            special(NodeKind::Fifo, null),
+            Node {
+                content: vec![BlobId([1; 32])],
+                ..special(NodeKind::Fifo, None)
+            },
+        ] {
+            let t = Tree { nodes: vec![bad] };
+            assert!(Tree::decode(&id, &t.encode()).is_err(), "{:?}", t.nodes[0]);
+        }
+        // A type this reader does not know is refused, not guessed at.
+        let unknown =
+            br#"{"nodes":[{"name":"s","type":"door","mode":0,"mtime_ns":0,"uid":0,"gid":0}]}"#;
+        assert!(Tree::decode(&id, unknown).is_err());
+        // Nodes written before these fields existed read as before.
+        let old =
+            br#"{"nodes":[{"name":"f","type":"file","mode":420,"mtime_ns":0,"uid":0,"gid":0}]}"#;
+        assert_eq!(Tree::decode(&id, old).unwrap().nodes[0].device, None);
     }
 }

@@ -1,5 +1,7 @@
 //! Local file-system helpers shared by the local storage backend and restore: writes that bypass
-//! the page cache ([`direct`]) and symlink-safe creation under a directory ([`safe`]).
+//! the page cache ([`direct`]), symlink-safe creation under a directory ([`safe`]), and sparse
+//! files' holes ([`sparse`]).
 
 pub mod direct;
 pub mod safe;
+pub mod sparse;

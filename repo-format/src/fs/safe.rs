@@ -293,6 +293,62 @@ impl Dir {
         }
     }
 
+    /// Creates a FIFO or device node (`kind` is `S_IFIFO`, `S_IFCHR` or `S_IFBLK`, `device` its
+    /// number) under a fresh temporary name for `name`, mode 0600 until [`Self::set_mode`];
+    /// returns the name. Creating a device needs `CAP_MKNOD` (`EPERM` without).
+    pub fn create_temp_node(&self, name: &OsStr, kind: SFlag, device: u64) -> io::Result<OsString> {
+        check_name(name)?;
+        loop {
+            let temp = temp_name(name)?;
+            match nix::sys::stat::mknodat(
+                self.0.as_fd(),
+                temp.as_os_str(),
+                kind,
+                Mode::from_bits_truncate(0o600),
+                device,
+            ) {
+                Ok(()) => return Ok(temp),
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(to_io(e)),
+            }
+        }
+    }
+
+    /// Makes a hard link to `from_name` in `from` (never following a symlink there) under a
+    /// fresh temporary name for `name` in this directory; returns the name.
+    pub fn link_temp(&self, from: &Dir, from_name: &OsStr, name: &OsStr) -> io::Result<OsString> {
+        check_name(from_name)?;
+        check_name(name)?;
+        loop {
+            let temp = temp_name(name)?;
+            match nix::unistd::linkat(
+                from.0.as_fd(),
+                from_name,
+                self.0.as_fd(),
+                temp.as_os_str(),
+                AtFlags::empty(),
+            ) {
+                Ok(()) => return Ok(temp),
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(to_io(e)),
+            }
+        }
+    }
+
+    /// Sets the permission bits of `name`, which must not be a symlink (never followed: with
+    /// `AT_SYMLINK_NOFOLLOW`, which the C library carries out on the entry itself through an
+    /// `O_PATH` descriptor).
+    pub fn set_mode(&self, name: &OsStr, mode: u32) -> io::Result<()> {
+        check_name(name)?;
+        nix::sys::stat::fchmodat(
+            self.0.as_fd(),
+            name,
+            Mode::from_bits_truncate(mode),
+            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+        )
+        .map_err(to_io)
+    }
+
     /// Opens the existing regular file `name` for reading; a symlink there is an error.
     pub fn open_file(&self, name: &OsStr) -> io::Result<File> {
         check_name(name)?;

@@ -261,7 +261,7 @@ impl Mapper<'_> {
                         subtrees.push((a, b));
                     }
                 }
-                NodeKind::Symlink => {}
+                NodeKind::Symlink | NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {}
             }
         }
         for (s, t) in pairs {
@@ -317,7 +317,7 @@ impl Mapper<'_> {
                         })?;
                     }
                 }
-                NodeKind::Symlink => {}
+                NodeKind::Symlink | NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {}
             }
         }
         let new_id = run.store(BlobKind::Tree, &tree.encode())?;

@@ -393,7 +393,7 @@ impl Rewriter<'_, '_> {
                         }
                     }
                 }
-                NodeKind::Symlink => {}
+                NodeKind::Symlink | NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {}
             }
             nodes.push(node);
         }

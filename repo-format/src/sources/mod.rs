@@ -87,8 +87,8 @@ pub enum Sniffed {
     CustomDumpCompressed,
     /// A plain SQL dump (`-- PostgreSQL database dump`).
     PlainSqlDump,
-    /// gzip data (`pg_dump | gzip`).
-    Gzip,
+    /// A dump (custom format or SQL) compressed with gzip (`pg_dump | gzip`).
+    GzipDump,
     Other,
 }
 
@@ -103,20 +103,56 @@ impl Sniffed {
 
     /// Whether it is a dump that will deduplicate poorly.
     pub fn compressed_dump(self) -> bool {
-        matches!(self, Sniffed::CustomDumpCompressed | Sniffed::Gzip)
+        matches!(self, Sniffed::CustomDumpCompressed | Sniffed::GzipDump)
     }
 }
 
-/// Bytes [`sniff`] needs to decide.
+/// Bytes [`sniff`] needs to decide, except for gzip data ([`SNIFF_GZIP_LEN`]).
 pub const SNIFF_LEN: usize = 64;
+
+/// Bytes [`sniff`] needs to look inside gzip data: the gzip header with its file name, and the
+/// first deflate block's code tables before the first decompressed byte.
+pub const SNIFF_GZIP_LEN: usize = 64 << 10;
+
+/// Whether `head` starts as gzip data does (then [`sniff`] wants [`SNIFF_GZIP_LEN`] bytes).
+pub fn is_gzip(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b])
+}
 
 /// Recognises dumps by content. The custom format header is `PGDMP`, major, minor, revision,
 /// int size, offset size, format; from archive version 1.15 (PostgreSQL 16) a compression
 /// algorithm byte follows (0 = none), before it a signed int with the zlib level (0 = none).
+/// gzip data is a dump only if what it decompresses to starts as one: a `NEWS.Debian.gz` is
+/// just a file.
 pub fn sniff(head: &[u8]) -> Sniffed {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        return Sniffed::Gzip;
+    if is_gzip(head) {
+        return match sniff_plain(&gunzip_head(head)) {
+            Sniffed::Other => Sniffed::Other,
+            _ => Sniffed::GzipDump,
+        };
     }
+    sniff_plain(head)
+}
+
+/// The first [`SNIFF_LEN`] bytes (or fewer) that the start of gzip data decompresses to; as
+/// many as the given bytes yield when they are cut short or damaged.
+fn gunzip_head(head: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut decoder = flate2::read::GzDecoder::new(head);
+    let mut out = vec![0; SNIFF_LEN];
+    let mut filled = 0;
+    while filled < out.len() {
+        match decoder.read(&mut out[filled..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    out.truncate(filled);
+    out
+}
+
+/// [`sniff`] for bytes that are not gzip.
+fn sniff_plain(head: &[u8]) -> Sniffed {
     if let Some(rest) = head.strip_prefix(b"PGDMP") {
         let (Some(&major), Some(&minor), Some(&int_size)) =
             (rest.first(), rest.get(1), rest.get(3))
@@ -144,8 +180,9 @@ pub fn sniff(head: &[u8]) -> Sniffed {
     }
     let text = String::from_utf8_lossy(&head[..head.len().min(SNIFF_LEN)]);
     let trimmed = text.trim_start_matches(['\n', '\r']);
-    if trimmed.starts_with("--\n-- PostgreSQL database dump")
-        || trimmed.starts_with("-- PostgreSQL database dump")
+    let trimmed = trimmed.trim_start_matches("--\n");
+    if trimmed.starts_with("-- PostgreSQL database dump")
+        || trimmed.starts_with("-- PostgreSQL database cluster dump")
     {
         return Sniffed::PlainSqlDump;
     }
@@ -183,6 +220,13 @@ mod tests {
         assert!(manifest_labels("bad", b"{not json").is_err());
     }
 
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
     #[test]
     fn dump_headers_are_recognised() {
         // PostgreSQL 15 (archive 1.14): sign byte 0, then a 4-byte level.
@@ -201,7 +245,27 @@ mod tests {
             sniff(b"PGDMP\x01\x0f\x00\x04\x08\x01\x03"),
             Sniffed::CustomDumpCompressed
         );
-        assert_eq!(sniff(&[0x1f, 0x8b, 8, 0]), Sniffed::Gzip);
+        // gzip is a dump only when a dump is inside.
+        assert_eq!(sniff(&[0x1f, 0x8b, 8, 0]), Sniffed::Other);
+        assert_eq!(sniff(&gzip(b"Debian news: nothing new\n")), Sniffed::Other);
+        assert_eq!(
+            sniff(&gzip(
+                b"--\n-- PostgreSQL database dump\n--\n\nSET x = 0;\n"
+            )),
+            Sniffed::GzipDump
+        );
+        assert_eq!(sniff(&gzip(&v14)), Sniffed::GzipDump);
+        // Cut short: what the given bytes yield still tells.
+        let big: Vec<u8> = b"-- PostgreSQL database cluster dump\n"
+            .iter()
+            .copied()
+            .chain((0..200_000u32).flat_map(|i| i.to_le_bytes()))
+            .collect();
+        let whole = gzip(&big);
+        assert_eq!(
+            sniff(&whole[..SNIFF_GZIP_LEN.min(whole.len())]),
+            Sniffed::GzipDump
+        );
         assert_eq!(
             sniff(b"--\n-- PostgreSQL database dump\n--\n"),
             Sniffed::PlainSqlDump

@@ -217,7 +217,7 @@ pub fn verify_restored(
                     files_below(repo, subtree, dest, &mut files)?;
                 }
             }
-            NodeKind::Symlink => {}
+            NodeKind::Symlink | NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {}
         }
     }
     for (path, node) in files {

@@ -8,7 +8,7 @@ use super::{Notice, Run};
 use crate::error::{Error, Result};
 use crate::format::compress::BlobClass;
 use crate::format::id::BlobId;
-use crate::sources::{sniff, Sniffed, SNIFF_LEN};
+use crate::sources::{is_gzip, sniff, Sniffed, SNIFF_GZIP_LEN, SNIFF_LEN};
 use coffer_chunker::{ChunkerParams, StreamChunker};
 use crossbeam_channel::{unbounded, Sender};
 use std::io::Read;
@@ -95,6 +95,12 @@ impl Run<'_, '_> {
                 .take(SNIFF_LEN as u64)
                 .read_to_end(&mut head)
                 .map_err(StreamError::Read)?;
+            if is_gzip(&head) {
+                (&mut reader)
+                    .take((SNIFF_GZIP_LEN - head.len()) as u64)
+                    .read_to_end(&mut head)
+                    .map_err(StreamError::Read)?;
+            }
         }
         let choice = self.chunking(chunking, &head, label);
         let (tx, rx) = unbounded();
@@ -170,7 +176,7 @@ mod tests {
         );
         assert_eq!(
             by_content(&[0x1f, 0x8b, 8, 0]),
-            (BlobClass::FileData, Some(Sniffed::Gzip))
+            (BlobClass::FileData, Some(Sniffed::Other))
         );
         assert_eq!(
             by_content(b"hello"),

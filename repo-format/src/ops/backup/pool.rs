@@ -31,6 +31,8 @@ pub(super) struct Counts {
     pub(super) files: u64,
     pub(super) dirs: u64,
     pub(super) symlinks: u64,
+    /// FIFOs and device nodes.
+    pub(super) special: u64,
     pub(super) total_bytes: u64,
     pub(super) bytes_read: u64,
     pub(super) files_unchanged: u64,
@@ -197,6 +199,10 @@ mod tests {
                 subtree: None,
                 target: None,
                 target_bytes: None,
+                device: None,
+                links: None,
+                device_id: None,
+                sparse: false,
             },
             content: Some(content),
         };

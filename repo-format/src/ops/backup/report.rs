@@ -87,6 +87,10 @@ pub enum Notice {
         /// What it is (gzip, or a pg_dump custom-format dump with compression).
         kind: Sniffed,
     },
+    /// A Unix socket was met and skipped: it is the live endpoint of a running program, which
+    /// recreates it (as restic, coffer does not store sockets). Not a warning: the backup is
+    /// complete.
+    SocketSkipped(PathBuf),
     /// A snapshot could not be read while choosing the parent; it was not considered.
     DamagedSnapshot {
         /// Its id.
@@ -105,12 +109,15 @@ impl fmt::Display for Notice {
                  any change reshuffles the compressed bytes; write dumps uncompressed \
                  (pg_dump -Fc -Z0, no gzip) and let coffer compress after deduplication, or \
                  back the database up with a postgres source",
-                if *kind == Sniffed::Gzip {
+                if *kind == Sniffed::GzipDump {
                     "gzip"
                 } else {
                     "pg_dump custom format with compression"
                 }
             ),
+            Notice::SocketSkipped(path) => {
+                write!(f, "{}: a socket, not stored", path.display())
+            }
             Notice::DamagedSnapshot { reason, .. } => write!(f, "{reason}; skipped"),
         }
     }
@@ -163,7 +170,7 @@ mod tests {
     fn notices_name_what_they_are_about() {
         let gz = Notice::CompressedDump {
             label: "db/app.sql.gz".into(),
-            kind: Sniffed::Gzip,
+            kind: Sniffed::GzipDump,
         };
         assert!(gz
             .to_string()

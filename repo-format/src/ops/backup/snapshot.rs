@@ -59,6 +59,7 @@ impl Assembly<'_> {
             files: counts.files,
             dirs: counts.dirs,
             symlinks: counts.symlinks,
+            special_files: counts.special,
             total_bytes: counts.total_bytes,
             bytes_read: counts.bytes_read,
             files_unchanged: counts.files_unchanged,

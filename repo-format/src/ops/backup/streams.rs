@@ -190,6 +190,10 @@ impl Run<'_, '_> {
                 subtree: None,
                 target: None,
                 target_bytes: None,
+                device: None,
+                links: None,
+                device_id: None,
+                sparse: false,
             }
         };
         let (last, dirs) = components

@@ -7,15 +7,16 @@
 
 use super::chunk::{Chunking, StreamError};
 use super::pool::{PendingContent, PendingNode};
-use super::{Run, Step};
+use super::{Notice, Run, Step};
 use crate::error::{Error, Result};
-use crate::format::tree::{encode_name, Node, NodeKind, Tree};
+use crate::format::tree::{encode_name, Device, Node, NodeKind, Tree};
+use crate::fs::sparse::{has_holes, HoleSkippingReader};
 use crossbeam_channel::Receiver;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 /// How many files to be read the prefetcher is asked for ahead of the one being read.
@@ -42,6 +43,19 @@ pub(super) fn prefetcher(paths: Receiver<PathBuf>) {
     }
 }
 
+/// The node kind of a FIFO or device node, `None` for anything else.
+fn special_kind(ft: std::fs::FileType) -> Option<NodeKind> {
+    if ft.is_fifo() {
+        Some(NodeKind::Fifo)
+    } else if ft.is_char_device() {
+        Some(NodeKind::Chardev)
+    } else if ft.is_block_device() {
+        Some(NodeKind::Blockdev)
+    } else {
+        None
+    }
+}
+
 fn time_ns(secs: i64, nsec: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
@@ -63,6 +77,11 @@ pub(super) fn node_from_meta(name: &std::ffi::OsStr, kind: NodeKind, meta: &Meta
         subtree: None,
         target: None,
         target_bytes: None,
+        device: None,
+        // Hard links: restore links the nodes of a snapshot with the same device and inode.
+        links: (kind == NodeKind::File && meta.nlink() > 1).then(|| meta.nlink()),
+        device_id: (kind == NodeKind::File && meta.nlink() > 1).then(|| meta.dev()),
+        sparse: false,
     }
 }
 
@@ -192,11 +211,27 @@ impl Run<'_, '_> {
                     Ok(None)
                 }
             }
+        } else if let Some(kind) = special_kind(ft) {
+            let name = path.file_name().unwrap_or_default();
+            let mut node = node_from_meta(name, kind, &meta);
+            if kind != NodeKind::Fifo {
+                let rdev = meta.rdev();
+                node.device = Some(Device {
+                    major: nix::sys::stat::major(rdev),
+                    minor: nix::sys::stat::minor(rdev),
+                });
+            }
+            self.counts.special += 1;
+            Ok(Some(PendingNode::done(node)))
+        } else if ft.is_socket() {
+            // A socket is a live endpoint of a running program: nothing to store or restore.
+            self.notices.push(Notice::SocketSkipped(path.to_path_buf()));
+            Ok(None)
         } else {
             self.warn(
                 path,
                 Step::Unsupported,
-                "not a regular file, directory or symlink",
+                "not a regular file, directory, symlink, FIFO or device",
             );
             Ok(None)
         }
@@ -296,6 +331,7 @@ impl Run<'_, '_> {
                 let mut node = node_from_meta(name, NodeKind::File, meta);
                 node.size = meta.len();
                 node.content = p.content.clone();
+                node.sparse = has_holes(meta);
                 self.counts.files += 1;
                 self.counts.files_unchanged += 1;
                 self.counts.total_bytes += node.size;
@@ -338,6 +374,7 @@ impl Run<'_, '_> {
         // size or times that the next backup will not find again, so it is read again then.
         let mut node = node_from_meta(name, NodeKind::File, &opened);
         node.size = size;
+        node.sparse = has_holes(&opened);
         self.counts.files += 1;
         self.counts.total_bytes += size;
         tracing::debug!("file {path:?}: read, {size} bytes");
@@ -366,7 +403,14 @@ impl Run<'_, '_> {
             }
         };
         // Dumps are recognised by content wherever they sit.
-        let (content, size) = match self.chunk_stream(&file, Chunking::ByContent, &path.display()) {
+        // A sparse file's holes are not read: the file system says where they are.
+        let chunked = if has_holes(&opened) {
+            let reader = HoleSkippingReader::new(&file, opened.len());
+            self.chunk_stream(reader, Chunking::ByContent, &path.display())
+        } else {
+            self.chunk_stream(&file, Chunking::ByContent, &path.display())
+        };
+        let (content, size) = match chunked {
             Ok(read) => read,
             Err(StreamError::Read(e)) => {
                 self.warn(path, Step::Read, e);

@@ -7,6 +7,7 @@
 //!
 //! May use: `fs/`, `format/` (tree nodes), the repository's reader.
 
+use super::nodes::{restore_link, restore_special, restore_symlink, split_links};
 use super::outcome::{is_damage, DamagedFile, FileJob, Outcome};
 use super::plan::{self, not_below, place};
 use super::RestoreReport;
@@ -15,11 +16,11 @@ use crate::format::id::PackId;
 use crate::format::tree::{Node, NodeKind};
 use crate::fs::direct::{self, DirectWriter};
 use crate::fs::safe::{Dir, Kind};
+use crate::fs::sparse::SparseWriter;
 use crate::repository::reader::Span;
 use crate::repository::Repository;
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -97,12 +98,39 @@ pub(super) fn execute(
                 restore_symlink(stack.get(parent)?, name, node, dest, overwrite)?;
                 report.symlinks += 1;
             }
+            NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+                let (parent, name) = place(root.path, dest)?;
+                match restore_special(stack.get(parent)?, name, node, dest, overwrite)? {
+                    None => report.special_files += 1,
+                    Some(warning) => report.warnings.push(warning),
+                }
+            }
         }
     }
     report.leftovers_removed = remove_leftovers(&root, &existing, &mut stack)?;
+    let (files, links) = split_links(files);
     report.files = files.len() as u64;
     (report.bytes, report.damaged) = restore_files(repo, &root, &files, skip_damaged, cancel)?;
     report.files -= report.damaged.len() as u64;
+    for (first, dest, exists) in links {
+        // A link to a file left out for damaged data is left out with it.
+        if let Some(d) = report.damaged.iter().find(|d| d.path == *first) {
+            let damaged = DamagedFile {
+                path: dest.clone(),
+                reason: format!("a hard link to {}: {}", first.display(), d.reason),
+            };
+            report.damaged.push(damaged);
+            continue;
+        }
+        restore_link(
+            &root.open_parent(first)?,
+            first,
+            &root.open_parent(dest)?,
+            dest,
+            exists,
+        )?;
+        report.hard_links += 1;
+    }
     // Directory metadata last, deepest first, so writing children does not change their mtimes;
     // through a handle opened without following symlinks.
     for (dest, node) in dirs.iter().rev() {
@@ -438,7 +466,7 @@ pub(super) fn check_conflicts(plan: &[(PathBuf, Node)], overwrite: bool) -> Resu
     Ok(exists)
 }
 
-fn mtime(node: &Node) -> filetime::FileTime {
+pub(super) fn mtime(node: &Node) -> filetime::FileTime {
     filetime::FileTime::from_unix_time(
         node.mtime_ns.div_euclid(1_000_000_000),
         node.mtime_ns.rem_euclid(1_000_000_000) as u32,
@@ -510,6 +538,8 @@ enum Source<'a> {
 enum Out<'f> {
     Direct(DirectWriter<'f>),
     Buffered(std::io::BufWriter<&'f std::fs::File>),
+    /// A file that had holes: all-zero blocks are left as holes.
+    Sparse(SparseWriter<'f>),
 }
 
 /// Writes a file's blobs in order and checks the length against the snapshot.
@@ -531,7 +561,9 @@ fn write_content(
     let mut written = 0u64;
     // Small chunks (dumps are cut at 16 KiB) are gathered into fewer, larger writes; large
     // files are written around the page cache where the file system allows (direct.rs).
-    let mut out = if node.size >= direct::WORTH_IT as u64 {
+    let mut out = if node.sparse {
+        Out::Sparse(SparseWriter::new(file))
+    } else if node.size >= direct::WORTH_IT as u64 {
         Out::Direct(DirectWriter::new(file))
     } else {
         Out::Buffered(std::io::BufWriter::with_capacity(256 << 10, file))
@@ -543,6 +575,7 @@ fn write_content(
         match &mut out {
             Out::Direct(w) => w.write_all(bytes),
             Out::Buffered(w) => w.write_all(bytes),
+            Out::Sparse(w) => w.write_all(bytes),
         }
         .map_err(|e| Error::io("writing", path, e))?;
         written += bytes.len() as u64;
@@ -557,6 +590,7 @@ fn write_content(
     match out {
         Out::Direct(w) => w.finish(),
         Out::Buffered(mut w) => w.flush(),
+        Out::Sparse(w) => w.finish(),
     }
     .map_err(|e| Error::io("writing", path, e))?;
     if written != node.size {
@@ -581,39 +615,4 @@ fn finish_file(node: &Node, path: &Path, file: &std::fs::File) -> Result<()> {
     let t = mtime(node);
     filetime::set_file_handle_times(file, Some(t), Some(t))
         .map_err(|e| Error::io("setting the modification time of", path, e))
-}
-
-/// Creates the symlink `name` in `dir` under a fresh temporary name, sets its owner and time
-/// (on the link itself), then renames it to `name`: replacing what is there with `overwrite`
-/// (a symlink there is replaced, never followed), else only if nothing is.
-fn restore_symlink(
-    dir: &Dir,
-    name: &OsStr,
-    node: &Node,
-    dest: &Path,
-    overwrite: bool,
-) -> Result<()> {
-    let target = node.target_raw()?;
-    let temp = dir
-        .create_temp_symlink(OsStr::from_bytes(&target), name)
-        .map_err(|e| Error::io("creating symlink", dest, e))?;
-    // EPERM for non-root users is expected and not an error.
-    let _ = dir.set_symlink_owner(&temp, node.uid, node.gid);
-    let t = mtime(node);
-    let result = dir
-        .set_symlink_times(&temp, t.unix_seconds(), t.nanoseconds())
-        .map_err(|e| Error::io("setting the modification time of", dest, e))
-        .and_then(|()| {
-            dir.rename(&temp, name, overwrite).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    Error::WouldOverwrite(dest.to_path_buf())
-                } else {
-                    Error::io("creating symlink", dest, e)
-                }
-            })
-        });
-    if result.is_err() {
-        let _ = dir.remove_file(&temp);
-    }
-    result
 }

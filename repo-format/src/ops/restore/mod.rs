@@ -1,5 +1,5 @@
-//! `restore`: recreate a snapshot's files, directories and symlinks under a target directory,
-//! byte for byte, with modes, modification times and (when permitted) owners.
+//! `restore`: recreate a snapshot's files, directories, symlinks, FIFOs and device nodes under a
+//! target directory, byte for byte, with modes, modification times and (when permitted) owners.
 //!
 //! Restore plans first and writes second: every conflict with an existing file is found before
 //! anything is written, so a refused restore changes nothing. Below the target (which the
@@ -20,9 +20,11 @@
 //! opened once per batch); consecutive blobs of a file are fetched with one ranged read.
 
 mod files;
+mod nodes;
 mod outcome;
 mod plan;
 
+pub use nodes::RestoreWarning;
 pub use outcome::DamagedFile;
 
 use crate::error::{Error, Result};
@@ -51,6 +53,10 @@ pub struct RestoreReport {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// FIFOs and device nodes.
+    pub special_files: u64,
+    /// Files restored as hard links to a file restored before them (not counted in `files`).
+    pub hard_links: u64,
     pub bytes: u64,
     /// Temporary files of an interrupted earlier restore removed from the directories restored
     /// into (`.NAME.coffer-tmp-<pid>-<16 hex digits>` of a process no longer running).
@@ -58,6 +64,8 @@ pub struct RestoreReport {
     /// Files left out because their data is damaged or missing (with `skip_damaged`); not
     /// counted in `files`.
     pub damaged: Vec<DamagedFile>,
+    /// Entries that could not be recreated (a device node without root); all else is restored.
+    pub warnings: Vec<RestoreWarning>,
 }
 
 /// Restores `snapshot` according to `opts`.

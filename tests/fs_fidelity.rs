@@ -1,0 +1,351 @@
+//! Everything a file system holds (issue 18): FIFOs and device nodes are stored and restored
+//! (devices only by a restore that may create them, else a warning and exit 3), sockets are
+//! skipped with a notice and exit 0; the compressed-dump notice only for real dumps, never
+//! under `-q`. Real files, the real binary.
+
+use coffer_e2e::Env;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+fn is_root() -> bool {
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+#[track_caller]
+fn run(program: &str, args: &[&str]) {
+    let status = Command::new(program).args(args).status().unwrap();
+    assert!(status.success(), "{program} {args:?}: {status}");
+}
+
+/// What of a special file a restore must bring back.
+fn shape(path: &Path) -> (String, u32, u64, i64, i64, u32, u32) {
+    let m = fs::symlink_metadata(path).unwrap();
+    let ft = m.file_type();
+    let kind = if ft.is_fifo() {
+        "fifo"
+    } else if ft.is_char_device() {
+        "chardev"
+    } else if ft.is_block_device() {
+        "blockdev"
+    } else {
+        "other"
+    };
+    let rdev = if ft.is_fifo() { 0 } else { m.rdev() };
+    (
+        kind.into(),
+        m.mode() & 0o7777,
+        rdev,
+        m.mtime(),
+        m.mtime_nsec(),
+        m.uid(),
+        m.gid(),
+    )
+}
+
+/// A source with a FIFO, a socket and (as root) a character and a block device.
+fn special_tree(env: &Env) -> (std::path::PathBuf, std::os::unix::net::UnixListener) {
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("plain"), b"plain file").unwrap();
+    let fifo = src.join("fifo");
+    run("mkfifo", &["-m", "0640", fifo.to_str().unwrap()]);
+    if is_root() {
+        run(
+            "mknod",
+            &[
+                "-m",
+                "0620",
+                src.join("null").to_str().unwrap(),
+                "c",
+                "1",
+                "3",
+            ],
+        );
+        run(
+            "mknod",
+            &[
+                "-m",
+                "0600",
+                src.join("loop").to_str().unwrap(),
+                "b",
+                "7",
+                "200",
+            ],
+        );
+        run("chown", &["1234:5678", src.join("null").to_str().unwrap()]);
+    }
+    let socket = std::os::unix::net::UnixListener::bind(src.join("agent.sock")).unwrap();
+    (src, socket)
+}
+
+#[test]
+fn fifos_and_devices_are_restored_and_sockets_skipped_with_a_notice() {
+    let env = Env::new();
+    env.init();
+    let (src, _socket) = special_tree(&env);
+    let out = env.run(&["backup", src.to_str().unwrap()]).ok();
+    // The socket is named in a notice, not a warning; the backup is complete (exit 0).
+    assert!(
+        out.stderr.contains("agent.sock: a socket, not stored"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("warning:"), "{}", out.stderr);
+    let specials = if is_root() { 3 } else { 1 };
+    assert!(
+        out.stdout
+            .contains(&format!("special   {specials} FIFOs and device nodes")),
+        "{}",
+        out.stdout
+    );
+    // -q: not even the notice.
+    let quiet = env.run(&["-q", "backup", src.to_str().unwrap()]).ok();
+    assert_eq!(quiet.stderr, "", "-q printed: {}", quiet.stderr);
+
+    let ls = env.run(&["ls", "latest"]).ok().stdout;
+    let line = |name: &str| {
+        ls.lines()
+            .find(|l| l.ends_with(&format!("/{name}")))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{ls}"))
+            .to_string()
+    };
+    assert!(line("fifo").starts_with("prw-r-----"), "{ls}");
+    assert!(!ls.contains("agent.sock"), "{ls}");
+    if is_root() {
+        assert!(
+            line("null").starts_with("crw--w----   1  1234/5678"),
+            "{ls}"
+        );
+        assert!(line("null").contains(" 1, 3  "), "{ls}");
+        assert!(line("loop").starts_with("brw-------"), "{ls}");
+    }
+
+    let target = env.path("restored");
+    let out = env
+        .run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    assert!(!out.stderr.contains("warning:"), "{}", out.stderr);
+    let back = target.join(src.strip_prefix("/").unwrap());
+    let mut names = vec!["fifo"];
+    if is_root() {
+        names.extend(["null", "loop"]);
+    }
+    for name in names {
+        assert_eq!(shape(&back.join(name)), shape(&src.join(name)), "{name}");
+    }
+    assert!(!back.join("agent.sock").exists());
+    assert_eq!(fs::read(back.join("plain")).unwrap(), b"plain file");
+}
+
+#[test]
+fn a_restore_that_may_not_create_devices_warns_and_exits_3() {
+    if !is_root() {
+        eprintln!("skipped: creating the device nodes to back up needs root");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let (src, _socket) = special_tree(&env);
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    // The restore runs as `nobody`: the repository must be readable, the target writable.
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    run("chmod", &["-R", "a+rX", &env.repo]);
+    let target = env.path("as-nobody");
+    fs::create_dir(&target).unwrap();
+    run("chown", &["nobody", target.to_str().unwrap()]);
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "nobody", "--"])
+        .arg(coffer_e2e::coffer_bin())
+        .args(["restore", "latest", "--target", target.to_str().unwrap()]);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &target)
+        .env("COFFER_REPO", &env.repo)
+        .env("COFFER_PASSWORD", &env.password);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let back = target.join(src.strip_prefix("/").unwrap());
+    for name in ["null", "loop"] {
+        assert!(
+            stderr.contains(&format!(
+                "{}: not restored: creating a device node needs root (CAP_MKNOD)",
+                back.join(name).display()
+            )),
+            "{stderr}"
+        );
+        assert!(!back.join(name).exists(), "{name}");
+    }
+    assert!(
+        stderr.contains("2 entries of the snapshot could not be restored"),
+        "{stderr}"
+    );
+    // Everything else is there.
+    assert_eq!(shape(&back.join("fifo")).0, "fifo");
+    assert_eq!(fs::read(back.join("plain")).unwrap(), b"plain file");
+}
+
+fn gzip(env: &Env, name: &str, content: &[u8]) -> std::path::PathBuf {
+    let path = env.path(name);
+    fs::write(&path, content).unwrap();
+    run("gzip", &["-n", "-f", path.to_str().unwrap()]);
+    path.with_file_name(format!("{name}.gz"))
+}
+
+#[test]
+fn only_real_dumps_get_the_compressed_dump_notice() {
+    let env = Env::new();
+    env.init();
+    let docs = env.path("docs");
+    fs::create_dir(&docs).unwrap();
+    // A documentation directory of gzip files: no notice.
+    let news = gzip(
+        &env,
+        "NEWS.Debian",
+        &b"coffer (1.0) unstable; urgency=low\n".repeat(500),
+    );
+    fs::rename(&news, docs.join("NEWS.Debian.gz")).unwrap();
+    let changelog = gzip(&env, "changelog", &coffer_e2e::pseudo_random(1, 300_000));
+    fs::rename(&changelog, docs.join("changelog.gz")).unwrap();
+    let out = env.run(&["backup", docs.to_str().unwrap()]).ok();
+    assert!(!out.stderr.contains("notice"), "{}", out.stderr);
+
+    // Two gzipped SQL dumps: one notice, naming the first.
+    let dumps = env.path("dumps");
+    fs::create_dir(&dumps).unwrap();
+    let mut sql = b"--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\n".to_vec();
+    sql.extend(coffer_e2e::pseudo_random(2, 200_000));
+    for name in ["a.sql", "b.sql"] {
+        let gz = gzip(&env, name, &sql);
+        fs::rename(&gz, dumps.join(format!("{name}.gz"))).unwrap();
+    }
+    let out = env.run(&["backup", dumps.to_str().unwrap()]).ok();
+    let notices: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("notice:"))
+        .collect();
+    assert_eq!(notices.len(), 1, "{}", out.stderr);
+    assert!(
+        notices[0].contains("a.sql.gz is a compressed database dump (gzip)"),
+        "{}",
+        out.stderr
+    );
+    // Never under -q.
+    let quiet = env
+        .run(&["-q", "backup", "--force", dumps.to_str().unwrap()])
+        .ok();
+    assert_eq!(quiet.stderr, "", "{}", quiet.stderr);
+}
+
+#[test]
+fn hard_links_are_restored_as_links_within_the_restored_set() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("lib/dri")).unwrap();
+    fs::create_dir_all(src.join("bin")).unwrap();
+    let driver = coffer_e2e::pseudo_random(3, 300_000);
+    fs::write(src.join("lib/dri/a.so"), &driver).unwrap();
+    // Links in the same directory and across directories.
+    for name in ["lib/dri/b.so", "lib/dri/c.so", "bin/tool"] {
+        fs::hard_link(src.join("lib/dri/a.so"), src.join(name)).unwrap();
+    }
+    fs::write(src.join("single"), b"one link").unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+
+    let ls = env.run(&["ls", "latest"]).ok().stdout;
+    let line = |name: &str| {
+        ls.lines()
+            .find(|l| l.ends_with(name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{ls}"))
+            .to_string()
+    };
+    assert!(line("/bin/tool").starts_with("-rw-r--r--   4 "), "{ls}");
+    assert!(line("/single").starts_with("-rw-r--r--   1 "), "{ls}");
+
+    // The whole tree: one inode for the four names, on disk once.
+    let target = env.path("restored");
+    let out = env
+        .run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    assert!(
+        out.stdout.contains("linked  3 hard links"),
+        "{}",
+        out.stdout
+    );
+    let back = target.join(src.strip_prefix("/").unwrap());
+    let first = fs::metadata(back.join("lib/dri/a.so")).unwrap();
+    assert_eq!(first.nlink(), 4);
+    for name in ["lib/dri/b.so", "lib/dri/c.so", "bin/tool"] {
+        let m = fs::metadata(back.join(name)).unwrap();
+        assert_eq!((m.dev(), m.ino()), (first.dev(), first.ino()), "{name}");
+        assert_eq!(fs::read(back.join(name)).unwrap(), driver, "{name}");
+    }
+    assert_eq!(fs::metadata(back.join("single")).unwrap().nlink(), 1);
+
+    // Only part of the set: links among what is restored (restic's rule).
+    let part = env.path("part");
+    let include = src.join("lib/dri");
+    env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        part.to_str().unwrap(),
+        "--include",
+        include.to_str().unwrap(),
+    ])
+    .ok();
+    let back = part.join(src.strip_prefix("/").unwrap());
+    assert_eq!(fs::metadata(back.join("lib/dri/a.so")).unwrap().nlink(), 3);
+    assert_eq!(fs::read(back.join("lib/dri/c.so")).unwrap(), driver);
+    assert!(!back.join("bin").exists());
+}
+
+/// Disk usage in bytes (`st_blocks`), what `du` shows.
+fn usage(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn a_sparse_file_is_restored_with_its_holes() {
+    use std::os::unix::fs::FileExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    // 1 GiB with three data extents of 1 MiB: at the start, in the middle, at the end.
+    let len = 1u64 << 30;
+    let sparse = src.join("disk.img");
+    let file = fs::File::create(&sparse).unwrap();
+    file.set_len(len).unwrap();
+    for (i, at) in [0, len / 2, len - (1 << 20)].into_iter().enumerate() {
+        let data = coffer_e2e::pseudo_random(10 + i as u64, 1 << 20);
+        file.write_all_at(&data, at).unwrap();
+    }
+    drop(file);
+    let source_usage = usage(&sparse);
+    assert!(source_usage < 8 << 20, "the file system made no holes");
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    let target = env.path("restored");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    let back = target.join(src.strip_prefix("/").unwrap()).join("disk.img");
+    assert_eq!(fs::metadata(&back).unwrap().len(), len);
+    assert_eq!(usage(&back), source_usage);
+    // Same bytes: compared in pieces to keep memory small.
+    let (a, b) = (
+        fs::File::open(&sparse).unwrap(),
+        fs::File::open(&back).unwrap(),
+    );
+    let (mut x, mut y) = (vec![0u8; 16 << 20], vec![0u8; 16 << 20]);
+    for at in (0..len).step_by(16 << 20) {
+        a.read_exact_at(&mut x, at).unwrap();
+        b.read_exact_at(&mut y, at).unwrap();
+        assert!(x == y, "differs in the 16 MiB at {at}");
+    }
+}
