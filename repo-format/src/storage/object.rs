@@ -18,7 +18,7 @@
 //!   read the status; its message names the range. (A range that ends past the end is caught by
 //!   type-free means: fewer bytes than asked.)
 
-use super::backend::{missing, short_read, too_large, Backend, ObjectInfo};
+use super::backend::{missing, short_read, too_large, Backend, ObjectInfo, ReadCost};
 use super::scrub::Secrets;
 use super::StoreKind;
 use crate::error::{Error, Result};
@@ -283,6 +283,11 @@ fn is_missing_bucket(e: &object_store::Error) -> bool {
 }
 
 impl Backend for ObjectBackend {
+    /// Every request is a round trip to the store and is billed: reads are planned.
+    fn read_cost(&self) -> ReadCost {
+        ReadCost::REMOTE
+    }
+
     /// Written with `PutMode::Create`. Large objects go in parts; a multipart upload cannot be
     /// conditional, which is harmless here since a second upload of the same name holds the
     /// same bytes.

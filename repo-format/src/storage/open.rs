@@ -142,6 +142,7 @@ impl Storage {
             listings: Arc::default(),
             cache_root: None,
             cache: None,
+            plan: Arc::default(),
         }
     }
 

@@ -1,0 +1,168 @@
+//! How many requests Coffer makes on a real S3 server (moto, started by the harness with its
+//! request log on): restore, dump, check --read-data, prune's repacking and copy of a
+//! repository holding many small files each read its packs with at most one GET per pack
+//! (the read planner, `repository/plan.rs`), where one GET per file would be thousands.
+
+use coffer_e2e::{pseudo_random, requests, Env, MotoServer};
+use coffer_repo::{OpenMode, Storage, StorageOptions};
+use std::fs;
+use std::path::Path;
+
+/// How many small files the source holds: far more than it has packs.
+const SMALL_FILES: usize = 1200;
+
+fn init(env: &Env) {
+    env.run(&[
+        "init",
+        "--insecure-kdf",
+        "--argon2-memory-kib",
+        "64",
+        "--argon2-iterations",
+        "1",
+    ])
+    .ok();
+}
+
+/// Small files of 1-4 KiB in 24 directories, and two files of 3 MiB: about 6 MiB.
+fn make_source(root: &Path) {
+    for i in 0..SMALL_FILES {
+        let dir = root.join(format!("dir{:02}", i % 24));
+        fs::create_dir_all(&dir).unwrap();
+        let len = 1024 + (i * 2654435761) % 3072;
+        fs::write(dir.join(format!("f{i}.bin")), pseudo_random(i as u64, len)).unwrap();
+    }
+    for i in 0..2u64 {
+        fs::write(
+            root.join(format!("big{i}.bin")),
+            pseudo_random(1000 + i, 3 << 20),
+        )
+        .unwrap();
+    }
+}
+
+/// The number of packs (objects under `data/`) of the repository of `env`.
+fn packs(env: &Env, server: &MotoServer) -> usize {
+    let options = StorageOptions {
+        options: MotoServer::env_for(&server.endpoint)
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect(),
+        ..StorageOptions::default()
+    };
+    let storage = Storage::open_with(&env.repo, OpenMode::Existing, &options).unwrap();
+    storage.list_uncached("data").unwrap().len()
+}
+
+/// Runs `f` and returns the GET requests of pack objects of `repo` it made.
+fn pack_gets(log: &Path, repo: &str, f: impl FnOnce()) -> usize {
+    let from = fs::metadata(log).map_or(0, |m| m.len());
+    f();
+    // The server writes its log line after answering: give it a moment to land.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let bucket_prefix = repo.trim_start_matches("s3:/");
+    requests(log, from)
+        .iter()
+        .filter(|(method, path)| {
+            method == "GET" && path.starts_with(&format!("{bucket_prefix}/data/"))
+        })
+        .count()
+}
+
+fn same_files(a: &Path, b: &Path) {
+    for entry in fs::read_dir(a).unwrap().flatten() {
+        let other = b.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            same_files(&entry.path(), &other);
+        } else {
+            assert!(
+                fs::read(entry.path()).unwrap() == fs::read(&other).unwrap(),
+                "{} differs",
+                other.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn reads_make_at_most_one_get_per_pack_touched() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("moto.log");
+    let server = MotoServer::start_logging(Some(&log));
+    let env = Env::s3(&server);
+    init(&env);
+    let source = env.path("src");
+    make_source(&source);
+    env.run(&["backup", source.to_str().unwrap()]).ok();
+    let packs_before = packs(&env, &server);
+    assert!(packs_before < SMALL_FILES / 10, "{packs_before} packs");
+
+    // Restore: every file, one GET per pack at most.
+    let target = env.path("restored");
+    let gets = pack_gets(&log, &env.repo, || {
+        env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+            .ok();
+    });
+    same_files(&source, &target.join(source.strip_prefix("/").unwrap()));
+    // The log is read (the restore made requests), and at most one per pack.
+    assert!(gets > 0, "no pack GET in the request log");
+    eprintln!("restore: {gets} pack GETs, {packs_before} packs");
+    assert!(
+        gets <= packs_before,
+        "restore made {gets} pack GETs for {packs_before} packs"
+    );
+
+    // Dump of one large file.
+    let inside = format!("{}/big1.bin", source.display());
+    let gets = pack_gets(&log, &env.repo, || {
+        let out = env.run(&["dump", "latest", &inside]).ok();
+        assert!(out.raw_stdout.len() == 3 << 20);
+    });
+    assert!(gets <= packs_before, "dump made {gets} pack GETs");
+
+    // check --read-data reads every pack once.
+    let gets = pack_gets(&log, &env.repo, || {
+        env.run(&["check", "--read-data"]).ok();
+    });
+    assert!(
+        gets <= packs_before,
+        "check made {gets} pack GETs for {packs_before} packs"
+    );
+
+    // Copy into a second repository on the same server reads each source pack once.
+    let mut other = Env::s3(&server);
+    other.password = "another password".into();
+    init(&other);
+    let gets = pack_gets(&log, &env.repo, || {
+        let mut cmd = other.cmd(&["copy", "--from-repo", &env.repo]);
+        cmd.env("COFFER_FROM_PASSWORD", &env.password);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    assert!(
+        gets <= packs_before,
+        "copy made {gets} source pack GETs for {packs_before} packs"
+    );
+
+    // Half the small files go: prune repacks the pack that held them, reading it once.
+    for i in (0..SMALL_FILES).step_by(2) {
+        fs::remove_file(source.join(format!("dir{:02}/f{i}.bin", i % 24))).unwrap();
+    }
+    env.run(&["backup", source.to_str().unwrap()]).ok();
+    let packs_now = packs(&env, &server);
+    let gets = pack_gets(&log, &env.repo, || {
+        env.run(&["forget", "--keep-last", "1", "--prune", "--grace", "0s"])
+            .ok();
+    });
+    assert!(
+        gets <= packs_now,
+        "prune made {gets} pack GETs for {packs_now} packs"
+    );
+    let target = env.path("after-prune");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    same_files(&source, &target.join(source.strip_prefix("/").unwrap()));
+}
