@@ -37,6 +37,7 @@ pub mod object;
 mod open;
 pub mod planned;
 mod scrub;
+pub mod throttle;
 
 pub use backend::{Backend, ObjectInfo, ReadCost};
 pub use cache::{Cache, CacheUse};
