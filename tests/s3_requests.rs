@@ -166,3 +166,92 @@ fn reads_make_at_most_one_get_per_pack_touched() {
         .ok();
     same_files(&source, &target.join(source.strip_prefix("/").unwrap()));
 }
+
+/// The storage class of every object of `bucket`, by key, as moto records it (its state
+/// dump, `/moto-api/data.json`).
+fn storage_classes(port: u16, bucket: &str) -> std::collections::HashMap<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET /moto-api/data.json HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let state: serde_json::Value = serde_json::from_str(body).unwrap();
+    state["s3"]["FakeKey"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["bucket_name"] == bucket)
+        .map(|k| {
+            (
+                k["name"].as_str().unwrap().to_string(),
+                k["storage_class"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `-o storage_class=STANDARD_IA` puts data packs in that class, and keeps tree packs, index files, snapshots, keys and the config in the standard
+/// one; a local repository refuses the option.
+#[test]
+fn data_packs_go_to_the_configured_storage_class_and_metadata_does_not() {
+    let server = MotoServer::shared();
+    let env = Env::s3(server);
+    init(&env);
+    let source = env.path("src");
+    make_source(&source);
+    env.run(&[
+        "backup",
+        "-o",
+        "storage_class=STANDARD_IA",
+        source.to_str().unwrap(),
+    ])
+    .ok();
+    let options = StorageOptions {
+        options: MotoServer::env_for(&server.endpoint)
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect(),
+        ..StorageOptions::default()
+    };
+    let storage = Storage::open_with(&env.repo, OpenMode::Existing, &options).unwrap();
+    let (bucket, prefix) = env
+        .repo
+        .trim_start_matches("s3://")
+        .split_once('/')
+        .unwrap();
+    let classes = storage_classes(server.port(), bucket);
+    let class = |key: &str| classes[&format!("{prefix}/{key}")].clone();
+    let (mut infrequent, mut standard) = (0, 0);
+    for (key, size) in storage.list_uncached("data").unwrap() {
+        match class(&key).as_str() {
+            "STANDARD_IA" => infrequent += 1,
+            "STANDARD" => {
+                standard += 1;
+                // Tree packs: small here.
+                assert!(size < 1 << 20, "{key} of {size} bytes is in STANDARD");
+            }
+            other => panic!("{key}: storage class {other}"),
+        }
+    }
+    assert!(infrequent >= 1, "{infrequent} data packs in STANDARD_IA");
+    assert!(standard >= 1, "no tree pack in STANDARD");
+    for dir in ["index", "snapshots", "keys"] {
+        for (key, _) in storage.list_uncached(dir).unwrap() {
+            assert_eq!(class(&key), "STANDARD", "{key}");
+        }
+    }
+    assert_eq!(class("config"), "STANDARD");
+    env.run(&["check", "--read-data"]).ok();
+    // A local repository has no storage classes: refused as a configuration error.
+    let local = Env::new();
+    let out = local.run(&["init", "-o", "storage_class=STANDARD_IA"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("storage_class"), "{}", out.stderr);
+}

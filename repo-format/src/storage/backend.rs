@@ -72,6 +72,13 @@ pub trait Backend: Send + Sync {
     /// an object already under `key` is kept and counts as success.
     fn put_new(&self, key: &str, bytes: Bytes) -> Result<()>;
 
+    /// As [`Self::put_new`], for a pack of file data (no trees): rarely read after it is
+    /// written, so a store configured with a cheaper storage class for data puts it there.
+    /// Everything else (index, snapshots, keys, tree packs) goes through [`Self::put_new`].
+    fn put_data_pack(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.put_new(key, bytes)
+    }
+
     /// Reads a whole object.
     fn get(&self, what: &'static str, key: &str) -> Result<Bytes>;
 

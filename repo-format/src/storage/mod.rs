@@ -240,6 +240,15 @@ impl Storage {
         Ok(())
     }
 
+    /// As [`Self::put_new`], for a pack holding only file data: it goes to the storage class
+    /// configured for data (`-o storage_class=…`, object stores only), if any.
+    pub fn put_data_pack(&self, key: &str, bytes: Bytes) -> Result<()> {
+        let size = bytes.len() as u64;
+        self.backend.put_data_pack(key, bytes)?;
+        self.listings.note_put(key, size);
+        Ok(())
+    }
+
     /// Reads through the cache when the policy ([`CacheUse::applies`]) and this handle allow:
     /// a cached copy (of at most `max` bytes) is used only if its hash matches its name, a
     /// fetched one is cached only if so.

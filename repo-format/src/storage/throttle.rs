@@ -95,6 +95,13 @@ impl Backend for Throttled {
         self.inner.put_new(key, bytes)
     }
 
+    fn put_data_pack(&self, key: &str, bytes: Bytes) -> Result<()> {
+        if let Some(t) = &self.upload {
+            t.wait(bytes.len() as u64);
+        }
+        self.inner.put_data_pack(key, bytes)
+    }
+
     fn get(&self, what: &'static str, key: &str) -> Result<Bytes> {
         let bytes = self.inner.get(what, key)?;
         self.downloaded(bytes.len() as u64);
