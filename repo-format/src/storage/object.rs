@@ -64,11 +64,15 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
-/// The retry policy and the remaining (object_store) options.
+/// Coffer's own options of an object store: the retry policy and the storage class of data
+/// packs; then the remaining (object_store) options.
+type OwnOptions = (RetryConfig, Option<String>, Vec<(String, String)>);
+
+/// The retry policy, the storage class of data packs and the remaining (object_store) options.
 fn split_retry_options(
     options: &[(String, String)],
     config_err: &dyn Fn(String) -> Error,
-) -> Result<(RetryConfig, Option<String>, Vec<(String, String)>)> {
+) -> Result<OwnOptions> {
     let mut retry = RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(200),
