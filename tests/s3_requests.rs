@@ -128,6 +128,16 @@ fn reads_make_at_most_one_get_per_pack_touched() {
         "check made {gets} pack GETs for {packs_before} packs"
     );
 
+    // Without the metadata cache, check reads each pack's header with one GET and loads its
+    // trees with one GET per tree pack (not one per tree: the source has 25 directories).
+    let gets = pack_gets(&log, &env.repo, || {
+        env.run(&["check", "--no-cache"]).ok();
+    });
+    assert!(
+        gets <= 2 * packs_before,
+        "check --no-cache made {gets} pack GETs for {packs_before} packs"
+    );
+
     // Copy into a second repository on the same server reads each source pack once.
     let mut other = Env::s3(&server);
     other.password = "another password".into();

@@ -153,6 +153,24 @@ impl<'a> BlobReader<'a> {
         super::plan::plan(&locations, cost).map(|plan| self.storage.follow_plan(plan))
     }
 
+    /// Plans the reads of every tree blob of the index, for a walk of snapshots' trees (check,
+    /// prune) on a store whose requests cost something and without a metadata cache: each
+    /// tree pack is then fetched with one request (ahead of the walk) instead of one request
+    /// per tree. `None` with a cache, which already fetches tree packs whole, and on a local
+    /// directory.
+    pub fn plan_tree_reads(&self) -> Option<crate::storage::PlanGuard> {
+        if self.storage.cache().is_some() || !self.storage.read_cost().plans_reads() {
+            return None;
+        }
+        let trees: Vec<BlobLocation> = self
+            .index
+            .iter()
+            .map(|(loc, _)| loc)
+            .filter(|loc| loc.blob.kind == BlobKind::Tree)
+            .collect();
+        super::plan::plan(&trees, self.storage.read_cost()).map(|p| self.storage.follow_plan(p))
+    }
+
     /// Reads, decrypts and verifies one blob.
     pub fn load_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
