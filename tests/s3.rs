@@ -375,3 +375,38 @@ fn server_dying_mid_backup() {
     restore_and_compare(&env, "latest", &source);
     env.run(&["check", "--read-data"]).ok();
 }
+
+/// The lease race of `repository/lease.rs`'s unit test, against the real S3 server: eight
+/// threads, each with its own client, race for the maintenance lease of one repository in
+/// every round; exactly one wins (conditional writes decide it, as on a real bucket).
+#[test]
+fn racing_lease_contenders_on_s3_have_one_winner() {
+    use coffer_repo::repository::lease::{Lease, LeaseOptions};
+    use coffer_repo::repository::Repository;
+    let server = MotoServer::shared();
+    for round in 0..5 {
+        let env = Env::s3(server);
+        init(&env, &[]);
+        let repo =
+            Repository::open(s3_storage(&env, &server.endpoint), env.password.as_bytes()).unwrap();
+        let keys = repo.keys().clone();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                // Each contender opens its own client, as separate processes would.
+                let storage = s3_storage(&env, &server.endpoint);
+                let (keys, barrier) = (keys.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let mut options = LeaseOptions::new("prune", "race-host");
+                    options.refresh = std::time::Duration::from_secs(3600);
+                    barrier.wait();
+                    Lease::acquire(&storage, &keys, options).ok()
+                })
+            })
+            .collect();
+        // Every contender is joined before any lease is dropped, so none wins after a release.
+        let results: Vec<Option<Lease>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let winners = results.iter().filter(|l| l.is_some()).count();
+        assert_eq!(winners, 1, "round {round}: exactly one contender must win");
+    }
+}

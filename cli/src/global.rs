@@ -74,6 +74,26 @@ pub struct GlobalArgs {
     )]
     pub connections: Option<u16>,
 
+    /// Limit uploads to this many KiB/s, summed over all connections [default: unlimited]
+    #[arg(
+        long,
+        env = "COFFER_LIMIT_UPLOAD",
+        global = true,
+        value_name = "KIB_PER_S",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub limit_upload: Option<u64>,
+
+    /// Limit downloads to this many KiB/s, summed over all connections [default: unlimited]
+    #[arg(
+        long,
+        env = "COFFER_LIMIT_DOWNLOAD",
+        global = true,
+        value_name = "KIB_PER_S",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub limit_download: Option<u64>,
+
     /// Don't use the local cache of snapshots, index files and trees (object stores only)
     #[arg(long, global = true)]
     pub no_cache: bool,
@@ -133,6 +153,8 @@ impl GlobalArgs {
             } else {
                 coffer_repo::storage::cache::default_root()
             },
+            limit_upload: self.limit_upload,
+            limit_download: self.limit_download,
         }
     }
 

@@ -560,6 +560,13 @@ fn http(port: u16, method: &str, path: &str) -> Option<u16> {
 impl MotoServer {
     /// Starts a new server (installing moto first if needed) and waits until it answers.
     pub fn start() -> MotoServer {
+        MotoServer::start_logging(None)
+    }
+
+    /// As [`MotoServer::start`], writing the server's request log (one line per request, as
+    /// `"GET /bucket/key HTTP/1.1" 206`) to `log`: tests count requests with [`requests`].
+    pub fn start_logging(log: Option<&Path>) -> MotoServer {
+        let log = log.map_or_else(|| "/dev/null".to_string(), |p| p.display().to_string());
         let bin = {
             let _guard = MOTO_INSTALL.lock().unwrap_or_else(|p| p.into_inner());
             moto_bin()
@@ -567,7 +574,7 @@ impl MotoServer {
         let port = free_port();
         // The watchdog shell kills moto when this test process is gone, even if it is killed.
         let script = format!(
-            "{} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+            "{} -H 127.0.0.1 -p {port} >>'{log}' 2>&1 & m=$!; \
              trap 'kill $m 2>/dev/null; exit 0' TERM; \
              while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 1; done; kill $m 2>/dev/null",
             bin.display(),
@@ -641,6 +648,26 @@ impl Drop for MotoServer {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// The requests in a moto request log ([`MotoServer::start_logging`]) from byte `from` on, as
+/// (method, path) pairs, in order.
+pub fn requests(log: &Path, from: u64) -> Vec<(String, String)> {
+    let text = std::fs::read(log).expect("reading the moto request log");
+    let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default()).into_owned();
+    text.lines()
+        .filter_map(|line| {
+            // `127.0.0.1 - - [date] "GET /path HTTP/1.1" 200 -`, possibly in terminal colours.
+            let request = line.split('"').nth(1)?;
+            let mut parts = request.split_whitespace();
+            let method = parts.next()?.trim_start_matches(|c: char| {
+                c == '\u{1b}' || c == '[' || c.is_ascii_digit() || c == 'm'
+            });
+            let path = parts.next()?;
+            matches!(method, "GET" | "PUT" | "POST" | "HEAD" | "DELETE")
+                .then(|| (method.to_string(), path.to_string()))
+        })
+        .collect()
 }
 
 /// A TCP proxy in front of a server that can be switched off: then it resets every open

@@ -142,6 +142,9 @@ pub fn copy(
                 indexed: &mut indexed,
                 bytes_read: 0,
             };
+            // On an object store: the source's packs are read one request per pack touched.
+            let missing = mapper.missing_data(&src.tree)?;
+            let _plan = source.reader().plan_reads([missing.as_slice()]);
             let root = mapper.copy_tree(&mut ctx, &src.tree)?;
             report.bytes_read += ctx.bytes_read;
             let stats = &writer.stats;
@@ -274,6 +277,29 @@ impl Mapper<'_> {
         }
         self.ids.insert(*src_tree, *tgt_tree);
         Ok(())
+    }
+
+    /// The data blobs below source tree `tree_id` that are not mapped yet (what
+    /// [`Self::copy_tree`] will read), each once, in the order it reads them.
+    fn missing_data(&self, tree_id: &BlobId) -> Result<Vec<BlobId>> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut stack = vec![*tree_id];
+        while let Some(id) = stack.pop() {
+            if self.ids.contains_key(&id) || !seen.insert(id) {
+                continue;
+            }
+            let tree = self.source.load_tree(&id)?;
+            for node in &tree.nodes {
+                out.extend(
+                    node.content
+                        .iter()
+                        .filter(|b| !self.ids.contains_key(*b) && seen.insert(**b)),
+                );
+            }
+            stack.extend(tree.nodes.iter().rev().filter_map(|n| n.subtree));
+        }
+        Ok(out)
     }
 
     /// Copies a source tree and everything below it; returns the target tree's id.

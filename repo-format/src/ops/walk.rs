@@ -111,6 +111,8 @@ pub fn dump(
         ));
     }
     let mut written = 0u64;
+    // On an object store: one request per pack touched.
+    let _plan = repo.reader().plan_reads([node.content.as_slice()]);
     repo.read_blobs(&node.content, |bytes| {
         out.write_all(bytes)
             .map_err(|e| Error::io("writing", "standard output", e))?;

@@ -3,6 +3,7 @@
 
 pub mod lease;
 pub mod parallel;
+pub mod plan;
 pub mod reader;
 pub mod stored;
 pub mod writer;

@@ -131,6 +131,46 @@ impl<'a> BlobReader<'a> {
         }
     }
 
+    /// Plans the reads of the blobs of `lists` (every blob an operation will read, in any
+    /// order) on a store whose requests cost something ([`crate::storage::ReadCost`]): while
+    /// the returned guard lives, this reader's reads of them are served from segments of
+    /// their packs fetched with one request each ([`super::plan`]), so the operation makes
+    /// about one request per pack it touches. `None` on a local directory, whose direct ranged
+    /// reads win. Blobs missing from the index are left out; their reads report them.
+    pub fn plan_reads<'b>(
+        &self,
+        lists: impl IntoIterator<Item = &'b [BlobId]>,
+    ) -> Option<crate::storage::PlanGuard> {
+        let cost = self.storage.read_cost();
+        if !cost.plans_reads() {
+            return None;
+        }
+        let locations: Vec<BlobLocation> = lists
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.index.get(id))
+            .collect();
+        super::plan::plan(&locations, cost).map(|plan| self.storage.follow_plan(plan))
+    }
+
+    /// Plans the reads of every tree blob of the index, for a walk of snapshots' trees (check,
+    /// prune) on a store whose requests cost something and without a metadata cache: each
+    /// tree pack is then fetched with one request (ahead of the walk) instead of one request
+    /// per tree. `None` with a cache, which already fetches tree packs whole, and on a local
+    /// directory.
+    pub fn plan_tree_reads(&self) -> Option<crate::storage::PlanGuard> {
+        if self.storage.cache().is_some() || !self.storage.read_cost().plans_reads() {
+            return None;
+        }
+        let trees: Vec<BlobLocation> = self
+            .index
+            .iter()
+            .map(|(loc, _)| loc)
+            .filter(|loc| loc.blob.kind == BlobKind::Tree)
+            .collect();
+        super::plan::plan(&trees, self.storage.read_cost()).map(|p| self.storage.follow_plan(p))
+    }
+
     /// Reads, decrypts and verifies one blob.
     pub fn load_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
@@ -242,6 +282,8 @@ impl<'a> BlobReader<'a> {
     ) -> Result<()> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let runs = runs(locations, REPACK_RUN_BYTES);
+        let cost = self.storage.read_cost();
+        let _plan = super::plan::plan(locations, cost).map(|plan| self.storage.follow_plan(plan));
         for run in &runs {
             let (pack, range) = span(&locations[run.clone()]);
             if range.end - range.start < crate::fs::direct::WORTH_IT as u64 {

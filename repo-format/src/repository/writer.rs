@@ -114,7 +114,14 @@ impl<'r> BlobWriter<'r> {
                             continue;
                         }
                         let buffer = finished.bytes.clone();
-                        match storage.put_new(&pack::pack_key(&finished.id), finished.bytes) {
+                        let key = pack::pack_key(&finished.id);
+                        let data_only = finished.blobs.iter().all(|b| b.kind == BlobKind::Data);
+                        let put = if data_only {
+                            storage.put_data_pack(&key, finished.bytes)
+                        } else {
+                            storage.put_new(&key, finished.bytes)
+                        };
+                        match put {
                             Ok(()) => lock(&shared.uploaded).push((finished.id, finished.blobs)),
                             Err(e) => shared.fail(e),
                         }

@@ -128,6 +128,8 @@ pub fn restore_database(
     };
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
     let mut bytes = 0u64;
+    // On an object store: one request per pack touched.
+    let _plan = repo.reader().plan_reads([node.content.as_slice()]);
     pg.restore(target, format, |stdin: &mut dyn Write| {
         repo.read_blobs(&node.content, |chunk| {
             sha2::Digest::update(&mut hasher, chunk);

@@ -31,6 +31,35 @@ pub struct ObjectInfo {
     pub modified: jiff::Timestamp,
 }
 
+/// What one read request costs on a store, expressed in bytes, so that readers plan requests
+/// without asking which kind of store they talk to. A local file's ranged read costs next to
+/// nothing beyond its bytes, so reading exactly what is needed wins; an object store charges
+/// each request a round trip (tens of milliseconds, more across a continent) and a price, so
+/// reading a few megabytes more in one request beats a second request for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadCost {
+    /// How many bytes take as long to transfer as one request's own overhead: two ranges of one
+    /// object closer than this are cheaper read as one. Zero where requests cost nothing extra.
+    pub request_bytes: u64,
+}
+
+impl ReadCost {
+    /// A local directory (or memory): requests are free, read exactly what is needed.
+    pub const LOCAL: ReadCost = ReadCost { request_bytes: 0 };
+
+    /// An object store (S3, GCS): one request costs about as much as 8 MiB of transfer (a
+    /// 40-80 ms round trip at 100-200 MB/s), so ranges of one 16 MiB pack closer than that are
+    /// read together, which usually means the whole pack in one request.
+    pub const REMOTE: ReadCost = ReadCost {
+        request_bytes: 8 << 20,
+    };
+
+    /// Whether requests cost enough that reads are planned (fewer, larger requests).
+    pub fn plans_reads(&self) -> bool {
+        self.request_bytes > 0
+    }
+}
+
 /// A closure handed the bytes of a range read, called once when the read succeeds. A trait
 /// object cannot take a generic closure, so [`Storage::with_range`](super::Storage::with_range)
 /// wraps its caller's one in this.
@@ -42,6 +71,13 @@ pub trait Backend: Send + Sync {
     /// Writes an immutable, content-addressed object atomically (no reader sees part of it);
     /// an object already under `key` is kept and counts as success.
     fn put_new(&self, key: &str, bytes: Bytes) -> Result<()>;
+
+    /// As [`Self::put_new`], for a pack of file data (no trees): rarely read after it is
+    /// written, so a store configured with a cheaper storage class for data puts it there.
+    /// Everything else (index, snapshots, keys, tree packs) goes through [`Self::put_new`].
+    fn put_data_pack(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.put_new(key, bytes)
+    }
 
     /// Reads a whole object.
     fn get(&self, what: &'static str, key: &str) -> Result<Bytes>;
@@ -97,6 +133,11 @@ pub trait Backend: Send + Sync {
     /// wait for the disk, so callers run one thread more).
     fn reads_directly(&self) -> bool {
         false
+    }
+
+    /// What a read request costs here ([`ReadCost`]): readers coalesce ranges by it.
+    fn read_cost(&self) -> ReadCost {
+        ReadCost::LOCAL
     }
 
     /// Forgets whatever the backend keeps about `key` (open descriptors), after it was deleted.

@@ -35,9 +35,11 @@ pub mod local;
 pub mod memory;
 pub mod object;
 mod open;
+pub mod planned;
 mod scrub;
+pub mod throttle;
 
-pub use backend::{Backend, ObjectInfo};
+pub use backend::{Backend, ObjectInfo, ReadCost};
 pub use cache::{Cache, CacheUse};
 pub use listings::{is_object_name, Listing};
 pub use local::{LocalBackend, LocalModes};
@@ -49,6 +51,7 @@ pub use object::{
 pub use open::{
     OpenMode, StorageOptions, StoreKind, DEFAULT_LOCAL_CONNECTIONS, DEFAULT_REMOTE_CONNECTIONS,
 };
+pub use planned::{ReadPlan, Segment, PLANNED_BYTES};
 pub use scrub::scrub_url_credentials;
 
 use crate::error::{Error, Result};
@@ -75,6 +78,37 @@ pub struct Storage {
     listings: Arc<Listings>,
     cache_root: Option<PathBuf>,
     cache: Option<Arc<Cache>>,
+    /// The read plan an operation follows ([`Storage::follow_plan`]), shared by every clone.
+    plan: Arc<std::sync::RwLock<Option<Arc<planned::Planned>>>>,
+}
+
+/// Keeps a plan followed by a [`Storage`] ([`Storage::follow_plan`]) while it lives; dropping
+/// it goes back to the plan followed before (usually none), freeing every segment kept.
+#[must_use = "the plan is followed only while the guard lives"]
+pub struct PlanGuard {
+    slot: Arc<std::sync::RwLock<Option<Arc<planned::Planned>>>>,
+    before: Option<Arc<planned::Planned>>,
+    planned: Arc<planned::Planned>,
+    /// The threads fetching segments ahead of the readers; stopped and joined on drop.
+    ahead: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PlanGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanGuard").finish_non_exhaustive()
+    }
+}
+
+impl Drop for PlanGuard {
+    fn drop(&mut self) {
+        self.planned
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.ahead.drain(..) {
+            let _ = thread.join();
+        }
+        *self.slot.write().unwrap_or_else(|p| p.into_inner()) = self.before.take();
+    }
 }
 
 impl std::fmt::Debug for Storage {
@@ -132,6 +166,55 @@ impl Storage {
         self.connections = n.max(1);
     }
 
+    /// What one read request costs here: readers plan their requests by it
+    /// ([`ReadCost::plans_reads`]).
+    pub fn read_cost(&self) -> ReadCost {
+        self.backend.read_cost()
+    }
+
+    /// Follows `plan` until the guard is dropped: every range read (by any clone of this
+    /// handle) that lies inside a planned segment is served from that segment, fetched with
+    /// one request and kept within [`PLANNED_BYTES`] (see [`planned`]). [`Self::connections`]
+    /// threads fetch the segments ahead of the readers, in the plan's order, so that many
+    /// requests are in flight however the operation reads.
+    pub fn follow_plan(&self, plan: ReadPlan) -> PlanGuard {
+        let planned = Arc::new(planned::Planned::new(plan, PLANNED_BYTES));
+        let before = self
+            .plan
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(planned.clone());
+        let ahead = (0..self.connections)
+            .filter_map(|_| {
+                let (planned, backend) = (planned.clone(), self.backend.clone());
+                std::thread::Builder::new()
+                    .name("coffer-fetch-ahead".into())
+                    .spawn(move || {
+                        planned.fetch_ahead(|key, range| backend.get_range("pack", key, range))
+                    })
+                    .ok()
+            })
+            .collect();
+        PlanGuard {
+            slot: self.plan.clone(),
+            before,
+            planned,
+            ahead,
+        }
+    }
+
+    /// `range` of `key` from the plan being followed, when a planned segment holds it.
+    fn planned(&self, what: &'static str, key: &str, range: &Range<u64>) -> Option<Result<Bytes>> {
+        let planned = self
+            .plan
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        planned.serve(key, range, |segment| {
+            self.backend.get_range(what, key, segment)
+        })
+    }
+
     /// Whether [`Self::prefetch`] does anything here (a local directory).
     pub fn prefetches(&self) -> bool {
         self.backend.prefetches()
@@ -153,6 +236,15 @@ impl Storage {
     pub fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
         let size = bytes.len() as u64;
         self.backend.put_new(key, bytes)?;
+        self.listings.note_put(key, size);
+        Ok(())
+    }
+
+    /// As [`Self::put_new`], for a pack holding only file data: it goes to the storage class
+    /// configured for data (`-o storage_class=…`, object stores only), if any.
+    pub fn put_data_pack(&self, key: &str, bytes: Bytes) -> Result<()> {
+        let size = bytes.len() as u64;
+        self.backend.put_data_pack(key, bytes)?;
         self.listings.note_put(key, size);
         Ok(())
     }
@@ -214,6 +306,9 @@ impl Storage {
 
     /// Reads `range` of an object; the result has exactly `range` length or is an error.
     pub fn get_range(&self, what: &'static str, key: &str, range: Range<u64>) -> Result<Bytes> {
+        if let Some(planned) = self.planned(what, key, &range) {
+            return planned;
+        }
         self.backend.get_range(what, key, range)
     }
 
@@ -227,6 +322,9 @@ impl Storage {
         range: Range<u64>,
         f: impl FnOnce(&[u8]) -> Result<R>,
     ) -> Result<R> {
+        if let Some(planned) = self.planned(what, key, &range) {
+            return f(&planned?);
+        }
         let mut out = None;
         self.backend
             .with_range(what, key, range, &mut once_sink(f, &mut out))?;
@@ -245,6 +343,9 @@ impl Storage {
         range: Range<u64>,
         f: impl FnOnce(&[u8]) -> Result<R>,
     ) -> Result<R> {
+        if let Some(planned) = self.planned(what, key, &range) {
+            return f(&planned?);
+        }
         let mut out = None;
         self.backend
             .with_range_direct(what, key, range, &mut once_sink(f, &mut out))?;

@@ -18,7 +18,7 @@
 //!   read the status; its message names the range. (A range that ends past the end is caught by
 //!   type-free means: fewer bytes than asked.)
 
-use super::backend::{missing, short_read, too_large, Backend, ObjectInfo};
+use super::backend::{missing, short_read, too_large, Backend, ObjectInfo, ReadCost};
 use super::scrub::Secrets;
 use super::StoreKind;
 use crate::error::{Error, Result};
@@ -28,7 +28,8 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path as StorePath;
 use object_store::{
-    BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutPayload, RetryConfig, WriteMultipart,
+    Attribute, Attributes, BackoffConfig, ObjectStore, ObjectStoreExt, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload, RetryConfig, WriteMultipart,
 };
 use std::ops::Range;
 use std::sync::Arc;
@@ -63,11 +64,15 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
-/// The retry policy and the remaining (object_store) options.
+/// Coffer's own options of an object store: the retry policy and the storage class of data
+/// packs; then the remaining (object_store) options.
+type OwnOptions = (RetryConfig, Option<String>, Vec<(String, String)>);
+
+/// The retry policy, the storage class of data packs and the remaining (object_store) options.
 fn split_retry_options(
     options: &[(String, String)],
     config_err: &dyn Fn(String) -> Error,
-) -> Result<(RetryConfig, Vec<(String, String)>)> {
+) -> Result<OwnOptions> {
     let mut retry = RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(200),
@@ -78,8 +83,21 @@ fn split_retry_options(
         retry_timeout: DEFAULT_RETRY_TIMEOUT,
     };
     let mut rest = Vec::new();
+    let mut storage_class = None;
     for (key, value) in options {
         match key.as_str() {
+            "storage_class" => {
+                if value.is_empty()
+                    || !value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(config_err(format!(
+                        "option storage_class={value:?} is not a storage class name such as STANDARD_IA"
+                    )));
+                }
+                storage_class = Some(value.clone());
+            }
             "max_retries" => {
                 retry.max_retries = value.parse().map_err(|_| {
                     config_err(format!("option max_retries={value:?} is not a number"))
@@ -95,16 +113,19 @@ fn split_retry_options(
             _ => rest.push((key.clone(), value.clone())),
         }
     }
-    Ok((retry, rest))
+    Ok((retry, storage_class, rest))
 }
 
-/// Checks the retry options (`max_retries`, `retry_timeout`) and returns the others, so a
-/// local location can refuse object-store options.
+/// Checks Coffer's own options (`max_retries`, `retry_timeout`, `storage_class`) and returns
+/// the others (with `storage_class`, which only object stores have), so a local location can
+/// refuse object-store options.
 pub(crate) fn store_options(
     options: &[(String, String)],
     config_err: &dyn Fn(String) -> Error,
 ) -> Result<Vec<(String, String)>> {
-    Ok(split_retry_options(options, config_err)?.1)
+    let (_, storage_class, mut rest) = split_retry_options(options, config_err)?;
+    rest.extend(storage_class.map(|class| ("storage_class".to_string(), class)));
+    Ok(rest)
 }
 
 /// Splits `bucket/prefix` (what follows `s3://` or `gs://`).
@@ -128,6 +149,8 @@ pub struct ObjectBackend {
     runtime: tokio::runtime::Runtime,
     /// Configured secret values, removed from every message.
     secrets: Arc<Secrets>,
+    /// The storage class of data packs (`-o storage_class=…`); `None`: the bucket's default.
+    storage_class: Option<String>,
 }
 
 impl ObjectBackend {
@@ -145,7 +168,7 @@ impl ObjectBackend {
             location: shown.to_string(),
             reason,
         };
-        let (retry, store_options) = split_retry_options(options, &config_err)?;
+        let (retry, storage_class, store_options) = split_retry_options(options, &config_err)?;
         let (bucket, root) = split_bucket(rest);
         let built = match kind {
             StoreKind::S3 => {
@@ -201,6 +224,7 @@ impl ObjectBackend {
             location: shown.trim_end_matches('/').to_string(),
             runtime,
             secrets,
+            storage_class,
         })
     }
 
@@ -258,8 +282,17 @@ impl ObjectBackend {
 
     /// Uploads `bytes` in parts, at most [`MULTIPART_CONCURRENCY`] at once; an upload that
     /// fails is aborted so the store keeps no parts.
-    async fn put_multipart(&self, path: &StorePath, bytes: Bytes) -> object_store::Result<()> {
-        let upload = self.store.put_multipart(path).await?;
+    async fn put_multipart(
+        &self,
+        path: &StorePath,
+        bytes: Bytes,
+        attributes: Attributes,
+    ) -> object_store::Result<()> {
+        let options = PutMultipartOptions {
+            attributes,
+            ..PutMultipartOptions::default()
+        };
+        let upload = self.store.put_multipart_opts(path, options).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_SIZE);
         let mut rest = bytes;
         while !rest.is_empty() {
@@ -274,6 +307,32 @@ impl ObjectBackend {
     }
 }
 
+impl ObjectBackend {
+    /// Writes `bytes` under `key` with `attributes` (a storage class): one conditional PUT, or
+    /// parts for large objects.
+    fn put_with(&self, key: &str, bytes: Bytes, attributes: Attributes) -> Result<()> {
+        let path = self.path(key);
+        let result = if bytes.len() >= MULTIPART_THRESHOLD {
+            self.runtime
+                .block_on(self.put_multipart(&path, bytes, attributes))
+        } else {
+            let payload = PutPayload::from(bytes);
+            let options = PutOptions {
+                mode: PutMode::Create,
+                attributes,
+                ..PutOptions::default()
+            };
+            self.runtime
+                .block_on(self.store.put_opts(&path, payload, options))
+                .map(|_| ())
+        };
+        match result {
+            Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(self.err("write", key, e)),
+        }
+    }
+}
+
 /// Whether `e` says the bucket itself is missing (see the module comment for why by text).
 fn is_missing_bucket(e: &object_store::Error) -> bool {
     matches!(
@@ -283,23 +342,25 @@ fn is_missing_bucket(e: &object_store::Error) -> bool {
 }
 
 impl Backend for ObjectBackend {
+    /// Every request is a round trip to the store and is billed: reads are planned.
+    fn read_cost(&self) -> ReadCost {
+        ReadCost::REMOTE
+    }
+
     /// Written with `PutMode::Create`. Large objects go in parts; a multipart upload cannot be
     /// conditional, which is harmless here since a second upload of the same name holds the
     /// same bytes.
     fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
-        let path = self.path(key);
-        let result = if bytes.len() >= MULTIPART_THRESHOLD {
-            self.runtime.block_on(self.put_multipart(&path, bytes))
-        } else {
-            let payload = PutPayload::from(bytes);
-            self.runtime
-                .block_on(self.store.put_opts(&path, payload, PutMode::Create.into()))
-                .map(|_| ())
-        };
-        match result {
-            Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-            Err(e) => Err(self.err("write", key, e)),
+        self.put_with(key, bytes, Attributes::new())
+    }
+
+    /// In the configured storage class for data, if any.
+    fn put_data_pack(&self, key: &str, bytes: Bytes) -> Result<()> {
+        let mut attributes = Attributes::new();
+        if let Some(class) = &self.storage_class {
+            attributes.insert(Attribute::StorageClass, class.clone().into());
         }
+        self.put_with(key, bytes, attributes)
     }
 
     fn get(&self, what: &'static str, key: &str) -> Result<Bytes> {

@@ -27,6 +27,10 @@ pub struct StorageOptions {
     /// Root directory of the metadata cache; `None` disables it. Only object stores use it: a
     /// local repository is as fast as a cache.
     pub cache_root: Option<PathBuf>,
+    /// Upper bound on upload bandwidth in KiB/s (`--limit-upload`); `None`: unlimited.
+    pub limit_upload: Option<u64>,
+    /// Upper bound on download bandwidth in KiB/s (`--limit-download`); `None`: unlimited.
+    pub limit_download: Option<u64>,
 }
 
 impl std::fmt::Debug for StorageOptions {
@@ -37,6 +41,8 @@ impl std::fmt::Debug for StorageOptions {
             .field("option_keys", &keys)
             .field("connections", &self.connections)
             .field("cache_root", &self.cache_root)
+            .field("limit_upload", &self.limit_upload)
+            .field("limit_download", &self.limit_download)
             .finish()
     }
 }
@@ -112,6 +118,16 @@ impl Storage {
                 ObjectBackend::open(kind, rest, &options.options, secrets.clone(), &shown)?;
             (Arc::new(backend), DEFAULT_REMOTE_CONNECTIONS)
         };
+        let backend: Arc<dyn Backend> =
+            if options.limit_upload.is_some() || options.limit_download.is_some() {
+                Arc::new(super::throttle::Throttled::new(
+                    backend,
+                    options.limit_upload,
+                    options.limit_download,
+                ))
+            } else {
+                backend
+            };
         let mut storage = Storage::from_backend(backend, kind, &shown);
         storage.secrets = secrets;
         storage.connections = options.connections.unwrap_or(default_connections).max(1);
@@ -142,6 +158,7 @@ impl Storage {
             listings: Arc::default(),
             cache_root: None,
             cache: None,
+            plan: Arc::default(),
         }
     }
 

@@ -177,6 +177,8 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
 
     // Snapshots: what the damage reaches.
     let reader = BlobReader::new(storage, keys, &expected.index, repo.config().pack_size);
+    // Without a metadata cache, on an object store: one request per tree pack, not per tree.
+    let _trees = reader.plan_tree_reads();
     let mut walk = walk::Walk {
         reader,
         damaged: &damaged,

@@ -68,11 +68,24 @@ fn check_header(
             format!("truncated: {size} bytes"),
         ));
     }
-    let tail = storage.get_range("pack", &key, size - 4..size)?;
-    let header_len = pack::header_length(id, [tail[0], tail[1], tail[2], tail[3]], size)?;
+    // One request for the header and its length together: the tail read is sized from the
+    // index (generously per entry), and only a header larger than that needs a second read.
+    let guess = (blobs.len() as u64 * 128 + 4096).min(size);
+    let tail = storage.get_range("pack", &key, size - guess..size)?;
+    let n = tail.len();
+    let length = tail
+        .get(n.saturating_sub(4)..)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .ok_or_else(|| Error::corrupt("pack", id, "a tail read shorter than asked"))?;
+    let header_len = pack::header_length(id, length, size)?;
     let start = size - 4 - u64::from(header_len);
-    let header = storage.get_range("pack", &key, start..size - 4)?;
-    let listed = pack::parse_header(keys, id, &header, start)?;
+    let listed = if start >= size - guess {
+        let from = (start - (size - guess)) as usize;
+        pack::parse_header(keys, id, &tail[from..n - 4], start)?
+    } else {
+        let header = storage.get_range("pack", &key, start..size - 4)?;
+        pack::parse_header(keys, id, &header, start)?
+    };
     compare(id, &listed, blobs)
 }
 

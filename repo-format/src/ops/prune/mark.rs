@@ -40,6 +40,8 @@ pub(super) fn mark(
     cancel: &AtomicBool,
 ) -> Result<Marks> {
     let index = reader.index();
+    // Without a metadata cache, on an object store: one request per tree pack, not per tree.
+    let _trees = reader.plan_tree_reads();
     let mut marks = Marks::new(index.len());
     for (id, root) in roots {
         let refuse = |what: &str, blob: &BlobId| Error::Missing {

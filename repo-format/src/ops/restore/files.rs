@@ -251,6 +251,10 @@ fn restore_files(
         .iter()
         .map(|(_, batch)| batch_span(repo, &files[batch.clone()]))
         .collect();
+    // On an object store: one request per pack touched, not one per file.
+    let _plan = repo
+        .reader()
+        .plan_reads(files.iter().map(|(_, node, _)| node.content.as_slice()));
     std::thread::scope(|scope| {
         if repo.storage().prefetches() {
             let (numbered, spans, started, stop) = (&numbered, &spans, &started, &prefetch_stop);
