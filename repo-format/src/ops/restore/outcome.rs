@@ -163,6 +163,10 @@ mod tests {
             subtree: None,
             target: None,
             target_bytes: None,
+            device: None,
+            links: None,
+            device_id: None,
+            sparse: false,
         }
     }
 
