@@ -30,6 +30,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod faulty;
 mod listings;
 pub mod local;
 pub mod memory;
