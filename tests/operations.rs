@@ -3,11 +3,24 @@
 
 use coffer_e2e::*;
 
-/// A gzip stream: the backup saves it with a notice (a compressed dump deduplicates poorly).
+/// A gzipped pg_dump SQL dump: the backup saves it with a notice (a compressed dump
+/// deduplicates poorly).
 fn gzip_bytes() -> Vec<u8> {
-    let mut bytes = vec![0x1f, 0x8b, 8, 0];
-    bytes.extend(pseudo_random(7, 64 * 1024));
-    bytes
+    let mut sql = b"--\n-- PostgreSQL database dump\n--\n\n".to_vec();
+    for i in 0..2000 {
+        sql.extend(format!("INSERT INTO t VALUES ({i}, 'row {i}');\n").as_bytes());
+    }
+    let mut gzip = std::process::Command::new("gzip")
+        .args(["-n", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    let mut stdin = gzip.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &sql));
+    let out = gzip.wait_with_output().expect("gzip output");
+    writer.join().expect("writer").expect("writing to gzip");
+    out.stdout
 }
 
 #[test]
