@@ -107,7 +107,10 @@ fn replace_live_database(s: &Setup) {
     assert_eq!(report["mismatches"], Value::Array(Vec::new()), "{report}");
     let db = &report["sources"][0]["report"];
     assert_eq!(db["replaced"], true, "{report}");
-    assert_eq!(db["closed_connections"][0]["application"], "holder", "{report}");
+    assert_eq!(
+        db["closed_connections"][0]["application"], "holder",
+        "{report}"
+    );
     for table in db["tables"].as_array().unwrap() {
         assert_eq!(table["expected"], table["actual"], "{table}");
     }
@@ -121,7 +124,11 @@ fn replace_live_database(s: &Setup) {
     change_after_snapshot(&s.pg);
     let mut holder = s.hold_transaction("app");
     let run = s.coffer(&["restore", "latest", "--force"]).ok();
-    assert!(run.stdout.contains("replaced by a fresh database"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("replaced by a fresh database"),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.stdout
             .contains("terminated connection to the replaced database: pid"),
@@ -213,7 +220,11 @@ fn a_damaged_dump_blob_is_named_and_the_old_database_stays() {
     ] {
         assert!(run.stderr.contains(needle), "{needle}: {}", run.stderr);
     }
-    assert!(!run.stderr.contains("no snapshot was saved"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("no snapshot was saved"),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("end of file"), "{}", run.stderr);
     assert_eq!(s.pg.fingerprint("app"), changed);
     assert_eq!(s.databases(), ["app", "postgres"]);

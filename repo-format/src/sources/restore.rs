@@ -166,7 +166,10 @@ pub fn restore_database(
     pg.create_database(target)?;
     match dump.load(pg, target) {
         Ok(loaded) => Ok(dump.report(target, loaded, true)),
-        Err(e) => Err(outcome(e, dropped(pg, target, "database {name} did not exist before"))),
+        Err(e) => Err(outcome(
+            e,
+            dropped(pg, target, "database {name} did not exist before"),
+        )),
     }
 }
 
@@ -200,7 +203,11 @@ fn replace_database(
             e,
             format!(
                 "{unchanged}; {}",
-                dropped(pg, &fresh, "the restored copy {name} was made for this restore")
+                dropped(
+                    pg,
+                    &fresh,
+                    "the restored copy {name} was made for this restore"
+                )
             ),
         )
     })?;
@@ -279,7 +286,11 @@ impl Dump<'_> {
                 })
         })?;
         let sha256 = hex::encode(sha2::Digest::finalize(hasher));
-        let sha256_matches = self.record.stream.as_ref().is_none_or(|s| s.sha256 == sha256);
+        let sha256_matches = self
+            .record
+            .stream
+            .as_ref()
+            .is_none_or(|s| s.sha256 == sha256);
         let after = pg.analyze_and_count(database)?;
         Ok(Loaded {
             bytes,

@@ -145,9 +145,9 @@ impl PgSource {
         );
         let statements = self.psql("postgres", &sql)?;
         let mut statements = statements.iter().filter(|l| !l.trim().is_empty());
-        let create = statements.next().ok_or_else(|| {
-            Error::InvalidInput(format!("database {database} does not exist"))
-        })?;
+        let create = statements
+            .next()
+            .ok_or_else(|| Error::InvalidInput(format!("database {database} does not exist")))?;
         // CREATE DATABASE cannot run in a transaction block: one psql call each.
         self.psql("postgres", &format!("{create}\n"))?;
         let grants: String = statements.map(|s| format!("{s}\n")).collect();
@@ -278,7 +278,10 @@ mod tests {
         // A multi-byte character is not cut in half.
         let wide = "é".repeat(40);
         let name = previous_name(&wide);
-        assert!(name.len() <= MAX_NAME && name.ends_with("__coffer_old"), "{name}");
+        assert!(
+            name.len() <= MAX_NAME && name.ends_with("__coffer_old"),
+            "{name}"
+        );
     }
 
     #[test]
