@@ -78,6 +78,8 @@ impl Setup {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("the holding session did not start its transaction");
     }
 }
