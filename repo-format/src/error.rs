@@ -62,6 +62,17 @@ pub enum Error {
         status: String,
         stderr: String,
     },
+    /// A PostgreSQL client program run by a restore or a drill (`pg_restore`, `psql`) failed.
+    #[error("`{command}` failed ({status}){}", stderr_suffix(stderr))]
+    ClientCommand {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    /// A database restore stopped; `outcome` says what was and was not changed, so that the
+    /// operator knows whether the old database is still there.
+    #[error("{cause}\n{outcome}")]
+    DatabaseRestore { cause: Box<Error>, outcome: String },
     /// No snapshot matches the given id, prefix or `latest`.
     #[error("no snapshot matches {0:?}")]
     SnapshotNotFound(String),

@@ -27,8 +27,10 @@ use std::path::{Path, PathBuf};
   coffer restore latest --dry-run
 
 A database that already has tables is replaced only with --force, or after typing its name at
-the prompt. After a database restore the row counts are compared with the snapshot's; a
-mismatch exits 1.")]
+the prompt: the snapshot is restored into a fresh database, its row counts checked, and only
+then is it renamed into the old one's place (other connections terminated, after --wait
+SECONDS). If anything fails before that, the old database is untouched. After a database
+restore the row counts are compared with the snapshot's; a mismatch exits 1.")]
 pub struct Args {
     /// Snapshot id, unique id prefix, or `latest`
     pub snapshot: String,
@@ -53,9 +55,15 @@ pub struct Args {
     /// Restore the database into this database instead of the configured one (created if missing)
     #[arg(long, value_name = "DATABASE")]
     pub pg_target: Option<String>,
-    /// Replace the contents of a database that already has tables
+    /// Replace a database that already has tables: the snapshot is restored into a fresh
+    /// database, which is renamed into its place only when complete (other connections to it
+    /// are terminated then)
     #[arg(long)]
     pub force: bool,
+    /// With --force: wait up to this long for other connections to the replaced database to
+    /// end before terminating them
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub wait: u64,
     /// Say what would be restored where, and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -190,17 +198,31 @@ fn failed(failure: Failure) -> anyhow::Error {
 }
 
 fn print_database(report: &DatabaseReport) -> coffer_repo::Result<()> {
+    let how = if report.created {
+        "(created)"
+    } else if report.replaced {
+        "(replaced by a fresh database)"
+    } else {
+        "(was empty)"
+    };
     outln!(
-        "  database {} {}: {} restored, {} tables",
+        "  database {} {how}: {} restored, {} tables",
         name(&report.database),
-        if report.created {
-            "(created)"
-        } else {
-            "(replaced)"
-        },
         output::bytes(report.bytes),
         report.tables.len()
     );
+    for session in &report.closed_connections {
+        outln!(
+            "  terminated connection to the replaced database: {}",
+            crate::escape::message(&session.to_string())
+        );
+    }
+    if let Some(kept) = &report.old_kept_as {
+        outln!(
+            "  the replaced database could not be dropped; it is kept as {} (drop it when no longer needed)",
+            name(kept)
+        );
+    }
     for t in &report.tables {
         let show = |v: Option<u64>| v.map_or("-".to_string(), |n| n.to_string());
         outln!(
@@ -281,9 +303,15 @@ impl sources_op::Caller for Front<'_> {
                 let state = match state {
                     DatabaseState::Missing => "would be created".to_string(),
                     DatabaseState::Empty => "exists and is empty".to_string(),
-                    DatabaseState::Tables(n) if args.force => {
-                        format!("has {n} tables: its contents would be replaced (--force)")
-                    }
+                    DatabaseState::Tables(n) if args.force => format!(
+                        "has {n} tables: it would be replaced by a fresh database restored \
+                         beside it (--force; other connections terminated{})",
+                        if args.wait > 0 {
+                            format!(" after waiting up to {} s", args.wait)
+                        } else {
+                            String::new()
+                        }
+                    ),
                     DatabaseState::Tables(n) => {
                         format!("has {n} tables: refused without --force or confirmation")
                     }
@@ -348,6 +376,7 @@ fn restore_sources(
         pg_target: args.pg_target.clone(),
         overwrite: args.overwrite,
         force: args.force,
+        wait: std::time::Duration::from_secs(args.wait),
     };
     let plan =
         sources_op::plan(id, snap, &options).map_err(|e| crate::exit::usage(e.to_string()))?;
@@ -388,7 +417,7 @@ fn confirm_by_typing(database: &str, tables: u64) -> bool {
         return false;
     }
     eprint!(
-        "database {} already has {tables} tables; its contents will be replaced.\n\
+        "database {} already has {tables} tables; it will be replaced by the snapshot's.\n\
          type the database name to continue: ",
         name(database)
     );

@@ -336,7 +336,15 @@ fn drill_database(
     let scratch = format!("coffer_drill_{short}_{}_{index}", std::process::id());
     // A scratch database that already has tables is never touched.
     let mut refuse = |_: &str, _: u64| false;
-    let restored = restore_database(repo, snapshot, record, &pg, &scratch, &mut refuse);
+    let restored = restore_database(
+        repo,
+        snapshot,
+        record,
+        &pg,
+        &scratch,
+        &mut refuse,
+        std::time::Duration::ZERO,
+    );
     let dropped = pg.drop_database(&scratch);
     match restored {
         Ok(report) => {

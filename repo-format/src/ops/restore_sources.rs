@@ -21,6 +21,7 @@ use crate::sources::restore::{restore_database, DatabaseReport};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 /// What to restore and where.
 #[derive(Clone, Debug, Default)]
@@ -35,8 +36,11 @@ pub struct SourcesOptions {
     pub pg_target: Option<String>,
     /// Replace existing files.
     pub overwrite: bool,
-    /// Replace the contents of a database that already has tables without asking.
+    /// Replace a database that already has tables without asking.
     pub force: bool,
+    /// How long to wait for other sessions on a replaced database to end before terminating
+    /// them.
+    pub wait: Duration,
 }
 
 /// Where one source goes.
@@ -67,6 +71,7 @@ pub struct Plan<'a> {
     pub sources: Vec<PlannedSource<'a>>,
     pub overwrite: bool,
     pub force: bool,
+    pub wait: Duration,
 }
 
 /// What the caller supplies: connections, the decision to replace a database, progress output.
@@ -257,6 +262,7 @@ pub fn plan<'a>(
         sources,
         overwrite: options.overwrite,
         force: options.force,
+        wait: options.wait,
     })
 }
 
@@ -389,8 +395,16 @@ fn restore_into_database(
 ) -> Result<RestoredSource, Failure> {
     let database = database_name(chosen, pg);
     let mut allow = |_: &str, _: u64| true;
-    let database = restore_database(repo, plan.snapshot, record, pg, &database, &mut allow)
-        .map_err(restoring(record))?;
+    let database = restore_database(
+        repo,
+        plan.snapshot,
+        record,
+        pg,
+        &database,
+        &mut allow,
+        plan.wait,
+    )
+    .map_err(restoring(record))?;
     Ok(RestoredSource {
         source: record.name.clone(),
         kind: record.kind.clone(),

@@ -4,9 +4,9 @@
 //! May use the repository (to read the dump and the stored chunk ids), the tree walk and the
 //! PostgreSQL source; the choice of what goes where is `ops::restore_sources`'.
 
-use super::postgres::{DumpFormat, PgSource};
+use super::postgres::{fresh_name, DumpFormat, PgSource, Session};
 use crate::error::{Error, Result};
-use crate::format::snapshot::{Snapshot, SourceRecord};
+use crate::format::snapshot::{PostgresRecord, Snapshot, SourceRecord, TableRows};
 use crate::format::tree::{Node, NodeKind};
 use crate::ops::walk;
 use crate::repository::Repository;
@@ -14,6 +14,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::time::Duration;
 
 /// One table's row count: recorded at backup, found after restore.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -39,10 +40,18 @@ pub struct DatabaseReport {
     pub database: String,
     /// The database did not exist and was created.
     pub created: bool,
+    /// The database had tables and was replaced by a fresh one restored beside it.
+    pub replaced: bool,
     pub bytes: u64,
     /// SHA-256 of the dump fed to the restore equals the one recorded at backup.
     pub sha256_matches: bool,
     pub tables: Vec<TableCheck>,
+    /// Other sessions on the replaced database, terminated before the swap.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub closed_connections: Vec<Session>,
+    /// The replaced database's name after the swap, when dropping it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_kept_as: Option<String>,
 }
 
 impl DatabaseReport {
@@ -88,11 +97,23 @@ fn file_node(repo: &Repository, snapshot: &Snapshot, tree_path: &str) -> Result<
     Ok(node)
 }
 
-/// Restores a `postgres` source into `target`: creates the database if missing; if it exists
-/// and has tables, `allow_existing(database, tables)` decides (false: refused, nothing changed).
-/// Then `pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error` (or
-/// `psql --single-transaction` for plain SQL), `ANALYZE`, and the row counts are compared with
-/// the snapshot's. Mismatches are reported, not raised: see [`DatabaseReport::mismatches`].
+/// Restores a `postgres` source into `target`.
+///
+/// - `target` missing: it is created and restored into; if the restore fails it is dropped
+///   again.
+/// - `target` exists without tables: restored into in one transaction, which a failure rolls
+///   back.
+/// - `target` has tables: `allow_existing(database, tables)` decides (false: refused, nothing
+///   changed). Allowed, the snapshot is restored into a fresh database beside it, checked, and
+///   renamed into its place (other sessions waited for up to `wait`, then terminated); see
+///   `sources::postgres::replace`. Any failure before that rename leaves `target` untouched.
+///
+/// The restore is `pg_restore --clean --if-exists --no-owner --single-transaction
+/// --exit-on-error` (or `psql --single-transaction` for plain SQL), then `ANALYZE` and the row
+/// counts compared with the snapshot's. When creating or filling, mismatches are reported, not
+/// raised (see [`DatabaseReport::mismatches`]); when replacing, a mismatch keeps the old
+/// database and is an error. A failure says what was and was not changed
+/// ([`Error::DatabaseRestore`]).
 pub fn restore_database(
     repo: &Repository,
     snapshot: &Snapshot,
@@ -100,6 +121,7 @@ pub fn restore_database(
     pg: &PgSource,
     target: &str,
     allow_existing: &mut dyn FnMut(&str, u64) -> bool,
+    wait: Duration,
 ) -> Result<DatabaseReport> {
     let recorded = record.postgres.as_ref().ok_or_else(|| {
         Error::InvalidInput(format!("source {:?} is not a postgres source", record.name))
@@ -112,52 +134,191 @@ pub fn restore_database(
         )
     })?;
     let node = file_node(repo, snapshot, &record.tree_path)?;
-    let created = if pg.database_exists(target)? {
-        let tables = pg.table_count(target)?;
-        if tables > 0 && !allow_existing(target, tables) {
+    let dump = Dump {
+        repo,
+        snapshot,
+        record,
+        recorded,
+        node,
+        format,
+    };
+    let exists = pg.database_exists(target)?;
+    let tables = if exists { pg.table_count(target)? } else { 0 };
+    if tables > 0 {
+        if !allow_existing(target, tables) {
             return Err(Error::InvalidInput(format!(
                 "database {target} already has {tables} tables; refusing to restore into it \
-                 (pass --force to replace its contents, or --pg-target to restore elsewhere); \
+                 (pass --force to replace it, or --pg-target to restore elsewhere); \
                  nothing was changed"
             )));
         }
-        false
-    } else {
-        pg.create_database(target)?;
-        true
-    };
-    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-    let mut bytes = 0u64;
-    // On an object store: one request per pack touched.
-    let _plan = repo.reader().plan_reads([node.content.as_slice()]);
-    pg.restore(target, format, |stdin: &mut dyn Write| {
-        repo.read_blobs(&node.content, |chunk| {
-            sha2::Digest::update(&mut hasher, chunk);
-            bytes += chunk.len() as u64;
-            stdin
-                .write_all(chunk)
-                .map_err(|e| Error::io("writing the dump to", "the restore program", e))
-        })
+        return replace_database(&dump, pg, target, wait);
+    }
+    if exists {
+        let loaded = dump.load(pg, target).map_err(|e| {
+            outcome(
+                e,
+                format!("database {target} is as it was: the restore ran in one transaction, which was rolled back"),
+            )
+        })?;
+        return Ok(dump.report(target, loaded, false));
+    }
+    pg.create_database(target)?;
+    match dump.load(pg, target) {
+        Ok(loaded) => Ok(dump.report(target, loaded, true)),
+        Err(e) => Err(outcome(
+            e,
+            dropped(pg, target, "database {name} did not exist before"),
+        )),
+    }
+}
+
+/// Restores into a fresh database and swaps it in for `target` (see [`restore_database`]).
+fn replace_database(
+    dump: &Dump<'_>,
+    pg: &PgSource,
+    target: &str,
+    wait: Duration,
+) -> Result<DatabaseReport> {
+    pg.check_replace(target)?;
+    let fresh = fresh_name(target);
+    let unchanged = format!("database {target} was not changed");
+    pg.create_like(&fresh, target)
+        .map_err(|e| outcome(e, unchanged.clone()))?;
+    let loaded = dump.load(pg, &fresh).and_then(|loaded| {
+        let report = dump.report(&fresh, loaded.clone(), false);
+        let mismatches = report.mismatches();
+        if mismatches.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(Error::Mismatch {
+                name: dump.record.name.clone(),
+                details: mismatches.join("; "),
+            })
+        }
+    });
+    let swapped = loaded.and_then(|loaded| Ok((loaded, pg.swap_in(&fresh, target, wait)?)));
+    let (loaded, (closed, kept)) = swapped.map_err(|e| {
+        outcome(
+            e,
+            format!(
+                "{unchanged}; {}",
+                dropped(
+                    pg,
+                    &fresh,
+                    "the restored copy {name} was made for this restore"
+                )
+            ),
+        )
     })?;
-    let sha256 = hex::encode(sha2::Digest::finalize(hasher));
-    let sha256_matches = record.stream.as_ref().is_none_or(|s| s.sha256 == sha256);
-    let after = pg.analyze_and_count(target)?;
-    Ok(DatabaseReport {
-        source: record.name.clone(),
-        database: target.to_string(),
-        created,
-        bytes,
-        sha256_matches,
-        tables: compare_tables(&recorded.tables, &after),
-    })
+    let mut report = dump.report(target, loaded, false);
+    report.replaced = true;
+    report.closed_connections = closed;
+    report.old_kept_as = kept;
+    Ok(report)
+}
+
+/// `e` with what was and was not changed; an interruption stays an interruption.
+fn outcome(e: Error, outcome: String) -> Error {
+    match e {
+        Error::Interrupted | Error::DatabaseRestore { .. } => e,
+        cause => Error::DatabaseRestore {
+            cause: Box::new(cause),
+            outcome,
+        },
+    }
+}
+
+/// Drops `name`, which this restore created (`why`, with `{name}` in it, says so), and says
+/// whether that worked.
+fn dropped(pg: &PgSource, name: &str, why: &str) -> String {
+    let why = why.replace("{name}", name);
+    match pg.drop_database(name) {
+        Ok(()) => format!("{why} and was dropped again"),
+        Err(e) => format!("{why} and is left as it is: dropping it failed ({e})"),
+    }
+}
+
+/// One recorded dump and how to read it.
+struct Dump<'a> {
+    repo: &'a Repository,
+    snapshot: &'a Snapshot,
+    record: &'a SourceRecord,
+    recorded: &'a PostgresRecord,
+    node: Node,
+    format: DumpFormat,
+}
+
+/// What loading a dump into a database found.
+#[derive(Clone)]
+struct Loaded {
+    bytes: u64,
+    sha256_matches: bool,
+    after: Vec<TableRows>,
+}
+
+impl Dump<'_> {
+    /// Feeds the dump into `database` through the restore program, then counts the rows. A blob
+    /// that cannot be read stops the restore program before its transaction commits; the error
+    /// names the blob, its pack and the dump's path in the snapshot.
+    fn load(&self, pg: &PgSource, database: &str) -> Result<Loaded> {
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut bytes = 0u64;
+        // On an object store: one request per pack touched.
+        let _plan = self.repo.reader().plan_reads([self.node.content.as_slice()]);
+        pg.restore(database, self.format, |stdin: &mut dyn Write| {
+            self.repo
+                .read_blobs(&self.node.content, |chunk| {
+                    sha2::Digest::update(&mut hasher, chunk);
+                    bytes += chunk.len() as u64;
+                    stdin
+                        .write_all(chunk)
+                        .map_err(|e| Error::io("writing the dump to", "the restore program", e))
+                })
+                .map_err(|e| match e {
+                    Error::Corrupt { what, id, reason } => Error::Corrupt {
+                        what,
+                        id,
+                        reason: format!(
+                            "{reason} (in {} of snapshot {})",
+                            self.record.tree_path, self.snapshot.time
+                        ),
+                    },
+                    other => other,
+                })
+        })?;
+        let sha256 = hex::encode(sha2::Digest::finalize(hasher));
+        let sha256_matches = self
+            .record
+            .stream
+            .as_ref()
+            .is_none_or(|s| s.sha256 == sha256);
+        let after = pg.analyze_and_count(database)?;
+        Ok(Loaded {
+            bytes,
+            sha256_matches,
+            after,
+        })
+    }
+
+    fn report(&self, database: &str, loaded: Loaded, created: bool) -> DatabaseReport {
+        DatabaseReport {
+            source: self.record.name.clone(),
+            database: database.to_string(),
+            created,
+            replaced: false,
+            bytes: loaded.bytes,
+            sha256_matches: loaded.sha256_matches,
+            tables: compare_tables(&self.recorded.tables, &loaded.after),
+            closed_connections: Vec::new(),
+            old_kept_as: None,
+        }
+    }
 }
 
 /// Pairs the recorded and the restored row counts by table, sorted by schema and table; a table
 /// on one side only has the other side's count absent.
-fn compare_tables(
-    expected: &[crate::format::snapshot::TableRows],
-    actual: &[crate::format::snapshot::TableRows],
-) -> Vec<TableCheck> {
+fn compare_tables(expected: &[TableRows], actual: &[TableRows]) -> Vec<TableCheck> {
     let mut map: BTreeMap<(String, String), (Option<u64>, Option<u64>)> = BTreeMap::new();
     for t in expected {
         map.entry((t.schema.clone(), t.table.clone()))
@@ -275,7 +436,6 @@ fn verify_file(repo: &Repository, node: &Node, path: &Path) -> std::result::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::snapshot::TableRows;
 
     fn rows(schema: &str, table: &str, rows: u64) -> TableRows {
         TableRows {
@@ -319,9 +479,12 @@ mod tests {
             source: "db".into(),
             database: "app".into(),
             created: false,
+            replaced: false,
             bytes: 10,
             sha256_matches: true,
             tables,
+            closed_connections: Vec::new(),
+            old_kept_as: None,
         };
         let lines = [
             "table public.b: 2 rows in the snapshot, 3 restored",

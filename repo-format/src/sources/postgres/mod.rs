@@ -15,8 +15,10 @@
 //! (`PGHOST`, `PGPASSWORD` ...), never argv; [`PgUrl`]'s `Debug` and every error show it with the
 //! password replaced (`url.rs`).
 
+mod replace;
 mod url;
 
+pub use replace::{fresh_name, previous_name, Session};
 pub use url::PgUrl;
 
 use crate::error::{Error, Result};
@@ -152,7 +154,9 @@ impl PgSource {
     /// output lines.
     pub fn psql(&self, database: &str, sql: &str) -> Result<Vec<String>> {
         let args = Self::psql_args(database);
-        let (mut child, display) = self.spawn_piped("psql", &args, Stdio::piped())?;
+        let (mut child, display) = self
+            .spawn_piped("psql", &args, Stdio::piped())
+            .map_err(client_error)?;
         let mut stdin = child.take_stdin().ok_or(Error::Interrupted)?;
         let sql = sql.to_string();
         let writer = std::thread::spawn(move || {
@@ -166,7 +170,8 @@ impl PgSource {
         child
             .wait()
             .map_err(|e| Error::io("waiting for", "psql", e))?
-            .check(&display)?;
+            .check(&display)
+            .map_err(client_error)?;
         Ok(out.lines().map(str::to_string).collect())
     }
 
@@ -243,16 +248,41 @@ impl PgSource {
                 ("psql", a)
             }
         };
-        let (mut child, display) = self.spawn_piped(program, &args, Stdio::null())?;
+        let (mut child, display) = self
+            .spawn_piped(program, &args, Stdio::null())
+            .map_err(client_error)?;
         let mut stdin = child.take_stdin().ok_or(Error::Interrupted)?;
         let fed = feed(&mut stdin);
+        if fed.is_err() {
+            // Stopped before it sees the end of its input: a restorer that read a cut-short
+            // dump to its end could commit what it had (psql commits at end of input), while
+            // one that is stopped leaves its transaction to be rolled back by the server.
+            child.stop();
+        }
         drop(stdin);
-        child
+        let exit = child
             .wait()
-            .map_err(|e| Error::io("waiting for", program, e))?
-            .check(&display)?;
-        // The restorer succeeded but did not take everything: the dump was cut short.
-        fed
+            .map_err(|e| Error::io("waiting for", program, e))?;
+        // A dump that could not be read is the cause, not the restorer's complaint about its
+        // input ending early ("could not read from input file: end of file").
+        fed?;
+        exit.check(&display).map_err(client_error)
+    }
+}
+
+/// A failed client program of a restore, without the backup's "no snapshot was saved".
+fn client_error(e: Error) -> Error {
+    match e {
+        Error::SourceCommand {
+            command,
+            status,
+            stderr,
+        } => Error::ClientCommand {
+            command,
+            status,
+            stderr,
+        },
+        other => other,
     }
 }
 
