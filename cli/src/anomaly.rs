@@ -9,44 +9,8 @@
 //! less than half or more than three times the median.
 
 use coffer_repo::{Snapshot, SnapshotId};
-use serde::Deserialize;
 
-/// `[anomaly]` in the configuration file.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct Thresholds {
-    /// Warn when a size (or row total) is below this fraction of the median.
-    pub smaller_than: f64,
-    /// Warn when a size is above this multiple of the median.
-    pub larger_than: f64,
-    /// How many earlier snapshots form the median.
-    pub history: usize,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            smaller_than: 0.5,
-            larger_than: 3.0,
-            history: 7,
-        }
-    }
-}
-
-impl Thresholds {
-    pub fn validate(&self) -> Result<(), String> {
-        if !(self.smaller_than > 0.0 && self.smaller_than < 1.0) {
-            return Err("[anomaly] smaller-than must be between 0 and 1 (e.g. 0.5)".into());
-        }
-        if self.larger_than <= 1.0 || !self.larger_than.is_finite() {
-            return Err("[anomaly] larger-than must be above 1 (e.g. 3.0)".into());
-        }
-        if self.history == 0 {
-            return Err("[anomaly] history must be at least 1".into());
-        }
-        Ok(())
-    }
-}
+pub use crate::config::Thresholds;
 
 fn median(mut values: Vec<u64>) -> Option<u64> {
     values.sort_unstable();

@@ -58,9 +58,9 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     pub retention: Option<Retention>,
     /// Where alerts go (docs/operations.md).
-    pub notify: Option<crate::notify::NotifyConfig>,
+    pub notify: Option<NotifyConfig>,
     /// Thresholds of the anomaly warnings after a backup (docs/operations.md).
-    pub anomaly: Option<crate::anomaly::Thresholds>,
+    pub anomaly: Option<Thresholds>,
 }
 
 /// One named source.
@@ -376,6 +376,58 @@ pub fn backup_sources(loaded: &Loaded) -> Result<Vec<Source>> {
         });
     }
     Ok(out)
+}
+
+/// `[notify]` in the configuration file.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NotifyConfig {
+    /// URLs that get the JSON body by POST after each run.
+    #[serde(default)]
+    pub webhook: Vec<String>,
+    /// Healthchecks-style ping URLs (`/start`, success, `/fail`).
+    #[serde(default)]
+    pub ping: Vec<String>,
+    /// `always` (default) or `failure`: whether webhooks hear of successful runs too. Pings
+    /// are always sent: their silence is what raises a dead man's switch.
+    pub on: Option<String>,
+}
+
+/// `[anomaly]` in the configuration file.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Thresholds {
+    /// Warn when a size (or row total) is below this fraction of the median.
+    pub smaller_than: f64,
+    /// Warn when a size is above this multiple of the median.
+    pub larger_than: f64,
+    /// How many earlier snapshots form the median.
+    pub history: usize,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            smaller_than: 0.5,
+            larger_than: 3.0,
+            history: 7,
+        }
+    }
+}
+
+impl Thresholds {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.smaller_than > 0.0 && self.smaller_than < 1.0) {
+            return Err("[anomaly] smaller-than must be between 0 and 1 (e.g. 0.5)".into());
+        }
+        if self.larger_than <= 1.0 || !self.larger_than.is_finite() {
+            return Err("[anomaly] larger-than must be above 1 (e.g. 3.0)".into());
+        }
+        if self.history == 0 {
+            return Err("[anomaly] history must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

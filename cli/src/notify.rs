@@ -8,23 +8,9 @@
 //! target's URL is never printed whole (its path or query is often the secret): messages name
 //! its scheme and host only.
 
-use serde::Deserialize;
 use std::time::Duration;
 
-/// `[notify]` in the configuration file.
-#[derive(Deserialize, Debug, Default, Clone)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct NotifyConfig {
-    /// URLs that get the JSON body by POST after each run.
-    #[serde(default)]
-    pub webhook: Vec<String>,
-    /// Healthchecks-style ping URLs (`/start`, success, `/fail`).
-    #[serde(default)]
-    pub ping: Vec<String>,
-    /// `always` (default) or `failure`: whether webhooks hear of successful runs too. Pings
-    /// are always sent: their silence is what raises a dead man's switch.
-    pub on: Option<String>,
-}
+pub use crate::config::NotifyConfig;
 
 /// Where notifications go for one run.
 #[derive(Default, Clone)]

@@ -166,7 +166,7 @@ fn round(seed: u64) -> Injected {
             }
         };
         match rng.below(5) {
-            0 | 1 | 2 => match backup(&repo, BackupOptions::new(vec![src.clone()])) {
+            0..=2 => match backup(&repo, BackupOptions::new(vec![src.clone()])) {
                 Ok(report) => {
                     saved.insert(report.id, contents.clone());
                 }

@@ -265,7 +265,10 @@ impl Dump<'_> {
         let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
         let mut bytes = 0u64;
         // On an object store: one request per pack touched.
-        let _plan = self.repo.reader().plan_reads([self.node.content.as_slice()]);
+        let _plan = self
+            .repo
+            .reader()
+            .plan_reads([self.node.content.as_slice()]);
         pg.restore(database, self.format, |stdin: &mut dyn Write| {
             self.repo
                 .read_blobs(&self.node.content, |chunk| {
