@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of Coffer's decoders: `fuzz/run.sh SECONDS [TARGET...]`.
 #
 # Builds the targets with cargo-fuzz on the nightly toolchain (installing cargo-fuzz if it is
-# missing), makes a seed corpus from a real repository (a fresh one written by the release
+# missing), makes a seed corpus from a real repository (a fresh one written by the debug build of the
 # binary: two backups of a generated tree and a stream, then a forget + prune), and runs each
 # target for SECONDS (all targets when none is named). Prints executions and crashes per
 # target; a crash's input is kept in fuzz/artifacts/TARGET/ and the script exits 1.
@@ -27,11 +27,11 @@ fi
 
 # The seed corpus, made once per checkout (delete fuzz/seeds to make it again).
 if [ ! -d fuzz/seeds ]; then
-  cargo build --release -q -p coffer-cli -p coffer-repo --example fuzz_seeds
+  cargo build -q -p coffer-cli -p coffer-repo --example fuzz_seeds
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   export COFFER_PASSWORD=fuzz-seed-password COFFER_REPO="$work/repo"
-  coffer=target/release/coffer
+  coffer=target/debug/coffer
   mkdir -p "$work/tree/sub/deeper"
   for i in $(seq 1 40); do head -c $((i * 997)) /dev/urandom > "$work/tree/file-$i"; done
   printf 'DATABASE_URL=postgres://app:secret@db/app\n' > "$work/tree/.env"
@@ -43,7 +43,7 @@ if [ ! -d fuzz/seeds ]; then
   echo changed >> "$work/tree/file-3"
   "$coffer" -q backup "$work/tree"
   "$coffer" -q forget --keep-last 2 --prune --grace 0s >/dev/null
-  target/release/examples/fuzz_seeds "$COFFER_REPO" fuzz/seeds.new
+  target/debug/examples/fuzz_seeds "$COFFER_REPO" fuzz/seeds.new
   # Hand-written seeds for the text parsers.
   mkdir -p fuzz/seeds.new/config_file fuzz/seeds.new/excludes
   python3 - docs/config.md fuzz/seeds.new/config_file <<'PY'
@@ -52,7 +52,7 @@ text = open(sys.argv[1]).read()
 for n, block in enumerate(re.findall(r"```toml\n(.*?)```", text, re.S)):
     open(f"{sys.argv[2]}/example-{n}.toml", "w").write(block)
 PY
-  printf '%s\n' '*.log' '/var/cache/' 'node_modules' 'docs/**/*.md' '.git/' > fuzz/seeds.new/excludes/list
+  printf '%s\n' '*.log' '/var/cache/' 'node_modules' 'docs/**/*.md' '.git/' '' '/var/cache/x' '/home/a/b.log' '/src/docs/x/y.md' > fuzz/seeds.new/excludes/list
   mv fuzz/seeds.new fuzz/seeds
 fi
 

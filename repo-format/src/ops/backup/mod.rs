@@ -43,6 +43,7 @@ use crate::repository::Repository;
 use crate::sources::postgres::PgSource;
 use crossbeam_channel::Sender;
 use pool::{Counts, Job};
+pub use plan::exclude_matcher;
 pub use report::{Notice, Step, Warning};
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -248,6 +248,13 @@ impl ExcludeRules {
     }
 }
 
+/// Compiles exclude `patterns` as a backup does and returns whether they exclude a path: the
+/// exclude-pattern parser's public door (the fuzz target `excludes` goes through it).
+pub fn exclude_matcher(patterns: &[String]) -> Result<impl Fn(&Path) -> bool> {
+    let excludes = Excludes::new(patterns)?;
+    Ok(move |path: &Path| excludes.excluded(path))
+}
+
 /// Glob patterns: with a `/` they match the absolute path, without one the file name.
 struct Excludes {
     by_path: GlobSet,
