@@ -159,7 +159,7 @@ fn dump_node(env: &Env) -> Value {
         serde_json::from_str(&env.run(&["cat", "tree", id]).ok().stdout).unwrap()
     };
     let snapshots = env.snapshots();
-    let root = snapshots[0]["snapshot"]["tree"].as_str().unwrap();
+    let root = snapshots[0]["tree"].as_str().unwrap();
     let db = tree(root)["nodes"]
         .as_array()
         .unwrap()

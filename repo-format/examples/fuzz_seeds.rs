@@ -3,7 +3,7 @@
 //! snapshot, tree and pack header; the raw bytes of key files and sealed objects), so the
 //! fuzzer starts from well-formed objects instead of having to discover the format.
 //!
-//! `COFFER_PASSWORD=... cargo run --release -p coffer-repo --example fuzz_seeds -- REPO OUT`
+//! `COFFER_PASSWORD=... cargo run -p coffer-repo --example fuzz_seeds -- REPO OUT`
 //! writes `OUT/<target>/<name>` files. `fuzz/run.sh` calls it on a repository it makes.
 
 use coffer_repo::format::index::IndexFile;
