@@ -1,7 +1,8 @@
 //! Every operation through a store that fails the way real stores fail ([`FaultyBackend`]):
 //! requests that fail, writes that take effect and then report failure, short reads, flipped
 //! bits, listings that miss recent objects, deletes that fail. Each seeded round runs backups
-//! of a changing tree, restores, forget + prune and check with faults on; every run must end in
+//! of a changing tree, restores, forget + prune, check, copy (to a second faulty repository)
+//! and drill with faults on; every run must end in
 //! success or a clear error (never a panic, never an internal error). Then, with faults off,
 //! `check --read-data` must find no damage and every snapshot must restore: each one a backup
 //! reported saved exactly as its tree was.
@@ -10,6 +11,8 @@
 
 use coffer_repo::ops::backup::{backup, BackupOptions};
 use coffer_repo::ops::check::{check, CheckOptions, ReadData};
+use coffer_repo::ops::copy::{copy, CopyOptions};
+use coffer_repo::ops::drill::{drill, DrillOptions};
 use coffer_repo::ops::forget::{forget, ForgetOptions};
 use coffer_repo::ops::prune::{prune, PruneOptions};
 use coffer_repo::ops::restore::{restore, RestoreOptions};
@@ -99,8 +102,17 @@ fn mutate(root: &Path, rng: &mut Rng, contents: &mut Contents) {
     }
 }
 
+/// How many runs of each operation succeeded and failed, over all rounds (for the report).
+static TALLY: std::sync::Mutex<BTreeMap<(&'static str, bool), u64>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn tally(op: &'static str, ok: bool) {
+    *TALLY.lock().unwrap().entry((op, ok)).or_default() += 1;
+}
+
 /// A failed operation's error must be a clear one: never an internal error (a bug).
-fn clear(step: &str, e: &Error) {
+fn clear(step: &'static str, e: &Error) {
+    tally(step, false);
     let msg = e.to_string();
     assert!(!msg.is_empty(), "{step}: empty error");
     assert!(!matches!(e, Error::Internal(_)), "{step}: {msg}");
@@ -131,10 +143,10 @@ fn open(storage: &Storage) -> Result<Repository, Error> {
     Repository::open(storage.clone(), PASSWORD)
 }
 
-fn round(seed: u64) -> Injected {
-    let mem = Arc::new(MemoryBackend::new());
-    let faulty = Arc::new(FaultyBackend::new(mem, plan_for(seed)));
-    let storage = Storage::from_backend(faulty.clone(), StoreKind::Memory, "memory://faulty");
+/// A new repository in memory behind a faulty store (faults on once it is made).
+fn faulty_repository(plan: FaultPlan, name: &str) -> (Arc<FaultyBackend>, Storage) {
+    let faulty = Arc::new(FaultyBackend::new(Arc::new(MemoryBackend::new()), plan));
+    let storage = Storage::from_backend(faulty.clone(), StoreKind::Memory, name);
     faulty.set_enabled(false);
     let init = InitOptions {
         kdf: KdfParams {
@@ -146,6 +158,14 @@ fn round(seed: u64) -> Injected {
     };
     Repository::init(storage.clone(), PASSWORD, &init).unwrap();
     faulty.set_enabled(true);
+    (faulty, storage)
+}
+
+fn round(seed: u64) -> Injected {
+    let (faulty, storage) = faulty_repository(plan_for(seed), "memory://faulty");
+    // The target of `copy`, failing by a plan of its own.
+    let (faulty_copy, copy_storage) =
+        faulty_repository(plan_for(seed ^ 0xc0), "memory://faulty-copy");
 
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
@@ -156,7 +176,7 @@ fn round(seed: u64) -> Injected {
     let mut saved: BTreeMap<SnapshotId, Contents> = BTreeMap::new();
     let cancel = AtomicBool::new(false);
 
-    for step in 0..8 {
+    for step in 0..10 {
         mutate(&src, &mut rng, &mut contents);
         let repo = match open(&storage) {
             Ok(repo) => repo,
@@ -165,9 +185,10 @@ fn round(seed: u64) -> Injected {
                 continue;
             }
         };
-        match rng.below(5) {
+        match rng.below(7) {
             0..=2 => match backup(&repo, BackupOptions::new(vec![src.clone()])) {
                 Ok(report) => {
+                    tally("backup", true);
                     saved.insert(report.id, contents.clone());
                 }
                 Err(e) => clear("backup", &e),
@@ -182,8 +203,9 @@ fn round(seed: u64) -> Injected {
                     timezone: jiff::tz::TimeZone::UTC,
                     dry_run: false,
                 };
-                if let Err(e) = forget(&repo, &options) {
-                    clear("forget", &e);
+                match forget(&repo, &options) {
+                    Ok(_) => tally("forget", true),
+                    Err(e) => clear("forget", &e),
                 }
                 let options = PruneOptions {
                     max_unused: 0.0,
@@ -197,22 +219,37 @@ fn round(seed: u64) -> Injected {
                     },
                     cancel: Arc::new(AtomicBool::new(false)),
                 };
-                if let Err(e) = prune(&repo, &options) {
+                if let Err(e) = prune(&repo, &options).map(|_| tally("prune", true)) {
                     clear("prune", &e);
                     // A lease left behind by a failed release expires; wait it out so that
                     // later prunes are not refused for the rest of the round.
                     std::thread::sleep(Duration::from_millis(1100));
                 }
             }
-            _ => {
+            4 => {
                 let options = CheckOptions {
                     read_data: ReadData::All,
                     cancel: Arc::new(AtomicBool::new(false)),
                 };
-                if let Err(e) = check(&repo, &options) {
-                    clear("check", &e);
+                match check(&repo, &options) {
+                    Ok(_) => tally("check", true),
+                    Err(e) => clear("check", &e),
                 }
             }
+            5 => match open(&copy_storage) {
+                Ok(mut target) => {
+                    let options = CopyOptions {
+                        index_every_packs: 1,
+                        ..CopyOptions::default()
+                    };
+                    match copy(&repo, &mut target, &options) {
+                        Ok(_) => tally("copy", true),
+                        Err(e) => clear("copy", &e),
+                    }
+                }
+                Err(e) => clear("open the copy", &e),
+            },
+            _ => drill_newest(&repo, dir.path(), &mut saved),
         }
         if let Some((id, want)) = saved.iter().next_back() {
             let all = coffer_repo::Snapshot::load_all(repo.storage(), repo.keys());
@@ -224,17 +261,72 @@ fn round(seed: u64) -> Injected {
                 };
                 match restore(&repo, &snap, &opts, &cancel) {
                     // A restore that succeeds through faults restored the truth.
-                    Ok(_) => assert_eq!(&restored(&target, &src), want),
+                    Ok(_) => {
+                        tally("restore", true);
+                        assert_eq!(&restored(&target, &src), want)
+                    }
                     Err(e) => clear("restore", &e),
                 }
             }
         }
     }
 
-    // Faults off: the repository is whole, and every snapshot restores as it was saved.
+    // Faults off: both repositories are whole, and every snapshot restores as it was saved.
     faulty.set_enabled(false);
+    faulty_copy.set_enabled(false);
     let injected = faulty.injected();
-    let repo = open(&storage).unwrap();
+    verify(seed, &copy_storage, dir.path(), &src, &BTreeMap::new());
+    verify(seed, &storage, dir.path(), &src, &saved);
+    injected
+}
+
+/// Drills the newest saved snapshot, recording a pass (which relabels the snapshot: the same
+/// tree under a new id, the old one removed).
+fn drill_newest(repo: &Repository, scratch: &Path, saved: &mut BTreeMap<SnapshotId, Contents>) {
+    let Some((id, want)) = saved.iter().next_back().map(|(i, c)| (*i, c.clone())) else {
+        return;
+    };
+    let snapshots = match coffer_repo::Snapshot::load_all(repo.storage(), repo.keys()) {
+        Ok(all) => all,
+        Err(e) => return clear("drill: listing", &e),
+    };
+    let Some((_, snap)) = snapshots.good.iter().find(|(i, _)| *i == id) else {
+        return;
+    };
+    let options = DrillOptions {
+        scratch_parent: Some(scratch.to_path_buf()),
+        record: true,
+    };
+    let mut connect =
+        |_: &_| -> Result<_, Error> { Err(Error::InvalidInput("no database in this test".into())) };
+    match drill(
+        repo,
+        &id,
+        snap,
+        &options,
+        &mut connect,
+        &AtomicBool::new(false),
+    ) {
+        Ok(report) => {
+            tally("drill", report.ok);
+            if let Some(new) = report.recorded_as.and_then(|h| SnapshotId::from_hex(&h)) {
+                saved.insert(new, want);
+            }
+        }
+        Err(e) => clear("drill", &e),
+    }
+}
+
+/// With faults off: `check --read-data` finds no damage, and every snapshot restores, exactly
+/// as saved where the test knows what was saved.
+fn verify(
+    seed: u64,
+    storage: &Storage,
+    scratch: &Path,
+    src: &Path,
+    saved: &BTreeMap<SnapshotId, Contents>,
+) {
+    let repo = open(storage).unwrap();
     let report = check(
         &repo,
         &CheckOptions {
@@ -245,13 +337,15 @@ fn round(seed: u64) -> Injected {
     .unwrap();
     assert!(
         report.errors.is_empty() && report.damaged_snapshots.is_empty(),
-        "seed {seed}: check found damage after {injected:?}: {:?}",
+        "seed {seed}: check of {} found damage: {:?}",
+        storage.location(),
         report.errors
     );
     let all = coffer_repo::Snapshot::load_all(repo.storage(), repo.keys()).unwrap();
     assert!(all.damaged.is_empty(), "seed {seed}: {:?}", all.damaged);
+    let cancel = AtomicBool::new(false);
     for (id, snap) in &all.good {
-        let target = dir.path().join(format!("final-{}", id.to_hex()));
+        let target = scratch.join(format!("final-{}", id.to_hex()));
         let opts = RestoreOptions {
             target: target.clone(),
             ..RestoreOptions::default()
@@ -262,13 +356,12 @@ fn round(seed: u64) -> Injected {
         // has no recorded tree; every other one must be exactly what was saved.
         if let Some(want) = saved.get(id) {
             assert_eq!(
-                &restored(&target, &src),
+                &restored(&target, src),
                 want,
                 "seed {seed}: snapshot {id:?}"
             );
         }
     }
-    injected
 }
 
 fn restored(target: &Path, src: &Path) -> Contents {
@@ -302,6 +395,7 @@ fn every_operation_through_a_faulty_store_succeeds_or_fails_clearly_and_loses_no
         total.stale_listings += i.stale_listings;
     }
     eprintln!("{rounds} rounds: {total:?}");
+    eprintln!("runs (operation, succeeded): {:?}", TALLY.lock().unwrap());
     assert!(
         total.failed + total.truncated + total.flipped > 0,
         "no fault was injected"
