@@ -27,7 +27,8 @@ fi
 
 # The seed corpus, made once per checkout (delete fuzz/seeds to make it again).
 if [ ! -d fuzz/seeds ]; then
-  cargo build -q -p coffer-cli -p coffer-repo --example fuzz_seeds
+  cargo build -q -p coffer-cli
+  cargo build -q -p coffer-repo --example fuzz_seeds
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   export COFFER_PASSWORD=fuzz-seed-password COFFER_REPO="$work/repo"
