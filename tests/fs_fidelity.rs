@@ -349,3 +349,170 @@ fn a_sparse_file_is_restored_with_its_holes() {
         assert!(x == y, "differs in the 16 MiB at {at}");
     }
 }
+
+/// `getfattr -d -m - -h -R` of a tree, with the tree's own path taken out (so two trees compare),
+/// and `getcap -r`'s lines in the same way.
+fn attributes(root: &Path) -> String {
+    let dump = |program: &str, args: &[&str]| {
+        let out = Command::new(program)
+            .args(args)
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{program}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let mut all = dump("getfattr", &["-d", "-m", "-", "-h", "-R", "."]);
+    all.push_str(&dump("getcap", &["-r", "."]));
+    all
+}
+
+#[test]
+fn extended_attributes_acls_and_capabilities_are_restored() {
+    if !is_root() {
+        eprintln!("skipped: trusted.* attributes and file capabilities need root");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("xattrs");
+    fs::create_dir_all(src.join("shared")).unwrap();
+    fs::write(src.join("notes.txt"), "notes").unwrap();
+    fs::copy("/bin/true", src.join("pinger")).unwrap();
+    run("mkfifo", &[src.join("pipe").to_str().unwrap()]);
+    std::os::unix::fs::symlink("notes.txt", src.join("link")).unwrap();
+    let p = |name: &str| src.join(name).to_str().unwrap().to_string();
+    run(
+        "setfattr",
+        &["-n", "user.comment", "-v", "hello", &p("notes.txt")],
+    );
+    run(
+        "setfattr",
+        &["-n", "user.binary", "-v", "0x00ff0a", &p("notes.txt")],
+    );
+    run("setfacl", &["-m", "u:1234:rw", &p("notes.txt")]);
+    run("setfacl", &["-d", "-m", "u:1234:rx", &p("shared")]);
+    run("setfattr", &["-n", "user.dir", "-v", "d", &p("shared")]);
+    run("setcap", &["cap_net_raw+ep", &p("pinger")]);
+    run("setfattr", &["-n", "trusted.pipe", "-v", "p", &p("pipe")]);
+    run(
+        "setfattr",
+        &["-h", "-n", "trusted.link", "-v", "l", &p("link")],
+    );
+    let want = attributes(&src);
+    for needle in [
+        "user.comment",
+        "system.posix_acl_access",
+        "system.posix_acl_default",
+        "trusted.pipe",
+        "trusted.link",
+        "cap_net_raw=ep",
+    ] {
+        assert!(want.contains(needle), "the source lacks {needle}: {want}");
+    }
+
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    let target = env.path("back");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    let back = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(attributes(&back), want);
+    // The mode's group bits are the ACL's mask, as they were.
+    assert_eq!(
+        fs::metadata(back.join("notes.txt")).unwrap().mode(),
+        fs::metadata(src.join("notes.txt")).unwrap().mode()
+    );
+
+    // --no-xattrs on restore: none set.
+    let bare = env.path("bare");
+    env.run(&[
+        "restore",
+        "latest",
+        "--no-xattrs",
+        "--target",
+        bare.to_str().unwrap(),
+    ])
+    .ok();
+    let plain = attributes(&bare.join(src.strip_prefix("/").unwrap()));
+    assert!(
+        !plain.contains("user.") && !plain.contains("cap_"),
+        "{plain}"
+    );
+
+    // --no-xattrs on backup: the snapshot keeps none.
+    env.run(&["backup", "--no-xattrs", "--force", src.to_str().unwrap()])
+        .ok();
+    let bare2 = env.path("bare2");
+    env.run(&["restore", "latest", "--target", bare2.to_str().unwrap()])
+        .ok();
+    let plain = attributes(&bare2.join(src.strip_prefix("/").unwrap()));
+    assert!(
+        !plain.contains("user.") && !plain.contains("cap_"),
+        "{plain}"
+    );
+}
+
+/// A restore by a user who may not set some attributes (file capabilities, trusted.*) restores
+/// everything with a warning naming them, exit 0, and sets the ones it may (user.*, ACLs).
+#[test]
+fn attributes_the_restoring_user_may_not_set_are_named_in_warnings() {
+    if !is_root() {
+        eprintln!("skipped: setting the attributes to back up needs root");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("xattrs");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("notes.txt"), "notes").unwrap();
+    fs::copy("/bin/true", src.join("pinger")).unwrap();
+    let p = |name: &str| src.join(name).to_str().unwrap().to_string();
+    run(
+        "setfattr",
+        &["-n", "user.comment", "-v", "hello", &p("notes.txt")],
+    );
+    run("setfacl", &["-m", "u:1234:rw", &p("notes.txt")]);
+    run(
+        "setfattr",
+        &["-n", "trusted.secret", "-v", "t", &p("notes.txt")],
+    );
+    run("setcap", &["cap_net_raw+ep", &p("pinger")]);
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    run("chmod", &["-R", "a+rX", &env.repo]);
+    let target = env.path("as-nobody");
+    fs::create_dir(&target).unwrap();
+    run("chown", &["nobody", target.to_str().unwrap()]);
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "nobody", "--"])
+        .arg(coffer_e2e::coffer_bin())
+        .args(["restore", "latest", "--target", target.to_str().unwrap()]);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &target)
+        .env("COFFER_REPO", &env.repo)
+        .env("COFFER_PASSWORD", &env.password);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let back = target.join(src.strip_prefix("/").unwrap());
+    for (file, attr) in [
+        ("notes.txt", "trusted.secret"),
+        ("pinger", "security.capability"),
+    ] {
+        let line = format!(
+            "{}: restored, but extended attributes not set: {attr}: ",
+            back.join(file).display()
+        );
+        assert!(stderr.contains(&line), "no warning {line:?} in {stderr}");
+    }
+    assert!(
+        stderr.contains("2 entries were restored without some of their extended attributes"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read(back.join("notes.txt")).unwrap(), b"notes");
+    let got = attributes(&back);
+    assert!(got.contains("user.comment=\"hello\""), "{got}");
+    assert!(got.contains("system.posix_acl_access"), "{got}");
+}

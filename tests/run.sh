@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the end-to-end tests need (PostgreSQL 15
-# server binaries and pgbench for the database tests, python3-venv for the S3 test server), then
+# server binaries and pgbench for the database tests, python3-venv for the S3 test server, attr,
+# acl and libcap2-bin for the extended-attribute tests), then
 # runs every test of the workspace. The harness itself creates the moto (S3) virtualenv and starts
 # a throwaway PostgreSQL cluster and S3 server per test binary; nothing is left running.
 set -euo pipefail
@@ -10,6 +11,10 @@ need_apt=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need_apt+=(postgresql); fi
 if ! ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1; then need_apt+=(postgresql-contrib); fi
 if ! command -v pg_dump >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then need_apt+=(postgresql-client); fi
+# Extended attributes, ACLs and capabilities for the file-system fidelity tests.
+if ! command -v setfattr >/dev/null 2>&1; then need_apt+=(attr); fi
+if ! command -v setfacl >/dev/null 2>&1; then need_apt+=(acl); fi
+if ! command -v setcap >/dev/null 2>&1; then need_apt+=(libcap2-bin); fi
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -57,6 +57,9 @@ pub struct Args {
     /// Read every file, ignoring the parent snapshot
     #[arg(long)]
     pub force: bool,
+    /// Leave out extended attributes, ACLs and file capabilities
+    #[arg(long)]
+    pub no_xattrs: bool,
     /// Create the repository first if there is none
     #[arg(long)]
     pub init: bool,
@@ -135,6 +138,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         parent,
         cancel: ctx.cancel.clone(),
         workers: 0,
+        no_xattrs: args.no_xattrs,
     };
     let report = op::backup(&repo, options).context("backup failed")?;
     for w in &report.warnings {
@@ -174,10 +178,21 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         return Ok(crate::exit::OK);
     }
     let left_out = report.warnings.iter().filter(|w| w.step.left_out()).count();
-    let changed = report.warnings.len() - left_out;
+    let xattrs = report
+        .warnings
+        .iter()
+        .filter(|w| w.step == op::Step::Xattr)
+        .count();
+    let changed = report.warnings.len() - left_out - xattrs;
     if left_out > 0 {
         eprintln!(
             "warning: {left_out} source file(s) could not be read and are not in the snapshot"
+        );
+    }
+    if xattrs > 0 {
+        eprintln!(
+            "warning: {xattrs} source file(s) are stored without some of their extended \
+             attributes (listed above)"
         );
     }
     if changed > 0 {

@@ -49,6 +49,9 @@ pub struct Args {
     /// sources, or with --include)
     #[arg(long)]
     pub skip_damaged: bool,
+    /// Do not set extended attributes, ACLs or file capabilities
+    #[arg(long)]
+    pub no_xattrs: bool,
     /// Restore only this named source (repeatable)
     #[arg(long, value_name = "SOURCE")]
     pub only: Vec<String>,
@@ -104,6 +107,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         includes: args.include.clone(),
         overwrite: args.overwrite,
         skip_damaged: args.skip_damaged,
+        no_xattrs: args.no_xattrs,
     };
     let report = op::restore(&repo, snap, &options, &ctx.cancel)
         .with_context(|| format!("restoring snapshot {}", id.short()))?;
@@ -133,11 +137,18 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             outln!("  special {} FIFOs and device nodes", report.special_files);
         }
     }
-    if !report.warnings.is_empty() {
+    let left_out = report.warnings.iter().filter(|w| !w.restored).count();
+    let lacking = report.warnings.len() - left_out;
+    if lacking > 0 {
         eprintln!(
-            "warning: {} entries of the snapshot could not be restored (listed above); \
-             everything else was",
-            report.warnings.len()
+            "warning: {lacking} entries were restored without some of their extended \
+             attributes (listed above: the restoring user or the file system cannot set them)"
+        );
+    }
+    if left_out > 0 {
+        eprintln!(
+            "warning: {left_out} entries of the snapshot could not be restored (listed above); \
+             everything else was"
         );
         return Ok(crate::exit::PARTIAL);
     }

@@ -40,6 +40,89 @@ pub struct Device {
     pub minor: u64,
 }
 
+/// One extended attribute of a node: its name (`user.*`, `trusted.*`, `security.*`, or one of
+/// the POSIX ACL attributes `system.posix_acl_access` / `system.posix_acl_default`) and its
+/// value as hex. Limits: [`MAX_XATTR_VALUE`] bytes per value, [`MAX_XATTRS`] per node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    pub name: String,
+    /// The value's bytes, hex.
+    pub value: String,
+}
+
+/// The largest extended attribute value kept (Linux's own limit, `XATTR_SIZE_MAX`).
+pub const MAX_XATTR_VALUE: usize = 64 * 1024;
+/// The most extended attributes kept per node.
+pub const MAX_XATTRS: usize = 256;
+
+/// Whether an extended attribute of this name is kept: the namespaces a backup stores.
+pub fn xattr_kept(name: &str) -> bool {
+    (name.starts_with("user.") || name.starts_with("trusted.") || name.starts_with("security."))
+        && name.len() > name.find('.').unwrap_or(0) + 1
+        || name == "system.posix_acl_access"
+        || name == "system.posix_acl_default"
+}
+
+/// A node's `xattrs` from the (name, value) pairs read from a file: the kept names only,
+/// sorted, within the limits. What is past the limits is left out with a note in `skipped`.
+pub fn xattrs_from(mut read: Vec<(String, Vec<u8>)>, skipped: &mut Vec<String>) -> Vec<Xattr> {
+    read.retain(|(name, _)| xattr_kept(name) && !name.contains('\0'));
+    read.sort();
+    read.dedup_by(|a, b| a.0 == b.0);
+    let mut out = Vec::with_capacity(read.len().min(MAX_XATTRS));
+    for (name, value) in read {
+        if value.len() > MAX_XATTR_VALUE {
+            skipped.push(format!(
+                "extended attribute {name}: {} bytes (at most {MAX_XATTR_VALUE} are kept)",
+                value.len()
+            ));
+        } else if out.len() == MAX_XATTRS {
+            skipped.push(format!(
+                "extended attribute {name}: more than {MAX_XATTRS} attributes (the rest are not kept)"
+            ));
+        } else {
+            out.push(Xattr {
+                name,
+                value: hex::encode(value),
+            });
+        }
+    }
+    out
+}
+
+impl Node {
+    /// The node's extended attributes as (name, value) pairs; one whose value does not decode
+    /// (refused by [`Tree::decode`], so never from storage) is left out with a note.
+    pub fn xattr_values(&self) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+        let mut bad = Vec::new();
+        let values = self
+            .xattrs
+            .iter()
+            .filter_map(|x| match x.value_bytes() {
+                Ok(v) => Some((x.name.clone(), v)),
+                Err(e) => {
+                    bad.push(format!("{}: {e}", x.name));
+                    None
+                }
+            })
+            .collect();
+        (values, bad)
+    }
+}
+
+impl Xattr {
+    /// The value's bytes.
+    pub fn value_bytes(&self) -> Result<Vec<u8>> {
+        hex::decode(&self.value).map_err(|e| {
+            Error::corrupt(
+                "tree",
+                &self.name,
+                format!("extended attribute value is not hex: {e}"),
+            )
+        })
+    }
+}
+
 /// One entry of a directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
@@ -89,6 +172,36 @@ pub struct Node {
     /// The file had holes (files only): restore leaves its all-zero blocks as holes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sparse: bool,
+    /// Extended attributes (with POSIX ACLs and file capabilities), sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+}
+
+/// What is wrong with a node's extended attributes, if anything: a name outside the kept
+/// namespaces or with a NUL, a duplicate or unsorted name, a value that is not hex or too long,
+/// too many of them.
+fn invalid_xattrs(xattrs: &[Xattr]) -> Option<String> {
+    if xattrs.len() > MAX_XATTRS {
+        return Some(format!(
+            "{} extended attributes (at most {MAX_XATTRS})",
+            xattrs.len()
+        ));
+    }
+    for (i, x) in xattrs.iter().enumerate() {
+        if !xattr_kept(&x.name) || x.name.contains('\0') {
+            return Some(format!(
+                "extended attribute name {:?} is not allowed",
+                x.name
+            ));
+        }
+        if i > 0 && xattrs[i - 1].name >= x.name {
+            return Some("extended attributes are not sorted by name".into());
+        }
+        if x.value.len() > 2 * MAX_XATTR_VALUE || hex::decode(&x.value).is_err() {
+            return Some(format!("extended attribute {:?} has a bad value", x.name));
+        }
+    }
+    None
 }
 
 /// Splits raw bytes into the lossy UTF-8 form and, when lossy, the exact hex.
@@ -195,6 +308,13 @@ impl Tree {
                     format!("node {:?} has fields that do not fit its type", node.name),
                 ));
             }
+            if let Some(bad) = invalid_xattrs(&node.xattrs) {
+                return Err(Error::corrupt(
+                    "tree",
+                    id,
+                    format!("node {:?}: {bad}", node.name),
+                ));
+            }
         }
         Ok(tree)
     }
@@ -232,6 +352,7 @@ mod tests {
             links: None,
             device_id: None,
             sparse: false,
+            xattrs: Vec::new(),
         }
     }
 
@@ -272,6 +393,46 @@ mod tests {
         let mut dir = file("d");
         dir.kind = NodeKind::Dir;
         assert!(Tree::decode(&id, &Tree { nodes: vec![dir] }.encode()).is_err());
+    }
+
+    #[test]
+    fn extended_attributes_outside_the_rules_are_refused() {
+        let id = BlobId([0; 32]);
+        let with = |pairs: &[(&str, &str)]| {
+            let mut n = file("x");
+            n.xattrs = pairs
+                .iter()
+                .map(|(name, value)| Xattr {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                })
+                .collect();
+            Tree::decode(&id, &Tree { nodes: vec![n] }.encode())
+        };
+        let good = with(&[
+            ("security.capability", "01"),
+            ("system.posix_acl_access", "02"),
+            ("user.a", ""),
+        ])
+        .unwrap();
+        assert_eq!(good.nodes[0].xattrs[0].value_bytes().unwrap(), [1]);
+        let long = "00".repeat(MAX_XATTR_VALUE + 1);
+        for bad in [
+            vec![("system.nfs4_acl", "00")],
+            vec![("user.", "00")],
+            vec![("user.a\0b", "00")],
+            vec![("user.b", "00"), ("user.a", "00")],
+            vec![("user.a", "00"), ("user.a", "00")],
+            vec![("user.a", "zz")],
+            vec![("user.a", long.as_str())],
+        ] {
+            assert!(with(&bad).is_err(), "{bad:?} accepted");
+        }
+        let many: Vec<(String, &str)> = (0..=MAX_XATTRS)
+            .map(|i| (format!("user.{i:04}"), ""))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        assert!(with(&many).is_err());
     }
 
     #[test]

@@ -288,6 +288,7 @@ fn drill_files(
             includes: Vec::new(),
             overwrite: false,
             skip_damaged: false,
+            no_xattrs: false,
         };
         restore(repo, snapshot, &options, cancel)
     } else {

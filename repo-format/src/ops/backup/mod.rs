@@ -141,6 +141,8 @@ pub struct BackupOptions {
     pub cancel: Arc<AtomicBool>,
     /// Worker threads (0: one per core).
     pub workers: usize,
+    /// Leave extended attributes (and so ACLs and file capabilities) out.
+    pub no_xattrs: bool,
 }
 
 impl BackupOptions {
@@ -157,6 +159,7 @@ impl BackupOptions {
             parent: ParentChoice::Auto,
             cancel: Arc::new(AtomicBool::new(false)),
             workers: 0,
+            no_xattrs: false,
         }
     }
 }
@@ -279,6 +282,8 @@ struct Run<'a, 'r> {
     cancel: &'a AtomicBool,
     cancel_flag: Arc<AtomicBool>,
     excludes: &'a plan::ExcludeRules,
+    /// Read each node's extended attributes.
+    xattrs: bool,
     warnings: Vec<Warning>,
     notices: Vec<Notice>,
     warned_compressed_dump: bool,

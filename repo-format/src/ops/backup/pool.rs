@@ -118,6 +118,7 @@ pub(super) fn run<'r>(
             cancel: &opts.cancel,
             cancel_flag: opts.cancel.clone(),
             excludes,
+            xattrs: !opts.no_xattrs,
             warnings: Vec::new(),
             notices: Vec::new(),
             warned_compressed_dump: false,
@@ -203,6 +204,7 @@ mod tests {
                 links: None,
                 device_id: None,
                 sparse: false,
+                xattrs: Vec::new(),
             },
             content: Some(content),
         };

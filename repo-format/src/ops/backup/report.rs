@@ -38,6 +38,8 @@ pub enum Step {
     Open,
     /// Reading a file's contents.
     Read,
+    /// Reading extended attributes: the node IS in the snapshot, without the ones named.
+    Xattr,
     /// A file whose size, mtime or ctime changed while it was read, and again while it was read
     /// a second time. Unlike the other steps, the file IS in the snapshot: as the second read
     /// saw it, which may mix old and new contents.
@@ -55,12 +57,14 @@ impl Step {
             Step::Open => "cannot open",
             Step::Read => "read error",
             Step::Changed => "changed while being read; stored as read",
+            Step::Xattr => "stored without an extended attribute",
         }
     }
 
-    /// Whether the path is left out of the snapshot (every step but [`Step::Changed`]).
+    /// Whether the path is left out of the snapshot (every step but [`Step::Changed`] and
+    /// [`Step::Xattr`]).
     pub fn left_out(self) -> bool {
-        self != Step::Changed
+        !matches!(self, Step::Changed | Step::Xattr)
     }
 }
 
@@ -146,14 +150,15 @@ mod tests {
             Step::Open,
             Step::Read,
             Step::Changed,
+            Step::Xattr,
         ];
         let words: std::collections::BTreeSet<_> = steps.iter().map(|s| s.describe()).collect();
         assert_eq!(words.len(), steps.len(), "every step has its own words");
         let kept: Vec<_> = steps.iter().filter(|s| !s.left_out()).collect();
         assert_eq!(
             kept,
-            [&Step::Changed],
-            "only a changed file is still stored"
+            [&Step::Changed, &Step::Xattr],
+            "only a changed file and one without an attribute are still stored"
         );
         let changed = Warning {
             path: PathBuf::from("/var/log/app.log"),

@@ -194,6 +194,7 @@ impl Run<'_, '_> {
                 links: None,
                 device_id: None,
                 sparse: false,
+                xattrs: Vec::new(),
             }
         };
         let (last, dirs) = components

@@ -82,6 +82,7 @@ pub(super) fn node_from_meta(name: &std::ffi::OsStr, kind: NodeKind, meta: &Meta
         links: (kind == NodeKind::File && meta.nlink() > 1).then(|| meta.nlink()),
         device_id: (kind == NodeKind::File && meta.nlink() > 1).then(|| meta.dev()),
         sparse: false,
+        xattrs: Vec::new(),
     }
 }
 
@@ -153,11 +154,31 @@ impl Run<'_, '_> {
             let nodes = self.backup_level(&path, child, parent_subtree.as_ref())?;
             let subtree = self.finish_tree(nodes)?;
             self.counts.dirs += 1;
-            let mut node = node_from_meta(name_os, NodeKind::Dir, &meta);
+            let mut node = self.node_at(&path, name_os, NodeKind::Dir, &meta);
             node.subtree = Some(subtree);
             out.push(PendingNode::done(node));
         }
         Ok(out)
+    }
+
+    /// The node of `path` from its metadata, with its extended attributes unless they are left
+    /// out; one that cannot be kept is named in a warning (the node is stored without it).
+    fn node_at(
+        &mut self,
+        path: &Path,
+        name: &std::ffi::OsStr,
+        kind: NodeKind,
+        meta: &Metadata,
+    ) -> Node {
+        let mut node = node_from_meta(name, kind, meta);
+        if self.xattrs {
+            let (read, mut skipped) = crate::fs::xattr::read(path, crate::format::tree::xattr_kept);
+            node.xattrs = crate::format::tree::xattrs_from(read, &mut skipped);
+            for reason in skipped {
+                self.warn(path, Step::Xattr, reason);
+            }
+        }
+        node
     }
 
     fn parent_subtree(&self, parent_node: Option<&Node>) -> Option<Tree> {
@@ -199,7 +220,7 @@ impl Run<'_, '_> {
             match std::fs::read_link(path) {
                 Ok(target) => {
                     let name = path.file_name().unwrap_or_default();
-                    let mut node = node_from_meta(name, NodeKind::Symlink, &meta);
+                    let mut node = self.node_at(path, name, NodeKind::Symlink, &meta);
                     let (t, tb) = encode_name(target.as_os_str());
                     node.target = Some(t);
                     node.target_bytes = tb;
@@ -213,7 +234,7 @@ impl Run<'_, '_> {
             }
         } else if let Some(kind) = special_kind(ft) {
             let name = path.file_name().unwrap_or_default();
-            let mut node = node_from_meta(name, kind, &meta);
+            let mut node = self.node_at(path, name, kind, &meta);
             if kind != NodeKind::Fifo {
                 let rdev = meta.rdev();
                 node.device = Some(Device {
@@ -296,7 +317,7 @@ impl Run<'_, '_> {
         let subtree = self.finish_tree(pending)?;
         self.counts.dirs += 1;
         let name = path.file_name().unwrap_or(std::ffi::OsStr::new("/"));
-        let mut node = node_from_meta(name, NodeKind::Dir, meta);
+        let mut node = self.node_at(path, name, NodeKind::Dir, meta);
         node.subtree = Some(subtree);
         Ok(Some(PendingNode::done(node)))
     }
@@ -328,7 +349,7 @@ impl Run<'_, '_> {
         let name = path.file_name().unwrap_or_default();
         if let Some(p) = parent_node {
             if self.unchanged(meta, p) {
-                let mut node = node_from_meta(name, NodeKind::File, meta);
+                let mut node = self.node_at(path, name, NodeKind::File, meta);
                 node.size = meta.len();
                 node.content = p.content.clone();
                 node.sparse = has_holes(meta);
@@ -372,7 +393,7 @@ impl Run<'_, '_> {
         };
         // The metadata as the file was opened for the kept read: a file stored torn has a
         // size or times that the next backup will not find again, so it is read again then.
-        let mut node = node_from_meta(name, NodeKind::File, &opened);
+        let mut node = self.node_at(path, name, NodeKind::File, &opened);
         node.size = size;
         node.sparse = has_holes(&opened);
         self.counts.files += 1;

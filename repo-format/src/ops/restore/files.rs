@@ -7,7 +7,7 @@
 //!
 //! May use: `fs/`, `format/` (tree nodes), the repository's reader.
 
-use super::nodes::{restore_link, restore_special, restore_symlink, split_links};
+use super::nodes::{restore_link, restore_special, restore_symlink, split_links, RestoreWarning};
 use super::outcome::{is_damage, DamagedFile, FileJob, Outcome};
 use super::plan::{self, not_below, place};
 use super::RestoreReport;
@@ -95,7 +95,8 @@ pub(super) fn execute(
             NodeKind::File => files.push((dest, node, exists)),
             NodeKind::Symlink => {
                 let (parent, name) = place(root.path, dest)?;
-                restore_symlink(stack.get(parent)?, name, node, dest, overwrite)?;
+                let warning = restore_symlink(stack.get(parent)?, name, node, dest, overwrite)?;
+                report.warnings.extend(warning);
                 report.symlinks += 1;
             }
             NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
@@ -110,7 +111,10 @@ pub(super) fn execute(
     report.leftovers_removed = remove_leftovers(&root, &existing, &mut stack)?;
     let (files, links) = split_links(files);
     report.files = files.len() as u64;
-    (report.bytes, report.damaged) = restore_files(repo, &root, &files, skip_damaged, cancel)?;
+    let warnings;
+    (report.bytes, report.damaged, warnings) =
+        restore_files(repo, &root, &files, skip_damaged, cancel)?;
+    report.warnings.extend(warnings);
     report.files -= report.damaged.len() as u64;
     for (first, dest, exists) in links {
         // A link to a file left out for damaged data is left out with it.
@@ -138,7 +142,8 @@ pub(super) fn execute(
             .strip_prefix(root.path)
             .map_err(|_| not_below(root.path, dest))?;
         let dir = stack.get(rel)?;
-        finish_file(node, dest, dir.file())?;
+        let failed = finish_file(node, dest, dir.file())?;
+        report.warnings.extend(xattr_warning(dest, failed));
     }
     Ok(report)
 }
@@ -234,7 +239,7 @@ fn restore_files(
     files: &[FileJob<'_>],
     skip_damaged: bool,
     cancel: &AtomicBool,
-) -> Result<(u64, Vec<DamagedFile>)> {
+) -> Result<(u64, Vec<DamagedFile>, Vec<RestoreWarning>)> {
     let shape: Vec<(Option<&Path>, u64)> = files
         .iter()
         .map(|(dest, node, _)| (dest.parent(), node.size))
@@ -387,7 +392,7 @@ fn restore_span(
                 return Ok(());
             }
             match restore_file(repo, node, &dir, dest, *exists, &source, cancel) {
-                Ok(n) => outcome.written(i, n),
+                Ok((n, failed)) => outcome.written(i, n, xattr_warning(dest, failed)),
                 Err(e) => {
                     if !outcome.failed(Some(i), e) {
                         return Ok(());
@@ -437,7 +442,7 @@ fn restore_batch(
             restore_file(repo, node, &dir, dest, *exists, &Source::Storage, cancel)
         };
         match result {
-            Ok(n) => outcome.written(i, n),
+            Ok((n, failed)) => outcome.written(i, n, xattr_warning(dest, failed)),
             Err(e) => {
                 if !outcome.failed(Some(i), e) {
                     return;
@@ -479,7 +484,7 @@ pub(super) fn mtime(node: &Node) -> filetime::FileTime {
 
 /// Writes one file into `dir` (the directory holding `dest`): always to a new file under a
 /// fresh random temporary name (`O_CREAT|O_EXCL|O_NOFOLLOW`, 0600), which gets its owner, mode
-/// and time through the open descriptor and is then renamed to its final name, so the final
+/// extended attributes and time through the open descriptor and is then renamed to its final name, so the final
 /// name never holds a partial file and nothing that already existed is opened. A file that
 /// existed at planning (`replacing`, with --overwrite) is replaced by the rename (a symlink
 /// there is replaced, not followed); a new one is renamed without replacing, so a name created
@@ -492,14 +497,14 @@ fn restore_file(
     replacing: bool,
     source: &Source<'_>,
     cancel: &AtomicBool,
-) -> Result<u64> {
+) -> Result<(u64, Vec<String>)> {
     let name = dest.file_name().unwrap_or_default();
     let (temp, file) = dir
         .create_temp_file(name, 0o600)
         .map_err(|e| Error::io("creating", dest, e))?;
     let path = dest.with_file_name(&temp);
     let result = write_content(repo, node, dest, &path, &file, source, cancel)
-        .and_then(|written| finish_file(node, &path, &file).map(|()| written))
+        .and_then(|written| finish_file(node, &path, &file).map(|failed| (written, failed)))
         .and_then(|written| {
             dir.rename(&temp, name, replacing)
                 .map_err(|e| {
@@ -610,13 +615,28 @@ fn write_content(
     Ok(written)
 }
 
-/// Owner (when permitted), mode and modification time, through the open handle.
-fn finish_file(node: &Node, path: &Path, file: &std::fs::File) -> Result<()> {
+/// Owner (when permitted), mode, extended attributes and modification time, through the open
+/// handle. The attributes come after the owner (changing it clears `security.capability`) and
+/// the mode (an access ACL sets the group bits to its mask, as they were). Returns the
+/// attributes that could not be set, one line each.
+fn finish_file(node: &Node, path: &Path, file: &std::fs::File) -> Result<Vec<String>> {
     // EPERM for non-root users is expected and not an error.
     let _ = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid));
     file.set_permissions(std::fs::Permissions::from_mode(node.mode))
         .map_err(|e| Error::io("setting permissions of", path, e))?;
+    let (values, mut failed) = node.xattr_values();
+    failed.extend(crate::fs::xattr::apply(file, &values));
     let t = mtime(node);
     filetime::set_file_handle_times(file, Some(t), Some(t))
-        .map_err(|e| Error::io("setting the modification time of", path, e))
+        .map_err(|e| Error::io("setting the modification time of", path, e))?;
+    Ok(failed)
+}
+
+/// The warning for extended attributes that could not be set on `dest`.
+pub(super) fn xattr_warning(dest: &Path, failed: Vec<String>) -> Option<RestoreWarning> {
+    (!failed.is_empty()).then(|| RestoreWarning {
+        path: dest.to_path_buf(),
+        reason: format!("extended attributes not set: {}", failed.join("; ")),
+        restored: true,
+    })
 }

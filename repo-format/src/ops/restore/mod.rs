@@ -45,6 +45,8 @@ pub struct RestoreOptions {
     /// Restore every file whose data is intact, leaving out (and listing) those with damaged
     /// or missing data, instead of stopping at the first.
     pub skip_damaged: bool,
+    /// Leave extended attributes (and so ACLs and file capabilities) unset.
+    pub no_xattrs: bool,
 }
 
 /// What a restore did.
@@ -94,7 +96,12 @@ pub fn restore(
     }
     let plan: Vec<(PathBuf, Node)> = plan
         .into_iter()
-        .map(|(rel, node)| (opts.target.join(rel), node))
+        .map(|(rel, mut node)| {
+            if opts.no_xattrs {
+                node.xattrs.clear();
+            }
+            (opts.target.join(rel), node)
+        })
         .collect();
     files::execute(
         repo,

@@ -20,13 +20,21 @@ use std::path::{Path, PathBuf};
 pub struct RestoreWarning {
     /// Where it would have gone.
     pub path: PathBuf,
-    /// Why it is not there.
+    /// Why it is not there (or, with `restored`, what it lacks).
     pub reason: String,
+    /// The entry was restored, without some of its metadata (extended attributes the
+    /// restoring user or the file system cannot set): a warning, not a failure.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub restored: bool,
 }
 
 impl std::fmt::Display for RestoreWarning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: not restored: {}", self.path.display(), self.reason)
+        if self.restored {
+            write!(f, "{}: restored, but {}", self.path.display(), self.reason)
+        } else {
+            write!(f, "{}: not restored: {}", self.path.display(), self.reason)
+        }
     }
 }
 
@@ -39,13 +47,15 @@ pub(super) fn restore_symlink(
     node: &Node,
     dest: &Path,
     overwrite: bool,
-) -> Result<()> {
+) -> Result<Option<RestoreWarning>> {
     let target = node.target_raw()?;
     let temp = dir
         .create_temp_symlink(OsStr::from_bytes(&target), name)
         .map_err(|e| Error::io("creating symlink", dest, e))?;
     // EPERM for non-root users is expected and not an error.
     let _ = dir.set_symlink_owner(&temp, node.uid, node.gid);
+    let (values, mut failed) = node.xattr_values();
+    failed.extend(crate::fs::xattr::apply_in(dir.file(), &temp, &values));
     let t = super::files::mtime(node);
     let result = dir
         .set_symlink_times(&temp, t.unix_seconds(), t.nanoseconds())
@@ -62,7 +72,7 @@ pub(super) fn restore_symlink(
     if result.is_err() {
         let _ = dir.remove_file(&temp);
     }
-    result
+    result.map(|()| super::files::xattr_warning(dest, failed))
 }
 
 /// Makes `dest` (in `dir`) a hard link to `first` (in `first_dir`), already restored, under a
@@ -152,6 +162,7 @@ pub(super) fn restore_special(
             return Ok(Some(RestoreWarning {
                 path: dest.to_path_buf(),
                 reason: "creating a device node needs root (CAP_MKNOD)".into(),
+                restored: false,
             }))
         }
         Err(e) => return Err(Error::io("creating", dest, e)),
@@ -159,12 +170,17 @@ pub(super) fn restore_special(
     // EPERM for non-root users is expected and not an error. The owner first: changing it
     // clears setuid and setgid bits, which the mode then sets.
     let _ = dir.set_symlink_owner(&temp, node.uid, node.gid);
-    let seconds = node.mtime_ns.div_euclid(1_000_000_000);
+    let mut failed = Vec::new();
     let nanos = node.mtime_ns.rem_euclid(1_000_000_000) as u32;
+    let seconds = node.mtime_ns.div_euclid(1_000_000_000);
     let result = dir
         .set_mode(&temp, node.mode)
         .map_err(|e| Error::io("setting permissions of", dest, e))
         .and_then(|()| {
+            // After the mode: an access ACL sets the group bits to its mask, as they were.
+            let (values, bad) = node.xattr_values();
+            failed = bad;
+            failed.extend(crate::fs::xattr::apply_in(dir.file(), &temp, &values));
             dir.set_symlink_times(&temp, seconds, nanos)
                 .map_err(|e| Error::io("setting the modification time of", dest, e))
         })
@@ -180,7 +196,7 @@ pub(super) fn restore_special(
     if result.is_err() {
         let _ = dir.remove_file(&temp);
     }
-    result.map(|()| None)
+    result.map(|()| super::files::xattr_warning(dest, failed))
 }
 
 #[cfg(test)]
@@ -207,6 +223,7 @@ mod tests {
             links,
             device_id: links.map(|_| 66),
             sparse: false,
+            xattrs: Vec::new(),
         }
     }
 

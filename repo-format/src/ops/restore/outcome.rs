@@ -8,6 +8,7 @@
 //!
 //! May use: `format/` (tree nodes), the error type.
 
+use super::nodes::RestoreWarning;
 use crate::error::{Error, Result};
 use crate::format::tree::Node;
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ pub(super) struct Outcome<'p> {
     bytes: AtomicU64,
     skip_damaged: bool,
     damaged: Mutex<Vec<(usize, String)>>,
+    /// Files restored without some of their extended attributes.
+    warnings: Mutex<Vec<RestoreWarning>>,
     /// The first error that stops the restore, with the index of the file it met (if any).
     failed: Mutex<Option<(Option<usize>, Error)>>,
     stop: AtomicBool,
@@ -45,6 +48,7 @@ impl<'p> Outcome<'p> {
             bytes: AtomicU64::new(0),
             skip_damaged,
             damaged: Mutex::new(Vec::new()),
+            warnings: Mutex::new(Vec::new()),
             failed: Mutex::new(None),
             stop: AtomicBool::new(false),
         }
@@ -76,9 +80,12 @@ impl<'p> Outcome<'p> {
     }
 
     /// File `i` is complete and in place, with `bytes` bytes.
-    pub(super) fn written(&self, i: usize, bytes: u64) {
+    pub(super) fn written(&self, i: usize, bytes: u64, warning: Option<RestoreWarning>) {
         self.done[i].store(true, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(w) = warning {
+            lock(&self.warnings).push(w);
+        }
     }
 
     /// File `i` (or, with `None`, no one file) failed with `e`. Returns whether the restore
@@ -96,7 +103,7 @@ impl<'p> Outcome<'p> {
 
     /// The bytes written and the files left out for damage; or, when the restore stopped, the
     /// error saying what was and was not restored (an interrupt stays an interrupt).
-    pub(super) fn finish(self) -> Result<(u64, Vec<DamagedFile>)> {
+    pub(super) fn finish(self) -> Result<(u64, Vec<DamagedFile>, Vec<RestoreWarning>)> {
         let failed = self.failed.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut damaged = self.damaged.into_inner().unwrap_or_else(|p| p.into_inner());
         damaged.sort();
@@ -108,7 +115,12 @@ impl<'p> Outcome<'p> {
             })
             .collect();
         let Some((at, cause)) = failed else {
-            return Ok((self.bytes.into_inner(), damaged));
+            let mut warnings = self
+                .warnings
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner());
+            warnings.sort_by(|a, b| a.path.cmp(&b.path));
+            return Ok((self.bytes.into_inner(), damaged, warnings));
         };
         if matches!(cause, Error::Interrupted) {
             return Err(cause);
@@ -167,6 +179,7 @@ mod tests {
             links: None,
             device_id: None,
             sparse: false,
+            xattrs: Vec::new(),
         }
     }
 
@@ -180,7 +193,7 @@ mod tests {
         let n = node();
         let files: Vec<FileJob<'_>> = paths.iter().map(|p| (p, &n, false)).collect();
         let outcome = Outcome::new(&files, false);
-        outcome.written(0, 1);
+        outcome.written(0, 1, None);
         assert!(!outcome.failed(Some(1), corrupt()));
         assert!(outcome.stopped());
         match outcome.finish() {
@@ -207,8 +220,8 @@ mod tests {
         let files: Vec<FileJob<'_>> = paths.iter().map(|p| (p, &n, false)).collect();
         let outcome = Outcome::new(&files, true);
         assert!(outcome.failed(Some(1), corrupt()));
-        outcome.written(0, 1);
-        let (bytes, damaged) = outcome.finish().unwrap();
+        outcome.written(0, 1, None);
+        let (bytes, damaged, _) = outcome.finish().unwrap();
         assert_eq!(bytes, 1);
         assert_eq!(damaged.len(), 1);
         assert_eq!(damaged[0].path, PathBuf::from("b"));
