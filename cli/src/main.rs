@@ -16,6 +16,7 @@ mod memory;
 mod notify;
 mod notify_body;
 mod password;
+mod progress;
 mod runlock;
 
 use clap::Parser;

@@ -135,8 +135,12 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         parent,
         cancel: ctx.cancel.clone(),
         workers: 0,
+        progress: Default::default(),
     };
-    let report = op::backup(&repo, options).context("backup failed")?;
+    let shown = crate::progress::start(ctx, args.json, "backup", options.progress.clone())?;
+    let report = op::backup(&repo, options);
+    shown.finish();
+    let report = report.context("backup failed")?;
     for w in &report.warnings {
         eprintln!("warning: {}", crate::escape::message(&w.to_string()));
     }
@@ -157,7 +161,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             "notices": report.notices.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "anomalies": anomalies,
         });
-        outln!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", crate::progress::summary_line(value));
     } else if !ctx.global.quiet {
         print_summary(&report)?;
     }

@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::format::compress::BlobCompressor;
 use crate::format::id::SnapshotId;
 use crate::format::snapshot::Snapshot;
+use crate::ops::progress::Progress;
 use crate::repository::writer::BlobWriter;
 use crate::repository::Repository;
 use crate::sources::postgres::PgSource;
@@ -141,6 +142,8 @@ pub struct BackupOptions {
     pub cancel: Arc<AtomicBool>,
     /// Worker threads (0: one per core).
     pub workers: usize,
+    /// Counters a front end may read while the backup runs ([`Progress`]).
+    pub progress: Arc<Progress>,
 }
 
 impl BackupOptions {
@@ -157,6 +160,7 @@ impl BackupOptions {
             parent: ParentChoice::Auto,
             cancel: Arc::new(AtomicBool::new(false)),
             workers: 0,
+            progress: Arc::new(Progress::new()),
         }
     }
 }
@@ -289,6 +293,7 @@ struct Run<'a, 'r> {
     prefetch: Option<Sender<PathBuf>>,
     /// The chunker's buffer, handed from one file to the next.
     chunk_buffer: Vec<u8>,
+    progress: &'a Progress,
 }
 
 impl Run<'_, '_> {

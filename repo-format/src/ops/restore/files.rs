@@ -17,6 +17,7 @@ use crate::format::tree::{Node, NodeKind};
 use crate::fs::direct::{self, DirectWriter};
 use crate::fs::safe::{Dir, Kind};
 use crate::fs::sparse::SparseWriter;
+use crate::ops::progress::Progress;
 use crate::repository::reader::Span;
 use crate::repository::Repository;
 use std::ffi::OsStr;
@@ -35,6 +36,7 @@ pub(super) fn execute(
     overwrite: bool,
     skip_damaged: bool,
     cancel: &AtomicBool,
+    progress: &Progress,
 ) -> Result<RestoreReport> {
     let exists = check_conflicts(plan, overwrite)?;
     // Every destination must be plain names below the root (a name `..` or with a `/` from a
@@ -110,7 +112,12 @@ pub(super) fn execute(
     report.leftovers_removed = remove_leftovers(&root, &existing, &mut stack)?;
     let (files, links) = split_links(files);
     report.files = files.len() as u64;
-    (report.bytes, report.damaged) = restore_files(repo, &root, &files, skip_damaged, cancel)?;
+    progress.add_totals(
+        report.files,
+        files.iter().map(|(_, node, _)| node.size).sum(),
+    );
+    (report.bytes, report.damaged) =
+        restore_files(repo, &root, &files, skip_damaged, cancel, progress)?;
     report.files -= report.damaged.len() as u64;
     for (first, dest, exists) in links {
         // A link to a file left out for damaged data is left out with it.
@@ -234,6 +241,7 @@ fn restore_files(
     files: &[FileJob<'_>],
     skip_damaged: bool,
     cancel: &AtomicBool,
+    progress: &Progress,
 ) -> Result<(u64, Vec<DamagedFile>)> {
     let shape: Vec<(Option<&Path>, u64)> = files
         .iter()
@@ -270,8 +278,10 @@ fn restore_files(
             |(number, batch)| {
                 started.fetch_max(number + 1, Ordering::Relaxed);
                 match &spans[*number] {
-                    Some(span) => restore_span(repo, root, batch.clone(), span, outcome, cancel),
-                    None => restore_batch(repo, root, batch.clone(), outcome, cancel),
+                    Some(span) => {
+                        restore_span(repo, root, batch.clone(), span, outcome, cancel, progress)
+                    }
+                    None => restore_batch(repo, root, batch.clone(), outcome, cancel, progress),
                 }
             },
         );
@@ -366,6 +376,7 @@ fn restore_span(
     span: &BatchSpan,
     outcome: &Outcome<'_>,
     cancel: &AtomicBool,
+    progress: &Progress,
 ) {
     let (pack, range) = span;
     let files = outcome.files(batch.clone());
@@ -386,7 +397,7 @@ fn restore_span(
             if outcome.stopped() {
                 return Ok(());
             }
-            match restore_file(repo, node, &dir, dest, *exists, &source, cancel) {
+            match restore_file(repo, node, &dir, dest, *exists, &source, cancel, progress) {
                 Ok(n) => outcome.written(i, n),
                 Err(e) => {
                     if !outcome.failed(Some(i), e) {
@@ -399,7 +410,7 @@ fn restore_span(
     });
     if let Err(e) = result {
         if outcome.skips_damaged() && is_damage(&e) {
-            restore_batch(repo, root, batch, outcome, cancel);
+            restore_batch(repo, root, batch, outcome, cancel, progress);
         } else {
             outcome.failed(None, e);
         }
@@ -414,6 +425,7 @@ fn restore_batch(
     batch: std::ops::Range<usize>,
     outcome: &Outcome<'_>,
     cancel: &AtomicBool,
+    progress: &Progress,
 ) {
     let files = outcome.files(batch.clone());
     // The batch's files share one directory: opened once for all of them.
@@ -434,7 +446,16 @@ fn restore_batch(
         let result = if cancel.load(Ordering::Relaxed) {
             Err(Error::Interrupted)
         } else {
-            restore_file(repo, node, &dir, dest, *exists, &Source::Storage, cancel)
+            restore_file(
+                repo,
+                node,
+                &dir,
+                dest,
+                *exists,
+                &Source::Storage,
+                cancel,
+                progress,
+            )
         };
         match result {
             Ok(n) => outcome.written(i, n),
@@ -492,13 +513,14 @@ fn restore_file(
     replacing: bool,
     source: &Source<'_>,
     cancel: &AtomicBool,
+    progress: &Progress,
 ) -> Result<u64> {
     let name = dest.file_name().unwrap_or_default();
     let (temp, file) = dir
         .create_temp_file(name, 0o600)
         .map_err(|e| Error::io("creating", dest, e))?;
     let path = dest.with_file_name(&temp);
-    let result = write_content(repo, node, dest, &path, &file, source, cancel)
+    let result = write_content(repo, node, dest, &path, &file, source, cancel, progress)
         .and_then(|written| finish_file(node, &path, &file).map(|()| written))
         .and_then(|written| {
             dir.rename(&temp, name, replacing)
@@ -520,8 +542,11 @@ fn restore_file(
                 .map(|()| written)
         });
     drop(file);
-    if result.is_err() {
-        let _ = dir.remove_file(&temp);
+    match &result {
+        Ok(_) => progress.file_done(),
+        Err(_) => {
+            let _ = dir.remove_file(&temp);
+        }
     }
     result
 }
@@ -555,6 +580,7 @@ fn write_content(
     file: &std::fs::File,
     source: &Source<'_>,
     cancel: &AtomicBool,
+    progress: &Progress,
 ) -> Result<u64> {
     let readers = if node.size >= PARALLEL_FROM {
         let storage = repo.storage();
@@ -583,6 +609,7 @@ fn write_content(
         }
         .map_err(|e| Error::io("writing", path, e))?;
         written += bytes.len() as u64;
+        progress.add_bytes(bytes.len() as u64);
         Ok(())
     };
     match source {
