@@ -397,7 +397,8 @@ fn restore_span(
             if outcome.stopped() {
                 return Ok(());
             }
-            match restore_file(repo, node, &dir, dest, *exists, &source, cancel, progress) {
+            let watch = Watch { cancel, progress };
+            match restore_file(repo, node, &dir, dest, *exists, &source, watch) {
                 Ok(n) => outcome.written(i, n),
                 Err(e) => {
                     if !outcome.failed(Some(i), e) {
@@ -446,16 +447,8 @@ fn restore_batch(
         let result = if cancel.load(Ordering::Relaxed) {
             Err(Error::Interrupted)
         } else {
-            restore_file(
-                repo,
-                node,
-                &dir,
-                dest,
-                *exists,
-                &Source::Storage,
-                cancel,
-                progress,
-            )
+            let watch = Watch { cancel, progress };
+            restore_file(repo, node, &dir, dest, *exists, &Source::Storage, watch)
         };
         match result {
             Ok(n) => outcome.written(i, n),
@@ -512,15 +505,14 @@ fn restore_file(
     dest: &Path,
     replacing: bool,
     source: &Source<'_>,
-    cancel: &AtomicBool,
-    progress: &Progress,
+    watch: Watch<'_>,
 ) -> Result<u64> {
     let name = dest.file_name().unwrap_or_default();
     let (temp, file) = dir
         .create_temp_file(name, 0o600)
         .map_err(|e| Error::io("creating", dest, e))?;
     let path = dest.with_file_name(&temp);
-    let result = write_content(repo, node, dest, &path, &file, source, cancel, progress)
+    let result = write_content(repo, node, dest, &path, &file, source, watch)
         .and_then(|written| finish_file(node, &path, &file).map(|()| written))
         .and_then(|written| {
             dir.rename(&temp, name, replacing)
@@ -543,12 +535,19 @@ fn restore_file(
         });
     drop(file);
     match &result {
-        Ok(_) => progress.file_done(),
+        Ok(_) => watch.progress.file_done(),
         Err(_) => {
             let _ = dir.remove_file(&temp);
         }
     }
     result
+}
+
+/// What a file's writing looks at besides the file: the interrupt flag, the progress counters.
+#[derive(Clone, Copy)]
+struct Watch<'a> {
+    cancel: &'a AtomicBool,
+    progress: &'a Progress,
 }
 
 /// Files at least this large are read by several threads (ranged reads fetched and decrypted
@@ -579,9 +578,9 @@ fn write_content(
     path: &Path,
     file: &std::fs::File,
     source: &Source<'_>,
-    cancel: &AtomicBool,
-    progress: &Progress,
+    watch: Watch<'_>,
 ) -> Result<u64> {
+    let Watch { cancel, progress } = watch;
     let readers = if node.size >= PARALLEL_FROM {
         let storage = repo.storage();
         (storage.connections() / 2).clamp(2, 8) + usize::from(storage.reads_directly())
