@@ -263,6 +263,31 @@ fn a_dump_that_shrinks_by_90_percent_warns_alerts_and_fails_on_request() {
     assert!(run.stderr.contains("90% smaller"), "{run:?}");
     let json: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["anomalies"].as_array().unwrap().len(), 1, "{json:#}");
+    // Recorded in the snapshot's summary too: in `snapshots --json`, `cat snapshot` and the
+    // details; the steady backups before it have none.
+    let id = json["id"].as_str().unwrap().to_string();
+    for snap in env.snapshots() {
+        let recorded = &snap["summary"]["anomalies"];
+        if snap["id"] == id.as_str() {
+            assert!(
+                recorded[0].as_str().unwrap().contains("90% smaller"),
+                "{snap:#}"
+            );
+        } else {
+            assert!(recorded.is_null(), "{snap:#}");
+        }
+    }
+    let cat = env.run(&["cat", "snapshot", &id]).ok();
+    let cat: Value = serde_json::from_str(&cat.stdout).unwrap();
+    assert_eq!(
+        cat["snapshot"]["summary"]["anomalies"], json["anomalies"],
+        "{cat:#}"
+    );
+    let details = env.run(&["snapshots", &id, "--details"]).ok();
+    assert!(
+        details.stdout.contains("  anomaly   anomaly: source db"),
+        "{details:?}"
+    );
     let body = server.webhook_body("/hook");
     assert_eq!(body["status"], "success");
     assert!(

@@ -136,6 +136,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         cancel: ctx.cancel.clone(),
         workers: 0,
         progress: Default::default(),
+        anomalies: crate::anomaly::check_for(ctx, &repo),
     };
     let shown = crate::progress::start(ctx, args.json, "backup", options.progress.clone())?;
     let report = op::backup(&repo, options);
@@ -152,7 +153,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     }
     let s = &report.snapshot;
     report_details(ctx, &report);
-    let anomalies = crate::anomaly::after_backup(ctx, &repo, &report);
+    let anomalies = crate::anomaly::after_backup(ctx, &report);
     if args.json {
         let value = serde_json::json!({
             "id": report.id,

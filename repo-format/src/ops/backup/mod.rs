@@ -144,7 +144,13 @@ pub struct BackupOptions {
     pub workers: usize,
     /// Counters a front end may read while the backup runs ([`Progress`]).
     pub progress: Arc<Progress>,
+    /// Called with the assembled snapshot just before it is saved; what it returns is recorded
+    /// as the snapshot summary's `anomalies` (the caller compares with the history).
+    pub anomalies: Option<AnomalyCheck>,
 }
+
+/// See [`BackupOptions::anomalies`].
+pub type AnomalyCheck = Box<dyn FnOnce(&Snapshot) -> Vec<String> + Send>;
 
 impl BackupOptions {
     /// Options for unnamed path sources with everything else at its default.
@@ -161,6 +167,7 @@ impl BackupOptions {
             cancel: Arc::new(AtomicBool::new(false)),
             workers: 0,
             progress: Arc::new(Progress::new()),
+            anomalies: None,
         }
     }
 }
@@ -243,7 +250,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         finishing.elapsed().as_secs_f64(),
         written.packs.len()
     );
-    let snapshot = snapshot::Assembly {
+    let mut snapshot = snapshot::Assembly {
         opts: &opts,
         time: &time,
         started,
@@ -259,6 +266,9 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         key_id: repo.keys().fingerprint(),
     }
     .snapshot();
+    if let Some(check) = opts.anomalies.take() {
+        snapshot.summary.anomalies = check(&snapshot);
+    }
     let id = snapshot.save(repo.storage(), repo.keys())?;
     tracing::info!(
         "snapshot {} saved; backup took {:.2} s",
