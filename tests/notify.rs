@@ -510,6 +510,24 @@ fn plain_smtp_on_loopback_and_the_refusals() {
     let messages = server.messages();
     assert_eq!(messages.len(), 1, "{messages:#?}");
     assert_eq!(messages[0]["encrypted"], false);
+    // tls = "starttls" (the default) against this server, which offers no STARTTLS: a warning,
+    // never a fallback to plain text.
+    write(format!(
+        "[notify.smtp]\nhost = \"localhost\"\nport = {}\n\
+         from = \"coffer@example.org\"\nto = [\"ops@example.org\"]\n",
+        server.port
+    ));
+    let run = env
+        .run_stdin(
+            &["--config", &config_arg, "backup", "--stdin-name", "x"],
+            b"x",
+        )
+        .ok();
+    assert!(
+        run.stderr.contains("warning: email notification"),
+        "{run:?}"
+    );
+    assert_eq!(server.messages().len(), 1, "sent without STARTTLS");
 
     // tls = "none" to a host that is not loopback, a password in the file, a user without a
     // password, an unset password variable, a bad address: exit 2, the key named, no secret.
@@ -557,5 +575,5 @@ fn plain_smtp_on_loopback_and_the_refusals() {
         .expect_code(2);
     assert!(run.stderr.contains("from"), "{run:?}");
     // Nothing was saved by the refused runs.
-    assert_eq!(env.snapshots().len(), 1);
+    assert_eq!(env.snapshots().len(), 2);
 }
