@@ -72,13 +72,38 @@ pub fn start(
     action: &'static str,
     progress: Arc<Progress>,
 ) -> anyhow::Result<Shown> {
+    start_with(mode(ctx, json)?, action, "files", progress)
+}
+
+/// For a command without JSON status lines (`check`): the bar alone, counting `unit`
+/// (`"packs"`); nothing with `--json`.
+pub fn start_bar(
+    ctx: &crate::commands::Context_,
+    json: bool,
+    action: &'static str,
+    unit: &'static str,
+    progress: Arc<Progress>,
+) -> anyhow::Result<Shown> {
+    let mode = match mode(ctx, json)? {
+        Mode::Json(_) => Mode::Off,
+        other => other,
+    };
+    start_with(mode, action, unit, progress)
+}
+
+fn start_with(
+    mode: Mode,
+    action: &'static str,
+    unit: &'static str,
+    progress: Arc<Progress>,
+) -> anyhow::Result<Shown> {
     let stop = Arc::new(AtomicBool::new(false));
-    let thread = match mode(ctx, json)? {
+    let thread = match mode {
         Mode::Off => None,
         Mode::Bar(every) => {
             let stop = stop.clone();
             Some(std::thread::spawn(move || {
-                bar(action, &progress, every, &stop)
+                bar(action, unit, &progress, every, &stop)
             }))
         }
         Mode::Json(every) => {
@@ -127,7 +152,7 @@ fn wait(d: Duration, stop: &AtomicBool) -> bool {
     }
 }
 
-fn bar(action: &str, progress: &Progress, every: Duration, stop: &AtomicBool) {
+fn bar(action: &str, unit: &str, progress: &Progress, every: Duration, stop: &AtomicBool) {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     let spinner = ProgressStyle::with_template(
@@ -158,7 +183,7 @@ fn bar(action: &str, progress: &Progress, every: Duration, stop: &AtomicBool) {
             total_set = true;
         }
         bar.set_position(s.bytes_done);
-        bar.set_message(message(&s));
+        bar.set_message(message(&s, unit));
         bar.tick();
         if !wait(every, stop) {
             break;
@@ -167,11 +192,11 @@ fn bar(action: &str, progress: &Progress, every: Duration, stop: &AtomicBool) {
     bar.finish_and_clear();
 }
 
-/// `3/10 files, app.dump`: what the bar says besides bytes and rates.
-fn message(s: &ProgressState) -> String {
+/// `3/10 files app.dump`: what the bar says besides bytes and rates.
+fn message(s: &ProgressState, unit: &str) -> String {
     let files = match s.total_files {
-        Some(t) => format!("{}/{t} files", s.files_done),
-        None => format!("{} files", s.files_done),
+        Some(t) => format!("{}/{t} {unit}", s.files_done),
+        None => format!("{} {unit}", s.files_done),
     };
     let current = crate::escape::message(&s.current).into_owned();
     // The name last and shortened from the left: the end of a path says most.
@@ -298,7 +323,7 @@ mod tests {
             current: format!("/{}/end.txt", "d".repeat(60)),
             ..ProgressState::default()
         };
-        let m = message(&s);
+        let m = message(&s, "files");
         assert!(m.starts_with("1 files …"), "{m}");
         assert!(m.ends_with("end.txt"), "{m}");
     }

@@ -118,3 +118,71 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod counted_by_the_operations {
+    use super::*;
+    use crate::ops::backup::{backup, BackupOptions};
+    use crate::ops::check::{check_with_progress, CheckOptions, ReadData};
+    use crate::ops::restore::{restore, RestoreOptions};
+    use crate::repository::{test_repo, Repository};
+    use std::sync::Arc;
+
+    #[test]
+    fn backup_restore_and_check_count_what_they_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        let sizes = [10_000usize, 300_000, 1];
+        for (i, size) in sizes.iter().enumerate() {
+            std::fs::write(base.join(format!("f{i}")), vec![i as u8 + 1; *size]).unwrap();
+        }
+        let total: u64 = sizes.iter().map(|s| *s as u64).sum();
+        let repo = test_repo();
+        let mut options = BackupOptions::new(vec![base.clone()]);
+        let counted = Arc::new(Progress::new());
+        options.progress = counted.clone();
+        let report = backup(&repo, options).unwrap();
+        let s = counted.read();
+        assert_eq!((s.files_done, s.bytes_done), (3, total));
+        assert_eq!(s.total_bytes, None);
+        assert!(s.current.starts_with(&*base.to_string_lossy()), "{s:?}");
+
+        // A second backup takes every file unchanged from the first: counted with its size.
+        let mut options = BackupOptions::new(vec![base.clone()]);
+        let again = Arc::new(Progress::new());
+        options.progress = again.clone();
+        backup(&repo, options).unwrap();
+        assert_eq!(
+            (again.read().files_done, again.read().bytes_done),
+            (3, total)
+        );
+
+        let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
+        let target = tempfile::tempdir().unwrap();
+        let options = RestoreOptions {
+            target: target.path().join("r"),
+            ..RestoreOptions::default()
+        };
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        restore(&repo, &report.snapshot, &options, &cancel).unwrap();
+        let s = options.progress.read();
+        assert_eq!((s.total_files, s.total_bytes), (Some(3), Some(total)));
+        assert_eq!((s.files_done, s.bytes_done), (3, total));
+
+        let counted = Progress::new();
+        let options = CheckOptions {
+            read_data: ReadData::All,
+            cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let report = check_with_progress(&repo, &options, &counted).unwrap();
+        assert!(report.is_clean());
+        let s = counted.read();
+        let packs: Vec<(crate::format::id::PackId, u64)> = repo.list_packs().unwrap();
+        assert_eq!(s.total_files, Some(packs.len() as u64));
+        assert_eq!(s.total_bytes, Some(packs.iter().map(|(_, n)| n).sum()));
+        assert_eq!(
+            (Some(s.files_done), Some(s.bytes_done)),
+            (s.total_files, s.total_bytes)
+        );
+    }
+}
