@@ -91,6 +91,9 @@ pub fn validate(c: &SmtpConfig) -> Result<TlsMode, String> {
     Ok(tls)
 }
 
+/// What a PEM certificate starts with (a key alone in `ca-file` is no certificate).
+const CERT_MARK: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
 impl Mailer {
     /// Checks `c` and reads the password and CA file (`base` is the configuration file's
     /// directory, for relative paths). Errors name the key and never hold the password.
@@ -141,7 +144,7 @@ impl Mailer {
                     )
                 })?;
                 match Certificate::from_pem(&pem) {
-                    Ok(_) if pem.windows(11).any(|w| w == b"-----BEGIN ") => Some(pem),
+                    Ok(_) if pem.windows(CERT_MARK.len()).any(|w| w == CERT_MARK) => Some(pem),
                     _ => {
                         return Err(format!(
                             "[notify.smtp] ca-file {}: no PEM certificate in it",
@@ -394,6 +397,26 @@ mod tests {
         // An unset variable is named, and the run is refused before it starts.
         let e = Mailer::new(&config(), Path::new("/")).unwrap_err();
         assert!(e.contains("COFFER_TEST_SMTP_PASSWORD_UNSET"), "{e}");
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        std::fs::write(dir.path().join("pw"), "x\n").unwrap();
+        let mut c = config();
+        c.password_env = None;
+        c.password_file = Some("pw".into());
+        c.ca_file = Some("ca.pem".into());
+        let e = Mailer::new(&c, dir.path()).unwrap_err();
+        assert!(
+            e.contains("ca-file") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        c.ca_file = Some("missing.pem".into());
+        assert!(Mailer::new(&c, dir.path())
+            .unwrap_err()
+            .contains("cannot read"));
     }
 
     #[test]
