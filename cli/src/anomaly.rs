@@ -17,18 +17,11 @@ fn median(mut values: Vec<u64>) -> Option<u64> {
     values.get(values.len() / 2).copied()
 }
 
-/// The warnings for `new` (saved as `new_id`) against the snapshots in `all`.
-pub fn detect(
-    new_id: &SnapshotId,
-    new: &Snapshot,
-    all: &[(SnapshotId, Snapshot)],
-    t: &Thresholds,
-) -> Vec<String> {
+/// The warnings for `new` (not saved yet) against the snapshots in `all`.
+pub fn detect(new: &Snapshot, all: &[(SnapshotId, Snapshot)], t: &Thresholds) -> Vec<String> {
     let mut earlier: Vec<&Snapshot> = all
         .iter()
-        .filter(|(id, s)| {
-            id != new_id && s.hostname == new.hostname && s.time.timestamp() <= new.time.timestamp()
-        })
+        .filter(|(_, s)| s.hostname == new.hostname && s.time.timestamp() <= new.time.timestamp())
         .map(|(_, s)| s)
         .collect();
     earlier.sort_by_key(|s| std::cmp::Reverse(s.time.timestamp()));
@@ -156,15 +149,13 @@ fn rows(
     }
 }
 
-/// After a backup: the anomalies of `report`'s snapshot, printed on stderr as warnings (also
-/// with `-q`: they need a look) and added to the notification body. Loading the history costs
-/// one listing and one read per snapshot; a failure to load it is a warning, never an error
-/// (the snapshot is saved).
-pub fn after_backup(
+/// Before a backup: the check the backup runs on its snapshot just before saving it, so that
+/// the anomalies are recorded in the snapshot's summary. Loading the history costs one listing
+/// and one read per snapshot; a failure to load it is a warning and no check, never an error.
+pub fn check_for(
     ctx: &crate::commands::Context_,
     repo: &coffer_repo::Repository,
-    report: &coffer_repo::ops::backup::BackupReport,
-) -> Vec<String> {
+) -> Option<coffer_repo::ops::backup::AnomalyCheck> {
     let thresholds = ctx
         .config
         .as_ref()
@@ -177,10 +168,21 @@ pub fn after_backup(
                 "warning: the snapshot history could not be read, so no anomaly check: {}",
                 crate::escape::message(&e.to_string())
             );
-            return Vec::new();
+            return None;
         }
     };
-    let found = detect(&report.id, &report.snapshot, &all.good, &thresholds);
+    Some(Box::new(move |new: &Snapshot| {
+        detect(new, &all.good, &thresholds)
+    }))
+}
+
+/// After a backup: the anomalies recorded in `report`'s snapshot, printed on stderr as
+/// warnings (also with `-q`: they need a look) and added to the notification body.
+pub fn after_backup(
+    ctx: &crate::commands::Context_,
+    report: &coffer_repo::ops::backup::BackupReport,
+) -> Vec<String> {
+    let found = report.snapshot.summary.anomalies.clone();
     for w in &found {
         eprintln!("warning: {w}");
     }

@@ -175,7 +175,8 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    fn resolve(&self, p: &Path) -> PathBuf {
+    /// `p` relative to the config file's directory (an absolute `p` as it is).
+    pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -210,6 +211,9 @@ pub fn parse(text: &str) -> Result<Config> {
         toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", redact_urls(&e.to_string())))?;
     if let Some(a) = &config.anomaly {
         a.validate().map_err(|e| anyhow::anyhow!(e))?;
+    }
+    if let Some(smtp) = config.notify.as_ref().and_then(|n| n.smtp.as_ref()) {
+        smtp.validate().map_err(|e| anyhow::anyhow!(e))?;
     }
     for (name, source) in &config.sources {
         if name.is_empty()
@@ -388,9 +392,97 @@ pub struct NotifyConfig {
     /// Healthchecks-style ping URLs (`/start`, success, `/fail`).
     #[serde(default)]
     pub ping: Vec<String>,
-    /// `always` (default) or `failure`: whether webhooks hear of successful runs too. Pings
-    /// are always sent: their silence is what raises a dead man's switch.
+    /// `always` (default) or `failure`: whether webhooks and email hear of successful runs
+    /// too. Pings are always sent: their silence is what raises a dead man's switch.
     pub on: Option<String>,
+    /// Email over SMTP (`[notify.smtp]`).
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// `[notify.smtp]`: one mail server, one sender, one or more recipients. The password is never
+/// in this file: `password-file` or `password-env` names where it is.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Default: 587 for `starttls`, 465 for `tls`, 25 for `none`.
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` (implicit TLS, "SMTPS") or `none` (loopback hosts only).
+    pub tls: Option<String>,
+    pub user: Option<String>,
+    /// A file whose first line is the SMTP password (relative to the config file's directory).
+    pub password_file: Option<PathBuf>,
+    /// The name of an environment variable holding the SMTP password.
+    pub password_env: Option<String>,
+    /// PEM certificates to trust instead of the system's (a private CA, a self-signed server).
+    pub ca_file: Option<PathBuf>,
+    pub from: String,
+    pub to: Vec<String>,
+    /// Present only to refuse it with a clear message: the password is never in the file.
+    #[serde(default)]
+    pub password: Option<serde::de::IgnoredAny>,
+}
+
+impl SmtpConfig {
+    /// The checks that need nothing but the file's text (the addresses are parsed, the
+    /// password and CA files read, when a run starts: `crate::mail::Mailer::new`).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.password.is_some() {
+            return Err(
+                "[notify.smtp] password: the SMTP password is never written in the \
+                        configuration; name a file with password-file or an environment \
+                        variable with password-env"
+                    .into(),
+            );
+        }
+        if self.host.trim().is_empty() {
+            return Err("[notify.smtp] host is empty".into());
+        }
+        match self.tls.as_deref() {
+            None | Some("starttls" | "tls") => {}
+            Some("none") if is_loopback(&self.host) => {}
+            Some("none") => {
+                return Err(format!(
+                    "[notify.smtp] tls = \"none\" is only allowed for a loopback host \
+                     (localhost, 127.0.0.1, ::1), not {:?}: use \"starttls\" or \"tls\"",
+                    self.host
+                ))
+            }
+            Some(other) => {
+                return Err(format!(
+                    "[notify.smtp] tls = {other:?}: use \"starttls\", \"tls\" or \"none\""
+                ))
+            }
+        }
+        if self.port == Some(0) {
+            return Err("[notify.smtp] port must be between 1 and 65535".into());
+        }
+        match (&self.user, &self.password_file, &self.password_env) {
+            (Some(_), Some(_), Some(_)) => {
+                Err("[notify.smtp] has both password-file and password-env; keep one".into())
+            }
+            (Some(_), None, None) => Err(
+                "[notify.smtp] user is set but no password: add password-file or password-env"
+                    .into(),
+            ),
+            (None, Some(_), _) | (None, _, Some(_)) => {
+                Err("[notify.smtp] a password is given but no user".into())
+            }
+            _ if self.to.is_empty() => {
+                Err("[notify.smtp] to is empty: name at least one recipient".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `localhost`, `127.0.0.0/8`, `::1` (bracketed or not).
+pub fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `[anomaly]` in the configuration file.

@@ -11,10 +11,12 @@ mod config;
 mod escape;
 mod exit;
 mod global;
+mod mail;
 mod memory;
 mod notify;
 mod notify_body;
 mod password;
+mod progress;
 mod runlock;
 
 use clap::Parser;

@@ -1,6 +1,7 @@
 //! Alerts: after a scheduled command (backup, forget, prune, check, drill, copy) Coffer tells
-//! webhooks (an HTTP POST of a documented JSON body) and healthchecks-style ping URLs
-//! (`URL/start` before, `URL` on success, `URL/fail` on failure) how it went.
+//! webhooks (an HTTP POST of a documented JSON body), healthchecks-style ping URLs
+//! (`URL/start` before, `URL` on success, `URL/fail` on failure) and a mail server
+//! (`[notify.smtp]`, `crate::mail`) how it went.
 //!
 //! Targets come from `[notify]` in the configuration and from `--notify URL` (repeatable; a
 //! plain URL is a webhook, `ping:URL` a ping URL). A notification that fails is a warning on
@@ -17,6 +18,7 @@ pub use crate::config::NotifyConfig;
 pub struct Targets {
     webhooks: Vec<String>,
     pings: Vec<String>,
+    mail: Option<crate::mail::Mailer>,
     failures_only: bool,
 }
 
@@ -31,6 +33,7 @@ impl std::fmt::Debug for Targets {
                 "pings",
                 &self.pings.iter().map(|u| shown(u)).collect::<Vec<_>>(),
             )
+            .field("mail", &self.mail)
             .finish()
     }
 }
@@ -57,11 +60,19 @@ fn check_url(url: &str, what: &str) -> Result<(), String> {
 
 impl Targets {
     /// The configuration's targets plus `--notify` ones (`ping:URL` or a webhook URL).
-    pub fn new(config: Option<&NotifyConfig>, flags: &[String]) -> Result<Targets, String> {
+    /// `base` is the configuration file's directory (for `[notify.smtp]`'s relative paths).
+    pub fn new(
+        config: Option<&NotifyConfig>,
+        flags: &[String],
+        base: &std::path::Path,
+    ) -> Result<Targets, String> {
         let mut t = Targets::default();
         if let Some(c) = config {
             t.webhooks.extend(c.webhook.iter().cloned());
             t.pings.extend(c.ping.iter().cloned());
+            if let Some(smtp) = &c.smtp {
+                t.mail = Some(crate::mail::Mailer::new(smtp, base)?);
+            }
             t.failures_only = match c.on.as_deref() {
                 None | Some("always") => false,
                 Some("failure") => true,
@@ -90,7 +101,7 @@ impl Targets {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.webhooks.is_empty() && self.pings.is_empty()
+        self.webhooks.is_empty() && self.pings.is_empty() && self.mail.is_none()
     }
 
     /// `URL/start` for every ping URL, before the run.
@@ -100,7 +111,7 @@ impl Targets {
         }
     }
 
-    /// After the run: `URL` or `URL/fail` for pings, the body for webhooks.
+    /// After the run: `URL` or `URL/fail` for pings, the body for webhooks, the message.
     pub fn finish(&self, body: &serde_json::Value, success: bool) {
         let text = body.to_string();
         for url in &self.pings {
@@ -116,6 +127,15 @@ impl Targets {
         }
         for url in &self.webhooks {
             send(url, Some(&text), "webhook");
+        }
+        if let Some(mail) = &self.mail {
+            if let Err(why) = mail.send(body) {
+                eprintln!(
+                    "warning: email notification to {} failed: {} (the command's result is unchanged)",
+                    crate::escape::message(&mail.shown()),
+                    crate::escape::message(&why)
+                );
+            }
         }
     }
 }
@@ -178,10 +198,12 @@ mod tests {
 
     #[test]
     fn targets_from_config_and_flags() {
+        let here = std::path::Path::new(".");
         let config = NotifyConfig {
             webhook: vec!["https://hooks.example/abc".into()],
             ping: vec!["https://hc-ping.com/uuid".into()],
             on: Some("failure".into()),
+            smtp: None,
         };
         let t = Targets::new(
             Some(&config),
@@ -189,19 +211,20 @@ mod tests {
                 "ping:http://127.0.0.1:1/p".into(),
                 "http://127.0.0.1:1/w".into(),
             ],
+            here,
         )
         .unwrap();
         assert_eq!(t.webhooks.len(), 2);
         assert_eq!(t.pings.len(), 2);
         assert!(t.failures_only);
-        let bad = Targets::new(None, &["ftp://secret@host/x".into()]).unwrap_err();
+        let bad = Targets::new(None, &["ftp://secret@host/x".into()], here).unwrap_err();
         assert!(!bad.contains("secret"), "{bad}");
-        assert!(Targets::new(None, &["not a url".into()]).is_err());
+        assert!(Targets::new(None, &["not a url".into()], here).is_err());
         let on = NotifyConfig {
             on: Some("sometimes".into()),
             ..NotifyConfig::default()
         };
-        assert!(Targets::new(Some(&on), &[]).is_err());
+        assert!(Targets::new(Some(&on), &[], here).is_err());
     }
 
     #[test]
@@ -218,7 +241,12 @@ mod tests {
             join("http://h/ping/key?create=1", "start"),
             "http://h/ping/key/start?create=1"
         );
-        let t = Targets::new(None, &["https://h/secret-token".into()]).unwrap();
+        let t = Targets::new(
+            None,
+            &["https://h/secret-token".into()],
+            std::path::Path::new("."),
+        )
+        .unwrap();
         assert!(!format!("{t:?}").contains("secret-token"));
     }
 }

@@ -103,6 +103,9 @@ impl Env {
             .env("HOME", self.dir.path())
             .env("COFFER_REPO", &self.repo)
             .env("COFFER_PASSWORD", &self.password)
+            // No `--json` status lines, so that a command's JSON output is one document; the
+            // progress tests turn them on through `extra_env`.
+            .env("COFFER_PROGRESS_FPS", "0")
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
@@ -832,4 +835,241 @@ pub fn index_files_oldest_first(repo: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
     files
+}
+
+/// A real SMTP server for the alert tests: Python's aiosmtpd, from a virtual environment made
+/// on first use at [`SMTP_VENV`] (as the moto one: `python3 -m venv`, `pip install aiosmtpd`).
+///
+/// Each server listens on a free port of 127.0.0.1 with a certificate for `localhost` signed by
+/// a throwaway CA (made with the `openssl` command), requires `AUTH` with [`SMTP_USER`] /
+/// [`SMTP_PASSWORD`] for `starttls` and `tls`, and writes every message it accepts to a JSON
+/// file (envelope, data, whether the session was encrypted and who logged in). It exits when
+/// dropped or when the test process is gone.
+pub struct SmtpServer {
+    pub port: u16,
+    /// The CA certificate (PEM) that signed the server's certificate: the `ca-file` to trust.
+    pub ca_file: PathBuf,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+/// Where the aiosmtpd virtual environment lives (shared by every test binary).
+pub const SMTP_VENV: &str = "/tmp/coffer-aiosmtpd-venv";
+/// The login the test SMTP server accepts; the password is a marker that must never be printed.
+pub const SMTP_USER: &str = "coffer-mailer";
+pub const SMTP_PASSWORD: &str = "smtp-pass-7c1e9a05d3";
+
+const SMTP_SERVER_PY: &str = r#"
+import email, email.policy, json, logging, os, ssl, sys, time, warnings
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+# A client that gives up on a handshake (the untrusted-certificate test) is expected here.
+logging.getLogger("mail.log").setLevel(logging.CRITICAL)
+warnings.simplefilter("ignore")
+
+port, mode, cert, key, outdir, user, password, parent = sys.argv[1:9]
+
+class Handler:
+    def __init__(self):
+        self.count = 0
+    async def handle_DATA(self, server, session, envelope):
+        self.count += 1
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        record = {
+            "subject": str(message["subject"]),
+            "from": str(message["from"]),
+            "to": str(message["to"]),
+            "content_type": message.get_content_type(),
+            "body": message.get_content(),
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": envelope.rcpt_tos,
+            "encrypted": session.ssl is not None
+                or server.transport.get_extra_info("ssl_object") is not None,
+            "login": session.auth_data if session.authenticated else None,
+        }
+        path = os.path.join(outdir, "%04d.json" % self.count)
+        with open(path + ".tmp", "w") as f:
+            json.dump(record, f)
+        os.rename(path + ".tmp", path)
+        return "250 OK"
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = (isinstance(auth_data, LoginPassword)
+          and auth_data.login == user.encode() and auth_data.password == password.encode())
+    return AuthResult(success=ok, auth_data=user if ok else None)
+
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain(cert, key)
+kwargs = dict(hostname="127.0.0.1", port=int(port), authenticator=authenticator)
+if mode == "starttls":
+    kwargs.update(tls_context=context, require_starttls=True, auth_require_tls=True)
+elif mode == "tls":
+    # aiosmtpd offers AUTH only after its own STARTTLS unless told the connection is fine:
+    # here it is TLS from the first byte.
+    kwargs.update(ssl_context=context, server_hostname="localhost", auth_require_tls=False)
+else:
+    kwargs.update(auth_required=False, auth_require_tls=False)
+controller = Controller(Handler(), **kwargs)
+controller.start()
+print("ready", flush=True)
+while os.getppid() == int(parent):
+    time.sleep(0.5)
+controller.stop()
+"#;
+
+fn aiosmtpd_python() -> PathBuf {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let venv = Path::new(SMTP_VENV);
+    let python = venv.join("bin/python");
+    let ready = venv.join(".coffer-ready");
+    if ready.exists() && python.exists() {
+        return python;
+    }
+    let _ = std::fs::remove_dir_all(venv);
+    let status = Command::new("python3")
+        .args(["-m", "venv", SMTP_VENV])
+        .status()
+        .expect("python3 is needed for the SMTP tests (aiosmtpd)");
+    assert!(status.success(), "python3 -m venv {SMTP_VENV} failed");
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "aiosmtpd"])
+        .status()
+        .expect("running pip");
+    assert!(status.success(), "pip install aiosmtpd failed");
+    std::fs::write(&ready, b"").expect("marking the aiosmtpd venv ready");
+    python
+}
+
+/// Runs `openssl` with `args` in `dir`, failing the test with its stderr.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl command is needed for the SMTP TLS tests");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl SmtpServer {
+    /// Starts a server speaking `mode`: `"starttls"`, `"tls"` (implicit TLS) or `"none"`.
+    pub fn start(mode: &str) -> SmtpServer {
+        let python = aiosmtpd_python();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        // A CA, and a server certificate for localhost / 127.0.0.1 that it signs.
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=Coffer test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+            ],
+        );
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             extendedKeyUsage=serverAuth\n",
+        )
+        .expect("writing ext.cnf");
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+                "-out",
+                "server.pem",
+            ],
+        );
+        std::fs::write(d.join("server.py"), SMTP_SERVER_PY).expect("writing server.py");
+        let out = d.join("messages");
+        std::fs::create_dir(&out).expect("mkdir messages");
+        let port = free_port();
+        let mut child = Command::new(python)
+            .arg(d.join("server.py"))
+            .args([&port.to_string(), mode])
+            .arg(d.join("server.pem"))
+            .arg(d.join("server.key"))
+            .arg(&out)
+            .args([SMTP_USER, SMTP_PASSWORD, &std::process::id().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the aiosmtpd server");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("server stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("reading the server's ready line");
+        assert_eq!(line.trim(), "ready", "the SMTP server did not start");
+        SmtpServer {
+            port,
+            ca_file: d.join("ca.pem"),
+            dir,
+            child,
+        }
+    }
+
+    /// Every message received so far, in order, as the server recorded it: the parsed
+    /// headers (`subject`, `from`, `to`, `content_type`), the decoded `body`, the envelope
+    /// (`mail_from`, `rcpt_tos`), `encrypted` and `login`.
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join("messages"))
+            .expect("reading the messages")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json"))
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -139,8 +139,13 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         cancel: ctx.cancel.clone(),
         workers: 0,
         no_xattrs: args.no_xattrs,
+        progress: Default::default(),
+        anomalies: crate::anomaly::check_for(ctx, &repo),
     };
-    let report = op::backup(&repo, options).context("backup failed")?;
+    let shown = crate::progress::start(ctx, args.json, "backup", options.progress.clone())?;
+    let report = op::backup(&repo, options);
+    shown.finish();
+    let report = report.context("backup failed")?;
     for w in &report.warnings {
         eprintln!("warning: {}", crate::escape::message(&w.to_string()));
     }
@@ -152,7 +157,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     }
     let s = &report.snapshot;
     report_details(ctx, &report);
-    let anomalies = crate::anomaly::after_backup(ctx, &repo, &report);
+    let anomalies = crate::anomaly::after_backup(ctx, &report);
     if args.json {
         let value = serde_json::json!({
             "id": report.id,
@@ -161,7 +166,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             "notices": report.notices.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "anomalies": anomalies,
         });
-        outln!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", crate::progress::summary_line(value));
     } else if !ctx.global.quiet {
         print_summary(&report)?;
     }

@@ -37,13 +37,18 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     } else {
         args.read_data_subset.unwrap_or(ReadData::None)
     };
-    let report = op::check(
+    let counters = std::sync::Arc::new(coffer_repo::ops::progress::Progress::new());
+    let display = crate::progress::start_bar(ctx, args.json, "check", "packs", counters.clone())?;
+    let report = op::check_with_progress(
         &repo,
         &CheckOptions {
             read_data,
             cancel: ctx.cancel.clone(),
         },
-    )?;
+        &counters,
+    );
+    display.finish();
+    let report = report?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {

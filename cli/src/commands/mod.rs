@@ -128,6 +128,10 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Some((_, true, _)) => crate::notify::Targets::new(
             ctx.config.as_ref().and_then(|l| l.config.notify.as_ref()),
             &ctx.global.notify,
+            &ctx.config.as_ref().map_or_else(
+                || std::path::PathBuf::from("."),
+                |l| l.resolve(std::path::Path::new("")),
+            ),
         )
         .map_err(crate::exit::usage)?,
         _ if !ctx.global.notify.is_empty() => {

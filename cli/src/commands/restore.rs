@@ -108,13 +108,27 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         overwrite: args.overwrite,
         skip_damaged: args.skip_damaged,
         no_xattrs: args.no_xattrs,
+        progress: Default::default(),
     };
-    let report = op::restore(&repo, snap, &options, &ctx.cancel)
-        .with_context(|| format!("restoring snapshot {}", id.short()))?;
+    options.progress.set_current(&target.to_string_lossy());
+    let display = crate::progress::start(ctx, args.json, "restore", options.progress.clone())?;
+    let report = op::restore(&repo, snap, &options, &ctx.cancel);
+    display.finish();
+    let report = report.with_context(|| format!("restoring snapshot {}", id.short()))?;
     for w in &report.warnings {
         eprintln!("warning: {}", crate::escape::message(&w.to_string()));
     }
-    if !ctx.global.quiet {
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(map) = value.as_object_mut() {
+            map.insert("snapshot_id".into(), id.to_hex().into());
+            map.insert(
+                "target".into(),
+                target.to_string_lossy().into_owned().into(),
+            );
+        }
+        outln!("{}", crate::progress::summary_line(value));
+    } else if !ctx.global.quiet {
         if report.leftovers_removed > 0 {
             outln!("{}", leftovers_line(report.leftovers_removed));
         }
@@ -253,6 +267,8 @@ struct Front<'a> {
     ctx: &'a Context_,
     args: &'a Args,
     short: &'a str,
+    /// What the progress display reads while files are written.
+    counters: std::sync::Arc<coffer_repo::ops::progress::Progress>,
 }
 
 impl sources_op::Caller for Front<'_> {
@@ -262,6 +278,10 @@ impl sources_op::Caller for Front<'_> {
 
     fn confirm_replace(&mut self, database: &str, tables: u64) -> bool {
         confirm_by_typing(database, tables)
+    }
+
+    fn counters(&self) -> Option<&coffer_repo::ops::progress::Progress> {
+        Some(&self.counters)
     }
 
     fn progress(&mut self, event: Progress<'_>) -> coffer_repo::Result<()> {
@@ -392,21 +412,26 @@ fn restore_sources(
     let plan =
         sources_op::plan(id, snap, &options).map_err(|e| crate::exit::usage(e.to_string()))?;
     let short = id.short();
+    let counters = std::sync::Arc::new(coffer_repo::ops::progress::Progress::new());
     let mut front = Front {
         ctx,
         args,
         short: &short,
+        counters: counters.clone(),
     };
     if args.dry_run {
         sources_op::dry_run(&plan, &mut front).map_err(failed)?;
         return Ok(crate::exit::OK);
     }
-    let report = sources_op::restore(repo, &plan, &mut front, &ctx.cancel).map_err(failed)?;
+    let display = crate::progress::start(ctx, args.json, "restore", counters)?;
+    let report = sources_op::restore(repo, &plan, &mut front, &ctx.cancel);
+    display.finish();
+    let report = report.map_err(failed)?;
     if args.json {
         // Through a JSON value, whose keys are sorted: the order this output always had.
         outln!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::to_value(&report)?)?
+            crate::progress::summary_line(serde_json::to_value(&report)?)
         );
     }
     if !report.mismatches.is_empty() {

@@ -138,6 +138,9 @@ fn print_details(id: &SnapshotId, s: &Snapshot) -> anyhow::Result<()> {
         output::bytes(m.added_raw_bytes),
         output::bytes(m.added_stored_bytes)
     );
+    for a in &m.anomalies {
+        outln!("  anomaly   {}", name(a));
+    }
     for (k, v) in &s.labels {
         outln!("  label     {}={}", name(k), name(v));
     }

@@ -39,6 +39,11 @@ pub struct Summary {
     /// Source files that could not be read and are missing from the snapshot.
     pub errors: u64,
     pub duration_seconds: f64,
+    /// Warnings that this backup looks wrong against the history of its sources (a dump much
+    /// smaller than usual, tables that lost their rows), decided before it was saved. Optional:
+    /// absent when there are none, and in snapshots written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anomalies: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -288,11 +288,20 @@ fn drill_files(
             includes: Vec::new(),
             overwrite: false,
             skip_damaged: false,
-            no_xattrs: false,
+            ..RestoreOptions::default()
         };
         restore(repo, snapshot, &options, cancel)
     } else {
-        restore_subtree(repo, snapshot, &record.tree_path, &dest, false, cancel)
+        let progress = crate::ops::progress::Progress::new();
+        restore_subtree(
+            repo,
+            snapshot,
+            &record.tree_path,
+            &dest,
+            false,
+            cancel,
+            &progress,
+        )
     };
     if let Err(e) = restored {
         result.checked = "restore failed".into();

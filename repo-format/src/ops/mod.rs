@@ -5,6 +5,7 @@ pub mod check;
 pub mod copy;
 pub mod drill;
 pub mod forget;
+pub mod progress;
 pub mod prune;
 pub mod repair;
 pub mod restore;

@@ -84,6 +84,10 @@ pub trait Caller {
     fn confirm_replace(&mut self, database: &str, tables: u64) -> bool;
     /// Each source as it is handled, in order. An error stops the restore there.
     fn progress(&mut self, event: Progress<'_>) -> Result<()>;
+    /// Counters to update while files are written (none by default).
+    fn counters(&self) -> Option<&crate::ops::progress::Progress> {
+        None
+    }
 }
 
 /// One source handled, as reported to [`Caller::progress`].
@@ -332,7 +336,11 @@ pub fn restore(
                 continue;
             }
             Destination::Files(destination) => {
-                restore_files(repo, plan, record, destination, cancel)?
+                let counters = caller.counters();
+                if let Some(c) = counters {
+                    c.set_current(&record.name);
+                }
+                restore_files(repo, plan, record, destination, cancel, counters)?
             }
             Destination::Database(chosen) => {
                 let pg = match connection.take() {
@@ -366,7 +374,9 @@ fn restore_files(
     record: &SourceRecord,
     destination: &Path,
     cancel: &AtomicBool,
+    counters: Option<&crate::ops::progress::Progress>,
 ) -> Result<RestoredSource, Failure> {
+    let unused = crate::ops::progress::Progress::new();
     let files = restore_subtree(
         repo,
         plan.snapshot,
@@ -374,6 +384,7 @@ fn restore_files(
         destination,
         plan.overwrite,
         cancel,
+        counters.unwrap_or(&unused),
     )
     .map_err(restoring(record))?;
     Ok(RestoredSource {

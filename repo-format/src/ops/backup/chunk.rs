@@ -128,6 +128,7 @@ impl Run<'_, '_> {
             match chunker.next_chunk() {
                 Ok(Some(data)) => {
                     self.counts.bytes_read += data.len() as u64;
+                    self.progress.add_bytes(data.len() as u64);
                     let job = Job {
                         data,
                         class,

@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::format::compress::BlobCompressor;
 use crate::format::id::SnapshotId;
 use crate::format::snapshot::Snapshot;
+use crate::ops::progress::Progress;
 use crate::repository::writer::BlobWriter;
 use crate::repository::Repository;
 use crate::sources::postgres::PgSource;
@@ -143,7 +144,15 @@ pub struct BackupOptions {
     pub workers: usize,
     /// Leave extended attributes (and so ACLs and file capabilities) out.
     pub no_xattrs: bool,
+    /// Counters a front end may read while the backup runs ([`Progress`]).
+    pub progress: Arc<Progress>,
+    /// Called with the assembled snapshot just before it is saved; what it returns is recorded
+    /// as the snapshot summary's `anomalies` (the caller compares with the history).
+    pub anomalies: Option<AnomalyCheck>,
 }
+
+/// See [`BackupOptions::anomalies`].
+pub type AnomalyCheck = Box<dyn FnOnce(&Snapshot) -> Vec<String> + Send>;
 
 impl BackupOptions {
     /// Options for unnamed path sources with everything else at its default.
@@ -160,6 +169,8 @@ impl BackupOptions {
             cancel: Arc::new(AtomicBool::new(false)),
             workers: 0,
             no_xattrs: false,
+            progress: Arc::new(Progress::new()),
+            anomalies: None,
         }
     }
 }
@@ -242,7 +253,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         finishing.elapsed().as_secs_f64(),
         written.packs.len()
     );
-    let snapshot = snapshot::Assembly {
+    let mut snapshot = snapshot::Assembly {
         opts: &opts,
         time: &time,
         started,
@@ -258,6 +269,9 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         key_id: repo.keys().fingerprint(),
     }
     .snapshot();
+    if let Some(check) = opts.anomalies.take() {
+        snapshot.summary.anomalies = check(&snapshot);
+    }
     let id = snapshot.save(repo.storage(), repo.keys())?;
     tracing::info!(
         "snapshot {} saved; backup took {:.2} s",
@@ -294,6 +308,7 @@ struct Run<'a, 'r> {
     prefetch: Option<Sender<PathBuf>>,
     /// The chunker's buffer, handed from one file to the next.
     chunk_buffer: Vec<u8>,
+    progress: &'a Progress,
 }
 
 impl Run<'_, '_> {

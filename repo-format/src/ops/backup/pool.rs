@@ -126,6 +126,7 @@ pub(super) fn run<'r>(
             compressor: writer.compressor(),
             prefetch: Some(prefetch_tx),
             chunk_buffer: Vec::new(),
+            progress: &opts.progress,
         };
         let root = walk(&mut run);
         let Run {

@@ -70,6 +70,7 @@ impl Assembly<'_> {
             packs_written: self.packs_written,
             errors: self.warnings as u64,
             duration_seconds: self.started.elapsed().as_secs_f64(),
+            anomalies: Vec::new(),
         };
         let opts = self.opts;
         Snapshot {

@@ -172,6 +172,7 @@ impl Run<'_, '_> {
             .unwrap_or((0, 0));
         self.counts.files += 1;
         self.counts.total_bytes += size;
+        self.progress.file_done();
         let components: Vec<&std::ffi::OsStr> = name.iter().skip(1).collect();
         let synthetic = |n: &std::ffi::OsStr, kind: NodeKind, mode: u32| {
             let (name, name_bytes) = encode_name(n);

@@ -48,6 +48,8 @@ impl Run<'_, '_> {
             let name = plan.name.clone();
             let started = std::time::Instant::now();
             let shown = plan.tree_path.clone();
+            self.progress
+                .set_current(name.as_deref().unwrap_or(&shown.display().to_string()));
             let (node, record) = match self.backup_stream_source(plan, time) {
                 Ok(r) => r,
                 // Unnamed streams (`--stdin-from-command`) keep the command's own message.

@@ -356,6 +356,8 @@ impl Run<'_, '_> {
                 self.counts.files += 1;
                 self.counts.files_unchanged += 1;
                 self.counts.total_bytes += node.size;
+                self.progress.add_bytes(node.size);
+                self.progress.file_done();
                 tracing::debug!("file {path:?}: unchanged, {} bytes", node.size);
                 return Ok(Some(PendingNode::done(node)));
             }
@@ -364,6 +366,7 @@ impl Run<'_, '_> {
         // stored as the second read saw it, with a warning naming it. The first read's chunks
         // are stored already and deduplicate; its bytes are not counted twice.
         let bytes_before = self.counts.bytes_read;
+        self.progress.set_current(&path.to_string_lossy());
         let mut attempt = 0;
         let (opened, content, size) = loop {
             match self.read_file(path, attempt)? {
@@ -382,6 +385,8 @@ impl Run<'_, '_> {
                 }) => {
                     if attempt == 0 {
                         drop(content);
+                        self.progress
+                            .take_back_bytes(self.counts.bytes_read - bytes_before);
                         self.counts.bytes_read = bytes_before;
                         attempt += 1;
                         continue;
@@ -398,6 +403,7 @@ impl Run<'_, '_> {
         node.sparse = has_holes(&opened);
         self.counts.files += 1;
         self.counts.total_bytes += size;
+        self.progress.file_done();
         tracing::debug!("file {path:?}: read, {size} bytes");
         Ok(Some(PendingNode {
             node,

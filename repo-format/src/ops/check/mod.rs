@@ -16,6 +16,7 @@ use crate::format::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::format::index::IndexFile;
 use crate::format::pack;
 use crate::format::snapshot::{self, Snapshot};
+use crate::ops::progress::Progress;
 use crate::repository::{BlobReader, Repository};
 use crate::storage::Storage;
 use coffer_crypto::MasterKeys;
@@ -139,6 +140,16 @@ const STRAY_CHECKED_DIRS: [&str; 5] = ["keys", "snapshots", "index", "plans", "d
 
 /// Runs check; the report says whether the repository is clean.
 pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
+    check_with_progress(repo, options, &Progress::new())
+}
+
+/// As [`check`], counting in `progress` the packs verified (as files) and their bytes, out of
+/// the packs to verify (read whole, or their headers only).
+pub fn check_with_progress(
+    repo: &Repository,
+    options: &CheckOptions,
+    progress: &Progress,
+) -> Result<CheckReport> {
     let (storage, keys) = (repo.storage(), repo.keys());
     let cancel = &options.cancel;
     let mut report = CheckReport::default();
@@ -160,7 +171,12 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     report.errors.extend(packs.errors);
     let mut damaged: HashMap<BlobId, String> = packs.damaged.into_iter().collect();
     let max_pack = pack::max_pack_size(repo.config().pack_size);
-    for found in verify_packs(storage, keys, &expected, &packs.work, max_pack, cancel)? {
+    let work = &packs.work;
+    progress.add_totals(
+        work.len() as u64,
+        work.iter().map(|(_, size, _)| *size).sum(),
+    );
+    for found in verify_packs(storage, keys, &expected, work, max_pack, cancel, progress)? {
         report.errors.extend(found.errors);
         damaged.extend(found.damaged);
         report.packs_read += found.packs_read;
@@ -315,20 +331,24 @@ fn verify_packs(
     work: &[(PackId, u64, plan::Depth)],
     max_pack: u64,
     cancel: &AtomicBool,
+    progress: &Progress,
 ) -> Result<Vec<packs::PackFindings>> {
     let threads = crate::repository::parallel::threads_for_reading(storage);
     let index = &expected.index;
     let findings =
         crate::repository::parallel::map(work, threads, cancel, |(pack_id, size, depth)| {
             let blobs = &expected.packs[pack_id];
-            match depth {
+            let found = match depth {
                 plan::Depth::Read => {
                     packs::read_pack(storage, keys, index, pack_id, *size, max_pack, blobs)
                 }
                 plan::Depth::Header => {
                     packs::header_findings(storage, keys, index, pack_id, *size, blobs)
                 }
-            }
+            };
+            progress.add_bytes(*size);
+            progress.file_done();
+            found
         });
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);

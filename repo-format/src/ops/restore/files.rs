@@ -17,6 +17,7 @@ use crate::format::tree::{Node, NodeKind};
 use crate::fs::direct::{self, DirectWriter};
 use crate::fs::safe::{Dir, Kind};
 use crate::fs::sparse::SparseWriter;
+use crate::ops::progress::Progress;
 use crate::repository::reader::Span;
 use crate::repository::Repository;
 use std::ffi::OsStr;
@@ -35,6 +36,7 @@ pub(super) fn execute(
     overwrite: bool,
     skip_damaged: bool,
     cancel: &AtomicBool,
+    progress: &Progress,
 ) -> Result<RestoreReport> {
     let exists = check_conflicts(plan, overwrite)?;
     // Every destination must be plain names below the root (a name `..` or with a `/` from a
@@ -111,9 +113,13 @@ pub(super) fn execute(
     report.leftovers_removed = remove_leftovers(&root, &existing, &mut stack)?;
     let (files, links) = split_links(files);
     report.files = files.len() as u64;
+    progress.add_totals(
+        report.files,
+        files.iter().map(|(_, node, _)| node.size).sum(),
+    );
     let warnings;
     (report.bytes, report.damaged, warnings) =
-        restore_files(repo, &root, &files, skip_damaged, cancel)?;
+        restore_files(repo, &root, &files, skip_damaged, cancel, progress)?;
     report.warnings.extend(warnings);
     report.files -= report.damaged.len() as u64;
     for (first, dest, exists) in links {
@@ -239,6 +245,7 @@ fn restore_files(
     files: &[FileJob<'_>],
     skip_damaged: bool,
     cancel: &AtomicBool,
+    progress: &Progress,
 ) -> Result<(u64, Vec<DamagedFile>, Vec<RestoreWarning>)> {
     let shape: Vec<(Option<&Path>, u64)> = files
         .iter()
@@ -275,8 +282,10 @@ fn restore_files(
             |(number, batch)| {
                 started.fetch_max(number + 1, Ordering::Relaxed);
                 match &spans[*number] {
-                    Some(span) => restore_span(repo, root, batch.clone(), span, outcome, cancel),
-                    None => restore_batch(repo, root, batch.clone(), outcome, cancel),
+                    Some(span) => {
+                        restore_span(repo, root, batch.clone(), span, outcome, cancel, progress)
+                    }
+                    None => restore_batch(repo, root, batch.clone(), outcome, cancel, progress),
                 }
             },
         );
@@ -371,6 +380,7 @@ fn restore_span(
     span: &BatchSpan,
     outcome: &Outcome<'_>,
     cancel: &AtomicBool,
+    progress: &Progress,
 ) {
     let (pack, range) = span;
     let files = outcome.files(batch.clone());
@@ -391,7 +401,8 @@ fn restore_span(
             if outcome.stopped() {
                 return Ok(());
             }
-            match restore_file(repo, node, &dir, dest, *exists, &source, cancel) {
+            let watch = Watch { cancel, progress };
+            match restore_file(repo, node, &dir, dest, *exists, &source, watch) {
                 Ok((n, failed)) => outcome.written(i, n, xattr_warning(dest, failed)),
                 Err(e) => {
                     if !outcome.failed(Some(i), e) {
@@ -404,7 +415,7 @@ fn restore_span(
     });
     if let Err(e) = result {
         if outcome.skips_damaged() && is_damage(&e) {
-            restore_batch(repo, root, batch, outcome, cancel);
+            restore_batch(repo, root, batch, outcome, cancel, progress);
         } else {
             outcome.failed(None, e);
         }
@@ -419,6 +430,7 @@ fn restore_batch(
     batch: std::ops::Range<usize>,
     outcome: &Outcome<'_>,
     cancel: &AtomicBool,
+    progress: &Progress,
 ) {
     let files = outcome.files(batch.clone());
     // The batch's files share one directory: opened once for all of them.
@@ -439,7 +451,8 @@ fn restore_batch(
         let result = if cancel.load(Ordering::Relaxed) {
             Err(Error::Interrupted)
         } else {
-            restore_file(repo, node, &dir, dest, *exists, &Source::Storage, cancel)
+            let watch = Watch { cancel, progress };
+            restore_file(repo, node, &dir, dest, *exists, &Source::Storage, watch)
         };
         match result {
             Ok((n, failed)) => outcome.written(i, n, xattr_warning(dest, failed)),
@@ -496,14 +509,14 @@ fn restore_file(
     dest: &Path,
     replacing: bool,
     source: &Source<'_>,
-    cancel: &AtomicBool,
+    watch: Watch<'_>,
 ) -> Result<(u64, Vec<String>)> {
     let name = dest.file_name().unwrap_or_default();
     let (temp, file) = dir
         .create_temp_file(name, 0o600)
         .map_err(|e| Error::io("creating", dest, e))?;
     let path = dest.with_file_name(&temp);
-    let result = write_content(repo, node, dest, &path, &file, source, cancel)
+    let result = write_content(repo, node, dest, &path, &file, source, watch)
         .and_then(|written| finish_file(node, &path, &file).map(|failed| (written, failed)))
         .and_then(|written| {
             dir.rename(&temp, name, replacing)
@@ -525,10 +538,20 @@ fn restore_file(
                 .map(|()| written)
         });
     drop(file);
-    if result.is_err() {
-        let _ = dir.remove_file(&temp);
+    match &result {
+        Ok(_) => watch.progress.file_done(),
+        Err(_) => {
+            let _ = dir.remove_file(&temp);
+        }
     }
     result
+}
+
+/// What a file's writing looks at besides the file: the interrupt flag, the progress counters.
+#[derive(Clone, Copy)]
+struct Watch<'a> {
+    cancel: &'a AtomicBool,
+    progress: &'a Progress,
 }
 
 /// Files at least this large are read by several threads (ranged reads fetched and decrypted
@@ -559,8 +582,9 @@ fn write_content(
     path: &Path,
     file: &std::fs::File,
     source: &Source<'_>,
-    cancel: &AtomicBool,
+    watch: Watch<'_>,
 ) -> Result<u64> {
+    let Watch { cancel, progress } = watch;
     let readers = if node.size >= PARALLEL_FROM {
         let storage = repo.storage();
         (storage.connections() / 2).clamp(2, 8) + usize::from(storage.reads_directly())
@@ -588,6 +612,7 @@ fn write_content(
         }
         .map_err(|e| Error::io("writing", path, e))?;
         written += bytes.len() as u64;
+        progress.add_bytes(bytes.len() as u64);
         Ok(())
     };
     match source {

@@ -30,6 +30,7 @@ pub use outcome::DamagedFile;
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
+use crate::ops::progress::Progress;
 use crate::repository::Repository;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -47,6 +48,8 @@ pub struct RestoreOptions {
     pub skip_damaged: bool,
     /// Leave extended attributes (and so ACLs and file capabilities) unset.
     pub no_xattrs: bool,
+    /// Counters a front end may read while the restore runs.
+    pub progress: std::sync::Arc<Progress>,
 }
 
 /// What a restore did.
@@ -110,12 +113,14 @@ pub fn restore(
         opts.overwrite,
         opts.skip_damaged,
         cancel,
+        &opts.progress,
     )
 }
 
 /// Restores the file or directory at `snapshot_path` (with everything below it) to `dest`
 /// itself: `/opt/app/files` of the snapshot can go back to `/opt/app/files` or anywhere else.
 /// Parent directories of `dest` are created as needed but their metadata is left alone.
+/// `progress` counts what is written.
 pub fn restore_subtree(
     repo: &Repository,
     snapshot: &Snapshot,
@@ -123,10 +128,11 @@ pub fn restore_subtree(
     dest: &Path,
     overwrite: bool,
     cancel: &AtomicBool,
+    progress: &Progress,
 ) -> Result<RestoreReport> {
     let plan = plan_subtree(repo, snapshot, snapshot_path, dest)?;
     let parent = dest.parent().unwrap_or(Path::new("/"));
-    files::execute(repo, &plan, parent, overwrite, false, cancel)
+    files::execute(repo, &plan, parent, overwrite, false, cancel, progress)
 }
 
 /// Fails as [`restore_subtree`] would before writing anything (a conflicting existing file
