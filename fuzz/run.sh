@@ -13,7 +13,7 @@ seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(sealed keyfile config pack_header index tree snapshot plan lease config_file excludes)
+  targets=(sealed keyfile config pack_header index tree snapshot plan lease drill config_file excludes)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then

@@ -759,7 +759,7 @@ fn drill_of_a_plain_path_snapshot_restores_and_verifies_the_tree() {
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["ok"], true, "{}", out.stdout);
     assert!(
-        report["recorded_as"].is_string(),
+        report["recorded"].is_string(),
         "a passed drill is recorded: {}",
         out.stdout
     );

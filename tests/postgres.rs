@@ -330,15 +330,35 @@ fn drill_passes_on_a_good_snapshot_and_names_a_tampered_source() {
         .map(|r| r["source"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["db", "env", "files"]);
-    // The passed drill is recorded on the snapshot.
+    // The passed drill is recorded as a drill result; the snapshot keeps its id and labels.
     let snapshots = s.env.snapshots();
     assert_eq!(snapshots.len(), 1);
-    assert_eq!(snapshots[0]["id"], report["recorded_as"]);
-    assert!(snapshots[0]["labels"]["drill.verified"].is_string());
-    assert_eq!(snapshots[0]["original"], report["snapshot"]);
+    let snapshot_id = snapshots[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(report["snapshot"], snapshot_id.as_str());
+    assert!(snapshots[0]["labels"].get("drill.verified").is_none());
+    assert!(snapshots[0].get("original").is_none());
+    let passed_id = report["recorded"].as_str().unwrap().to_string();
+    assert!(report["rto_seconds"].as_f64().unwrap() > 0.0, "{report}");
+    let db = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == "db")
+        .unwrap();
+    assert!(db["restore_seconds"].as_f64().unwrap() > 0.0, "{report}");
     // The scratch database is gone again.
     let dbs = s.pg.psql("postgres", "SELECT datname FROM pg_database;");
     assert!(!dbs.contains("coffer_drill"), "{dbs}");
+    // Check knows the drill result (no stray, no damage); status shows the pass.
+    let check = s.coffer(&["check"]).ok();
+    assert!(!check.stdout.contains("drills/"), "{}", check.stdout);
+    assert!(!check.stderr.contains("drills/"), "{}", check.stderr);
+    let status = s.coffer(&["status"]).ok();
+    assert!(
+        status.stdout.contains("drill     passed"),
+        "{}",
+        status.stdout
+    );
 
     // Tamper with one blob of the dump.
     let snapshots = s.env.snapshots();
@@ -374,6 +394,54 @@ fn drill_passes_on_a_good_snapshot_and_names_a_tampered_source() {
     assert!(run.stderr.contains("db"), "{}", run.stderr);
     let dbs = s.pg.psql("postgres", "SELECT datname FROM pg_database;");
     assert!(!dbs.contains("coffer_drill"), "{dbs}");
+    let failed_id = report["recorded"].as_str().unwrap().to_string();
+    assert_ne!(failed_id, passed_id);
+
+    // Still the same snapshot, under the same id.
+    let snapshots = s.env.snapshots();
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(snapshots[0]["id"], snapshot_id.as_str());
+
+    // Both drills are listed, oldest first, with their verdicts.
+    let list: Value =
+        serde_json::from_str(&s.coffer(&["drill", "--list", "--json"]).ok().stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list[0]["id"], passed_id.as_str());
+    assert_eq!(list[0]["passed"], true);
+    assert_eq!(list[1]["id"], failed_id.as_str());
+    assert_eq!(list[1]["passed"], false);
+    for entry in list {
+        assert_eq!(entry["snapshot"], snapshot_id.as_str());
+        assert_eq!(entry["snapshot_present"], true);
+        assert_eq!(entry["legacy"], false);
+    }
+    let verdicts: Vec<(&str, bool)> = list[1]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["passed"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(verdicts, [("db", false), ("env", true), ("files", true)]);
+    let text = s.coffer(&["drill", "--list"]).ok().stdout;
+    assert!(text.contains("passed") && text.contains("FAILED"), "{text}");
+    assert!(text.contains("db FAILED"), "{text}");
+
+    // The snapshot's details show its last drill; status reports the failure and exits 1.
+    let details = s.coffer(&["snapshots", "latest", "--details"]).ok().stdout;
+    assert!(details.contains("drill     FAILED"), "{details}");
+    let run = s.coffer(&["status"]).expect_code(1);
+    assert!(run.stdout.contains("drill     FAILED"), "{}", run.stdout);
+    assert!(run.stderr.contains("FAILED"), "{}", run.stderr);
+    assert!(run.stderr.contains("db"), "{}", run.stderr);
+    let run = s.coffer(&["status", "--json"]).expect_code(1);
+    let status: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(status["ok"], false);
+    assert_eq!(status["groups"][0]["last_drill_result"]["passed"], false);
+    assert_eq!(
+        status["groups"][0]["last_drill_result"]["failed_sources"],
+        serde_json::json!(["db"])
+    );
 }
 
 #[test]
