@@ -61,6 +61,8 @@ pub struct Config {
     pub notify: Option<NotifyConfig>,
     /// Thresholds of the anomaly warnings after a backup (docs/operations.md).
     pub anomaly: Option<Thresholds>,
+    /// Commands run before and after backups and restores (docs/config.md).
+    pub hooks: Option<HooksConfig>,
 }
 
 /// One named source.
@@ -255,6 +257,9 @@ pub fn parse(text: &str) -> Result<Config> {
     if let Some(r) = &config.retention {
         r.validate().map_err(|e| anyhow::anyhow!(e))?;
     }
+    if let Some(h) = &config.hooks {
+        h.validate().map_err(|e| anyhow::anyhow!(e))?;
+    }
     Ok(config)
 }
 
@@ -430,6 +435,96 @@ impl Thresholds {
     }
 }
 
+// ---- [hooks] (item 5 of issue 15) ----
+
+/// The default time a hook may run before it is stopped.
+pub const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `[hooks]` in the configuration file: command lines run through `sh -c` (the config is the
+/// operator's own) before and after backups and restores.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HooksConfig {
+    pub before_backup: Option<String>,
+    pub after_backup: Option<String>,
+    pub before_restore: Option<String>,
+    pub after_restore: Option<String>,
+    /// How long each hook may run: seconds, or a number with a unit (`90s`, `5m`, `1h`);
+    /// default 5 minutes.
+    pub timeout: Option<HookTimeout>,
+}
+
+/// `timeout` in `[hooks]`: a number of seconds or a text with a unit.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum HookTimeout {
+    Seconds(i64),
+    Text(String),
+}
+
+impl HooksConfig {
+    /// The hook command line for `name` (`before-backup` ...), if one is set.
+    pub fn command(&self, name: &str) -> Option<&str> {
+        match name {
+            "before-backup" => self.before_backup.as_deref(),
+            "after-backup" => self.after_backup.as_deref(),
+            "before-restore" => self.before_restore.as_deref(),
+            "after-restore" => self.after_restore.as_deref(),
+            _ => None,
+        }
+        .filter(|c| !c.trim().is_empty())
+    }
+
+    /// The timeout of each hook.
+    pub fn timeout(&self) -> std::result::Result<std::time::Duration, String> {
+        let seconds = match &self.timeout {
+            None => return Ok(DEFAULT_HOOK_TIMEOUT),
+            Some(HookTimeout::Seconds(n)) => *n,
+            Some(HookTimeout::Text(t)) => parse_seconds(t).ok_or_else(|| {
+                format!("[hooks] timeout {t:?} is not a duration like 90s, 5m or 1h")
+            })?,
+        };
+        if seconds <= 0 || seconds > 7 * 86_400 {
+            return Err(format!(
+                "[hooks] timeout must be between 1 second and 7 days, not {seconds} seconds"
+            ));
+        }
+        Ok(std::time::Duration::from_secs(seconds as u64))
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        self.timeout().map(|_| ())
+    }
+}
+
+/// `90`, `90s`, `5m`, `1h`, `1h30m`: seconds, or numbers each followed by s, m or h.
+fn parse_seconds(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok();
+    }
+    let (mut total, mut digits) = (0i64, String::new());
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return None,
+        };
+        let n: i64 = digits.parse().ok()?;
+        digits.clear();
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    digits
+        .is_empty()
+        .then_some(total)
+        .filter(|_| !text.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,5 +625,35 @@ timezone = "America/New_York"
                 .unwrap_err()
         );
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn hooks_parse_with_their_timeout() {
+        let c = parse(
+            "[hooks]\nbefore-backup = \"docker compose stop app\"\nafter-backup = \"x\"\ntimeout = \"1m30s\"\n",
+        )
+        .unwrap();
+        let h = c.hooks.unwrap();
+        assert_eq!(h.command("before-backup"), Some("docker compose stop app"));
+        assert_eq!(h.command("before-restore"), None);
+        assert_eq!(h.timeout().unwrap().as_secs(), 90);
+        let c = parse("[hooks]\ntimeout = 20\n").unwrap();
+        assert_eq!(c.hooks.unwrap().timeout().unwrap().as_secs(), 20);
+        let c = parse("[hooks]\nafter-restore = \"y\"\n").unwrap();
+        assert_eq!(c.hooks.unwrap().timeout().unwrap(), DEFAULT_HOOK_TIMEOUT);
+        for bad in [
+            "timeout = \"5 minutes\"",
+            "timeout = 0",
+            "timeout = \"m\"",
+            "timeout = -3",
+            "befor-backup = \"x\"",
+        ] {
+            let e = parse(&format!("[hooks]\n{bad}\n")).unwrap_err();
+            let text = format!("{e:#}");
+            assert!(
+                text.contains("timeout") || text.contains("befor-backup"),
+                "{bad}: {text}"
+            );
+        }
     }
 }
