@@ -629,3 +629,95 @@ fn plain_sql_dumps_restore_through_psql() {
     .ok();
     assert_eq!(s.pg.fingerprint("from_plain"), before);
 }
+
+#[test]
+fn a_serializable_deferrable_backup_succeeds_and_restores() {
+    let s = Setup::new(1);
+    s.write_config("consistency = \"serializable-deferrable\"");
+    let before = s.pg.fingerprint("app");
+    let report = s.backup_json(&[]);
+    let db = source(&report["snapshot"], "db");
+    assert!(
+        db["postgres"]["tables"].as_array().unwrap().len() >= 4,
+        "{db}"
+    );
+    s.pg.pgbench_run("app", 50);
+    s.coffer(&[
+        "restore",
+        "latest",
+        "--only",
+        "db",
+        "--pg-target",
+        "app_serial",
+    ])
+    .ok();
+    assert_eq!(s.pg.fingerprint("app_serial"), before);
+    // An unknown word is refused, naming the option.
+    s.write_config("consistency = \"serializable\"");
+    let run = s.coffer(&["backup"]).expect_code(2);
+    assert!(run.stderr.contains("consistency"), "{}", run.stderr);
+}
+
+#[test]
+fn a_locked_table_makes_the_row_count_fail_within_the_lock_timeout() {
+    use std::io::Write;
+    let s = Setup::new(1);
+    s.write_config("lock-timeout = \"1s\"");
+    // Another session holds an ACCESS EXCLUSIVE lock (a migration's ALTER TABLE, say).
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-q", "-d", "app"])
+        .envs(s.pg.env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = holder.stdin.as_mut().unwrap();
+    stdin
+        .write_all(b"BEGIN;\nLOCK TABLE pgbench_accounts IN ACCESS EXCLUSIVE MODE;\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let locked = (0..100).any(|_| {
+        let n = s.pg.psql(
+            "app",
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE c.relname = 'pgbench_accounts' AND l.mode = 'AccessExclusiveLock' \
+             AND l.granted;",
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        n.trim() == "1"
+    });
+    assert!(locked, "the holding session did not take its lock");
+
+    // The backup fails within the timeout (not waiting for the lock), saying why.
+    let started = std::time::Instant::now();
+    let mut child = s
+        .env
+        .cmd(&["--config", s.config.to_str().unwrap(), "backup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = holder.kill();
+            panic!("the backup waited for the lock instead of failing after lock-timeout");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(stderr.contains("lock-timeout"), "{stderr}");
+    assert!(stderr.contains("counting the rows"), "{stderr}");
+    assert!(stderr.contains("no snapshot was saved"), "{stderr}");
+    assert_eq!(s.env.snapshots().len(), 0);
+
+    // Once the lock is gone, the same configuration backs up.
+    let _ = holder.kill();
+    let _ = holder.wait();
+    s.coffer(&["backup"]).ok();
+    assert_eq!(s.env.snapshots().len(), 1);
+}
