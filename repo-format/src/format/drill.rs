@@ -143,7 +143,7 @@ pub fn bound_text(text: &str) -> String {
 
 /// Sorts results by drill time (the instant), ties by id: oldest first.
 pub fn sort_by_time(results: &mut [(DrillId, DrillResult)]) {
-    results.sort_by(|a, b| (a.1.time.timestamp(), a.0).cmp(&(b.1.time.timestamp(), b.0)));
+    results.sort_by_key(|a| (a.1.time.timestamp(), a.0));
 }
 
 #[cfg(test)]

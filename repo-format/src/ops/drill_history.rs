@@ -139,13 +139,7 @@ impl History {
             })
             .collect();
         entries.extend(snapshots.iter().filter_map(|(id, s)| legacy_entry(id, s)));
-        entries.sort_by(|a, b| {
-            (a.result.time.timestamp(), a.legacy, a.id).cmp(&(
-                b.result.time.timestamp(),
-                b.legacy,
-                b.id,
-            ))
-        });
+        entries.sort_by_key(|e| (e.result.time.timestamp(), e.legacy, e.id));
         History { entries, damaged }
     }
 
