@@ -60,8 +60,8 @@ pub fn result_of(id: &SnapshotId, snapshot: &Snapshot, run: &Run<'_>) -> DrillRe
             kind: s.kind.clone(),
             passed: s.ok,
             checked: bound_text(&s.checked),
-            restore_seconds: s.restore_seconds,
-            verify_seconds: s.verify_seconds,
+            restore_seconds: s.restore_seconds.map(millis),
+            verify_seconds: s.verify_seconds.map(millis),
             problems: bound_problems(&s.problems),
         })
         .collect();
@@ -73,12 +73,18 @@ pub fn result_of(id: &SnapshotId, snapshot: &Snapshot, run: &Run<'_>) -> DrillRe
         time: SnapshotTime::from_zoned(run.started),
         hostname: run.hostname.to_string(),
         passed: run.error.is_none() && !sources.is_empty() && sources.iter().all(|s| s.passed),
-        duration_seconds: Some(run.duration_seconds),
-        rto_seconds: rto(run.sources),
+        duration_seconds: Some(millis(run.duration_seconds)),
+        rto_seconds: rto(run.sources).map(millis),
         sources,
         error: run.error.map(|e| bound_text(&e.to_string())),
         program_version: env!("CARGO_PKG_VERSION").to_string(),
     }
+}
+
+/// Seconds rounded to milliseconds: what a drill result keeps (short decimals, which read
+/// back from JSON exactly).
+fn millis(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
 }
 
 /// Writes the result of a drill of snapshot `id`; returns its id.
