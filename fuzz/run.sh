@@ -43,6 +43,7 @@ if [ ! -d fuzz/seeds ]; then
   echo changed >> "$work/tree/file-3"
   "$coffer" -q backup "$work/tree"
   "$coffer" -q forget --keep-last 2 --prune --grace 0s >/dev/null
+  "$coffer" -q drill >/dev/null
   target/debug/examples/fuzz_seeds "$COFFER_REPO" fuzz/seeds.new
   # Hand-written seeds for the text parsers.
   mkdir -p fuzz/seeds.new/config_file fuzz/seeds.new/excludes
