@@ -13,7 +13,7 @@ seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(sealed keyfile config pack_header index tree snapshot plan lease config_file excludes)
+  targets=(sealed keyfile config pack_header index tree snapshot plan lease drill config_file excludes)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
@@ -44,6 +44,7 @@ if [ ! -d fuzz/seeds ]; then
   echo changed >> "$work/tree/file-3"
   "$coffer" -q backup "$work/tree"
   "$coffer" -q forget --keep-last 2 --prune --grace 0s >/dev/null
+  "$coffer" -q drill >/dev/null
   target/debug/examples/fuzz_seeds "$COFFER_REPO" fuzz/seeds.new
   # Hand-written seeds for the text parsers.
   mkdir -p fuzz/seeds.new/config_file fuzz/seeds.new/excludes

@@ -759,7 +759,7 @@ fn drill_of_a_plain_path_snapshot_restores_and_verifies_the_tree() {
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["ok"], true, "{}", out.stdout);
     assert!(
-        report["recorded_as"].is_string(),
+        report["recorded"].is_string(),
         "a passed drill is recorded: {}",
         out.stdout
     );
@@ -767,6 +767,46 @@ fn drill_of_a_plain_path_snapshot_restores_and_verifies_the_tree() {
     flip_byte_in_biggest_pack(Path::new(&env.repo));
     let out = env.run(&["drill", "--no-record"]).expect_code(1);
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
+
+#[test]
+fn drill_results_outlive_their_forgotten_snapshot_and_are_no_strays() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"first").unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    let drilled = env.snapshots()[0]["id"].as_str().unwrap().to_string();
+    let report: serde_json::Value =
+        serde_json::from_str(&env.run(&["drill", "--json"]).ok().stdout).unwrap();
+    assert_eq!(report["snapshot"], drilled.as_str());
+    // The drilled snapshot keeps its id; check sees no stray and no damage.
+    assert_eq!(env.snapshots()[0]["id"], drilled.as_str());
+    let check = env.run(&["check"]).ok();
+    assert!(!check.stdout.contains("drills/"), "{}", check.stdout);
+    assert!(!check.stderr.contains("drills/"), "{}", check.stderr);
+
+    // Forgotten and pruned: the drill result stays, listed as of a removed snapshot.
+    fs::write(src.join("a.txt"), b"second").unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    env.run(&["forget", &drilled, "--prune", "--grace", "0s"])
+        .ok();
+    assert_eq!(env.snapshots().len(), 1);
+    let list: serde_json::Value =
+        serde_json::from_str(&env.run(&["drill", "--list", "--json"]).ok().stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["id"], report["recorded"]);
+    assert_eq!(list[0]["snapshot"], drilled.as_str());
+    assert_eq!(list[0]["snapshot_present"], false);
+    assert_eq!(list[0]["passed"], true);
+    let text = env.run(&["drill", "--list"]).ok().stdout;
+    assert!(text.contains("(removed)"), "{text}");
+    // Status still knows the set's last drill.
+    let status = env.run(&["status"]).ok().stdout;
+    assert!(status.contains("drill     passed"), "{status}");
+    assert!(status.contains("removed since"), "{status}");
+    env.run(&["check"]).ok();
 }
 
 #[test]

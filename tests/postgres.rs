@@ -330,15 +330,35 @@ fn drill_passes_on_a_good_snapshot_and_names_a_tampered_source() {
         .map(|r| r["source"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["db", "env", "files"]);
-    // The passed drill is recorded on the snapshot.
+    // The passed drill is recorded as a drill result; the snapshot keeps its id and labels.
     let snapshots = s.env.snapshots();
     assert_eq!(snapshots.len(), 1);
-    assert_eq!(snapshots[0]["id"], report["recorded_as"]);
-    assert!(snapshots[0]["labels"]["drill.verified"].is_string());
-    assert_eq!(snapshots[0]["original"], report["snapshot"]);
+    let snapshot_id = snapshots[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(report["snapshot"], snapshot_id.as_str());
+    assert!(snapshots[0]["labels"].get("drill.verified").is_none());
+    assert!(snapshots[0].get("original").is_none());
+    let passed_id = report["recorded"].as_str().unwrap().to_string();
+    assert!(report["rto_seconds"].as_f64().unwrap() > 0.0, "{report}");
+    let db = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == "db")
+        .unwrap();
+    assert!(db["restore_seconds"].as_f64().unwrap() > 0.0, "{report}");
     // The scratch database is gone again.
     let dbs = s.pg.psql("postgres", "SELECT datname FROM pg_database;");
     assert!(!dbs.contains("coffer_drill"), "{dbs}");
+    // Check knows the drill result (no stray, no damage); status shows the pass.
+    let check = s.coffer(&["check"]).ok();
+    assert!(!check.stdout.contains("drills/"), "{}", check.stdout);
+    assert!(!check.stderr.contains("drills/"), "{}", check.stderr);
+    let status = s.coffer(&["status"]).ok();
+    assert!(
+        status.stdout.contains("drill     passed"),
+        "{}",
+        status.stdout
+    );
 
     // Tamper with one blob of the dump.
     let snapshots = s.env.snapshots();
@@ -374,6 +394,54 @@ fn drill_passes_on_a_good_snapshot_and_names_a_tampered_source() {
     assert!(run.stderr.contains("db"), "{}", run.stderr);
     let dbs = s.pg.psql("postgres", "SELECT datname FROM pg_database;");
     assert!(!dbs.contains("coffer_drill"), "{dbs}");
+    let failed_id = report["recorded"].as_str().unwrap().to_string();
+    assert_ne!(failed_id, passed_id);
+
+    // Still the same snapshot, under the same id.
+    let snapshots = s.env.snapshots();
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(snapshots[0]["id"], snapshot_id.as_str());
+
+    // Both drills are listed, oldest first, with their verdicts.
+    let list: Value =
+        serde_json::from_str(&s.coffer(&["drill", "--list", "--json"]).ok().stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list[0]["id"], passed_id.as_str());
+    assert_eq!(list[0]["passed"], true);
+    assert_eq!(list[1]["id"], failed_id.as_str());
+    assert_eq!(list[1]["passed"], false);
+    for entry in list {
+        assert_eq!(entry["snapshot"], snapshot_id.as_str());
+        assert_eq!(entry["snapshot_present"], true);
+        assert_eq!(entry["legacy"], false);
+    }
+    let verdicts: Vec<(&str, bool)> = list[1]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["passed"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(verdicts, [("db", false), ("env", true), ("files", true)]);
+    let text = s.coffer(&["drill", "--list"]).ok().stdout;
+    assert!(text.contains("passed") && text.contains("FAILED"), "{text}");
+    assert!(text.contains("db FAILED"), "{text}");
+
+    // The snapshot's details show its last drill; status reports the failure and exits 1.
+    let details = s.coffer(&["snapshots", "latest", "--details"]).ok().stdout;
+    assert!(details.contains("drill     FAILED"), "{details}");
+    let run = s.coffer(&["status"]).expect_code(1);
+    assert!(run.stdout.contains("drill     FAILED"), "{}", run.stdout);
+    assert!(run.stderr.contains("FAILED"), "{}", run.stderr);
+    assert!(run.stderr.contains("db"), "{}", run.stderr);
+    let run = s.coffer(&["status", "--json"]).expect_code(1);
+    let status: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(status["ok"], false);
+    assert_eq!(status["groups"][0]["last_drill_result"]["passed"], false);
+    assert_eq!(
+        status["groups"][0]["last_drill_result"]["failed_sources"],
+        serde_json::json!(["db"])
+    );
 }
 
 #[test]
@@ -560,4 +628,96 @@ fn plain_sql_dumps_restore_through_psql() {
     ])
     .ok();
     assert_eq!(s.pg.fingerprint("from_plain"), before);
+}
+
+#[test]
+fn a_serializable_deferrable_backup_succeeds_and_restores() {
+    let s = Setup::new(1);
+    s.write_config("consistency = \"serializable-deferrable\"");
+    let before = s.pg.fingerprint("app");
+    let report = s.backup_json(&[]);
+    let db = source(&report["snapshot"], "db");
+    assert!(
+        db["postgres"]["tables"].as_array().unwrap().len() >= 4,
+        "{db}"
+    );
+    s.pg.pgbench_run("app", 50);
+    s.coffer(&[
+        "restore",
+        "latest",
+        "--only",
+        "db",
+        "--pg-target",
+        "app_serial",
+    ])
+    .ok();
+    assert_eq!(s.pg.fingerprint("app_serial"), before);
+    // An unknown word is refused, naming the option.
+    s.write_config("consistency = \"serializable\"");
+    let run = s.coffer(&["backup"]).expect_code(2);
+    assert!(run.stderr.contains("consistency"), "{}", run.stderr);
+}
+
+#[test]
+fn a_locked_table_makes_the_row_count_fail_within_the_lock_timeout() {
+    use std::io::Write;
+    let s = Setup::new(1);
+    s.write_config("lock-timeout = \"1s\"");
+    // Another session holds an ACCESS EXCLUSIVE lock (a migration's ALTER TABLE, say).
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-q", "-d", "app"])
+        .envs(s.pg.env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = holder.stdin.as_mut().unwrap();
+    stdin
+        .write_all(b"BEGIN;\nLOCK TABLE pgbench_accounts IN ACCESS EXCLUSIVE MODE;\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let locked = (0..100).any(|_| {
+        let n = s.pg.psql(
+            "app",
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE c.relname = 'pgbench_accounts' AND l.mode = 'AccessExclusiveLock' \
+             AND l.granted;",
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        n.trim() == "1"
+    });
+    assert!(locked, "the holding session did not take its lock");
+
+    // The backup fails within the timeout (not waiting for the lock), saying why.
+    let started = std::time::Instant::now();
+    let mut child = s
+        .env
+        .cmd(&["--config", s.config.to_str().unwrap(), "backup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = holder.kill();
+            panic!("the backup waited for the lock instead of failing after lock-timeout");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(stderr.contains("lock-timeout"), "{stderr}");
+    assert!(stderr.contains("counting the rows"), "{stderr}");
+    assert!(stderr.contains("no snapshot was saved"), "{stderr}");
+    assert_eq!(s.env.snapshots().len(), 0);
+
+    // Once the lock is gone, the same configuration backs up.
+    let _ = holder.kill();
+    let _ = holder.wait();
+    s.coffer(&["backup"]).ok();
+    assert_eq!(s.env.snapshots().len(), 1);
 }

@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context, Result};
 use coffer_repo::ops::backup::{Source, SourceInput, StreamSource};
-use coffer_repo::sources::postgres::{DumpFormat, PgSource, PgUrl};
+use coffer_repo::sources::postgres::{Consistency, DumpFormat, PgSource, PgUrl};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,6 +61,8 @@ pub struct Config {
     pub notify: Option<NotifyConfig>,
     /// Thresholds of the anomaly warnings after a backup (docs/operations.md).
     pub anomaly: Option<Thresholds>,
+    /// Commands run before and after backups and restores (docs/config.md).
+    pub hooks: Option<HooksConfig>,
 }
 
 /// One named source.
@@ -89,6 +91,12 @@ pub struct PostgresConfig {
     pub pg_dump_args: Vec<String>,
     /// `custom` (default) or `plain`.
     pub format: Option<String>,
+    /// `repeatable-read` (default) or `serializable-deferrable`: the isolation of the
+    /// transaction whose snapshot is dumped.
+    pub consistency: Option<String>,
+    /// How long the row count and pg_dump may wait for a table lock (`10s`, `500ms`, `2m`, or
+    /// seconds); default: as long as it takes.
+    pub lock_timeout: Option<HookTimeout>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -237,6 +245,7 @@ pub fn parse(text: &str) -> Result<Config> {
                 if let Some(url) = &p.url {
                     PgUrl::parse(&url.0).with_context(|| format!("[sources.{name}] url"))?;
                 }
+                pg_consistency(name, p).map_err(|e| anyhow::anyhow!(e))?;
             }
             SourceConfig::Command(c) => {
                 if c.command.is_empty() {
@@ -258,6 +267,9 @@ pub fn parse(text: &str) -> Result<Config> {
     }
     if let Some(r) = &config.retention {
         r.validate().map_err(|e| anyhow::anyhow!(e))?;
+    }
+    if let Some(h) = &config.hooks {
+        h.validate().map_err(|e| anyhow::anyhow!(e))?;
     }
     Ok(config)
 }
@@ -336,6 +348,7 @@ pub fn pg_source(name: &str, p: &PostgresConfig) -> Result<PgSource> {
                 "[sources.{name}] names no database: set database, a URL with one, or PGDATABASE"
             )
         })?;
+    let (consistency, lock_timeout) = pg_consistency(name, p).map_err(|e| anyhow::anyhow!(e))?;
     Ok(PgSource {
         database,
         url,
@@ -346,7 +359,90 @@ pub fn pg_source(name: &str, p: &PostgresConfig) -> Result<PgSource> {
             .as_deref()
             .and_then(DumpFormat::parse)
             .unwrap_or(DumpFormat::Custom),
+        consistency,
+        lock_timeout,
     })
+}
+
+// ---- consistency and lock-timeout of a postgres source (item 6 of issue 15) ----
+
+/// The source's `consistency` and `lock-timeout`, checked: a known word; a positive timeout of
+/// at most a day; not both `lock-timeout` and a `--lock-wait-timeout` in `pg-dump-args`; and
+/// no `--serializable-deferrable` in `pg-dump-args` (pg_dump refuses it with `--snapshot`: the
+/// `consistency` option is the way).
+fn pg_consistency(
+    name: &str,
+    p: &PostgresConfig,
+) -> std::result::Result<(Consistency, Option<std::time::Duration>), String> {
+    let consistency = match p.consistency.as_deref() {
+        None => Consistency::default(),
+        Some(word) => Consistency::parse(word).ok_or_else(|| {
+            format!(
+                "[sources.{name}] consistency {word:?} is not repeatable-read or serializable-deferrable"
+            )
+        })?,
+    };
+    if p.pg_dump_args
+        .iter()
+        .any(|a| a == "--serializable-deferrable")
+    {
+        return Err(format!(
+            "[sources.{name}] pg-dump-args: --serializable-deferrable cannot be combined with the \
+             exported snapshot Coffer dumps; set consistency = \"serializable-deferrable\" instead"
+        ));
+    }
+    let from_args = p
+        .pg_dump_args
+        .iter()
+        .any(|a| a.starts_with("--lock-wait-timeout"));
+    let millis = match &p.lock_timeout {
+        None => return Ok((consistency, None)),
+        Some(_) if from_args => {
+            return Err(format!(
+                "[sources.{name}] has both lock-timeout and --lock-wait-timeout in pg-dump-args; \
+                 keep lock-timeout (it applies to pg_dump and to the row count)"
+            ))
+        }
+        Some(HookTimeout::Seconds(n)) => n.checked_mul(1000),
+        Some(HookTimeout::Text(t)) => parse_millis(t),
+    };
+    match millis {
+        Some(ms) if ms > 0 && ms <= 86_400_000 => Ok((
+            consistency,
+            Some(std::time::Duration::from_millis(ms as u64)),
+        )),
+        _ => Err(format!(
+            "[sources.{name}] lock-timeout must be a duration like 500ms, 10s or 2m, at most a day"
+        )),
+    }
+}
+
+/// `500ms`, `10s`, `2m`, `1h`, `1m30s`: numbers each followed by ms, s, m or h; or seconds.
+fn parse_millis(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<i64>().ok()?.checked_mul(1000);
+    }
+    let (mut total, mut rest) = (0i64, text);
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else if rest.starts_with('s') {
+            (1000, 1)
+        } else if rest.starts_with('m') {
+            (60_000, 1)
+        } else if rest.starts_with('h') {
+            (3_600_000, 1)
+        } else {
+            return None;
+        };
+        rest = &rest[len..];
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    (!text.is_empty()).then_some(total)
 }
 
 /// The backup sources of the file, in name order.
@@ -522,6 +618,96 @@ impl Thresholds {
     }
 }
 
+// ---- [hooks] (item 5 of issue 15) ----
+
+/// The default time a hook may run before it is stopped.
+pub const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `[hooks]` in the configuration file: command lines run through `sh -c` (the config is the
+/// operator's own) before and after backups and restores.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HooksConfig {
+    pub before_backup: Option<String>,
+    pub after_backup: Option<String>,
+    pub before_restore: Option<String>,
+    pub after_restore: Option<String>,
+    /// How long each hook may run: seconds, or a number with a unit (`90s`, `5m`, `1h`);
+    /// default 5 minutes.
+    pub timeout: Option<HookTimeout>,
+}
+
+/// `timeout` in `[hooks]`: a number of seconds or a text with a unit.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum HookTimeout {
+    Seconds(i64),
+    Text(String),
+}
+
+impl HooksConfig {
+    /// The hook command line for `name` (`before-backup` ...), if one is set.
+    pub fn command(&self, name: &str) -> Option<&str> {
+        match name {
+            "before-backup" => self.before_backup.as_deref(),
+            "after-backup" => self.after_backup.as_deref(),
+            "before-restore" => self.before_restore.as_deref(),
+            "after-restore" => self.after_restore.as_deref(),
+            _ => None,
+        }
+        .filter(|c| !c.trim().is_empty())
+    }
+
+    /// The timeout of each hook.
+    pub fn timeout(&self) -> std::result::Result<std::time::Duration, String> {
+        let seconds = match &self.timeout {
+            None => return Ok(DEFAULT_HOOK_TIMEOUT),
+            Some(HookTimeout::Seconds(n)) => *n,
+            Some(HookTimeout::Text(t)) => parse_seconds(t).ok_or_else(|| {
+                format!("[hooks] timeout {t:?} is not a duration like 90s, 5m or 1h")
+            })?,
+        };
+        if seconds <= 0 || seconds > 7 * 86_400 {
+            return Err(format!(
+                "[hooks] timeout must be between 1 second and 7 days, not {seconds} seconds"
+            ));
+        }
+        Ok(std::time::Duration::from_secs(seconds as u64))
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        self.timeout().map(|_| ())
+    }
+}
+
+/// `90`, `90s`, `5m`, `1h`, `1h30m`: seconds, or numbers each followed by s, m or h.
+fn parse_seconds(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok();
+    }
+    let (mut total, mut digits) = (0i64, String::new());
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return None,
+        };
+        let n: i64 = digits.parse().ok()?;
+        digits.clear();
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    digits
+        .is_empty()
+        .then_some(total)
+        .filter(|_| !text.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,5 +808,79 @@ timezone = "America/New_York"
                 .unwrap_err()
         );
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn hooks_parse_with_their_timeout() {
+        let c = parse(
+            "[hooks]\nbefore-backup = \"docker compose stop app\"\nafter-backup = \"x\"\ntimeout = \"1m30s\"\n",
+        )
+        .unwrap();
+        let h = c.hooks.unwrap();
+        assert_eq!(h.command("before-backup"), Some("docker compose stop app"));
+        assert_eq!(h.command("before-restore"), None);
+        assert_eq!(h.timeout().unwrap().as_secs(), 90);
+        let c = parse("[hooks]\ntimeout = 20\n").unwrap();
+        assert_eq!(c.hooks.unwrap().timeout().unwrap().as_secs(), 20);
+        let c = parse("[hooks]\nafter-restore = \"y\"\n").unwrap();
+        assert_eq!(c.hooks.unwrap().timeout().unwrap(), DEFAULT_HOOK_TIMEOUT);
+        for bad in [
+            "timeout = \"5 minutes\"",
+            "timeout = 0",
+            "timeout = \"m\"",
+            "timeout = -3",
+            "befor-backup = \"x\"",
+        ] {
+            let e = parse(&format!("[hooks]\n{bad}\n")).unwrap_err();
+            let text = format!("{e:#}");
+            assert!(
+                text.contains("timeout") || text.contains("befor-backup"),
+                "{bad}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn consistency_and_lock_timeout_parse_and_refuse_conflicts() {
+        let source = |extra: &str| {
+            parse(&format!(
+                "[sources.db]\nkind = \"postgres\"\ndatabase = \"app\"\n{extra}\n"
+            ))
+        };
+        let c =
+            source("consistency = \"serializable-deferrable\"\nlock-timeout = \"1m30s\"").unwrap();
+        let Some(SourceConfig::Postgres(p)) = c.sources.get("db") else {
+            panic!()
+        };
+        let pg = pg_source("db", p).unwrap();
+        assert_eq!(pg.consistency, Consistency::SerializableDeferrable);
+        assert_eq!(pg.lock_timeout, Some(std::time::Duration::from_secs(90)));
+        let c = source("lock-timeout = \"500ms\"").unwrap();
+        let Some(SourceConfig::Postgres(p)) = c.sources.get("db") else {
+            panic!()
+        };
+        let pg = pg_source("db", p).unwrap();
+        assert_eq!(pg.consistency, Consistency::RepeatableRead);
+        assert_eq!(pg.lock_timeout, Some(std::time::Duration::from_millis(500)));
+        assert!(pg
+            .dump_arguments("S")
+            .contains(&"--lock-wait-timeout=500".to_string()));
+        for (bad, says) in [
+            ("consistency = \"serializable\"", "consistency"),
+            ("lock-timeout = \"soon\"", "lock-timeout"),
+            ("lock-timeout = 0", "lock-timeout"),
+            ("lock-timeout = \"2d\"", "lock-timeout"),
+            (
+                "lock-timeout = 5\npg-dump-args = [\"--lock-wait-timeout=100\"]",
+                "both lock-timeout",
+            ),
+            (
+                "pg-dump-args = [\"--serializable-deferrable\"]",
+                "consistency = \"serializable-deferrable\"",
+            ),
+        ] {
+            let e = format!("{:#}", source(bad).unwrap_err());
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

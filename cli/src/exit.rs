@@ -14,6 +14,9 @@ pub const LOCKED: u8 = 11;
 pub const WRONG_PASSWORD: u8 = 12;
 /// Another run of the same configuration holds the run lock and `--no-wait` was given.
 pub const RUN_LOCKED: u8 = 14;
+/// A before-hook (`[hooks]` before-backup, before-restore) failed or timed out: the operation
+/// did not start, nothing was saved or changed.
+pub const HOOK_FAILED: u8 = 15;
 pub const INTERRUPTED: u8 = 130;
 
 /// The help text's table of exit codes.
@@ -28,6 +31,8 @@ pub const TABLE: &str = "Exit codes:
   11   repository locked by a maintenance operation
   12   wrong password
   14   another run of this command and configuration is in progress (--no-wait)
+  15   a before-backup or before-restore hook failed or timed out: nothing was
+       saved or changed (a failing after-hook exits 1)
   130  interrupted (Ctrl-C / SIGTERM); nothing partial was committed";
 
 fn repo_error(e: &anyhow::Error) -> Option<&Error> {
@@ -45,6 +50,11 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
                 .any(|c| c.downcast_ref::<crate::runlock::RunLocked>().is_some())
             {
                 RUN_LOCKED
+            } else if e
+                .chain()
+                .any(|c| c.downcast_ref::<crate::hooks::HookFailed>().is_some())
+            {
+                HOOK_FAILED
             } else if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
                 USAGE
             } else {

@@ -11,6 +11,7 @@ mod config;
 mod escape;
 mod exit;
 mod global;
+mod hooks;
 mod mail;
 mod memory;
 mod notify;

@@ -69,6 +69,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         seeds.put("sealed", &key, &st.get("snapshot", &key)?)?;
         roots.push(snapshot.tree);
     }
+    let drills = coffer_repo::format::drill::DrillResult::load_all(st, repo.keys())?;
+    for (id, result) in drills.good.iter().take(PER_KIND) {
+        seeds.put("drill", &id.to_hex(), &serde_json::to_vec(result)?)?;
+        let key = format!("drills/{}", id.to_hex());
+        seeds.put("sealed", &key, &st.get("drill result", &key)?)?;
+    }
     write_trees(&repo, &seeds, roots)?;
     write_pack_headers(&repo, &seeds)?;
     write_plan_and_lease(&seeds, &index_ids)?;

@@ -3,6 +3,8 @@
 //! bytes flipped or cut, go through each decoder, and each must say the input is bad.
 
 use coffer_crypto::MasterKeys;
+use coffer_repo::format::drill::{DrillResult, DrillSourceResult};
+use coffer_repo::format::id::DrillId;
 use coffer_repo::format::index::IndexFile;
 use coffer_repo::format::keyfile::KeyFile;
 use coffer_repo::format::lease::LeaseRecord;
@@ -59,6 +61,31 @@ fn valid_lease() -> LeaseRecord {
     }
 }
 
+fn valid_drill() -> DrillResult {
+    DrillResult {
+        snapshot: SnapshotId([3; 32]),
+        snapshot_time: "2026-12-01T03:00:00+01:00".parse().unwrap(),
+        snapshot_hostname: "h".into(),
+        snapshot_sources: vec!["db".into()],
+        time: "2026-12-06T04:00:00Z".parse().unwrap(),
+        hostname: "h".into(),
+        passed: false,
+        duration_seconds: Some(2.5),
+        rto_seconds: Some(2.0),
+        sources: vec![DrillSourceResult {
+            name: "db".into(),
+            kind: "postgres".into(),
+            passed: false,
+            checked: "restore failed".into(),
+            restore_seconds: Some(2.0),
+            verify_seconds: None,
+            problems: vec!["pg_restore failed".into()],
+        }],
+        error: None,
+        program_version: "test".into(),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -85,6 +112,7 @@ proptest! {
             ObjectKind::PackHeader,
             ObjectKind::DeletionPlan,
             ObjectKind::Lease,
+            ObjectKind::DrillResult,
         ] {
             prop_assert!(sealed::open(&keys, kind, "object", "x", &bytes).is_err());
         }
@@ -96,6 +124,22 @@ proptest! {
         prop_assert!(KeyFile::from_stored(&KeyId(name), &bytes).is_err());
         prop_assert!(DeletionPlan::from_stored(&keys, &coffer_repo::format::id::PlanId(name), &bytes).is_err());
         prop_assert!(LeaseRecord::from_stored(&keys, 1, &bytes).is_err());
+        prop_assert!(DrillResult::from_stored(&keys, &DrillId(name), &bytes).is_err());
+    }
+
+    #[test]
+    fn damaged_drill_results_are_errors(flip in any::<usize>(), bit in 0u8..8, cut in any::<usize>()) {
+        let keys = MasterKeys::generate().unwrap();
+        let (id, bytes) = valid_drill().to_stored(&keys).unwrap();
+        let mut flipped = bytes.clone();
+        let i = flip % flipped.len();
+        flipped[i] ^= 1 << bit;
+        let renamed = DrillId(*blake3::hash(&flipped).as_bytes());
+        prop_assert!(DrillResult::from_stored(&keys, &id, &flipped).is_err());
+        prop_assert!(DrillResult::from_stored(&keys, &renamed, &flipped).is_err());
+        let short = &bytes[..cut % bytes.len()];
+        let renamed = DrillId(*blake3::hash(short).as_bytes());
+        prop_assert!(DrillResult::from_stored(&keys, &renamed, short).is_err());
     }
 
     #[test]

@@ -92,7 +92,15 @@ fn parse_time(s: &str) -> Result<jiff::Zoned> {
 }
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
-    let sources = sources(ctx, &args)?;
+    // [hooks]: before-backup right before anything is saved, after-backup once it started.
+    let mut hooks = crate::hooks::Hooks::new(ctx, "backup");
+    let outcome = save(ctx, &args, &mut hooks);
+    hooks.after(outcome)
+}
+
+/// The backup itself; runs the before-backup hook right before saving.
+fn save(ctx: &Context_, args: &Args, hooks: &mut crate::hooks::Hooks<'_>) -> Result<u8> {
+    let sources = sources(ctx, args)?;
     let config = ctx.config.as_ref().map(|l| &l.config);
     // Labels: the config's defaults, then manifests, then --label (later wins).
     let mut labels = config.map(|c| c.labels.clone()).unwrap_or_default();
@@ -127,6 +135,9 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         (None, true) => ParentChoice::None,
         (None, false) => ParentChoice::Auto,
     };
+    let names: Vec<String> = sources.iter().filter_map(|s| s.name.clone()).collect();
+    hooks.set("COFFER_SOURCES", names.join(" "));
+    hooks.before()?;
     let options = BackupOptions {
         sources,
         excludes,
@@ -146,6 +157,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let report = op::backup(&repo, options);
     shown.finish();
     let report = report.context("backup failed")?;
+    hooks.set("COFFER_SNAPSHOT_ID", report.id.to_hex());
     for w in &report.warnings {
         eprintln!("warning: {}", crate::escape::message(&w.to_string()));
     }

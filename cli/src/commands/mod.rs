@@ -103,6 +103,8 @@ fn scheduled(command: &Command) -> Option<(&'static str, bool, bool)> {
         Command::Forget(_) => ("forget", true, true),
         Command::Prune(_) => ("prune", true, false),
         Command::Check(_) => ("check", true, true),
+        // Listing the drill history is no scheduled drill.
+        Command::Drill(a) if a.list => return None,
         Command::Drill(_) => ("drill", true, true),
         Command::Copy(_) => ("copy", true, true),
         Command::Repair(_) => ("repair", false, true),
@@ -223,6 +225,22 @@ pub fn load_snapshots(repo: &Repository) -> Result<coffer_repo::format::snapshot
         eprintln!("warning: {}", crate::escape::message(&warning.to_string()));
     }
     Ok(all)
+}
+
+/// The drill history of `repo` (drill results and drills recorded as labels on `snapshots`);
+/// drill results that cannot be read are named on stderr and left out.
+pub fn load_drill_history(
+    repo: &Repository,
+    snapshots: &[(coffer_repo::SnapshotId, coffer_repo::Snapshot)],
+) -> Result<coffer_repo::ops::drill_history::History> {
+    let history = coffer_repo::ops::drill_history::History::load(repo, snapshots)?;
+    for (_, e) in &history.damaged {
+        eprintln!(
+            "warning: {} (left out of the drill history)",
+            crate::escape::message(&e.to_string())
+        );
+    }
+    Ok(history)
 }
 
 pub fn hostname() -> String {

@@ -79,8 +79,36 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let repo = super::open_repo(ctx)?;
     let all = super::load_snapshots(&repo)?;
     let (id, snap) = all.resolve(&args.snapshot)?;
+    // [hooks]: before-restore once the snapshot is known, after-restore once it started; a
+    // dry run changes nothing and runs none.
+    if args.dry_run {
+        return restore_resolved(ctx, &repo, id, snap, &args);
+    }
+    let mut hooks = crate::hooks::Hooks::new(ctx, "restore");
+    hooks.set("COFFER_SNAPSHOT_ID", id.to_hex());
+    let sources: Vec<&str> = if args.only.is_empty() {
+        snap.sources.iter().map(|r| r.name.as_str()).collect()
+    } else {
+        args.only.iter().map(String::as_str).collect()
+    };
+    hooks.set("COFFER_SOURCES", sources.join(" "));
+    let target = args.target.as_ref().map(|t| t.display().to_string());
+    hooks.set("COFFER_RESTORE_TARGET", target.unwrap_or_default());
+    hooks.before()?;
+    let outcome = restore_resolved(ctx, &repo, id, snap, &args);
+    hooks.after(outcome)
+}
+
+/// The restore of snapshot `id`, resolved.
+fn restore_resolved(
+    ctx: &Context_,
+    repo: &Repository,
+    id: &SnapshotId,
+    snap: &Snapshot,
+    args: &Args,
+) -> Result<u8> {
     if !snap.sources.is_empty() && args.include.is_empty() {
-        return restore_sources(ctx, &repo, *id, snap, &args);
+        return restore_sources(ctx, repo, *id, snap, args);
     }
     if !args.only.is_empty() {
         return Err(crate::exit::usage(format!(
@@ -112,7 +140,7 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     };
     options.progress.set_current(&target.to_string_lossy());
     let display = crate::progress::start(ctx, args.json, "restore", options.progress.clone())?;
-    let report = op::restore(&repo, snap, &options, &ctx.cancel);
+    let report = op::restore(repo, snap, &options, &ctx.cancel);
     display.finish();
     let report = report.with_context(|| format!("restoring snapshot {}", id.short()))?;
     for w in &report.warnings {

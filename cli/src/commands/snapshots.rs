@@ -1,5 +1,5 @@
 //! `coffer snapshots`: list snapshots, oldest first, with filters; or one snapshot in detail
-//! (labels, sources, database facts and per-table row counts).
+//! (labels, sources, database facts and per-table row counts, its last drill).
 
 use super::Context_;
 use crate::escape::{name, names};
@@ -15,7 +15,7 @@ use coffer_repo::{Snapshot, SnapshotId};
 pub struct Args {
     /// Show only this snapshot (id, prefix or `latest`)
     pub snapshot: Option<String>,
-    /// Show everything: labels, sources, dump facts, row counts per table
+    /// Show everything: labels, sources, dump facts, row counts per table, the last drill
     #[arg(long)]
     pub details: bool,
     /// Only snapshots with this tag (repeat: all of them)
@@ -55,16 +55,28 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
             .filter(|(_, s)| matches(s, &args.tag, &args.label, args.host.as_deref()))
             .collect(),
     };
+    let history = if args.details {
+        Some(super::load_drill_history(&repo, &all.good)?)
+    } else {
+        None
+    };
+    let last_drill = |id: &SnapshotId| history.as_ref().and_then(|h| h.last_of_snapshot(id));
     if args.details && !args.json {
         for (id, s) in &list {
-            print_details(id, s)?;
+            print_details(id, s, last_drill(id))?;
         }
         return Ok(crate::exit::OK);
     }
     if args.json {
         let values = list
             .iter()
-            .map(|(id, s)| flat_json(id, s))
+            .map(|(id, s)| {
+                let mut value = flat_json(id, s)?;
+                if let (Some(map), true) = (value.as_object_mut(), args.details) {
+                    map.insert("last_drill".into(), serde_json::to_value(last_drill(id))?);
+                }
+                Ok(value)
+            })
             .collect::<Result<Vec<_>>>()?;
         outln!("{}", serde_json::to_string_pretty(&values)?);
         return Ok(crate::exit::OK);
@@ -115,7 +127,11 @@ pub fn flat_json(id: &SnapshotId, s: &Snapshot) -> Result<serde_json::Value> {
     Ok(value)
 }
 
-fn print_details(id: &SnapshotId, s: &Snapshot) -> anyhow::Result<()> {
+fn print_details(
+    id: &SnapshotId,
+    s: &Snapshot,
+    drill: Option<&coffer_repo::ops::drill_history::Entry>,
+) -> anyhow::Result<()> {
     outln!("snapshot {}", id.to_hex());
     outln!("  time      {}", name(&s.time));
     outln!(
@@ -143,6 +159,36 @@ fn print_details(id: &SnapshotId, s: &Snapshot) -> anyhow::Result<()> {
     }
     for (k, v) in &s.labels {
         outln!("  label     {}={}", name(k), name(v));
+    }
+    match drill {
+        None => outln!("  drill     none recorded"),
+        Some(e) => {
+            let r = &e.result;
+            let rto = r
+                .rto_seconds
+                .map(|t| format!(", restore time {t:.1} s"))
+                .unwrap_or_default();
+            let host = if e.legacy {
+                String::new()
+            } else {
+                format!(" on {}", name(&r.hostname))
+            };
+            outln!(
+                "  drill     {} {}{host}{rto}",
+                if r.passed { "passed" } else { "FAILED" },
+                output::local_time(r.time.timestamp())
+            );
+            for src in r.sources.iter().filter(|x| !x.passed) {
+                outln!(
+                    "            {} FAILED: {}",
+                    name(&src.name),
+                    name(&src.checked)
+                );
+            }
+            if let Some(error) = &r.error {
+                outln!("            error: {}", crate::escape::message(error));
+            }
+        }
     }
     for source in &s.sources {
         outln!(

@@ -1,6 +1,6 @@
 //! `coffer status`: is the backup fresh? Per host and source set, the newest snapshot, its age,
-//! its size against the usual, and the last passed drill; exit 1 when the newest is older than
-//! `--max-age`.
+//! its size against the usual, and the last drill (passed or FAILED); exit 1 when the newest is
+//! older than `--max-age` or when the last drill of a host and source set failed.
 //!
 //! Without the password (none given, or `--no-password`) it still answers from the storage
 //! listing alone: the number of snapshot objects and when the newest was written. Snapshot
@@ -10,14 +10,18 @@
 use super::Context_;
 use crate::output;
 use anyhow::Result;
-use coffer_repo::ops::drill::VERIFIED_LABEL;
+use coffer_repo::ops::drill_history::{self, Entry as DrillEntry, History};
 use coffer_repo::{OpenMode, Snapshot, SnapshotId, Storage};
 use std::io::IsTerminal;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   coffer status --max-age 26h          (exit 1 when a source set's newest snapshot is older)
-  coffer status --no-password --json   (from the storage listing alone: no key needed)")]
+  coffer status --no-password --json   (from the storage listing alone: no key needed)
+
+Exit code 0: fresh, and no host and source set's last drill failed. 1: a newest snapshot is
+older than --max-age, the repository holds no snapshot while --max-age is given, or the last
+drill of a host and source set FAILED (each reason on stderr).")]
 pub struct Args {
     /// Exit 1 when the newest snapshot (of any host and source set) is older than this:
     /// a number with a unit, s, m, h, d or w (`26h`, `2d`, `1d12h`)
@@ -96,24 +100,55 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     let repo = super::open_repo(ctx)?;
     let all = super::load_snapshots(&repo)?;
     let now = jiff::Timestamp::now();
-    let groups = group(&all.good, now);
+    let history = super::load_drill_history(&repo, &all.good)?;
+    let groups = group(&all.good, &history, now);
     let stale: Vec<&Group> = groups
         .iter()
         .filter(|g| args.max_age.is_some_and(|max| g.age > max))
         .collect();
+    let failed_drills: Vec<&Group> = groups.iter().filter(|g| g.drill_failed()).collect();
     let empty_and_watched = groups.is_empty() && args.max_age.is_some();
     if args.json {
         let value = serde_json::json!({
             "mode": "full",
             "max_age_seconds": args.max_age.map(|a| a.as_secs()),
-            "ok": stale.is_empty() && !empty_and_watched,
+            "ok": stale.is_empty() && !empty_and_watched && failed_drills.is_empty(),
             "groups": groups.iter().map(|g| g.json(args.max_age)).collect::<Vec<_>>(),
         });
         outln!("{}", serde_json::to_string_pretty(&value)?);
-    } else if !ctx.global.quiet || !stale.is_empty() {
+    } else if !ctx.global.quiet || !stale.is_empty() || !failed_drills.is_empty() {
         print_groups(&groups, args.max_age)?;
     }
-    verdict(empty_and_watched, &stale, args.max_age)
+    let fresh = verdict(empty_and_watched, &stale, args.max_age)?;
+    let drills = drill_verdict(&failed_drills);
+    Ok(fresh.max(drills))
+}
+
+/// Exit 1 (with each failed drill on stderr) when the last drill of a host and source set
+/// failed; else 0.
+fn drill_verdict(failed: &[&Group]) -> u8 {
+    for g in failed {
+        let Some(e) = g.last_drill else { continue };
+        let r = &e.result;
+        let why = match &r.error {
+            Some(error) => crate::escape::message(error).into_owned(),
+            None => format!(
+                "source(s) {} failed",
+                crate::escape::names(&r.failed_sources(), ", ")
+            ),
+        };
+        eprintln!(
+            "coffer: the last drill of {} (snapshot {}, drilled {}) FAILED: {why}",
+            g.label(),
+            r.snapshot.short(),
+            output::local_time(r.time.timestamp())
+        );
+    }
+    if failed.is_empty() {
+        crate::exit::OK
+    } else {
+        crate::exit::ERROR
+    }
 }
 
 /// Exit 1 (with the reasons on stderr) when something is stale; else 0.
@@ -150,10 +185,18 @@ struct Group<'a> {
     age: jiff::SignedDuration,
     /// Median total size of the (up to) 7 snapshots before the newest.
     usual_bytes: Option<u64>,
-    last_drill: Option<&'a str>,
+    /// The newest drill of a snapshot of the group (passed or failed, its snapshot present or
+    /// forgotten since).
+    last_drill: Option<&'a DrillEntry>,
+    /// The time of the newest passed drill.
+    last_passed_drill: Option<&'a str>,
 }
 
 impl Group<'_> {
+    fn drill_failed(&self) -> bool {
+        self.last_drill.is_some_and(|e| !e.result.passed)
+    }
+
     fn label(&self) -> String {
         format!(
             "{} ({})",
@@ -172,7 +215,19 @@ impl Group<'_> {
             "age_seconds": self.age.as_secs(),
             "total_bytes": s.summary.total_bytes,
             "usual_total_bytes": self.usual_bytes,
-            "last_drill": self.last_drill,
+            "last_drill": self.last_passed_drill,
+            "last_drill_result": self.last_drill.map(|e| serde_json::json!({
+                "id": e.id.map(|id| id.to_hex()),
+                "legacy": e.legacy,
+                "time": e.result.time.as_str(),
+                "passed": e.result.passed,
+                "snapshot": e.result.snapshot.to_hex(),
+                "snapshot_present": e.snapshot_present,
+                "hostname": e.result.hostname,
+                "rto_seconds": e.result.rto_seconds,
+                "failed_sources": e.result.failed_sources(),
+                "error": e.result.error,
+            })),
             "stale": max.is_some_and(|m| self.age > m),
         })
     }
@@ -182,16 +237,16 @@ impl Group<'_> {
 type GroupKey<'a> = (&'a str, Vec<String>);
 
 /// Groups by host and source set, newest last in each; groups sorted by host, then sources.
-fn group(snaps: &[(SnapshotId, Snapshot)], now: jiff::Timestamp) -> Vec<Group<'_>> {
+fn group<'a>(
+    snaps: &'a [(SnapshotId, Snapshot)],
+    history: &'a History,
+    now: jiff::Timestamp,
+) -> Vec<Group<'a>> {
     let mut map: std::collections::BTreeMap<GroupKey<'_>, Vec<&(SnapshotId, Snapshot)>> =
         Default::default();
     for entry in snaps {
         let s = &entry.1;
-        let sources = if s.sources.is_empty() {
-            s.paths.clone()
-        } else {
-            s.sources.iter().map(|r| r.name.clone()).collect()
-        };
+        let sources = drill_history::source_set(s);
         map.entry((s.hostname.as_str(), sources))
             .or_default()
             .push(entry);
@@ -209,10 +264,17 @@ fn group(snaps: &[(SnapshotId, Snapshot)], now: jiff::Timestamp) -> Vec<Group<'_
                 .collect();
             before.sort_unstable();
             let usual_bytes = before.get(before.len() / 2).copied();
-            let last_drill = list
+            let last_drill = history.last_of_group(hostname, &sources);
+            let last_passed_drill = history
+                .entries
                 .iter()
                 .rev()
-                .find_map(|(_, s)| s.labels.get(VERIFIED_LABEL).map(String::as_str));
+                .find(|e| {
+                    e.result.passed
+                        && e.result.snapshot_hostname == hostname
+                        && e.result.snapshot_sources == sources
+                })
+                .map(|e| e.result.time.as_str());
             Some(Group {
                 hostname,
                 sources,
@@ -221,6 +283,7 @@ fn group(snaps: &[(SnapshotId, Snapshot)], now: jiff::Timestamp) -> Vec<Group<'_
                 age: now.duration_since(newest.1.time.timestamp()),
                 usual_bytes,
                 last_drill,
+                last_passed_drill,
             })
         })
         .collect()
@@ -254,8 +317,34 @@ fn print_groups(groups: &[Group<'_>], max: Option<jiff::SignedDuration>) -> Resu
             "  size      {}{usual}",
             output::bytes(s.summary.total_bytes)
         );
-        match g.last_drill.and_then(|t| t.parse::<jiff::Timestamp>().ok()) {
-            Some(t) => outln!("  drill     passed {}", output::local_time(t)),
+        match g.last_drill {
+            Some(e) => {
+                let r = &e.result;
+                let of = format!(
+                    "snapshot {}{}",
+                    r.snapshot.short(),
+                    if e.snapshot_present {
+                        ""
+                    } else {
+                        ", removed since"
+                    }
+                );
+                let rto = r
+                    .rto_seconds
+                    .map(|s| format!(", restore time {s:.1} s"))
+                    .unwrap_or_default();
+                if r.passed {
+                    outln!(
+                        "  drill     passed {} ({of}{rto})",
+                        output::local_time(r.time.timestamp())
+                    );
+                } else {
+                    outln!(
+                        "  drill     FAILED {} ({of}{rto})",
+                        output::local_time(r.time.timestamp())
+                    );
+                }
+            }
             None => outln!("  drill     none recorded (run `coffer drill`)"),
         }
     }

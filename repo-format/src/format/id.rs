@@ -1,4 +1,5 @@
-//! Typed 256-bit identifiers: blobs, packs, indexes, snapshots, key files, deletion plans.
+//! Typed 256-bit identifiers: blobs, packs, indexes, snapshots, key files, deletion plans,
+//! drill results.
 //!
 //! Every id is 32 bytes shown as 64 lowercase hex digits. Blob ids are keyed BLAKE3 of the
 //! plaintext; every other id is the unkeyed BLAKE3 of the stored bytes, so a file's name
@@ -104,6 +105,10 @@ define_id!(
 define_id!(
     /// A deletion plan: BLAKE3 of its stored bytes.
     PlanId, "deletion plan"
+);
+define_id!(
+    /// A drill result: BLAKE3 of its stored bytes.
+    DrillId, "drill result"
 );
 
 /// BLAKE3 of stored bytes, the name of every non-blob object.

@@ -8,6 +8,7 @@
 //! snapshots/<snapshot id>         snapshots
 //! plans/<plan id>                 deletion plans
 //! locks/lease-<n>                 lease records, n = 20 decimal digits, zero-padded
+//! drills/<drill result id>       drill results
 //! ```
 //!
 //! [`ObjectKey`] renders a key ([`std::fmt::Display`]) and parses one back
@@ -19,7 +20,8 @@
 //! Pure: uses only the id types and the size constants of the other format modules.
 
 use crate::format::config::{MAX_CONFIG_SIZE, PACK_SIZE_RANGE};
-use crate::format::id::{IndexId, KeyId, PackId, PlanId, SnapshotId};
+use crate::format::drill::MAX_DRILL_SIZE;
+use crate::format::id::{DrillId, IndexId, KeyId, PackId, PlanId, SnapshotId};
 use crate::format::index::MAX_INDEX_FILE_SIZE;
 use crate::format::keyfile::MAX_KEY_FILE_SIZE;
 use crate::format::lease::MAX_LEASE_SIZE;
@@ -51,11 +53,13 @@ pub enum ObjectClass {
     Plan,
     /// `locks/lease-<n>`.
     Lease,
+    /// `drills/<id>`.
+    Drill,
 }
 
 impl ObjectClass {
     /// Every class, in the order of the layout table.
-    pub const ALL: [ObjectClass; 7] = [
+    pub const ALL: [ObjectClass; 8] = [
         ObjectClass::Config,
         ObjectClass::KeyFile,
         ObjectClass::Pack,
@@ -63,6 +67,7 @@ impl ObjectClass {
         ObjectClass::Snapshot,
         ObjectClass::Plan,
         ObjectClass::Lease,
+        ObjectClass::Drill,
     ];
 
     /// The top-level directory the class's objects live in (for `config`, its own key): what
@@ -76,6 +81,7 @@ impl ObjectClass {
             ObjectClass::Snapshot => "snapshots",
             ObjectClass::Plan => "plans",
             ObjectClass::Lease => "locks",
+            ObjectClass::Drill => "drills",
         }
     }
 
@@ -95,6 +101,7 @@ impl ObjectClass {
             ObjectClass::Snapshot => "snapshot",
             ObjectClass::Plan => "deletion plan",
             ObjectClass::Lease => "lease",
+            ObjectClass::Drill => "drill result",
         }
     }
 
@@ -111,6 +118,7 @@ impl ObjectClass {
             ObjectClass::Index | ObjectClass::Plan => MAX_INDEX_FILE_SIZE,
             ObjectClass::Snapshot => MAX_SNAPSHOT_SIZE,
             ObjectClass::Lease => MAX_LEASE_SIZE,
+            ObjectClass::Drill => MAX_DRILL_SIZE,
         }
     }
 }
@@ -134,6 +142,8 @@ pub enum ObjectKey {
     Plan(PlanId),
     /// `locks/lease-<sequence, 20 digits>`.
     Lease(u64),
+    /// `drills/<id>`.
+    Drill(DrillId),
 }
 
 impl ObjectKey {
@@ -147,6 +157,7 @@ impl ObjectKey {
             ObjectKey::Snapshot(_) => ObjectClass::Snapshot,
             ObjectKey::Plan(_) => ObjectClass::Plan,
             ObjectKey::Lease(_) => ObjectClass::Lease,
+            ObjectKey::Drill(_) => ObjectClass::Drill,
         }
     }
 
@@ -161,6 +172,7 @@ impl ObjectKey {
             ObjectKey::Snapshot(id) => id.to_hex(),
             ObjectKey::Plan(id) => id.to_hex(),
             ObjectKey::Lease(seq) => format!("{LEASE_PREFIX}{seq:020}"),
+            ObjectKey::Drill(id) => id.to_hex(),
         }
     }
 
@@ -174,6 +186,7 @@ impl ObjectKey {
             ObjectKey::Index(id) => Some(id.0),
             ObjectKey::Snapshot(id) => Some(id.0),
             ObjectKey::Plan(id) => Some(id.0),
+            ObjectKey::Drill(id) => Some(id.0),
         }
     }
 
@@ -202,6 +215,7 @@ impl ObjectKey {
             ObjectClass::Index => id_hex(rest).map(|b| ObjectKey::Index(IndexId(b))),
             ObjectClass::Snapshot => id_hex(rest).map(|b| ObjectKey::Snapshot(SnapshotId(b))),
             ObjectClass::Plan => id_hex(rest).map(|b| ObjectKey::Plan(PlanId(b))),
+            ObjectClass::Drill => id_hex(rest).map(|b| ObjectKey::Drill(DrillId(b))),
             ObjectClass::Pack => {
                 let (fan, id) = rest.split_once('/')?;
                 let bytes = id_hex(id)?;
@@ -263,6 +277,7 @@ mod tests {
             ObjectKey::Lease(0),
             ObjectKey::Lease(42),
             ObjectKey::Lease(u64::MAX),
+            ObjectKey::Drill(DrillId(b)),
         ]
     }
 
@@ -282,6 +297,7 @@ mod tests {
                 "locks/lease-00000000000000000000".to_string(),
                 "locks/lease-00000000000000000042".to_string(),
                 "locks/lease-18446744073709551615".to_string(),
+                format!("drills/{hex}"),
             ]
         );
     }
@@ -319,6 +335,8 @@ mod tests {
             format!("index/{id}.tmp"),
             format!("keys/{id}~"),
             format!("plans/{id}/"),
+            format!("drills/{id}.tmp"),
+            format!("drills/x/{id}"),
             format!("data/cd/{id}"),
             format!("data/{id}"),
             format!("data/ab/{id}.tmp"),
@@ -344,7 +362,7 @@ mod tests {
     fn is_object_name_accepts_what_it_always_accepted() {
         // The cases of storage's earlier name check, for each directory it was asked about.
         let id = "0123456789abcdef".repeat(4);
-        for dir in ["keys", "index", "snapshots", "plans"] {
+        for dir in ["keys", "index", "snapshots", "plans", "drills"] {
             assert!(is_object_name(dir, &format!("{dir}/{id}")), "{dir}");
             assert!(!is_object_name(
                 dir,
@@ -372,5 +390,7 @@ mod tests {
         assert_eq!(ObjectClass::Lease.max_size(), 64 * 1024);
         assert_eq!(ObjectClass::Config.max_size(), 64 * 1024);
         assert_eq!(ObjectClass::KeyFile.what(), "key file");
+        assert_eq!(ObjectClass::Drill.max_size(), 1024 * 1024);
+        assert_eq!(ObjectClass::Drill.what(), "drill result");
     }
 }

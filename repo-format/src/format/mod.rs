@@ -1,5 +1,6 @@
 //! Every stored artifact as bytes in, typed values out: ids, the sealed envelope, packs, index
-//! files, trees, snapshots, the configuration, key files, deletion plans and lease records.
+//! files, trees, snapshots, the configuration, key files, deletion plans, lease records and drill
+//! results.
 //! The byte layouts are specified in `docs/repository-format.md`; where each object is stored
 //! is [`key::ObjectKey`]'s.
 //!
@@ -9,6 +10,7 @@
 
 pub mod compress;
 pub mod config;
+pub mod drill;
 pub mod id;
 pub mod index;
 pub mod key;

@@ -31,6 +31,8 @@ pub enum ObjectKind {
     DeletionPlan = 5,
     /// A maintenance lease (`locks/lease-<sequence>`).
     Lease = 6,
+    /// The result of one `coffer drill` (`drills/<id>`).
+    DrillResult = 7,
 }
 
 impl ObjectKind {

@@ -1,12 +1,15 @@
 //! `drill`: the restore test. Restores every source of a snapshot into scratch places (files
 //! into a temporary directory, each database into a scratch database), checks every restored
 //! file against the stored chunk ids and every table's row count against the snapshot's,
-//! removes the scratch places again, and reports per source. A passed drill is recorded on the
-//! snapshot as the label `drill.verified`.
+//! removes the scratch places again, and reports per source. The result, passed or failed, is
+//! recorded as its own object `drills/<id>` ([`super::drill_history`]); the snapshot is never
+//! rewritten and keeps its id. (Coffer before 2026-12-06 recorded a passed drill by relabelling
+//! the snapshot with [`VERIFIED_LABEL`]; such snapshots still read as passed drills.)
 //!
 //! A failing source is a finding, not an error: it is reported with its problems and the drill
 //! goes on with the next source. Errors are what stops the drill itself (no scratch directory,
-//! an interruption, a failed relabel).
+//! an interruption, a failed write of the result); all but an interruption are recorded as a
+//! failed drill too.
 //!
 //! A drill killed outright cannot remove its scratch directory; its name holds the drill's
 //! process id, and the next drill removes those of processes no longer running before it starts.
@@ -14,6 +17,7 @@
 use crate::error::{Error, Result};
 use crate::format::id::SnapshotId;
 use crate::format::snapshot::{Snapshot, SourceRecord};
+use crate::ops::drill_history;
 use crate::ops::restore::{restore, restore_subtree, RestoreOptions};
 use crate::ops::walk;
 use crate::repository::Repository;
@@ -23,16 +27,19 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The label a passed drill leaves on the snapshot; its value is the drill's time.
+/// The label with which Coffer before 2026-12-06 recorded a passed drill, by relabelling the
+/// snapshot (a copy under a new id); its value is the drill's time. Read, never written.
 pub const VERIFIED_LABEL: &str = "drill.verified";
 
-/// Where the scratch files go and whether a pass is recorded.
+/// Where the scratch files go and whether the result is recorded.
 #[derive(Clone, Debug, Default)]
 pub struct DrillOptions {
     /// Parent of the temporary directory (default: the system's temporary directory).
     pub scratch_parent: Option<PathBuf>,
-    /// Record a passed drill as the label [`VERIFIED_LABEL`] on the snapshot.
+    /// Record the result, passed or failed, as a drill result object (`drills/<id>`).
     pub record: bool,
+    /// The host running the drill, as recorded in the result.
+    pub hostname: String,
 }
 
 /// The outcome for one source.
@@ -46,6 +53,13 @@ pub struct SourceResult {
     pub problems: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseReport>,
+    /// Seconds the restore took (for a database: restore and row counts); absent when it
+    /// was not attempted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_seconds: Option<f64>,
+    /// Seconds the verification of restored files took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_seconds: Option<f64>,
 }
 
 /// The outcome of a drill.
@@ -57,9 +71,16 @@ pub struct DrillReport {
     pub time: String,
     /// Every source restored and matched.
     pub ok: bool,
-    /// After a passed drill: the id of the snapshot as relabelled with `drill.verified`.
+    /// When the drill started (RFC 3339).
+    pub started: String,
+    /// Seconds from start to end.
+    pub duration_seconds: f64,
+    /// The measured recovery time: seconds spent restoring the sources.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub recorded_as: Option<String>,
+    pub rto_seconds: Option<f64>,
+    /// The id of the drill result recorded (`drills/<id>`), unless told not to record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<String>,
     pub sources: Vec<SourceResult>,
     /// Scratch directories of earlier drills that died (their process no longer running),
     /// removed before this one started.
@@ -91,6 +112,8 @@ impl SourceResult {
             checked: String::new(),
             problems: Vec::new(),
             database: None,
+            restore_seconds: None,
+            verify_seconds: None,
         }
     }
 }
@@ -224,8 +247,9 @@ pub fn drilled_sources(snapshot: &Snapshot) -> Vec<SourceRecord> {
 /// Drills snapshot `id`. `connect` gives the connection of each `postgres` source (its
 /// failure fails that source only). The scratch directory and databases are removed whatever
 /// happens; a scratch database that cannot be dropped fails its source. With
-/// `options.record`, a passed drill relabels the snapshot (a new snapshot id; see
-/// [`Snapshot::relabel`]).
+/// `options.record`, the result is written as a drill result object, a failed drill's too, and
+/// an error that stopped the drill (other than an interruption) is recorded as a failed drill
+/// before it is returned. The snapshot itself is never rewritten.
 pub fn drill(
     repo: &Repository,
     id: &SnapshotId,
@@ -234,6 +258,70 @@ pub fn drill(
     connect: &mut dyn FnMut(&SourceRecord) -> Result<PgSource>,
     cancel: &AtomicBool,
 ) -> Result<DrillReport> {
+    let started = jiff::Zoned::now();
+    let clock = std::time::Instant::now();
+    let outcome = drill_sources(repo, id, snapshot, options, connect, cancel);
+    let duration = clock.elapsed().as_secs_f64();
+    let record = |results: &[SourceResult], error: Option<&Error>| {
+        drill_history::record(
+            repo,
+            id,
+            snapshot,
+            &drill_history::Run {
+                started: &started,
+                hostname: &options.hostname,
+                duration_seconds: duration,
+                sources: results,
+                error,
+            },
+        )
+    };
+    let (results, stale_scratch_removed, stale_scratch_problems) = match outcome {
+        Ok(done) => done,
+        Err(Error::Interrupted) => return Err(Error::Interrupted),
+        Err(e) => {
+            if options.record {
+                if let Err(saving) = record(&[], Some(&e)) {
+                    return Err(Error::InvalidInput(format!(
+                        "{e}; recording the failed drill failed too: {saving}"
+                    )));
+                }
+            }
+            return Err(e);
+        }
+    };
+    let ok = results.iter().all(|r| r.ok);
+    let recorded = if options.record {
+        Some(record(&results, None)?.to_hex())
+    } else {
+        None
+    };
+    Ok(DrillReport {
+        snapshot: id.to_hex(),
+        time: snapshot.time.to_string(),
+        ok,
+        started: drill_history::rfc3339(&started),
+        duration_seconds: duration,
+        rto_seconds: drill_history::rto(&results),
+        recorded,
+        sources: results,
+        stale_scratch_removed,
+        stale_scratch_problems,
+    })
+}
+
+/// The sources' results, and the stale scratch directories removed and not removed.
+type Drilled = (Vec<SourceResult>, Vec<String>, Vec<String>);
+
+/// Restores and checks every source of the snapshot in a scratch directory removed after.
+fn drill_sources(
+    repo: &Repository,
+    id: &SnapshotId,
+    snapshot: &Snapshot,
+    options: &DrillOptions,
+    connect: &mut dyn FnMut(&SourceRecord) -> Result<PgSource>,
+    cancel: &AtomicBool,
+) -> Result<Drilled> {
     let short = id.short();
     let (stale_scratch_removed, stale_scratch_problems) =
         remove_stale_scratch(&scratch_parent(options.scratch_parent.as_deref()));
@@ -250,26 +338,7 @@ pub fn drill(
         results.push(result);
     }
     drop(dir);
-    let ok = results.iter().all(|r| r.ok);
-    // Snapshots are immutable objects, so recording writes a relabelled copy and removes the
-    // original (docs/repository-format.md, section 10.2).
-    let recorded_as = if ok && options.record {
-        let now = jiff::Timestamp::now().to_string();
-        let labels = std::collections::BTreeMap::from([(VERIFIED_LABEL.to_string(), now)]);
-        let new_id = snapshot.relabel(repo.storage(), repo.keys(), id, &labels)?;
-        Some(new_id.to_hex())
-    } else {
-        None
-    };
-    Ok(DrillReport {
-        snapshot: id.to_hex(),
-        time: snapshot.time.to_string(),
-        ok,
-        recorded_as,
-        sources: results,
-        stale_scratch_removed,
-        stale_scratch_problems,
-    })
+    Ok((results, stale_scratch_removed, stale_scratch_problems))
 }
 
 fn drill_files(
@@ -281,6 +350,7 @@ fn drill_files(
 ) -> SourceResult {
     let dest = dir.join(&record.name);
     let mut result = SourceResult::new(record);
+    let clock = std::time::Instant::now();
     let restored = if walk::split_path(&record.tree_path).is_empty() {
         // The whole snapshot: its root tree has no node of its own to restore as a subtree.
         let options = RestoreOptions {
@@ -303,12 +373,16 @@ fn drill_files(
             &progress,
         )
     };
+    result.restore_seconds = Some(clock.elapsed().as_secs_f64());
     if let Err(e) = restored {
         result.checked = "restore failed".into();
         result.problems.push(format!("{e}"));
         return result;
     }
-    match verify_restored(repo, snapshot, &record.tree_path, &dest) {
+    let clock = std::time::Instant::now();
+    let verified = verify_restored(repo, snapshot, &record.tree_path, &dest);
+    result.verify_seconds = Some(clock.elapsed().as_secs_f64());
+    match verified {
         Ok(check) => {
             result.checked = format!(
                 "{} files, {} restored and verified chunk by chunk",
@@ -346,6 +420,7 @@ fn drill_database(
     let scratch = format!("coffer_drill_{short}_{}_{index}", std::process::id());
     // A scratch database that already has tables is never touched.
     let mut refuse = |_: &str, _: u64| false;
+    let clock = std::time::Instant::now();
     let restored = restore_database(
         repo,
         snapshot,
@@ -355,6 +430,7 @@ fn drill_database(
         &mut refuse,
         std::time::Duration::ZERO,
     );
+    result.restore_seconds = Some(clock.elapsed().as_secs_f64());
     let dropped = pg.drop_database(&scratch);
     match restored {
         Ok(report) => {
@@ -455,7 +531,7 @@ mod tests {
     }
 
     #[test]
-    fn a_passed_drill_checks_every_source_and_is_recorded_on_the_snapshot() {
+    fn a_passed_drill_checks_every_source_and_is_recorded_beside_the_snapshot() {
         let tmp = tempfile::tempdir().unwrap();
         let (files, env) = app(tmp.path());
         let (repo, id, snap) = backed_up(repository(), &[("files", files), ("env", env)]);
@@ -464,6 +540,7 @@ mod tests {
         let options = DrillOptions {
             scratch_parent: Some(scratch.clone()),
             record: true,
+            hostname: "drillhost".into(),
         };
         let report = drill_without_databases(&repo, &id, &snap, &options);
         assert!(report.ok, "{report:?}");
@@ -490,18 +567,37 @@ mod tests {
             "the scratch directory was left behind"
         );
 
-        // Recorded: the snapshot is replaced by a relabelled copy.
+        assert!(report.sources.iter().all(|s| s.restore_seconds.is_some()));
+        assert!(report.sources.iter().all(|s| s.verify_seconds.is_some()));
+        let rto = report.rto_seconds.unwrap();
+        assert!(rto >= 0.0 && rto <= report.duration_seconds, "{report:?}");
+
+        // Recorded as a drill result; the snapshot is unchanged, under its id.
         let all = Snapshot::load_all(repo.storage(), repo.keys())
             .unwrap()
             .good;
         assert_eq!(all.len(), 1);
-        let (new_id, relabelled) = &all[0];
-        assert_eq!(
-            report.recorded_as.as_deref(),
-            Some(new_id.to_hex().as_str())
+        assert_eq!(all[0].0, id);
+        assert_eq!(all[0].1, snap);
+        let results = crate::format::drill::DrillResult::load_all(repo.storage(), repo.keys())
+            .unwrap()
+            .good;
+        assert_eq!(results.len(), 1);
+        let (drill_id, result) = &results[0];
+        assert_eq!(report.recorded.as_deref(), Some(drill_id.to_hex().as_str()));
+        assert!(result.passed);
+        assert_eq!(result.snapshot, id);
+        assert_eq!(result.hostname, "drillhost");
+        assert_eq!(result.snapshot_sources, ["env", "files"]);
+        assert_eq!(result.time.as_str(), report.started);
+        // Kept to the millisecond.
+        let kept = result.rto_seconds.unwrap();
+        assert!(
+            (kept - report.rto_seconds.unwrap()).abs() <= 0.0005,
+            "{kept}"
         );
-        assert!(relabelled.labels.contains_key(VERIFIED_LABEL));
-        assert_eq!(relabelled.original, Some(id));
+        assert_eq!(result.sources.len(), 2);
+        assert!(result.sources.iter().all(|s| s.passed));
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["sources"][0]["source"], "env");
         assert!(json["sources"][0].get("database").is_none());
@@ -516,6 +612,7 @@ mod tests {
         let options = DrillOptions {
             scratch_parent: Some(tmp.path().to_path_buf()),
             record: false,
+            hostname: "h".into(),
         };
         let report = drill_without_databases(&repo, &id, &snap, &options);
         assert!(report.ok, "{report:?}");
@@ -524,7 +621,13 @@ mod tests {
         assert_eq!(report.sources[0].kind, "path");
         assert!(report.sources[0].checked.starts_with("2 files"));
         // Not recorded when not asked to.
-        assert_eq!(report.recorded_as, None);
+        assert_eq!(report.recorded, None);
+        assert!(
+            crate::format::drill::DrillResult::load_all(repo.storage(), repo.keys())
+                .unwrap()
+                .good
+                .is_empty()
+        );
         let all = Snapshot::load_all(repo.storage(), repo.keys())
             .unwrap()
             .good;
@@ -567,6 +670,7 @@ mod tests {
         let options = DrillOptions {
             scratch_parent: Some(scratch.clone()),
             record: true,
+            hostname: "h".into(),
         };
         let report = drill_without_databases(&repo, &id, &snap, &options);
         assert!(!report.ok);
@@ -578,8 +682,19 @@ mod tests {
         let lost = &report.sources[2];
         assert_eq!(lost.checked, "restore failed");
         assert!(lost.problems[0].contains("/nowhere"), "{:?}", lost.problems);
-        // A failed drill is not recorded, and leaves nothing behind.
-        assert_eq!(report.recorded_as, None);
+        // A failed drill is recorded too, with each source's verdict, and leaves nothing
+        // behind.
+        let results = crate::format::drill::DrillResult::load_all(repo.storage(), repo.keys())
+            .unwrap()
+            .good;
+        assert_eq!(results.len(), 1);
+        let (drill_id, result) = &results[0];
+        assert_eq!(report.recorded, Some(drill_id.to_hex()));
+        assert!(!result.passed);
+        assert_eq!(result.failed_sources(), ["db", "lost"]);
+        assert_eq!(result.sources[0].problems, ["no server for db"]);
+        assert_eq!(result.sources[0].restore_seconds, None);
+        assert_eq!(result.error, None);
         assert_eq!(
             Snapshot::load_all(repo.storage(), repo.keys())
                 .unwrap()
@@ -600,21 +715,36 @@ mod tests {
         let options = DrillOptions {
             scratch_parent: Some(scratch.clone()),
             record: true,
+            hostname: "h".into(),
         };
         let cancel = AtomicBool::new(true);
         let e = drill(&repo, &id, &snap, &options, &mut no_database, &cancel).unwrap_err();
         assert!(matches!(e, Error::Interrupted), "{e:?}");
         assert!(is_empty_dir(&scratch));
+        // An interruption is no verdict: nothing recorded.
+        let results = || {
+            crate::format::drill::DrillResult::load_all(repo.storage(), repo.keys())
+                .unwrap()
+                .good
+        };
+        assert!(results().is_empty());
 
+        // An error that stops the drill is recorded as a failed drill naming it.
         let missing = DrillOptions {
             scratch_parent: Some(tmp.path().join("absent")),
-            record: false,
+            record: true,
+            hostname: "h".into(),
         };
         let e = drill(&repo, &id, &snap, &missing, &mut no_database, &cancel).unwrap_err();
         assert!(
             e.to_string().starts_with("creating the drill directory"),
             "{e}"
         );
+        let recorded = results();
+        assert_eq!(recorded.len(), 1);
+        assert!(!recorded[0].1.passed);
+        assert!(recorded[0].1.sources.is_empty());
+        assert_eq!(recorded[0].1.error.as_deref(), Some(e.to_string().as_str()));
     }
 
     #[test]

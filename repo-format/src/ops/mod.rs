@@ -4,6 +4,7 @@ pub mod backup;
 pub mod check;
 pub mod copy;
 pub mod drill;
+pub mod drill_history;
 pub mod forget;
 pub mod progress;
 pub mod prune;

@@ -202,6 +202,8 @@ pub fn recorded_connection(record: &SourceRecord) -> Result<PgSource> {
         command_prefix: Vec::new(),
         dump_args: Vec::new(),
         format: DumpFormat::parse(&recorded.format).unwrap_or(DumpFormat::Custom),
+        consistency: Default::default(),
+        lock_timeout: None,
     })
 }
 

@@ -9,7 +9,8 @@
 
 use crate::error::{Error, Result};
 use crate::format::config::RepoConfig;
-use crate::format::id::{IndexId, KeyId, PlanId, SnapshotId};
+use crate::format::drill::{self, DrillResult};
+use crate::format::id::{DrillId, IndexId, KeyId, PlanId, SnapshotId};
 use crate::format::index::{IndexFile, MasterIndex};
 use crate::format::key::{ObjectClass, ObjectKey};
 use crate::format::keyfile::{kdf_cost, kdf_is_bounded, KeyFile};
@@ -169,6 +170,50 @@ impl Snapshot {
             storage.delete(&ObjectKey::Snapshot(*id).to_string())?;
         }
         Ok(new_id)
+    }
+}
+
+/// Every drill result, oldest first, and the damaged ones apart (id and error).
+#[derive(Debug, Default)]
+pub struct DrillResults {
+    pub good: Vec<(DrillId, DrillResult)>,
+    pub damaged: Vec<(DrillId, Error)>,
+}
+
+impl DrillResult {
+    /// Seals and writes the drill result; returns its id.
+    pub fn save(&self, storage: &Storage, keys: &MasterKeys) -> Result<DrillId> {
+        let (id, bytes) = self.to_stored(keys)?;
+        write(storage, &ObjectKey::Drill(id), bytes)?;
+        Ok(id)
+    }
+
+    /// Reads and verifies one drill result.
+    pub fn load(storage: &Storage, keys: &MasterKeys, id: &DrillId) -> Result<DrillResult> {
+        let bytes = read_bounded(storage, &ObjectKey::Drill(*id))?;
+        DrillResult::from_stored(keys, id, &bytes)
+    }
+
+    /// Every drill result, oldest first (by drill time, ties by id), the damaged ones set
+    /// apart. Names under `drills/` that are not drill result names are ignored; a result
+    /// deleted between listing and reading is left out.
+    pub fn load_all(storage: &Storage, keys: &MasterKeys) -> Result<DrillResults> {
+        let mut out = DrillResults::default();
+        for (_, key) in list_keys(storage, ObjectClass::Drill)? {
+            let ObjectKey::Drill(id) = key else {
+                continue;
+            };
+            match DrillResult::load(storage, keys, &id) {
+                Ok(result) => out.good.push((id, result)),
+                Err(Error::Missing { .. }) => continue,
+                Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
+                    out.damaged.push((id, e))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        drill::sort_by_time(&mut out.good);
+        Ok(out)
     }
 }
 
@@ -511,6 +556,56 @@ mod tests {
         let copy = Snapshot::load(&storage, &keys, &new_id).unwrap();
         assert_eq!(copy.original, Some(id));
         assert_eq!(copy.labels, labels);
+    }
+
+    #[test]
+    fn drill_results_save_load_and_damaged_ones_are_set_apart() {
+        use crate::format::drill::DrillSourceResult;
+        let storage = Storage::in_memory().unwrap();
+        let keys = MasterKeys::generate().unwrap();
+        let at = |time: &str| DrillResult {
+            snapshot: SnapshotId([3; 32]),
+            snapshot_time: "2026-12-01T03:00:00Z".parse().unwrap(),
+            snapshot_hostname: "h".into(),
+            snapshot_sources: vec!["files".into()],
+            time: time.parse().unwrap(),
+            hostname: "h".into(),
+            passed: true,
+            duration_seconds: Some(1.0),
+            rto_seconds: Some(0.5),
+            sources: vec![DrillSourceResult {
+                name: "files".into(),
+                kind: "path".into(),
+                passed: true,
+                checked: "1 files".into(),
+                restore_seconds: Some(0.5),
+                verify_seconds: Some(0.1),
+                problems: Vec::new(),
+            }],
+            error: None,
+            program_version: "test".into(),
+        };
+        let late = at("2026-12-06T05:00:00Z").save(&storage, &keys).unwrap();
+        let early = at("2026-12-06T04:00:00Z").save(&storage, &keys).unwrap();
+        let bad = at("2026-12-06T06:00:00Z").save(&storage, &keys).unwrap();
+        storage
+            .put_new("drills/.nfs0001", Bytes::from_static(b"x"))
+            .unwrap();
+        assert_eq!(
+            DrillResult::load(&storage, &keys, &early).unwrap(),
+            at("2026-12-06T04:00:00Z")
+        );
+        let key = ObjectKey::Drill(bad).to_string();
+        assert_eq!(key, format!("drills/{}", bad.to_hex()));
+        let mut bytes = storage.get("x", &key).unwrap().to_vec();
+        bytes[30] ^= 1;
+        overwrite(&storage, &key, bytes);
+        let all = DrillResult::load_all(&storage, &keys).unwrap();
+        let ids: Vec<DrillId> = all.good.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [early, late]);
+        assert_eq!(all.damaged.len(), 1);
+        assert_eq!(all.damaged[0].0, bad);
+        assert!(all.damaged[0].1.to_string().contains("drill result"));
     }
 
     #[test]

@@ -293,6 +293,62 @@ pub fn start_error(command: &str, e: std::io::Error, not_found_hint: &str) -> Er
     }
 }
 
+/// How a child run with a deadline ([`run_with_deadline`]) ended.
+#[derive(Debug)]
+pub enum Deadline {
+    /// It ended by itself: its exit status (code or signal).
+    Exited(ExitStatus),
+    /// It was still running when the time was up, and was stopped.
+    TimedOut,
+    /// The cancel flag was set (Ctrl-C, SIGTERM), and it was stopped.
+    Interrupted,
+}
+
+/// Runs `command` to its end with stdin from `/dev/null` and its stdout and stderr both on
+/// Coffer's stderr (never on Coffer's stdout, which may carry JSON), in its own process group.
+/// When `timeout` has passed or `cancel` is set, the whole group is stopped: SIGTERM, then
+/// SIGKILL after [`STOP_GRACE`]. For hooks: commands whose output is for the operator to read.
+pub fn run_with_deadline(
+    mut command: Command,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> std::io::Result<Deadline> {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stderr().as_fd().try_clone_to_owned()?;
+    let mut child = command
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let started = Instant::now();
+    let ended = loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Deadline::Exited(status));
+        }
+        if cancel.load(Ordering::Relaxed) {
+            break Deadline::Interrupted;
+        }
+        if started.elapsed() >= timeout {
+            break Deadline::TimedOut;
+        }
+        std::thread::sleep(POLL);
+    };
+    // The whole group: a shell's children too. SIGKILL follows whether or not the leader
+    // ended on SIGTERM, so a child that ignores it does not outlive the hook.
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let group = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline && child.try_wait()?.is_none() {
+            std::thread::sleep(POLL);
+        }
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
+    child.wait()?;
+    Ok(ended)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +463,45 @@ mod tests {
         assert_eq!(read_tail(&data[..], 1000), &data[data.len() - 1000..]);
         assert_eq!(read_tail(&data[..10], 1000), &data[..10]);
         assert_eq!(read_tail(&b""[..], 1000), b"");
+    }
+
+    #[test]
+    fn a_child_with_a_deadline_ends_stops_or_is_interrupted() {
+        let no = AtomicBool::new(false);
+        let long = Duration::from_secs(30);
+        match run_with_deadline(sh("exit 3"), long, &no).unwrap() {
+            Deadline::Exited(status) => assert_eq!(status.code(), Some(3)),
+            other => panic!("{other:?}"),
+        }
+        match run_with_deadline(sh("true"), long, &no).unwrap() {
+            Deadline::Exited(status) => assert!(status.success()),
+            other => panic!("{other:?}"),
+        }
+        // A shell whose child ignores SIGTERM: both gone at the deadline plus the grace.
+        let tmp = tempfile::tempdir().unwrap();
+        let pid_file = tmp.path().join("pid");
+        let script = format!(
+            "sh -c 'trap \"\" TERM; echo $$ > {}; sleep 30' ; sleep 30",
+            pid_file.display()
+        );
+        let started = Instant::now();
+        let ended = run_with_deadline(sh(&script), Duration::from_millis(300), &no).unwrap();
+        assert!(matches!(ended, Deadline::TimedOut), "{ended:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(!alive, "the hook's child {pid} outlived it");
+        let cancel = AtomicBool::new(true);
+        let ended = run_with_deadline(sh("sleep 30"), long, &cancel).unwrap();
+        assert!(matches!(ended, Deadline::Interrupted), "{ended:?}");
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheUse {
     /// Every read goes through the cache: immutable, content-named metadata that most
-    /// commands read (snapshots, index files).
+    /// commands read (snapshots, index files, drill results).
     Always,
     /// Only reads that ask for it ([`Storage::get_cached`](super::Storage::get_cached),
     /// [`Storage::get_bounded_cached`](super::Storage::get_bounded_cached)): packs, where tree
@@ -49,7 +49,9 @@ impl CacheUse {
     /// The policy for the object under `key`.
     pub fn of(key: &str) -> CacheUse {
         match ObjectKey::parse(key).map(|k| k.class()) {
-            Some(ObjectClass::Snapshot | ObjectClass::Index) => CacheUse::Always,
+            Some(ObjectClass::Snapshot | ObjectClass::Index | ObjectClass::Drill) => {
+                CacheUse::Always
+            }
             Some(ObjectClass::Pack) => CacheUse::OnRequest,
             _ => CacheUse::Never,
         }

@@ -136,7 +136,7 @@ impl CheckReport {
 }
 
 /// Directories whose stray names (not Coffer's) check reports.
-const STRAY_CHECKED_DIRS: [&str; 5] = ["keys", "snapshots", "index", "plans", "data"];
+const STRAY_CHECKED_DIRS: [&str; 6] = ["keys", "snapshots", "index", "plans", "data", "drills"];
 
 /// Runs check; the report says whether the repository is clean.
 pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
@@ -155,6 +155,7 @@ pub fn check_with_progress(
     let mut report = CheckReport::default();
     stray_names(storage, &mut report)?;
     staging(storage, &mut report)?;
+    drill_results(storage, keys, &mut report)?;
     let expected = load_expected(storage, keys, &mut report)?;
     report.blobs = expected.index.len();
 
@@ -250,6 +251,21 @@ fn stray_names(storage: &Storage, report: &mut CheckReport) -> Result<()> {
                 ),
             });
         }
+    }
+    Ok(())
+}
+
+/// Drill results that cannot be read: worth knowing (the drill history misses them), but they
+/// refer to no data, so they are warnings, not damage.
+fn drill_results(storage: &Storage, keys: &MasterKeys, report: &mut CheckReport) -> Result<()> {
+    for (id, e) in crate::format::drill::DrillResult::load_all(storage, keys)?.damaged {
+        report.warnings.push(Problem {
+            object: crate::format::key::ObjectKey::Drill(id).to_string(),
+            message: format!(
+                "{e}; only the drill history misses it (it refers to no data); remove it once \
+                 you have kept a copy for analysis"
+            ),
+        });
     }
     Ok(())
 }

@@ -6,10 +6,12 @@
 //! database's container.
 //!
 //! Consistency: a `psql` child holds a `REPEATABLE READ, READ ONLY` transaction open over its
-//! stdin/stdout, exports its snapshot (`pg_export_snapshot()`), reads the server version and the
+//! stdin/stdout (or `SERIALIZABLE, READ ONLY, DEFERRABLE` with [`Consistency::SerializableDeferrable`]),
+//! exports its snapshot (`pg_export_snapshot()`), reads the server version and the
 //! exact row count of every table in that snapshot, and stays open while `pg_dump --snapshot`
 //! dumps the very same state. The counts recorded in the snapshot are therefore the counts of
-//! the dump, and a restore can be checked against them.
+//! the dump, and a restore can be checked against them. A [`PgSource::lock_timeout`] applies to
+//! both phases: `SET lock_timeout` in the counting session, `--lock-wait-timeout` for pg_dump.
 //!
 //! Secrets: a connection URL's parts reach the children through libpq's environment variables
 //! (`PGHOST`, `PGPASSWORD` ...), never argv; [`PgUrl`]'s `Debug` and every error show it with the
@@ -73,6 +75,53 @@ pub struct PgSource {
     /// Extra `pg_dump` arguments.
     pub dump_args: Vec<String>,
     pub format: DumpFormat,
+    /// The isolation of the exporting transaction.
+    pub consistency: Consistency,
+    /// How long the row count and pg_dump may wait for a table lock before failing (none:
+    /// as long as it takes).
+    pub lock_timeout: Option<std::time::Duration>,
+}
+
+/// The isolation of the transaction whose snapshot is dumped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// `REPEATABLE READ, READ ONLY` (the default): a consistent snapshot at once.
+    #[default]
+    RepeatableRead,
+    /// `SERIALIZABLE, READ ONLY, DEFERRABLE`: waits, if need be, for a snapshot that no
+    /// concurrent serializable transaction can make anomalous (pg_dump's
+    /// `--serializable-deferrable`).
+    SerializableDeferrable,
+}
+
+impl Consistency {
+    /// The configuration's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::RepeatableRead => "repeatable-read",
+            Consistency::SerializableDeferrable => "serializable-deferrable",
+        }
+    }
+
+    /// From the configuration's word (`repeatable-read`, `serializable-deferrable`).
+    pub fn parse(s: &str) -> Option<Consistency> {
+        [
+            Consistency::RepeatableRead,
+            Consistency::SerializableDeferrable,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+
+    /// The statement opening the exporting transaction.
+    fn begin(self) -> &'static str {
+        match self {
+            Consistency::RepeatableRead => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;",
+            Consistency::SerializableDeferrable => {
+                "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE;"
+            }
+        }
+    }
 }
 
 impl PgSource {
@@ -129,6 +178,9 @@ impl PgSource {
             DumpFormat::Plain => vec!["--format=plain".to_string()],
         };
         args.push(format!("--snapshot={snapshot}"));
+        if let Some(timeout) = self.lock_timeout {
+            args.push(format!("--lock-wait-timeout={}", timeout.as_millis()));
+        }
         args.extend(self.dump_args.iter().cloned());
         args.push(format!("--dbname={}", self.database));
         args
@@ -330,7 +382,32 @@ fn parse_row_counts(lines: &[String]) -> Result<Vec<TableRows>> {
         .collect()
 }
 
-/// The exporting transaction: a `psql` child holding `REPEATABLE READ` open.
+/// `e`, a failure of the row count, said plainly when it was the lock timeout that ended it.
+fn lock_timed_out(e: Error, timeout: Option<std::time::Duration>) -> Error {
+    match (e, timeout) {
+        (
+            Error::SourceCommand {
+                command,
+                status,
+                stderr,
+            },
+            Some(timeout),
+        ) if stderr.contains("lock timeout") => Error::SourceCommand {
+            command,
+            status: format!(
+                "{status}: counting the rows of the tables waited longer than lock-timeout \
+                 ({} ms) for a table lock that another session holds (an ALTER TABLE, a \
+                 migration, a LOCK TABLE); try again later, or raise lock-timeout",
+                timeout.as_millis()
+            ),
+            stderr,
+        },
+        (e, _) => e,
+    }
+}
+
+/// The exporting transaction: a `psql` child holding `REPEATABLE READ` (or `SERIALIZABLE
+/// DEFERRABLE`) open.
 pub struct SnapshotSession {
     child: Running,
     stdin: Option<ChildStdin>,
@@ -361,7 +438,10 @@ impl SnapshotSession {
             server_version: String::new(),
             tables: Vec::new(),
         };
-        session.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;")?;
+        if let Some(timeout) = source.lock_timeout {
+            session.query(&format!("SET lock_timeout = {};", timeout.as_millis()))?;
+        }
+        session.query(source.consistency.begin())?;
         let lines = session.query("SELECT pg_export_snapshot();")?;
         session.snapshot_id = lines
             .into_iter()
@@ -370,7 +450,10 @@ impl SnapshotSession {
             .ok_or_else(|| session.failure("no snapshot id returned"))?;
         let lines = session.query("SELECT current_setting('server_version');")?;
         session.server_version = lines.concat().trim().to_string();
-        let lines = session.query(ROW_COUNTS_SQL)?;
+        let lines = match session.query(ROW_COUNTS_SQL) {
+            Ok(lines) => lines,
+            Err(e) => return Err(lock_timed_out(e, source.lock_timeout)),
+        };
         session.tables = parse_row_counts(&lines)?;
         Ok(session)
     }
@@ -501,6 +584,56 @@ impl TocCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consistency_words_statements_and_the_lock_timeout_of_pg_dump() {
+        assert_eq!(
+            Consistency::parse("serializable-deferrable"),
+            Some(Consistency::SerializableDeferrable)
+        );
+        assert_eq!(Consistency::parse("serializable"), None);
+        assert_eq!(
+            Consistency::default().begin(),
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;"
+        );
+        assert_eq!(
+            Consistency::SerializableDeferrable.begin(),
+            "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE;"
+        );
+        let mut pg = PgSource {
+            database: "app".into(),
+            url: None,
+            command_prefix: Vec::new(),
+            dump_args: vec!["--no-owner".into()],
+            format: DumpFormat::Custom,
+            consistency: Consistency::default(),
+            lock_timeout: None,
+        };
+        assert!(!pg
+            .dump_arguments("S")
+            .iter()
+            .any(|a| a.contains("lock-wait")));
+        pg.lock_timeout = Some(std::time::Duration::from_millis(1500));
+        let args = pg.dump_arguments("S");
+        assert!(
+            args.contains(&"--lock-wait-timeout=1500".to_string()),
+            "{args:?}"
+        );
+        // A lock timeout in the row count is said plainly; other failures stay as they are.
+        let failed = |stderr: &str| Error::SourceCommand {
+            command: "psql".into(),
+            status: "psql stopped (exit status: 3)".into(),
+            stderr: stderr.into(),
+        };
+        let said = lock_timed_out(
+            failed("ERROR:  canceling statement due to lock timeout"),
+            pg.lock_timeout,
+        )
+        .to_string();
+        assert!(said.contains("lock-timeout (1500 ms)"), "{said}");
+        let other = lock_timed_out(failed("ERROR:  permission denied"), pg.lock_timeout);
+        assert!(!other.to_string().contains("lock-timeout"), "{other}");
+    }
 
     #[test]
     fn quoting() {
