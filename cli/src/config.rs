@@ -61,7 +61,50 @@ pub struct Config {
     pub notify: Option<NotifyConfig>,
     /// Thresholds of the anomaly warnings after a backup (docs/operations.md).
     pub anomaly: Option<Thresholds>,
+    /// Where `coffer drill` restores database sources (docs/config.md).
+    pub drill: Option<DrillConfig>,
 }
+
+// ---- [drill]: the drill's database server (issue 15, item 3) -----------------------------------
+
+/// `[drill]` in the configuration file.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DrillConfig {
+    /// Environment variable holding the URL of the server drills restore into (default: each
+    /// source's own connection).
+    pub url_env: Option<String>,
+    /// Scratch database names start with this (default `coffer_drill`).
+    pub database_prefix: Option<String>,
+    /// A database the operator created for drills (for a drilling role without CREATEDB).
+    pub database: Option<String>,
+    /// The role that owns everything a drill restores (as `restore --owner`).
+    pub role: Option<String>,
+}
+
+impl DrillConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(p) = &self.database_prefix {
+            let ok = !p.is_empty()
+                && p.len() <= 30
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !p.starts_with(|c: char| c.is_ascii_digit());
+            if !ok {
+                return Err(format!(
+                    "[drill] database-prefix {p:?}: lowercase letters, digits and _ only, \
+                     not starting with a digit, at most 30 characters"
+                ));
+            }
+        }
+        if self.database.as_deref() == Some("") || self.role.as_deref() == Some("") {
+            return Err("[drill] database and role must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+// ---- end of [drill] ---------------------------------------------------------------------------
 
 /// One named source.
 #[derive(Deserialize, Debug)]
@@ -89,6 +132,12 @@ pub struct PostgresConfig {
     pub pg_dump_args: Vec<String>,
     /// `custom` (default) or `plain`.
     pub format: Option<String>,
+    /// Extra pg_restore arguments (options only, `--name=value`; none of those Coffer sets).
+    #[serde(default)]
+    pub pg_restore_args: Vec<String>,
+    /// Record the password hashes of the roles the dump needs (needs a superuser).
+    #[serde(default)]
+    pub roles_with_passwords: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -211,6 +260,9 @@ pub fn parse(text: &str) -> Result<Config> {
     if let Some(a) = &config.anomaly {
         a.validate().map_err(|e| anyhow::anyhow!(e))?;
     }
+    if let Some(d) = &config.drill {
+        d.validate().map_err(|e| anyhow::anyhow!(e))?;
+    }
     for (name, source) in &config.sources {
         if name.is_empty()
             || !name
@@ -232,6 +284,10 @@ pub fn parse(text: &str) -> Result<Config> {
                 }
                 if let Some(url) = &p.url {
                     PgUrl::parse(&url.0).with_context(|| format!("[sources.{name}] url"))?;
+                }
+                coffer_repo::sources::postgres::validate_restore_args(name, &p.pg_restore_args)?;
+                if !p.pg_restore_args.is_empty() && p.format.as_deref() == Some("plain") {
+                    bail!("[sources.{name}] pg-restore-args: a plain-SQL dump is restored by psql, not pg_restore");
                 }
             }
             SourceConfig::Command(c) => {
@@ -310,6 +366,13 @@ pub fn apply_to_global(global: &mut crate::global::GlobalArgs, loaded: &Loaded) 
     }
 }
 
+/// The PostgreSQL URL in the environment variable `var` (`--pg-url-env`, `url-env`).
+pub fn url_from_env(var: &str) -> Result<PgUrl> {
+    let value = std::env::var(var)
+        .map_err(|_| crate::exit::usage(format!("the environment variable {var} is not set")))?;
+    PgUrl::parse(&value).with_context(|| format!("the URL in ${var}"))
+}
+
 /// The PostgreSQL connection of a source.
 pub fn pg_source(name: &str, p: &PostgresConfig) -> Result<PgSource> {
     let url = match (&p.url, &p.url_env) {
@@ -342,6 +405,8 @@ pub fn pg_source(name: &str, p: &PostgresConfig) -> Result<PgSource> {
             .as_deref()
             .and_then(DumpFormat::parse)
             .unwrap_or(DumpFormat::Custom),
+        role_passwords: p.roles_with_passwords,
+        restore_args: p.pg_restore_args.clone(),
     })
 }
 

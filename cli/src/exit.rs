@@ -14,6 +14,9 @@ pub const LOCKED: u8 = 11;
 pub const WRONG_PASSWORD: u8 = 12;
 /// Another run of the same configuration holds the run lock and `--no-wait` was given.
 pub const RUN_LOCKED: u8 = 14;
+/// A database restore was refused before anything was changed: the target server lacks roles
+/// the dump needs (named), and neither --create-roles nor --owner/--no-owner/--no-acl were given.
+pub const MISSING_ROLES: u8 = 15;
 pub const INTERRUPTED: u8 = 130;
 
 /// The help text's table of exit codes.
@@ -28,6 +31,8 @@ pub const TABLE: &str = "Exit codes:
   11   repository locked by a maintenance operation
   12   wrong password
   14   another run of this command and configuration is in progress (--no-wait)
+  15   restore refused, nothing changed: the database server lacks roles the
+       dump needs (named; --create-roles, --owner, --no-owner, --no-acl)
   130  interrupted (Ctrl-C / SIGTERM); nothing partial was committed";
 
 fn repo_error(e: &anyhow::Error) -> Option<&Error> {
@@ -40,6 +45,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         Some(Error::Locked(_)) => LOCKED,
         Some(Error::WrongPassword) => WRONG_PASSWORD,
         Some(Error::Interrupted) => INTERRUPTED,
+        Some(Error::MissingRoles { .. }) => MISSING_ROLES,
         _ => {
             if e.chain()
                 .any(|c| c.downcast_ref::<crate::runlock::RunLocked>().is_some())

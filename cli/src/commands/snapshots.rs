@@ -172,6 +172,27 @@ fn print_details(id: &SnapshotId, s: &Snapshot) -> anyhow::Result<()> {
                     name(&t.table)
                 );
             }
+            if let Some(roles) = &pg.roles {
+                for r in roles {
+                    let mut why = Vec::new();
+                    if r.owner {
+                        why.push("owner");
+                    }
+                    if r.acl {
+                        why.push("privileges");
+                    }
+                    if r.database_owner {
+                        why.push("database owner");
+                    }
+                    if r.login {
+                        why.push("login");
+                    }
+                    if r.password.is_some() {
+                        why.push("password stored");
+                    }
+                    outln!("            role {} ({})", name(&r.name), why.join(", "));
+                }
+            }
         }
     }
     Ok(())

@@ -17,8 +17,8 @@ use crate::format::snapshot::{Snapshot, SourceRecord};
 use crate::ops::restore::{restore, restore_subtree, RestoreOptions};
 use crate::ops::walk;
 use crate::repository::Repository;
-use crate::sources::postgres::PgSource;
-use crate::sources::restore::{restore_database, verify_restored, DatabaseReport};
+use crate::sources::postgres::{PgSource, RoleOptions};
+use crate::sources::restore::{missing_roles, restore_database, verify_restored, DatabaseReport};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +33,82 @@ pub struct DrillOptions {
     pub scratch_parent: Option<PathBuf>,
     /// Record a passed drill as the label [`VERIFIED_LABEL`] on the snapshot.
     pub record: bool,
+    /// Where and as whom database sources are drilled (`[drill]`, `--pg-url-env`).
+    pub server: DrillServer,
 }
+
+// ---- The drill's database server (issue 15, item 3) -------------------------------------------
+
+/// Where database sources are drilled: the connection is the caller's (`connect`); this says
+/// which database and who owns what is restored.
+#[derive(Clone, Debug, Default)]
+pub struct DrillServer {
+    /// Scratch database names start with this (default `coffer_drill`).
+    pub database_prefix: Option<String>,
+    /// Drill in this database, which the operator created for it (owned by the drilling role),
+    /// instead of a scratch database of its own: for a role without CREATEDB. It must hold no
+    /// tables; after the drill, everything the drilling role owns in it is dropped
+    /// (`DROP OWNED BY CURRENT_USER`). Not for a superuser.
+    pub database: Option<String>,
+    /// Every restored object is handed to this role (as `restore --owner`).
+    pub owner: Option<String>,
+}
+
+/// The scratch database of source number `index` of a drill of snapshot `short`.
+fn scratch_database(server: &DrillServer, short: &str, index: usize) -> String {
+    if let Some(db) = &server.database {
+        return db.clone();
+    }
+    let prefix = server.database_prefix.as_deref().unwrap_or("coffer_drill");
+    format!("{prefix}_{short}_{}_{index}", std::process::id())
+}
+
+/// Refuses a pre-created drill database that is missing, or drilled in by a superuser (whose
+/// objects `DROP OWNED` cannot remove).
+fn check_drill_database(pg: &PgSource, database: &str) -> Result<()> {
+    if !pg.database_exists(database)? {
+        return Err(Error::InvalidInput(format!(
+            "the drill database {database} ([drill] database) does not exist: create it for \
+             the drilling role (CREATE DATABASE {} OWNER <role>)",
+            crate::sources::postgres::quote_ident(database)
+        )));
+    }
+    let lines = pg.psql(
+        database,
+        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user;\n",
+    )?;
+    if lines.iter().any(|l| l.trim() == "t") {
+        return Err(Error::InvalidInput(format!(
+            "[drill] database {database} is for a drilling role without CREATEDB; a superuser \
+             drills in scratch databases of its own (remove `database` from [drill])"
+        )));
+    }
+    Ok(())
+}
+
+/// The roles the drill server lacks for a restore that keeps owners (or hands them to
+/// `server.owner`) and privileges, and the options the drill restores with: without those
+/// owners and privileges when roles are missing, so that the data is still checked.
+fn drill_roles(
+    pg: &PgSource,
+    record: &SourceRecord,
+    server: &DrillServer,
+) -> Result<(Vec<String>, RoleOptions)> {
+    let mut options = RoleOptions {
+        owner: server.owner.clone(),
+        ..RoleOptions::default()
+    };
+    let missing = missing_roles(pg, record, &options)?;
+    if !missing.is_empty() && record.postgres.as_ref().is_none_or(|p| p.format != "plain") {
+        options.no_acl = true;
+        if options.owner.is_none() {
+            options.no_owner = true;
+        }
+    }
+    Ok((missing, options))
+}
+
+// ---- end of the drill's database server --------------------------------------------------------
 
 /// The outcome for one source.
 #[derive(Clone, Debug, Serialize)]
@@ -46,6 +121,11 @@ pub struct SourceResult {
     pub problems: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseReport>,
+    /// Roles the dump needs that the drill's server lacks: what a new host would need (a
+    /// restore there needs `--create-roles`). The drill then restores without owners and
+    /// privileges. Not a failure.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_roles: Vec<String>,
 }
 
 /// The outcome of a drill.
@@ -91,6 +171,7 @@ impl SourceResult {
             checked: String::new(),
             problems: Vec::new(),
             database: None,
+            missing_roles: Vec::new(),
         }
     }
 }
@@ -244,7 +325,9 @@ pub fn drill(
             return Err(Error::Interrupted);
         }
         let result = match record.kind.as_str() {
-            "postgres" => drill_database(repo, snapshot, record, connect, &short, i),
+            "postgres" => {
+                drill_database(repo, snapshot, record, connect, &short, i, &options.server)
+            }
             _ => drill_files(repo, snapshot, record, &dir.0, cancel),
         };
         results.push(result);
@@ -323,6 +406,7 @@ fn drill_database(
     connect: &mut dyn FnMut(&SourceRecord) -> Result<PgSource>,
     short: &str,
     index: usize,
+    server: &DrillServer,
 ) -> SourceResult {
     let mut result = SourceResult::new(record);
     let pg = match connect(record) {
@@ -333,7 +417,23 @@ fn drill_database(
             return result;
         }
     };
-    let scratch = format!("coffer_drill_{short}_{}_{index}", std::process::id());
+    let scratch = scratch_database(server, short, index);
+    let prepared = match &server.database {
+        Some(db) => check_drill_database(&pg, db),
+        None => Ok(()),
+    }
+    .and_then(|()| drill_roles(&pg, record, server));
+    let roles = match prepared {
+        Ok((missing, roles)) => {
+            result.missing_roles = missing;
+            roles
+        }
+        Err(e) => {
+            result.checked = "not restored".into();
+            result.problems.push(format!("{e}"));
+            return result;
+        }
+    };
     // A scratch database that already has tables is never touched.
     let mut refuse = |_: &str, _: u64| false;
     let restored = restore_database(
@@ -344,8 +444,15 @@ fn drill_database(
         &scratch,
         &mut refuse,
         std::time::Duration::ZERO,
+        &roles,
     );
-    let dropped = pg.drop_database(&scratch);
+    let refused = matches!(&restored, Err(Error::InvalidInput(m)) if m.contains("refusing to restore into it"));
+    let dropped = match &server.database {
+        // Its tables were there before the drill: not the drill's to remove.
+        Some(_) if refused => Ok(()),
+        Some(db) => pg.psql(db, "DROP OWNED BY CURRENT_USER;\n").map(|_| ()),
+        None => pg.drop_database(&scratch),
+    };
     match restored {
         Ok(report) => {
             let problems = report.mismatches();
@@ -354,6 +461,14 @@ fn drill_database(
                 super::human_bytes(report.bytes),
                 report.tables.len()
             );
+            if !result.missing_roles.is_empty() {
+                result.checked.push_str(&format!(
+                    "; this server lacks the role(s) {} that the dump needs (a new host needs \
+                     them: restore there with --create-roles), so owners and privileges were \
+                     not restored",
+                    result.missing_roles.join(", ")
+                ));
+            }
             result.ok = problems.is_empty();
             result.problems = problems;
             result.database = Some(report);
@@ -454,6 +569,7 @@ mod tests {
         let options = DrillOptions {
             scratch_parent: Some(scratch.clone()),
             record: true,
+            ..DrillOptions::default()
         };
         let report = drill_without_databases(&repo, &id, &snap, &options);
         assert!(report.ok, "{report:?}");
@@ -506,6 +622,7 @@ mod tests {
         let options = DrillOptions {
             scratch_parent: Some(tmp.path().to_path_buf()),
             record: false,
+            ..DrillOptions::default()
         };
         let report = drill_without_databases(&repo, &id, &snap, &options);
         assert!(report.ok, "{report:?}");
@@ -557,6 +674,7 @@ mod tests {
         let options = DrillOptions {
             scratch_parent: Some(scratch.clone()),
             record: true,
+            ..DrillOptions::default()
         };
         let report = drill_without_databases(&repo, &id, &snap, &options);
         assert!(!report.ok);
@@ -590,6 +708,7 @@ mod tests {
         let options = DrillOptions {
             scratch_parent: Some(scratch.clone()),
             record: true,
+            ..DrillOptions::default()
         };
         let cancel = AtomicBool::new(true);
         let e = drill(&repo, &id, &snap, &options, &mut no_database, &cancel).unwrap_err();
@@ -599,6 +718,7 @@ mod tests {
         let missing = DrillOptions {
             scratch_parent: Some(tmp.path().join("absent")),
             record: false,
+            ..DrillOptions::default()
         };
         let e = drill(&repo, &id, &snap, &missing, &mut no_database, &cancel).unwrap_err();
         assert!(

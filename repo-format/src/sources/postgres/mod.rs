@@ -16,13 +16,15 @@
 //! password replaced (`url.rs`).
 
 mod replace;
+mod roles;
 mod url;
 
 pub use replace::{fresh_name, previous_name, Session};
+pub use roles::{create_role_sql, validate_restore_args, RoleOptions};
 pub use url::PgUrl;
 
 use crate::error::{Error, Result};
-use crate::format::snapshot::TableRows;
+use crate::format::snapshot::{RoleRecord, TableRows};
 use crate::sources::child::Running;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
@@ -73,6 +75,10 @@ pub struct PgSource {
     /// Extra `pg_dump` arguments.
     pub dump_args: Vec<String>,
     pub format: DumpFormat,
+    /// Record the roles' password hashes with the dump (`roles-with-passwords`).
+    pub role_passwords: bool,
+    /// Extra `pg_restore` arguments (checked by [`validate_restore_args`]).
+    pub restore_args: Vec<String>,
 }
 
 impl PgSource {
@@ -217,6 +223,26 @@ impl PgSource {
             })
     }
 
+    /// The `pg_restore` arguments of a restore into `database`: one transaction that stops at
+    /// the first error, owners and privileges as `roles` says, the configured extra arguments.
+    pub fn restore_arguments(&self, database: &str, roles: &RoleOptions) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--clean".into(),
+            "--if-exists".into(),
+            "--single-transaction".into(),
+            "--exit-on-error".into(),
+        ];
+        if roles.no_owner || roles.owner.is_some() {
+            args.push("--no-owner".into());
+        }
+        if roles.no_acl {
+            args.push("--no-acl".into());
+        }
+        args.extend(self.restore_args.iter().cloned());
+        args.push(format!("--dbname={database}"));
+        args
+    }
+
     /// `ANALYZE`, then the exact row count of every table.
     pub fn analyze_and_count(&self, database: &str) -> Result<Vec<TableRows>> {
         let lines = self.psql(database, &format!("ANALYZE;\n{ROW_COUNTS_SQL}\n"))?;
@@ -226,22 +252,18 @@ impl PgSource {
     /// Feeds a dump into `database` (`pg_restore` for custom format, `psql` for plain SQL), in
     /// one transaction that stops at the first error. `feed` writes the dump into the writer it
     /// is given; an error from it aborts the restore.
-    pub fn restore<F>(&self, database: &str, format: DumpFormat, feed: F) -> Result<()>
+    pub fn restore<F>(
+        &self,
+        database: &str,
+        format: DumpFormat,
+        roles: &RoleOptions,
+        feed: F,
+    ) -> Result<()>
     where
         F: FnOnce(&mut dyn Write) -> Result<()>,
     {
         let (program, args): (&str, Vec<String>) = match format {
-            DumpFormat::Custom => (
-                "pg_restore",
-                vec![
-                    "--clean".into(),
-                    "--if-exists".into(),
-                    "--no-owner".into(),
-                    "--single-transaction".into(),
-                    "--exit-on-error".into(),
-                    format!("--dbname={database}"),
-                ],
-            ),
+            DumpFormat::Custom => ("pg_restore", self.restore_arguments(database, roles)),
             DumpFormat::Plain => {
                 let mut a = Self::psql_args(database);
                 a.push("--single-transaction".into());
@@ -342,6 +364,8 @@ pub struct SnapshotSession {
     pub server_version: String,
     /// Row counts in the exported snapshot.
     pub tables: Vec<TableRows>,
+    /// The roles the dump needs (`roles.rs`), read in the same snapshot.
+    pub roles: Vec<RoleRecord>,
 }
 
 impl SnapshotSession {
@@ -360,6 +384,7 @@ impl SnapshotSession {
             snapshot_id: String::new(),
             server_version: String::new(),
             tables: Vec::new(),
+            roles: Vec::new(),
         };
         session.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;")?;
         let lines = session.query("SELECT pg_export_snapshot();")?;
@@ -372,6 +397,8 @@ impl SnapshotSession {
         session.server_version = lines.concat().trim().to_string();
         let lines = session.query(ROW_COUNTS_SQL)?;
         session.tables = parse_row_counts(&lines)?;
+        let lines = session.query(&roles::roles_sql(source.role_passwords))?;
+        session.roles = roles::parse_roles(&lines)?;
         Ok(session)
     }
 
