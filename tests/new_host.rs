@@ -244,6 +244,23 @@ fn roles_travel_with_the_database_and_a_new_host_gets_them() {
     assert!(!h.new.database_exists("app"));
     assert!(roles_of(&h.new).is_empty());
 
+    // --no-owner --no-acl need no role at all: the restoring role owns everything.
+    h.coffer(&[
+        "restore",
+        "latest",
+        "--pg-url-env",
+        "NEW_PG_URL",
+        "--no-owner",
+        "--no-acl",
+        "--pg-target",
+        "app_plain",
+    ])
+    .ok();
+    assert!(roles_of(&h.new).is_empty());
+    let owners = not_owned_by(&h.new, "app_plain", "app");
+    assert!(owners.contains("items:postgres"), "{owners}");
+    assert!(owners.contains("database:postgres"), "{owners}");
+
     // --create-roles --owner app: the roles from the snapshot, the app's role owns everything.
     let run = h
         .coffer(&[
@@ -604,4 +621,65 @@ fn the_documented_recovery() {
     coffer(&new, &["backup"]);
     let listed = coffer(&new, &["snapshots"]);
     assert!(listed.contains("2 snapshot(s)"), "{listed}");
+}
+
+/// A plain-SQL dump runs as written: its roles must exist (`--create-roles`), `--no-owner` and
+/// `--no-acl` are usage errors, and `--owner` hands every object to the app's role afterwards.
+#[test]
+fn plain_dumps_need_their_roles_and_take_an_owner_afterwards() {
+    let h = Hosts::new("format = \"plain\"");
+    let before = h.old.fingerprint("app");
+    h.coffer(&["backup"]).ok();
+    let run = h
+        .coffer(&[
+            "restore",
+            "latest",
+            "--pg-url-env",
+            "NEW_PG_URL",
+            "--no-acl",
+            "--owner",
+            "app",
+        ])
+        .expect_code(2);
+    assert!(run.stderr.contains("plain-SQL"), "{}", run.stderr);
+    // --owner does not make a plain dump's owner roles unnecessary.
+    let run = h
+        .coffer(&[
+            "restore",
+            "latest",
+            "--pg-url-env",
+            "NEW_PG_URL",
+            "--owner",
+            "app",
+        ])
+        .expect_code(15);
+    assert!(
+        run.stderr.contains("lacks the role(s) app, app_pw, app_ro"),
+        "{}",
+        run.stderr
+    );
+    assert!(!h.new.database_exists("app"));
+    h.coffer(&[
+        "restore",
+        "latest",
+        "--pg-url-env",
+        "NEW_PG_URL",
+        "--create-roles",
+        "--owner",
+        "app",
+    ])
+    .ok();
+    assert_eq!(h.new.fingerprint("app"), before);
+    assert_eq!(not_owned_by(&h.new, "app", "app"), "");
+    assert_eq!(
+        psql_as(
+            &h.new,
+            "app",
+            "app",
+            "INSERT INTO billing.invoices(item, amount) VALUES (2, 1); \
+             SELECT count(*) FROM billing.invoices;"
+        )
+        .unwrap(),
+        "21"
+    );
 }

@@ -13,7 +13,7 @@ use coffer_repo::ops::restore::{self as op, RestoreOptions};
 use coffer_repo::ops::restore_sources::{
     self as sources_op, DatabaseState, Failure, Intended, Progress, Restored, SourcesOptions,
 };
-use coffer_repo::sources::postgres::{PgSource, RoleOptions};
+use coffer_repo::sources::postgres::{DumpFormat, PgSource, RoleOptions};
 use coffer_repo::sources::restore::DatabaseReport;
 use coffer_repo::{Repository, Snapshot, SnapshotId};
 use std::io::IsTerminal;
@@ -436,6 +436,16 @@ fn restore_sources(
     };
     let plan =
         sources_op::plan(id, snap, &options).map_err(|e| crate::exit::usage(e.to_string()))?;
+    // Owner and privilege options a database source cannot honour are usage errors.
+    for planned in &plan.sources {
+        if let Some(pg) = &planned.record.postgres {
+            let format = DumpFormat::parse(&pg.format).unwrap_or(DumpFormat::Custom);
+            options
+                .roles
+                .validate(format, &planned.record.name)
+                .map_err(|e| crate::exit::usage(e.to_string()))?;
+        }
+    }
     let short = id.short();
     let mut front = Front {
         ctx,
