@@ -296,6 +296,7 @@ fn drill_newest(repo: &Repository, scratch: &Path, saved: &mut BTreeMap<Snapshot
     let options = DrillOptions {
         scratch_parent: Some(scratch.to_path_buf()),
         record: true,
+        ..DrillOptions::default()
     };
     let mut connect =
         |_: &_| -> Result<_, Error> { Err(Error::InvalidInput("no database in this test".into())) };

@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub scratch_dir: Option<PathBuf>,
     /// Drill the databases on the server whose PostgreSQL URL is in this environment variable
-    /// (overrides [drill] url-env)
+    /// (overrides url-env in the config's drill section)
     #[arg(long, value_name = "VAR")]
     pub pg_url_env: Option<String>,
 }

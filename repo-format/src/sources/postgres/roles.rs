@@ -420,7 +420,7 @@ impl PgSource {
     }
 
     /// Hands every restored object of `database` (and the database) to `owner`
-    /// ([`reassign_sql`]), in one transaction.
+    /// (`reassign_sql`), in one transaction.
     pub fn reassign_to(&self, database: &str, owner: &str) -> Result<()> {
         let sql = format!("BEGIN;\n{}COMMIT;\n", reassign_sql(owner));
         self.psql(database, &sql).map(|_| ())
