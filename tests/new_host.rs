@@ -683,3 +683,62 @@ fn plain_dumps_need_their_roles_and_take_an_owner_afterwards() {
         "21"
     );
 }
+
+/// `pg-restore-args` reach pg_restore (here `--schema=public` leaves the billing schema out, so
+/// the row counts do not match), and arguments that would break Coffer's own are refused when
+/// the config is read, naming them; `roles-with-passwords` needs a superuser.
+#[test]
+fn restore_args_reach_pg_restore_and_cannot_break_it() {
+    let h = Hosts::new("pg-restore-args = [\"--schema=public\"]");
+    h.coffer(&["backup"]).ok();
+    let run = h
+        .coffer(&[
+            "restore",
+            "latest",
+            "--pg-url-env",
+            "NEW_PG_URL",
+            "--create-roles",
+        ])
+        .expect_code(1);
+    assert!(
+        run.stderr
+            .contains("table billing.invoices: 20 rows in the snapshot, missing restored"),
+        "{}",
+        run.stderr
+    );
+    assert!(h.new.database_exists("app"));
+
+    let text = std::fs::read_to_string(&h.config)
+        .unwrap()
+        .replace("--schema=public", "--dbname=elsewhere");
+    std::fs::write(&h.config, text).unwrap();
+    let run = h.coffer(&["restore", "latest", "--dry-run"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr
+            .contains("[sources.db] pg-restore-args: --dbname is set by Coffer"),
+        "{}",
+        run.stderr
+    );
+
+    // Password hashes are only for a superuser's backup.
+    let config = h.env.path("pw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{}\"\n\n[sources.db]\nkind = \"postgres\"\ndatabase = \"app\"\nroles-with-passwords = true\n",
+            h.env.repo
+        ),
+    )
+    .unwrap();
+    let mut cmd = h.env.cmd(&["--config", config.to_str().unwrap(), "backup"]);
+    cmd.env("PGUSER", "app");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("roles-with-passwords = true needs a superuser"),
+        "{stderr}"
+    );
+    assert_eq!(h.env.snapshots().len(), 1);
+}

@@ -397,6 +397,18 @@ impl SnapshotSession {
         session.server_version = lines.concat().trim().to_string();
         let lines = session.query(ROW_COUNTS_SQL)?;
         session.tables = parse_row_counts(&lines)?;
+        if source.role_passwords {
+            let lines =
+                session.query("SELECT rolsuper FROM pg_roles WHERE rolname = current_user;")?;
+            if !lines.iter().any(|l| l.trim() == "t") {
+                return Err(Error::InvalidInput(
+                    "roles-with-passwords = true needs a superuser connection (the password \
+                     hashes are in pg_authid, which only superusers read); connect as one or \
+                     leave roles-with-passwords out; no snapshot was saved"
+                        .into(),
+                ));
+            }
+        }
         let lines = session.query(&roles::roles_sql(source.role_passwords))?;
         session.roles = roles::parse_roles(&lines)?;
         Ok(session)
