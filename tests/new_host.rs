@@ -427,6 +427,22 @@ fn drills_on_a_server_without_the_roles_report_them() {
         run.stdout
     );
 
+    // On the old host every role exists: owners and privileges are restored as a real restore
+    // would, here handed to the app's role ([drill] role).
+    let owner_config = h.env.path("owner.toml");
+    let base = std::fs::read_to_string(&h.config).unwrap();
+    std::fs::write(&owner_config, format!("{base}\n[drill]\nrole = \"app\"\n")).unwrap();
+    let run = h
+        .coffer_with(&owner_config, &["drill", "--no-record", "--json"])
+        .ok();
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(
+        report["sources"][0].get("missing_roles").is_none(),
+        "{report}"
+    );
+    assert_eq!(report["sources"][0]["database"]["owner"], "app", "{report}");
+
     // A role without CREATEDB cannot make scratch databases ...
     h.new.psql(
         "postgres",

@@ -25,12 +25,18 @@ use std::path::{Path, PathBuf};
   coffer restore latest                           (a configured backup: every source back in place)
   coffer restore 3fa2 --only db --pg-target app_restored
   coffer restore latest --dry-run
+  coffer restore latest --only db --create-roles --owner app   (new host: docs/disaster-recovery.md)
+  DB_URL=postgres://admin@10.0.0.5/app coffer restore latest --only db --pg-url-env DB_URL
 
 A database that already has tables is replaced only with --force, or after typing its name at
 the prompt: the snapshot is restored into a fresh database, its row counts checked, and only
 then is it renamed into the old one's place (other connections terminated, after --wait
 SECONDS). If anything fails before that, the old database is untouched. After a database
-restore the row counts are compared with the snapshot's; a mismatch exits 1.")]
+restore the row counts are compared with the snapshot's; a mismatch exits 1.
+
+The roles the dump needs (recorded at backup) are checked first: if the server lacks any, the
+restore is refused before anything changes, naming them (exit 15), unless --create-roles,
+--owner ROLE / --no-owner (owners) or --no-acl (roles in GRANTs) make them unnecessary.")]
 pub struct Args {
     /// Snapshot id, unique id prefix, or `latest`
     pub snapshot: String,
