@@ -505,6 +505,33 @@ fn drills_on_a_server_without_the_roles_report_them() {
             .trim(),
         "0"
     );
+    // Emptied as a new database is, and drillable again.
+    assert_eq!(
+        h.new
+            .psql(
+                "app_drill",
+                "SELECT pg_get_userbyid(nspowner) || ' ' || nspacl::text FROM pg_namespace \
+                 WHERE nspname = 'public';"
+            )
+            .trim(),
+        "pg_database_owner {pg_database_owner=UC/pg_database_owner,=U/pg_database_owner}"
+    );
+    let (code, out) = run(&drill_config);
+    assert_eq!(code, Some(0), "{out}");
+    // A drill database with tables is not touched.
+    h.new.psql(
+        "app_drill",
+        "CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (1);",
+    );
+    let (code, out) = run(&drill_config);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("has 1 tables"), "{out}");
+    assert_eq!(
+        h.new
+            .psql("app_drill", "SELECT count(*) FROM keep_me;")
+            .trim(),
+        "1"
+    );
 }
 
 /// docs/disaster-recovery.md, step by step: the old host (database with its roles, uploads,

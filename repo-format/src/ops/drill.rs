@@ -47,8 +47,7 @@ pub struct DrillServer {
     pub database_prefix: Option<String>,
     /// Drill in this database, which the operator created for it (owned by the drilling role),
     /// instead of a scratch database of its own: for a role without CREATEDB. It must hold no
-    /// tables; after the drill, everything the drilling role owns in it is dropped
-    /// (`DROP OWNED BY CURRENT_USER`). Not for a superuser.
+    /// tables; after the drill it is emptied again (`EMPTY_DRILL_DATABASE`).
     pub database: Option<String>,
     /// Every restored object is handed to this role (as `restore --owner`).
     pub owner: Option<String>,
@@ -63,8 +62,8 @@ fn scratch_database(server: &DrillServer, short: &str, index: usize) -> String {
     format!("{prefix}_{short}_{}_{index}", std::process::id())
 }
 
-/// Refuses a pre-created drill database that is missing, or drilled in by a superuser (whose
-/// objects `DROP OWNED` cannot remove).
+/// Refuses a pre-created drill database that is missing or holds tables (it is then not
+/// touched at all).
 fn check_drill_database(pg: &PgSource, database: &str) -> Result<()> {
     if !pg.database_exists(database)? {
         return Err(Error::InvalidInput(format!(
@@ -73,18 +72,37 @@ fn check_drill_database(pg: &PgSource, database: &str) -> Result<()> {
             crate::sources::postgres::quote_ident(database)
         )));
     }
-    let lines = pg.psql(
-        database,
-        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user;\n",
-    )?;
-    if lines.iter().any(|l| l.trim() == "t") {
+    let tables = pg.table_count(database)?;
+    if tables > 0 {
         return Err(Error::InvalidInput(format!(
-            "[drill] database {database} is for a drilling role without CREATEDB; a superuser \
-             drills in scratch databases of its own (remove `database` from [drill])"
+            "the drill database {database} ([drill] database) has {tables} tables: a drill \
+             restores only into an empty one, and did not touch it"
         )));
     }
     Ok(())
 }
+
+/// Empties a pre-created drill database after the drill: every schema dropped with what is in
+/// it (`public` recreated as a new database has it), every large object unlinked. Never
+/// `DROP OWNED`, which would also revoke the drilling role's privileges elsewhere (its
+/// `CONNECT` on the app's database, say).
+const EMPTY_DRILL_DATABASE: &str = r#"DO $coffer$
+DECLARE
+  r record;
+BEGIN
+  FOR r IN SELECT nspname FROM pg_namespace
+    WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public')
+      AND nspname NOT LIKE 'pg\_toast%' AND nspname NOT LIKE 'pg\_temp%'
+  LOOP
+    EXECUTE format('DROP SCHEMA %I CASCADE', r.nspname);
+  END LOOP;
+  DROP SCHEMA IF EXISTS public CASCADE;
+  CREATE SCHEMA public AUTHORIZATION pg_database_owner;
+  GRANT USAGE ON SCHEMA public TO PUBLIC;
+  PERFORM lo_unlink(oid) FROM pg_largeobject_metadata;
+END
+$coffer$;
+"#;
 
 /// The roles the drill server lacks for a restore that keeps owners (or hands them to
 /// `server.owner`) and privileges, and the options the drill restores with: without those
@@ -446,11 +464,9 @@ fn drill_database(
         std::time::Duration::ZERO,
         &roles,
     );
-    let refused = matches!(&restored, Err(Error::InvalidInput(m)) if m.contains("refusing to restore into it"));
     let dropped = match &server.database {
-        // Its tables were there before the drill: not the drill's to remove.
-        Some(_) if refused => Ok(()),
-        Some(db) => pg.psql(db, "DROP OWNED BY CURRENT_USER;\n").map(|_| ()),
+        // Checked empty before the restore: what is in it now is the drill's.
+        Some(db) => pg.psql(db, EMPTY_DRILL_DATABASE).map(|_| ()),
         None => pg.drop_database(&scratch),
     };
     match restored {

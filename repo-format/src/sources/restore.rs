@@ -161,6 +161,10 @@ pub fn restore_database(
              nothing was changed"
         )));
     }
+    if tables > 0 {
+        // Refused here, before a role is created, if the swap cannot be finished.
+        pg.check_replace(target)?;
+    }
     let recorded_roles = recorded.roles.as_deref().unwrap_or_default();
     let created_roles = pg.create_roles(&to_create, recorded_roles).map_err(|e| {
         outcome(
