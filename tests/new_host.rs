@@ -365,6 +365,10 @@ fn passwords_are_stored_only_when_asked() {
     assert_eq!(stored, hash.trim());
     assert!(stored.starts_with("SCRAM-SHA-256$"), "{stored}");
     assert!(pg["roles"][0].get("password").is_none(), "{pg}");
+    // Listings, which end up in logs, do not show it.
+    let listed = h.coffer(&["snapshots", "--json"]).ok().stdout;
+    assert!(!listed.contains("SCRAM"), "{listed}");
+    assert!(listed.contains("<redacted>"), "{listed}");
 
     // On the new host the role gets its password back: it can log in with it.
     h.coffer(&[

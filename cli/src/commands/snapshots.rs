@@ -108,6 +108,21 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
 /// (`labels`, `sources`, `key_id`, `original`, `copied_from`).
 pub fn flat_json(id: &SnapshotId, s: &Snapshot) -> Result<serde_json::Value> {
     let mut value = serde_json::to_value(s)?;
+    // Stored role password hashes (`roles-with-passwords`) stay out of listings, which end up
+    // in logs: `coffer cat snapshot ID` shows the whole document.
+    if let Some(sources) = value.get_mut("sources").and_then(|v| v.as_array_mut()) {
+        for source in sources {
+            let roles = source
+                .get_mut("postgres")
+                .and_then(|p| p.get_mut("roles"))
+                .and_then(|r| r.as_array_mut());
+            for role in roles.into_iter().flatten() {
+                if let Some(password) = role.get_mut("password") {
+                    *password = "<redacted>".into();
+                }
+            }
+        }
+    }
     if let Some(map) = value.as_object_mut() {
         map.insert("id".into(), id.to_hex().into());
         map.insert("short_id".into(), id.short().into());

@@ -354,6 +354,31 @@ pub fn validate_restore_args(source: &str, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `e` with every stored password hash of `roles` replaced: psql may quote the statement that
+/// failed.
+fn without_passwords(e: Error, roles: &[&RoleRecord]) -> Error {
+    let scrub = |mut text: String| {
+        for hash in roles.iter().filter_map(|r| r.password.as_deref()) {
+            if !hash.is_empty() {
+                text = text.replace(hash, "<redacted>");
+            }
+        }
+        text
+    };
+    match e {
+        Error::ClientCommand {
+            command,
+            status,
+            stderr,
+        } => Error::ClientCommand {
+            command,
+            status: scrub(status),
+            stderr: scrub(stderr),
+        },
+        other => other,
+    }
+}
+
 impl PgSource {
     /// Which of `names` the server lacks.
     pub fn missing_roles(&self, names: &[&str]) -> Result<Vec<String>> {
@@ -411,7 +436,8 @@ impl PgSource {
             }
         }
         sql.push_str("COMMIT;\n");
-        self.psql("postgres", &sql)?;
+        self.psql("postgres", &sql)
+            .map_err(|e| without_passwords(e, create))?;
         Ok(create.iter().map(|r| r.name.clone()).collect())
     }
 
