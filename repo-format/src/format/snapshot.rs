@@ -140,7 +140,8 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// One role a dump needs, as `pg_roles` and `pg_auth_members` describe it on the dumped server.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Its `Debug` never shows the password hash.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleRecord {
     /// The role's name as stored in the catalog (unquoted).
     pub name: String,
@@ -184,6 +185,28 @@ pub struct RoleRecord {
 
 fn no_limit() -> i64 {
     -1
+}
+
+impl std::fmt::Debug for RoleRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleRecord")
+            .field("name", &self.name)
+            .field("owner", &self.owner)
+            .field("acl", &self.acl)
+            .field("database_owner", &self.database_owner)
+            .field("superuser", &self.superuser)
+            .field("inherit", &self.inherit)
+            .field("createrole", &self.createrole)
+            .field("createdb", &self.createdb)
+            .field("login", &self.login)
+            .field("replication", &self.replication)
+            .field("bypassrls", &self.bypassrls)
+            .field("connection_limit", &self.connection_limit)
+            .field("valid_until", &self.valid_until)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("member_of", &self.member_of)
+            .finish()
+    }
 }
 
 /// A role membership: the member is a member of `role`.

@@ -534,6 +534,7 @@ mod tests {
              NOREPLICATION NOBYPASSRLS CONNECTION LIMIT -1;"
         );
         r.password = Some("SCRAM-SHA-256$4096:x'y".into());
+        assert!(!format!("{r:?}").contains("SCRAM"), "{r:?}");
         r.valid_until = Some("2030-01-01 00:00:00+00".into());
         assert!(create_role_sql(&r).ends_with(
             " PASSWORD 'SCRAM-SHA-256$4096:x''y' VALID UNTIL '2030-01-01 00:00:00+00';"
