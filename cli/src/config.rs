@@ -104,6 +104,57 @@ impl DrillConfig {
     }
 }
 
+#[cfg(test)]
+mod drill_tests {
+    use super::*;
+
+    #[test]
+    fn a_drill_section_parses_and_bad_values_are_named() {
+        let c = parse(
+            "[drill]\nurl-env = \"DRILL_URL\"\ndatabase-prefix = \"dr\"\ndatabase = \"app_drill\"\nrole = \"app\"\n",
+        )
+        .unwrap();
+        let d = c.drill.unwrap();
+        assert_eq!(d.url_env.as_deref(), Some("DRILL_URL"));
+        assert_eq!(d.database.as_deref(), Some("app_drill"));
+        assert_eq!(d.role.as_deref(), Some("app"));
+        for (bad, says) in [
+            (
+                "[drill]\ndatabase-prefix = \"Bad-Prefix\"\n",
+                "database-prefix",
+            ),
+            ("[drill]\nrole = \"\"\n", "must not be empty"),
+            ("[drill]\nserver = \"x\"\n", "unknown field"),
+        ] {
+            let e = format!("{:#}", parse(bad).unwrap_err());
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn restore_arguments_and_role_passwords_are_read_and_checked() {
+        let ok = "[sources.db]\nkind = \"postgres\"\ndatabase = \"app\"\n\
+                  pg-restore-args = [\"--disable-triggers\"]\nroles-with-passwords = true\n";
+        let c = parse(ok).unwrap();
+        let Some(SourceConfig::Postgres(p)) = c.sources.get("db") else {
+            panic!("no postgres source")
+        };
+        let pg = pg_source("db", p).unwrap();
+        assert_eq!(pg.restore_args, ["--disable-triggers"]);
+        assert!(pg.role_passwords);
+        let bad = ok.replace("--disable-triggers", "--single-transaction");
+        let e = format!("{:#}", parse(&bad).unwrap_err());
+        assert!(
+            e.contains("[sources.db] pg-restore-args: --single-transaction"),
+            "{e}"
+        );
+        let plain = ok.replace("roles-with-passwords", "format = \"plain\"\nx");
+        let plain = plain.replace("\nx = true", "");
+        let e = format!("{:#}", parse(&plain).unwrap_err());
+        assert!(e.contains("plain-SQL"), "{e}");
+    }
+}
+
 // ---- end of [drill] ---------------------------------------------------------------------------
 
 /// One named source.
