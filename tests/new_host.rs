@@ -303,6 +303,18 @@ fn roles_travel_with_the_database_and_a_new_host_gets_them() {
             .trim(),
         "t"
     );
+    // With the roles there, a plain restore keeps the dump's owners, and the database it
+    // creates gets the dumped database's owner.
+    h.coffer(&[
+        "restore",
+        "latest",
+        "--pg-url-env",
+        "NEW_PG_URL",
+        "--pg-target",
+        "app_again",
+    ])
+    .ok();
+    assert_eq!(not_owned_by(&h.new, "app_again", "app"), "");
     // The app's own role reads and writes every table.
     let wrote = psql_as(
         &h.new,

@@ -212,7 +212,10 @@ fn restore_prepared(
         })?;
         return Ok(dump.report(target, loaded, false));
     }
-    pg.create_database(target)?;
+    match dump.database_owner(pg)? {
+        Some(owner) => pg.create_database_owned(target, &owner)?,
+        None => pg.create_database(target)?,
+    }
     match dump.load(pg, target) {
         Ok(loaded) => Ok(dump.report(target, loaded, true)),
         Err(e) => Err(outcome(
@@ -360,6 +363,29 @@ impl Dump<'_> {
             sha256_matches,
             after,
         })
+    }
+
+    /// The owner a database created for this restore gets: the recorded owner of the dumped
+    /// database when owners are restored as dumped (no `--owner`, no `--no-owner`), that role
+    /// exists and the restoring role may give it a database (a superuser or a member of it);
+    /// otherwise none (the restoring role owns it, and `--owner` hands it over afterwards).
+    fn database_owner(&self, pg: &PgSource) -> Result<Option<String>> {
+        if self.roles.owner.is_some() || self.roles.no_owner {
+            return Ok(None);
+        }
+        let recorded = self.recorded.roles.as_deref().unwrap_or_default();
+        let Some(owner) = recorded.iter().find(|r| r.database_owner) else {
+            return Ok(None);
+        };
+        if !pg.missing_roles(&[owner.name.as_str()])?.is_empty() {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT pg_has_role(current_user, {}, 'MEMBER');\n",
+            super::postgres::quote_literal(&owner.name)
+        );
+        let member = pg.psql("postgres", &sql)?.iter().any(|l| l.trim() == "t");
+        Ok(member.then(|| owner.name.clone()))
     }
 
     fn report(&self, database: &str, loaded: Loaded, created: bool) -> DatabaseReport {

@@ -201,6 +201,19 @@ impl PgSource {
         .map(|_| ())
     }
 
+    /// Creates `database` owned by `owner`.
+    pub fn create_database_owned(&self, database: &str, owner: &str) -> Result<()> {
+        self.psql(
+            "postgres",
+            &format!(
+                "CREATE DATABASE {} OWNER {};\n",
+                quote_ident(database),
+                quote_ident(owner)
+            ),
+        )
+        .map(|_| ())
+    }
+
     pub fn drop_database(&self, database: &str) -> Result<()> {
         self.psql(
             "postgres",
