@@ -466,6 +466,7 @@ fn drills_on_a_server_without_the_roles_report_them() {
     );
     let mut env_url = h.env.extra_env.clone();
     env_url.push(("DRILL_URL".into(), url(&h.new, "driller", "postgres")));
+    env_url.push(("OLD_DRILL_URL".into(), url(&h.old, "driller2", "postgres")));
     let drill_config = h.env.path("drill.toml");
     let base = std::fs::read_to_string(&h.config).unwrap();
     std::fs::write(
@@ -534,6 +535,25 @@ fn drills_on_a_server_without_the_roles_report_them() {
     );
     let (code, out) = run(&drill_config);
     assert_eq!(code, Some(0), "{out}");
+    // On the old host, where every role exists, a drilling role that is not a member of the
+    // owning role checks the data with the objects left to itself.
+    h.old.psql(
+        "postgres",
+        "CREATE ROLE driller2 LOGIN NOCREATEDB; CREATE DATABASE old_drill OWNER driller2;",
+    );
+    let old_config = h.env.path("old-drill.toml");
+    std::fs::write(
+        &old_config,
+        format!("{base}\n[drill]\nurl-env = \"OLD_DRILL_URL\"\ndatabase = \"old_drill\"\n"),
+    )
+    .unwrap();
+    let (code, out) = run(&old_config);
+    assert_eq!(code, Some(0), "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        report["sources"][0].get("missing_roles").is_none(),
+        "{report}"
+    );
     // A drill database with tables is not touched.
     h.new.psql(
         "app_drill",

@@ -117,13 +117,42 @@ fn drill_roles(
         ..RoleOptions::default()
     };
     let missing = missing_roles(pg, record, &options)?;
-    if !missing.is_empty() && record.postgres.as_ref().is_none_or(|p| p.format != "plain") {
+    let custom = record.postgres.as_ref().is_none_or(|p| p.format != "plain");
+    if !missing.is_empty() && custom {
         options.no_acl = true;
         if options.owner.is_none() {
             options.no_owner = true;
         }
     }
+    // Owners are given only by a superuser or a member of the owning roles: a drilling role
+    // that cannot (the app's own user, drilling a dump whose objects another role owns) checks
+    // the data with the objects left to itself.
+    if custom && !options.no_owner && options.owner.is_none() && !can_give_owners(pg, record)? {
+        options.no_owner = true;
+    }
     Ok((missing, options))
+}
+
+/// Whether the connected role is a superuser or a member of every recorded owner role.
+fn can_give_owners(pg: &PgSource, record: &SourceRecord) -> Result<bool> {
+    let owners: Vec<String> = record
+        .postgres
+        .as_ref()
+        .and_then(|p| p.roles.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.owner)
+        .map(|r| crate::sources::postgres::quote_literal(&r.name))
+        .collect();
+    if owners.is_empty() {
+        return Ok(true);
+    }
+    let sql = format!(
+        "SELECT coalesce(bool_and(pg_has_role(current_user, r.oid, 'MEMBER')), true) \
+         FROM pg_roles r WHERE r.rolname IN ({});\n",
+        owners.join(", ")
+    );
+    Ok(pg.psql("postgres", &sql)?.iter().any(|l| l.trim() == "t"))
 }
 
 // ---- end of the drill's database server --------------------------------------------------------
