@@ -63,7 +63,101 @@ pub struct Config {
     pub anomaly: Option<Thresholds>,
     /// Commands run before and after backups and restores (docs/config.md).
     pub hooks: Option<HooksConfig>,
+    /// Where `coffer drill` restores database sources (docs/config.md).
+    pub drill: Option<DrillConfig>,
 }
+
+// ---- [drill]: the drill's database server (issue 15, item 3) -----------------------------------
+
+/// `[drill]` in the configuration file.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DrillConfig {
+    /// Environment variable holding the URL of the server drills restore into (default: each
+    /// source's own connection).
+    pub url_env: Option<String>,
+    /// Scratch database names start with this (default `coffer_drill`).
+    pub database_prefix: Option<String>,
+    /// A database the operator created for drills (for a drilling role without CREATEDB).
+    pub database: Option<String>,
+    /// The role that owns everything a drill restores (as `restore --owner`).
+    pub role: Option<String>,
+}
+
+impl DrillConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(p) = &self.database_prefix {
+            let ok = !p.is_empty()
+                && p.len() <= 30
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !p.starts_with(|c: char| c.is_ascii_digit());
+            if !ok {
+                return Err(format!(
+                    "[drill] database-prefix {p:?}: lowercase letters, digits and _ only, \
+                     not starting with a digit, at most 30 characters"
+                ));
+            }
+        }
+        if self.database.as_deref() == Some("") || self.role.as_deref() == Some("") {
+            return Err("[drill] database and role must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod drill_tests {
+    use super::*;
+
+    #[test]
+    fn a_drill_section_parses_and_bad_values_are_named() {
+        let c = parse(
+            "[drill]\nurl-env = \"DRILL_URL\"\ndatabase-prefix = \"dr\"\ndatabase = \"app_drill\"\nrole = \"app\"\n",
+        )
+        .unwrap();
+        let d = c.drill.unwrap();
+        assert_eq!(d.url_env.as_deref(), Some("DRILL_URL"));
+        assert_eq!(d.database.as_deref(), Some("app_drill"));
+        assert_eq!(d.role.as_deref(), Some("app"));
+        for (bad, says) in [
+            (
+                "[drill]\ndatabase-prefix = \"Bad-Prefix\"\n",
+                "database-prefix",
+            ),
+            ("[drill]\nrole = \"\"\n", "must not be empty"),
+            ("[drill]\nserver = \"x\"\n", "unknown field"),
+        ] {
+            let e = format!("{:#}", parse(bad).unwrap_err());
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn restore_arguments_and_role_passwords_are_read_and_checked() {
+        let ok = "[sources.db]\nkind = \"postgres\"\ndatabase = \"app\"\n\
+                  pg-restore-args = [\"--disable-triggers\"]\nroles-with-passwords = true\n";
+        let c = parse(ok).unwrap();
+        let Some(SourceConfig::Postgres(p)) = c.sources.get("db") else {
+            panic!("no postgres source")
+        };
+        let pg = pg_source("db", p).unwrap();
+        assert_eq!(pg.restore_args, ["--disable-triggers"]);
+        assert!(pg.role_passwords);
+        let bad = ok.replace("--disable-triggers", "--single-transaction");
+        let e = format!("{:#}", parse(&bad).unwrap_err());
+        assert!(
+            e.contains("[sources.db] pg-restore-args: --single-transaction"),
+            "{e}"
+        );
+        let plain = ok.replace("roles-with-passwords", "format = \"plain\"\nx");
+        let plain = plain.replace("\nx = true", "");
+        let e = format!("{:#}", parse(&plain).unwrap_err());
+        assert!(e.contains("plain-SQL"), "{e}");
+    }
+}
+
+// ---- end of [drill] ---------------------------------------------------------------------------
 
 /// One named source.
 #[derive(Deserialize, Debug)]
@@ -97,6 +191,12 @@ pub struct PostgresConfig {
     /// How long the row count and pg_dump may wait for a table lock (`10s`, `500ms`, `2m`, or
     /// seconds); default: as long as it takes.
     pub lock_timeout: Option<HookTimeout>,
+    /// Extra pg_restore arguments (options only, `--name=value`; none of those Coffer sets).
+    #[serde(default)]
+    pub pg_restore_args: Vec<String>,
+    /// Record the password hashes of the roles the dump needs (needs a superuser).
+    #[serde(default)]
+    pub roles_with_passwords: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -223,6 +323,9 @@ pub fn parse(text: &str) -> Result<Config> {
     if let Some(smtp) = config.notify.as_ref().and_then(|n| n.smtp.as_ref()) {
         smtp.validate().map_err(|e| anyhow::anyhow!(e))?;
     }
+    if let Some(d) = &config.drill {
+        d.validate().map_err(|e| anyhow::anyhow!(e))?;
+    }
     for (name, source) in &config.sources {
         if name.is_empty()
             || !name
@@ -246,6 +349,10 @@ pub fn parse(text: &str) -> Result<Config> {
                     PgUrl::parse(&url.0).with_context(|| format!("[sources.{name}] url"))?;
                 }
                 pg_consistency(name, p).map_err(|e| anyhow::anyhow!(e))?;
+                coffer_repo::sources::postgres::validate_restore_args(name, &p.pg_restore_args)?;
+                if !p.pg_restore_args.is_empty() && p.format.as_deref() == Some("plain") {
+                    bail!("[sources.{name}] pg-restore-args: a plain-SQL dump is restored by psql, not pg_restore");
+                }
             }
             SourceConfig::Command(c) => {
                 if c.command.is_empty() {
@@ -326,6 +433,13 @@ pub fn apply_to_global(global: &mut crate::global::GlobalArgs, loaded: &Loaded) 
     }
 }
 
+/// The PostgreSQL URL in the environment variable `var` (`--pg-url-env`, `url-env`).
+pub fn url_from_env(var: &str) -> Result<PgUrl> {
+    let value = std::env::var(var)
+        .map_err(|_| crate::exit::usage(format!("the environment variable {var} is not set")))?;
+    PgUrl::parse(&value).with_context(|| format!("the URL in ${var}"))
+}
+
 /// The PostgreSQL connection of a source.
 pub fn pg_source(name: &str, p: &PostgresConfig) -> Result<PgSource> {
     let url = match (&p.url, &p.url_env) {
@@ -361,6 +475,8 @@ pub fn pg_source(name: &str, p: &PostgresConfig) -> Result<PgSource> {
             .unwrap_or(DumpFormat::Custom),
         consistency,
         lock_timeout,
+        role_passwords: p.roles_with_passwords,
+        restore_args: p.pg_restore_args.clone(),
     })
 }
 

@@ -17,6 +17,9 @@ pub const RUN_LOCKED: u8 = 14;
 /// A before-hook (`[hooks]` before-backup, before-restore) failed or timed out: the operation
 /// did not start, nothing was saved or changed.
 pub const HOOK_FAILED: u8 = 15;
+/// A database restore was refused before anything was changed: the target server lacks roles
+/// the dump needs (named), and neither --create-roles nor --owner/--no-owner/--no-acl were given.
+pub const MISSING_ROLES: u8 = 16;
 pub const INTERRUPTED: u8 = 130;
 
 /// The help text's table of exit codes.
@@ -33,6 +36,8 @@ pub const TABLE: &str = "Exit codes:
   14   another run of this command and configuration is in progress (--no-wait)
   15   a before-backup or before-restore hook failed or timed out: nothing was
        saved or changed (a failing after-hook exits 1)
+  16   restore refused, nothing changed: the database server lacks roles the
+       dump needs (named; --create-roles, --owner, --no-owner, --no-acl)
   130  interrupted (Ctrl-C / SIGTERM); nothing partial was committed";
 
 fn repo_error(e: &anyhow::Error) -> Option<&Error> {
@@ -45,6 +50,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         Some(Error::Locked(_)) => LOCKED,
         Some(Error::WrongPassword) => WRONG_PASSWORD,
         Some(Error::Interrupted) => INTERRUPTED,
+        Some(Error::MissingRoles { .. }) => MISSING_ROLES,
         _ => {
             if e.chain()
                 .any(|c| c.downcast_ref::<crate::runlock::RunLocked>().is_some())

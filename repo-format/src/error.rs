@@ -73,6 +73,19 @@ pub enum Error {
     /// operator knows whether the old database is still there.
     #[error("{cause}\n{outcome}")]
     DatabaseRestore { cause: Box<Error>, outcome: String },
+    /// The target server lacks roles the restore needs (owners or grantees of the dump's
+    /// objects, or the `--owner` role); refused before anything was changed.
+    #[error(
+        "source {source_name}: the server lacks the role(s) {} that the dump needs{}; nothing was changed\n  {hint}",
+        roles.join(", "),
+        if database.is_empty() { String::new() } else { format!(" to restore into {database}") }
+    )]
+    MissingRoles {
+        source_name: String,
+        database: String,
+        roles: Vec<String>,
+        hint: String,
+    },
     /// No snapshot matches the given id, prefix or `latest`.
     #[error("no snapshot matches {0:?}")]
     SnapshotNotFound(String),

@@ -297,6 +297,7 @@ fn drill_newest(repo: &Repository, scratch: &Path, saved: &BTreeMap<SnapshotId, 
         scratch_parent: Some(scratch.to_path_buf()),
         record: true,
         hostname: "faults".into(),
+        ..DrillOptions::default()
     };
     let mut connect =
         |_: &_| -> Result<_, Error> { Err(Error::InvalidInput("no database in this test".into())) };

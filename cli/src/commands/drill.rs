@@ -6,7 +6,7 @@
 
 use super::Context_;
 use anyhow::Result;
-use coffer_repo::ops::drill::{self as op, DrillOptions};
+use coffer_repo::ops::drill::{self as op, DrillOptions, DrillServer};
 use coffer_repo::ops::drill_history as op_history;
 use std::path::PathBuf;
 
@@ -34,6 +34,10 @@ pub struct Args {
     /// Parent of the temporary directory (default: the system's temporary directory)
     #[arg(long, value_name = "DIR")]
     pub scratch_dir: Option<PathBuf>,
+    /// Drill the databases on the server whose PostgreSQL URL is in this environment variable
+    /// (overrides url-env in the config's drill section)
+    #[arg(long, value_name = "VAR")]
+    pub pg_url_env: Option<String>,
 }
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
@@ -44,12 +48,23 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     }
     let (id, snap) = all.resolve(args.snapshot.as_deref().unwrap_or("latest"))?;
     let short = id.short();
+    let drill_config = ctx
+        .config
+        .as_ref()
+        .and_then(|l| l.config.drill.clone())
+        .unwrap_or_default();
+    let url_env = args.pg_url_env.clone().or(drill_config.url_env.clone());
     let options = DrillOptions {
         scratch_parent: args.scratch_dir.clone(),
         record: !args.no_record,
         hostname: super::hostname(),
+        server: DrillServer {
+            database_prefix: drill_config.database_prefix.clone(),
+            database: drill_config.database.clone(),
+            owner: drill_config.role.clone(),
+        },
     };
-    let mut connect = |record: &_| super::restore::connect(ctx, record);
+    let mut connect = |record: &_| super::restore::connect(ctx, record, url_env.as_deref());
     let report = op::drill(&repo, id, snap, &options, &mut connect, &ctx.cancel)?;
     let ok = report.ok;
     for problem in &report.stale_scratch_problems {

@@ -13,7 +13,7 @@ use coffer_repo::ops::restore::{self as op, RestoreOptions};
 use coffer_repo::ops::restore_sources::{
     self as sources_op, DatabaseState, Failure, Intended, Progress, Restored, SourcesOptions,
 };
-use coffer_repo::sources::postgres::PgSource;
+use coffer_repo::sources::postgres::{DumpFormat, PgSource, RoleOptions};
 use coffer_repo::sources::restore::DatabaseReport;
 use coffer_repo::{Repository, Snapshot, SnapshotId};
 use std::io::IsTerminal;
@@ -25,12 +25,18 @@ use std::path::{Path, PathBuf};
   coffer restore latest                           (a configured backup: every source back in place)
   coffer restore 3fa2 --only db --pg-target app_restored
   coffer restore latest --dry-run
+  coffer restore latest --only db --create-roles --owner app   (new host: docs/disaster-recovery.md)
+  DB_URL=postgres://admin@10.0.0.5/app coffer restore latest --only db --pg-url-env DB_URL
 
 A database that already has tables is replaced only with --force, or after typing its name at
 the prompt: the snapshot is restored into a fresh database, its row counts checked, and only
 then is it renamed into the old one's place (other connections terminated, after --wait
 SECONDS). If anything fails before that, the old database is untouched. After a database
-restore the row counts are compared with the snapshot's; a mismatch exits 1.")]
+restore the row counts are compared with the snapshot's; a mismatch exits 1.
+
+The roles the dump needs (recorded at backup) are checked first: if the server lacks any, the
+restore is refused before anything changes, naming them (exit 16), unless --create-roles,
+--owner ROLE / --no-owner (owners) or --no-acl (roles in GRANTs) make them unnecessary.")]
 pub struct Args {
     /// Snapshot id, unique id prefix, or `latest`
     pub snapshot: String,
@@ -67,6 +73,25 @@ pub struct Args {
     /// end before terminating them
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub wait: u64,
+    /// Create the roles the dump needs that the server lacks, from the definitions recorded
+    /// in the snapshot (without passwords unless the backup recorded them)
+    #[arg(long)]
+    pub create_roles: bool,
+    /// Make ROLE own every restored object and the database (the app's user on a new host);
+    /// the dump's own owner roles are then not needed
+    #[arg(long, value_name = "ROLE", conflicts_with = "no_owner")]
+    pub owner: Option<String>,
+    /// Leave every restored object owned by the restoring role (pg_restore --no-owner)
+    #[arg(long)]
+    pub no_owner: bool,
+    /// Do not restore privileges (GRANT/REVOKE; pg_restore --no-acl): the roles in them are
+    /// then not needed
+    #[arg(long)]
+    pub no_acl: bool,
+    /// Restore the database through the PostgreSQL URL in this environment variable (another
+    /// server) instead of the config's connection; its database, if it names one, is the target
+    #[arg(long, value_name = "VAR")]
+    pub pg_url_env: Option<String>,
     /// Say what would be restored where, and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -222,22 +247,37 @@ fn leftovers_line(removed: u64) -> String {
 }
 
 /// The connection for a recorded postgres source: the config's source of the same name, else
-/// libpq's environment with the recorded database.
-fn pg_for(ctx: &Context_, record: &SourceRecord) -> Result<PgSource> {
+/// libpq's environment with the recorded database. With `url_env` (`--pg-url-env VAR`), the URL
+/// in that variable replaces the connection, and its database (if it names one) the database.
+fn pg_for(ctx: &Context_, record: &SourceRecord, url_env: Option<&str>) -> Result<PgSource> {
     let configured = ctx
         .config
         .as_ref()
         .and_then(|l| l.config.sources.get(&record.name));
-    if let Some(crate::config::SourceConfig::Postgres(p)) = configured {
-        return crate::config::pg_source(&record.name, p);
+    let mut pg = match configured {
+        Some(crate::config::SourceConfig::Postgres(p)) => {
+            crate::config::pg_source(&record.name, p)?
+        }
+        _ => sources_op::recorded_connection(record)?,
+    };
+    if let Some(var) = url_env {
+        let url = crate::config::url_from_env(var)?;
+        if let Some(db) = url.database() {
+            pg.database = db.to_string();
+        }
+        pg.url = Some(url);
     }
-    Ok(sources_op::recorded_connection(record)?)
+    Ok(pg)
 }
 
 /// [`pg_for`] as the library's callers want it: its error (with its causes) as the message of
 /// a repository error.
-pub fn connect(ctx: &Context_, record: &SourceRecord) -> coffer_repo::Result<PgSource> {
-    pg_for(ctx, record).map_err(|e| coffer_repo::Error::InvalidInput(format!("{e:#}")))
+pub fn connect(
+    ctx: &Context_,
+    record: &SourceRecord,
+    url_env: Option<&str>,
+) -> coffer_repo::Result<PgSource> {
+    pg_for(ctx, record, url_env).map_err(|e| coffer_repo::Error::InvalidInput(format!("{e:#}")))
 }
 
 /// A failure of the library's restore, as the error this command reports: what was being
@@ -301,7 +341,7 @@ struct Front<'a> {
 
 impl sources_op::Caller for Front<'_> {
     fn connect(&mut self, record: &SourceRecord) -> coffer_repo::Result<PgSource> {
-        connect(self.ctx, record)
+        connect(self.ctx, record, self.args.pg_url_env.as_deref())
     }
 
     fn confirm_replace(&mut self, database: &str, tables: u64) -> bool {
@@ -357,7 +397,12 @@ impl sources_op::Caller for Front<'_> {
             }
             Progress::Would {
                 record,
-                intended: Intended::Database { database, state },
+                intended:
+                    Intended::Database {
+                        database,
+                        state,
+                        missing_roles,
+                    },
             } => {
                 let state = match state {
                     DatabaseState::Missing => "would be created".to_string(),
@@ -381,6 +426,17 @@ impl sources_op::Caller for Front<'_> {
                     name(&record.tree_path),
                     name(database)
                 );
+                if !missing_roles.is_empty() {
+                    outln!(
+                        "  the server lacks the role(s) {} that the dump needs: {}",
+                        crate::escape::names(missing_roles, ", "),
+                        if args.create_roles {
+                            "they would be created from the snapshot's definitions (--create-roles)"
+                        } else {
+                            "refused without --create-roles (or --owner/--no-owner, --no-acl)"
+                        }
+                    );
+                }
             }
             Progress::Restored(restored) => {
                 if let Restored::Files(report) = &restored.report {
@@ -436,9 +492,25 @@ fn restore_sources(
         overwrite: args.overwrite,
         force: args.force,
         wait: std::time::Duration::from_secs(args.wait),
+        roles: RoleOptions {
+            create_roles: args.create_roles,
+            owner: args.owner.clone(),
+            no_owner: args.no_owner,
+            no_acl: args.no_acl,
+        },
     };
     let plan =
         sources_op::plan(id, snap, &options).map_err(|e| crate::exit::usage(e.to_string()))?;
+    // Owner and privilege options a database source cannot honour are usage errors.
+    for planned in &plan.sources {
+        if let Some(pg) = &planned.record.postgres {
+            let format = DumpFormat::parse(&pg.format).unwrap_or(DumpFormat::Custom);
+            options
+                .roles
+                .validate(format, &planned.record.name)
+                .map_err(|e| crate::exit::usage(e.to_string()))?;
+        }
+    }
     let short = id.short();
     let counters = std::sync::Arc::new(coffer_repo::ops::progress::Progress::new());
     let mut front = Front {

@@ -120,6 +120,21 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
 /// (`labels`, `sources`, `key_id`, `original`, `copied_from`).
 pub fn flat_json(id: &SnapshotId, s: &Snapshot) -> Result<serde_json::Value> {
     let mut value = serde_json::to_value(s)?;
+    // Stored role password hashes (`roles-with-passwords`) stay out of listings, which end up
+    // in logs: `coffer cat snapshot ID` shows the whole document.
+    if let Some(sources) = value.get_mut("sources").and_then(|v| v.as_array_mut()) {
+        for source in sources {
+            let roles = source
+                .get_mut("postgres")
+                .and_then(|p| p.get_mut("roles"))
+                .and_then(|r| r.as_array_mut());
+            for role in roles.into_iter().flatten() {
+                if let Some(password) = role.get_mut("password") {
+                    *password = "<redacted>".into();
+                }
+            }
+        }
+    }
     if let Some(map) = value.as_object_mut() {
         map.insert("id".into(), id.to_hex().into());
         map.insert("short_id".into(), id.short().into());
@@ -220,6 +235,27 @@ fn print_details(
                     name(&t.schema),
                     name(&t.table)
                 );
+            }
+            if let Some(roles) = &pg.roles {
+                for r in roles {
+                    let mut why = Vec::new();
+                    if r.owner {
+                        why.push("owner");
+                    }
+                    if r.acl {
+                        why.push("privileges");
+                    }
+                    if r.database_owner {
+                        why.push("database owner");
+                    }
+                    if r.login {
+                        why.push("login");
+                    }
+                    if r.password.is_some() {
+                        why.push("password stored");
+                    }
+                    outln!("            role {} ({})", name(&r.name), why.join(", "));
+                }
             }
         }
     }

@@ -130,6 +130,97 @@ pub struct PostgresRecord {
     pub toc_entries: u64,
     /// Exact row counts of every ordinary table, in schema and name order.
     pub tables: Vec<TableRows>,
+    /// The roles the dump needs (owners of its objects, roles in its privileges, the
+    /// database's owner), with their definitions, in name order. Absent in snapshots written
+    /// before roles were recorded; an empty list means the dump needs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<RoleRecord>>,
+    /// The roles' password hashes were stored (`roles-with-passwords = true`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub role_passwords: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One role a dump needs, as `pg_roles` and `pg_auth_members` describe it on the dumped server.
+/// Its `Debug` never shows the password hash.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    /// The role's name as stored in the catalog (unquoted).
+    pub name: String,
+    /// It owns objects of the dump.
+    #[serde(default)]
+    pub owner: bool,
+    /// It appears in the dump's privileges (a grantee or grantor, default privileges).
+    #[serde(default)]
+    pub acl: bool,
+    /// It owns the dumped database.
+    #[serde(default)]
+    pub database_owner: bool,
+    #[serde(default)]
+    pub superuser: bool,
+    #[serde(default)]
+    pub inherit: bool,
+    #[serde(default)]
+    pub createrole: bool,
+    #[serde(default)]
+    pub createdb: bool,
+    #[serde(default)]
+    pub login: bool,
+    #[serde(default)]
+    pub replication: bool,
+    #[serde(default)]
+    pub bypassrls: bool,
+    /// `-1`: no limit.
+    #[serde(default = "no_limit")]
+    pub connection_limit: i64,
+    /// `rolvaliduntil` as the server printed it; absent when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
+    /// The stored password hash (`SCRAM-SHA-256$...` or `md5...`), only with
+    /// `role_passwords`; absent otherwise and for roles without a password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// The recorded roles this one is a member of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_of: Vec<Membership>,
+}
+
+fn no_limit() -> i64 {
+    -1
+}
+
+impl std::fmt::Debug for RoleRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleRecord")
+            .field("name", &self.name)
+            .field("owner", &self.owner)
+            .field("acl", &self.acl)
+            .field("database_owner", &self.database_owner)
+            .field("superuser", &self.superuser)
+            .field("inherit", &self.inherit)
+            .field("createrole", &self.createrole)
+            .field("createdb", &self.createdb)
+            .field("login", &self.login)
+            .field("replication", &self.replication)
+            .field("bypassrls", &self.bypassrls)
+            .field("connection_limit", &self.connection_limit)
+            .field("valid_until", &self.valid_until)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("member_of", &self.member_of)
+            .finish()
+    }
+}
+
+/// A role membership: the member is a member of `role`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub role: String,
+    /// WITH ADMIN OPTION.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// The row count of one table.

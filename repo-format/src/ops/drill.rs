@@ -21,8 +21,8 @@ use crate::ops::drill_history;
 use crate::ops::restore::{restore, restore_subtree, RestoreOptions};
 use crate::ops::walk;
 use crate::repository::Repository;
-use crate::sources::postgres::PgSource;
-use crate::sources::restore::{restore_database, verify_restored, DatabaseReport};
+use crate::sources::postgres::{PgSource, RoleOptions};
+use crate::sources::restore::{missing_roles, restore_database, verify_restored, DatabaseReport};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +40,129 @@ pub struct DrillOptions {
     pub record: bool,
     /// The host running the drill, as recorded in the result.
     pub hostname: String,
+    /// Where and as whom database sources are drilled (`[drill]`, `--pg-url-env`).
+    pub server: DrillServer,
 }
+
+// ---- The drill's database server (issue 15, item 3) -------------------------------------------
+
+/// Where database sources are drilled: the connection is the caller's (`connect`); this says
+/// which database and who owns what is restored.
+#[derive(Clone, Debug, Default)]
+pub struct DrillServer {
+    /// Scratch database names start with this (default `coffer_drill`).
+    pub database_prefix: Option<String>,
+    /// Drill in this database, which the operator created for it (owned by the drilling role),
+    /// instead of a scratch database of its own: for a role without CREATEDB. It must hold no
+    /// tables; after the drill it is emptied again (`EMPTY_DRILL_DATABASE`).
+    pub database: Option<String>,
+    /// Every restored object is handed to this role (as `restore --owner`).
+    pub owner: Option<String>,
+}
+
+/// The scratch database of source number `index` of a drill of snapshot `short`.
+fn scratch_database(server: &DrillServer, short: &str, index: usize) -> String {
+    if let Some(db) = &server.database {
+        return db.clone();
+    }
+    let prefix = server.database_prefix.as_deref().unwrap_or("coffer_drill");
+    format!("{prefix}_{short}_{}_{index}", std::process::id())
+}
+
+/// Refuses a pre-created drill database that is missing or holds tables (it is then not
+/// touched at all).
+fn check_drill_database(pg: &PgSource, database: &str) -> Result<()> {
+    if !pg.database_exists(database)? {
+        return Err(Error::InvalidInput(format!(
+            "the drill database {database} ([drill] database) does not exist: create it for \
+             the drilling role (CREATE DATABASE {} OWNER <role>)",
+            crate::sources::postgres::quote_ident(database)
+        )));
+    }
+    let tables = pg.table_count(database)?;
+    if tables > 0 {
+        return Err(Error::InvalidInput(format!(
+            "the drill database {database} ([drill] database) has {tables} tables: a drill \
+             restores only into an empty one, and did not touch it"
+        )));
+    }
+    Ok(())
+}
+
+/// Empties a pre-created drill database after the drill: every schema dropped with what is in
+/// it (`public` recreated as a new database has it), every large object unlinked. Never
+/// `DROP OWNED`, which would also revoke the drilling role's privileges elsewhere (its
+/// `CONNECT` on the app's database, say).
+const EMPTY_DRILL_DATABASE: &str = r#"DO $coffer$
+DECLARE
+  r record;
+BEGIN
+  FOR r IN SELECT nspname FROM pg_namespace
+    WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public')
+      AND nspname NOT LIKE 'pg\_toast%' AND nspname NOT LIKE 'pg\_temp%'
+  LOOP
+    EXECUTE format('DROP SCHEMA %I CASCADE', r.nspname);
+  END LOOP;
+  DROP SCHEMA IF EXISTS public CASCADE;
+  CREATE SCHEMA public AUTHORIZATION pg_database_owner;
+  GRANT USAGE ON SCHEMA public TO PUBLIC;
+  PERFORM lo_unlink(oid) FROM pg_largeobject_metadata;
+END
+$coffer$;
+"#;
+
+/// The roles the drill server lacks for a restore that keeps owners (or hands them to
+/// `server.owner`) and privileges, and the options the drill restores with: without those
+/// owners and privileges when roles are missing, so that the data is still checked.
+fn drill_roles(
+    pg: &PgSource,
+    record: &SourceRecord,
+    server: &DrillServer,
+) -> Result<(Vec<String>, RoleOptions)> {
+    let mut options = RoleOptions {
+        owner: server.owner.clone(),
+        ..RoleOptions::default()
+    };
+    let missing = missing_roles(pg, record, &options)?;
+    let custom = record.postgres.as_ref().is_none_or(|p| p.format != "plain");
+    if !missing.is_empty() && custom {
+        options.no_acl = true;
+        if options.owner.is_none() {
+            options.no_owner = true;
+        }
+    }
+    // Owners are given only by a superuser or a member of the owning roles: a drilling role
+    // that cannot (the app's own user, drilling a dump whose objects another role owns) checks
+    // the data with the objects left to itself.
+    if custom && !options.no_owner && options.owner.is_none() && !can_give_owners(pg, record)? {
+        options.no_owner = true;
+    }
+    Ok((missing, options))
+}
+
+/// Whether the connected role is a superuser or a member of every recorded owner role.
+fn can_give_owners(pg: &PgSource, record: &SourceRecord) -> Result<bool> {
+    let owners: Vec<String> = record
+        .postgres
+        .as_ref()
+        .and_then(|p| p.roles.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.owner)
+        .map(|r| crate::sources::postgres::quote_literal(&r.name))
+        .collect();
+    if owners.is_empty() {
+        return Ok(true);
+    }
+    let sql = format!(
+        "SELECT coalesce(bool_and(pg_has_role(current_user, r.oid, 'MEMBER')), true) \
+         FROM pg_roles r WHERE r.rolname IN ({});\n",
+        owners.join(", ")
+    );
+    Ok(pg.psql("postgres", &sql)?.iter().any(|l| l.trim() == "t"))
+}
+
+// ---- end of the drill's database server --------------------------------------------------------
 
 /// The outcome for one source.
 #[derive(Clone, Debug, Serialize)]
@@ -60,6 +182,11 @@ pub struct SourceResult {
     /// Seconds the verification of restored files took.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_seconds: Option<f64>,
+    /// Roles the dump needs that the drill's server lacks: what a new host would need (a
+    /// restore there needs `--create-roles`). The drill then restores without owners and
+    /// privileges. Not a failure.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_roles: Vec<String>,
 }
 
 /// The outcome of a drill.
@@ -114,6 +241,7 @@ impl SourceResult {
             database: None,
             restore_seconds: None,
             verify_seconds: None,
+            missing_roles: Vec::new(),
         }
     }
 }
@@ -332,7 +460,9 @@ fn drill_sources(
             return Err(Error::Interrupted);
         }
         let result = match record.kind.as_str() {
-            "postgres" => drill_database(repo, snapshot, record, connect, &short, i),
+            "postgres" => {
+                drill_database(repo, snapshot, record, connect, &short, i, &options.server)
+            }
             _ => drill_files(repo, snapshot, record, &dir.0, cancel),
         };
         results.push(result);
@@ -407,6 +537,7 @@ fn drill_database(
     connect: &mut dyn FnMut(&SourceRecord) -> Result<PgSource>,
     short: &str,
     index: usize,
+    server: &DrillServer,
 ) -> SourceResult {
     let mut result = SourceResult::new(record);
     let pg = match connect(record) {
@@ -417,7 +548,23 @@ fn drill_database(
             return result;
         }
     };
-    let scratch = format!("coffer_drill_{short}_{}_{index}", std::process::id());
+    let scratch = scratch_database(server, short, index);
+    let prepared = match &server.database {
+        Some(db) => check_drill_database(&pg, db),
+        None => Ok(()),
+    }
+    .and_then(|()| drill_roles(&pg, record, server));
+    let roles = match prepared {
+        Ok((missing, roles)) => {
+            result.missing_roles = missing;
+            roles
+        }
+        Err(e) => {
+            result.checked = "not restored".into();
+            result.problems.push(format!("{e}"));
+            return result;
+        }
+    };
     // A scratch database that already has tables is never touched.
     let mut refuse = |_: &str, _: u64| false;
     let clock = std::time::Instant::now();
@@ -429,9 +576,14 @@ fn drill_database(
         &scratch,
         &mut refuse,
         std::time::Duration::ZERO,
+        &roles,
     );
     result.restore_seconds = Some(clock.elapsed().as_secs_f64());
-    let dropped = pg.drop_database(&scratch);
+    let dropped = match &server.database {
+        // Checked empty before the restore: what is in it now is the drill's.
+        Some(db) => pg.psql(db, EMPTY_DRILL_DATABASE).map(|_| ()),
+        None => pg.drop_database(&scratch),
+    };
     match restored {
         Ok(report) => {
             let problems = report.mismatches();
@@ -440,6 +592,14 @@ fn drill_database(
                 super::human_bytes(report.bytes),
                 report.tables.len()
             );
+            if !result.missing_roles.is_empty() {
+                result.checked.push_str(&format!(
+                    "; this server lacks the role(s) {} that the dump needs (a new host needs \
+                     them: restore there with --create-roles), so owners and privileges were \
+                     not restored",
+                    result.missing_roles.join(", ")
+                ));
+            }
             result.ok = problems.is_empty();
             result.problems = problems;
             result.database = Some(report);
@@ -541,6 +701,7 @@ mod tests {
             scratch_parent: Some(scratch.clone()),
             record: true,
             hostname: "drillhost".into(),
+            ..DrillOptions::default()
         };
         let report = drill_without_databases(&repo, &id, &snap, &options);
         assert!(report.ok, "{report:?}");
@@ -613,6 +774,7 @@ mod tests {
             scratch_parent: Some(tmp.path().to_path_buf()),
             record: false,
             hostname: "h".into(),
+            ..DrillOptions::default()
         };
         let report = drill_without_databases(&repo, &id, &snap, &options);
         assert!(report.ok, "{report:?}");
@@ -671,6 +833,7 @@ mod tests {
             scratch_parent: Some(scratch.clone()),
             record: true,
             hostname: "h".into(),
+            ..DrillOptions::default()
         };
         let report = drill_without_databases(&repo, &id, &snap, &options);
         assert!(!report.ok);
@@ -716,6 +879,7 @@ mod tests {
             scratch_parent: Some(scratch.clone()),
             record: true,
             hostname: "h".into(),
+            ..DrillOptions::default()
         };
         let cancel = AtomicBool::new(true);
         let e = drill(&repo, &id, &snap, &options, &mut no_database, &cancel).unwrap_err();
@@ -734,6 +898,7 @@ mod tests {
             scratch_parent: Some(tmp.path().join("absent")),
             record: true,
             hostname: "h".into(),
+            ..DrillOptions::default()
         };
         let e = drill(&repo, &id, &snap, &missing, &mut no_database, &cancel).unwrap_err();
         assert!(

@@ -227,6 +227,7 @@ mod tests {
             database: None,
             restore_seconds: restore,
             verify_seconds: None,
+            missing_roles: Vec::new(),
         }
     }
 

@@ -16,8 +16,8 @@ use crate::format::id::SnapshotId;
 use crate::format::snapshot::{Snapshot, SourceRecord};
 use crate::ops::restore::{check_subtree, restore_subtree, RestoreReport};
 use crate::repository::Repository;
-use crate::sources::postgres::{DumpFormat, PgSource};
-use crate::sources::restore::{restore_database, DatabaseReport};
+use crate::sources::postgres::{DumpFormat, PgSource, RoleOptions};
+use crate::sources::restore::{missing_roles, restore_database, roles_to_create, DatabaseReport};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -41,6 +41,8 @@ pub struct SourcesOptions {
     /// How long to wait for other sessions on a replaced database to end before terminating
     /// them.
     pub wait: Duration,
+    /// Owners, privileges and missing roles of the database sources.
+    pub roles: RoleOptions,
 }
 
 /// Where one source goes.
@@ -72,6 +74,7 @@ pub struct Plan<'a> {
     pub overwrite: bool,
     pub force: bool,
     pub wait: Duration,
+    pub roles: RoleOptions,
 }
 
 /// What the caller supplies: connections, the decision to replace a database, progress output.
@@ -113,6 +116,8 @@ pub enum Intended {
     Database {
         database: String,
         state: DatabaseState,
+        /// Roles the restore needs that the server lacks (see `RoleOptions`).
+        missing_roles: Vec<String>,
     },
 }
 
@@ -204,6 +209,8 @@ pub fn recorded_connection(record: &SourceRecord) -> Result<PgSource> {
         format: DumpFormat::parse(&recorded.format).unwrap_or(DumpFormat::Custom),
         consistency: Default::default(),
         lock_timeout: None,
+        role_passwords: false,
+        restore_args: Vec::new(),
     })
 }
 
@@ -269,6 +276,7 @@ pub fn plan<'a>(
         overwrite: options.overwrite,
         force: options.force,
         wait: options.wait,
+        roles: options.roles.clone(),
     })
 }
 
@@ -302,7 +310,12 @@ pub fn dry_run(plan: &Plan<'_>, caller: &mut dyn Caller) -> Result<(), Failure> 
                 } else {
                     DatabaseState::Missing
                 };
-                Intended::Database { database, state }
+                let missing_roles = missing_roles(&pg, record, &plan.roles)?;
+                Intended::Database {
+                    database,
+                    state,
+                    missing_roles,
+                }
             }
         };
         caller.progress(Progress::Would {
@@ -416,6 +429,7 @@ fn restore_into_database(
         &database,
         &mut allow,
         plan.wait,
+        &plan.roles,
     )
     .map_err(restoring(record))?;
     Ok(RestoredSource {
@@ -465,6 +479,7 @@ fn preflight(
                         .into());
                     }
                 }
+                roles_to_create(&pg, record, &database, &plan.roles)?;
                 connection = Some(pg);
             }
         }

@@ -4,9 +4,9 @@
 //! May use the repository (to read the dump and the stored chunk ids), the tree walk and the
 //! PostgreSQL source; the choice of what goes where is `ops::restore_sources`'.
 
-use super::postgres::{fresh_name, DumpFormat, PgSource, Session};
+use super::postgres::{fresh_name, DumpFormat, PgSource, RoleOptions, Session};
 use crate::error::{Error, Result};
-use crate::format::snapshot::{PostgresRecord, Snapshot, SourceRecord, TableRows};
+use crate::format::snapshot::{PostgresRecord, RoleRecord, Snapshot, SourceRecord, TableRows};
 use crate::format::tree::{Node, NodeKind};
 use crate::ops::walk;
 use crate::repository::Repository;
@@ -52,6 +52,12 @@ pub struct DatabaseReport {
     /// The replaced database's name after the swap, when dropping it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub old_kept_as: Option<String>,
+    /// Roles created from the snapshot's definitions (`--create-roles`) before the restore.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub created_roles: Vec<String>,
+    /// The role every restored object was handed to (`--owner`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl DatabaseReport {
@@ -114,6 +120,7 @@ fn file_node(repo: &Repository, snapshot: &Snapshot, tree_path: &str) -> Result<
 /// raised (see [`DatabaseReport::mismatches`]); when replacing, a mismatch keeps the old
 /// database and is an error. A failure says what was and was not changed
 /// ([`Error::DatabaseRestore`]).
+#[allow(clippy::too_many_arguments)]
 pub fn restore_database(
     repo: &Repository,
     snapshot: &Snapshot,
@@ -122,6 +129,7 @@ pub fn restore_database(
     target: &str,
     allow_existing: &mut dyn FnMut(&str, u64) -> bool,
     wait: Duration,
+    roles: &RoleOptions,
 ) -> Result<DatabaseReport> {
     let recorded = record.postgres.as_ref().ok_or_else(|| {
         Error::InvalidInput(format!("source {:?} is not a postgres source", record.name))
@@ -134,6 +142,7 @@ pub fn restore_database(
         )
     })?;
     let node = file_node(repo, snapshot, &record.tree_path)?;
+    let to_create = roles_to_create(pg, record, target, roles)?;
     let dump = Dump {
         repo,
         snapshot,
@@ -141,18 +150,58 @@ pub fn restore_database(
         recorded,
         node,
         format,
+        roles,
     };
     let exists = pg.database_exists(target)?;
     let tables = if exists { pg.table_count(target)? } else { 0 };
+    if tables > 0 && !allow_existing(target, tables) {
+        return Err(Error::InvalidInput(format!(
+            "database {target} already has {tables} tables; refusing to restore into it \
+             (pass --force to replace it, or --pg-target to restore elsewhere); \
+             nothing was changed"
+        )));
+    }
     if tables > 0 {
-        if !allow_existing(target, tables) {
-            return Err(Error::InvalidInput(format!(
-                "database {target} already has {tables} tables; refusing to restore into it \
-                 (pass --force to replace it, or --pg-target to restore elsewhere); \
-                 nothing was changed"
-            )));
-        }
-        return replace_database(&dump, pg, target, wait);
+        // Refused here, before a role is created, if the swap cannot be finished.
+        pg.check_replace(target)?;
+    }
+    let recorded_roles = recorded.roles.as_deref().unwrap_or_default();
+    let created_roles = pg.create_roles(&to_create, recorded_roles).map_err(|e| {
+        outcome(
+            e,
+            format!("no role was created (one transaction) and database {target} was not changed"),
+        )
+    })?;
+    let mut report =
+        restore_prepared(&dump, pg, target, exists, tables, wait).map_err(|e| match e {
+            Error::DatabaseRestore { cause, outcome } if !created_roles.is_empty() => {
+                Error::DatabaseRestore {
+                    cause,
+                    outcome: format!(
+                        "{outcome}\nthe role(s) {} were created from the snapshot before the \
+                         restore and are kept",
+                        created_roles.join(", ")
+                    ),
+                }
+            }
+            other => other,
+        })?;
+    report.created_roles = created_roles;
+    report.owner = roles.owner.clone();
+    Ok(report)
+}
+
+/// [`restore_database`] once the roles are there.
+fn restore_prepared(
+    dump: &Dump<'_>,
+    pg: &PgSource,
+    target: &str,
+    exists: bool,
+    tables: u64,
+    wait: Duration,
+) -> Result<DatabaseReport> {
+    if tables > 0 {
+        return replace_database(dump, pg, target, wait);
     }
     if exists {
         let loaded = dump.load(pg, target).map_err(|e| {
@@ -163,7 +212,10 @@ pub fn restore_database(
         })?;
         return Ok(dump.report(target, loaded, false));
     }
-    pg.create_database(target)?;
+    match dump.database_owner(pg)? {
+        Some(owner) => pg.create_database_owned(target, &owner)?,
+        None => pg.create_database(target)?,
+    }
     match dump.load(pg, target) {
         Ok(loaded) => Ok(dump.report(target, loaded, true)),
         Err(e) => Err(outcome(
@@ -247,6 +299,7 @@ struct Dump<'a> {
     recorded: &'a PostgresRecord,
     node: Node,
     format: DumpFormat,
+    roles: &'a RoleOptions,
 }
 
 /// What loading a dump into a database found.
@@ -269,27 +322,35 @@ impl Dump<'_> {
             .repo
             .reader()
             .plan_reads([self.node.content.as_slice()]);
-        pg.restore(database, self.format, |stdin: &mut dyn Write| {
-            self.repo
-                .read_blobs(&self.node.content, |chunk| {
-                    sha2::Digest::update(&mut hasher, chunk);
-                    bytes += chunk.len() as u64;
-                    stdin
-                        .write_all(chunk)
-                        .map_err(|e| Error::io("writing the dump to", "the restore program", e))
-                })
-                .map_err(|e| match e {
-                    Error::Corrupt { what, id, reason } => Error::Corrupt {
-                        what,
-                        id,
-                        reason: format!(
-                            "{reason} (in {} of snapshot {})",
-                            self.record.tree_path, self.snapshot.time
-                        ),
-                    },
-                    other => other,
-                })
-        })?;
+        pg.restore(
+            database,
+            self.format,
+            self.roles,
+            |stdin: &mut dyn Write| {
+                self.repo
+                    .read_blobs(&self.node.content, |chunk| {
+                        sha2::Digest::update(&mut hasher, chunk);
+                        bytes += chunk.len() as u64;
+                        stdin
+                            .write_all(chunk)
+                            .map_err(|e| Error::io("writing the dump to", "the restore program", e))
+                    })
+                    .map_err(|e| match e {
+                        Error::Corrupt { what, id, reason } => Error::Corrupt {
+                            what,
+                            id,
+                            reason: format!(
+                                "{reason} (in {} of snapshot {})",
+                                self.record.tree_path, self.snapshot.time
+                            ),
+                        },
+                        other => other,
+                    })
+            },
+        )?;
+        if let Some(owner) = &self.roles.owner {
+            pg.reassign_to(database, owner)?;
+        }
         let sha256 = hex::encode(sha2::Digest::finalize(hasher));
         let sha256_matches = self
             .record
@@ -304,6 +365,29 @@ impl Dump<'_> {
         })
     }
 
+    /// The owner a database created for this restore gets: the recorded owner of the dumped
+    /// database when owners are restored as dumped (no `--owner`, no `--no-owner`), that role
+    /// exists and the restoring role may give it a database (a superuser or a member of it);
+    /// otherwise none (the restoring role owns it, and `--owner` hands it over afterwards).
+    fn database_owner(&self, pg: &PgSource) -> Result<Option<String>> {
+        if self.roles.owner.is_some() || self.roles.no_owner {
+            return Ok(None);
+        }
+        let recorded = self.recorded.roles.as_deref().unwrap_or_default();
+        let Some(owner) = recorded.iter().find(|r| r.database_owner) else {
+            return Ok(None);
+        };
+        if !pg.missing_roles(&[owner.name.as_str()])?.is_empty() {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT pg_has_role(current_user, {}, 'MEMBER');\n",
+            super::postgres::quote_literal(&owner.name)
+        );
+        let member = pg.psql("postgres", &sql)?.iter().any(|l| l.trim() == "t");
+        Ok(member.then(|| owner.name.clone()))
+    }
+
     fn report(&self, database: &str, loaded: Loaded, created: bool) -> DatabaseReport {
         DatabaseReport {
             source: self.record.name.clone(),
@@ -315,8 +399,92 @@ impl Dump<'_> {
             tables: compare_tables(&self.recorded.tables, &loaded.after),
             closed_connections: Vec::new(),
             old_kept_as: None,
+            created_roles: Vec::new(),
+            owner: None,
         }
     }
+}
+
+/// The roles a restore of `record` with `options` needs that the server lacks, and whether
+/// `--owner`'s role is among them: found without changing anything. Old snapshots (no roles
+/// recorded) need only the `--owner` role.
+pub fn missing_roles(
+    pg: &PgSource,
+    record: &SourceRecord,
+    options: &RoleOptions,
+) -> Result<Vec<String>> {
+    let Some(recorded) = record.postgres.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let format = DumpFormat::parse(&recorded.format).unwrap_or(DumpFormat::Custom);
+    options.validate(format, &record.name)?;
+    let roles = recorded.roles.as_deref().unwrap_or_default();
+    let mut names: Vec<&str> = options
+        .needed(roles, format)
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    if let Some(owner) = &options.owner {
+        if !names.contains(&owner.as_str()) {
+            names.push(owner);
+        }
+    }
+    pg.missing_roles(&names)
+}
+
+/// The recorded roles to create before restoring `record` into `database`: none when the server
+/// has every role it needs; with `--create-roles` the missing ones; otherwise the refusal
+/// ([`Error::MissingRoles`]) naming them, before anything is changed.
+pub fn roles_to_create<'a>(
+    pg: &PgSource,
+    record: &'a SourceRecord,
+    database: &str,
+    options: &RoleOptions,
+) -> Result<Vec<&'a RoleRecord>> {
+    let missing = missing_roles(pg, record, options)?;
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let recorded: &[RoleRecord] = record
+        .postgres
+        .as_ref()
+        .and_then(|p| p.roles.as_deref())
+        .unwrap_or_default();
+    let definition = |name: &str| recorded.iter().find(|r| r.name == name);
+    let undefined: Vec<String> = missing
+        .iter()
+        .filter(|n| definition(n).is_none())
+        .cloned()
+        .collect();
+    if options.create_roles && undefined.is_empty() {
+        return Ok(missing.iter().filter_map(|n| definition(n)).collect());
+    }
+    let hint = if options.create_roles {
+        format!(
+            "the snapshot records no definition of {} (create it on the server first:              CREATE ROLE ... LOGIN)",
+            undefined.join(", ")
+        )
+    } else if record
+        .postgres
+        .as_ref()
+        .is_some_and(|p| p.format == "plain")
+    {
+        "a plain-SQL dump runs its statements as written: pass --create-roles to create them \
+         from the snapshot's definitions (passwords only if the backup recorded them), or \
+         create them on the server first"
+            .to_string()
+    } else {
+        "pass --create-roles to create them from the snapshot's definitions (passwords only if \
+         the backup recorded them), or make them unnecessary: --owner ROLE (or --no-owner) for \
+         owners, --no-acl for the roles in GRANTs"
+            .to_string()
+    };
+    Err(Error::MissingRoles {
+        source_name: record.name.clone(),
+        database: database.to_string(),
+        roles: missing,
+        hint,
+    })
 }
 
 /// Pairs the recorded and the restored row counts by table, sorted by schema and table; a table
@@ -488,6 +656,8 @@ mod tests {
             tables,
             closed_connections: Vec::new(),
             old_kept_as: None,
+            created_roles: Vec::new(),
+            owner: None,
         };
         let lines = [
             "table public.b: 2 rows in the snapshot, 3 restored",

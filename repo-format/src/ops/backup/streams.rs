@@ -119,6 +119,7 @@ impl Run<'_, '_> {
         let mut session = SnapshotSession::begin(pg)?;
         let server_version = std::mem::take(&mut session.server_version);
         let tables = std::mem::take(&mut session.tables);
+        let roles = std::mem::take(&mut session.roles);
         let args = pg.dump_arguments(&session.snapshot_id);
         let display = pg.display("pg_dump", &args);
         let mut command = pg.command("pg_dump");
@@ -154,6 +155,8 @@ impl Run<'_, '_> {
             format: pg.format.as_str().to_string(),
             toc_entries,
             tables,
+            roles: Some(roles),
+            role_passwords: pg.role_passwords,
         };
         Ok((content, size, record, pg_record))
     }

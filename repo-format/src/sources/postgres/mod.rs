@@ -18,13 +18,15 @@
 //! password replaced (`url.rs`).
 
 mod replace;
+mod roles;
 mod url;
 
 pub use replace::{fresh_name, previous_name, Session};
+pub use roles::{create_role_sql, validate_restore_args, RoleOptions};
 pub use url::PgUrl;
 
 use crate::error::{Error, Result};
-use crate::format::snapshot::TableRows;
+use crate::format::snapshot::{RoleRecord, TableRows};
 use crate::sources::child::Running;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
@@ -80,6 +82,10 @@ pub struct PgSource {
     /// How long the row count and pg_dump may wait for a table lock before failing (none:
     /// as long as it takes).
     pub lock_timeout: Option<std::time::Duration>,
+    /// Record the roles' password hashes with the dump (`roles-with-passwords`).
+    pub role_passwords: bool,
+    /// Extra `pg_restore` arguments (checked by [`validate_restore_args`]).
+    pub restore_args: Vec<String>,
 }
 
 /// The isolation of the transaction whose snapshot is dumped.
@@ -247,6 +253,19 @@ impl PgSource {
         .map(|_| ())
     }
 
+    /// Creates `database` owned by `owner`.
+    pub fn create_database_owned(&self, database: &str, owner: &str) -> Result<()> {
+        self.psql(
+            "postgres",
+            &format!(
+                "CREATE DATABASE {} OWNER {};\n",
+                quote_ident(database),
+                quote_ident(owner)
+            ),
+        )
+        .map(|_| ())
+    }
+
     pub fn drop_database(&self, database: &str) -> Result<()> {
         self.psql(
             "postgres",
@@ -269,6 +288,26 @@ impl PgSource {
             })
     }
 
+    /// The `pg_restore` arguments of a restore into `database`: one transaction that stops at
+    /// the first error, owners and privileges as `roles` says, the configured extra arguments.
+    pub fn restore_arguments(&self, database: &str, roles: &RoleOptions) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--clean".into(),
+            "--if-exists".into(),
+            "--single-transaction".into(),
+            "--exit-on-error".into(),
+        ];
+        if roles.no_owner || roles.owner.is_some() {
+            args.push("--no-owner".into());
+        }
+        if roles.no_acl {
+            args.push("--no-acl".into());
+        }
+        args.extend(self.restore_args.iter().cloned());
+        args.push(format!("--dbname={database}"));
+        args
+    }
+
     /// `ANALYZE`, then the exact row count of every table.
     pub fn analyze_and_count(&self, database: &str) -> Result<Vec<TableRows>> {
         let lines = self.psql(database, &format!("ANALYZE;\n{ROW_COUNTS_SQL}\n"))?;
@@ -278,22 +317,18 @@ impl PgSource {
     /// Feeds a dump into `database` (`pg_restore` for custom format, `psql` for plain SQL), in
     /// one transaction that stops at the first error. `feed` writes the dump into the writer it
     /// is given; an error from it aborts the restore.
-    pub fn restore<F>(&self, database: &str, format: DumpFormat, feed: F) -> Result<()>
+    pub fn restore<F>(
+        &self,
+        database: &str,
+        format: DumpFormat,
+        roles: &RoleOptions,
+        feed: F,
+    ) -> Result<()>
     where
         F: FnOnce(&mut dyn Write) -> Result<()>,
     {
         let (program, args): (&str, Vec<String>) = match format {
-            DumpFormat::Custom => (
-                "pg_restore",
-                vec![
-                    "--clean".into(),
-                    "--if-exists".into(),
-                    "--no-owner".into(),
-                    "--single-transaction".into(),
-                    "--exit-on-error".into(),
-                    format!("--dbname={database}"),
-                ],
-            ),
+            DumpFormat::Custom => ("pg_restore", self.restore_arguments(database, roles)),
             DumpFormat::Plain => {
                 let mut a = Self::psql_args(database);
                 a.push("--single-transaction".into());
@@ -419,6 +454,8 @@ pub struct SnapshotSession {
     pub server_version: String,
     /// Row counts in the exported snapshot.
     pub tables: Vec<TableRows>,
+    /// The roles the dump needs (`roles.rs`), read in the same snapshot.
+    pub roles: Vec<RoleRecord>,
 }
 
 impl SnapshotSession {
@@ -437,6 +474,7 @@ impl SnapshotSession {
             snapshot_id: String::new(),
             server_version: String::new(),
             tables: Vec::new(),
+            roles: Vec::new(),
         };
         if let Some(timeout) = source.lock_timeout {
             session.query(&format!("SET lock_timeout = {};", timeout.as_millis()))?;
@@ -455,6 +493,20 @@ impl SnapshotSession {
             Err(e) => return Err(lock_timed_out(e, source.lock_timeout)),
         };
         session.tables = parse_row_counts(&lines)?;
+        if source.role_passwords {
+            let lines =
+                session.query("SELECT rolsuper FROM pg_roles WHERE rolname = current_user;")?;
+            if !lines.iter().any(|l| l.trim() == "t") {
+                return Err(Error::InvalidInput(
+                    "roles-with-passwords = true needs a superuser connection (the password \
+                     hashes are in pg_authid, which only superusers read); connect as one or \
+                     leave roles-with-passwords out; no snapshot was saved"
+                        .into(),
+                ));
+            }
+        }
+        let lines = session.query(&roles::roles_sql(source.role_passwords))?;
+        session.roles = roles::parse_roles(&lines)?;
         Ok(session)
     }
 
@@ -608,6 +660,8 @@ mod tests {
             format: DumpFormat::Custom,
             consistency: Consistency::default(),
             lock_timeout: None,
+            role_passwords: false,
+            restore_args: Vec::new(),
         };
         assert!(!pg
             .dump_arguments("S")
