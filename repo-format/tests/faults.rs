@@ -218,6 +218,7 @@ fn round(seed: u64) -> Injected {
                         refresh: Duration::from_millis(300),
                     },
                     cancel: Arc::new(AtomicBool::new(false)),
+                    progress: Arc::default(),
                 };
                 if let Err(e) = prune(&repo, &options).map(|_| tally("prune", true)) {
                     clear("prune", &e);

@@ -65,8 +65,18 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
         snapshots: args.snapshots.clone(),
         cancel: ctx.cancel.clone(),
         index_every_packs: args.index_every as usize,
+        progress: Default::default(),
     };
-    let report = op::copy(&source, &mut target, &options).context("copy failed")?;
+    let display = crate::progress::start_bar(
+        ctx,
+        args.json,
+        "copy",
+        "snapshots",
+        options.progress.clone(),
+    )?;
+    let report = op::copy(&source, &mut target, &options);
+    display.finish();
+    let report = report.context("copy failed")?;
     for w in &report.warnings {
         eprintln!("warning: {}", crate::escape::message(&w.to_string()));
     }

@@ -64,14 +64,36 @@ pub fn options(ctx: &Context_, flags: &PruneFlags, dry_run: bool) -> PruneOption
         dry_run,
         lease: LeaseOptions::new("prune", &super::hostname()),
         cancel: ctx.cancel.clone(),
+        progress: Default::default(),
     }
+}
+
+/// Runs the prune with a progress bar (repacking: blobs moved, bytes) when stderr is a
+/// terminal.
+fn prune_shown(
+    ctx: &Context_,
+    repo: &Repository,
+    options: &PruneOptions,
+    json: bool,
+) -> Result<coffer_repo::Result<PruneReport>> {
+    let display =
+        crate::progress::start_bar(ctx, json, "prune", "blobs", options.progress.clone())?;
+    let report = op::prune(repo, options);
+    display.finish();
+    Ok(report)
 }
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     // Forget needs only the snapshots, and prune loads the index itself after listing them
     // (the order its safety argument needs): loading it at open as well only cost time.
     let repo = super::open_repo_with(ctx, coffer_repo::Repository::open_without_index)?;
-    let report = op::prune(&repo, &options(ctx, &args.flags, args.dry_run)).map_err(|e| {
+    let report = prune_shown(
+        ctx,
+        &repo,
+        &options(ctx, &args.flags, args.dry_run),
+        args.json,
+    )?
+    .map_err(|e| {
         if matches!(e, coffer_repo::Error::Missing { .. }) {
             anyhow::Error::new(e)
                 .context("prune refuses to run on a damaged repository; nothing was deleted")
@@ -95,7 +117,7 @@ pub fn prune_for_forget(
     flags: &PruneFlags,
     json: bool,
 ) -> Result<PruneReport> {
-    let report = op::prune(repo, &options(ctx, flags, false))?;
+    let report = prune_shown(ctx, repo, &options(ctx, flags, false), json)??;
     warn(&report);
     if !json {
         print(ctx, &report)?;

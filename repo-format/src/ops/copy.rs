@@ -42,6 +42,9 @@ pub struct CopyOptions {
     pub cancel: Arc<AtomicBool>,
     /// Uploaded packs between index checkpoints (at least 1).
     pub index_every_packs: usize,
+    /// Counters a front end may read while the copy runs: snapshots copied (of those to copy)
+    /// and bytes of data read from the source.
+    pub progress: Arc<crate::ops::progress::Progress>,
 }
 
 impl Default for CopyOptions {
@@ -50,6 +53,7 @@ impl Default for CopyOptions {
             snapshots: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
             index_every_packs: DEFAULT_INDEX_EVERY_PACKS,
+            progress: Arc::default(),
         }
     }
 }
@@ -129,6 +133,7 @@ pub fn copy(
         if opts.cancel.load(Ordering::SeqCst) {
             return Err(Error::Interrupted);
         }
+        opts.progress.set_current(&src_id.short());
         let mut indexed: Vec<(PackId, Vec<PackedBlob>)> = Vec::new();
         let root = {
             let writer =
@@ -141,6 +146,7 @@ pub fn copy(
                 every,
                 indexed: &mut indexed,
                 bytes_read: 0,
+                progress: &opts.progress,
             };
             // On an object store: the source's packs are read one request per pack touched.
             let missing = mapper.missing_data(&src.tree)?;
@@ -165,6 +171,7 @@ pub fn copy(
         let new_id = snap.save(target.storage(), target.keys())?;
         copied.insert(*src_id, new_id);
         report.copied.push((*src_id, new_id));
+        opts.progress.file_done();
     }
     Ok(report)
 }
@@ -203,6 +210,7 @@ struct CopyRun<'a, 'r> {
     every: usize,
     indexed: &'a mut Vec<(PackId, Vec<PackedBlob>)>,
     bytes_read: u64,
+    progress: &'a crate::ops::progress::Progress,
 }
 
 impl CopyRun<'_, '_> {
@@ -332,6 +340,7 @@ impl Mapper<'_> {
                         self.source.read_blobs(&missing, |plain| {
                             let new_id = run.store(BlobKind::Data, plain)?;
                             run.bytes_read += plain.len() as u64;
+                            run.progress.add_bytes(plain.len() as u64);
                             ids.insert(missing[i], new_id);
                             i += 1;
                             Ok(())
@@ -451,16 +460,23 @@ mod tests {
         let source = reopen(&source);
         // A fresh target handle, as a second `coffer copy` process would have.
         let mut target = reopen(&target);
+        let progress = Arc::new(crate::ops::progress::Progress::new());
         let third = copy(
             &source,
             &mut target,
             &CopyOptions {
                 snapshots: vec![s2.to_hex()[..8].to_string()],
+                progress: progress.clone(),
                 ..CopyOptions::default()
             },
         )
         .unwrap();
         assert_eq!(third.copied.len(), 1);
+        // The progress counters: one snapshot done, the bytes read counted as they were read.
+        let counted = progress.read();
+        assert_eq!(counted.files_done, 1);
+        assert_eq!(counted.bytes_done, third.bytes_read);
+        assert_eq!(counted.current, s2.short());
         assert!(third.bytes_read < second.len() as u64 / 2, "{third:?}");
         assert!(third.data_blobs_new <= 2, "{third:?}");
         let copied2 = Snapshot::load(target.storage(), target.keys(), &third.copied[0].1).unwrap();

@@ -43,6 +43,12 @@ pub(super) fn repack(
         .map(|(_, (loc, _))| loc)
         .collect();
     wanted.sort_by(|a, b| a.pack.cmp(&b.pack).then(a.blob.offset.cmp(&b.blob.offset)));
+    let progress = &options.progress;
+    progress.set_current("repacking");
+    progress.add_totals(
+        wanted.len() as u64,
+        wanted.iter().map(|loc| u64::from(loc.blob.length)).sum(),
+    );
     let storage = repo.storage();
     let writer = BlobWriter::new(repo, storage.connections(), cancel.clone())?;
     // Several runs are read and authenticated at once; the writer takes blobs from any thread.
@@ -50,6 +56,8 @@ pub(super) fn repack(
     let threads = crate::repository::parallel::threads_for_reading(storage);
     reader
         .read_sealed_runs(&wanted, threads, cancel, |loc, sealed| {
+            progress.add_bytes(sealed.len() as u64);
+            progress.file_done();
             // Authenticated, then moved as it is: sealed bytes do not depend on their pack, so
             // nothing is decompressed, hashed or compressed again.
             writer

@@ -55,6 +55,9 @@ pub struct PruneOptions {
     pub dry_run: bool,
     pub lease: LeaseOptions,
     pub cancel: Arc<AtomicBool>,
+    /// Counters a front end may read while the prune runs: the phase, and while repacking the
+    /// blobs moved (of those to move) and their bytes.
+    pub progress: Arc<crate::ops::progress::Progress>,
 }
 
 /// One object prune removes or would remove.
@@ -293,7 +296,64 @@ mod tests {
             dry_run: false,
             lease,
             cancel: Arc::new(AtomicBool::new(false)),
+            progress: Arc::default(),
         }
+    }
+
+    fn stream(seed: u64, len: usize) -> Vec<u8> {
+        let mut state = seed;
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let z = (state ^ (state >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    fn backup_stream(repo: &Repository, data: Vec<u8>) -> crate::format::id::SnapshotId {
+        use crate::ops::backup::{backup, BackupOptions, Source, SourceInput, StreamSource};
+        let mut opts = BackupOptions::new(Vec::new());
+        opts.sources = vec![Source {
+            name: None,
+            input: SourceInput::Stream {
+                tree_name: "a.bin".into(),
+                stream: StreamSource::Reader(Box::new(std::io::Cursor::new(data))),
+                dump_chunking: false,
+            },
+        }];
+        opts.hostname = "h".into();
+        backup(repo, opts).unwrap().id
+    }
+
+    /// Repacking counts its blobs and bytes for a progress display, out of totals it knows
+    /// before it starts.
+    #[test]
+    fn repacking_reports_its_progress() {
+        let repo = repo();
+        let mut both = stream(1, 8 << 20);
+        both.extend(stream(2, 4 << 20));
+        let first = backup_stream(&repo, both);
+        // A new handle, as the next `coffer backup` would open: it sees the first one's index.
+        let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
+        let mut shared = stream(1, 8 << 20);
+        shared.extend(stream(3, 1 << 20));
+        backup_stream(&repo, shared);
+        // The first snapshot forgotten: its second half's blobs share packs with live ones.
+        repo.storage()
+            .delete(&format!("snapshots/{}", first.to_hex()))
+            .unwrap();
+        let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
+        let mut opts = options(0);
+        opts.max_unused = 0.0;
+        let report = prune(&repo, &opts).unwrap();
+        assert!(report.packs_written > 0, "{report:?}");
+        let p = opts.progress.read();
+        assert_eq!(p.current, "repacking");
+        assert!(p.files_done > 0, "{p:?}");
+        assert_eq!(Some(p.files_done), p.total_files, "{p:?}");
+        assert_eq!(Some(p.bytes_done), p.total_bytes, "{p:?}");
     }
 
     /// D1: a pack listed by a due plan and by one not yet due waits for the younger one; and
