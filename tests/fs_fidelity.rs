@@ -516,3 +516,123 @@ fn attributes_the_restoring_user_may_not_set_are_named_in_warnings() {
     assert!(got.contains("user.comment=\"hello\""), "{got}");
     assert!(got.contains("system.posix_acl_access"), "{got}");
 }
+
+/// The paths of a snapshot, from `coffer ls --json`, below `root`.
+fn listed(env: &Env, root: &Path) -> Vec<String> {
+    let out = env.run(&["ls", "latest", "--json"]).ok();
+    let prefix = root.to_str().unwrap();
+    out.stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["path"].as_str().map(str::to_string))
+        .filter_map(|p| {
+            p.strip_prefix(prefix)
+                .map(|r| r.trim_start_matches('/').to_string())
+        })
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// restic's selection: exclude patterns matched component-wise from any depth (`.git/`,
+/// `gitrepo/.git`, `docs/*.md`), --iexclude, --exclude-file, --exclude-if-present,
+/// --exclude-caches, --exclude-larger-than, and -x at a mount point.
+#[test]
+fn selection_flags_leave_out_what_they_name() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("sel");
+    let mk = |rel: &str, content: &[u8]| {
+        let p = src.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    };
+    mk("app/.git/HEAD", b"ref");
+    mk("app/main.rs", b"fn main() {}");
+    mk("vendor/gitrepo/.git/config", b"x");
+    mk("vendor/gitrepo/lib.rs", b"x");
+    mk("docs/a.md", b"x");
+    mk("docs/keep.txt", b"x");
+    mk("docs/sub/b.md", b"x");
+    mk("photo.JPG.BAK", b"x");
+    mk("notes.tmp", b"x");
+    mk("private/.nobackup", b"");
+    mk("private/secret.txt", b"x");
+    mk(
+        "cache/CACHEDIR.TAG",
+        b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n",
+    );
+    mk("cache/blob", b"x");
+    mk("fakecache/CACHEDIR.TAG", b"not the signature");
+    mk("fakecache/blob", b"x");
+    mk("big.iso", &vec![7u8; 4096]);
+    mk("small.bin", &[7u8; 1024]);
+    let list = env.path("exclude-list");
+    fs::write(&list, "# temporary files\n*.tmp\n\n").unwrap();
+    env.run(&[
+        "backup",
+        "-e",
+        ".git/",
+        "-e",
+        "docs/*.md",
+        "--iexclude",
+        "*.bak",
+        "--exclude-file",
+        list.to_str().unwrap(),
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-caches",
+        "--exclude-larger-than",
+        "2K",
+        src.to_str().unwrap(),
+    ])
+    .ok();
+    let mut got = listed(&env, &src);
+    got.sort();
+    let want = [
+        "app",
+        "app/main.rs",
+        "cache",
+        "cache/CACHEDIR.TAG",
+        "docs",
+        "docs/keep.txt",
+        "docs/sub",
+        "docs/sub/b.md",
+        "fakecache",
+        "fakecache/CACHEDIR.TAG",
+        "fakecache/blob",
+        "private",
+        "private/.nobackup",
+        "small.bin",
+        "vendor",
+        "vendor/gitrepo",
+        "vendor/gitrepo/lib.rs",
+    ];
+    assert_eq!(got, want);
+
+    // -x: a file system mounted below the path is stored as an empty directory.
+    if !is_root() {
+        eprintln!("skipped the -x part: mounting needs root");
+        return;
+    }
+    let mnt = src.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    run(
+        "mount",
+        &["-t", "tmpfs", "coffer-test", mnt.to_str().unwrap()],
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    fs::write(mnt.join("elsewhere"), "x").unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    assert!(listed(&env, &src).contains(&"mnt/elsewhere".to_string()));
+    env.run(&["backup", "-x", src.to_str().unwrap()]).ok();
+    let got = listed(&env, &src);
+    assert!(got.contains(&"mnt".to_string()), "{got:?}");
+    assert!(!got.contains(&"mnt/elsewhere".to_string()), "{got:?}");
+    assert!(got.contains(&"app/.git/HEAD".to_string()), "{got:?}");
+}

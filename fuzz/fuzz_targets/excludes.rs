@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
     match exclude_matcher(&patterns) {
         Ok(excluded) => {
             for p in paths.lines() {
-                let _ = excluded(Path::new(p));
+                let _ = excluded(Path::new(p), false);
+                let _ = excluded(Path::new(p), true);
             }
         }
         Err(e) => assert!(e.to_string().contains("exclude"), "{e}"),

@@ -22,9 +22,29 @@ With --stdin-from-command, a command that exits non-zero saves no snapshot and c
 pub struct Args {
     /// Files and directories to back up
     pub paths: Vec<PathBuf>,
-    /// Skip files matching this glob (without `/`: the file name; with `/`: the absolute path)
-    #[arg(long, short = 'e', value_name = "GLOB")]
+    /// Leave out what matches PATTERN (restic's rules: `*.log`, `.git/`, `docs/*.md`,
+    /// `/var/cache/`; a leading `/` anchors at the root, a trailing `/` means directories)
+    #[arg(long, short = 'e', value_name = "PATTERN")]
     pub exclude: Vec<String>,
+    /// As --exclude, letters matching in either case
+    #[arg(long, value_name = "PATTERN")]
+    pub iexclude: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (blank lines and lines starting with `#`
+    /// are ignored)
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Store a directory holding a file named NAME with that file only
+    #[arg(long, value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
+    /// Store a directory holding a valid CACHEDIR.TAG with the tag only
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Do not cross into other file systems (a mount point is stored as an empty directory)
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Leave out files larger than SIZE (bytes, or with K, M, G, T: powers of 1024)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub exclude_larger_than: Option<u64>,
     /// Tag the snapshot (repeatable)
     #[arg(long, value_name = "TAG")]
     pub tag: Vec<String>,
@@ -115,6 +135,9 @@ fn save(ctx: &Context_, args: &Args, hooks: &mut crate::hooks::Hooks<'_>) -> Res
     tags.extend(args.tag.iter().cloned());
     let mut excludes = config.map(|c| c.excludes.clone()).unwrap_or_default();
     excludes.extend(args.exclude.iter().cloned());
+    for file in &args.exclude_file {
+        excludes.extend(read_exclude_file(file)?);
+    }
     let hostname = args
         .host
         .clone()
@@ -150,6 +173,13 @@ fn save(ctx: &Context_, args: &Args, hooks: &mut crate::hooks::Hooks<'_>) -> Res
         cancel: ctx.cancel.clone(),
         workers: 0,
         no_xattrs: args.no_xattrs,
+        selection: op::Selection {
+            iexcludes: args.iexclude.clone(),
+            exclude_if_present: args.exclude_if_present.clone(),
+            exclude_caches: args.exclude_caches,
+            one_file_system: args.one_file_system,
+            exclude_larger_than: args.exclude_larger_than,
+        },
         progress: Default::default(),
         anomalies: crate::anomaly::check_for(ctx, &repo),
     };
@@ -347,4 +377,76 @@ fn print_summary(report: &op::BackupReport) -> Result<()> {
         outln!();
     }
     Ok(())
+}
+
+/// The patterns of an `--exclude-file`: one per line, blank lines and `#` comments ignored,
+/// trailing spaces kept (a name may end in one) but a trailing `\r` dropped.
+fn read_exclude_file(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the exclude file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
+/// A size: bytes, or a number with K, M, G or T (powers of 1024, as restic).
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let factor: u64 = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(format!("{s:?} is not a size such as 500K, 100M or 2G")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("{s:?} is not a size such as 500K, 100M or 2G"))
+}
+
+#[cfg(test)]
+mod selection_tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_restic_reads_them() {
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("2k"), Ok(2048));
+        assert_eq!(parse_size("5M"), Ok(5 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("3T"), Ok(3 << 40));
+        for bad in ["", "M", "1X", "-1", "99999999999999999999", "1.5G"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn exclude_files_skip_blanks_and_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("excludes");
+        std::fs::write(
+            &f,
+            "# caches\n*.tmp\r\n\n  \n/var/cache/\nname with space \n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_exclude_file(&f).unwrap(),
+            ["*.tmp", "/var/cache/", "name with space "]
+        );
+        let e = read_exclude_file(&dir.path().join("absent")).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("reading the exclude file"),
+            "{e:#}"
+        );
+    }
 }

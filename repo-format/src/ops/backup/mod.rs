@@ -144,6 +144,8 @@ pub struct BackupOptions {
     pub workers: usize,
     /// Leave extended attributes (and so ACLs and file capabilities) out.
     pub no_xattrs: bool,
+    /// What else leaves files out (restic's selection flags).
+    pub selection: Selection,
     /// Counters a front end may read while the backup runs ([`Progress`]).
     pub progress: Arc<Progress>,
     /// Called with the assembled snapshot just before it is saved; what it returns is recorded
@@ -169,9 +171,61 @@ impl BackupOptions {
             cancel: Arc::new(AtomicBool::new(false)),
             workers: 0,
             no_xattrs: false,
+            selection: Selection::default(),
             progress: Arc::new(Progress::new()),
             anomalies: None,
         }
+    }
+}
+
+/// What leaves files out of a backup besides the exclude patterns ([`BackupOptions::excludes`],
+/// restic's rules: docs/cli.md).
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Exclude patterns matched with letters in either case (`--iexclude`).
+    pub iexcludes: Vec<String>,
+    /// A directory holding a file of one of these names keeps only that file
+    /// (`--exclude-if-present`).
+    pub exclude_if_present: Vec<String>,
+    /// A directory holding a `CACHEDIR.TAG` with the standard's signature keeps only the tag
+    /// (`--exclude-caches`).
+    pub exclude_caches: bool,
+    /// Stay on the file systems of the paths given: a mount point below them is stored as an
+    /// empty directory (`-x`, `--one-file-system`).
+    pub one_file_system: bool,
+    /// Files larger than this many bytes are left out (`--exclude-larger-than`).
+    pub exclude_larger_than: Option<u64>,
+}
+
+/// The first bytes of a valid `CACHEDIR.TAG` (<https://bford.info/cachedir/>).
+pub const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+impl Selection {
+    /// The tag file that empties directory `dir` (listing `names`), if any: the name to keep.
+    fn tag_in(
+        &self,
+        dir: &std::path::Path,
+        names: &[std::ffi::OsString],
+    ) -> Option<std::ffi::OsString> {
+        for name in names {
+            if self
+                .exclude_if_present
+                .iter()
+                .any(|t| name.as_os_str() == t.as_str())
+            {
+                return Some(name.clone());
+            }
+            if self.exclude_caches && name == "CACHEDIR.TAG" {
+                let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
+                let valid = std::fs::File::open(dir.join(name))
+                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+                    .is_ok_and(|()| head == CACHEDIR_SIGNATURE);
+                if valid {
+                    return Some(name.clone());
+                }
+            }
+        }
+        None
     }
 }
 
@@ -192,7 +246,11 @@ pub struct BackupReport {
 /// nothing is saved and the error names the source.
 pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport> {
     let started = Instant::now();
-    let plan = plan::plan(std::mem::take(&mut opts.sources), &opts.excludes)?;
+    let plan = plan::plan(
+        std::mem::take(&mut opts.sources),
+        &opts.excludes,
+        &opts.selection.iexcludes,
+    )?;
     tracing::info!(
         "planned {} path source(s) and {} stream source(s)",
         plan.paths.len(),
@@ -298,6 +356,10 @@ struct Run<'a, 'r> {
     excludes: &'a plan::ExcludeRules,
     /// Read each node's extended attributes.
     xattrs: bool,
+    selection: &'a Selection,
+    /// Directories on another file system than their parent (with `one_file_system`): stored
+    /// empty.
+    mount_points: std::collections::HashSet<PathBuf>,
     warnings: Vec<Warning>,
     notices: Vec<Notice>,
     warned_compressed_dump: bool,

@@ -38,7 +38,11 @@ pub(super) struct Plan {
 
 /// Validates `sources` and places them in the tree. Errors of a named source name it; unnamed
 /// ones (`coffer backup PATH`) speak for themselves.
-pub(super) fn plan(sources: Vec<Source>, excludes: &[String]) -> Result<Plan> {
+pub(super) fn plan(
+    sources: Vec<Source>,
+    excludes: &[String],
+    iexcludes: &[String],
+) -> Result<Plan> {
     if sources.is_empty() {
         return Err(Error::InvalidInput(
             "nothing to back up: no paths, streams or sources given".into(),
@@ -46,6 +50,7 @@ pub(super) fn plan(sources: Vec<Source>, excludes: &[String]) -> Result<Plan> {
     }
     let mut rules = ExcludeRules {
         global: Excludes::new(excludes)?,
+        ignoring_case: Excludes::with_case(iexcludes, true)?,
         scoped: Vec::new(),
     };
     let mut paths = Vec::new();
@@ -234,48 +239,77 @@ pub(super) fn pick_parent(
 /// Excludes for every path source plus those of one source, scoped to its root.
 pub(super) struct ExcludeRules {
     global: Excludes,
+    /// `--iexclude`: the same rules, letters in either case.
+    ignoring_case: Excludes,
     scoped: Vec<(PathBuf, Excludes)>,
 }
 
 impl ExcludeRules {
-    /// Whether `path` (absolute) is left out of the backup.
-    pub(super) fn excluded(&self, path: &Path) -> bool {
-        self.global.excluded(path)
+    /// Whether `path` (absolute; a directory when `is_dir`) is left out of the backup.
+    pub(super) fn excluded(&self, path: &Path, is_dir: bool) -> bool {
+        self.global.excluded(path, is_dir)
+            || self.ignoring_case.excluded(path, is_dir)
             || self
                 .scoped
                 .iter()
-                .any(|(root, ex)| path.starts_with(root) && ex.excluded(path))
+                .any(|(root, ex)| path.starts_with(root) && ex.excluded(path, is_dir))
     }
 }
 
 /// Compiles exclude `patterns` as a backup does and returns whether they exclude a path: the
 /// exclude-pattern parser's public door (the fuzz target `excludes` goes through it).
-pub fn exclude_matcher(patterns: &[String]) -> Result<impl Fn(&Path) -> bool> {
+pub fn exclude_matcher(patterns: &[String]) -> Result<impl Fn(&Path, bool) -> bool> {
     let excludes = Excludes::new(patterns)?;
-    Ok(move |path: &Path| excludes.excluded(path))
+    Ok(move |path: &Path, is_dir: bool| excludes.excluded(path, is_dir))
 }
 
-/// Glob patterns: with a `/` they match the absolute path, without one the file name.
+/// Exclude patterns with restic's semantics. A pattern is matched against the absolute path,
+/// component by component (`*`, `?` and `[...]` never cross a `/`; `**` spans any number of
+/// components): one that starts with `/` is anchored at the root, any other matches a run of
+/// components ending at the path's last one (as if `**/` were in front: `*.log`, `.git`,
+/// `docs/*.md`, `gitrepo/.git`). A trailing `/` matches directories only. A directory that
+/// matches is left out with everything below it.
 struct Excludes {
-    by_path: GlobSet,
-    by_name: GlobSet,
+    any: GlobSet,
+    dirs: GlobSet,
 }
 
 impl Excludes {
     fn new(patterns: &[String]) -> Result<Excludes> {
-        let mut by_path = GlobSetBuilder::new();
-        let mut by_name = GlobSetBuilder::new();
+        Excludes::with_case(patterns, false)
+    }
+
+    /// As [`Excludes::new`]; with `ignore_case`, letters match either case (`--iexclude`).
+    fn with_case(patterns: &[String], ignore_case: bool) -> Result<Excludes> {
+        let mut any = GlobSetBuilder::new();
+        let mut dirs = GlobSetBuilder::new();
         for p in patterns {
-            let glob = GlobBuilder::new(p)
-                .literal_separator(true)
-                .build()
-                .map_err(|e| {
-                    Error::InvalidInput(format!("invalid --exclude pattern {p:?}: {e}"))
-                })?;
-            if p.contains('/') {
-                by_path.add(glob);
+            let bad = |why: String| {
+                Error::InvalidInput(format!("invalid --exclude pattern {p:?}: {why}"))
+            };
+            let dir_only = p.ends_with('/');
+            let body = p.trim_end_matches('/');
+            if body.is_empty() {
+                return Err(bad(if p.is_empty() {
+                    "empty".into()
+                } else {
+                    "it would exclude everything".into()
+                }));
+            }
+            let text = if body.starts_with('/') {
+                body.to_string()
             } else {
-                by_name.add(glob);
+                format!("**/{body}")
+            };
+            let glob = GlobBuilder::new(&text)
+                .literal_separator(true)
+                .case_insensitive(ignore_case)
+                .build()
+                .map_err(|e| bad(e.kind().to_string()))?;
+            if dir_only {
+                dirs.add(glob);
+            } else {
+                any.add(glob);
             }
         }
         let build = |b: GlobSetBuilder| {
@@ -283,13 +317,13 @@ impl Excludes {
                 .map_err(|e| Error::InvalidInput(format!("invalid --exclude: {e}")))
         };
         Ok(Excludes {
-            by_path: build(by_path)?,
-            by_name: build(by_name)?,
+            any: build(any)?,
+            dirs: build(dirs)?,
         })
     }
 
-    fn excluded(&self, path: &Path) -> bool {
-        self.by_path.is_match(path) || path.file_name().is_some_and(|n| self.by_name.is_match(n))
+    fn excluded(&self, path: &Path, is_dir: bool) -> bool {
+        self.any.is_match(path) || (is_dir && self.dirs.is_match(path))
     }
 }
 
@@ -341,27 +375,70 @@ mod tests {
     fn scoped_excludes_apply_below_their_source_only() {
         let rules = ExcludeRules {
             global: Excludes::new(&["*.log".into()]).unwrap(),
+            ignoring_case: Excludes::with_case(&["*.BAK".into()], true).unwrap(),
             scoped: vec![(
                 PathBuf::from("/opt/app/files"),
                 Excludes::new(&["*.tmp".into()]).unwrap(),
             )],
         };
-        assert!(rules.excluded(Path::new("/opt/app/files/a.tmp")));
-        assert!(!rules.excluded(Path::new("/opt/other/a.tmp")));
-        assert!(rules.excluded(Path::new("/opt/other/a.log")));
-        assert!(!rules.excluded(Path::new("/opt/app/files/a.txt")));
+        let ex = |p: &str| rules.excluded(Path::new(p), false);
+        assert!(ex("/opt/app/files/a.tmp"));
+        assert!(!ex("/opt/other/a.tmp"));
+        assert!(ex("/opt/other/a.log"));
+        assert!(!ex("/opt/app/files/a.txt"));
+        assert!(ex("/opt/other/a.bak") && ex("/opt/other/a.Bak"));
     }
 
+    /// restic's exclude semantics, with the examples of its documentation and of issue 18.
     #[test]
-    fn patterns_with_a_slash_match_the_path_and_others_the_name() {
-        let ex = Excludes::new(&["/srv/*/cache".into(), "*.swp".into()]).unwrap();
-        assert!(ex.excluded(Path::new("/srv/app/cache")));
-        // `*` does not cross a `/`.
-        assert!(!ex.excluded(Path::new("/srv/app/deep/cache")));
-        assert!(ex.excluded(Path::new("/home/u/.notes.swp")));
-        assert!(!ex.excluded(Path::new("/home/u/cache")));
-        let e = Excludes::new(&["a[".into()]).err().unwrap();
-        assert!(e.to_string().contains("invalid --exclude pattern"), "{e}");
+    fn patterns_follow_restics_rules() {
+        let cases: &[(&str, &str, bool, bool)] = &[
+            // (pattern, path, is a directory, excluded)
+            ("*.go", "/home/user/foo.go", false, true),
+            ("*.go", "/home/user/go/foo.txt", false, false),
+            ("*.c", "/src/deep/down/x.c", false, true),
+            ("/home/*/.cache", "/home/user/.cache", true, true),
+            ("/home/*/.cache", "/srv/home/user/.cache", true, false),
+            ("foo/bar", "/home/user/foo/bar", true, true),
+            ("foo/bar", "/home/user/foo/barx", true, false),
+            ("foo/bar", "/home/user/xfoo/bar", true, false),
+            (".git/", "/src/app/.git", true, true),
+            (".git/", "/src/app/.git", false, false),
+            ("gitrepo/.git", "/src/gitrepo/.git", true, true),
+            ("docs/*.md", "/src/docs/a.md", false, true),
+            ("docs/*.md", "/src/docs/sub/a.md", false, false),
+            ("docs/**/*.md", "/src/docs/sub/deeper/a.md", false, true),
+            ("docs/**/*.md", "/src/docs/a.md", false, true),
+            ("/var/cache/", "/var/cache", true, true),
+            ("/var/cache/", "/srv/var/cache", true, false),
+            ("**/node_modules", "/a/b/node_modules", true, true),
+            ("node_modules", "/node_modules", true, true),
+            ("/srv/*/cache", "/srv/app/cache", true, true),
+            // `*` does not cross a `/`.
+            ("/srv/*/cache", "/srv/app/deep/cache", true, false),
+            ("*.swp", "/home/u/.notes.swp", false, true),
+            ("*.swp", "/home/u/cache", false, false),
+            ("[ab].txt", "/x/a.txt", false, true),
+            ("[ab].txt", "/x/c.txt", false, false),
+            ("?.txt", "/x/ab.txt", false, false),
+        ];
+        for &(pattern, path, is_dir, want) in cases {
+            let ex = Excludes::new(&[pattern.to_string()]).unwrap();
+            assert_eq!(
+                ex.excluded(Path::new(path), is_dir),
+                want,
+                "{pattern:?} against {path:?} (directory: {is_dir})"
+            );
+        }
+        let insensitive = Excludes::with_case(&["*.JPG".into()], true).unwrap();
+        assert!(insensitive.excluded(Path::new("/p/a.jpg"), false));
+        assert!(!Excludes::new(&["*.JPG".into()])
+            .unwrap()
+            .excluded(Path::new("/p/a.jpg"), false));
+        for bad in ["a[", "", "/", "//"] {
+            let e = Excludes::new(&[bad.into()]).err().unwrap();
+            assert!(e.to_string().contains("invalid --exclude pattern"), "{e}");
+        }
     }
 
     #[test]
@@ -385,7 +462,7 @@ mod tests {
             Source::path(base.join("b")),
             named_stream,
         ];
-        let placed = plan(sources, &[]).unwrap();
+        let placed = plan(sources, &[], &[]).unwrap();
         let paths: Vec<&Path> = placed.paths.iter().map(|p| p.absolute.as_path()).collect();
         assert_eq!(paths, [base.join("a"), base.join("b")]);
         assert_eq!(
@@ -397,18 +474,18 @@ mod tests {
             ]
         );
         assert_eq!(placed.streams.len(), 1);
-        assert!(plan(Vec::new(), &[]).is_err());
+        assert!(plan(Vec::new(), &[], &[]).is_err());
         let twice = |n: &str| Source {
             name: Some(n.into()),
             ..Source::path(base.join("a"))
         };
-        let e = plan(vec![twice("x"), twice("x")], &[]).err().unwrap();
+        let e = plan(vec![twice("x"), twice("x")], &[], &[]).err().unwrap();
         assert!(e.to_string().contains("used twice"), "{e}");
         let missing = Source {
             name: Some("files".into()),
             ..Source::path(base.join("missing"))
         };
-        let e = plan(vec![missing], &[]).err().unwrap();
+        let e = plan(vec![missing], &[], &[]).err().unwrap();
         assert!(e.to_string().contains("files"), "{e}");
     }
 

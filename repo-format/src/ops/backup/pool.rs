@@ -119,6 +119,8 @@ pub(super) fn run<'r>(
             cancel_flag: opts.cancel.clone(),
             excludes,
             xattrs: !opts.no_xattrs,
+            selection: &opts.selection,
+            mount_points: Default::default(),
             warnings: Vec::new(),
             notices: Vec::new(),
             warned_compressed_dump: false,

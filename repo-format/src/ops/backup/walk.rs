@@ -278,19 +278,49 @@ impl Run<'_, '_> {
             }
         };
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        // A mount point (with -x) or a tagged directory keeps nothing, or only its tag.
+        if self.mount_points.remove(path) {
+            tracing::debug!("directory {path:?}: another file system, stored empty");
+            names.clear();
+        } else if let Some(tag) = self.selection.tag_in(path, &names) {
+            tracing::debug!("directory {path:?}: tagged by {tag:?}, only the tag is stored");
+            names.retain(|n| *n == tag);
+        }
         // Every entry's lstat first, so that the files that will be read (new or changed) are
         // known and can be prefetched a few files ahead of the reading.
         let entries: Vec<(PathBuf, Option<&Node>, std::io::Result<Metadata>)> = names
             .iter()
-            .map(|name| path.join(name))
-            .filter(|child| !self.excludes.excluded(child))
-            .map(|child| {
+            .map(|name| {
+                let child = path.join(name);
+                let meta = std::fs::symlink_metadata(&child);
+                (child, meta)
+            })
+            .filter(|(child, meta)| {
+                let is_dir = meta.as_ref().is_ok_and(|m| m.is_dir());
+                let too_large = meta.as_ref().is_ok_and(|m| {
+                    m.is_file()
+                        && self
+                            .selection
+                            .exclude_larger_than
+                            .is_some_and(|limit| m.len() > limit)
+                });
+                !too_large && !self.excludes.excluded(child, is_dir)
+            })
+            .map(|(child, meta)| {
                 let parent_child = parent_tree
                     .and_then(|t| t.find(child.file_name().unwrap_or_default().as_bytes()));
-                let meta = std::fs::symlink_metadata(&child);
                 (child, parent_child, meta)
             })
             .collect();
+        if self.selection.one_file_system {
+            for (child, _, m) in &entries {
+                if m.as_ref()
+                    .is_ok_and(|m| m.is_dir() && m.dev() != meta.dev())
+                {
+                    self.mount_points.insert(child.clone());
+                }
+            }
+        }
         let to_read: Vec<usize> = entries
             .iter()
             .enumerate()
