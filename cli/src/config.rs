@@ -434,6 +434,8 @@ pub fn apply_to_global(global: &mut crate::global::GlobalArgs, loaded: &Loaded) 
 }
 
 /// The PostgreSQL URL in the environment variable `var` (`--pg-url-env`, `url-env`).
+/// (Not in fuzz builds, which compile this file alone.)
+#[cfg(not(fuzzing))]
 pub fn url_from_env(var: &str) -> Result<PgUrl> {
     let value = std::env::var(var)
         .map_err(|_| crate::exit::usage(format!("the environment variable {var} is not set")))?;
