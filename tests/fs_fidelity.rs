@@ -636,3 +636,61 @@ fn selection_flags_leave_out_what_they_name() {
     assert!(!got.contains(&"mnt/elsewhere".to_string()), "{got:?}");
     assert!(got.contains(&"app/.git/HEAD".to_string()), "{got:?}");
 }
+
+/// --files-from (comments and blank lines skipped), --files-from-verbatim and --files-from-raw
+/// (NUL-separated, any byte in a name) add to the paths given.
+#[test]
+fn paths_come_from_lists() {
+    let env = Env::new();
+    env.init();
+    let base = env.path("lists");
+    for d in ["one", "two", "three", "#four", "five\nlines"] {
+        fs::create_dir_all(base.join(d)).unwrap();
+        fs::write(base.join(d).join("f"), d).unwrap();
+    }
+    let p = |d: &str| base.join(d).to_str().unwrap().to_string();
+    let lines = env.path("lines");
+    fs::write(
+        &lines,
+        format!("# the first two\n{}\n\n{}\n", p("one"), p("two")),
+    )
+    .unwrap();
+    let verbatim = env.path("verbatim");
+    fs::write(&verbatim, format!("{}\n", p("#four"))).unwrap();
+    let raw = env.path("raw");
+    fs::write(&raw, format!("{}\0", p("five\nlines"))).unwrap();
+    let out = env
+        .run(&[
+            "backup",
+            "--json",
+            "--files-from",
+            lines.to_str().unwrap(),
+            "--files-from-verbatim",
+            verbatim.to_str().unwrap(),
+            "--files-from-raw",
+            raw.to_str().unwrap(),
+            &p("three"),
+        ])
+        .ok();
+    let summary: serde_json::Value =
+        serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+    let mut paths: Vec<String> = summary["snapshot"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    let mut want: Vec<String> = ["one", "two", "three", "#four", "five\nlines"]
+        .iter()
+        .map(|d| p(d))
+        .collect();
+    want.sort();
+    assert_eq!(paths, want);
+    // A list that names nothing is refused, not an empty backup.
+    let empty = env.path("empty");
+    fs::write(&empty, "# nothing\n").unwrap();
+    let run = env.run(&["backup", "--files-from", empty.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("name no paths"), "{run:?}");
+}

@@ -42,6 +42,16 @@ pub struct Args {
     /// Do not cross into other file systems (a mount point is stored as an empty directory)
     #[arg(long, short = 'x')]
     pub one_file_system: bool,
+    /// Back up the paths listed in FILE, one per line (blank lines and lines starting with `#`
+    /// are ignored; repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Vec<PathBuf>,
+    /// Back up the paths listed in FILE, one per line taken as it is (only empty lines skipped)
+    #[arg(long, value_name = "FILE")]
+    pub files_from_verbatim: Vec<PathBuf>,
+    /// Back up the paths listed in FILE, separated by NUL bytes (`find -print0`)
+    #[arg(long, value_name = "FILE")]
+    pub files_from_raw: Vec<PathBuf>,
     /// Leave out files larger than SIZE (bytes, or with K, M, G, T: powers of 1024)
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub exclude_larger_than: Option<u64>,
@@ -281,10 +291,28 @@ fn sources(ctx: &Context_, args: &Args) -> Result<Vec<Source>> {
             "a command after -- needs --stdin-from-command NAME",
         ));
     }
+    let mut paths = args.paths.clone();
+    for file in &args.files_from {
+        paths.extend(read_list(file, List::Lines)?);
+    }
+    for file in &args.files_from_verbatim {
+        paths.extend(read_list(file, List::Verbatim)?);
+    }
+    for file in &args.files_from_raw {
+        paths.extend(read_list(file, List::Nul)?);
+    }
+    let listed = !args.files_from.is_empty()
+        || !args.files_from_verbatim.is_empty()
+        || !args.files_from_raw.is_empty();
+    if listed && paths.is_empty() {
+        return Err(crate::exit::usage(
+            "the --files-from lists name no paths: nothing to back up",
+        ));
+    }
     Ok(if let Some(input) = stream {
         vec![Source { name: None, input }]
-    } else if !args.paths.is_empty() {
-        args.paths.iter().map(Source::path).collect()
+    } else if !paths.is_empty() {
+        paths.iter().map(Source::path).collect()
     } else {
         match &ctx.config {
             Some(loaded) if !loaded.config.sources.is_empty() => {
@@ -392,6 +420,46 @@ fn read_exclude_file(path: &std::path::Path) -> Result<Vec<String>> {
         .collect())
 }
 
+/// How a `--files-from*` list separates its paths.
+#[derive(Clone, Copy)]
+enum List {
+    /// Lines; blank ones and `#` comments skipped, a trailing `\r` dropped.
+    Lines,
+    /// Lines taken as they are (names may start with `#` or end in spaces); empty ones skipped.
+    Verbatim,
+    /// NUL-separated, any bytes but NUL in a name.
+    Nul,
+}
+
+/// The paths a `--files-from*` file lists (`-` is standard input).
+fn read_list(path: &std::path::Path, how: List) -> Result<Vec<PathBuf>> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = if path == std::path::Path::new("-") {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+            .context("reading the path list from standard input")?;
+        b
+    } else {
+        std::fs::read(path).with_context(|| format!("reading the path list {}", path.display()))?
+    };
+    let separator = if matches!(how, List::Nul) { 0 } else { b'\n' };
+    Ok(bytes
+        .split(|&b| b == separator)
+        .map(|entry| match how {
+            List::Lines => entry.strip_suffix(b"\r").unwrap_or(entry),
+            _ => entry,
+        })
+        .filter(|entry| match how {
+            List::Lines => {
+                let text = String::from_utf8_lossy(entry);
+                !text.trim().is_empty() && !text.trim_start().starts_with('#')
+            }
+            _ => !entry.is_empty(),
+        })
+        .map(|entry| PathBuf::from(std::ffi::OsStr::from_bytes(entry)))
+        .collect())
+}
+
 /// A size: bytes, or a number with K, M, G or T (powers of 1024, as restic).
 fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
@@ -428,6 +496,22 @@ mod selection_tests {
         for bad in ["", "M", "1X", "-1", "99999999999999999999", "1.5G"] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn path_lists_in_their_three_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("list");
+        std::fs::write(&f, "# comment\n/a b\r\n\n/#c \n").unwrap();
+        let p = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(read_list(&f, List::Lines).unwrap(), p(&["/a b", "/#c "]));
+        assert_eq!(
+            read_list(&f, List::Verbatim).unwrap(),
+            p(&["# comment", "/a b\r", "/#c "])
+        );
+        std::fs::write(&f, b"/x\ny\0/z\0\0").unwrap();
+        assert_eq!(read_list(&f, List::Nul).unwrap(), p(&["/x\ny", "/z"]));
+        assert!(read_list(&dir.path().join("absent"), List::Lines).is_err());
     }
 
     #[test]

@@ -27,6 +27,8 @@ use coffer_repo::{OpenMode, Repository, Storage};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+// Parsed once per run and matched at once: the size of `backup`'s many flags costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create a new repository
