@@ -141,6 +141,28 @@ fn fifos_and_devices_are_restored_and_sockets_skipped_with_a_notice() {
     assert_eq!(fs::read(back.join("plain")).unwrap(), b"plain file");
 }
 
+/// `coffer restore latest` run as `nobody` into a new directory it owns (the repository made
+/// readable to it first). Returns the target and the run's output.
+fn restore_as_nobody(env: &Env) -> (std::path::PathBuf, std::process::Output) {
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    run("chmod", &["-R", "a+rX", &env.repo]);
+    let target = env.path("as-nobody");
+    fs::create_dir(&target).unwrap();
+    run("chown", &["nobody", target.to_str().unwrap()]);
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(coffer_e2e::coffer_bin())
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &target)
+        .env("COFFER_REPO", &env.repo)
+        .env("COFFER_PASSWORD", &env.password)
+        .output()
+        .unwrap();
+    (target, out)
+}
+
 #[test]
 fn a_restore_that_may_not_create_devices_warns_and_exits_3() {
     if !is_root() {
@@ -151,22 +173,7 @@ fn a_restore_that_may_not_create_devices_warns_and_exits_3() {
     env.init();
     let (src, _socket) = special_tree(&env);
     env.run(&["backup", src.to_str().unwrap()]).ok();
-    // The restore runs as `nobody`: the repository must be readable, the target writable.
-    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    run("chmod", &["-R", "a+rX", &env.repo]);
-    let target = env.path("as-nobody");
-    fs::create_dir(&target).unwrap();
-    run("chown", &["nobody", target.to_str().unwrap()]);
-    let mut cmd = Command::new("runuser");
-    cmd.args(["-u", "nobody", "--"])
-        .arg(coffer_e2e::coffer_bin())
-        .args(["restore", "latest", "--target", target.to_str().unwrap()]);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &target)
-        .env("COFFER_REPO", &env.repo)
-        .env("COFFER_PASSWORD", &env.password);
-    let out = cmd.output().unwrap();
+    let (target, out) = restore_as_nobody(&env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     let back = target.join(src.strip_prefix("/").unwrap());
@@ -479,21 +486,7 @@ fn attributes_the_restoring_user_may_not_set_are_named_in_warnings() {
     run("setcap", &["cap_net_raw+ep", &p("pinger")]);
     env.run(&["backup", src.to_str().unwrap()]).ok();
 
-    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    run("chmod", &["-R", "a+rX", &env.repo]);
-    let target = env.path("as-nobody");
-    fs::create_dir(&target).unwrap();
-    run("chown", &["nobody", target.to_str().unwrap()]);
-    let mut cmd = Command::new("runuser");
-    cmd.args(["-u", "nobody", "--"])
-        .arg(coffer_e2e::coffer_bin())
-        .args(["restore", "latest", "--target", target.to_str().unwrap()]);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &target)
-        .env("COFFER_REPO", &env.repo)
-        .env("COFFER_PASSWORD", &env.password);
-    let out = cmd.output().unwrap();
+    let (target, out) = restore_as_nobody(&env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let back = target.join(src.strip_prefix("/").unwrap());

@@ -200,6 +200,25 @@ pub struct Selection {
 /// The first bytes of a valid `CACHEDIR.TAG` (<https://bford.info/cachedir/>).
 pub const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
+/// Whether `path` is a regular file that starts with [`CACHEDIR_SIGNATURE`]. A symlink is not
+/// followed and a FIFO or device is not read (opened non-blocking, then checked to be a regular
+/// file), so a hostile tag can neither point the backup elsewhere nor hang it.
+fn valid_cachedir_tag(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .and_then(|mut f| {
+            if !f.metadata()?.is_file() {
+                return Err(std::io::ErrorKind::InvalidInput.into());
+            }
+            std::io::Read::read_exact(&mut f, &mut head)
+        })
+        .is_ok_and(|()| head == CACHEDIR_SIGNATURE)
+}
+
 impl Selection {
     /// The tag file that empties directory `dir` (listing `names`), if any: the name to keep.
     fn tag_in(
@@ -215,14 +234,9 @@ impl Selection {
             {
                 return Some(name.clone());
             }
-            if self.exclude_caches && name == "CACHEDIR.TAG" {
-                let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
-                let valid = std::fs::File::open(dir.join(name))
-                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-                    .is_ok_and(|()| head == CACHEDIR_SIGNATURE);
-                if valid {
-                    return Some(name.clone());
-                }
+            if self.exclude_caches && name == "CACHEDIR.TAG" && valid_cachedir_tag(&dir.join(name))
+            {
+                return Some(name.clone());
             }
         }
         None
@@ -391,5 +405,48 @@ impl Run<'_, '_> {
             step,
             reason: reason.to_string(),
         });
+    }
+}
+
+#[cfg(test)]
+mod selection_tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    /// A tag must be a regular file with the signature: a symlink to a valid tag, a FIFO (which
+    /// a blocking open would wait on forever) and a wrong signature do not count.
+    #[test]
+    fn only_a_real_cachedir_tag_empties_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let selection = Selection {
+            exclude_caches: true,
+            ..Selection::default()
+        };
+        let names = [OsString::from("CACHEDIR.TAG"), OsString::from("blob")];
+        let d = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::create_dir(&p).unwrap();
+            p
+        };
+        let mut signed = CACHEDIR_SIGNATURE.to_vec();
+        signed.extend_from_slice(b"\n# a cache\n");
+        let real = d("real");
+        std::fs::write(real.join("CACHEDIR.TAG"), &signed).unwrap();
+        assert_eq!(selection.tag_in(&real, &names), Some(names[0].clone()));
+        let linked = d("linked");
+        std::os::unix::fs::symlink(real.join("CACHEDIR.TAG"), linked.join("CACHEDIR.TAG")).unwrap();
+        assert_eq!(selection.tag_in(&linked, &names), None);
+        let fifo = d("fifo");
+        nix::unistd::mkfifo(&fifo.join("CACHEDIR.TAG"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(selection.tag_in(&fifo, &names), None);
+        let wrong = d("wrong");
+        std::fs::write(wrong.join("CACHEDIR.TAG"), b"Signature: 0000").unwrap();
+        assert_eq!(selection.tag_in(&wrong, &names), None);
+        // --exclude-if-present counts any entry of that name.
+        let present = Selection {
+            exclude_if_present: vec!["blob".into()],
+            ..Selection::default()
+        };
+        assert_eq!(present.tag_in(&wrong, &names), Some(names[1].clone()));
     }
 }

@@ -54,25 +54,43 @@ pub(super) fn restore_symlink(
         .map_err(|e| Error::io("creating symlink", dest, e))?;
     // EPERM for non-root users is expected and not an error.
     let _ = dir.set_symlink_owner(&temp, node.uid, node.gid);
-    let (values, mut failed) = node.xattr_values();
-    failed.extend(crate::fs::xattr::apply_in(dir.file(), &temp, &values));
+    let failed = xattrs_in(dir, &temp, node);
     let t = super::files::mtime(node);
     let result = dir
         .set_symlink_times(&temp, t.unix_seconds(), t.nanoseconds())
         .map_err(|e| Error::io("setting the modification time of", dest, e))
-        .and_then(|()| {
-            dir.rename(&temp, name, overwrite).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    Error::WouldOverwrite(dest.to_path_buf())
-                } else {
-                    Error::io("creating symlink", dest, e)
-                }
-            })
-        });
+        .and_then(|()| rename_into_place(dir, &temp, name, dest, overwrite, "creating symlink"));
     if result.is_err() {
         let _ = dir.remove_file(&temp);
     }
     result.map(|()| super::files::xattr_warning(dest, failed))
+}
+
+/// Sets `node`'s extended attributes on `temp` in `dir`, not following it; returns a line for
+/// each one that could not be set.
+fn xattrs_in(dir: &Dir, temp: &OsStr, node: &Node) -> Vec<String> {
+    let (values, mut failed) = node.xattr_values();
+    failed.extend(crate::fs::xattr::apply_in(dir.file(), temp, &values));
+    failed
+}
+
+/// Renames the finished temporary node `temp` to `name` (over what is there only with
+/// `overwrite`: otherwise an existing name is [`Error::WouldOverwrite`]).
+fn rename_into_place(
+    dir: &Dir,
+    temp: &OsStr,
+    name: &OsStr,
+    dest: &Path,
+    overwrite: bool,
+    what: &'static str,
+) -> Result<()> {
+    dir.rename(temp, name, overwrite).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::WouldOverwrite(dest.to_path_buf())
+        } else {
+            Error::io(what, dest, e)
+        }
+    })
 }
 
 /// Makes `dest` (in `dir`) a hard link to `first` (in `first_dir`), already restored, under a
@@ -178,21 +196,11 @@ pub(super) fn restore_special(
         .map_err(|e| Error::io("setting permissions of", dest, e))
         .and_then(|()| {
             // After the mode: an access ACL sets the group bits to its mask, as they were.
-            let (values, bad) = node.xattr_values();
-            failed = bad;
-            failed.extend(crate::fs::xattr::apply_in(dir.file(), &temp, &values));
+            failed = xattrs_in(dir, &temp, node);
             dir.set_symlink_times(&temp, seconds, nanos)
                 .map_err(|e| Error::io("setting the modification time of", dest, e))
         })
-        .and_then(|()| {
-            dir.rename(&temp, name, overwrite).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    Error::WouldOverwrite(dest.to_path_buf())
-                } else {
-                    Error::io("creating", dest, e)
-                }
-            })
-        });
+        .and_then(|()| rename_into_place(dir, &temp, name, dest, overwrite, "creating"));
     if result.is_err() {
         let _ = dir.remove_file(&temp);
     }
