@@ -88,6 +88,13 @@ impl Hosts {
     }
 
     /// The snapshot document of `latest`, as `coffer cat` shows it.
+    /// `coffer restore latest --pg-url-env NEW_PG_URL ARGS`: a restore onto the new host.
+    fn restore_on_new(&self, args: &[&str]) -> coffer_e2e::Run {
+        let mut all = vec!["restore", "latest", "--pg-url-env", "NEW_PG_URL"];
+        all.extend_from_slice(args);
+        self.coffer(&all)
+    }
+
     fn latest(&self) -> (String, Value) {
         let run = self.coffer(&["cat", "snapshot", "latest"]).ok();
         let v: Value = serde_json::from_str(&run.stdout).unwrap();
@@ -198,44 +205,18 @@ fn roles_travel_with_the_database_and_a_new_host_gets_them() {
     assert!(roles_of(&h.new).is_empty());
     // --owner makes the owner roles unnecessary, not the roles in GRANTs; and the owner
     // must exist.
-    let run = h
-        .coffer(&[
-            "restore",
-            "latest",
-            "--pg-url-env",
-            "NEW_PG_URL",
-            "--owner",
-            "app",
-        ])
-        .expect_code(16);
+    let run = h.restore_on_new(&["--owner", "app"]).expect_code(16);
     assert!(
         run.stderr.contains("lacks the role(s) app, app_pw, app_ro"),
         "{}",
         run.stderr
     );
     let run = h
-        .coffer(&[
-            "restore",
-            "latest",
-            "--pg-url-env",
-            "NEW_PG_URL",
-            "--no-owner",
-            "--no-acl",
-            "--owner",
-            "app",
-        ])
+        .restore_on_new(&["--no-owner", "--no-acl", "--owner", "app"])
         .expect_code(2);
     assert!(run.stderr.contains("--no-owner"), "{}", run.stderr);
     // The dry run says the same and changes nothing.
-    let run = h
-        .coffer(&[
-            "restore",
-            "latest",
-            "--pg-url-env",
-            "NEW_PG_URL",
-            "--dry-run",
-        ])
-        .ok();
+    let run = h.restore_on_new(&["--dry-run"]).ok();
     assert!(
         run.stdout.contains("lacks the role(s) app, app_pw, app_ro"),
         "{}",
@@ -245,17 +226,8 @@ fn roles_travel_with_the_database_and_a_new_host_gets_them() {
     assert!(roles_of(&h.new).is_empty());
 
     // --no-owner --no-acl need no role at all: the restoring role owns everything.
-    h.coffer(&[
-        "restore",
-        "latest",
-        "--pg-url-env",
-        "NEW_PG_URL",
-        "--no-owner",
-        "--no-acl",
-        "--pg-target",
-        "app_plain",
-    ])
-    .ok();
+    h.restore_on_new(&["--no-owner", "--no-acl", "--pg-target", "app_plain"])
+        .ok();
     assert!(roles_of(&h.new).is_empty());
     let owners = not_owned_by(&h.new, "app_plain", "app");
     assert!(owners.contains("items:postgres"), "{owners}");
@@ -263,16 +235,7 @@ fn roles_travel_with_the_database_and_a_new_host_gets_them() {
 
     // --create-roles --owner app: the roles from the snapshot, the app's role owns everything.
     let run = h
-        .coffer(&[
-            "restore",
-            "latest",
-            "--pg-url-env",
-            "NEW_PG_URL",
-            "--create-roles",
-            "--owner",
-            "app",
-            "--json",
-        ])
+        .restore_on_new(&["--create-roles", "--owner", "app", "--json"])
         .ok();
     let report: Value = serde_json::from_str(&run.stdout).unwrap();
     let db = &report["sources"][0]["report"];
@@ -305,15 +268,7 @@ fn roles_travel_with_the_database_and_a_new_host_gets_them() {
     );
     // With the roles there, a plain restore keeps the dump's owners, and the database it
     // creates gets the dumped database's owner.
-    h.coffer(&[
-        "restore",
-        "latest",
-        "--pg-url-env",
-        "NEW_PG_URL",
-        "--pg-target",
-        "app_again",
-    ])
-    .ok();
+    h.restore_on_new(&["--pg-target", "app_again"]).ok();
     assert_eq!(not_owned_by(&h.new, "app_again", "app"), "");
     // The app's own role reads and writes every table.
     let wrote = psql_as(
@@ -383,16 +338,7 @@ fn passwords_are_stored_only_when_asked() {
     assert!(listed.contains("<redacted>"), "{listed}");
 
     // On the new host the role gets its password back: it can log in with it.
-    h.coffer(&[
-        "restore",
-        "latest",
-        "--pg-url-env",
-        "NEW_PG_URL",
-        "--create-roles",
-        "--owner",
-        "app",
-    ])
-    .ok();
+    h.restore_on_new(&["--create-roles", "--owner", "app"]).ok();
     assert_eq!(
         h.new
             .psql(
@@ -710,44 +656,18 @@ fn plain_dumps_need_their_roles_and_take_an_owner_afterwards() {
     let before = h.old.fingerprint("app");
     h.coffer(&["backup"]).ok();
     let run = h
-        .coffer(&[
-            "restore",
-            "latest",
-            "--pg-url-env",
-            "NEW_PG_URL",
-            "--no-acl",
-            "--owner",
-            "app",
-        ])
+        .restore_on_new(&["--no-acl", "--owner", "app"])
         .expect_code(2);
     assert!(run.stderr.contains("plain-SQL"), "{}", run.stderr);
     // --owner does not make a plain dump's owner roles unnecessary.
-    let run = h
-        .coffer(&[
-            "restore",
-            "latest",
-            "--pg-url-env",
-            "NEW_PG_URL",
-            "--owner",
-            "app",
-        ])
-        .expect_code(16);
+    let run = h.restore_on_new(&["--owner", "app"]).expect_code(16);
     assert!(
         run.stderr.contains("lacks the role(s) app, app_pw, app_ro"),
         "{}",
         run.stderr
     );
     assert!(!h.new.database_exists("app"));
-    h.coffer(&[
-        "restore",
-        "latest",
-        "--pg-url-env",
-        "NEW_PG_URL",
-        "--create-roles",
-        "--owner",
-        "app",
-    ])
-    .ok();
+    h.restore_on_new(&["--create-roles", "--owner", "app"]).ok();
     assert_eq!(h.new.fingerprint("app"), before);
     assert_eq!(not_owned_by(&h.new, "app", "app"), "");
     assert_eq!(
@@ -770,15 +690,7 @@ fn plain_dumps_need_their_roles_and_take_an_owner_afterwards() {
 fn restore_args_reach_pg_restore_and_cannot_break_it() {
     let h = Hosts::new("pg-restore-args = [\"--schema=public\"]");
     h.coffer(&["backup"]).ok();
-    let run = h
-        .coffer(&[
-            "restore",
-            "latest",
-            "--pg-url-env",
-            "NEW_PG_URL",
-            "--create-roles",
-        ])
-        .expect_code(1);
+    let run = h.restore_on_new(&["--create-roles"]).expect_code(1);
     assert!(
         run.stderr
             .contains("table billing.invoices: 20 rows in the snapshot, missing restored"),
