@@ -616,6 +616,109 @@ fn interrupted_backup_saves_nothing_and_the_next_one_works() {
     assert_eq!(env.snapshots().len(), 1);
 }
 
+/// Issue 18 item 7: an interrupted backup's uploaded packs are indexed (a checkpoint) on the way
+/// out, a zero-grace prune leaves them alone while they are young (P4b), and the next backup
+/// reuses them: it stores the data the first had read again for less than 10% of its bytes.
+#[test]
+fn an_interrupted_backup_leaves_its_uploads_for_the_next_one() {
+    const HALF: usize = 128 << 20;
+    let env = Env::new();
+    env.run(&[
+        "init",
+        "--insecure-kdf",
+        "--argon2-memory-kib",
+        "64",
+        "--argon2-iterations",
+        "1",
+        "--pack-size-mib",
+        "1",
+    ])
+    .ok();
+    let (first, second) = (env.path("first"), env.path("second"));
+    fs::write(&first, pseudo_random(1, HALF)).unwrap();
+    fs::write(&second, pseudo_random(2, HALF)).unwrap();
+    // The first run reads one half, then its source hangs; once its uploads have settled it is
+    // interrupted.
+    let child = env
+        .cmd(&[
+            "backup",
+            "--stdin-from-command",
+            "db/app.dump",
+            "--",
+            "sh",
+            "-c",
+            &format!("cat '{}'; sleep 60", first.display()),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let data = Path::new(&env.repo).join("data");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = 0;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = coffer_e2e::dir_size(&data);
+        if now > (HALF as u64) * 8 / 10 && now == last {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "uploads did not settle"
+        );
+        last = now;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(env.snapshots().is_empty());
+    // A zero-grace prune right after keeps the young checkpointed packs.
+    let pruned = env.run(&["prune", "--grace", "0s"]).ok();
+    assert!(
+        pruned
+            .stdout
+            .contains("checkpoint names, under an hour old"),
+        "{}",
+        pruned.stdout
+    );
+    let before = env.repo_size();
+
+    env.run(&[
+        "backup",
+        "--stdin-from-command",
+        "db/app.dump",
+        "--",
+        "cat",
+        first.to_str().unwrap(),
+        second.to_str().unwrap(),
+    ])
+    .ok();
+    let added = env.repo_size() - before;
+    let again = added.saturating_sub(HALF as u64);
+    eprintln!("second backup: {added} bytes added, {again} of them the first half again");
+    assert!(
+        again < (HALF as u64) / 10,
+        "the second backup added {added} bytes: {again} of the first half again"
+    );
+    env.run(&["check", "--read-data"]).ok();
+    let mut whole = fs::read(&first).unwrap();
+    whole.extend(fs::read(&second).unwrap());
+    let dumped = env.run(&["dump", "latest", "db/app.dump"]).ok();
+    assert!(
+        dumped.raw_stdout == whole,
+        "the stream did not come back whole"
+    );
+}
+
 /// A source command that ignores SIGTERM (its whole process group does) does not hold an
 /// interrupted backup hostage: after the grace it is killed, the backup exits 130, saves nothing.
 #[test]

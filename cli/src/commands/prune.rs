@@ -192,6 +192,13 @@ fn print(ctx: &Context_, r: &PruneReport) -> anyhow::Result<()> {
             r.staging_kept
         );
     }
+    if r.packs_kept_young > 0 {
+        outln!(
+            "kept: {} pack(s) that only a backup's or copy's checkpoint names, under an hour old \
+             (it may still be running; an interrupted one's packs go once they are an hour old)",
+            r.packs_kept_young
+        );
+    }
     if r.plans_pending > 0 {
         outln!(
             "{} deletion plan(s) wait for their grace period; run prune again later",

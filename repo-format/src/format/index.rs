@@ -9,7 +9,10 @@
 //!                   raw_length u32 LE || blob id [32]))
 //! ```
 //! `supersedes` lists index files whose content this one replaces (written by prune); readers
-//! ignore superseded index files. The in-memory [`MasterIndex`] keeps one 52-byte entry per
+//! ignore superseded index files. The reserved id [`CHECKPOINT_MARK`] in `supersedes` marks a
+//! *checkpoint*: an index file that a backup or copy wrote while still running (so that an
+//! interrupted run's packs are reused), whose packs prune treats as a running writer's while
+//! they are young (P4b in docs/maintenance.md). It names no file, so it supersedes nothing. The in-memory [`MasterIndex`] keeps one 52-byte entry per
 //! blob in a sorted array, so lookups are a binary search and memory is about 52 bytes a blob.
 //!
 //! Packs that prune has condemned (listed in a deletion plan, `plans/<id>`, see `plan.rs` and
@@ -35,6 +38,10 @@ pub const MAX_INDEX_FILE_SIZE: u64 = 1024 * 1024 * 1024;
 pub const MAX_INDEX_PLAINTEXT: u64 = 4 * 1024 * 1024 * 1024;
 const ENTRY_LEN: usize = 46;
 
+/// The id in `supersedes` that marks an index file as a running writer's checkpoint: all bits
+/// set, which no stored object's hash is (section 8 of docs/repository-format.md).
+pub const CHECKPOINT_MARK: IndexId = IndexId([0xff; 32]);
+
 /// The content of one index file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexFile {
@@ -45,6 +52,19 @@ pub struct IndexFile {
 }
 
 impl IndexFile {
+    /// A checkpoint index file naming `packs` (see [`CHECKPOINT_MARK`]).
+    pub fn checkpoint(packs: Vec<(PackId, Vec<PackedBlob>)>) -> IndexFile {
+        IndexFile {
+            supersedes: vec![CHECKPOINT_MARK],
+            packs,
+        }
+    }
+
+    /// Whether a running writer wrote this file as a checkpoint.
+    pub fn is_checkpoint(&self) -> bool {
+        self.supersedes.contains(&CHECKPOINT_MARK)
+    }
+
     /// Binary plaintext (before compression).
     pub fn encode(&self) -> Vec<u8> {
         let blobs: usize = self.packs.iter().map(|(_, b)| b.len()).sum();

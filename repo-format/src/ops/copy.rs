@@ -151,7 +151,16 @@ pub fn copy(
             // On an object store: the source's packs are read one request per pack touched.
             let missing = mapper.missing_data(&src.tree)?;
             let _plan = source.reader().plan_reads([missing.as_slice()]);
-            let root = mapper.copy_tree(&mut ctx, &src.tree)?;
+            let root = match mapper.copy_tree(&mut ctx, &src.tree) {
+                Ok(root) => root,
+                Err(e) => {
+                    // Interrupted or failed: what was uploaded is indexed for the next run.
+                    if let Err(failed) = writer.keep_uploaded() {
+                        tracing::warn!("the packs already copied could not be indexed: {failed}");
+                    }
+                    return Err(e);
+                }
+            };
             report.bytes_read += ctx.bytes_read;
             let stats = &writer.stats;
             report.data_blobs_new += stats.data_blobs_new.load(Ordering::Relaxed);

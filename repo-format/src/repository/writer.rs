@@ -8,6 +8,11 @@
 //! [`BlobWriter::finish`] flushes the open packs, waits for every upload, and only then writes the
 //! index file naming the new packs: callers write their snapshot after `finish` returns, which
 //! keeps the order packs -> index -> snapshot.
+//!
+//! A long run also writes *checkpoint* index files as it goes ([`BlobWriter::with_checkpoints`],
+//! and [`BlobWriter::keep_uploaded`] when it is interrupted): the packs they name are reused by
+//! the next run instead of being uploaded again, and prune leaves them alone while they are
+//! young (P4b in docs/maintenance.md).
 
 use crate::error::{Error, Result};
 use crate::format::compress::{BlobClass, BlobCompressor, CompressionLevels};
@@ -20,6 +25,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -81,6 +87,12 @@ pub struct BlobWriter<'r> {
     /// When set, a blob the index lists is reused only if its pack is in this set (the packs
     /// listed in storage): a blob whose pack is gone is stored again.
     present_packs: Option<HashSet<PackId>>,
+    /// When set, a checkpoint index file is written once this many uploaded packs are in no
+    /// index, or once this long has passed since the last one with any.
+    checkpoints: Option<(usize, Duration)>,
+    last_checkpoint: Mutex<Instant>,
+    /// Packs named by the checkpoints written so far.
+    checkpointed: AtomicU64,
     pub stats: WriteStats,
 }
 
@@ -148,6 +160,9 @@ impl<'r> BlobWriter<'r> {
             uploaders: Mutex::new(uploaders),
             shared,
             present_packs: None,
+            checkpoints: None,
+            last_checkpoint: Mutex::new(Instant::now()),
+            checkpointed: AtomicU64::new(0),
             stats: WriteStats::default(),
         })
     }
@@ -156,6 +171,14 @@ impl<'r> BlobWriter<'r> {
     /// storing again what the index names in a pack that is gone.
     pub fn reuse_only_packs(mut self, present: HashSet<PackId>) -> Self {
         self.present_packs = Some(present);
+        self
+    }
+
+    /// Writes a checkpoint index file whenever `packs` uploaded packs are in no index yet, or
+    /// `interval` after the last checkpoint if any is: an interrupted run then loses at most
+    /// that much uploaded work, even when killed.
+    pub fn with_checkpoints(mut self, packs: usize, interval: Duration) -> Self {
+        self.checkpoints = Some((packs.max(1), interval));
         self
     }
 
@@ -281,6 +304,19 @@ impl<'r> BlobWriter<'r> {
         };
         if let Some(p) = full {
             self.send(p)?;
+            self.maybe_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// A checkpoint, if [`Self::with_checkpoints`] asked for one now.
+    fn maybe_checkpoint(&self) -> Result<()> {
+        let Some((packs, interval)) = self.checkpoints else {
+            return Ok(());
+        };
+        let waiting = self.unindexed_packs();
+        if waiting >= packs || (waiting > 0 && lock(&self.last_checkpoint).elapsed() >= interval) {
+            self.checkpoint()?;
         }
         Ok(())
     }
@@ -316,25 +352,45 @@ impl<'r> BlobWriter<'r> {
         lock(&self.shared.uploaded).len()
     }
 
-    /// Writes an index file naming the packs uploaded so far (not the open ones), so that an
-    /// interrupted run keeps them: the next run finds their blobs in the index and does not
-    /// upload them again. Returns the packs it indexed; `finish` indexes only later packs.
+    /// Writes a checkpoint index file naming the packs uploaded so far (not the open ones), so
+    /// that an interrupted run keeps them: the next run finds their blobs in the index and does
+    /// not upload them again. Returns the packs it indexed; `finish` indexes only later packs.
     pub fn checkpoint(&self) -> Result<Vec<(PackId, Vec<PackedBlob>)>> {
         let packs = std::mem::take(&mut *lock(&self.shared.uploaded));
+        *lock(&self.last_checkpoint) = Instant::now();
         if packs.is_empty() {
             return Ok(packs);
         }
-        let file = IndexFile {
-            supersedes: Vec::new(),
-            packs,
-        };
+        let file = IndexFile::checkpoint(packs);
         match file.save(self.repo.storage(), self.repo.keys()) {
-            Ok(_) => Ok(file.packs),
+            Ok(id) => {
+                tracing::debug!(
+                    "checkpoint index {} names {} packs",
+                    id.short(),
+                    file.packs.len()
+                );
+                self.checkpointed
+                    .fetch_add(file.packs.len() as u64, Ordering::Relaxed);
+                Ok(file.packs)
+            }
             Err(e) => {
                 lock(&self.shared.uploaded).extend(file.packs);
                 Err(e)
             }
         }
+    }
+
+    /// Packs named by this writer's checkpoints so far.
+    pub fn checkpointed_packs(&self) -> u64 {
+        self.checkpointed.load(Ordering::Relaxed)
+    }
+
+    /// For a run that stops early (interrupted, or failed): waits for the uploads already
+    /// running (queued packs and the open ones are dropped) and writes a checkpoint naming every
+    /// pack that was uploaded, so the next run reuses them. Returns how many packs it named.
+    pub fn keep_uploaded(&self) -> Result<usize> {
+        self.join_uploaders();
+        Ok(self.checkpoint()?.len())
     }
 
     /// Flushes the open packs, waits for all uploads, then writes one index file for the new

@@ -256,6 +256,28 @@ pub struct BackupReport {
     pub notices: Vec<Notice>,
 }
 
+/// A backup writes a checkpoint index file after this many packs (1 GiB at the default pack
+/// size) ...
+pub const CHECKPOINT_PACKS: usize = 64;
+/// ... or this long after the last one, whichever comes first: a backup killed outright loses
+/// at most that much uploaded work; one interrupted (SIGINT, SIGTERM) or failing loses only
+/// the packs not yet uploaded ([`keep_uploaded`]).
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// On the way out of a backup that stops early: a checkpoint naming every pack already
+/// uploaded, so the next backup reuses them. Returns `e`, the reason for stopping; a failed
+/// checkpoint is only logged (the packs stay unindexed and prune removes them).
+fn keep_uploaded(writer: &BlobWriter<'_>, e: Error) -> Error {
+    match writer.keep_uploaded() {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!("{n} packs already uploaded are indexed: the next backup reuses them")
+        }
+        Err(failed) => tracing::warn!("the packs already uploaded could not be indexed: {failed}"),
+    }
+    e
+}
+
 /// Backs up every source into one snapshot. If any stream source fails (a dump, a command),
 /// nothing is saved and the error names the source.
 pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport> {
@@ -289,7 +311,8 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
     let parent_tree = parent
         .as_ref()
         .and_then(|(_, snap)| repo.load_tree(&snap.tree).ok());
-    let mut writer = BlobWriter::new(repo, repo.storage().connections(), opts.cancel.clone())?;
+    let mut writer = BlobWriter::new(repo, repo.storage().connections(), opts.cancel.clone())?
+        .with_checkpoints(CHECKPOINT_PACKS, CHECKPOINT_INTERVAL);
     if opts.parent == ParentChoice::None {
         // `--force` trusts nothing it has not seen: one listing of the packs, and a blob the
         // index places in a pack that is not there is stored again (a lost pack must not
@@ -307,10 +330,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         run.backup_sources(&paths, streams, parent_tree.as_ref(), &time)
     });
     // The first error wins over the stops it caused (a full disk is not an interrupt).
-    let root = walked.root.map_err(|e| writer.explain(e))?;
-    if opts.cancel.load(Ordering::SeqCst) {
-        return Err(Error::Interrupted);
-    }
+    let root = match walked.root.map_err(|e| writer.explain(e)) {
+        Ok(root) if !opts.cancel.load(Ordering::SeqCst) => root,
+        Ok(_) => return Err(keep_uploaded(&writer, Error::Interrupted)),
+        Err(e) => return Err(keep_uploaded(&writer, e)),
+    };
     tracing::info!(
         "sources read in {:.2} s ({} files)",
         started.elapsed().as_secs_f64(),
@@ -319,6 +343,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
     let stats = snapshot::WriterTotals::take(&writer);
     // Packs, then the index: only after this may the snapshot refer to the new blobs.
     let finishing = Instant::now();
+    let writer_checkpointed = writer.checkpointed_packs();
     let written = writer.finish()?;
     tracing::info!(
         "packs and index written in {:.2} s ({} packs)",
@@ -336,7 +361,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         counts: &walked.counts,
         warnings: walked.warnings.len(),
         stats,
-        packs_written: written.packs.len() as u64,
+        packs_written: written.packs.len() as u64 + writer_checkpointed,
         parent: parent.map(|(id, _)| id),
         key_id: repo.keys().fingerprint(),
     }

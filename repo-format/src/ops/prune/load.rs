@@ -24,6 +24,9 @@ pub(super) struct Loaded {
     pub plans: Vec<(String, DeletionPlan)>,
     /// Warnings about deletion plans that cannot be read.
     pub damaged_plans: Vec<String>,
+    /// Packs that only checkpoint index files name (a running, or interrupted, writer's):
+    /// while young they are not condemned (P4b).
+    pub checkpoint_only: HashSet<PackId>,
     /// Sum of the stored lengths of every blob a live index lists in each pack (duplicates
     /// included): the pack's size minus its header.
     pub blob_bytes: HashMap<PackId, u64>,
@@ -46,10 +49,17 @@ pub(super) fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
     let mut index = MasterIndex::default();
     let mut files = Vec::new();
     let mut blob_bytes: HashMap<PackId, u64> = HashMap::new();
+    let (mut in_checkpoints, mut in_others) = (HashSet::new(), HashSet::new());
     for (id, file) in all {
         if superseded.contains(&id) {
             continue;
         }
+        let named = if file.is_checkpoint() {
+            &mut in_checkpoints
+        } else {
+            &mut in_others
+        };
+        named.extend(file.packs.iter().map(|(pack, _)| *pack));
         let mut packs = Vec::with_capacity(file.packs.len());
         for (pack, blobs) in &file.packs {
             index.add_pack(*pack, blobs);
@@ -74,6 +84,7 @@ pub(super) fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
         index,
         files,
         superseded,
+        checkpoint_only: in_checkpoints.difference(&in_others).copied().collect(),
         plans,
         damaged_plans,
         blob_bytes,

@@ -110,6 +110,9 @@ pub struct PruneReport {
     pub staging_bytes: u64,
     /// Younger staging files, kept: a running write may still be filling one.
     pub staging_kept: usize,
+    /// Packs that only checkpoint index files name, kept while under an hour old however
+    /// unused: a running backup or copy may yet save a snapshot that needs them (P4b).
+    pub packs_kept_young: usize,
 }
 
 /// Runs prune. With a zero grace period, a second pass carries out the plan the first wrote.
@@ -239,6 +242,7 @@ fn pass(
         blob_bytes: &loaded.blob_bytes,
         present: &present,
         young: &young,
+        checkpoint_only: &loaded.checkpoint_only,
     };
     let rules = plan::Rules {
         max_unused: options.max_unused,

@@ -31,8 +31,11 @@ pub(super) struct Facts<'a> {
     pub blob_bytes: &'a HashMap<PackId, u64>,
     /// Every pack present in storage, with its size.
     pub present: &'a HashMap<PackId, u64>,
-    /// Packs too young to condemn or delete while no index names them (P4a).
+    /// Packs too young to condemn or delete while no index names them (P4a), or only
+    /// checkpoint index files (P4b).
     pub young: &'a HashSet<PackId>,
+    /// Packs that only checkpoint index files name.
+    pub checkpoint_only: &'a HashSet<PackId>,
 }
 
 /// The rules a pass decides by.
@@ -248,6 +251,10 @@ fn fates(
                 })
             }
             None => Fate::Condemn("missing"),
+            // P4b: a running writer's checkpointed packs, which its snapshot may yet need.
+            Some(_) if facts.checkpoint_only.contains(pack) && facts.young.contains(pack) => {
+                Fate::Keep
+            }
             Some(_) if u.used_blobs == 0 => Fate::Condemn("unused"),
             Some(&size) => {
                 // The header is overhead, not waste: only unused blobs count.
@@ -303,6 +310,11 @@ pub(super) fn account(facts: &Facts<'_>, d: &Decisions, report: &mut PruneReport
             }
         }
     }
+    report.packs_kept_young = facts
+        .checkpoint_only
+        .iter()
+        .filter(|p| facts.young.contains(p) && facts.present.contains_key(p))
+        .count();
     // A live pack already gone is condemned (dropped from the index) but is not a removal.
     let condemn = |pack: &PackId, reason: &str, listed_anyway: bool, report: &mut PruneReport| {
         let size = facts.present.get(pack).copied().unwrap_or(0);
@@ -397,6 +409,7 @@ mod tests {
         blob_bytes: HashMap<PackId, u64>,
         present: HashMap<PackId, u64>,
         young: HashSet<PackId>,
+        checkpoint_only: HashSet<PackId>,
     }
 
     impl World {
@@ -447,6 +460,7 @@ mod tests {
                 blob_bytes: &self.blob_bytes,
                 present: &self.present,
                 young: &self.young,
+                checkpoint_only: &self.checkpoint_only,
             };
             let rules = Rules {
                 max_unused: 0.3,
@@ -507,6 +521,7 @@ mod tests {
             blob_bytes: &w.blob_bytes,
             present: &w.present,
             young: &w.young,
+            checkpoint_only: &w.checkpoint_only,
         };
         let rules = Rules {
             max_unused: 0.3,
@@ -515,6 +530,24 @@ mod tests {
         };
         let err = decide(&facts, &rules).unwrap_err().to_string();
         assert!(err.contains("snapshots need"), "{err}");
+    }
+
+    /// P4b: an unused pack that only a checkpoint index names is a running writer's while it
+    /// is young: kept, however unused; once old, or once another index names it too, the usual
+    /// rules apply.
+    #[test]
+    fn young_checkpointed_packs_are_kept_until_old() {
+        let mut w = World::default();
+        w.live(1, 1, &[1]);
+        w.live(1, 2, &[2]);
+        w.live(2, 3, &[3]);
+        w.checkpoint_only = [pack(1), pack(2)].into();
+        w.young = [pack(1), pack(3)].into();
+        let (d, report) = w.decide(0);
+        assert_eq!(d.fates[&pack(1)], Fate::Keep);
+        assert_eq!(d.fates[&pack(2)], Fate::Condemn("unused"));
+        assert_eq!(d.fates[&pack(3)], Fate::Condemn("unused"));
+        assert_eq!(report.packs_kept_young, 1);
     }
 
     /// D1 and D3: a due plan's pack goes unless a plan still waiting lists it; its index file
