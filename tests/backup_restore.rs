@@ -616,6 +616,60 @@ fn interrupted_backup_saves_nothing_and_the_next_one_works() {
     assert_eq!(env.snapshots().len(), 1);
 }
 
+/// Issue 18 item 5: `backup --dry-run` lists every file as new, modified or unchanged and says
+/// what would be added, exactly what the real backup then adds, and writes nothing.
+#[test]
+fn a_dry_run_lists_the_files_and_what_would_be_added_and_writes_nothing() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("a"), b"first").unwrap();
+    fs::write(src.join("sub/b"), pseudo_random(7, 300_000)).unwrap();
+    let s = src.to_str().unwrap();
+    env.run(&["backup", s]).ok();
+    fs::write(src.join("a"), b"second version").unwrap();
+    fs::write(src.join("c"), pseudo_random(8, 200_000)).unwrap();
+    let before = env.repo_size();
+    let listing = env.run(&["backup", "--dry-run", s]).ok().stdout;
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.contains(&format!("/src/{name} ")))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{listing}"))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(line("a"), "modified");
+    assert_eq!(line("sub/b"), "unchanged");
+    assert_eq!(line("c"), "new");
+    assert!(listing.contains("nothing was written"), "{listing}");
+    assert_eq!(env.repo_size(), before, "a dry run wrote to the repository");
+    assert_eq!(env.snapshots().len(), 1);
+
+    let dry = env.run(&["backup", "-n", "--json", s]).ok();
+    let dry: serde_json::Value = serde_json::from_str(dry.stdout.trim()).unwrap();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["files"].as_array().unwrap().len(), 3);
+    let real = env.run(&["backup", "--json", s]).ok();
+    let real: serde_json::Value =
+        serde_json::from_str(real.stdout.lines().last().unwrap()).unwrap();
+    for key in [
+        "added_stored_bytes",
+        "added_raw_bytes",
+        "data_blobs_new",
+        "files",
+    ] {
+        assert_eq!(
+            dry["summary"][key], real["snapshot"]["summary"][key],
+            "{key}: the dry run and the backup disagree"
+        );
+    }
+    assert!(dry["summary"]["added_stored_bytes"].as_u64().unwrap() > 200_000);
+}
+
 /// Issue 18 item 7: an interrupted backup's uploaded packs are indexed (a checkpoint) on the way
 /// out, a zero-grace prune leaves them alone while they are young (P4b), and the next backup
 /// reuses them: it stores the data the first had read again for less than 10% of its bytes.

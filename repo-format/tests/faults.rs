@@ -189,7 +189,7 @@ fn round(seed: u64) -> Injected {
             0..=2 => match backup(&repo, BackupOptions::new(vec![src.clone()])) {
                 Ok(report) => {
                     tally("backup", true);
-                    saved.insert(report.id, contents.clone());
+                    saved.insert(report.id.unwrap(), contents.clone());
                 }
                 Err(e) => clear("backup", &e),
             },

@@ -4,6 +4,7 @@
 use super::Context_;
 use crate::output;
 use anyhow::{Context, Result};
+use coffer_repo::format::id::SnapshotId;
 use coffer_repo::ops::backup::{
     self as op, BackupOptions, ParentChoice, Source, SourceInput, StreamSource,
 };
@@ -91,8 +92,13 @@ pub struct Args {
     #[arg(long)]
     pub no_xattrs: bool,
     /// Create the repository first if there is none
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dry_run")]
     pub init: bool,
+    /// Read and chunk everything, then list each file (new, modified or unchanged) and what
+    /// would be added, writing nothing: no data, no index, no snapshot, no hooks, no
+    /// notifications
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
     /// Print the snapshot as JSON
     #[arg(long)]
     pub json: bool,
@@ -123,13 +129,21 @@ fn parse_time(s: &str) -> Result<jiff::Zoned> {
 
 pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     // [hooks]: before-backup right before anything is saved, after-backup once it started.
+    // A dry run saves nothing, so it runs no hooks.
+    if args.dry_run {
+        return save(ctx, &args, None);
+    }
     let mut hooks = crate::hooks::Hooks::new(ctx, "backup");
-    let outcome = save(ctx, &args, &mut hooks);
+    let outcome = save(ctx, &args, Some(&mut hooks));
     hooks.after(outcome)
 }
 
 /// The backup itself; runs the before-backup hook right before saving.
-fn save(ctx: &Context_, args: &Args, hooks: &mut crate::hooks::Hooks<'_>) -> Result<u8> {
+fn save(
+    ctx: &Context_,
+    args: &Args,
+    mut hooks: Option<&mut crate::hooks::Hooks<'_>>,
+) -> Result<u8> {
     let sources = sources(ctx, args)?;
     let config = ctx.config.as_ref().map(|l| &l.config);
     // Labels: the config's defaults, then manifests, then --label (later wins).
@@ -169,8 +183,10 @@ fn save(ctx: &Context_, args: &Args, hooks: &mut crate::hooks::Hooks<'_>) -> Res
         (None, false) => ParentChoice::Auto,
     };
     let names: Vec<String> = sources.iter().filter_map(|s| s.name.clone()).collect();
-    hooks.set("COFFER_SOURCES", names.join(" "));
-    hooks.before()?;
+    if let Some(hooks) = hooks.as_deref_mut() {
+        hooks.set("COFFER_SOURCES", names.join(" "));
+        hooks.before()?;
+    }
     let options = BackupOptions {
         sources,
         excludes,
@@ -192,12 +208,18 @@ fn save(ctx: &Context_, args: &Args, hooks: &mut crate::hooks::Hooks<'_>) -> Res
         },
         progress: Default::default(),
         anomalies: crate::anomaly::check_for(ctx, &repo),
+        dry_run: args.dry_run,
     };
     let shown = crate::progress::start(ctx, args.json, "backup", options.progress.clone())?;
     let report = op::backup(&repo, options);
     shown.finish();
     let report = report.context("backup failed")?;
-    hooks.set("COFFER_SNAPSHOT_ID", report.id.to_hex());
+    let Some(id) = report.id else {
+        return print_dry_run(ctx, args, &report);
+    };
+    if let Some(hooks) = hooks {
+        hooks.set("COFFER_SNAPSHOT_ID", id.to_hex());
+    }
     for w in &report.warnings {
         eprintln!("warning: {}", crate::escape::message(&w.to_string()));
     }
@@ -208,11 +230,11 @@ fn save(ctx: &Context_, args: &Args, hooks: &mut crate::hooks::Hooks<'_>) -> Res
         }
     }
     let s = &report.snapshot;
-    report_details(ctx, &report);
+    report_details(ctx, &id, &report);
     let anomalies = crate::anomaly::after_backup(ctx, &report);
     if args.json {
         let value = serde_json::json!({
-            "id": report.id,
+            "id": id,
             "snapshot": s,
             "warnings": report.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "notices": report.notices.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -220,13 +242,13 @@ fn save(ctx: &Context_, args: &Args, hooks: &mut crate::hooks::Hooks<'_>) -> Res
         });
         outln!("{}", crate::progress::summary_line(value));
     } else if !ctx.global.quiet {
-        print_summary(&report)?;
+        print_summary(&id, &report)?;
     }
     if !anomalies.is_empty() && args.fail_on.contains(&FailOn::Anomaly) {
         eprintln!(
             "coffer: snapshot {} was saved, but it looks wrong ({} anomaly warning(s)); exit 1 \
              because of --fail-on anomaly",
-            report.id.short(),
+            id.short(),
             anomalies.len()
         );
         return Ok(crate::exit::ERROR);
@@ -329,9 +351,9 @@ fn sources(ctx: &Context_, args: &Args) -> Result<Vec<Source>> {
 }
 
 /// The snapshot id, per-source statistics, summary and warnings, for the notification body.
-fn report_details(ctx: &Context_, report: &op::BackupReport) {
+fn report_details(ctx: &Context_, id: &SnapshotId, report: &op::BackupReport) {
     let s = &report.snapshot;
-    ctx.report("snapshot_id", report.id.to_hex().into());
+    ctx.report("snapshot_id", id.to_hex().into());
     ctx.report(
         "sources",
         serde_json::to_value(&s.sources).unwrap_or_default(),
@@ -351,10 +373,10 @@ fn report_details(ctx: &Context_, report: &op::BackupReport) {
 }
 
 /// The human summary of a saved snapshot (stdout).
-fn print_summary(report: &op::BackupReport) -> Result<()> {
+fn print_summary(id: &SnapshotId, report: &op::BackupReport) -> Result<()> {
     let s = &report.snapshot;
     let m = &s.summary;
-    outln!("snapshot {} saved", report.id.short());
+    outln!("snapshot {} saved", id.short());
     outln!("  time      {}", crate::escape::name(&s.time));
     outln!("  paths     {}", crate::escape::names(&s.paths, " "));
     outln!(
@@ -405,6 +427,66 @@ fn print_summary(report: &op::BackupReport) -> Result<()> {
         outln!();
     }
     Ok(())
+}
+
+/// What a dry run found: each file and stream with its size and change (`new`, `modified`,
+/// `unchanged`), then the totals and what a real run would add; warnings as a real run gives
+/// them, and its exit code (3 when some file could not be read).
+fn print_dry_run(ctx: &Context_, args: &Args, report: &op::BackupReport) -> Result<u8> {
+    let m = &report.snapshot.summary;
+    for w in &report.warnings {
+        eprintln!("warning: {}", crate::escape::message(&w.to_string()));
+    }
+    if args.json {
+        let files: Vec<serde_json::Value> = report
+            .listed
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "path": crate::escape::path(&l.path),
+                    "size": l.size,
+                    "change": l.change.as_str(),
+                })
+            })
+            .collect();
+        let value = serde_json::json!({
+            "dry_run": true,
+            "files": files,
+            "summary": m,
+            "warnings": report.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "notices": report.notices.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        });
+        outln!("{}", crate::progress::summary_line(value));
+    } else if !ctx.global.quiet {
+        for l in &report.listed {
+            outln!(
+                "{:<9} {} {}",
+                l.change.as_str(),
+                crate::escape::path(&l.path),
+                output::bytes(l.size)
+            );
+        }
+        outln!(
+            "dry run: {} files ({} unchanged), {} dirs, {} symlinks, {}",
+            m.files,
+            m.files_unchanged,
+            m.dirs,
+            m.symlinks,
+            output::bytes(m.total_bytes)
+        );
+        outln!(
+            "would add {} stored ({} before compression) in {} new blobs; nothing was written",
+            output::bytes(m.added_stored_bytes),
+            output::bytes(m.added_raw_bytes),
+            m.data_blobs_new + m.tree_blobs_new
+        );
+    }
+    let left_out = report.warnings.iter().any(|w| w.step.left_out());
+    Ok(if left_out {
+        crate::exit::PARTIAL
+    } else {
+        crate::exit::OK
+    })
 }
 
 /// The patterns of an `--exclude-file`: one per line, blank lines and `#` comments ignored,

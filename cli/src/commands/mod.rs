@@ -101,6 +101,8 @@ impl Context_ {
 /// exits 11 at once, as documented).
 fn scheduled(command: &Command) -> Option<(&'static str, bool, bool)> {
     Some(match command {
+        // A dry run saves nothing: no notification, no run lock.
+        Command::Backup(a) if a.dry_run => return None,
         Command::Backup(_) => ("backup", true, true),
         Command::Forget(_) => ("forget", true, true),
         Command::Prune(_) => ("prune", true, false),

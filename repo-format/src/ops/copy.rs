@@ -401,7 +401,7 @@ mod tests {
             },
         }];
         opts.hostname = "h".into();
-        backup(repo, opts).unwrap().id
+        backup(repo, opts).unwrap().id.unwrap()
     }
 
     /// Deterministic incompressible bytes (SplitMix64).

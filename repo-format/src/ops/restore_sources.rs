@@ -720,7 +720,7 @@ mod tests {
         opts.hostname = "h".into();
         let report = backup(&repo, opts).unwrap();
         let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
-        (repo, report.id, report.snapshot)
+        (repo, report.id.unwrap(), report.snapshot)
     }
 
     #[test]

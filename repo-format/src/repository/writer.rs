@@ -93,6 +93,8 @@ pub struct BlobWriter<'r> {
     last_checkpoint: Mutex<Instant>,
     /// Packs named by the checkpoints written so far.
     checkpointed: AtomicU64,
+    /// Seal and count new blobs, but store nothing (`backup --dry-run`).
+    dry_run: bool,
     pub stats: WriteStats,
 }
 
@@ -163,6 +165,7 @@ impl<'r> BlobWriter<'r> {
             checkpoints: None,
             last_checkpoint: Mutex::new(Instant::now()),
             checkpointed: AtomicU64::new(0),
+            dry_run: false,
             stats: WriteStats::default(),
         })
     }
@@ -179,6 +182,14 @@ impl<'r> BlobWriter<'r> {
     /// that much uploaded work, even when killed.
     pub fn with_checkpoints(mut self, packs: usize, interval: Duration) -> Self {
         self.checkpoints = Some((packs.max(1), interval));
+        self
+    }
+
+    /// A writer that stores nothing: new blobs are compressed and sealed, so that
+    /// [`Self::stats`] count exactly what a real run would add, and then dropped; no pack and
+    /// no index file is written.
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = true;
         self
     }
 
@@ -273,19 +284,11 @@ impl<'r> BlobWriter<'r> {
     /// Counts a new sealed blob and adds it to the open pack of its kind, sending the pack off
     /// when it is full.
     fn add(&self, sealed: SealedBlob) -> Result<()> {
+        self.count(&sealed);
+        if self.dry_run {
+            return Ok(());
+        }
         let kind = sealed.kind;
-        let counter = if kind == BlobKind::Data {
-            &self.stats.data_blobs_new
-        } else {
-            &self.stats.tree_blobs_new
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .added_raw
-            .fetch_add(u64::from(sealed.raw_length), Ordering::Relaxed);
-        self.stats
-            .added_stored
-            .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
         let target = self.repo.config().pack_size as usize;
         let full = {
             let mut packer = lock(if kind == BlobKind::Data {
@@ -307,6 +310,22 @@ impl<'r> BlobWriter<'r> {
             self.maybe_checkpoint()?;
         }
         Ok(())
+    }
+
+    /// Counts a new sealed blob in [`Self::stats`].
+    fn count(&self, sealed: &SealedBlob) {
+        let counter = if sealed.kind == BlobKind::Data {
+            &self.stats.data_blobs_new
+        } else {
+            &self.stats.tree_blobs_new
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .added_raw
+            .fetch_add(u64::from(sealed.raw_length), Ordering::Relaxed);
+        self.stats
+            .added_stored
+            .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
     }
 
     /// A checkpoint, if [`Self::with_checkpoints`] asked for one now.

@@ -151,6 +151,38 @@ pub struct BackupOptions {
     /// Called with the assembled snapshot just before it is saved; what it returns is recorded
     /// as the snapshot summary's `anomalies` (the caller compares with the history).
     pub anomalies: Option<AnomalyCheck>,
+    /// Read, chunk, compress and seal everything as a real backup would, but write nothing:
+    /// no pack, no index, no snapshot (`backup --dry-run`). The report lists every file.
+    pub dry_run: bool,
+}
+
+/// A file or stream a dry run would store ([`BackupReport::listed`]).
+#[derive(Clone, Debug)]
+pub struct Listed {
+    pub path: PathBuf,
+    pub size: u64,
+    pub change: Change,
+}
+
+/// How a file compares with the parent snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Not in the parent (or no parent).
+    New,
+    /// In the parent, read again because its size or times changed.
+    Modified,
+    /// In the parent with the same size and times: its content is taken from there unread.
+    Unchanged,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::New => "new",
+            Change::Modified => "modified",
+            Change::Unchanged => "unchanged",
+        }
+    }
 }
 
 /// See [`BackupOptions::anomalies`].
@@ -174,6 +206,7 @@ impl BackupOptions {
             selection: Selection::default(),
             progress: Arc::new(Progress::new()),
             anomalies: None,
+            dry_run: false,
         }
     }
 }
@@ -246,7 +279,10 @@ impl Selection {
 /// The outcome of a backup.
 #[derive(Debug)]
 pub struct BackupReport {
-    pub id: SnapshotId,
+    /// The saved snapshot's id; none on a dry run, which saves nothing.
+    pub id: Option<SnapshotId>,
+    /// The snapshot saved, or on a dry run the one that would have been (its summary counts
+    /// what a real run would add).
     pub snapshot: Snapshot,
     /// Source files or directories that could not be read (they are not in the snapshot), and
     /// files that kept changing while being read (stored as read: [`Step::Changed`]).
@@ -254,6 +290,8 @@ pub struct BackupReport {
     /// Advice that does not make the backup partial (a compressed dump that will deduplicate
     /// poorly, a damaged snapshot left out of the parent choice).
     pub notices: Vec<Notice>,
+    /// On a dry run: every file and stream, in the order met.
+    pub listed: Vec<Listed>,
 }
 
 /// A backup writes a checkpoint index file after this many packs (1 GiB at the default pack
@@ -311,8 +349,12 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
     let parent_tree = parent
         .as_ref()
         .and_then(|(_, snap)| repo.load_tree(&snap.tree).ok());
-    let mut writer = BlobWriter::new(repo, repo.storage().connections(), opts.cancel.clone())?
-        .with_checkpoints(CHECKPOINT_PACKS, CHECKPOINT_INTERVAL);
+    let mut writer = BlobWriter::new(repo, repo.storage().connections(), opts.cancel.clone())?;
+    writer = if opts.dry_run {
+        writer.dry_run()
+    } else {
+        writer.with_checkpoints(CHECKPOINT_PACKS, CHECKPOINT_INTERVAL)
+    };
     if opts.parent == ParentChoice::None {
         // `--force` trusts nothing it has not seen: one listing of the packs, and a blob the
         // index places in a pack that is not there is stored again (a lost pack must not
@@ -366,6 +408,17 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         key_id: repo.keys().fingerprint(),
     }
     .snapshot();
+    let notices = damage.into_iter().chain(walked.notices).collect();
+    if opts.dry_run {
+        tracing::info!("dry run: nothing saved");
+        return Ok(BackupReport {
+            id: None,
+            snapshot,
+            warnings: walked.warnings,
+            notices,
+            listed: walked.listed,
+        });
+    }
     if let Some(check) = opts.anomalies.take() {
         snapshot.summary.anomalies = check(&snapshot);
     }
@@ -376,10 +429,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions) -> Result<BackupReport
         started.elapsed().as_secs_f64()
     );
     Ok(BackupReport {
-        id,
+        id: Some(id),
         snapshot,
         warnings: walked.warnings,
-        notices: damage.into_iter().chain(walked.notices).collect(),
+        notices,
+        listed: Vec::new(),
     })
 }
 
@@ -410,9 +464,22 @@ struct Run<'a, 'r> {
     /// The chunker's buffer, handed from one file to the next.
     chunk_buffer: Vec<u8>,
     progress: &'a Progress,
+    /// Files and streams as they are met, kept on a dry run only.
+    listed: Option<Vec<Listed>>,
 }
 
 impl Run<'_, '_> {
+    /// Notes a file or stream for the dry run's listing.
+    fn list(&mut self, path: &Path, size: u64, change: Change) {
+        if let Some(listed) = &mut self.listed {
+            listed.push(Listed {
+                path: path.to_path_buf(),
+                size,
+                change,
+            });
+        }
+    }
+
     fn check_cancel(&self) -> Result<()> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);

@@ -82,6 +82,8 @@ pub(super) struct Walked {
     pub(super) warnings: Vec<super::Warning>,
     pub(super) notices: Vec<super::Notice>,
     pub(super) counts: Counts,
+    /// Every file and stream, with its size and how it compares with the parent (dry runs).
+    pub(super) listed: Vec<super::Listed>,
 }
 
 /// Runs `walk` on this thread with a pool of workers and the prefetch thread behind it, then
@@ -129,6 +131,7 @@ pub(super) fn run<'r>(
             prefetch: Some(prefetch_tx),
             chunk_buffer: Vec::new(),
             progress: &opts.progress,
+            listed: opts.dry_run.then(Vec::new),
         };
         let root = walk(&mut run);
         let Run {
@@ -137,6 +140,7 @@ pub(super) fn run<'r>(
             notices,
             counts,
             prefetch,
+            listed,
             ..
         } = run;
         drop(jobs);
@@ -155,6 +159,7 @@ pub(super) fn run<'r>(
             warnings,
             notices,
             counts,
+            listed: listed.unwrap_or_default(),
         }
     })
 }

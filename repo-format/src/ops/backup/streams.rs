@@ -176,6 +176,7 @@ impl Run<'_, '_> {
         self.counts.files += 1;
         self.counts.total_bytes += size;
         self.progress.file_done();
+        self.list(name, size, super::Change::New);
         let components: Vec<&std::ffi::OsStr> = name.iter().skip(1).collect();
         let synthetic = |n: &std::ffi::OsStr, kind: NodeKind, mode: u32| {
             let (name, name_bytes) = encode_name(n);

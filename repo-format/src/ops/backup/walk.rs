@@ -388,6 +388,7 @@ impl Run<'_, '_> {
                 self.counts.total_bytes += node.size;
                 self.progress.add_bytes(node.size);
                 self.progress.file_done();
+                self.list(path, node.size, super::Change::Unchanged);
                 tracing::debug!("file {path:?}: unchanged, {} bytes", node.size);
                 return Ok(Some(PendingNode::done(node)));
             }
@@ -434,6 +435,12 @@ impl Run<'_, '_> {
         self.counts.files += 1;
         self.counts.total_bytes += size;
         self.progress.file_done();
+        let change = if parent_node.is_some() {
+            super::Change::Modified
+        } else {
+            super::Change::New
+        };
+        self.list(path, size, change);
         tracing::debug!("file {path:?}: read, {size} bytes");
         Ok(Some(PendingNode {
             node,
@@ -771,7 +778,7 @@ mod tests {
         let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
         std::fs::write(base.join("changes"), b"second, longer").unwrap();
         let second = backup(&repo, BackupOptions::new(vec![base.clone()])).unwrap();
-        assert_eq!(second.snapshot.parent, Some(first.id));
+        assert_eq!(second.snapshot.parent, first.id);
         assert_eq!(second.snapshot.summary.files_unchanged, 1);
         let mut forced = BackupOptions::new(vec![base.clone()]);
         forced.parent = ParentChoice::None;

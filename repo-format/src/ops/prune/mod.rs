@@ -328,7 +328,7 @@ mod tests {
             },
         }];
         opts.hostname = "h".into();
-        backup(repo, opts).unwrap().id
+        backup(repo, opts).unwrap().id.unwrap()
     }
 
     /// Repacking counts its blobs and bytes for a progress display, out of totals it knows
