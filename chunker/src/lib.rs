@@ -29,4 +29,4 @@ mod test_support;
 pub use cut::cut;
 pub use gear::GearTable;
 pub use params::{ChunkerParams, ParamsError, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
-pub use stream::StreamChunker;
+pub use stream::{is_zero, StreamChunker};

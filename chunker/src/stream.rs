@@ -35,6 +35,9 @@ pub struct StreamChunker<'g, R> {
     /// The reader returned `Ok(0)`; it is not asked again.
     at_eof: bool,
     position: u64,
+    /// The length of the first chunk of `max_size` zero bytes, once one was needed: a run of
+    /// zeros (a sparse file's holes, a zeroed disk image) is cut without scanning it.
+    zero_cut: Option<usize>,
 }
 
 impl<'g, R: Read> StreamChunker<'g, R> {
@@ -63,6 +66,7 @@ impl<'g, R: Read> StreamChunker<'g, R> {
             end: 0,
             at_eof: false,
             position: 0,
+            zero_cut: None,
         }
     }
 
@@ -75,7 +79,17 @@ impl<'g, R: Read> StreamChunker<'g, R> {
         }
         // `fill` leaves fewer than `max_size` bytes only at end of stream, and `cut` reads no
         // further than `max_size`, so this is the cut of the whole remaining input.
-        let length = cut(self.gear, &self.params, pending);
+        let max = self.params.max_size() as usize;
+        let length = if pending.len() >= max && is_zero(&pending[..max]) {
+            // `cut` looks at these `max` bytes only, and they are zeros: the cut of any run of
+            // zeros this long, computed once.
+            let (gear, params) = (self.gear, &self.params);
+            *self
+                .zero_cut
+                .get_or_insert_with(|| cut(gear, params, &vec![0; max]))
+        } else {
+            cut(self.gear, &self.params, pending)
+        };
         let chunk = pending[..length].to_vec();
         self.start += length;
         self.position += length as u64;
@@ -123,6 +137,15 @@ impl<'g, R: Read> StreamChunker<'g, R> {
             self.start = 0;
         }
     }
+}
+
+/// Whether every byte of `data` is zero. Stops at the first 64-byte block that is not, so it
+/// costs next to nothing on ordinary data; the blocks themselves are checked with vector
+/// instructions.
+pub fn is_zero(data: &[u8]) -> bool {
+    let mut blocks = data.chunks_exact(64);
+    blocks.all(|b| b.iter().fold(0u8, |acc, &x| acc | x) == 0)
+        && blocks.remainder().iter().all(|&x| x == 0)
 }
 
 impl<R: Read> Iterator for StreamChunker<'_, R> {
@@ -204,6 +227,36 @@ mod tests {
             let lengths: Vec<usize> = chunks.iter().map(Vec::len).collect();
             prop_assert_eq!(lengths, chunk_lengths(&gear, &params, &data));
             prop_assert!(chunker.next_chunk().unwrap().is_none());
+        }
+
+        /// Runs of zeros (cut without scanning them) are cut exactly as `cut` cuts the whole
+        /// buffer, wherever they start and end and however long they are.
+        #[test]
+        fn zero_runs_cut_like_the_whole_buffer(
+            params in small_params(),
+            seed in any::<u64>(),
+            runs in proptest::collection::vec((0usize..150_000, 0usize..60_000), 1..4),
+        ) {
+            let gear = GearTable::from_key(&counting_key());
+            let mut data = splitmix_bytes(seed, 200_000);
+            for (at, len) in runs {
+                let end = (at + len).min(data.len());
+                data[at..end].fill(0);
+            }
+            let chunks = stream_chunks(&data, &gear, params);
+            prop_assert_eq!(chunks.concat(), data.clone());
+            let lengths: Vec<usize> = chunks.iter().map(Vec::len).collect();
+            prop_assert_eq!(lengths, chunk_lengths(&gear, &params, &data));
+        }
+
+        #[test]
+        fn is_zero_is_true_exactly_for_zeros(len in 0usize..300, at in any::<usize>(), byte in 1u8..) {
+            let mut data = vec![0u8; len];
+            prop_assert!(is_zero(&data));
+            if len > 0 {
+                data[at % len] = byte;
+                prop_assert!(!is_zero(&data));
+            }
         }
 
         /// A buffer handed on from an earlier stream (of other bytes, other parameters) cuts

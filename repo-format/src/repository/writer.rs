@@ -95,6 +95,9 @@ pub struct BlobWriter<'r> {
     checkpointed: AtomicU64,
     /// Seal and count new blobs, but store nothing (`backup --dry-run`).
     dry_run: bool,
+    /// Ids of all-zero blobs by length: a sparse file's holes come as many equal chunks of
+    /// zeros, hashed once each length.
+    zero_ids: Mutex<std::collections::HashMap<usize, BlobId>>,
     pub stats: WriteStats,
 }
 
@@ -166,6 +169,7 @@ impl<'r> BlobWriter<'r> {
             last_checkpoint: Mutex::new(Instant::now()),
             checkpointed: AtomicU64::new(0),
             dry_run: false,
+            zero_ids: Mutex::new(std::collections::HashMap::new()),
             stats: WriteStats::default(),
         })
     }
@@ -249,7 +253,7 @@ impl<'r> BlobWriter<'r> {
         if self.has_failed() {
             return Err(Error::Stopped);
         }
-        let id = BlobId(self.repo.keys().content_id(data));
+        let id = self.content_id(data);
         if self.reusable(&id) || !lock(&self.pending).insert(id) {
             return Ok((id, false));
         }
@@ -263,6 +267,16 @@ impl<'r> BlobWriter<'r> {
         )?;
         self.add(sealed)?;
         Ok((id, true))
+    }
+
+    /// The content id of `data`; for a run of zeros, remembered by its length.
+    fn content_id(&self, data: &[u8]) -> BlobId {
+        if data.len() < 4096 || !coffer_chunker::is_zero(data) {
+            return BlobId(self.repo.keys().content_id(data));
+        }
+        *lock(&self.zero_ids)
+            .entry(data.len())
+            .or_insert_with(|| BlobId(self.repo.keys().content_id(data)))
     }
 
     /// Stores a blob that is already sealed, byte for byte, unless this writer already has it
