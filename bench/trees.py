@@ -29,10 +29,9 @@ import stat
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import measure  # noqa: E402  (wall, CPU, peak RSS of a command and its children)
 
 PASSWORD = "benchmark password"
 
@@ -82,6 +81,21 @@ def build_constructed(root: Path):
     sock.bind(str(special / "agent.sock"))
     sock.close()
     (root / ".complete").write_text("")
+
+
+def measure(cmd, env):
+    """Runs cmd; its wall seconds and peak RSS (KiB), taken by /usr/bin/time: on Linux a
+    process forked from this one starts with this one's peak RSS as its own (it survives exec),
+    and this one holds the listings of large trees."""
+    with tempfile.NamedTemporaryFile("r") as out:
+        start = time.monotonic()
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name] + [str(c) for c in cmd],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wall = time.monotonic() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n"
+                               f"{proc.stderr.decode(errors='replace')}")
+        return {"wall": wall, "rss_kib": int(out.read().split()[-1])}
 
 
 # ---------------------------------------------------------------- checking a restore
@@ -205,6 +219,8 @@ def main():
     ap.add_argument("--coffer", default=str(Path(__file__).resolve().parent.parent / "target/release/coffer"))
     ap.add_argument("--restic", default=shutil.which("restic") or "restic")
     args = ap.parse_args()
+    if not Path("/usr/bin/time").exists():
+        sys.exit("/usr/bin/time is needed for peak RSS: apt-get install time")
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     trees = [Path(t) for t in args.tree]
