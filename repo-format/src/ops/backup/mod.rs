@@ -299,7 +299,7 @@ pub struct BackupReport {
 pub const CHECKPOINT_PACKS: usize = 64;
 /// ... or this long after the last one, whichever comes first: a backup killed outright loses
 /// at most that much uploaded work; one interrupted (SIGINT, SIGTERM) or failing loses only
-/// the packs not yet uploaded ([`keep_uploaded`]).
+/// the packs not yet uploaded ([`BlobWriter::keep_uploaded`]).
 pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// On the way out of a backup that stops early: a checkpoint naming every pack already
