@@ -163,17 +163,22 @@ class Servers:
         return self.log_path.stat().st_size
 
     def requests_since(self, offset):
-        """Requests by method logged since `offset` (LIST: a GET of a bucket's listing)."""
+        """Requests by method logged since `offset` (LIST: a GET of a bucket's listing).
+
+        moto's server colours the request line of every answer but a 200 with ANSI escapes
+        (206 ranged GETs, 204 DELETEs, 404s): they are stripped before matching."""
         counts = {}
         with open(self.log_path, "rb") as f:
             f.seek(offset)
-            for line in f.read().decode(errors="replace").splitlines():
+            text = re.sub(r"\x1b\[[0-9;]*m", "", f.read().decode(errors="replace"))
+            for line in text.splitlines():
                 m = re.search(r'"(GET|PUT|POST|DELETE|HEAD) (\S+) HTTP/[\d.]+" (\d+)', line)
                 if not m:
                     continue
                 method, path = m.group(1), m.group(2)
-                bucket_only = path.split("?")[0].strip("/").count("/") == 0
-                if method == "GET" and bucket_only:
+                key, _, query = path.partition("?")
+                bucket_only = key.strip("/").count("/") == 0
+                if method == "GET" and bucket_only and re.search(r"list-type=|prefix=|delimiter=", query):
                     method = "LIST"
                 counts[method] = counts.get(method, 0) + 1
         return counts
