@@ -409,7 +409,7 @@ def report(results, args):
             ratio = statistics.median(a / b for a, b in zip(c, r))
             cells.append(f"{statistics.median(c):.2f} s | {statistics.median(r):.2f} s | {ratio:.2f}")
         print(f"| {step} | " + " | ".join(cells) + " |")
-    print("\nRequests by method (first run at the first round trip time; the counts do not depend on it)\n")
+    print("\nRequests by method (first run at the first round trip time; every run's counts are in --json)\n")
     print("| step | coffer | restic |")
     print("|---|---|---|")
     t = rtts[0]
