@@ -12,8 +12,8 @@ the proxy, with their default connection counts.
 For each round trip time and run, each tool (in alternating order) gets a fresh bucket and:
 backs up the dataset (v1), backs it up after churn (v2), backs it up unchanged, restores the
 latest snapshot (checked against the source), checks every byte (`check --read-data`), forgets
-all but the last snapshot and prunes (Coffer with `--grace 0s`, as restic's exclusive lock
-allows), and copies the repository into a second fresh bucket. Each step's wall time, and the
+all but the last snapshot and prunes in one process (`forget --prune`; Coffer with `--grace 0s`,
+as restic's exclusive lock allows), and copies the repository into a second fresh bucket. Each step's wall time, and the
 requests it made by method, counted from moto's request log.
 
 The dataset (generated once under --workdir; `--scale 1` is about 300 MB, as in the issue):
@@ -283,8 +283,8 @@ class Coffer:
             "backup": lambda: run(c + ["backup", src], self.env),
             "restore": lambda: run(c + ["restore", "latest", "--target", target], self.env),
             "check --read-data": lambda: run(c + ["check", "--read-data"], self.env),
-            "forget + prune": lambda: run(c + ["forget", "--keep-last", "1"], self.env)
-            + run(c + ["prune", "--grace", "0s"], self.env),
+            "forget + prune": lambda: run(c + ["forget", "--keep-last", "1", "--prune", "--grace", "0s"],
+                                          self.env),
             "copy": lambda: run(c + ["copy", "--from-repo", self.repo],
                                 dict(self.env, COFFER_REPO=self.repo2, COFFER_FROM_PASSWORD=PASSWORD)),
         }

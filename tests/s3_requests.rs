@@ -265,3 +265,100 @@ fn data_packs_go_to_the_configured_storage_class_and_metadata_does_not() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("storage_class"), "{}", out.stderr);
 }
+
+/// Every request `f` made on `repo`'s bucket, as (method, key below the repository) pairs.
+fn repo_requests(log: &Path, repo: &str, f: impl FnOnce()) -> Vec<(String, String)> {
+    let from = fs::metadata(log).map_or(0, |m| m.len());
+    f();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let prefix = repo.trim_start_matches("s3:/");
+    requests(log, from)
+        .into_iter()
+        .filter_map(|(method, path)| {
+            let rest = path.strip_prefix(prefix)?;
+            Some((method, rest.trim_start_matches('/').to_string()))
+        })
+        .collect()
+}
+
+/// Metadata costs few requests and no HEAD: opening reads the config with one GET (fetched
+/// while the key file is opened), and what a command wrote itself (snapshots, index files,
+/// deletion plans, tree packs) is in the cache, so neither `snapshots` nor `forget --prune`
+/// downloads any of it again.
+#[test]
+fn metadata_is_read_once_and_what_was_written_is_not_downloaded_again() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("moto.log");
+    let server = MotoServer::start_logging(Some(&log));
+    let env = Env::s3(&server);
+    init(&env);
+    let source = env.path("src");
+    for i in 0..40u64 {
+        fs::create_dir_all(source.join(format!("d{}", i % 4))).unwrap();
+        fs::write(
+            source.join(format!("d{}/f{i}", i % 4)),
+            pseudo_random(i, 5000),
+        )
+        .unwrap();
+    }
+    env.run(&["backup", source.to_str().unwrap()]).ok();
+    for i in (0..40u64).step_by(3) {
+        fs::write(
+            source.join(format!("d{}/f{i}", i % 4)),
+            pseudo_random(100 + i, 7000),
+        )
+        .unwrap();
+    }
+    env.run(&["backup", source.to_str().unwrap()]).ok();
+
+    let seen = repo_requests(&log, &env.repo, || {
+        env.run(&["snapshots"]).ok();
+    });
+    let heads = seen.iter().filter(|(m, _)| m == "HEAD").count();
+    let gets: Vec<&String> = seen
+        .iter()
+        .filter(|(m, k)| m == "GET" && !k.is_empty() && !k.starts_with('?'))
+        .map(|(_, k)| k)
+        .collect();
+    assert_eq!(heads, 0, "snapshots made HEAD requests: {seen:?}");
+    assert_eq!(
+        gets.len(),
+        2,
+        "snapshots: config and key file only: {seen:?}"
+    );
+    assert!(gets.iter().any(|k| k.as_str() == "config"), "{seen:?}");
+
+    let seen = repo_requests(&log, &env.repo, || {
+        env.run(&["forget", "--keep-last", "1", "--prune", "--grace", "0s"])
+            .ok();
+    });
+    assert!(
+        !seen.iter().any(|(m, _)| m == "HEAD"),
+        "forget --prune made HEAD requests: {seen:?}"
+    );
+    let fetched: Vec<&String> = seen
+        .iter()
+        .filter(|(m, k)| {
+            m == "GET"
+                && ["snapshots/", "index/", "plans/"]
+                    .iter()
+                    .any(|dir| k.starts_with(dir))
+        })
+        .map(|(_, k)| k)
+        .collect();
+    assert!(
+        fetched.is_empty(),
+        "forget --prune downloaded metadata this client wrote: {fetched:?}"
+    );
+    // It did prune: a plan was written and carried out, and what is left restores.
+    assert!(
+        seen.iter()
+            .any(|(m, k)| m == "PUT" && k.starts_with("plans/")),
+        "{seen:?}"
+    );
+    env.run(&["check", "--read-data"]).ok();
+    let target = env.path("restored");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    same_files(&source, &target.join(source.strip_prefix("/").unwrap()));
+}

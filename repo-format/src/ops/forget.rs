@@ -218,16 +218,25 @@ pub fn plan_ids(listed: &[SnapshotId], specs: &[String]) -> Result<ForgetPlan> {
     })
 }
 
-/// Deletes the snapshots the plan removes, in its order, and returns them. Stops at the first
-/// failed delete; the snapshots before it stay deleted (each deletion is safe on its own).
+/// Deletes the snapshots the plan removes, `--connections` at a time (on an object store each
+/// deletion is a round trip), and returns them in the plan's order. After a failed delete no
+/// further one is started and the first error is returned; the snapshots deleted before it stay
+/// deleted (each deletion is safe on its own).
 pub fn execute(repo: &Repository, plan: &ForgetPlan) -> Result<Vec<SnapshotId>> {
-    let mut removed = Vec::with_capacity(plan.remove.len());
-    for id in &plan.remove {
-        repo.storage()
-            .delete(&crate::format::key::ObjectKey::Snapshot(*id).to_string())?;
-        removed.push(*id);
+    let storage = repo.storage();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let threads = crate::repository::parallel::threads_for(storage.connections());
+    let deleted = crate::repository::parallel::map(&plan.remove, threads, &stop, |id| {
+        let result = storage.delete(&crate::format::key::ObjectKey::Snapshot(*id).to_string());
+        if result.is_err() {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        result
+    });
+    if let Some(e) = deleted.into_iter().flatten().find_map(|r| r.err()) {
+        return Err(e);
     }
-    Ok(removed)
+    Ok(plan.remove.clone())
 }
 
 #[cfg(test)]

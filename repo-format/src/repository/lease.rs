@@ -116,9 +116,18 @@ struct Inner {
 impl Inner {
     /// Writes `record` as sequence `seq` and reads it back: true if it is ours.
     fn create(&self, seq: u64, record: &LeaseRecord) -> Result<bool> {
+        self.write(seq, record)?;
+        self.is_ours(seq, record)
+    }
+
+    fn write(&self, seq: u64, record: &LeaseRecord) -> Result<()> {
         self.storage
-            .put_new(&key_of(seq), record.to_stored(&self.keys)?.into())?;
-        // put_new treats "already exists" as success; whoever's record is there won.
+            .put_new(&key_of(seq), record.to_stored(&self.keys)?.into())
+    }
+
+    /// Whether record `seq` is `record` (put_new treats "already exists" as success; whoever's
+    /// record is there won).
+    fn is_ours(&self, seq: u64, record: &LeaseRecord) -> Result<bool> {
         Ok(read(&self.storage, &self.keys, seq)?.is_some_and(|r| r.holder == record.holder))
     }
 
@@ -217,14 +226,24 @@ impl Lease {
                 lost: None,
             }),
         });
-        if !inner.create(next, &record)? {
+        inner.write(next, &record)?;
+        // Once ours is written: read it back (is it ours?) and list again (a contender working
+        // from an older listing may have created a higher number; the highest wins, so we give
+        // ours up). Both reads start after the write, so they are made at once.
+        let (ours, after) = std::thread::scope(|scope| {
+            let after = scope.spawn(|| list(storage));
+            let ours = inner.is_ours(next, &record);
+            let after = after
+                .join()
+                .unwrap_or_else(|_| Err(Error::Locked("listing the leases failed".into())));
+            (ours, after)
+        });
+        if !ours? {
             return Err(Error::Locked(
                 "another process took the lease at the same moment".into(),
             ));
         }
-        // A contender working from an older listing may have created a higher number; the
-        // highest wins, so we give ours up.
-        let after = list(storage)?;
+        let after = after?;
         if after.iter().any(|(seq, _)| *seq > next) {
             storage.delete(&key_of(next))?;
             return Err(Error::Locked(

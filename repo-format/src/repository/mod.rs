@@ -138,13 +138,28 @@ impl Repository {
     }
 
     fn open_inner(mut storage: Storage, password: &[u8], load_index: bool) -> Result<Repository> {
-        if storage.size(CONFIG_KEY)?.is_none() {
-            return Err(Error::NoRepository {
-                location: storage.location().to_string(),
-            });
-        }
-        let (key_id, keys) = KeyFile::open_any(&storage, password)?;
-        let config = RepoConfig::load(&storage, &keys)?;
+        // The config is fetched while the key files are listed, read and tried (one round
+        // trip instead of three on an object store); its absence says there is no repository
+        // here, whatever the key files say.
+        let (opened, config) = std::thread::scope(|scope| {
+            let config = scope.spawn(|| RepoConfig::fetch(&storage));
+            let opened = KeyFile::open_any(&storage, password);
+            let config = config
+                .join()
+                .unwrap_or_else(|_| Err(Error::InvalidInput("reading the config failed".into())));
+            (opened, config)
+        });
+        let config = match config {
+            Ok(bytes) => bytes,
+            Err(Error::Missing { .. }) => {
+                return Err(Error::NoRepository {
+                    location: storage.location().to_string(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let (key_id, keys) = opened?;
+        let config = RepoConfig::open(&keys, &config)?;
         storage.enable_cache(&config.id);
         let index = if load_index {
             MasterIndex::load(&storage, &keys)?

@@ -29,6 +29,23 @@ pub fn read_bounded(storage: &Storage, key: &ObjectKey) -> Result<Bytes> {
     storage.get_bounded(class.what(), &key.to_string(), class.max_size())
 }
 
+/// Applies `load` to every id, up to `--connections` at a time (on an object store each read is
+/// a round trip; from the cache or a local disk the decryption is spread over the cores), and
+/// returns the results in the ids' order.
+pub fn load_each<I, T, F>(storage: &Storage, ids: &[I], load: F) -> Vec<Result<T>>
+where
+    I: Sync,
+    T: Send,
+    F: Fn(&I) -> Result<T> + Sync,
+{
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let threads = crate::repository::parallel::threads_for(storage.connections());
+    crate::repository::parallel::map(ids, threads, &never, load)
+        .into_iter()
+        .map(|r| r.expect("every item is loaded when nothing stops the map"))
+        .collect()
+}
+
 /// Writes an immutable object under `key` (create-only; the same bytes already there count as
 /// written, since every name but `config`'s and lease records' is the hash of the bytes).
 fn write(storage: &Storage, key: &ObjectKey, bytes: Vec<u8>) -> Result<()> {
@@ -95,8 +112,10 @@ impl MasterIndex {
     /// pack was lost (`backup --force`) is newer than the lost one.
     pub fn load(storage: &Storage, keys: &MasterKeys) -> Result<MasterIndex> {
         let mut files = Vec::new();
-        for id in IndexFile::list_ids_newest_first(storage)? {
-            match IndexFile::load(storage, keys, &id) {
+        let ids = IndexFile::list_ids_newest_first(storage)?;
+        let loaded = load_each(storage, &ids, |id| IndexFile::load(storage, keys, id));
+        for (id, result) in ids.into_iter().zip(loaded) {
+            match result {
                 Ok(file) => files.push((id, file)),
                 // Listed, then deleted before we read it: only prune deletes index files, and
                 // only ones superseded by a file written a grace period earlier, which this
@@ -140,8 +159,10 @@ impl Snapshot {
     /// deleted between listing and reading (forgotten meanwhile) is left out.
     pub fn load_all(storage: &Storage, keys: &MasterKeys) -> Result<Snapshots> {
         let mut out = Snapshots::default();
-        for id in Snapshot::list_ids(storage)? {
-            match Snapshot::load(storage, keys, &id) {
+        let ids = Snapshot::list_ids(storage)?;
+        let loaded = load_each(storage, &ids, |id| Snapshot::load(storage, keys, id));
+        for (id, result) in ids.into_iter().zip(loaded) {
+            match result {
                 Ok(snap) => out.good.push((id, snap)),
                 Err(Error::Missing { .. }) => continue,
                 Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
@@ -199,11 +220,16 @@ impl DrillResult {
     /// deleted between listing and reading is left out.
     pub fn load_all(storage: &Storage, keys: &MasterKeys) -> Result<DrillResults> {
         let mut out = DrillResults::default();
-        for (_, key) in list_keys(storage, ObjectClass::Drill)? {
-            let ObjectKey::Drill(id) = key else {
-                continue;
-            };
-            match DrillResult::load(storage, keys, &id) {
+        let ids: Vec<DrillId> = list_keys(storage, ObjectClass::Drill)?
+            .into_iter()
+            .filter_map(|(_, key)| match key {
+                ObjectKey::Drill(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        let loaded = load_each(storage, &ids, |id| DrillResult::load(storage, keys, id));
+        for (id, result) in ids.into_iter().zip(loaded) {
+            match result {
                 Ok(result) => out.good.push((id, result)),
                 Err(Error::Missing { .. }) => continue,
                 Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
@@ -223,10 +249,15 @@ impl RepoConfig {
         write(storage, &ObjectKey::Config, self.to_stored(keys)?)
     }
 
-    /// Reads, opens and validates the config.
-    pub(crate) fn load(storage: &Storage, keys: &MasterKeys) -> Result<RepoConfig> {
-        let bytes = read_bounded(storage, &ObjectKey::Config)?;
-        RepoConfig::from_stored(keys, &bytes)
+    /// Reads the stored config, not yet opened (needs no key: it can be fetched while the
+    /// password is tried). A missing config is [`Error::Missing`].
+    pub(crate) fn fetch(storage: &Storage) -> Result<Bytes> {
+        read_bounded(storage, &ObjectKey::Config)
+    }
+
+    /// Opens and validates config bytes [`Self::fetch`] read.
+    pub(crate) fn open(keys: &MasterKeys, bytes: &[u8]) -> Result<RepoConfig> {
+        RepoConfig::from_stored(keys, bytes)
     }
 }
 
@@ -250,11 +281,18 @@ impl DeletionPlan {
     /// and reading has been carried out and is skipped.
     pub fn load_all(storage: &Storage, keys: &MasterKeys) -> Result<Plans> {
         let mut out = Plans::default();
-        for (key, parsed) in list_keys(storage, ObjectClass::Plan)? {
-            let ObjectKey::Plan(id) = parsed else {
-                continue;
-            };
-            match DeletionPlan::load(storage, keys, &id) {
+        let listed: Vec<(String, PlanId)> = list_keys(storage, ObjectClass::Plan)?
+            .into_iter()
+            .filter_map(|(key, parsed)| match parsed {
+                ObjectKey::Plan(id) => Some((key, id)),
+                _ => None,
+            })
+            .collect();
+        let loaded = load_each(storage, &listed, |(_, id)| {
+            DeletionPlan::load(storage, keys, id)
+        });
+        for ((key, _), result) in listed.into_iter().zip(loaded) {
+            match result {
                 Ok(plan) => out.good.push((key, plan)),
                 Err(Error::Missing { .. }) => continue,
                 Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
@@ -440,7 +478,9 @@ mod tests {
         storage
             .put_new("config", vec![0u8; 64 * 1024 + 1].into())
             .unwrap();
-        let err = RepoConfig::load(&storage, &keys).unwrap_err();
+        let err = RepoConfig::fetch(&storage)
+            .and_then(|b| RepoConfig::open(&keys, &b))
+            .unwrap_err();
         assert!(err.to_string().contains("maximum"), "{err}");
     }
 

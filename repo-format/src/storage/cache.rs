@@ -1,5 +1,6 @@
-//! A local cache of a remote repository's immutable metadata: snapshots, index files and tree
-//! packs, so that `snapshots`, repeated backups and copies don't download them again.
+//! A local cache of a remote repository's immutable metadata: snapshots, index files, deletion
+//! plans, drill results and tree packs, so that `snapshots`, repeated backups, prunes and copies
+//! don't download them again. What a command writes of them it caches as well.
 //!
 //! Layout: `<root>/<repository id>/<key>`, where `<key>` is the object's key in the repository
 //! (`snapshots/<id>`, `index/<id>`, `data/<xx>/<pack id>`). Every cached object is named by the
@@ -34,14 +35,14 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheUse {
     /// Every read goes through the cache: immutable, content-named metadata that most
-    /// commands read (snapshots, index files, drill results).
+    /// commands read (snapshots, index files, deletion plans, drill results).
     Always,
     /// Only reads that ask for it ([`Storage::get_cached`](super::Storage::get_cached),
     /// [`Storage::get_bounded_cached`](super::Storage::get_bounded_cached)): packs, where tree
     /// packs are worth keeping and data packs are not, which only the caller knows.
     OnRequest,
-    /// Never: objects that change or are not named by their content (config, key files,
-    /// leases, deletion plans).
+    /// Never: objects that change or are not named by their content (config, leases), and key
+    /// files (read once per command, and kept out of the cache so that it holds no wrapped key).
     Never,
 }
 
@@ -49,9 +50,9 @@ impl CacheUse {
     /// The policy for the object under `key`.
     pub fn of(key: &str) -> CacheUse {
         match ObjectKey::parse(key).map(|k| k.class()) {
-            Some(ObjectClass::Snapshot | ObjectClass::Index | ObjectClass::Drill) => {
-                CacheUse::Always
-            }
+            Some(
+                ObjectClass::Snapshot | ObjectClass::Index | ObjectClass::Plan | ObjectClass::Drill,
+            ) => CacheUse::Always,
             Some(ObjectClass::Pack) => CacheUse::OnRequest,
             _ => CacheUse::Never,
         }
@@ -266,10 +267,16 @@ mod tests {
         for (key, want) in [
             (format!("snapshots/{id}"), CacheUse::Always),
             (format!("index/{id}"), CacheUse::Always),
+            (format!("plans/{id}"), CacheUse::Always),
+            (format!("drills/{id}"), CacheUse::Always),
             (format!("data/ab/{id}"), CacheUse::OnRequest),
             ("config".to_string(), CacheUse::Never),
             (format!("keys/{id}"), CacheUse::Never),
             (format!("locks/{id}"), CacheUse::Never),
+            (
+                "locks/lease-00000000000000000001".to_string(),
+                CacheUse::Never,
+            ),
             (format!("snapshotsx/{id}"), CacheUse::Never),
         ] {
             assert_eq!(CacheUse::of(&key), want, "{key}");

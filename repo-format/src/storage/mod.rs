@@ -233,11 +233,21 @@ impl Storage {
     }
 
     /// Writes an immutable, content-addressed object. If the key exists it already holds these
-    /// bytes (its name is their hash), so that counts as success.
+    /// bytes (its name is their hash), so that counts as success. An object the cache keeps
+    /// ([`CacheUse::of`]: snapshots, index files, drill results, and packs written this way,
+    /// which hold trees: data-only packs go through [`Self::put_data_pack`]) is also put in the
+    /// cache once stored, so the next command does not download what this one wrote.
     pub fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
         let size = bytes.len() as u64;
+        let cached = match &self.cache {
+            Some(cache) if CacheUse::of(key) != CacheUse::Never => Some((cache, bytes.clone())),
+            _ => None,
+        };
         self.backend.put_new(key, bytes)?;
         self.listings.note_put(key, size);
+        if let Some((cache, bytes)) = cached {
+            cache.put(key, &bytes);
+        }
         Ok(())
     }
 
@@ -670,7 +680,7 @@ mod tests {
             (&pack, b"tree pack"),
             (&key, b"key file"),
         ] {
-            storage.put_new(k, Bytes::copy_from_slice(bytes)).unwrap();
+            other.put_new(k, Bytes::copy_from_slice(bytes)).unwrap();
         }
         let cached = |storage: &Storage| storage.cache().unwrap().keys();
         // Index files always; a pack only when asked; key files never.
@@ -698,6 +708,29 @@ mod tests {
             storage.get("index", &index),
             Err(Error::Missing { what: "index", .. })
         ));
+        // What this handle writes is cached as it is stored, by the same policy: a snapshot and
+        // a pack written with put_new (tree packs), not a data pack nor a key file.
+        let snapshot = named("snapshots", b"snapshot bytes");
+        let tree_pack = named("data", b"another tree pack");
+        let data_pack = named("data", b"data pack");
+        let key2 = named("keys", b"another key file");
+        storage
+            .put_new(&snapshot, Bytes::from_static(b"snapshot bytes"))
+            .unwrap();
+        storage
+            .put_new(&tree_pack, Bytes::from_static(b"another tree pack"))
+            .unwrap();
+        storage
+            .put_data_pack(&data_pack, Bytes::from_static(b"data pack"))
+            .unwrap();
+        storage
+            .put_new(&key2, Bytes::from_static(b"another key file"))
+            .unwrap();
+        let mut want = vec![pack.clone(), tree_pack.clone(), snapshot.clone()];
+        want.sort();
+        let mut got = cached(&storage);
+        got.sort();
+        assert_eq!(got, want);
     }
 
     #[test]

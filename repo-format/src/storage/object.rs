@@ -310,6 +310,40 @@ impl ObjectBackend {
 impl ObjectBackend {
     /// Writes `bytes` under `key` with `attributes` (a storage class): one conditional PUT, or
     /// parts for large objects.
+    /// One GET of a whole object of at most `max` bytes, its size taken from the answer's
+    /// headers before the body is read; a body longer than the headers said is refused.
+    fn get_headed(&self, what: &'static str, key: &str, max: u64) -> Result<Bytes> {
+        let path = self.path(key);
+        self.runtime.block_on(async {
+            let answer = self
+                .store
+                .get(&path)
+                .await
+                .map_err(|e| self.read_err(what, key, e))?;
+            let size = answer.meta.size;
+            if size > max {
+                return Err(too_large(what, key, size, max));
+            }
+            let mut body = bytes::BytesMut::with_capacity(size as usize);
+            let mut stream = answer.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| self.read_err(what, key, e))?;
+                if (body.len() + chunk.len()) as u64 > size {
+                    return Err(Error::corrupt(
+                        what,
+                        key,
+                        format!("longer than the {size} bytes its answer announced"),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            if (body.len() as u64) < size {
+                return Err(short_read(what, key, body.len(), &(0..size)));
+            }
+            Ok(body.freeze())
+        })
+    }
+
     fn put_with(&self, key: &str, bytes: Bytes, attributes: Attributes) -> Result<()> {
         let path = self.path(key);
         let result = if bytes.len() >= MULTIPART_THRESHOLD {
@@ -371,9 +405,11 @@ impl Backend for ObjectBackend {
         result.map_err(|e| self.read_err(what, key, e))
     }
 
-    /// The size comes from the caller's listing or a HEAD request; only that many bytes are
-    /// then asked for, so an object that grew meanwhile cannot make the read larger (its hash
-    /// no longer matches its name).
+    /// With a size from the caller's listing, only that many bytes are asked for (a ranged
+    /// GET), so an object that grew meanwhile cannot make the read larger (its hash no longer
+    /// matches its name). Without one, one plain GET: its answer's headers give the size, an
+    /// object above `max` is refused before its body is read (the connection is dropped), and
+    /// the body is read only up to that size. One round trip either way, not a HEAD first.
     fn get_bounded(
         &self,
         what: &'static str,
@@ -381,9 +417,8 @@ impl Backend for ObjectBackend {
         max: u64,
         known_size: Option<u64>,
     ) -> Result<Bytes> {
-        let size = match known_size {
-            Some(size) => size,
-            None => self.size(key)?.ok_or_else(|| missing(what, key))?,
+        let Some(size) = known_size else {
+            return self.get_headed(what, key, max);
         };
         if size > max {
             return Err(too_large(what, key, size, max));

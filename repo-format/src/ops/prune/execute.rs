@@ -162,31 +162,43 @@ pub(super) fn delete(
     deletions: &Deletions,
     report: &mut super::PruneReport,
 ) -> Result<()> {
+    let packs: Vec<String> = deletions
+        .packs
+        .iter()
+        .map(|(p, _, _)| pack::pack_key(p))
+        .collect();
+    let files: Vec<String> = deletions
+        .files
+        .iter()
+        .map(|f| format!("index/{f}"))
+        .collect();
+    delete_each(repo, lease, &packs)?;
+    report.packs_deleted += packs.len();
+    delete_each(repo, lease, &files)?;
+    report.index_files_deleted += files.len();
+    delete_each(repo, lease, &deletions.plans)?;
+    report.plans_carried_out += deletions.plans.len();
+    Ok(())
+}
+
+/// Deletes every object of `keys`, `--connections` at a time (on an object store each is a
+/// round trip), checking the lease before each; after a failure no further one is started, and
+/// the first error is returned once those in flight are done.
+fn delete_each(repo: &Repository, lease: Option<&Lease>, keys: &[String]) -> Result<()> {
     let storage = repo.storage();
-    let check = || lease.map_or(Ok(()), Lease::check);
     let stop = AtomicBool::new(false);
     let threads = crate::repository::parallel::threads_for(storage.connections());
-    let deleted =
-        crate::repository::parallel::map(&deletions.packs, threads, &stop, |(pack, _, _)| {
-            let result = check().and_then(|()| storage.delete(&pack::pack_key(pack)));
-            if result.is_err() {
-                stop.store(true, Ordering::SeqCst);
-            }
-            result
-        });
-    if let Some(e) = deleted.into_iter().flatten().find_map(|r| r.err()) {
-        return Err(e);
+    let deleted = crate::repository::parallel::map(keys, threads, &stop, |key| {
+        let result = lease
+            .map_or(Ok(()), Lease::check)
+            .and_then(|()| storage.delete(key));
+        if result.is_err() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        result
+    });
+    match deleted.into_iter().flatten().find_map(|r| r.err()) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    report.packs_deleted += deletions.packs.len();
-    for file in &deletions.files {
-        check()?;
-        storage.delete(&format!("index/{file}"))?;
-        report.index_files_deleted += 1;
-    }
-    for key in &deletions.plans {
-        check()?;
-        storage.delete(key)?;
-        report.plans_carried_out += 1;
-    }
-    Ok(())
 }

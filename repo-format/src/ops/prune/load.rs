@@ -2,13 +2,15 @@
 //! index file and deletion plan (in that order, see docs/maintenance.md), and the age rules that
 //! keep a running backup's fresh packs safe.
 //!
-//! May use: `format/` and `storage/`. Decides nothing.
+//! May use: `format/`, `storage/` and the stored-object reads of `repository::stored` (index
+//! files, snapshots and plans read `--connections` at a time). Decides nothing.
 
 use crate::error::{Error, Result};
 use crate::format::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::format::index::{IndexFile, MasterIndex};
 use crate::format::plan::{self, DeletionPlan};
 use crate::format::snapshot;
+use crate::repository::stored::load_each;
 use crate::storage::Storage;
 use coffer_crypto::MasterKeys;
 use std::collections::{HashMap, HashSet};
@@ -35,8 +37,10 @@ pub(super) struct Loaded {
 pub(super) fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
     let mut all = Vec::new();
     // Newest first, as `MasterIndex::load` reads them.
-    for id in crate::format::index::IndexFile::list_ids_newest_first(storage)? {
-        match IndexFile::load(storage, keys, &id) {
+    let ids = IndexFile::list_ids_newest_first(storage)?;
+    let loaded = load_each(storage, &ids, |id| IndexFile::load(storage, keys, id));
+    for (id, result) in ids.into_iter().zip(loaded) {
+        match result {
             Ok(file) => all.push((id, file)),
             Err(Error::Missing { .. }) => continue,
             Err(e) => return Err(e),
@@ -123,8 +127,12 @@ pub(super) fn snapshot_roots(
     keys: &MasterKeys,
 ) -> Result<Vec<(SnapshotId, BlobId)>> {
     let mut out = Vec::new();
-    for id in snapshot::Snapshot::list_ids(storage)? {
-        match snapshot::Snapshot::load(storage, keys, &id) {
+    let ids = snapshot::Snapshot::list_ids(storage)?;
+    let loaded = load_each(storage, &ids, |id| {
+        snapshot::Snapshot::load(storage, keys, id)
+    });
+    for (id, result) in ids.into_iter().zip(loaded) {
+        match result {
             Ok(s) => out.push((id, s.tree)),
             // Forgotten while we listed: nothing to keep for it.
             Err(Error::Missing { .. }) => continue,

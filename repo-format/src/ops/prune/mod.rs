@@ -33,6 +33,7 @@ pub use plan::STAGING_MIN_AGE;
 
 use crate::error::{Error, Result};
 use crate::format::id::PackId;
+use crate::format::key::ObjectClass;
 use crate::repository::lease::{Lease, LeaseOptions};
 use crate::repository::{BlobReader, Repository};
 use mark::Reachable;
@@ -205,8 +206,18 @@ fn pass(
     let cancel = &options.cancel;
     // Order matters: snapshots, then the index, then the pack listing (docs/maintenance.md),
     // each listed afresh (not from listings this handle made before the lease was taken).
+    // Deletion plans are written only under the lease, so their listing may be made at any
+    // point of the pass: it is made beside the snapshots' (one round trip less on an object
+    // store), remembered, and used when the plans are loaded.
     storage.forget_listings();
-    let roots = load::snapshot_roots(storage, keys)?;
+    let roots = std::thread::scope(|scope| {
+        let plans = scope.spawn(|| storage.list(ObjectClass::Plan.dir()));
+        let roots = load::snapshot_roots(storage, keys);
+        // A failed listing is not remembered: the plans are listed again when loaded, and the
+        // failure reported then.
+        let _ = plans.join();
+        roots
+    })?;
     report.snapshots = roots.len();
     let loaded = load::load(storage, keys)?;
     report.warnings.clone_from(&loaded.damaged_plans);
