@@ -326,9 +326,10 @@ impl Lease {
         }
         record.released = true;
         record.written = now_seconds();
-        if self.inner.create(seq + 1, &record)? {
-            self.inner.storage.delete(&key_of(seq))?;
-        }
+        // Once record seq+1 exists, ours or a taker's, ours is not the highest and may go
+        // (docs/maintenance.md, L4): no need to read it back first.
+        self.inner.write(seq + 1, &record)?;
+        self.inner.storage.delete(&key_of(seq))?;
         Ok(())
     }
 }
