@@ -223,19 +223,12 @@ pub fn plan_ids(listed: &[SnapshotId], specs: &[String]) -> Result<ForgetPlan> {
 /// further one is started and the first error is returned; the snapshots deleted before it stay
 /// deleted (each deletion is safe on its own).
 pub fn execute(repo: &Repository, plan: &ForgetPlan) -> Result<Vec<SnapshotId>> {
-    let storage = repo.storage();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let threads = crate::repository::parallel::threads_for(storage.connections());
-    let deleted = crate::repository::parallel::map(&plan.remove, threads, &stop, |id| {
-        let result = storage.delete(&crate::format::key::ObjectKey::Snapshot(*id).to_string());
-        if result.is_err() {
-            stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        result
-    });
-    if let Some(e) = deleted.into_iter().flatten().find_map(|r| r.err()) {
-        return Err(e);
-    }
+    let keys: Vec<String> = plan
+        .remove
+        .iter()
+        .map(|id| crate::format::key::ObjectKey::Snapshot(*id).to_string())
+        .collect();
+    crate::repository::stored::delete_each(repo.storage(), &keys, || Ok(()))?;
     Ok(plan.remove.clone())
 }
 

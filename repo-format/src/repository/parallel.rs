@@ -1,6 +1,7 @@
-//! A small work-sharing map for the read-side operations (check, restore): a fixed number of
-//! scoped threads take items in order from a shared counter, so memory in flight is one item
-//! per thread, and results come back in the items' order.
+//! A small work-sharing map for operations that read or delete many objects (check, restore,
+//! prune, forget, loading index files and snapshots): a fixed number of scoped threads take
+//! items in order from a shared counter, so memory in flight is one item per thread, and
+//! results come back in the items' order. [`try_each`] stops at the first failure.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -49,6 +50,45 @@ where
     results.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
+/// As [`map`] with nothing to stop it: every item is done, and the results come back in item
+/// order.
+pub fn map_all<T, R, F>(items: &[T], threads: usize, f: F) -> Vec<R>
+where
+    T: Sync,
+    R: Send,
+    F: Fn(&T) -> R + Sync,
+{
+    let never = AtomicBool::new(false);
+    map(items, threads, &never, f)
+        .into_iter()
+        .map(|r| r.expect("map leaves an item undone only once stopped, and nothing stops it"))
+        .collect()
+}
+
+/// Applies `f` to every item with `threads` threads until one fails: after a failure no new
+/// item is started, and once those in flight are done the first error in item order is
+/// returned.
+pub fn try_each<T, E, F>(items: &[T], threads: usize, f: F) -> Result<(), E>
+where
+    T: Sync,
+    E: Send,
+    F: Fn(&T) -> Result<(), E> + Sync,
+{
+    let stop = AtomicBool::new(false);
+    let results = map(items, threads, &stop, |item| {
+        let result = f(item);
+        if result.is_err() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        result
+    });
+    results
+        .into_iter()
+        .flatten()
+        .find_map(|r| r.err())
+        .map_or(Ok(()), Err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +110,23 @@ mod tests {
         // Each thread finishes at most the item it holds.
         assert!(out.iter().filter(|r| r.is_some()).count() <= 13);
         assert!(out[999].is_none());
+    }
+
+    #[test]
+    fn map_all_does_every_item_and_try_each_stops_at_the_first_failure() {
+        let items: Vec<u32> = (0..500).collect();
+        assert_eq!(map_all(&items, 3, |x| x + 1), (1..501).collect::<Vec<_>>());
+        let fail = |&x: &u32| if x == 20 || x == 30 { Err(x) } else { Ok(()) };
+        // The first failure in item order, whichever thread met which first.
+        assert_eq!(try_each(&items, 3, fail), Err(20));
+        // On one thread nothing after the failure is started.
+        let done = AtomicUsize::new(0);
+        let counted = |x: &u32| {
+            done.fetch_add(1, Ordering::Relaxed);
+            fail(x)
+        };
+        assert_eq!(try_each(&items, 1, counted), Err(20));
+        assert_eq!(done.load(Ordering::Relaxed), 21);
+        assert_eq!(try_each(&items, 3, |_| Ok::<(), u32>(())), Ok(()));
     }
 }

@@ -280,7 +280,7 @@ impl<'a> BlobReader<'a> {
         cancel: &std::sync::atomic::AtomicBool,
         each: impl Fn(&BlobLocation, &[u8]) -> Result<()> + Sync,
     ) -> Result<()> {
-        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::atomic::Ordering;
         let runs = runs(locations, REPACK_RUN_BYTES);
         let cost = self.storage.read_cost();
         let _plan = super::plan::plan(locations, cost).map(|plan| self.storage.follow_plan(plan));
@@ -290,26 +290,15 @@ impl<'a> BlobReader<'a> {
                 self.storage.prefetch(&pack::pack_key(&pack), range);
             }
         }
-        let stop = AtomicBool::new(false);
-        let results = crate::repository::parallel::map(&runs, threads, &stop, |run| {
-            let result = if cancel.load(Ordering::SeqCst) {
-                Err(Error::Interrupted)
-            } else {
-                self.with_run(&locations[run.clone()], |loc, sealed| {
-                    pack::authenticate_blob(self.keys, &loc.pack, &loc.blob, sealed)?;
-                    each(loc, sealed)
-                })
-            };
-            if result.is_err() {
-                stop.store(true, Ordering::SeqCst);
+        crate::repository::parallel::try_each(&runs, threads, |run| {
+            if cancel.load(Ordering::SeqCst) {
+                return Err(Error::Interrupted);
             }
-            result
-        });
-        results
-            .into_iter()
-            .flatten()
-            .find_map(|r| r.err())
-            .map_or(Ok(()), Err)
+            self.with_run(&locations[run.clone()], |loc, sealed| {
+                pack::authenticate_blob(self.keys, &loc.pack, &loc.blob, sealed)?;
+                each(loc, sealed)
+            })
+        })
     }
 
     /// The range of one pack that holds every blob of `lists`, when they all lie in one pack

@@ -38,12 +38,23 @@ where
     T: Send,
     F: Fn(&I) -> Result<T> + Sync,
 {
-    let never = std::sync::atomic::AtomicBool::new(false);
     let threads = crate::repository::parallel::threads_for(storage.connections());
-    crate::repository::parallel::map(ids, threads, &never, load)
-        .into_iter()
-        .map(|r| r.expect("every item is loaded when nothing stops the map"))
-        .collect()
+    crate::repository::parallel::map_all(ids, threads, load)
+}
+
+/// Deletes every object of `keys`, `--connections` at a time (on an object store each deletion
+/// is a round trip), calling `before_each` (a lease check, say) before each. After a failure no
+/// further deletion is started; the first error is returned once those in flight are done.
+pub fn delete_each(
+    storage: &Storage,
+    keys: &[String],
+    before_each: impl Fn() -> Result<()> + Sync,
+) -> Result<()> {
+    let threads = crate::repository::parallel::threads_for(storage.connections());
+    crate::repository::parallel::try_each(keys, threads, |key: &String| {
+        before_each()?;
+        storage.delete(key)
+    })
 }
 
 /// Writes an immutable object under `key` (create-only; the same bytes already there count as

@@ -234,7 +234,7 @@ impl Storage {
 
     /// Writes an immutable, content-addressed object. If the key exists it already holds these
     /// bytes (its name is their hash), so that counts as success. An object the cache keeps
-    /// ([`CacheUse::of`]: snapshots, index files, drill results, and packs written this way,
+    /// ([`CacheUse::of`]: snapshots, index files, deletion plans, drill results, and packs written this way,
     /// which hold trees: data-only packs go through [`Self::put_data_pack`]) is also put in the
     /// cache once stored, so the next command does not download what this one wrote.
     pub fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
@@ -714,17 +714,15 @@ mod tests {
         let tree_pack = named("data", b"another tree pack");
         let data_pack = named("data", b"data pack");
         let key2 = named("keys", b"another key file");
-        storage
-            .put_new(&snapshot, Bytes::from_static(b"snapshot bytes"))
-            .unwrap();
-        storage
-            .put_new(&tree_pack, Bytes::from_static(b"another tree pack"))
-            .unwrap();
+        for (k, bytes) in [
+            (&snapshot, &b"snapshot bytes"[..]),
+            (&tree_pack, b"another tree pack"),
+            (&key2, b"another key file"),
+        ] {
+            storage.put_new(k, Bytes::copy_from_slice(bytes)).unwrap();
+        }
         storage
             .put_data_pack(&data_pack, Bytes::from_static(b"data pack"))
-            .unwrap();
-        storage
-            .put_new(&key2, Bytes::from_static(b"another key file"))
             .unwrap();
         let mut want = vec![pack.clone(), tree_pack.clone(), snapshot.clone()];
         want.sort();

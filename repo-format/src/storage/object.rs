@@ -308,8 +308,6 @@ impl ObjectBackend {
 }
 
 impl ObjectBackend {
-    /// Writes `bytes` under `key` with `attributes` (a storage class): one conditional PUT, or
-    /// parts for large objects.
     /// One GET of a whole object of at most `max` bytes, its size taken from the answer's
     /// headers before the body is read; a body longer than the headers said is refused.
     fn get_headed(&self, what: &'static str, key: &str, max: u64) -> Result<Bytes> {
@@ -344,6 +342,8 @@ impl ObjectBackend {
         })
     }
 
+    /// Writes `bytes` under `key` with `attributes` (a storage class): one conditional PUT, or
+    /// parts for large objects.
     fn put_with(&self, key: &str, bytes: Bytes, attributes: Attributes) -> Result<()> {
         let path = self.path(key);
         let result = if bytes.len() >= MULTIPART_THRESHOLD {

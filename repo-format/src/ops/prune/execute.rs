@@ -14,10 +14,11 @@ use crate::format::index::{BlobLocation, IndexFile};
 use crate::format::pack::{self, PackedBlob, SealedBlob};
 use crate::format::plan::DeletionPlan;
 use crate::repository::lease::Lease;
+use crate::repository::stored::delete_each;
 use crate::repository::writer::BlobWriter;
 use crate::repository::{BlobReader, Repository};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 /// Step 5a: copies the used blobs of the packs being repacked to new packs (`finish` writes
 /// their index); returns how many packs were written.
@@ -172,33 +173,13 @@ pub(super) fn delete(
         .iter()
         .map(|f| format!("index/{f}"))
         .collect();
-    delete_each(repo, lease, &packs)?;
+    let storage = repo.storage();
+    let check = || lease.map_or(Ok(()), Lease::check);
+    delete_each(storage, &packs, check)?;
     report.packs_deleted += packs.len();
-    delete_each(repo, lease, &files)?;
+    delete_each(storage, &files, check)?;
     report.index_files_deleted += files.len();
-    delete_each(repo, lease, &deletions.plans)?;
+    delete_each(storage, &deletions.plans, check)?;
     report.plans_carried_out += deletions.plans.len();
     Ok(())
-}
-
-/// Deletes every object of `keys`, `--connections` at a time (on an object store each is a
-/// round trip), checking the lease before each; after a failure no further one is started, and
-/// the first error is returned once those in flight are done.
-fn delete_each(repo: &Repository, lease: Option<&Lease>, keys: &[String]) -> Result<()> {
-    let storage = repo.storage();
-    let stop = AtomicBool::new(false);
-    let threads = crate::repository::parallel::threads_for(storage.connections());
-    let deleted = crate::repository::parallel::map(keys, threads, &stop, |key| {
-        let result = lease
-            .map_or(Ok(()), Lease::check)
-            .and_then(|()| storage.delete(key));
-        if result.is_err() {
-            stop.store(true, Ordering::SeqCst);
-        }
-        result
-    });
-    match deleted.into_iter().flatten().find_map(|r| r.err()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
 }
