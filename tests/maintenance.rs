@@ -648,17 +648,21 @@ fn a_zero_grace_prune_during_a_backup_leaves_it_restorable() {
     backup_stream(&env, "notes.txt", b"keep me", &["--tag", "keep"]);
     let before = packs(Path::new(&env.repo)).len();
 
-    // A slow stream: 12 MB (more than the largest chunk, so chunks are cut and packs
-    // uploaded before the pause), a pause, 4 MB more. 1 MiB packs: several are uploaded
-    // before the pause, and no index names them until the backup ends.
+    // A gated stream: 12 MB (more than the largest chunk, so chunks are cut and packs
+    // uploaded), then a wait until the test opens the gate, then 4 MB more. 1 MiB packs:
+    // several are uploaded before the gate, and no index names them until the backup ends.
+    // The gate is a file, not a clock, so a loaded machine cannot end the race early.
     let input = pseudo_random(6, 16_000_000);
     let file = env.path("input.bin");
     fs::write(&file, &input).unwrap();
+    let gate = env.path("gate");
     let script = format!(
-        "head -c 12000000 '{f}'; sleep 10; tail -c +12000001 '{f}'",
-        f = file.display()
+        "head -c 12000000 '{f}'; while [ ! -e '{g}' ]; do sleep 0.05; done; \
+         tail -c +12000001 '{f}'",
+        f = file.display(),
+        g = gate.display()
     );
-    let backup = env
+    let mut backup = env
         .cmd(&[
             "backup",
             "--json",
@@ -675,11 +679,11 @@ fn a_zero_grace_prune_during_a_backup_leaves_it_restorable() {
         .unwrap();
     let started = Instant::now();
     while packs(Path::new(&env.repo)).len() < before + 2 {
-        assert!(
-            // Inside the pause even on a loaded machine (CI once took over 5 s here).
-            started.elapsed() < Duration::from_secs(9),
-            "no pack uploaded"
-        );
+        if started.elapsed() > Duration::from_secs(120) {
+            fs::write(&gate, b"").unwrap();
+            let _ = backup.kill();
+            panic!("no pack uploaded in 120 s");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     env.run(&["forget", "--keep-tag", "keep"]).ok();
@@ -687,16 +691,18 @@ fn a_zero_grace_prune_during_a_backup_leaves_it_restorable() {
     let pruned = json(env.run(&["prune", "--grace", "0s", "--json"]).ok());
     // The forgotten snapshot's packs went at once.
     assert!(pruned["packs_deleted"].as_u64().unwrap() > 0, "{pruned:#}");
+    // The backup was still waiting at the gate all along.
+    assert!(
+        backup.try_wait().unwrap().is_none(),
+        "the backup ended before the prune could race it"
+    );
+    fs::write(&gate, b"").unwrap();
 
     let out = backup.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        started.elapsed() > Duration::from_secs(9),
-        "the backup ended before the prune could race it"
     );
     let id = json(coffer_e2e::Run {
         code: 0,
