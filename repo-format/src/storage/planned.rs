@@ -6,17 +6,23 @@
 //! repository floor decides the segments (`repository/plan.rs`, from the index); this file
 //! only serves them: a range read of a key that lies inside a planned segment is answered from
 //! the segment, fetched once (threads asking for it at the same time wait for the one fetch).
-//! Fetched segments are kept within a byte budget ([`PLANNED_BYTES`]): the least recently used
-//! one goes first, and segments whose planned bytes were all read go before any other. A read
-//! outside every segment, or of a segment evicted and needed again, is a request of its own,
-//! so the plan changes how many requests are made, never what a read returns.
+//! Fetched segments are kept in memory within a byte budget ([`PLANNED_BYTES`]): segments whose
+//! planned bytes were all read are dropped first, then the least recently used one. A segment
+//! pushed out while reads still need it is set aside in a temporary file ([`Spill`]: unnamed,
+//! removed when the plan ends, holding the segment as stored, so encrypted) and later reads of
+//! it are served from there, so no segment is fetched twice however the operation's reads
+//! wander between packs. Only where no temporary file can be written is such a segment
+//! dropped and fetched again. A read outside every segment is a request of its own, so the
+//! plan changes how many requests are made, never what a read returns.
 //!
 //! May use the error type and `bytes`; knows nothing of packs or blobs.
 
 use crate::error::Result;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::fs::File;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -64,9 +70,70 @@ struct Slot {
     range: Range<u64>,
     remaining: AtomicI64,
     /// Held while the segment is fetched, so a second reader waits for the first one's fetch.
-    data: Mutex<Option<Bytes>>,
+    data: Mutex<Kept>,
     /// When it was last used ([`Planned::clock`]), for eviction.
     used: AtomicU64,
+}
+
+/// Where a segment's bytes are.
+enum Kept {
+    /// Not fetched, or dropped.
+    Nothing,
+    Memory(Bytes),
+    /// Set aside in the spill file, from this offset.
+    Spilled(u64),
+}
+
+/// The temporary file segments still needed are set aside in when the budget pushes them out
+/// of memory: created unnamed (`O_TMPFILE` where the system has it, else removed right after
+/// it is created) in the system's temporary directory (`TMPDIR`) on the first spill, appended
+/// to, gone when the plan ends. It holds pack bytes as stored (encrypted and authenticated:
+/// every blob read from it is verified like one read from the store), at most what the plan
+/// fetches. If it cannot be created or written, segments are dropped instead and fetched again.
+#[derive(Default)]
+struct Spill {
+    /// Created on the first spill; `None` if it could not be.
+    file: std::sync::OnceLock<Option<File>>,
+    /// Where the next segment goes; `None` once a write failed (nothing more is set aside).
+    end: Mutex<Option<u64>>,
+}
+
+impl Spill {
+    /// Appends `bytes`, returning where they start; `None` if they could not be set aside.
+    fn put(&self, bytes: &[u8]) -> Option<u64> {
+        let mut end = crate::repository::writer::lock(&self.end);
+        let file = self
+            .file
+            .get_or_init(|| {
+                let file = tempfile::tempfile().ok();
+                if file.is_some() {
+                    *end = Some(0);
+                }
+                file
+            })
+            .as_ref()?;
+        let at = (*end)?;
+        if file.write_all_at(bytes, at).is_err() {
+            *end = None;
+            return None;
+        }
+        *end = Some(at + bytes.len() as u64);
+        Some(at)
+    }
+
+    /// `len` bytes from offset `at` (written before: reads need no lock).
+    fn get(&self, at: u64, len: usize) -> Option<Bytes> {
+        let file = self.file.get()?.as_ref()?;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, at).ok()?;
+        Some(Bytes::from(buf))
+    }
+
+    /// Bytes set aside so far.
+    #[cfg(test)]
+    fn written(&self) -> u64 {
+        crate::repository::writer::lock(&self.end).unwrap_or(0)
+    }
 }
 
 /// A plan being followed by a [`Storage`](super::Storage): what [`ReadPlan`] planned, and the
@@ -85,6 +152,7 @@ pub(crate) struct Planned {
     held: Mutex<Vec<(Arc<Slot>, u64)>>,
     budget: u64,
     clock: AtomicU64,
+    spill: Spill,
 }
 
 impl Planned {
@@ -101,7 +169,7 @@ impl Planned {
                         Arc::new(Slot {
                             range: s.range,
                             remaining: AtomicI64::new(i64::try_from(s.needed).unwrap_or(i64::MAX)),
-                            data: Mutex::new(None),
+                            data: Mutex::new(Kept::Nothing),
                             used: AtomicU64::new(0),
                         })
                     })
@@ -128,6 +196,7 @@ impl Planned {
             held: Mutex::new(Vec::new()),
             budget,
             clock: AtomicU64::new(1),
+            spill: Spill::default(),
         }
     }
 
@@ -150,31 +219,37 @@ impl Planned {
         fetch: impl FnOnce(Range<u64>) -> Result<Bytes>,
     ) -> Option<Result<Bytes>> {
         let slot = self.slot(key, range)?;
+        let len = range.end - range.start;
+        let from = (range.start - slot.range.start) as usize;
+        let to = from + len as usize;
         let bytes = {
             let mut data = crate::repository::writer::lock(&slot.data);
+            if let Kept::Spilled(at) = &*data {
+                // Set aside: read just this range back. (A spilled segment is never fetched
+                // again unless the read fails, so the lock is not needed to read it.)
+                let at = *at;
+                drop(data);
+                if let Some(bytes) = self.spill.get(at + from as u64, len as usize) {
+                    self.count_read(slot, len);
+                    return Some(Ok(bytes));
+                }
+                data = crate::repository::writer::lock(&slot.data);
+            }
             match &*data {
-                Some(bytes) => bytes.clone(),
-                None => {
+                Kept::Memory(bytes) => bytes.clone(),
+                Kept::Nothing | Kept::Spilled(_) => {
                     let bytes = match fetch(slot.range.clone()) {
                         Ok(bytes) => bytes,
                         Err(e) => return Some(Err(e)),
                     };
-                    *data = Some(bytes.clone());
+                    *data = Kept::Memory(bytes.clone());
                     drop(data);
                     self.keep(slot, bytes.len() as u64);
                     bytes
                 }
             }
         };
-        slot.used.store(
-            self.clock.fetch_add(1, Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
-        let len = range.end - range.start;
-        slot.remaining
-            .fetch_sub(i64::try_from(len).unwrap_or(i64::MAX), Ordering::Relaxed);
-        let from = (range.start - slot.range.start) as usize;
-        let to = from + len as usize;
+        self.count_read(slot, len);
         Some(match bytes.get(from..to) {
             Some(_) => Ok(bytes.slice(from..to)),
             // A store that answered a segment short: the read fails as a short read would.
@@ -182,8 +257,19 @@ impl Planned {
         })
     }
 
-    /// Notes that `slot` now holds `size` bytes, and drops other segments until the kept ones
-    /// fit the budget: first those read completely, then the least recently used.
+    /// Notes a read of `len` bytes of `slot`.
+    fn count_read(&self, slot: &Slot, len: u64) {
+        slot.used.store(
+            self.clock.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        slot.remaining
+            .fetch_sub(i64::try_from(len).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// Notes that `slot` now holds `size` bytes, and pushes other segments out of memory until
+    /// the kept ones fit the budget: first those read completely (dropped), then the least
+    /// recently used (set aside in the spill file while reads still need them).
     fn keep(&self, slot: &Arc<Slot>, size: u64) {
         let victims = {
             let mut held = crate::repository::writer::lock(&self.held);
@@ -210,7 +296,15 @@ impl Planned {
         // Outside the list's lock: a victim's lock may be held by a reader that is about to
         // take the list's lock.
         for victim in victims {
-            crate::repository::writer::lock(&victim.data).take();
+            let mut data = crate::repository::writer::lock(&victim.data);
+            let kept = std::mem::replace(&mut *data, Kept::Nothing);
+            if let Kept::Memory(bytes) = kept {
+                if victim.remaining.load(Ordering::Relaxed) > 0 {
+                    if let Some(at) = self.spill.put(&bytes) {
+                        *data = Kept::Spilled(at);
+                    }
+                }
+            }
         }
     }
 
@@ -240,10 +334,10 @@ impl Planned {
             self.in_flight.fetch_add(size, Ordering::Relaxed);
             {
                 let mut data = crate::repository::writer::lock(&slot.data);
-                if data.is_none() && slot.remaining.load(Ordering::Relaxed) > 0 {
+                if matches!(*data, Kept::Nothing) && slot.remaining.load(Ordering::Relaxed) > 0 {
                     if let Ok(bytes) = fetch(key, slot.range.clone()) {
                         let n = bytes.len() as u64;
-                        *data = Some(bytes);
+                        *data = Kept::Memory(bytes);
                         drop(data);
                         slot.used.store(
                             self.clock.fetch_add(1, Ordering::Relaxed),
@@ -346,6 +440,36 @@ mod tests {
         planned.serve("p", &(1200..1300), fetch).unwrap().unwrap();
         assert_eq!(fetches.load(Ordering::SeqCst), 4);
         assert_eq!(planned.held_bytes(), 2000);
+    }
+
+    #[test]
+    fn a_segment_pushed_out_while_still_needed_is_set_aside_not_fetched_again() {
+        let obj = object();
+        // Three segments, room for two: each is read in part, then the rest of each, so
+        // every one is pushed out while reads still need it.
+        let segments = [(0..3000, 3000), (3000..6000, 3000), (6000..9000, 3000)];
+        let planned = Planned::new(plan("p", &segments), 6000);
+        let fetches = AtomicUsize::new(0);
+        let fetch = |r: Range<u64>| {
+            fetches.fetch_add(1, Ordering::SeqCst);
+            Ok(obj.slice(r.start as usize..r.end as usize))
+        };
+        for round in 0..3u64 {
+            for seg in 0..3u64 {
+                let range = seg * 3000 + round * 1000..seg * 3000 + round * 1000 + 1000;
+                let got = planned.serve("p", &range, fetch).unwrap().unwrap();
+                assert_eq!(got, obj.slice(range.start as usize..range.end as usize));
+            }
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 3);
+        assert!(planned.held_bytes() <= 6000);
+        assert!(planned.spill.written() >= 3000);
+        // Read completely, a segment is dropped, not set aside: reading it again fetches it.
+        let before = planned.spill.written();
+        planned.serve("p", &(0..10), fetch).unwrap().unwrap();
+        planned.serve("p", &(3000..3010), fetch).unwrap().unwrap();
+        planned.serve("p", &(6000..6010), fetch).unwrap().unwrap();
+        assert_eq!(planned.spill.written(), before);
     }
 
     #[test]
