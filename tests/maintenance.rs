@@ -477,6 +477,20 @@ fn one_prune_at_a_time_backups_never_wait_and_unlock() {
     let mut child = held.expect("never caught a prune holding its lease in 10 attempts");
     let out = env.run(&["prune", "--grace", "0s"]).expect_code(11);
     assert!(out.stderr.contains("held by prune"), "{}", out.stderr);
+    // forget --prune (which claims the lease while it forgets) forgets, says why prune could
+    // not run, and leaves no lease record of its own.
+    let gone = backup_stream(&env, "d", b"forgotten while held", &[]);
+    let seq = max_lease_seq(&env);
+    let out = env.run(&["forget", &gone, "--prune"]).expect_code(11);
+    assert!(
+        out.stderr
+            .contains("the snapshots were forgotten, but prune failed")
+            && out.stderr.contains("held by prune"),
+        "{}",
+        out.stderr
+    );
+    assert!(!snapshot_ids(&env).contains(&gone));
+    assert_eq!(max_lease_seq(&env), seq);
     // Backups never wait for it.
     let id = backup_stream(&env, "c", b"during a held lease", &[]);
     assert_eq!(dump(&env, &id, "c"), b"during a held lease");

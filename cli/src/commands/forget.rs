@@ -127,25 +127,34 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     // Forget needs only the snapshots, and prune loads the index itself after listing them
     // (the order its safety argument needs): loading it at open as well only cost time.
     let repo = super::open_repo_with(ctx, coffer_repo::Repository::open_without_index)?;
-    let report = op::forget(
-        &repo,
-        &ForgetOptions {
-            policy,
-            group_by,
-            timezone,
-            dry_run: args.dry_run,
-        },
-    )?;
-    if !args.json {
-        print(ctx, &report)?;
-    }
-    let pruned = if args.prune && !args.dry_run {
-        Some(
-            super::prune::prune_for_forget(ctx, &repo, &args.prune_flags, args.json)
-                .context("the snapshots were forgotten, but prune failed")?,
-        )
+    // Printed as soon as forget is done, while prune goes on.
+    let forget = || {
+        let report = op::forget(
+            &repo,
+            &ForgetOptions {
+                policy,
+                group_by,
+                timezone,
+                dry_run: args.dry_run,
+            },
+        )?;
+        let printed = if args.json {
+            Ok(())
+        } else {
+            print(ctx, &report)
+        };
+        Ok((report, printed))
+    };
+    let (report, pruned) = if args.prune && !args.dry_run {
+        let ((report, printed), pruned) =
+            super::prune::prune_after_forget(ctx, &repo, &args.prune_flags, args.json, forget)?;
+        printed?;
+        let pruned = pruned.context("the snapshots were forgotten, but prune failed")?;
+        (report, Some(pruned))
     } else {
-        None
+        let (report, printed) = forget()?;
+        printed?;
+        (report, None)
     };
     if args.json {
         let value = match pruned {
@@ -174,29 +183,40 @@ fn forget_ids(ctx: &Context_, args: &Args) -> Result<u8> {
         ));
     }
     let repo = super::open_repo_with(ctx, coffer_repo::Repository::open_without_index)?;
-    let removed = op::forget_ids(&repo, &args.ids, args.dry_run)?;
     let verb = if args.dry_run {
         "would remove"
     } else {
         "removed"
     };
-    if args.json {
-        let value = serde_json::json!({ "dry_run": args.dry_run, "removed": removed });
-        if !args.prune || args.dry_run {
-            outln!("{}", serde_json::to_string_pretty(&value)?);
-        }
-    } else if !ctx.global.quiet {
-        for id in &removed {
-            outln!("{verb} snapshot {id}");
-        }
+    // Printed as soon as forget is done, while prune goes on.
+    let forget = || {
+        let removed = op::forget_ids(&repo, &args.ids, args.dry_run)?;
+        let printed = (|| -> Result<()> {
+            if args.json {
+                let value = serde_json::json!({ "dry_run": args.dry_run, "removed": removed });
+                if !args.prune || args.dry_run {
+                    outln!("{}", serde_json::to_string_pretty(&value)?);
+                }
+            } else if !ctx.global.quiet {
+                for id in &removed {
+                    outln!("{verb} snapshot {id}");
+                }
+            }
+            Ok(())
+        })();
+        Ok((removed, printed))
+    };
+    if !args.prune || args.dry_run {
+        let (_, printed) = forget()?;
+        return printed.map(|()| crate::exit::OK);
     }
-    if args.prune && !args.dry_run {
-        let p = super::prune::prune_for_forget(ctx, &repo, &args.prune_flags, args.json)
-            .context("the snapshots were forgotten, but prune failed")?;
-        if args.json {
-            let value = serde_json::json!({ "forget": { "removed": removed }, "prune": p });
-            outln!("{}", serde_json::to_string_pretty(&value)?);
-        }
+    let ((removed, printed), pruned) =
+        super::prune::prune_after_forget(ctx, &repo, &args.prune_flags, args.json, forget)?;
+    printed?;
+    let p = pruned.context("the snapshots were forgotten, but prune failed")?;
+    if args.json {
+        let value = serde_json::json!({ "forget": { "removed": removed }, "prune": p });
+        outln!("{}", serde_json::to_string_pretty(&value)?);
     }
     Ok(crate::exit::OK)
 }

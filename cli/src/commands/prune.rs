@@ -110,19 +110,30 @@ pub fn run(ctx: &Context_, args: Args) -> Result<u8> {
     Ok(crate::exit::OK)
 }
 
-/// Runs prune for `forget --prune`; prints the human report unless `json`.
-pub fn prune_for_forget(
+/// Runs `forget` and then prune for `forget --prune`, overlapping their round trips
+/// ([`op::prune_after`]); prints the prune's human report unless `json`. Returns forget's value
+/// (or its error, with nothing pruned) and the prune's result.
+pub fn prune_after_forget<F: Send>(
     ctx: &Context_,
     repo: &Repository,
     flags: &PruneFlags,
     json: bool,
-) -> Result<PruneReport> {
-    let report = prune_shown(ctx, repo, &options(ctx, flags, false), json)??;
-    warn(&report);
-    if !json {
-        print(ctx, &report)?;
-    }
-    Ok(report)
+    forget: impl FnOnce() -> coffer_repo::Result<F> + Send,
+) -> Result<(F, Result<PruneReport>)> {
+    let options = options(ctx, flags, false);
+    let display =
+        crate::progress::start_bar(ctx, json, "prune", "blobs", options.progress.clone())?;
+    let outcome = op::prune_after(repo, &options, forget);
+    display.finish();
+    let (forgotten, report) = outcome?;
+    let report = report.map_err(anyhow::Error::from).and_then(|report| {
+        warn(&report);
+        if !json {
+            print(ctx, &report)?;
+        }
+        Ok(report)
+    });
+    Ok((forgotten, report))
 }
 
 /// Damaged deletion plans, on stderr whatever the output format.

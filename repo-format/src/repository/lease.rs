@@ -161,6 +161,9 @@ pub struct Lease {
     inner: Arc<Inner>,
     stop: Option<crossbeam_channel::Sender<()>>,
     heartbeat: Option<JoinHandle<()>>,
+    /// The records that were below ours when it was taken (a previous holder's): removed on
+    /// release, with ours, rather than one round trip before the work starts.
+    older: Vec<String>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -169,9 +172,112 @@ impl std::fmt::Debug for Lease {
     }
 }
 
+/// A lease record written but not yet confirmed ([`Lease::claim`]): [`Claim::confirm_while`]
+/// makes it a [`Lease`] or gives it up. Dropped unconfirmed, it is released (L4).
+pub struct Claim {
+    inner: Arc<Inner>,
+    seq: u64,
+    record: LeaseRecord,
+    /// The records below ours when we listed: deleted when the lease is released.
+    older: Vec<String>,
+    /// Confirmed or given up: nothing to release on drop.
+    settled: bool,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim").finish_non_exhaustive()
+    }
+}
+
+impl Claim {
+    /// Confirms the claim (L2): reads our record back and lists `locks/` again, both after
+    /// the write, and meanwhile runs `meanwhile` (reads that may start once our record is
+    /// written: if the claim is lost, their result is dropped with the error). On success
+    /// the lease is held and its heartbeat runs.
+    pub fn confirm_while<T: Send>(
+        mut self,
+        meanwhile: impl FnOnce() -> T + Send,
+    ) -> Result<(Lease, T)> {
+        let (inner, seq, record) = (self.inner.clone(), self.seq, self.record.clone());
+        let storage = &inner.storage;
+        let (ours, after, done) = std::thread::scope(|scope| {
+            let after = scope.spawn(|| list(storage));
+            let done = scope.spawn(meanwhile);
+            let ours = inner.is_ours(seq, &record);
+            let after = after
+                .join()
+                .unwrap_or_else(|_| Err(Error::Locked("listing the leases failed".into())));
+            (ours, after, done.join())
+        });
+        let done = done.map_err(|_| Error::Locked("reading under the lease failed".into()))?;
+        if !ours? {
+            // The record at our number is someone else's: nothing of ours to release.
+            self.settled = true;
+            return Err(Error::Locked(
+                "another process took the lease at the same moment".into(),
+            ));
+        }
+        let after = after?;
+        if after.iter().any(|(s, _)| *s > seq) {
+            self.settled = true;
+            storage.delete(&key_of(seq))?;
+            return Err(Error::Locked(
+                "another process took the lease at the same moment".into(),
+            ));
+        }
+        self.settled = true;
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        let beat = inner.clone();
+        let heartbeat = std::thread::Builder::new()
+            .name("coffer-lease".into())
+            .spawn(move || {
+                let period = beat.options.refresh;
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stop_rx.recv_timeout(period)
+                {
+                    // A failed refresh is retried at the next beat; `check` refuses to go on
+                    // once too little of the lease is left.
+                    let _ = beat.refresh();
+                }
+            })
+            .map_err(|e| Error::io("starting the lease heartbeat for", "prune", e))?;
+        Ok((
+            Lease {
+                inner,
+                stop: Some(stop_tx),
+                heartbeat: Some(heartbeat),
+                older: std::mem::take(&mut self.older),
+            },
+            done,
+        ))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.settled {
+            let mut record = self.record.clone();
+            record.released = true;
+            record.written = now_seconds();
+            if self.inner.write(self.seq + 1, &record).is_ok() {
+                let _ = self.inner.storage.delete(&key_of(self.seq));
+            }
+        }
+    }
+}
+
 impl Lease {
     /// Takes the lease, or fails with [`Error::Locked`] naming the holder.
     pub fn acquire(storage: &Storage, keys: &MasterKeys, options: LeaseOptions) -> Result<Lease> {
+        Self::claim(storage, keys, options)?
+            .confirm_while(|| ())
+            .map(|(lease, ())| lease)
+    }
+
+    /// The first half of taking the lease (L2): lists `locks/`, reads the highest record, and
+    /// if it is free, writes ours above it. [`Claim::confirm_while`] finishes.
+    pub fn claim(storage: &Storage, keys: &MasterKeys, options: LeaseOptions) -> Result<Claim> {
         let existing = list(storage)?;
         let mut next = 1;
         if let Some((seq, key)) = existing.last() {
@@ -227,51 +333,12 @@ impl Lease {
             }),
         });
         inner.write(next, &record)?;
-        // Once ours is written: read it back (is it ours?) and list again (a contender working
-        // from an older listing may have created a higher number; the highest wins, so we give
-        // ours up). Both reads start after the write, so they are made at once.
-        let (ours, after) = std::thread::scope(|scope| {
-            let after = scope.spawn(|| list(storage));
-            let ours = inner.is_ours(next, &record);
-            let after = after
-                .join()
-                .unwrap_or_else(|_| Err(Error::Locked("listing the leases failed".into())));
-            (ours, after)
-        });
-        if !ours? {
-            return Err(Error::Locked(
-                "another process took the lease at the same moment".into(),
-            ));
-        }
-        let after = after?;
-        if after.iter().any(|(seq, _)| *seq > next) {
-            storage.delete(&key_of(next))?;
-            return Err(Error::Locked(
-                "another process took the lease at the same moment".into(),
-            ));
-        }
-        for (_, key) in after.iter().filter(|(seq, _)| *seq < next) {
-            storage.delete(key)?;
-        }
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
-        let beat = inner.clone();
-        let heartbeat = std::thread::Builder::new()
-            .name("coffer-lease".into())
-            .spawn(move || {
-                let period = beat.options.refresh;
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                    stop_rx.recv_timeout(period)
-                {
-                    // A failed refresh is retried at the next beat; `check` refuses to go on
-                    // once too little of the lease is left.
-                    let _ = beat.refresh();
-                }
-            })
-            .map_err(|e| Error::io("starting the lease heartbeat for", "prune", e))?;
-        Ok(Lease {
+        Ok(Claim {
             inner,
-            stop: Some(stop_tx),
-            heartbeat: Some(heartbeat),
+            seq: next,
+            record,
+            older: existing.into_iter().map(|(_, key)| key).collect(),
+            settled: false,
         })
     }
 
@@ -329,8 +396,12 @@ impl Lease {
         // Once record seq+1 exists, ours or a taker's, ours is not the highest and may go
         // (docs/maintenance.md, L4): no need to read it back first.
         self.inner.write(seq + 1, &record)?;
-        self.inner.storage.delete(&key_of(seq))?;
-        Ok(())
+        // Ours and the records that were below ours when it was taken, all at once.
+        let mut keys = std::mem::take(&mut self.older);
+        keys.push(key_of(seq));
+        crate::repository::parallel::try_each(&keys, self.inner.storage.connections(), |key| {
+            self.inner.storage.delete(key)
+        })
     }
 }
 
@@ -430,13 +501,29 @@ mod tests {
         assert!(live[0].0 > 1);
         first.release().unwrap();
         let second = Lease::acquire(&storage, &keys, options(300)).unwrap();
-        assert_eq!(list(&storage).unwrap().len(), 1);
+        // The first holder's released record stays below ours until ours is released.
+        assert_eq!(list(&storage).unwrap().len(), 2);
         drop(second);
         let top = list(&storage).unwrap();
+        assert_eq!(top.len(), 1, "{top:?}");
         let rec = read(&storage, &keys, top.last().unwrap().0)
             .unwrap()
             .unwrap();
         assert!(rec.released);
+    }
+
+    #[test]
+    fn a_claim_given_up_unconfirmed_is_released() {
+        let storage = Storage::in_memory().unwrap();
+        let keys = MasterKeys::generate().unwrap();
+        let claim = Lease::claim(&storage, &keys, options(300)).unwrap();
+        // Held while claimed: nobody else gets it.
+        assert!(Lease::acquire(&storage, &keys, options(300)).is_err());
+        drop(claim);
+        let top = list(&storage).unwrap();
+        assert_eq!(top.len(), 1, "{top:?}");
+        assert!(read(&storage, &keys, top[0].0).unwrap().unwrap().released);
+        Lease::acquire(&storage, &keys, options(300)).unwrap();
     }
 
     #[test]
@@ -477,7 +564,7 @@ mod tests {
         assert!(dead.stale_reason(now_seconds(), "other-host").is_none());
         let other = options(300);
         let lease = Lease::acquire(&storage, &keys, other).unwrap();
-        assert_eq!(list(&storage).unwrap()[0].0, 8);
+        assert_eq!(list(&storage).unwrap().last().unwrap().0, 8);
         let kept = unlock(&storage, &keys, "test-host", false).unwrap();
         assert!(kept.held.is_some() && kept.cleared.is_none());
         let cleared = unlock(&storage, &keys, "test-host", true).unwrap();

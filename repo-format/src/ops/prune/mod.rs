@@ -32,10 +32,12 @@ pub use load::MIN_UNINDEXED_AGE;
 pub use plan::STAGING_MIN_AGE;
 
 use crate::error::{Error, Result};
-use crate::format::id::PackId;
+use crate::format::id::{BlobId, PackId, SnapshotId};
 use crate::format::key::ObjectClass;
-use crate::repository::lease::{Lease, LeaseOptions};
+use crate::repository::lease::{Claim, Lease, LeaseOptions};
 use crate::repository::{BlobReader, Repository};
+use crate::storage::Storage;
+use coffer_crypto::MasterKeys;
 use mark::Reachable;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -118,6 +120,20 @@ pub struct PruneReport {
 
 /// Runs prune. With a zero grace period, a second pass carries out the plan the first wrote.
 pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
+    prune_after(repo, options, || Ok(()))?.1
+}
+
+/// Runs `first` (forget's deletions, for `forget --prune`) and then prune, overlapping their
+/// round trips: the maintenance lease is claimed while `first` runs, and the claim is
+/// confirmed while the first pass lists and reads the snapshots (docs/maintenance.md, L2: those
+/// reads start after our lease record is written, and are dropped if the claim is lost).
+/// Returns `first`'s value and the prune's result; if `first` fails, that error, the claim
+/// given up and nothing pruned.
+pub fn prune_after<F: Send>(
+    repo: &Repository,
+    options: &PruneOptions,
+    first: impl FnOnce() -> Result<F> + Send,
+) -> Result<(F, Result<PruneReport>)> {
     if !(0.0..=1.0).contains(&options.max_unused) {
         return Err(Error::InvalidInput(format!(
             "max-unused must be between 0% and 100%, got {}",
@@ -129,15 +145,47 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
         ..PruneReport::default()
     };
     if options.dry_run {
-        pass(repo, None, options, &mut report, None)?;
-        staging(repo, None, options, &mut report)?;
-        return Ok(report);
+        let first = first()?;
+        let dry = pass(repo, None, options, &mut report, None, None)
+            .and_then(|_| staging(repo, None, options, &mut report))
+            .map(|()| report);
+        return Ok((first, dry));
     }
-    let lease = Lease::acquire(repo.storage(), repo.keys(), options.lease.clone())?;
-    let (wrote_plan, reachable) = pass(repo, Some(&lease), options, &mut report, None)?;
+    let (storage, keys) = (repo.storage(), repo.keys());
+    let (first, claim) = std::thread::scope(|scope| {
+        let claim = scope.spawn(|| Lease::claim(storage, keys, options.lease.clone()));
+        let first = first();
+        let claim = claim
+            .join()
+            .unwrap_or_else(|_| Err(Error::Locked("taking the lease failed".into())));
+        (first, claim)
+    });
+    // If `first` failed, the claim is dropped here, which gives it up.
+    let first = first?;
+    Ok((first, prune_claimed(repo, options, claim, report)))
+}
+
+/// The prune proper, once the lease is claimed.
+fn prune_claimed(
+    repo: &Repository,
+    options: &PruneOptions,
+    claim: Result<Claim>,
+    mut report: PruneReport,
+) -> Result<PruneReport> {
+    let (storage, keys) = (repo.storage(), repo.keys());
+    let (lease, roots) = claim?.confirm_while(|| snapshots_and_plans(storage, keys))?;
+    let (wrote_plan, reachable) =
+        pass(repo, Some(&lease), options, &mut report, None, Some(roots?))?;
     if wrote_plan && options.grace.is_zero() {
         let mut second = PruneReport::default();
-        pass(repo, Some(&lease), options, &mut second, reachable.as_ref())?;
+        pass(
+            repo,
+            Some(&lease),
+            options,
+            &mut second,
+            reachable.as_ref(),
+            None,
+        )?;
         report.packs_reindexed += second.packs_reindexed;
         report.packs_deleted += second.packs_deleted;
         report.index_files_deleted += second.index_files_deleted;
@@ -150,6 +198,23 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     staging(repo, Some(&lease), options, &mut report)?;
     lease.release()?;
     Ok(report)
+}
+
+/// The first step of a pass: the snapshots' root trees, each listing made afresh (not from
+/// listings this handle made before, such as forget's or the first pass's). Deletion plans
+/// are written only under the lease, so their listing may be made at any point of the pass: it
+/// is made beside the snapshots' (one round trip less on an object store), remembered, and
+/// used when the plans are loaded.
+fn snapshots_and_plans(storage: &Storage, keys: &MasterKeys) -> Result<Vec<(SnapshotId, BlobId)>> {
+    storage.forget_listings();
+    std::thread::scope(|scope| {
+        let plans = scope.spawn(|| storage.list(ObjectClass::Plan.dir()));
+        let roots = load::snapshot_roots(storage, keys);
+        // A failed listing is not remembered: the plans are listed again when loaded, and the
+        // failure reported then.
+        let _ = plans.join();
+        roots
+    })
 }
 
 /// Removes the staging files interrupted writes left that are old enough
@@ -201,23 +266,15 @@ fn pass(
     options: &PruneOptions,
     report: &mut PruneReport,
     before: Option<&Reachable>,
+    roots: Option<Vec<(SnapshotId, BlobId)>>,
 ) -> Result<(bool, Option<Reachable>)> {
     let (storage, keys) = (repo.storage(), repo.keys());
     let cancel = &options.cancel;
-    // Order matters: snapshots, then the index, then the pack listing (docs/maintenance.md),
-    // each listed afresh (not from listings this handle made before the lease was taken).
-    // Deletion plans are written only under the lease, so their listing may be made at any
-    // point of the pass: it is made beside the snapshots' (one round trip less on an object
-    // store), remembered, and used when the plans are loaded.
-    storage.forget_listings();
-    let roots = std::thread::scope(|scope| {
-        let plans = scope.spawn(|| storage.list(ObjectClass::Plan.dir()));
-        let roots = load::snapshot_roots(storage, keys);
-        // A failed listing is not remembered: the plans are listed again when loaded, and the
-        // failure reported then.
-        let _ = plans.join();
-        roots
-    })?;
+    // Order matters: snapshots, then the index, then the pack listing (docs/maintenance.md).
+    let roots = match roots {
+        Some(roots) => roots,
+        None => snapshots_and_plans(storage, keys)?,
+    };
     report.snapshots = roots.len();
     let loaded = load::load(storage, keys)?;
     report.warnings.clone_from(&loaded.damaged_plans);
