@@ -429,6 +429,26 @@ impl<'r> BlobWriter<'r> {
     /// Flushes the open packs, waits for all uploads, then writes one index file for the new
     /// packs. Only after this returns may a snapshot refer to the stored blobs.
     pub fn finish(self) -> Result<Written> {
+        let repo = self.repo;
+        let packs = self.finish_unindexed()?;
+        let index = if packs.is_empty() {
+            None
+        } else {
+            Some(
+                IndexFile {
+                    supersedes: Vec::new(),
+                    packs: packs.clone(),
+                }
+                .save(repo.storage(), repo.keys())?,
+            )
+        };
+        Ok(Written { packs, index })
+    }
+
+    /// Flushes the open packs and waits for all uploads, like [`Self::finish`], but writes no
+    /// index file: the caller names the packs returned in one of its own (prune, which names
+    /// them in the index file that supersedes the repacked packs' files).
+    pub fn finish_unindexed(self) -> Result<Vec<(PackId, Vec<PackedBlob>)>> {
         let flushed = [&self.data_pack, &self.tree_pack]
             .into_iter()
             .try_for_each(|slot| {
@@ -447,19 +467,7 @@ impl<'r> BlobWriter<'r> {
         if self.shared.cancel.load(Ordering::SeqCst) {
             return Err(Error::Interrupted);
         }
-        let packs = std::mem::take(&mut *lock(&self.shared.uploaded));
-        let index = if packs.is_empty() {
-            None
-        } else {
-            Some(
-                IndexFile {
-                    supersedes: Vec::new(),
-                    packs: packs.clone(),
-                }
-                .save(self.repo.storage(), self.repo.keys())?,
-            )
-        };
-        Ok(Written { packs, index })
+        Ok(std::mem::take(&mut *lock(&self.shared.uploaded)))
     }
 }
 

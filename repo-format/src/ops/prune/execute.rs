@@ -1,7 +1,7 @@
 //! Steps 5 and 6 of a prune pass: carry out what [`super::plan`] decided. Copy the used blobs
 //! out of packs being repacked (read through the one [`BlobReader`], moved sealed), write the
-//! deletion plan, then the one index file that supersedes the affected ones, then delete what
-//! the due plans condemned, checking the lease before every change.
+//! deletion plan, then the one index file that names the new packs and supersedes the affected
+//! ones, then delete what the due plans condemned, checking the lease before every change.
 //!
 //! May use: `format/`, `storage/`, the repository's reader and writer, the lease.
 
@@ -20,19 +20,19 @@ use crate::repository::{BlobReader, Repository};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
-/// Step 5a: copies the used blobs of the packs being repacked to new packs (`finish` writes
-/// their index); returns how many packs were written.
+/// Step 5a: copies the used blobs of the packs being repacked to new packs; returns the new
+/// packs with their entries, which no index names yet ([`write_plan_and_index`] does).
 pub(super) fn repack(
     repo: &Repository,
     reader: &BlobReader<'_>,
     marks: &Marks,
     decisions: &Decisions,
     options: &PruneOptions,
-) -> Result<usize> {
+) -> Result<Vec<(PackId, Vec<PackedBlob>)>> {
     let cancel = &options.cancel;
     // Only the used blobs are read, by pack and offset: runs of neighbours in one read each.
     if !decisions.fates.values().any(|f| *f == Fate::Repack) {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let mut wanted: Vec<BlobLocation> = reader
         .index()
@@ -75,16 +75,18 @@ pub(super) fn repack(
     if cancel.load(Ordering::SeqCst) {
         return Err(Error::Interrupted);
     }
-    Ok(writer.finish()?.packs.len())
+    writer.finish_unindexed()
 }
 
 /// Steps 5b and 5c: the deletion plan (every condemned pack still present, with its entries,
-/// and the packs in no index), then one index file that supersedes every affected one and lists
-/// their packs that stay plus the re-indexed ones. Returns whether a plan was written.
+/// and the packs in no index), then one index file that names the packs `repacked` wrote,
+/// supersedes every affected one and lists their packs that stay plus the re-indexed ones.
+/// Returns whether a plan was written.
 pub(super) fn write_plan_and_index(
     repo: &Repository,
     lease: Option<&Lease>,
     decisions: Decisions,
+    repacked: Vec<(PackId, Vec<PackedBlob>)>,
     present: &HashMap<PackId, u64>,
     options: &PruneOptions,
 ) -> Result<bool> {
@@ -123,7 +125,7 @@ pub(super) fn write_plan_and_index(
         }
         .save(storage, keys)?;
     }
-    for (pack, blobs) in decisions.reindex {
+    for (pack, blobs) in decisions.reindex.into_iter().chain(repacked) {
         if seen_kept.insert(pack) {
             kept.push((pack, blobs));
         }

@@ -11,9 +11,9 @@
 //!    instead); its index files are deleted if a present index file supersedes them.
 //! 4. **Condemn** (phase 1): packs no snapshot uses, packs whose unused share exceeds
 //!    `max_unused` (their used blobs are first copied to new packs), and packs in no index.
-//! 5. **Write** the new packs and their index, then the new deletion plan, then (before the
-//!    plan's index deadline) one index file that supersedes every index file naming a condemned
-//!    pack and lists the packs re-indexed in step 3, and only then
+//! 5. **Write** the new packs, then the new deletion plan, then (before the plan's index
+//!    deadline) one index file that names the new packs, supersedes every index file naming a
+//!    condemned pack and lists the packs re-indexed in step 3, and only then
 //! 6. **Delete** what step 3 decided, checking the lease before every deletion.
 //!
 //! Steps 1 and 2 are `load` and `mark`, steps 3 and 4 the pure `plan`, steps 5 and 6
@@ -334,8 +334,10 @@ fn pass(
     if cancel.load(Ordering::SeqCst) {
         return Err(Error::Interrupted);
     }
-    report.packs_written += execute::repack(repo, &reader, &marks, &decisions, options)?;
-    let wrote_plan = execute::write_plan_and_index(repo, lease, decisions, &present, options)?;
+    let repacked = execute::repack(repo, &reader, &marks, &decisions, options)?;
+    report.packs_written += repacked.len();
+    let wrote_plan =
+        execute::write_plan_and_index(repo, lease, decisions, repacked, &present, options)?;
     execute::delete(repo, lease, &deletions, report)?;
     let reachable = if wrote_plan && options.grace.is_zero() {
         Reachable::collect(roots, &loaded.index, &marks)
