@@ -179,7 +179,8 @@ impl Storage {
     /// threads fetch the segments ahead of the readers, in the plan's order, so that many
     /// requests are in flight however the operation reads.
     pub fn follow_plan(&self, plan: ReadPlan) -> PlanGuard {
-        let planned = Arc::new(planned::Planned::new(plan, PLANNED_BYTES));
+        let spill_dir = self.cache.as_ref().map(|c| c.dir().to_path_buf());
+        let planned = Arc::new(planned::Planned::new(plan, PLANNED_BYTES, spill_dir));
         let before = self
             .plan
             .write()

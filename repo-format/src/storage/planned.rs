@@ -80,45 +80,74 @@ enum Kept {
     /// Not fetched, or dropped.
     Nothing,
     Memory(Bytes),
-    /// Set aside in the spill file, from this offset.
-    Spilled(u64),
+    /// Set aside in the spill file, `len` bytes from `at`, with `readers` reads of it under
+    /// way (its space is freed only when none is).
+    Spilled {
+        at: u64,
+        len: u64,
+        readers: usize,
+    },
 }
+
+/// At most this many bytes of segments still needed are set aside at once; beyond it, a
+/// segment pushed out of memory is dropped (and fetched again if read again).
+pub const SPILL_LIMIT: u64 = 2 << 30;
 
 /// The temporary file segments still needed are set aside in when the budget pushes them out
 /// of memory: created unnamed (`O_TMPFILE` where the system has it, else removed right after
-/// it is created) in the system's temporary directory (`TMPDIR`) on the first spill, appended
-/// to, gone when the plan ends. It holds pack bytes as stored (encrypted and authenticated:
-/// every blob read from it is verified like one read from the store), at most what the plan
-/// fetches. If it cannot be created or written, segments are dropped instead and fetched again.
-#[derive(Default)]
+/// it is created) on the first spill, in the metadata cache's directory when there is one (on
+/// disk, where a temporary directory may be memory), else in the system's (`TMPDIR`); gone when
+/// the plan ends. It holds pack bytes as stored (encrypted and authenticated: every blob read
+/// from it is verified like one read from the store). A segment's space is given back (a hole
+/// punched) once its last planned read is done, so the file holds at most the segments still
+/// to be read, and never more than [`SPILL_LIMIT`] of them. If it cannot be created or
+/// written, segments are dropped instead and fetched again.
 struct Spill {
+    dir: Option<std::path::PathBuf>,
     /// Created on the first spill; `None` if it could not be.
     file: std::sync::OnceLock<Option<File>>,
-    /// Where the next segment goes; `None` once a write failed (nothing more is set aside).
-    end: Mutex<Option<u64>>,
+    /// Where the next segment goes and the bytes held now; `None` once a write failed
+    /// (nothing more is set aside).
+    state: Mutex<Option<(u64, u64)>>,
 }
 
 impl Spill {
+    fn new(dir: Option<std::path::PathBuf>) -> Spill {
+        Spill {
+            dir,
+            file: std::sync::OnceLock::new(),
+            state: Mutex::new(Some((0, 0))),
+        }
+    }
+
     /// Appends `bytes`, returning where they start; `None` if they could not be set aside.
     fn put(&self, bytes: &[u8]) -> Option<u64> {
-        let mut end = crate::repository::writer::lock(&self.end);
+        let mut state = crate::repository::writer::lock(&self.state);
+        let (end, held) = (*state)?;
+        let len = bytes.len() as u64;
+        if held + len > SPILL_LIMIT {
+            return None;
+        }
         let file = self
             .file
             .get_or_init(|| {
-                let file = tempfile::tempfile().ok();
-                if file.is_some() {
-                    *end = Some(0);
+                match &self.dir {
+                    Some(dir) => tempfile::tempfile_in(dir).or_else(|_| tempfile::tempfile()),
+                    None => tempfile::tempfile(),
                 }
-                file
+                .ok()
             })
-            .as_ref()?;
-        let at = (*end)?;
-        if file.write_all_at(bytes, at).is_err() {
-            *end = None;
+            .as_ref();
+        let Some(file) = file else {
+            *state = None;
+            return None;
+        };
+        if file.write_all_at(bytes, end).is_err() {
+            *state = None;
             return None;
         }
-        *end = Some(at + bytes.len() as u64);
-        Some(at)
+        *state = Some((end + len, held + len));
+        Some(end)
     }
 
     /// `len` bytes from offset `at` (written before: reads need no lock).
@@ -129,10 +158,31 @@ impl Spill {
         Some(Bytes::from(buf))
     }
 
-    /// Bytes set aside so far.
+    /// Gives back the space of `len` bytes at `at`, no longer read.
+    fn free(&self, at: u64, len: u64) {
+        let mut state = crate::repository::writer::lock(&self.state);
+        if let Some((_, held)) = state.as_mut() {
+            *held = held.saturating_sub(len);
+        }
+        if let Some(Some(file)) = self.file.get() {
+            use nix::fcntl::{fallocate, FallocateFlags};
+            let (Ok(offset), Ok(size)) = (i64::try_from(at), i64::try_from(len)) else {
+                return;
+            };
+            // A file system without hole punching keeps the bytes until the plan ends.
+            let _ = fallocate(
+                file,
+                FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                offset,
+                size,
+            );
+        }
+    }
+
+    /// Bytes set aside and still held.
     #[cfg(test)]
-    fn written(&self) -> u64 {
-        crate::repository::writer::lock(&self.end).unwrap_or(0)
+    fn held(&self) -> u64 {
+        crate::repository::writer::lock(&self.state).map_or(0, |(_, held)| held)
     }
 }
 
@@ -156,8 +206,14 @@ pub(crate) struct Planned {
 }
 
 impl Planned {
-    /// Starts following `plan`, keeping at most `budget` bytes of fetched segments.
-    pub(crate) fn new(plan: ReadPlan, budget: u64) -> Planned {
+    /// Starts following `plan`, keeping at most `budget` bytes of fetched segments in memory
+    /// and setting aside those pushed out while still needed in a file in `spill_dir` (else in
+    /// the system's temporary directory).
+    pub(crate) fn new(
+        plan: ReadPlan,
+        budget: u64,
+        spill_dir: Option<std::path::PathBuf>,
+    ) -> Planned {
         let order: Vec<String> = plan.segments.iter().map(|(k, _)| k.clone()).collect();
         let slots: HashMap<String, Vec<Arc<Slot>>> = plan
             .segments
@@ -196,7 +252,7 @@ impl Planned {
             held: Mutex::new(Vec::new()),
             budget,
             clock: AtomicU64::new(1),
-            spill: Spill::default(),
+            spill: Spill::new(spill_dir),
         }
     }
 
@@ -224,20 +280,41 @@ impl Planned {
         let to = from + len as usize;
         let bytes = {
             let mut data = crate::repository::writer::lock(&slot.data);
-            if let Kept::Spilled(at) = &*data {
-                // Set aside: read just this range back. (A spilled segment is never fetched
-                // again unless the read fails, so the lock is not needed to read it.)
-                let at = *at;
+            if let Kept::Spilled {
+                at,
+                len: kept,
+                readers,
+            } = &mut *data
+            {
+                // Set aside: read just this range back, outside the lock; the count of
+                // readers keeps its space from being given back meanwhile. (A range beyond
+                // what the store answered is not read from the file: the fetch below reports
+                // it short.)
+                let (at, inside) = (*at, from as u64 + len <= *kept);
+                *readers += 1;
                 drop(data);
-                if let Some(bytes) = self.spill.get(at + from as u64, len as usize) {
+                let read = inside
+                    .then(|| self.spill.get(at + from as u64, len as usize))
+                    .flatten();
+                if read.is_some() {
                     self.count_read(slot, len);
-                    return Some(Ok(bytes));
                 }
                 data = crate::repository::writer::lock(&slot.data);
+                if let Kept::Spilled { at, len, readers } = &mut *data {
+                    *readers -= 1;
+                    let done = slot.remaining.load(Ordering::Relaxed) <= 0;
+                    if *readers == 0 && (done || read.is_none()) {
+                        self.spill.free(*at, *len);
+                        *data = Kept::Nothing;
+                    }
+                }
+                if let Some(bytes) = read {
+                    return Some(Ok(bytes));
+                }
             }
             match &*data {
                 Kept::Memory(bytes) => bytes.clone(),
-                Kept::Nothing | Kept::Spilled(_) => {
+                Kept::Nothing | Kept::Spilled { .. } => {
                     let bytes = match fetch(slot.range.clone()) {
                         Ok(bytes) => bytes,
                         Err(e) => return Some(Err(e)),
@@ -301,7 +378,11 @@ impl Planned {
             if let Kept::Memory(bytes) = kept {
                 if victim.remaining.load(Ordering::Relaxed) > 0 {
                     if let Some(at) = self.spill.put(&bytes) {
-                        *data = Kept::Spilled(at);
+                        *data = Kept::Spilled {
+                            at,
+                            len: bytes.len() as u64,
+                            readers: 0,
+                        };
                     }
                 }
             }
@@ -396,7 +477,11 @@ mod tests {
     #[test]
     fn reads_inside_a_segment_share_one_fetch_and_others_are_not_served() {
         let obj = object();
-        let planned = Planned::new(plan("p", &[(100..1000, 300), (5000..6000, 10)]), 1 << 20);
+        let planned = Planned::new(
+            plan("p", &[(100..1000, 300), (5000..6000, 10)]),
+            1 << 20,
+            None,
+        );
         let fetches = AtomicUsize::new(0);
         let fetch = |r: Range<u64>| {
             fetches.fetch_add(1, Ordering::SeqCst);
@@ -419,7 +504,7 @@ mod tests {
     fn the_budget_drops_finished_segments_first_then_the_least_recently_used() {
         let obj = object();
         let segments = [(0..1000, 1000), (1000..2000, 1000), (2000..3000, 1000)];
-        let planned = Planned::new(plan("p", &segments), 2000);
+        let planned = Planned::new(plan("p", &segments), 2000, None);
         let fetches = AtomicUsize::new(0);
         let fetch = |r: Range<u64>| {
             fetches.fetch_add(1, Ordering::SeqCst);
@@ -448,7 +533,7 @@ mod tests {
         // Three segments, room for two: each is read in part, then the rest of each, so
         // every one is pushed out while reads still need it.
         let segments = [(0..3000, 3000), (3000..6000, 3000), (6000..9000, 3000)];
-        let planned = Planned::new(plan("p", &segments), 6000);
+        let planned = Planned::new(plan("p", &segments), 6000, None);
         let fetches = AtomicUsize::new(0);
         let fetch = |r: Range<u64>| {
             fetches.fetch_add(1, Ordering::SeqCst);
@@ -463,19 +548,25 @@ mod tests {
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 3);
         assert!(planned.held_bytes() <= 6000);
-        assert!(planned.spill.written() >= 3000);
-        // Read completely, a segment is dropped, not set aside: reading it again fetches it.
-        let before = planned.spill.written();
-        planned.serve("p", &(0..10), fetch).unwrap().unwrap();
-        planned.serve("p", &(3000..3010), fetch).unwrap().unwrap();
-        planned.serve("p", &(6000..6010), fetch).unwrap().unwrap();
-        assert_eq!(planned.spill.written(), before);
+        // Once read completely, a segment set aside gives its space back, and one in memory
+        // is dropped, not set aside: reading either again fetches it.
+        assert_eq!(planned.spill.held(), 0);
+        let state = *crate::repository::writer::lock(&planned.spill.state);
+        assert!(state.is_some_and(|(end, _)| end >= 3000), "{state:?}");
+        for seg in 0..3u64 {
+            let range = seg * 3000..seg * 3000 + 10;
+            let got = planned.serve("p", &range, fetch).unwrap().unwrap();
+            assert_eq!(got, obj.slice(range.start as usize..range.end as usize));
+        }
+        // The one whose space was given back is fetched again; nothing more is set aside.
+        assert!(fetches.load(Ordering::SeqCst) > 3);
+        assert_eq!(planned.spill.held(), 0);
     }
 
     #[test]
     fn a_failed_fetch_is_returned_and_tried_again() {
         let obj = object();
-        let planned = Planned::new(plan("p", &[(0..1000, 1000)]), 1 << 20);
+        let planned = Planned::new(plan("p", &[(0..1000, 1000)]), 1 << 20, None);
         let err = planned
             .serve("p", &(0..10), |_| Err(crate::error::Error::Interrupted))
             .unwrap()
@@ -489,7 +580,7 @@ mod tests {
             .unwrap();
         assert_eq!(got, obj.slice(0..10));
         // A store that answers short fails the read, naming the key.
-        let planned = Planned::new(plan("k", &[(0..1000, 1000)]), 1 << 20);
+        let planned = Planned::new(plan("k", &[(0..1000, 1000)]), 1 << 20, None);
         let err = planned
             .serve("k", &(900..1000), |_| Ok(obj.slice(0..10)))
             .unwrap()
@@ -502,7 +593,7 @@ mod tests {
         let obj = object();
         let segments: Vec<(Range<u64>, u64)> =
             (0..10).map(|i| (i * 1000..i * 1000 + 1000, 1000)).collect();
-        let planned = Planned::new(plan("p", &segments), 3000);
+        let planned = Planned::new(plan("p", &segments), 3000, None);
         let fetched = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             for _ in 0..3 {
@@ -531,7 +622,7 @@ mod tests {
         fetched.sort_unstable();
         assert_eq!(fetched, (0..10).map(|i| i * 1000).collect::<Vec<u64>>());
         // Stopped: nothing more is fetched.
-        let planned = Planned::new(plan("p", &segments), 3000);
+        let planned = Planned::new(plan("p", &segments), 3000, None);
         planned.stopped.store(true, Ordering::Relaxed);
         planned.fetch_ahead(|_, _| panic!("fetched after the stop"));
     }
@@ -539,7 +630,7 @@ mod tests {
     #[test]
     fn threads_asking_for_one_segment_wait_for_one_fetch() {
         let obj = object();
-        let planned = Planned::new(plan("p", &[(0..10_000, 10_000)]), 1 << 20);
+        let planned = Planned::new(plan("p", &[(0..10_000, 10_000)]), 1 << 20, None);
         let fetches = AtomicUsize::new(0);
         std::thread::scope(|scope| {
             for t in 0..8u64 {
