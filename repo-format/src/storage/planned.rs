@@ -104,6 +104,8 @@ pub const SPILL_LIMIT: u64 = 2 << 30;
 /// written, segments are dropped instead and fetched again.
 struct Spill {
     dir: Option<std::path::PathBuf>,
+    /// [`SPILL_LIMIT`], smaller in tests.
+    limit: u64,
     /// Created on the first spill; `None` if it could not be.
     file: std::sync::OnceLock<Option<File>>,
     /// Where the next segment goes and the bytes held now; `None` once a write failed
@@ -115,6 +117,7 @@ impl Spill {
     fn new(dir: Option<std::path::PathBuf>) -> Spill {
         Spill {
             dir,
+            limit: SPILL_LIMIT,
             file: std::sync::OnceLock::new(),
             state: Mutex::new(Some((0, 0))),
         }
@@ -125,7 +128,7 @@ impl Spill {
         let mut state = crate::repository::writer::lock(&self.state);
         let (end, held) = (*state)?;
         let len = bytes.len() as u64;
-        if held + len > SPILL_LIMIT {
+        if held + len > self.limit {
             return None;
         }
         let file = self
@@ -561,6 +564,36 @@ mod tests {
         // The one whose space was given back is fetched again; nothing more is set aside.
         assert!(fetches.load(Ordering::SeqCst) > 3);
         assert_eq!(planned.spill.held(), 0);
+    }
+
+    #[test]
+    fn beyond_the_spill_limit_a_segment_is_dropped_and_fetched_again() {
+        let obj = object();
+        let segments = [(0..3000, 3000), (3000..6000, 3000), (6000..9000, 3000)];
+        let mut planned = Planned::new(plan("p", &segments), 3000, None);
+        planned.spill.limit = 3000;
+        let fetches = AtomicUsize::new(0);
+        let fetch = |r: Range<u64>| {
+            fetches.fetch_add(1, Ordering::SeqCst);
+            Ok(obj.slice(r.start as usize..r.end as usize))
+        };
+        // Room for one segment in memory and one in the file: the third read in part pushes
+        // the second out with nowhere to go.
+        for seg in 0..3u64 {
+            planned
+                .serve("p", &(seg * 3000..seg * 3000 + 10), fetch)
+                .unwrap()
+                .unwrap();
+            assert!(planned.spill.held() <= 3000);
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 3);
+        for seg in 0..3u64 {
+            let range = seg * 3000 + 10..seg * 3000 + 3000;
+            let got = planned.serve("p", &range, fetch).unwrap().unwrap();
+            assert_eq!(got, obj.slice(range.start as usize..range.end as usize));
+        }
+        // The first came back from the file, the second was fetched again.
+        assert_eq!(fetches.load(Ordering::SeqCst), 4);
     }
 
     #[test]
