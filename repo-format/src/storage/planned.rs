@@ -8,11 +8,11 @@
 //! the segment, fetched once (threads asking for it at the same time wait for the one fetch).
 //! Fetched segments are kept in memory within a byte budget ([`PLANNED_BYTES`]): segments whose
 //! planned bytes were all read are dropped first, then the least recently used one. A segment
-//! pushed out while reads still need it is set aside in a temporary file ([`Spill`]: unnamed,
+//! pushed out while reads still need it is set aside in a temporary file (`Spill`: unnamed,
 //! removed when the plan ends, holding the segment as stored, so encrypted) and later reads of
 //! it are served from there, so no segment is fetched twice however the operation's reads
-//! wander between packs. Only where no temporary file can be written is such a segment
-//! dropped and fetched again. A read outside every segment is a request of its own, so the
+//! wander between packs. Only beyond [`SPILL_LIMIT`] of such segments, or where no temporary
+//! file can be written, is one dropped and fetched again. A read outside every segment is a request of its own, so the
 //! plan changes how many requests are made, never what a read returns.
 //!
 //! May use the error type and `bytes`; knows nothing of packs or blobs.
