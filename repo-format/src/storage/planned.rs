@@ -12,10 +12,12 @@
 //! removed when the plan ends, holding the segment as stored, so encrypted) and later reads of
 //! it are served from there, so no segment is fetched twice however the operation's reads
 //! wander between packs. Only beyond [`SPILL_LIMIT`] of such segments, or where no temporary
-//! file can be written, is one dropped and fetched again. A read outside every segment is a request of its own, so the
-//! plan changes how many requests are made, never what a read returns.
+//! file can be written, is one dropped and fetched again. A read outside every segment is a
+//! request of its own, so the plan changes how many requests are made, never what a read
+//! returns.
 //!
-//! May use the error type and `bytes`; knows nothing of packs or blobs.
+//! May use the error type, `bytes`, and files (the spill file: `tempfile`, and `nix` to punch
+//! holes); knows nothing of packs or blobs.
 
 use crate::error::Result;
 use bytes::Bytes;
