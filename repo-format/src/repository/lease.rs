@@ -527,6 +527,29 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_outnumbered_while_confirming_drops_what_it_read_and_its_record() {
+        let storage = Storage::in_memory().unwrap();
+        let keys = MasterKeys::generate().unwrap();
+        let claim = Lease::claim(&storage, &keys, options(300)).unwrap();
+        let ours = list(&storage).unwrap()[0].0;
+        // A contender from an older listing wrote a higher number meanwhile: it wins.
+        let mut theirs = read(&storage, &keys, ours).unwrap().unwrap();
+        theirs.holder = "11".repeat(16);
+        storage
+            .put_new(&key_of(ours + 1), theirs.to_stored(&keys).unwrap().into())
+            .unwrap();
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let err = claim
+            .confirm_while(|| ran.store(true, std::sync::atomic::Ordering::SeqCst))
+            .unwrap_err();
+        assert!(matches!(err, Error::Locked(_)), "{err}");
+        // The reads ran (at the same time as the confirmation) and their result was dropped;
+        // our record is gone and theirs is the lease.
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(list(&storage).unwrap(), vec![(ours + 1, key_of(ours + 1))]);
+    }
+
+    #[test]
     fn expired_lease_is_taken_over_and_the_old_holder_learns_it() {
         let storage = Storage::in_memory().unwrap();
         let keys = MasterKeys::generate().unwrap();

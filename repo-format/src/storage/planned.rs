@@ -115,6 +115,21 @@ struct Spill {
     state: Mutex<Option<(u64, u64)>>,
 }
 
+/// The spill file: unnamed where the system allows it (`O_TMPFILE`), else created exclusively
+/// (never through a symlink) with mode 0600 and its name removed at once; made 0600 before
+/// anything is written to it either way. `None` if it cannot be made in `dir` or `TMPDIR`.
+fn create(dir: Option<&std::path::Path>) -> Option<File> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = match dir {
+        Some(dir) => tempfile::tempfile_in(dir).or_else(|_| tempfile::tempfile()),
+        None => tempfile::tempfile(),
+    }
+    .ok()?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .ok()?;
+    Some(file)
+}
+
 impl Spill {
     fn new(dir: Option<std::path::PathBuf>) -> Spill {
         Spill {
@@ -135,13 +150,7 @@ impl Spill {
         }
         let file = self
             .file
-            .get_or_init(|| {
-                match &self.dir {
-                    Some(dir) => tempfile::tempfile_in(dir).or_else(|_| tempfile::tempfile()),
-                    None => tempfile::tempfile(),
-                }
-                .ok()
-            })
+            .get_or_init(|| create(self.dir.as_deref()))
             .as_ref();
         let Some(file) = file else {
             *state = None;
@@ -479,6 +488,17 @@ mod tests {
         Bytes::from((0..=255u8).cycle().take(10_000).collect::<Vec<u8>>())
     }
 
+    /// A fetch of `obj`'s ranges that counts its calls in `fetches`.
+    fn counting<'a>(
+        obj: &'a Bytes,
+        fetches: &'a AtomicUsize,
+    ) -> impl Fn(Range<u64>) -> Result<Bytes> + Copy + 'a {
+        move |r| {
+            fetches.fetch_add(1, Ordering::SeqCst);
+            Ok(obj.slice(r.start as usize..r.end as usize))
+        }
+    }
+
     #[test]
     fn reads_inside_a_segment_share_one_fetch_and_others_are_not_served() {
         let obj = object();
@@ -488,10 +508,7 @@ mod tests {
             None,
         );
         let fetches = AtomicUsize::new(0);
-        let fetch = |r: Range<u64>| {
-            fetches.fetch_add(1, Ordering::SeqCst);
-            Ok(obj.slice(r.start as usize..r.end as usize))
-        };
+        let fetch = counting(&obj, &fetches);
         for range in [100..200, 300..400, 900..1000, 150..160] {
             let got = planned.serve("p", &range, fetch).unwrap().unwrap();
             assert_eq!(got, obj.slice(range.start as usize..range.end as usize));
@@ -511,10 +528,7 @@ mod tests {
         let segments = [(0..1000, 1000), (1000..2000, 1000), (2000..3000, 1000)];
         let planned = Planned::new(plan("p", &segments), 2000, None);
         let fetches = AtomicUsize::new(0);
-        let fetch = |r: Range<u64>| {
-            fetches.fetch_add(1, Ordering::SeqCst);
-            Ok(obj.slice(r.start as usize..r.end as usize))
-        };
+        let fetch = counting(&obj, &fetches);
         // The first segment read completely, the second in part.
         planned.serve("p", &(0..1000), fetch).unwrap().unwrap();
         planned.serve("p", &(1000..1100), fetch).unwrap().unwrap();
@@ -540,10 +554,7 @@ mod tests {
         let segments = [(0..3000, 3000), (3000..6000, 3000), (6000..9000, 3000)];
         let planned = Planned::new(plan("p", &segments), 6000, None);
         let fetches = AtomicUsize::new(0);
-        let fetch = |r: Range<u64>| {
-            fetches.fetch_add(1, Ordering::SeqCst);
-            Ok(obj.slice(r.start as usize..r.end as usize))
-        };
+        let fetch = counting(&obj, &fetches);
         for round in 0..3u64 {
             for seg in 0..3u64 {
                 let range = seg * 3000 + round * 1000..seg * 3000 + round * 1000 + 1000;
@@ -575,10 +586,7 @@ mod tests {
         let mut planned = Planned::new(plan("p", &segments), 3000, None);
         planned.spill.limit = 3000;
         let fetches = AtomicUsize::new(0);
-        let fetch = |r: Range<u64>| {
-            fetches.fetch_add(1, Ordering::SeqCst);
-            Ok(obj.slice(r.start as usize..r.end as usize))
-        };
+        let fetch = counting(&obj, &fetches);
         // Room for one segment in memory and one in the file: the third read in part pushes
         // the second out with nowhere to go.
         for seg in 0..3u64 {
@@ -596,6 +604,15 @@ mod tests {
         }
         // The first came back from the file, the second was fetched again.
         assert_eq!(fetches.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn the_spill_file_is_private_and_nameless() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = create(Some(dir.path())).unwrap();
+        assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -419,10 +419,27 @@ mod tests {
             .delete(&format!("snapshots/{}", first.to_hex()))
             .unwrap();
         let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
+        let packs_before: HashSet<PackId> = repo
+            .list_packs_with_times()
+            .unwrap()
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect();
         let mut opts = options(0);
         opts.max_unused = 0.0;
         let report = prune(&repo, &opts).unwrap();
         assert!(report.packs_written > 0, "{report:?}");
+        // P5: the new packs are named by the one index file that supersedes the repacked
+        // packs' files, not by an index file of their own.
+        let (storage, keys) = (repo.storage(), repo.keys());
+        let naming_new: Vec<IndexFile> = IndexFile::list_ids_newest_first(storage)
+            .unwrap()
+            .iter()
+            .map(|id| IndexFile::load(storage, keys, id).unwrap())
+            .filter(|f| f.packs.iter().any(|(p, _)| !packs_before.contains(p)))
+            .collect();
+        assert_eq!(naming_new.len(), 1);
+        assert!(!naming_new[0].supersedes.is_empty());
         let p = opts.progress.read();
         assert_eq!(p.current, "repacking");
         assert!(p.files_done > 0, "{p:?}");
