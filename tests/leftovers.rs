@@ -154,8 +154,42 @@ fn temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Whether process `pid` holds an unnamed file (`O_TMPFILE`) open in `dir`: /proc shows its
+/// descriptor as `DIR/#INODE (deleted)`.
+fn holds_unnamed_file_in(pid: u32, dir: &Path) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let prefix = format!("{}/#", dir.display());
+    fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .any(|target| {
+            let target = target.to_string_lossy();
+            target.starts_with(&prefix) && target.ends_with(" (deleted)")
+        })
+}
+
+/// Kills `child` (SIGKILL: no clean-up) as soon as `ready` says so; panics if it ends first.
+fn kill_when(child: &mut std::process::Child, what: &str, mut ready: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        if ready() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the restore ended ({status}) before {what}");
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "not within a minute: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 #[test]
-fn a_restore_killed_while_writing_leaves_only_temporary_files_that_the_next_one_removes() {
+fn a_new_file_is_written_unnamed_so_a_killed_restore_leaves_nothing_behind() {
     let env = Env::new();
     env.init();
     let src = env.path("src");
@@ -165,33 +199,67 @@ fn a_restore_killed_while_writing_leaves_only_temporary_files_that_the_next_one_
     env.run(&["backup", src.to_str().unwrap()]).ok();
     let tgt = env.path("tgt");
     let restored = tgt.join(src.strip_prefix("/").unwrap()).join("big.bin");
-    // Kill the restore (SIGKILL: no clean-up) as soon as its temporary file appears.
+    let dir = restored.parent().unwrap().to_path_buf();
     let mut child = env
         .cmd(&["restore", "latest", "--target", tgt.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    let left = loop {
-        let found = temp_files(&tgt);
-        if !found.is_empty() {
-            child.kill().unwrap();
-            break found;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the restore ended ({status}) before its temporary file was seen");
-        }
-        assert!(
-            started.elapsed().as_secs() < 60,
-            "no temporary file within a minute"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    };
-    child.wait().unwrap();
-    assert!(
-        !restored.exists(),
-        "no file under its final name after the kill"
+    let pid = child.id();
+    // Killed while it writes the file, which has no name yet.
+    kill_when(&mut child, "its unnamed file was seen", || {
+        holds_unnamed_file_in(pid, &dir)
+    });
+    let names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "the killed restore left {names:?}");
+    let out = env
+        .run(&["restore", "latest", "--target", tgt.to_str().unwrap()])
+        .ok();
+    assert!(!out.stdout.contains("leftover"), "{}", out.stdout);
+    assert_eq!(fs::read(&restored).unwrap(), big);
+}
+
+#[test]
+fn an_overwriting_restore_killed_while_writing_leaves_the_old_file_and_a_temporary_one_the_next_removes(
+) {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let big = coffer_e2e::pseudo_random(17, 96 << 20);
+    fs::write(src.join("big.bin"), &big).unwrap();
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    let tgt = env.path("tgt");
+    let restored = tgt.join(src.strip_prefix("/").unwrap()).join("big.bin");
+    fs::create_dir_all(restored.parent().unwrap()).unwrap();
+    fs::write(&restored, "the old content").unwrap();
+    // A file replaced (--overwrite) is written under a temporary name and renamed over the old
+    // one: kill the restore (SIGKILL: no clean-up) as soon as that name appears.
+    let mut child = env
+        .cmd(&[
+            "restore",
+            "latest",
+            "--overwrite",
+            "--target",
+            tgt.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut left = Vec::new();
+    kill_when(&mut child, "its temporary file was seen", || {
+        left = temp_files(&tgt);
+        !left.is_empty()
+    });
+    assert_eq!(
+        fs::read_to_string(&restored).unwrap(),
+        "the old content",
+        "the old file is whole after the kill"
     );
     assert_eq!(
         temp_files(&tgt),
@@ -199,7 +267,13 @@ fn a_restore_killed_while_writing_leaves_only_temporary_files_that_the_next_one_
         "the killed restore's temporary file is left"
     );
     let out = env
-        .run(&["restore", "latest", "--target", tgt.to_str().unwrap()])
+        .run(&[
+            "restore",
+            "latest",
+            "--overwrite",
+            "--target",
+            tgt.to_str().unwrap(),
+        ])
         .ok();
     assert!(
         out.stdout

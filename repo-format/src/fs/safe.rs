@@ -7,7 +7,9 @@
 //! resolved again after it was checked; files are created with `O_CREAT|O_EXCL|O_NOFOLLOW`
 //! under a fresh random name (so nothing that already exists, a planted symlink included, is
 //! ever opened for writing), and put in place with `renameat`, which replaces a name and never
-//! follows it. Owner, mode and times are then set on the open descriptor, or for a symlink
+//! follows it; or created without a name (`O_TMPFILE`) and linked to their name when complete,
+//! which fails if anything is there (so nothing is replaced or followed, and nothing is left
+//! if the process dies first). Owner, mode and times are then set on the open descriptor, or for a symlink
 //! with the `AT_SYMLINK_NOFOLLOW` variants. Only the trusted root itself is opened by path,
 //! following symlinks: the operator chose it.
 
@@ -137,6 +139,99 @@ pub fn process_alive(pid: u32) -> bool {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
         Err(Errno::ESRCH)
     )
+}
+
+/// How this process gives an unnamed file a name, found out by the first
+/// [`names_unnamed_files`] that could create one: `linkat` of the descriptor itself
+/// (`AT_EMPTY_PATH`, which needs `CAP_DAC_READ_SEARCH`), or of `/proc/self/fd/N` (any user,
+/// where /proc is mounted), or neither.
+#[cfg(target_os = "linux")]
+static NAMING: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(NAMING_UNKNOWN);
+#[cfg(target_os = "linux")]
+const NAMING_UNKNOWN: u8 = 0;
+#[cfg(target_os = "linux")]
+const NAMING_EMPTY_PATH: u8 = 1;
+#[cfg(target_os = "linux")]
+const NAMING_PROC: u8 = 2;
+#[cfg(target_os = "linux")]
+const NAMING_NONE: u8 = 3;
+
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy)]
+enum Naming {
+    EmptyPath,
+    Proc,
+}
+
+/// Links the open `file` to `name` in `dir` the way `how` says.
+#[cfg(target_os = "linux")]
+fn link_fd(file: &File, dir: &Dir, name: &OsStr, how: Naming) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    match how {
+        Naming::EmptyPath => nix::unistd::linkat(
+            file.as_fd(),
+            "",
+            dir.0.as_fd(),
+            name,
+            AtFlags::AT_EMPTY_PATH,
+        ),
+        Naming::Proc => {
+            let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+            nix::unistd::linkat(
+                dir.0.as_fd(),
+                path.as_str(),
+                dir.0.as_fd(),
+                name,
+                AtFlags::AT_SYMLINK_FOLLOW,
+            )
+        }
+    }
+}
+
+/// Whether an `O_TMPFILE` open failed because the file system or kernel has no such files.
+#[cfg(target_os = "linux")]
+fn unnamed_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL)
+    )
+}
+
+/// Whether this process can name unnamed files (`O_TMPFILE`): found out once, in `dir`, by
+/// creating one and naming it with a fresh temporary name (removed at once), first through
+/// its descriptor, then through /proc. Until a directory that can hold unnamed files is met,
+/// the answer stays open (`true`: [`Dir::create_unnamed_file`] then finds the file system
+/// cannot).
+#[cfg(target_os = "linux")]
+fn names_unnamed_files(dir: &Dir) -> bool {
+    use std::sync::atomic::Ordering;
+    match NAMING.load(Ordering::Relaxed) {
+        NAMING_EMPTY_PATH | NAMING_PROC => return true,
+        NAMING_NONE => return false,
+        _ => {}
+    }
+    let Ok(file) = dir.open_unnamed(0o600) else {
+        return true;
+    };
+    let Ok(temp) = temp_name(OsStr::new("probe")) else {
+        return true;
+    };
+    for (how, code) in [
+        (Naming::EmptyPath, NAMING_EMPTY_PATH),
+        (Naming::Proc, NAMING_PROC),
+    ] {
+        match link_fd(&file, dir, &temp, how) {
+            Ok(()) => {
+                let _ = dir.remove_file(&temp);
+                NAMING.store(code, Ordering::Relaxed);
+                return true;
+            }
+            // Not permitted this way (no CAP_DAC_READ_SEARCH, no /proc): try the next.
+            Err(_) => continue,
+        }
+    }
+    NAMING.store(NAMING_NONE, Ordering::Relaxed);
+    false
 }
 
 /// The error for a symlink met where a directory was to be opened.
@@ -277,6 +372,64 @@ impl Dir {
                 Err(Errno::EEXIST) => continue,
                 Err(e) => return Err(to_io(e)),
             }
+        }
+    }
+
+    /// Creates an unnamed regular file in this directory for writing (`O_TMPFILE`), mode
+    /// `mode`: it has no name anyone could open or replace, and it vanishes if the process dies
+    /// before [`Self::link_unnamed`] names it. `Ok(None)` where this directory cannot have such
+    /// files: a file system without `O_TMPFILE` (`EOPNOTSUPP`), a kernel without it (`EISDIR`),
+    /// a system other than Linux, or a process that cannot name them
+    /// ([`names_unnamed_files`]); the caller then writes under a temporary name.
+    pub fn create_unnamed_file(&self, mode: u32) -> io::Result<Option<File>> {
+        #[cfg(target_os = "linux")]
+        {
+            if !names_unnamed_files(self) {
+                return Ok(None);
+            }
+            match self.open_unnamed(mode) {
+                Ok(file) => Ok(Some(file)),
+                Err(e) if unnamed_unsupported(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = mode;
+            Ok(None)
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn open_unnamed(&self, mode: u32) -> io::Result<File> {
+        let fd = nix::fcntl::openat(
+            self.0.as_fd(),
+            ".",
+            OFlag::O_WRONLY | OFlag::O_TMPFILE | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(to_io)?;
+        Ok(File::from(fd))
+    }
+
+    /// Gives the unnamed `file` ([`Self::create_unnamed_file`]) the name `name` in this
+    /// directory, complete as it is: `AlreadyExists` if anything is at that name (nothing is
+    /// replaced or followed), so a name created meanwhile by someone else is left alone.
+    pub fn link_unnamed(&self, file: &File, name: &OsStr) -> io::Result<()> {
+        check_name(name)?;
+        #[cfg(target_os = "linux")]
+        {
+            let how = match NAMING.load(std::sync::atomic::Ordering::Relaxed) {
+                NAMING_EMPTY_PATH => Naming::EmptyPath,
+                NAMING_PROC => Naming::Proc,
+                _ => return Err(io::Error::from(io::ErrorKind::Unsupported)),
+            };
+            link_fd(file, self, name, how).map_err(to_io)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = file;
+            Err(io::Error::from(io::ErrorKind::Unsupported))
         }
     }
 
@@ -652,6 +805,52 @@ mod tests {
         assert_eq!(s, "new");
         root.remove_file(OsStr::new("g")).unwrap();
         assert!(victim.exists());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_unnamed_file_is_named_only_when_linked_and_never_over_anything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"secret").unwrap();
+        let root_path = tmp.path().join("root");
+        std::fs::create_dir(&root_path).unwrap();
+        let root = Dir::open_trusted(&root_path).unwrap();
+        let mut file = root
+            .create_unnamed_file(0o600)
+            .unwrap()
+            .expect("ext4 and tmpfs have O_TMPFILE");
+        file.write_all(b"new").unwrap();
+        assert_eq!(
+            file.metadata().unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        assert!(root.entries().unwrap().is_empty(), "no name while written");
+        // A name that is taken (a planted symlink) is neither replaced nor followed.
+        std::os::unix::fs::symlink(&victim, root_path.join("f")).unwrap();
+        let e = root.link_unnamed(&file, OsStr::new("f")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+        root.link_unnamed(&file, OsStr::new("g")).unwrap();
+        assert_eq!(std::fs::read(root_path.join("g")).unwrap(), b"new");
+        let mut names: Vec<_> = root
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["f", "g"], "the probe left no name behind");
+        // Through /proc, the way for a process without CAP_DAC_READ_SEARCH.
+        let mut other = root.create_unnamed_file(0o600).unwrap().unwrap();
+        other.write_all(b"other").unwrap();
+        link_fd(&other, &root, OsStr::new("h"), Naming::Proc).unwrap();
+        assert_eq!(std::fs::read(root_path.join("h")).unwrap(), b"other");
+        std::fs::remove_file(root_path.join("h")).unwrap();
+        // Dropped without a name: nothing is left.
+        let other = root.create_unnamed_file(0o600).unwrap().unwrap();
+        drop(other);
+        assert_eq!(root.entries().unwrap().len(), 2);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! batches ([`super::plan::batches`]), each read through the one
 //! [`crate::repository::BlobReader`], and directory metadata last. Everything below the root is
 //! reached through directory handles without following symlinks, created exclusively under
-//! temporary names and renamed into place ([`crate::fs::safe`]).
+//! temporary names and renamed into place, or (new files) written unnamed and linked to their
+//! names ([`crate::fs::safe`]).
 //!
 //! May use: `fs/`, `format/` (tree nodes), the repository's reader.
 
@@ -495,13 +496,19 @@ pub(super) fn mtime(node: &Node) -> filetime::FileTime {
     )
 }
 
-/// Writes one file into `dir` (the directory holding `dest`): always to a new file under a
-/// fresh random temporary name (`O_CREAT|O_EXCL|O_NOFOLLOW`, 0600), which gets its owner, mode
-/// extended attributes and time through the open descriptor and is then renamed to its final name, so the final
-/// name never holds a partial file and nothing that already existed is opened. A file that
-/// existed at planning (`replacing`, with --overwrite) is replaced by the rename (a symlink
-/// there is replaced, not followed); a new one is renamed without replacing, so a name created
-/// meanwhile is not clobbered. On any error (or an interrupt) the temporary file is removed.
+/// Writes one file into `dir` (the directory holding `dest`), always to a new file that nobody
+/// else can open, so the final name never holds a partial file and nothing that already existed
+/// is opened for writing. The file gets its content, owner, mode, extended attributes and time
+/// through the open descriptor and only then its final name:
+/// - a new file is written unnamed (`O_TMPFILE`) and linked to its name, which fails if
+///   something was created at that name meanwhile (it is left alone); where the file system
+///   cannot, it is written like a replacing one and renamed without replacing;
+/// - a file that existed at planning (`replacing`, with --overwrite) is written under a fresh
+///   random temporary name (`O_CREAT|O_EXCL|O_NOFOLLOW`, 0600) and renamed over the old one (a
+///   symlink there is replaced, not followed).
+///
+/// On any error (or an interrupt) nothing is left: an unnamed file vanishes with its
+/// descriptor, a temporary name is removed.
 fn restore_file(
     repo: &Repository,
     node: &Node,
@@ -512,6 +519,25 @@ fn restore_file(
     watch: Watch<'_>,
 ) -> Result<(u64, Vec<String>)> {
     let name = dest.file_name().unwrap_or_default();
+    let unnamed = if replacing {
+        None
+    } else {
+        dir.create_unnamed_file(0o600)
+            .map_err(|e| Error::io("creating", dest, e))?
+    };
+    if let Some(file) = unnamed {
+        let result = write_content(repo, node, dest, dest, &file, source, watch)
+            .and_then(|written| finish_file(node, dest, &file).map(|failed| (written, failed)))
+            .and_then(|written| {
+                dir.link_unnamed(&file, name)
+                    .map_err(|e| placing_error(dest, e))
+                    .map(|()| written)
+            });
+        if result.is_ok() {
+            watch.progress.file_done();
+        }
+        return result;
+    }
     let (temp, file) = dir
         .create_temp_file(name, 0o600)
         .map_err(|e| Error::io("creating", dest, e))?;
@@ -520,21 +546,7 @@ fn restore_file(
         .and_then(|written| finish_file(node, &path, &file).map(|failed| (written, failed)))
         .and_then(|written| {
             dir.rename(&temp, name, replacing)
-                .map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        Error::io(
-                            "renaming into place",
-                            dest,
-                            std::io::Error::new(
-                                e.kind(),
-                                "something was created at this name during the restore; \
-                                 it was left alone",
-                            ),
-                        )
-                    } else {
-                        Error::io("renaming into place", dest, e)
-                    }
-                })
+                .map_err(|e| placing_error(dest, e))
                 .map(|()| written)
         });
     drop(file);
@@ -545,6 +557,22 @@ fn restore_file(
         }
     }
     result
+}
+
+/// The error for a finished file that could not be given its name.
+fn placing_error(dest: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        Error::io(
+            "renaming into place",
+            dest,
+            std::io::Error::new(
+                e.kind(),
+                "something was created at this name during the restore; it was left alone",
+            ),
+        )
+    } else {
+        Error::io("renaming into place", dest, e)
+    }
 }
 
 /// What a file's writing looks at besides the file: the interrupt flag, the progress counters.

@@ -7,12 +7,15 @@
 //! a time from the target without following symlinks, and everything restore creates is created
 //! exclusively relative to such a handle ([`crate::fs::safe`]), so a symlink planted by whoever can
 //! write a directory in the target is replaced or refused, never followed. Every file is written
-//! under a fresh random temporary name (`.NAME.coffer-tmp-<pid>-<16 hex digits>`, mode 0600), gets its
-//! owner, mode and time through its descriptor and is renamed into place when complete (over an
-//! existing file with --overwrite, so the old content stays whole until the new content is); on
-//! an error or interrupt the temporary file is removed; one a killed restore left behind is
-//! removed by the next restore into that directory (the name holds the process id, and only
-//! names of processes no longer running are removed, regular files only). New directories are 0700 until their
+//! where nobody else can open it, gets its owner, mode and time through its descriptor and its
+//! name only when complete: a new file is written unnamed (`O_TMPFILE`) and linked to its name
+//! without replacing anything, so nothing of it outlives the process; a file replaced with
+//! --overwrite (or any file where the file system has no unnamed files) is written under a fresh
+//! random temporary name (`.NAME.coffer-tmp-<pid>-<16 hex digits>`, mode 0600) and renamed into
+//! place (over the old file, so the old content stays whole until the new content is). On an
+//! error or interrupt the temporary file is removed; one a killed restore left behind is removed
+//! by the next restore into that directory (the name holds the process id, and only names of
+//! processes no longer running are removed, regular files only). New directories are 0700 until their
 //! contents are complete. Every blob is authenticated and checked against its id on the way.
 //! File contents are written by several threads (one per core, or one per connection for object
 //! stores, plus one on local disk where reads bypass the page cache and wait for the device),
