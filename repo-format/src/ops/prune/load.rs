@@ -1,6 +1,7 @@
-//! Step 1 of a prune pass: what the repository holds. The snapshots' root trees, then every
-//! index file and deletion plan (in that order, see docs/maintenance.md), and the age rules that
-//! keep a running backup's fresh packs safe.
+//! Step 1 of a prune pass: what the repository holds. The snapshots' root trees, every index
+//! file and deletion plan (the plans beside the index files: only the lease holder writes
+//! them), and the age rules that keep a running backup's fresh packs safe. In which order they
+//! are read is the caller's (docs/maintenance.md, P2 and P2a).
 //!
 //! May use: `format/`, `storage/` and the stored-object reads of `repository::stored` (index
 //! files, snapshots and plans read `--connections` at a time). Decides nothing.
@@ -35,17 +36,17 @@ pub(super) struct Loaded {
 }
 
 pub(super) fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
-    let mut all = Vec::new();
-    // Newest first, as `MasterIndex::load` reads them.
-    let ids = IndexFile::list_ids_newest_first(storage)?;
-    let loaded = load_each(storage, &ids, |id| IndexFile::load(storage, keys, id));
-    for (id, result) in ids.into_iter().zip(loaded) {
-        match result {
-            Ok(file) => all.push((id, file)),
-            Err(Error::Missing { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    // Deletion plans are written only under the lease, so they may be read at any point of the
+    // pass: beside the index files.
+    let (plans, files) = std::thread::scope(|scope| {
+        let plans = scope.spawn(|| plan::DeletionPlan::load_all(storage, keys));
+        let files = index_files(storage, keys);
+        let plans = plans
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (plans, files)
+    });
+    let all = files?;
     let superseded: HashSet<IndexId> = all
         .iter()
         .flat_map(|(_, f)| f.supersedes.iter().copied())
@@ -75,7 +76,7 @@ pub(super) fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
         files.push((id, packs));
     }
     // A damaged plan is treated as absent (docs/maintenance.md, "Damaged deletion plans").
-    let plans = plan::DeletionPlan::load_all(storage, keys)?;
+    let plans = plans?;
     let damaged_plans = plans.damage_warnings();
     let plans = plans.good;
     for (_, p) in &plans {
@@ -93,6 +94,22 @@ pub(super) fn load(storage: &Storage, keys: &MasterKeys) -> Result<Loaded> {
         damaged_plans,
         blob_bytes,
     })
+}
+
+/// Every index file present, newest first (as `MasterIndex::load` reads them); one deleted
+/// between listing and reading is left out.
+fn index_files(storage: &Storage, keys: &MasterKeys) -> Result<Vec<(IndexId, IndexFile)>> {
+    let mut all = Vec::new();
+    let ids = IndexFile::list_ids_newest_first(storage)?;
+    let loaded = load_each(storage, &ids, |id| IndexFile::load(storage, keys, id));
+    for (id, result) in ids.into_iter().zip(loaded) {
+        match result {
+            Ok(file) => all.push((id, file)),
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(all)
 }
 
 /// How long after writing a plan prune may still write the index that supersedes the
@@ -120,8 +137,8 @@ pub(super) fn old_enough_unindexed(modified: jiff::Timestamp, now: jiff::Timesta
     now.checked_sub(age).is_ok_and(|limit| modified <= limit)
 }
 
-/// The root tree of every snapshot. Read before the index: a snapshot is written after its
-/// index, so every snapshot seen here has its blobs in the index loaded next.
+/// The root tree of every snapshot. Read in order, before the index: a snapshot is written
+/// after its index, so every snapshot seen here has its blobs in the index loaded next (P2).
 pub(super) fn snapshot_roots(
     storage: &Storage,
     keys: &MasterKeys,

@@ -2,8 +2,10 @@
 //!
 //! One pass, under the maintenance lease ([`crate::format::lease`]):
 //!
-//! 1. **Load** every snapshot, then the index (live files and deletion plans), then the pack
-//!    listing, in that order.
+//! 1. **Load** every snapshot, the index (live files and deletion plans) and the pack listing,
+//!    all at once; if what was read does not hold together (a pack the index names not listed,
+//!    a blob a snapshot reaches in no index, as a backup finishing meanwhile can cause), read
+//!    again in order: snapshots, then index, then listing (docs/maintenance.md, P2, P2a).
 //! 2. **Mark** every blob reachable from a snapshot, as one bit per index position.
 //! 3. **Decide due plans** (phase 2): a plan whose index deadline is a grace period past has
 //!    each pack deleted unless a live index lists it again, a plan not yet due also lists it, or a
@@ -172,10 +174,9 @@ fn prune_claimed(
     claim: Result<Claim>,
     mut report: PruneReport,
 ) -> Result<PruneReport> {
-    let (storage, keys) = (repo.storage(), repo.keys());
-    let (lease, roots) = claim?.confirm_while(|| snapshots_and_plans(storage, keys))?;
+    let (lease, read) = claim?.confirm_while(|| read_at_once(repo))?;
     let (wrote_plan, reachable) =
-        pass(repo, Some(&lease), options, &mut report, None, Some(roots?))?;
+        pass(repo, Some(&lease), options, &mut report, None, Some(read?))?;
     if wrote_plan && options.grace.is_zero() {
         let mut second = PruneReport::default();
         pass(
@@ -200,7 +201,100 @@ fn prune_claimed(
     Ok(report)
 }
 
-/// The first step of a pass: the snapshots' root trees, each listing made afresh (not from
+/// What a pass reads before it decides anything: the snapshots' root trees, the index (live
+/// files and deletion plans) and the pack listing.
+struct Read {
+    roots: Vec<(SnapshotId, BlobId)>,
+    loaded: load::Loaded,
+    listed: Vec<(PackId, u64, jiff::Timestamp)>,
+    /// Read all at once ([`read_at_once`]): read again in order if it does not hold together.
+    at_once: bool,
+}
+
+impl Read {
+    /// Whether every pack a live index file names is in the pack listing. Read in order, a
+    /// pack that is not is missing (P2); read at once, it may be a running backup's newest
+    /// pack, listed before it was uploaded and named by an index file read after.
+    fn listing_covers_index(&self) -> bool {
+        let listed: HashSet<PackId> = self.listed.iter().map(|(id, _, _)| *id).collect();
+        self.loaded
+            .files
+            .iter()
+            .all(|(_, packs)| packs.iter().all(|p| listed.contains(p)))
+    }
+}
+
+/// Reads the snapshots, the index (files and plans) and the pack listing all at once: their
+/// listings in one round trip, their objects in the next, where reading them in order takes
+/// five (docs/maintenance.md, P2a). Made afresh, not from listings this handle made before.
+/// What is read this way may not hold together: a backup that finished meanwhile may show its
+/// snapshot but not its index file, or its index file but not its newest pack. [`pass`]
+/// checks both (a blob a snapshot needs in no index, a pack the index names not listed) and
+/// then reads again in order ([`read_in_order`]) before it decides anything.
+fn read_at_once(repo: &Repository) -> Result<Read> {
+    let (storage, keys) = (repo.storage(), repo.keys());
+    storage.forget_listings();
+    std::thread::scope(|scope| {
+        let listed = scope.spawn(|| repo.list_packs_with_times());
+        let loaded = scope.spawn(|| load::load(storage, keys));
+        let roots = load::snapshot_roots(storage, keys);
+        let listed = listed
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let loaded = loaded
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        Ok(Read {
+            roots: roots?,
+            loaded: loaded?,
+            listed: listed?,
+            at_once: true,
+        })
+    })
+}
+
+/// Reads the snapshots, then the index, then the pack listing (P2): every snapshot seen has its
+/// blobs in the index loaded after it, and every pack that index names is in the listing made
+/// after it, unless the pack is missing.
+fn read_in_order(repo: &Repository) -> Result<Read> {
+    let (storage, keys) = (repo.storage(), repo.keys());
+    let roots = snapshots_and_plans(storage, keys)?;
+    let loaded = load::load(storage, keys)?;
+    let listed = repo.list_packs_with_times()?;
+    Ok(Read {
+        roots,
+        loaded,
+        listed,
+        at_once: false,
+    })
+}
+
+/// Marks every blob the snapshots of `read` reach: from the trees, or, when `before` (the
+/// first pass of a zero-grace prune) found the same snapshots, from its list of their blobs.
+/// Refuses (`Error::Missing`) if one is in no index.
+fn mark_reachable(
+    repo: &Repository,
+    read: &Read,
+    before: Option<&Reachable>,
+    cancel: &AtomicBool,
+) -> Result<mark::Marks> {
+    let same_snapshots = before.filter(|b| {
+        let mut now = read.roots.clone();
+        now.sort();
+        b.roots == now
+    });
+    match same_snapshots {
+        Some(b) => b.mark(&read.loaded.index, cancel),
+        None => {
+            let index = &read.loaded.index;
+            let reader =
+                BlobReader::new(repo.storage(), repo.keys(), index, repo.config().pack_size);
+            mark::mark(&reader, &read.roots, cancel)
+        }
+    }
+}
+
+/// The first step of reading in order: the snapshots' root trees, each listing made afresh (not from
 /// listings this handle made before, such as forget's or the first pass's). Deletion plans
 /// are written only under the lease, so their listing may be made at any point of the pass: it
 /// is made beside the snapshots' (one round trip less on an object store), remembered, and
@@ -256,30 +350,46 @@ fn staging(
     Ok(())
 }
 
-/// One pass: load, mark, decide (pure, [`plan::decide`]), then carry out. Returns whether it
+/// One pass: read, mark, decide (pure, [`plan::decide`]), then carry out. Returns whether it
 /// wrote a deletion plan and, when it did and a second pass follows (zero grace), what it found
 /// reachable. `before` is what the pass before found: if the snapshots are the same, their blobs
-/// are marked without reading the trees again.
+/// are marked without reading the trees again. `read` is what was read while the lease was
+/// confirmed (the first pass), else the pass reads it.
 fn pass(
     repo: &Repository,
     lease: Option<&Lease>,
     options: &PruneOptions,
     report: &mut PruneReport,
     before: Option<&Reachable>,
-    roots: Option<Vec<(SnapshotId, BlobId)>>,
+    read: Option<Read>,
 ) -> Result<(bool, Option<Reachable>)> {
     let (storage, keys) = (repo.storage(), repo.keys());
     let cancel = &options.cancel;
-    // Order matters: snapshots, then the index, then the pack listing (docs/maintenance.md).
-    let roots = match roots {
-        Some(roots) => roots,
-        None => snapshots_and_plans(storage, keys)?,
+    // Read at once, then checked: what does not hold together is read again in order, and only
+    // what holds together is decided on (docs/maintenance.md, P2 and P2a).
+    let mut read = match read {
+        Some(read) => read,
+        None => read_at_once(repo)?,
     };
+    if read.at_once && !read.listing_covers_index() {
+        read = read_in_order(repo)?;
+    }
+    let marks = match mark_reachable(repo, &read, before, cancel) {
+        Err(Error::Missing { .. }) if read.at_once => {
+            read = read_in_order(repo)?;
+            mark_reachable(repo, &read, before, cancel)?
+        }
+        marks => marks?,
+    };
+    let Read {
+        roots,
+        loaded,
+        listed,
+        ..
+    } = read;
     report.snapshots = roots.len();
-    let loaded = load::load(storage, keys)?;
     report.warnings.clone_from(&loaded.damaged_plans);
     let reader = BlobReader::new(storage, keys, &loaded.index, repo.config().pack_size);
-    let listed = repo.list_packs_with_times()?;
     let present: HashMap<PackId, u64> = listed.iter().map(|(id, size, _)| (*id, *size)).collect();
     // Packs too young to be condemned or deleted while no index names them: a running
     // backup's fresh packs, whatever the grace period (P4a).
@@ -291,16 +401,6 @@ fn pass(
         .collect();
     report.packs = present.len();
     report.pack_bytes = present.values().sum();
-    let same_snapshots = before.filter(|b| {
-        let mut now = roots.clone();
-        now.sort();
-        b.roots == now
-    });
-    let marks = match same_snapshots {
-        Some(b) => b.mark(&loaded.index, cancel)?,
-        None => mark::mark(&reader, &roots, cancel)?,
-    };
-
     let facts = plan::Facts {
         index: &loaded.index,
         marks: &marks,
@@ -399,6 +499,148 @@ mod tests {
         }];
         opts.hostname = "h".into();
         backup(repo, opts).unwrap().id.unwrap()
+    }
+
+    /// A store whose next listing of a directory can be made to come back empty, as one made
+    /// at the same moment as other readings can miss what was written just after it; counts
+    /// the listings of each directory.
+    #[derive(Default)]
+    struct ListsEarly {
+        inner: crate::storage::memory::MemoryBackend,
+        early: std::sync::Mutex<HashSet<String>>,
+        listed: std::sync::Mutex<HashMap<String, usize>>,
+    }
+
+    impl ListsEarly {
+        fn next_listing_empty(&self, dir: &str) {
+            self.early.lock().unwrap().insert(dir.to_string());
+        }
+        fn listings(&self, dir: &str) -> usize {
+            self.listed.lock().unwrap().get(dir).copied().unwrap_or(0)
+        }
+    }
+
+    impl crate::storage::backend::Backend for ListsEarly {
+        fn put_new(&self, key: &str, bytes: bytes::Bytes) -> Result<()> {
+            self.inner.put_new(key, bytes)
+        }
+        fn get(&self, what: &'static str, key: &str) -> Result<bytes::Bytes> {
+            self.inner.get(what, key)
+        }
+        fn get_bounded(
+            &self,
+            what: &'static str,
+            key: &str,
+            max: u64,
+            known_size: Option<u64>,
+        ) -> Result<bytes::Bytes> {
+            self.inner.get_bounded(what, key, max, known_size)
+        }
+        fn get_range(
+            &self,
+            what: &'static str,
+            key: &str,
+            range: std::ops::Range<u64>,
+        ) -> Result<bytes::Bytes> {
+            self.inner.get_range(what, key, range)
+        }
+        fn size(&self, key: &str) -> Result<Option<u64>> {
+            self.inner.size(key)
+        }
+        fn list(&self, dir: &str) -> Result<Vec<crate::storage::backend::ObjectInfo>> {
+            *self
+                .listed
+                .lock()
+                .unwrap()
+                .entry(dir.to_string())
+                .or_default() += 1;
+            if self.early.lock().unwrap().remove(dir) {
+                return Ok(Vec::new());
+            }
+            self.inner.list(dir)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+    }
+
+    /// Two snapshots, the first forgotten, in a repository behind [`ListsEarly`].
+    fn forgotten_first() -> (Arc<ListsEarly>, Repository) {
+        let store = Arc::new(ListsEarly::default());
+        let storage = Storage::from_backend(
+            store.clone(),
+            crate::storage::StoreKind::Memory,
+            "memory://",
+        );
+        let repo = Repository::init(storage, b"pw", &crate::repository::test_options()).unwrap();
+        let first = backup_stream(&repo, stream(1, 4 << 20));
+        let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
+        backup_stream(&repo, stream(2, 4 << 20));
+        repo.storage()
+            .delete(&format!("snapshots/{}", first.to_hex()))
+            .unwrap();
+        (store, repo)
+    }
+
+    /// After the prune: the kept snapshot is whole and only its packs are left.
+    fn assert_pruned_and_whole(repo: &Repository, report: &PruneReport) {
+        assert_eq!(report.snapshots, 1);
+        assert!(report.packs_deleted > 0, "{report:?}");
+        let repo = Repository::open(repo.storage().clone(), b"pw").unwrap();
+        let checked = crate::ops::check::check(
+            &repo,
+            &crate::ops::check::CheckOptions {
+                read_data: crate::ops::check::ReadData::All,
+                cancel: Arc::default(),
+            },
+        )
+        .unwrap();
+        assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+        assert!(checked.damaged_snapshots.is_empty());
+        assert_eq!(checked.snapshots, 1);
+    }
+
+    /// Read at once, the pack listing can miss packs an index file read at the same moment
+    /// names (a backup that finished meanwhile): prune reads again in order instead of taking
+    /// them for missing and refusing (P2a).
+    #[test]
+    fn packs_missing_from_a_listing_made_at_once_are_read_again_in_order() {
+        let (store, repo) = forgotten_first();
+        let before = store.listings("data");
+        store.next_listing_empty("data");
+        let report = prune(&repo, &options(0)).unwrap();
+        // The first pass listed the packs twice (at once, then in order), the second once.
+        assert_eq!(store.listings("data") - before, 3);
+        assert_pruned_and_whole(&repo, &report);
+    }
+
+    /// Read at once, the snapshots can be read while the index files that hold their blobs are
+    /// not yet listed: prune reads again in order instead of refusing (P2a).
+    #[test]
+    fn snapshots_read_before_their_index_at_once_are_read_again_in_order() {
+        let (store, repo) = forgotten_first();
+        let before = store.listings("index");
+        store.next_listing_empty("index");
+        let report = prune(&repo, &options(0)).unwrap();
+        assert_eq!(store.listings("index") - before, 3);
+        assert_pruned_and_whole(&repo, &report);
+    }
+
+    /// A reading that holds together is not read again: each pass lists each directory once.
+    #[test]
+    fn a_reading_at_once_that_holds_together_is_all_a_pass_reads() {
+        let (store, repo) = forgotten_first();
+        let dirs = ["data", "index", "snapshots", "plans"];
+        let before = dirs.map(|dir| store.listings(dir));
+        let report = prune(&repo, &options(0)).unwrap();
+        for (dir, before) in dirs.iter().zip(before) {
+            assert_eq!(
+                store.listings(dir) - before,
+                2,
+                "{dir} listed once per pass"
+            );
+        }
+        assert_pruned_and_whole(&repo, &report);
     }
 
     /// Repacking counts its blobs and bytes for a progress display, out of totals it knows
