@@ -1,7 +1,8 @@
 //! Steps 5 and 6 of a prune pass: carry out what [`super::plan`] decided. Copy the used blobs
-//! out of packs being repacked (read through the one [`BlobReader`], moved sealed), write the
-//! deletion plan, then the one index file that names the new packs and supersedes the affected
-//! ones, then delete what the due plans condemned, checking the lease before every change.
+//! out of packs being repacked (read through the one [`BlobReader`], moved sealed) and write the
+//! deletion plan (one after the other, or with a zero grace period at the same time), then the
+//! one index file that names the new packs and supersedes the affected ones, then delete what
+//! the due plans condemned, checking the lease before every change.
 //!
 //! May use: `format/`, `storage/`, the repository's reader and writer, the lease.
 
@@ -78,18 +79,22 @@ pub(super) fn repack(
     writer.finish_unindexed()
 }
 
-/// Steps 5b and 5c: the deletion plan (every condemned pack still present, with its entries,
-/// and the packs in no index), then one index file that names the packs `repacked` wrote,
-/// supersedes every affected one and lists their packs that stay plus the re-indexed ones.
-/// Returns whether a plan was written.
-pub(super) fn write_plan_and_index(
+/// What steps 5b and 5c write, worked out from the decisions: the deletion plan's packs (every
+/// condemned pack still present, with its entries, and the packs in no index) and the packs
+/// that stay in the affected index files.
+pub(super) struct Writes {
+    plan_packs: Vec<(PackId, Vec<PackedBlob>)>,
+    kept: Vec<(PackId, Vec<PackedBlob>)>,
+    seen_kept: HashSet<PackId>,
+    wrote_plan: bool,
+}
+
+/// Works out [`Writes`] (reads the affected index files, which are cached).
+pub(super) fn writes(
     repo: &Repository,
-    lease: Option<&Lease>,
-    decisions: Decisions,
-    repacked: Vec<(PackId, Vec<PackedBlob>)>,
+    decisions: &Decisions,
     present: &HashMap<PackId, u64>,
-    options: &PruneOptions,
-) -> Result<bool> {
+) -> Result<Writes> {
     let (storage, keys) = (repo.storage(), repo.keys());
     let mut plan_packs: Vec<(PackId, Vec<PackedBlob>)> = Vec::new();
     let mut kept: Vec<(PackId, Vec<PackedBlob>)> = Vec::new();
@@ -109,22 +114,62 @@ pub(super) fn write_plan_and_index(
     }
     plan_packs.extend(decisions.unindexed.iter().map(|p| (*p, Vec::new())));
     let wrote_plan = decisions.writes_plan(plan_packs.len());
+    Ok(Writes {
+        plan_packs,
+        kept,
+        seen_kept,
+        wrote_plan,
+    })
+}
+
+/// Step 5b: the deletion plan, if there is one; returns its index deadline (P6), counted from
+/// now.
+pub(super) fn write_plan(
+    repo: &Repository,
+    lease: Option<&Lease>,
+    decisions: &Decisions,
+    writes: &Writes,
+    options: &PruneOptions,
+) -> Result<Option<jiff::Timestamp>> {
+    if !writes.wrote_plan {
+        return Ok(None);
+    }
     let created = jiff::Timestamp::now();
     let window = super::load::index_window(options.grace);
     let index_deadline = created
         .checked_add(window)
         .map_err(|e| Error::InvalidInput(format!("plan deadline: {e}")))?;
-    let check = || lease.map_or(Ok(()), Lease::check);
-    if wrote_plan {
-        check()?;
-        DeletionPlan {
-            created,
-            index_deadline,
-            index_files: decisions.affected.clone(),
-            packs: plan_packs,
-        }
-        .save(storage, keys)?;
+    if let Some(lease) = lease {
+        lease.check()?;
     }
+    DeletionPlan {
+        created,
+        index_deadline,
+        index_files: decisions.affected.clone(),
+        packs: writes.plan_packs.clone(),
+    }
+    .save(repo.storage(), repo.keys())?;
+    Ok(Some(index_deadline))
+}
+
+/// Step 5c: one index file that names the packs `repacked` wrote, supersedes every affected
+/// one and lists their packs that stay plus the re-indexed ones, written only before the
+/// plan's `deadline` (P6). Returns whether a plan was written.
+pub(super) fn write_index(
+    repo: &Repository,
+    lease: Option<&Lease>,
+    decisions: Decisions,
+    writes: Writes,
+    deadline: Option<jiff::Timestamp>,
+    repacked: Vec<(PackId, Vec<PackedBlob>)>,
+    options: &PruneOptions,
+) -> Result<bool> {
+    let Writes {
+        mut kept,
+        mut seen_kept,
+        wrote_plan,
+        ..
+    } = writes;
     for (pack, blobs) in decisions.reindex.into_iter().chain(repacked) {
         if seen_kept.insert(pack) {
             kept.push((pack, blobs));
@@ -134,18 +179,23 @@ pub(super) fn write_plan_and_index(
         // P6: past the plan's deadline, a backup that loaded the index since the plan was
         // written could outlive the grace period counted from the deadline. Stop instead: the
         // condemned packs stay live, the plan is harmless, and the next prune starts over.
-        if wrote_plan && !options.grace.is_zero() && jiff::Timestamp::now() > index_deadline {
-            return Err(Error::InvalidInput(format!(
-                "prune took longer than {window:#} between writing its deletion plan and its \
-                 index; nothing was removed, run prune again"
-            )));
+        if let Some(deadline) = deadline {
+            if !options.grace.is_zero() && jiff::Timestamp::now() > deadline {
+                let window = super::load::index_window(options.grace);
+                return Err(Error::InvalidInput(format!(
+                    "prune took longer than {window:#} between writing its deletion plan and \
+                     its index; nothing was removed, run prune again"
+                )));
+            }
         }
-        check()?;
+        if let Some(lease) = lease {
+            lease.check()?;
+        }
         IndexFile {
             supersedes: decisions.affected,
             packs: kept,
         }
-        .save(storage, keys)?;
+        .save(repo.storage(), repo.keys())?;
     }
     Ok(wrote_plan)
 }
@@ -157,8 +207,9 @@ pub(super) struct Deletions {
     pub plans: Vec<String>,
 }
 
-/// Step 6: deletes the packs (several at once), then the index files, then the plans carried
-/// out, checking the lease before each deletion; counts them in `report`.
+/// Step 6: deletes the packs and the superseded index files (several at once, together: D4),
+/// then the plans carried out, checking the lease before each deletion; counts them in
+/// `report`.
 pub(super) fn delete(
     repo: &Repository,
     lease: Option<&Lease>,
@@ -177,9 +228,9 @@ pub(super) fn delete(
         .collect();
     let storage = repo.storage();
     let check = || lease.map_or(Ok(()), Lease::check);
-    delete_each(storage, &packs, check)?;
+    let both: Vec<String> = packs.iter().chain(&files).cloned().collect();
+    delete_each(storage, &both, check)?;
     report.packs_deleted += packs.len();
-    delete_each(storage, &files, check)?;
     report.index_files_deleted += files.len();
     delete_each(storage, &deletions.plans, check)?;
     report.plans_carried_out += deletions.plans.len();

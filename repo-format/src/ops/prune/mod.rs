@@ -434,10 +434,26 @@ fn pass(
     if cancel.load(Ordering::SeqCst) {
         return Err(Error::Interrupted);
     }
-    let repacked = execute::repack(repo, &reader, &marks, &decisions, options)?;
+    let writes = execute::writes(repo, &decisions, &present)?;
+    // P5: the new packs and the plan, both before the index file. With a grace period the plan
+    // follows the packs, since its index deadline (P6) runs from when it is written; with none
+    // there is no deadline, and the plan is written while the packs are.
+    let (repacked, deadline) = if options.grace.is_zero() {
+        std::thread::scope(|scope| {
+            let plan =
+                scope.spawn(|| execute::write_plan(repo, lease, &decisions, &writes, options));
+            let repacked = execute::repack(repo, &reader, &marks, &decisions, options);
+            let plan = plan.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            Ok::<_, Error>((repacked?, plan?))
+        })?
+    } else {
+        let repacked = execute::repack(repo, &reader, &marks, &decisions, options)?;
+        let deadline = execute::write_plan(repo, lease, &decisions, &writes, options)?;
+        (repacked, deadline)
+    };
     report.packs_written += repacked.len();
     let wrote_plan =
-        execute::write_plan_and_index(repo, lease, decisions, repacked, &present, options)?;
+        execute::write_index(repo, lease, decisions, writes, deadline, repacked, options)?;
     execute::delete(repo, lease, &deletions, report)?;
     let reachable = if wrote_plan && options.grace.is_zero() {
         Reachable::collect(roots, &loaded.index, &marks)

@@ -471,10 +471,26 @@ fn restore_batch(
 
 /// Every conflict with an existing file is found before anything is written. Returns, for each
 /// destination, whether something exists there (so writing need not look again).
+///
+/// The plan lists directories before what is in them, so below a directory found missing
+/// nothing is looked up (nothing can be there; something created there meanwhile is met when
+/// writing: a new file is never put over anything).
 pub(super) fn check_conflicts(plan: &[(PathBuf, Node)], overwrite: bool) -> Result<Vec<bool>> {
     let mut exists = Vec::with_capacity(plan.len());
+    let mut missing_dirs: std::collections::HashSet<&Path> = std::collections::HashSet::new();
     for (dest, node) in plan {
+        if dest.parent().is_some_and(|p| missing_dirs.contains(p)) {
+            if node.kind == NodeKind::Dir {
+                missing_dirs.insert(dest);
+            }
+            exists.push(false);
+            continue;
+        }
         let meta = std::fs::symlink_metadata(dest);
+        let not_found = matches!(&meta, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        if not_found && node.kind == NodeKind::Dir {
+            missing_dirs.insert(dest);
+        }
         if let Ok(meta) = &meta {
             let conflict = match node.kind {
                 NodeKind::Dir => !meta.is_dir(),
@@ -692,4 +708,56 @@ pub(super) fn xattr_warning(dest: &Path, failed: Vec<String>) -> Option<RestoreW
         reason: format!("extended attributes not set: {}", failed.join("; ")),
         restored: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(kind: NodeKind) -> Node {
+        Node {
+            name: "n".into(),
+            name_bytes: None,
+            kind,
+            mode: 0o644,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+            target_bytes: None,
+            device: None,
+            links: None,
+            device_id: None,
+            sparse: false,
+            xattrs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn conflicts_are_found_and_what_is_below_a_missing_directory_is_new() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir(root.join("old")).unwrap();
+        std::fs::write(root.join("old/f"), "x").unwrap();
+        let plan: Vec<(PathBuf, Node)> = vec![
+            (root.join("old"), node(NodeKind::Dir)),
+            (root.join("old/f"), node(NodeKind::File)),
+            (root.join("old/g"), node(NodeKind::File)),
+            (root.join("new"), node(NodeKind::Dir)),
+            (root.join("new/sub"), node(NodeKind::Dir)),
+            (root.join("new/sub/f"), node(NodeKind::File)),
+        ];
+        let e = check_conflicts(&plan, false).unwrap_err();
+        assert!(
+            matches!(e, Error::WouldOverwrite(ref p) if p == &root.join("old/f")),
+            "{e}"
+        );
+        let exists = check_conflicts(&plan, true).unwrap();
+        assert_eq!(exists, [true, true, false, false, false, false]);
+    }
 }
