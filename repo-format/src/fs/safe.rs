@@ -380,7 +380,7 @@ impl Dir {
     /// before [`Self::link_unnamed`] names it. `Ok(None)` where this directory cannot have such
     /// files: a file system without `O_TMPFILE` (`EOPNOTSUPP`), a kernel without it (`EISDIR`),
     /// a system other than Linux, or a process that cannot name them
-    /// ([`names_unnamed_files`]); the caller then writes under a temporary name.
+    /// (`names_unnamed_files`); the caller then writes under a temporary name.
     pub fn create_unnamed_file(&self, mode: u32) -> io::Result<Option<File>> {
         #[cfg(target_os = "linux")]
         {

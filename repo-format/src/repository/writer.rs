@@ -104,10 +104,23 @@ pub struct BlobWriter<'r> {
 impl<'r> BlobWriter<'r> {
     /// A writer with `connections` uploader threads. Setting `cancel` stops uploads early.
     pub fn new(repo: &'r Repository, connections: usize, cancel: Arc<AtomicBool>) -> Result<Self> {
-        let connections = connections.max(1);
         // One finished pack may wait per connection: memory stays at about
         // (2 open packs + 2 per connection) x pack size, whatever the size of the backup.
-        let (tx, rx) = bounded::<FinishedPack>(connections);
+        Self::with_queue(repo, connections, connections, cancel)
+    }
+
+    /// A writer with `connections` uploader threads and room for `queued` finished packs
+    /// waiting for one (0: a finished pack is handed straight to an uploader, its writer
+    /// waiting until one is free). Memory stays at about
+    /// (2 open packs + `connections` + `queued`) x pack size.
+    pub fn with_queue(
+        repo: &'r Repository,
+        connections: usize,
+        queued: usize,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Self> {
+        let connections = connections.max(1);
+        let (tx, rx) = bounded::<FinishedPack>(queued);
         let shared = Arc::new(Shared {
             uploaded: Mutex::new(Vec::new()),
             spare: Mutex::new(Vec::new()),

@@ -22,7 +22,8 @@
 //! `execute`. Every step can be interrupted; the next prune finishes the job. Why this is safe
 //! while backups run is argued in docs/maintenance.md. Memory: the index (about 52 bytes a blob), one
 //! bit a blob for the marks, a small record per pack, and while repacking one run of used
-//! neighbouring blobs (at most 8 MiB) per reading thread; with a zero grace period, the ids of
+//! neighbouring blobs (at most 8 MiB) per reading thread and the packs being written (two on
+//! local disk, two per connection on an object store); with a zero grace period, the ids of
 //! the reachable blobs (32 bytes each, at most 2^20 of them) kept for the second pass.
 
 mod execute;
