@@ -4,7 +4,8 @@
 //! A [`BlobWriter`] is shared by any number of threads (`store` takes `&self`). It keeps one open
 //! pack for data blobs and one for tree blobs (metadata and data live in separate packs, so tree
 //! packs stay small and cacheable), hands full packs to uploader threads through a bounded queue
-//! (backpressure: at most two packs wait per connection), and records what was uploaded.
+//! (backpressure: on an object store at most two packs wait per connection, one uploading and
+//! one queued; on local disk none is queued), and records what was uploaded.
 //! [`BlobWriter::finish`] flushes the open packs, waits for every upload, and only then writes the
 //! index file naming the new packs: callers write their snapshot after `finish` returns, which
 //! keeps the order packs -> index -> snapshot.
@@ -104,9 +105,21 @@ pub struct BlobWriter<'r> {
 impl<'r> BlobWriter<'r> {
     /// A writer with `connections` uploader threads. Setting `cancel` stops uploads early.
     pub fn new(repo: &'r Repository, connections: usize, cancel: Arc<AtomicBool>) -> Result<Self> {
-        // One finished pack may wait per connection: memory stays at about
-        // (2 open packs + 2 per connection) x pack size, whatever the size of the backup.
-        Self::with_queue(repo, connections, connections, cancel)
+        // On an object store one finished pack may wait per connection, so that no connection
+        // idles while the next pack is sealed: memory stays at about (2 open packs + 2 per
+        // connection) x pack size, whatever the size of the backup. On local disk a write
+        // waits for no network and keeps up with sealing, so a finished pack is handed straight
+        // to a writer: (2 open packs + 1 per connection) x pack size (a first backup of
+        // bench/run.py's data peaked at 124-128 MiB so, 125-145 MiB with the queue, in the
+        // same time: docs/benchmarks.md).
+        // Whether a request waits for a network round trip is what the backend's request cost
+        // says (`ReadCost::plans_reads`), not which kind of store it is.
+        let queued = if repo.storage().read_cost().plans_reads() {
+            connections
+        } else {
+            0
+        };
+        Self::with_queue(repo, connections, queued, cancel)
     }
 
     /// A writer with `connections` uploader threads and room for `queued` finished packs

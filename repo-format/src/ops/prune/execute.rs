@@ -57,7 +57,7 @@ pub(super) fn repack(
     // only hold more packs in memory (a prune's peak RSS 78-96 MiB with two writers and a
     // queue, 76 MiB like this, in the same time: docs/benchmarks.md). An object store's
     // uploads wait for the network: there every connection gets one.
-    let writer = if storage.kind() == crate::storage::StoreKind::Local {
+    let writer = if !storage.read_cost().plans_reads() {
         BlobWriter::with_queue(repo, 1, 0, cancel.clone())?
     } else {
         BlobWriter::new(repo, storage.connections(), cancel.clone())?
