@@ -110,7 +110,7 @@ impl<'r> BlobWriter<'r> {
         // connection) x pack size, whatever the size of the backup. On local disk a write
         // waits for no network and keeps up with sealing, so a finished pack is handed straight
         // to a writer: (2 open packs + 1 per connection) x pack size (a first backup of
-        // bench/run.py's data peaked at 124-128 MiB so, 125-145 MiB with the queue, in the
+        // bench/run.py's data peaked at 124-128 MiB so, 124-158 MiB with the queue, in the
         // same time: docs/benchmarks.md).
         // Whether a request waits for a network round trip is what the backend's request cost
         // says (`ReadCost::plans_reads`), not which kind of store it is.
