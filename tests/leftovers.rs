@@ -5,7 +5,7 @@
 use coffer_e2e::{Env, Run};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A process id above any Linux pid_max (2^22): no such process runs.
 const DEAD_PID: u32 = i32::MAX as u32;
@@ -188,8 +188,10 @@ fn kill_when(child: &mut std::process::Child, what: &str, mut ready: impl FnMut(
     }
 }
 
-#[test]
-fn a_new_file_is_written_unnamed_so_a_killed_restore_leaves_nothing_behind() {
+/// A repository with one snapshot of a 96 MiB file (long enough to write that a restore can be
+/// killed in the middle); returns it, the file's bytes, the restore target and where the file
+/// restores to.
+fn big_file_backed_up() -> (Env, Vec<u8>, PathBuf, PathBuf) {
     let env = Env::new();
     env.init();
     let src = env.path("src");
@@ -199,13 +201,27 @@ fn a_new_file_is_written_unnamed_so_a_killed_restore_leaves_nothing_behind() {
     env.run(&["backup", src.to_str().unwrap()]).ok();
     let tgt = env.path("tgt");
     let restored = tgt.join(src.strip_prefix("/").unwrap()).join("big.bin");
-    let dir = restored.parent().unwrap().to_path_buf();
-    let mut child = env
-        .cmd(&["restore", "latest", "--target", tgt.to_str().unwrap()])
+    (env, big, tgt, restored)
+}
+
+/// `restore latest --target tgt` (with `--overwrite` if asked), started and not waited for.
+fn spawn_restore(env: &Env, tgt: &Path, overwrite: bool) -> std::process::Child {
+    let mut args = vec!["restore", "latest", "--target", tgt.to_str().unwrap()];
+    if overwrite {
+        args.push("--overwrite");
+    }
+    env.cmd(&args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_new_file_is_written_unnamed_so_a_killed_restore_leaves_nothing_behind() {
+    let (env, big, tgt, restored) = big_file_backed_up();
+    let dir = restored.parent().unwrap().to_path_buf();
+    let mut child = spawn_restore(&env, &tgt, false);
     let pid = child.id();
     // Killed while it writes the file, which has no name yet.
     kill_when(&mut child, "its unnamed file was seen", || {
@@ -226,31 +242,12 @@ fn a_new_file_is_written_unnamed_so_a_killed_restore_leaves_nothing_behind() {
 #[test]
 fn an_overwriting_restore_killed_while_writing_leaves_the_old_file_and_a_temporary_one_the_next_removes(
 ) {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    let big = coffer_e2e::pseudo_random(17, 96 << 20);
-    fs::write(src.join("big.bin"), &big).unwrap();
-    env.run(&["backup", src.to_str().unwrap()]).ok();
-    let tgt = env.path("tgt");
-    let restored = tgt.join(src.strip_prefix("/").unwrap()).join("big.bin");
+    let (env, big, tgt, restored) = big_file_backed_up();
     fs::create_dir_all(restored.parent().unwrap()).unwrap();
     fs::write(&restored, "the old content").unwrap();
     // A file replaced (--overwrite) is written under a temporary name and renamed over the old
     // one: kill the restore (SIGKILL: no clean-up) as soon as that name appears.
-    let mut child = env
-        .cmd(&[
-            "restore",
-            "latest",
-            "--overwrite",
-            "--target",
-            tgt.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_restore(&env, &tgt, true);
     let mut left = Vec::new();
     kill_when(&mut child, "its temporary file was seen", || {
         left = temp_files(&tgt);

@@ -90,6 +90,35 @@ pub fn xattrs_from(mut read: Vec<(String, Vec<u8>)>, skipped: &mut Vec<String>) 
     out
 }
 
+#[cfg(test)]
+impl Node {
+    /// A node of `kind` named `name` with every other field empty or zero (mode 0644), for
+    /// tests to adjust with struct update syntax.
+    pub(crate) fn for_tests(name: &str, kind: NodeKind) -> Node {
+        Node {
+            name: name.into(),
+            name_bytes: None,
+            kind,
+            mode: 0o644,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+            target_bytes: None,
+            device: None,
+            links: None,
+            device_id: None,
+            sparse: false,
+            xattrs: Vec::new(),
+        }
+    }
+}
+
 impl Node {
     /// The node's extended attributes as (name, value) pairs; one whose value does not decode
     /// (refused by [`Tree::decode`], so never from storage) is left out with a note.
@@ -344,25 +373,12 @@ mod tests {
 
     fn file(name: &str) -> Node {
         Node {
-            name: name.into(),
-            name_bytes: None,
-            kind: NodeKind::File,
-            mode: 0o644,
             mtime_ns: 1,
             ctime_ns: 2,
             inode: 3,
-            uid: 0,
-            gid: 0,
             size: 5,
             content: vec![BlobId([1; 32])],
-            subtree: None,
-            target: None,
-            target_bytes: None,
-            device: None,
-            links: None,
-            device_id: None,
-            sparse: false,
-            xattrs: Vec::new(),
+            ..Node::for_tests(name, NodeKind::File)
         }
     }
 

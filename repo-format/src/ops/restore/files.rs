@@ -715,27 +715,7 @@ mod tests {
     use super::*;
 
     fn node(kind: NodeKind) -> Node {
-        Node {
-            name: "n".into(),
-            name_bytes: None,
-            kind,
-            mode: 0o644,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            inode: 0,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            content: Vec::new(),
-            subtree: None,
-            target: None,
-            target_bytes: None,
-            device: None,
-            links: None,
-            device_id: None,
-            sparse: false,
-            xattrs: Vec::new(),
-        }
+        Node::for_tests("n", kind)
     }
 
     #[test]

@@ -213,25 +213,10 @@ mod tests {
 
     fn file(inode: u64, links: Option<u64>) -> Node {
         Node {
-            name: "f".into(),
-            name_bytes: None,
-            kind: NodeKind::File,
-            mode: 0o644,
-            mtime_ns: 0,
-            ctime_ns: 0,
             inode,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            content: Vec::new(),
-            subtree: None,
-            target: None,
-            target_bytes: None,
-            device: None,
             links,
             device_id: links.map(|_| 66),
-            sparse: false,
-            xattrs: Vec::new(),
+            ..Node::for_tests("f", NodeKind::File)
         }
     }
 

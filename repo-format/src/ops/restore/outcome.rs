@@ -161,25 +161,8 @@ mod tests {
 
     fn node() -> Node {
         Node {
-            name: "f".into(),
-            name_bytes: None,
-            kind: NodeKind::File,
-            mode: 0o644,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            inode: 0,
-            uid: 0,
-            gid: 0,
             size: 1,
-            content: Vec::new(),
-            subtree: None,
-            target: None,
-            target_bytes: None,
-            device: None,
-            links: None,
-            device_id: None,
-            sparse: false,
-            xattrs: Vec::new(),
+            ..Node::for_tests("f", NodeKind::File)
         }
     }
 
