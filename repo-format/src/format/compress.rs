@@ -35,9 +35,10 @@ impl BlobClass {
         }
     }
 
-    /// The class of a blob copied from another repository: a pack does not record whether a
-    /// data blob was a dump chunk, and `copy` has always compressed every data blob at the
-    /// common level, which is what [`BlobClass::FileData`] gets.
+    /// The class of a blob copied from another repository that compresses at other levels: a
+    /// pack does not record whether a data blob was a dump chunk, so every data blob gets the
+    /// common level, [`BlobClass::FileData`]'s. (Between repositories with the same levels a
+    /// copied blob keeps the frame it was stored as.)
     pub fn of_copied(kind: BlobKind) -> BlobClass {
         match kind {
             BlobKind::Data => BlobClass::FileData,

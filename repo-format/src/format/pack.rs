@@ -151,13 +151,34 @@ pub fn open_blob(
     blob: &PackedBlob,
     sealed_bytes: &[u8],
 ) -> Result<Vec<u8>> {
+    open_blob_with_frame(keys, pack, blob, sealed_bytes).map(|opened| opened.plaintext)
+}
+
+/// A blob opened and checked against its id: its plaintext and, when it was stored
+/// compressed, the zstd frame it was stored as (which decodes to exactly that plaintext).
+pub struct OpenedBlob {
+    pub plaintext: Vec<u8>,
+    pub frame: Option<Vec<u8>>,
+}
+
+/// As [`open_blob`], keeping the zstd frame of a compressed blob (copy seals it again for
+/// another repository instead of compressing the plaintext anew).
+pub fn open_blob_with_frame(
+    keys: &MasterKeys,
+    pack: &PackId,
+    blob: &PackedBlob,
+    sealed_bytes: &[u8],
+) -> Result<OpenedBlob> {
     let what = "blob";
     let name = || format!("{} in pack {}", blob.id, pack);
     let payload = open_payload(keys, pack, blob, sealed_bytes)?;
-    let plaintext = match blob.compression {
-        Compression::None => payload,
-        Compression::Zstd => compress::decompress(&payload, blob.raw_length as usize)
-            .map_err(|e| Error::corrupt(what, name(), format!("zstd: {e}")))?,
+    let (plaintext, frame) = match blob.compression {
+        Compression::None => (payload, None),
+        Compression::Zstd => (
+            compress::decompress(&payload, blob.raw_length as usize)
+                .map_err(|e| Error::corrupt(what, name(), format!("zstd: {e}")))?,
+            Some(payload),
+        ),
     };
     if plaintext.len() != blob.raw_length as usize {
         return Err(Error::corrupt(
@@ -178,7 +199,7 @@ pub fn open_blob(
             "content does not match its id",
         ));
     }
-    Ok(plaintext)
+    Ok(OpenedBlob { plaintext, frame })
 }
 
 /// Checks that `sealed_bytes` are exactly what was sealed for `blob` (its kind, compression and

@@ -2,10 +2,12 @@
 //! an object store.
 //!
 //! The two repositories have their own master keys, so the same plaintext has different blob ids
-//! in each (keyed BLAKE3). Copy therefore reads each data blob's plaintext from the source,
-//! stores it in the target through a [`BlobWriter`] (which hashes it with the target's
-//! content-id key, deduplicates against the target's index, compresses and seals it with the
-//! target's keys), rewrites the trees bottom-up with the new ids, and finally writes a snapshot
+//! in each (keyed BLAKE3). Copy therefore reads each data blob's plaintext from the source (with
+//! several threads), stores it in the target through a [`BlobWriter`] (which hashes it with the
+//! target's content-id key, deduplicates against the target's index, and seals it with the
+//! target's keys: as the zstd frame the source stored when both repositories compress at the
+//! same levels, else compressed anew), rewrites the trees bottom-up with the new ids, and
+//! finally writes a snapshot
 //! with the same time, host, paths, tags and labels whose `copied_from` names the source
 //! snapshot. Blobs keep the source's chunk boundaries: nothing is re-chunked.
 //!
@@ -20,10 +22,12 @@
 //!   unchanged directory maps whole, and only files with new content are read.
 
 use crate::error::{Error, Result};
+use crate::format::compress::{BlobClass, CompressionLevels};
 use crate::format::id::{BlobId, PackId, SnapshotId};
 use crate::format::pack::{BlobKind, PackedBlob};
 use crate::format::snapshot::{self, Snapshot};
 use crate::format::tree::{NodeKind, Tree};
+use crate::repository::parallel::threads_for_reading;
 use crate::repository::writer::BlobWriter;
 use crate::repository::Repository;
 use std::collections::{HashMap, HashSet};
@@ -129,6 +133,8 @@ pub fn copy(
         }
     }
 
+    let reuse_frames =
+        CompressionLevels::of(source.config()) == CompressionLevels::of(target.config());
     for (src_id, src) in to_copy {
         if opts.cancel.load(Ordering::SeqCst) {
             return Err(Error::Interrupted);
@@ -142,6 +148,7 @@ pub fn copy(
             let mut ctx = CopyRun {
                 writer: &writer,
                 compressor: &mut compressor,
+                reuse_frames,
                 cancel: &opts.cancel,
                 every,
                 indexed: &mut indexed,
@@ -215,6 +222,9 @@ fn select<'a>(
 struct CopyRun<'a, 'r> {
     writer: &'a BlobWriter<'r>,
     compressor: &'a mut crate::format::compress::BlobCompressor,
+    /// Whether the two repositories compress every class of blob at the same level: data blobs
+    /// then keep the zstd frame they were stored as in the source.
+    reuse_frames: bool,
     cancel: &'a AtomicBool,
     every: usize,
     indexed: &'a mut Vec<(PackId, Vec<PackedBlob>)>,
@@ -223,15 +233,30 @@ struct CopyRun<'a, 'r> {
 }
 
 impl CopyRun<'_, '_> {
-    fn store(&mut self, kind: BlobKind, plain: &[u8]) -> Result<BlobId> {
-        let (id, _) = self
-            .writer
-            .store(
-                self.compressor,
-                crate::format::compress::BlobClass::of_copied(kind),
-                plain,
-            )
-            .map_err(|e| self.writer.explain(e))?;
+    /// Stores a tree (re-encoded with the target's ids, so compressed anew).
+    fn store_tree(&mut self, plain: &[u8]) -> Result<BlobId> {
+        let stored =
+            self.writer
+                .store(self.compressor, BlobClass::of_copied(BlobKind::Tree), plain);
+        self.stored(stored)
+    }
+
+    /// Stores a data blob read from the source, sealing the zstd `frame` it was stored as
+    /// there when the repositories compress alike ([`BlobWriter::store_copied`]).
+    fn store_data(&mut self, plain: &[u8], frame: Option<&[u8]>) -> Result<BlobId> {
+        let stored = self.writer.store_copied(
+            self.compressor,
+            BlobKind::Data,
+            plain,
+            frame,
+            self.reuse_frames,
+        );
+        self.stored(stored)
+    }
+
+    /// The id of a blob stored, after an index checkpoint when enough packs went up unindexed.
+    fn stored(&mut self, stored: Result<(BlobId, bool)>) -> Result<BlobId> {
+        let (id, _) = stored.map_err(|e| self.writer.explain(e))?;
         if self.writer.unindexed_packs() >= self.every {
             self.indexed.extend(self.writer.checkpoint()?);
         }
@@ -346,14 +371,21 @@ impl Mapper<'_> {
                     if !missing.is_empty() {
                         let mut i = 0;
                         let ids = &mut self.ids;
-                        self.source.read_blobs(&missing, |plain| {
-                            let new_id = run.store(BlobKind::Data, plain)?;
-                            run.bytes_read += plain.len() as u64;
-                            run.progress.add_bytes(plain.len() as u64);
-                            ids.insert(missing[i], new_id);
-                            i += 1;
-                            Ok(())
-                        })?;
+                        // Read and opened by other threads while this one stores.
+                        let threads = threads_for_reading(self.source.storage());
+                        self.source.reader().read_blobs_with_frames(
+                            &missing,
+                            threads,
+                            |opened| {
+                                let plain = &opened.plaintext;
+                                let new_id = run.store_data(plain, opened.frame.as_deref())?;
+                                run.bytes_read += plain.len() as u64;
+                                run.progress.add_bytes(plain.len() as u64);
+                                ids.insert(missing[i], new_id);
+                                i += 1;
+                                Ok(())
+                            },
+                        )?;
                     }
                     for id in &mut node.content {
                         *id = *self.ids.get(id).ok_or_else(|| {
@@ -364,7 +396,7 @@ impl Mapper<'_> {
                 NodeKind::Symlink | NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {}
             }
         }
-        let new_id = run.store(BlobKind::Tree, &tree.encode())?;
+        let new_id = run.store_tree(&tree.encode())?;
         self.ids.insert(*tree_id, new_id);
         Ok(new_id)
     }
@@ -490,6 +522,105 @@ mod tests {
         assert!(third.data_blobs_new <= 2, "{third:?}");
         let copied2 = Snapshot::load(target.storage(), target.keys(), &third.copied[0].1).unwrap();
         assert_eq!(read_file(&target, &copied2, "a.bin"), second);
+    }
+
+    /// Compressible text, different for each seed.
+    fn text(seed: u64, len: usize) -> Vec<u8> {
+        let words: Vec<String> = data(seed, 4096)
+            .chunks(8)
+            .map(|w| w.iter().map(|b| char::from(b'a' + b % 26)).collect())
+            .collect();
+        let mut out = Vec::with_capacity(len + 64);
+        let mut i = 0usize;
+        while out.len() < len {
+            let line = format!(
+                "{i}\t{}\t{}\n",
+                words[i % words.len()],
+                words[(i * 7) % words.len()]
+            );
+            out.extend_from_slice(line.as_bytes());
+            i += 1;
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// The zstd frame each blob of file `name` is stored as (`None`: stored uncompressed).
+    fn frames(repo: &Repository, snap: &Snapshot, name: &str) -> Vec<Option<Vec<u8>>> {
+        let tree = repo.load_tree(&snap.tree).unwrap();
+        let node = tree.find(name.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        repo.reader()
+            .read_blobs_with_frames(&node.content, 2, |opened| {
+                out.push(opened.frame.clone());
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    fn repo_with_levels(file: i32, dump: i32) -> Repository {
+        let options = InitOptions {
+            pack_size: 1024 * 1024,
+            compression_level: file,
+            dump_compression_level: dump,
+            ..crate::repository::test_options()
+        };
+        Repository::init(Storage::in_memory().unwrap(), b"pw", &options).unwrap()
+    }
+
+    #[test]
+    fn data_blobs_keep_their_frames_only_between_repositories_that_compress_alike() {
+        let source = repo_with_levels(9, 1);
+        let plain = text(3, 3 * 1024 * 1024);
+        let mut opts = BackupOptions::new(Vec::new());
+        opts.sources = vec![Source {
+            name: None,
+            input: SourceInput::Stream {
+                tree_name: "db.dump".into(),
+                stream: StreamSource::Reader(Box::new(std::io::Cursor::new(plain.clone()))),
+                dump_chunking: true,
+            },
+        }];
+        opts.hostname = "h".into();
+        let s1 = backup(&source, opts).unwrap().id.unwrap();
+        let source = reopen(&source);
+        let original = Snapshot::load(source.storage(), source.keys(), &s1).unwrap();
+        let stored = frames(&source, &original, "db.dump");
+        assert!(stored.len() > 10 && stored.iter().all(Option::is_some));
+
+        // Same levels: every data blob is sealed as the frame the source stored (dump chunks
+        // at the dump level), not compressed again.
+        let mut alike = repo_with_levels(9, 1);
+        copy(&source, &mut alike, &CopyOptions::default()).unwrap();
+        let (_, copied) = &snapshot::Snapshot::load_all(alike.storage(), alike.keys())
+            .unwrap()
+            .good[0];
+        assert_eq!(read_file(&alike, copied, "db.dump"), plain);
+        assert_eq!(frames(&alike, copied, "db.dump"), stored);
+
+        // Other levels: compressed anew at the target's level for data.
+        let mut other = repo_with_levels(3, 1);
+        copy(&source, &mut other, &CopyOptions::default()).unwrap();
+        let (_, copied) = &snapshot::Snapshot::load_all(other.storage(), other.keys())
+            .unwrap()
+            .good[0];
+        assert_eq!(read_file(&other, copied, "db.dump"), plain);
+        let recompressed = frames(&other, copied, "db.dump");
+        assert_ne!(recompressed, stored);
+        let mut at = 0;
+        for frame in &recompressed {
+            let frame = frame.as_ref().unwrap();
+            let blob = zstd::bulk::decompress(frame, 1 << 20).unwrap();
+            assert_eq!(
+                *frame,
+                zstd::bulk::compress(&blob, 3).unwrap(),
+                "level 3, the target's"
+            );
+            assert_eq!(blob, plain[at..at + blob.len()]);
+            at += blob.len();
+        }
+        assert_eq!(at, plain.len());
     }
 
     #[test]

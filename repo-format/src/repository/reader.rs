@@ -242,11 +242,35 @@ impl<'a> BlobReader<'a> {
         threads: usize,
         mut sink: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
+        self.read_opened_parallel(ids, threads, |opened| opened.plaintext, |p| sink(p))
+    }
+
+    /// As [`Self::read_blobs_parallel`], handing `sink` each blob opened: its plaintext and the
+    /// zstd frame it was stored as, if compressed ([`pack::OpenedBlob`]). What is held ahead of
+    /// `sink` is bounded as there, each run's frames on top of its plaintext.
+    pub fn read_blobs_with_frames(
+        &self,
+        ids: &[BlobId],
+        threads: usize,
+        mut sink: impl FnMut(&pack::OpenedBlob) -> Result<()>,
+    ) -> Result<()> {
+        self.read_opened_parallel(ids, threads, |opened| opened, |o| sink(o))
+    }
+
+    /// Reads `ids` in runs with `threads` threads, keeps of each opened blob what `keep` takes,
+    /// and hands that to `sink` in order on the calling thread.
+    fn read_opened_parallel<K: Send>(
+        &self,
+        ids: &[BlobId],
+        threads: usize,
+        keep: impl Fn(pack::OpenedBlob) -> K + Sync,
+        mut sink: impl FnMut(&K) -> Result<()>,
+    ) -> Result<()> {
         let locations = self.locate_all(ids)?;
         let runs = runs(&locations, PARALLEL_RUN_BYTES);
         if threads <= 1 || runs.len() <= 1 {
             for run in runs {
-                self.read_run(&locations[run], |_, plaintext| sink(&plaintext))?;
+                self.read_run_opened(&locations[run], |_, opened| sink(&keep(opened)))?;
             }
             return Ok(());
         }
@@ -256,13 +280,13 @@ impl<'a> BlobReader<'a> {
             threads + IN_FLIGHT_AHEAD,
             |run| {
                 let mut blobs = Vec::with_capacity(run.len());
-                self.read_run(&locations[run.clone()], |_, plaintext| {
-                    blobs.push(plaintext);
+                self.read_run_opened(&locations[run.clone()], |_, opened| {
+                    blobs.push(keep(opened));
                     Ok(())
                 })
                 .map(|()| blobs)
             },
-            |blobs| blobs.iter().try_for_each(|plaintext| sink(plaintext)),
+            |blobs| blobs.iter().try_for_each(&mut sink),
         )
     }
 
@@ -359,10 +383,19 @@ impl<'a> BlobReader<'a> {
         run: &[BlobLocation],
         mut each: impl FnMut(&BlobLocation, Vec<u8>) -> Result<()>,
     ) -> Result<()> {
+        self.read_run_opened(run, |loc, opened| each(loc, opened.plaintext))
+    }
+
+    /// As [`Self::read_run`], handing on each blob opened with its frame.
+    fn read_run_opened(
+        &self,
+        run: &[BlobLocation],
+        mut each: impl FnMut(&BlobLocation, pack::OpenedBlob) -> Result<()>,
+    ) -> Result<()> {
         self.with_run(run, |loc, sealed| {
             each(
                 loc,
-                pack::open_blob(self.keys, &loc.pack, &loc.blob, sealed)?,
+                pack::open_blob_with_frame(self.keys, &loc.pack, &loc.blob, sealed)?,
             )
         })
     }

@@ -274,6 +274,47 @@ impl<'r> BlobWriter<'r> {
         class: BlobClass,
         data: &[u8],
     ) -> Result<(BlobId, bool)> {
+        self.store_new(data, |id| {
+            let compressed = compressor.compress(class, data)?;
+            pack::seal_blob(
+                self.repo.keys(),
+                class.kind(),
+                id,
+                data,
+                compressed.as_deref(),
+            )
+        })
+    }
+
+    /// Stores a blob of `kind` read from another repository ([`crate::ops::copy`]) unless this
+    /// repository or this writer already has it: hashed with this repository's key, and
+    /// sealed as `frame` (the zstd frame it was stored as there, which decodes to `data`, or
+    /// `None` if it was stored uncompressed) when `reuse_frame` says the two repositories
+    /// compress alike, so it is not compressed again; otherwise compressed as [`Self::store`]
+    /// does a blob of [`BlobClass::of_copied`]`(kind)`. Returns its id and whether it was new.
+    pub fn store_copied(
+        &self,
+        compressor: &mut BlobCompressor,
+        kind: BlobKind,
+        data: &[u8],
+        frame: Option<&[u8]>,
+        reuse_frame: bool,
+    ) -> Result<(BlobId, bool)> {
+        if !reuse_frame {
+            return self.store(compressor, BlobClass::of_copied(kind), data);
+        }
+        self.store_new(data, |id| {
+            pack::seal_blob(self.repo.keys(), kind, id, data, frame)
+        })
+    }
+
+    /// Stores `data`, sealed by `seal` for its id, unless the repository or this writer
+    /// already has it. Returns its id and whether it was new.
+    fn store_new(
+        &self,
+        data: &[u8],
+        seal: impl FnOnce(BlobId) -> Result<SealedBlob>,
+    ) -> Result<(BlobId, bool)> {
         // The upload error itself is kept for `finish` / `explain`: a reply carrying it could
         // be dropped by a caller already stopping for another reason.
         if self.has_failed() {
@@ -283,15 +324,7 @@ impl<'r> BlobWriter<'r> {
         if self.reusable(&id) || !lock(&self.pending).insert(id) {
             return Ok((id, false));
         }
-        let compressed = compressor.compress(class, data)?;
-        let sealed = pack::seal_blob(
-            self.repo.keys(),
-            class.kind(),
-            id,
-            data,
-            compressed.as_deref(),
-        )?;
-        self.add(sealed)?;
+        self.add(seal(id)?)?;
         Ok((id, true))
     }
 
