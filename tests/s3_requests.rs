@@ -1,7 +1,8 @@
 //! How many requests Coffer makes on a real S3 server (moto, started by the harness with its
 //! request log on): restore, dump, check --read-data, prune's repacking and copy of a
 //! repository holding many small files each read its packs with at most one GET per pack
-//! (the read planner, `repository/plan.rs`), where one GET per file would be thousands.
+//! (the read planner, `repository/plan.rs`), where one GET per file would be thousands; and a
+//! pack goes up with one PUT.
 
 use coffer_e2e::{pseudo_random, requests, Env, MotoServer};
 use coffer_repo::{OpenMode, Storage, StorageOptions};
@@ -40,8 +41,8 @@ fn make_source(root: &Path) {
     }
 }
 
-/// The number of packs (objects under `data/`) of the repository of `env`.
-fn packs(env: &Env, server: &MotoServer) -> usize {
+/// The packs (objects under `data/`) of the repository of `env`, with their sizes.
+fn pack_sizes(env: &Env, server: &MotoServer) -> Vec<(String, u64)> {
     let options = StorageOptions {
         options: MotoServer::env_for(&server.endpoint)
             .into_iter()
@@ -50,7 +51,12 @@ fn packs(env: &Env, server: &MotoServer) -> usize {
         ..StorageOptions::default()
     };
     let storage = Storage::open_with(&env.repo, OpenMode::Existing, &options).unwrap();
-    storage.list_uncached("data").unwrap().len()
+    storage.list_uncached("data").unwrap()
+}
+
+/// The number of packs of the repository of `env`.
+fn packs(env: &Env, server: &MotoServer) -> usize {
+    pack_sizes(env, server).len()
 }
 
 /// Runs `f` and returns the GET requests of pack objects of `repo` it made.
@@ -356,4 +362,41 @@ fn metadata_is_read_once_and_what_was_written_is_not_downloaded_again() {
     env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
         .ok();
     same_files(&source, &target.join(source.strip_prefix("/").unwrap()));
+}
+
+/// A pack of the usual sizes goes up as one PUT (one request, one round trip), not as a
+/// multipart upload (a POST to start, a PUT per part, a POST to complete).
+#[test]
+fn a_full_pack_goes_up_in_one_put() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("moto.log");
+    let server = MotoServer::start_logging(Some(&log));
+    let env = Env::s3(&server);
+    env.run(&[
+        "init",
+        "--pack-size-mib",
+        "20",
+        "--insecure-kdf",
+        "--argon2-memory-kib",
+        "64",
+        "--argon2-iterations",
+        "1",
+    ])
+    .ok();
+    let source = env.path("src");
+    fs::create_dir_all(&source).unwrap();
+    fs::write(source.join("big.bin"), pseudo_random(7, 26 << 20)).unwrap();
+    let seen = repo_requests(&log, &env.repo, || {
+        env.run(&["backup", source.to_str().unwrap()]).ok();
+    });
+    let on_packs: Vec<&(String, String)> = seen
+        .iter()
+        .filter(|(_, k)| k.starts_with("data/"))
+        .collect();
+    let puts = on_packs.iter().filter(|(m, _)| m == "PUT").count();
+    assert_eq!(puts, packs(&env, &server), "{on_packs:?}");
+    assert_eq!(puts, on_packs.len(), "only PUTs of packs: {on_packs:?}");
+    // One of them above 16 MiB, which went up in parts before.
+    let sizes = pack_sizes(&env, &server);
+    assert!(sizes.iter().any(|(_, size)| *size > 20 << 20), "{sizes:?}");
 }

@@ -35,8 +35,11 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Objects at least this large are uploaded to object stores in parts.
-pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+/// Objects at least this large are uploaded to object stores in parts. Below it (packs of the
+/// default and of most chosen sizes) one conditional PUT: one request and one round trip where
+/// parts take at least three in a row (start, parts, complete), and the store does not have to
+/// join the parts. Above it, parts bound what one failed request costs to send again.
+pub const MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
 /// The size of one part of a multipart upload (S3 needs at least 5 MiB per part but the last).
 pub const MULTIPART_PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts of one object uploaded at once.
