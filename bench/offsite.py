@@ -39,6 +39,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import note_mass_deletion, wait_out_deletions  # noqa: E402  (bench/run.py)
+
 PASSWORD = "benchmark password"
 ACCESS_KEY, SECRET_KEY = "AKIABENCH", "bench-secret"
 VENV = Path("/tmp/coffer-moto-venv")
@@ -320,9 +323,14 @@ class Restic:
 
 
 def one_run(tool, servers, data, work, label):
-    """The steps of one tool into fresh buckets; {step: (wall, requests)}."""
-    src = work / f"src-{label}"
-    target = work / f"restored-{label}"
+    """The steps of one tool into fresh buckets; {step: (wall, requests)}.
+
+    Its source and restore trees are new directories, deleted only at the end of the invocation
+    (see run.py's SETTLE_AFTER_DELETION_S: on this machine's journal-less ext4, creating files
+    within minutes of deleting thousands costs several times the kernel time, whichever tool
+    creates them, so deleting the last run's trees would slow the next run's restore)."""
+    src = work / "trees" / f"src-{label}"
+    target = work / "trees" / f"restored-{label}"
     shutil.rmtree(src, ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(data / "v1", src)
@@ -348,8 +356,6 @@ def one_run(tool, servers, data, work, label):
     timed("check --read-data", steps["check --read-data"])
     timed("forget + prune", steps["forget + prune"])
     timed("copy", steps["copy"])
-    shutil.rmtree(src)
-    shutil.rmtree(target)
     return out
 
 
@@ -370,6 +376,11 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     data = generate(work, args.scale)
     log(f"dataset: v1 {tree_bytes(data / 'v1') / 1e6:.0f} MB, v2 changes {tree_bytes(data / 'v2') / 1e6:.0f} MB")
+    trees = work / "trees"
+    if trees.exists():
+        shutil.rmtree(trees)
+        note_mass_deletion()
+    wait_out_deletions()
     servers = Servers(work)
     results = {}  # (rtt, tool, step) -> [(wall, requests)]
     counter = 0
@@ -386,10 +397,12 @@ def main():
                     tool = (Coffer(args.coffer, port, b1, b2) if name == "coffer"
                             else Restic(args.restic, port, b1, b2, work))
                     log(f"rtt {rtt} ms, run {r + 1}: {name}")
-                    for step, m in one_run(tool, servers, data, work, name).items():
+                    for step, m in one_run(tool, servers, data, work, f"{name}-{counter}").items():
                         results.setdefault((rtt, name, step), []).append(m)
     finally:
         servers.stop()
+        shutil.rmtree(trees, ignore_errors=True)
+        note_mass_deletion()
     if args.json:
         Path(args.json).write_text(json.dumps(
             [{"rtt_ms": k[0], "tool": k[1], "step": k[2], "runs": v} for k, v in results.items()], indent=1))

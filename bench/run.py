@@ -433,13 +433,17 @@ def dump_dedup(tool, data):
 SETTLE_AFTER_DELETION_S = 365
 
 
-def note_mass_deletion(work):
+# One marker for every benchmark here (bench/offsite.py too): their work directories share a disk.
+DELETION_MARKER = Path(tempfile.gettempdir()) / "coffer-bench-last-mass-deletion"
+
+
+def note_mass_deletion():
     os.sync()
-    (work / "last-mass-deletion").write_text(f"{time.time()}\n")
+    DELETION_MARKER.write_text(f"{time.time()}\n")
 
 
-def wait_out_deletions(work):
-    marker = work / "last-mass-deletion"
+def wait_out_deletions():
+    marker = DELETION_MARKER
     try:
         since = time.time() - float(marker.read_text())
     except (OSError, ValueError):
@@ -488,8 +492,8 @@ def main():
     trees = args.workdir / "trees"
     if trees.exists():
         shutil.rmtree(trees)
-        note_mass_deletion(args.workdir)
-    wait_out_deletions(args.workdir)
+        note_mass_deletion()
+    wait_out_deletions()
     wanted = set(args.tools.split(","))
     tools = [Coffer(args.workdir, args.coffer), Restic(args.workdir)]
     if args.coffer_base:
@@ -513,7 +517,7 @@ def main():
         for tool in tools:
             tool.fresh()
     shutil.rmtree(trees, ignore_errors=True)
-    note_mass_deletion(args.workdir)
+    note_mass_deletion()
 
     def med(name, step, key):
         vals = [r[step][key] for r in raw[name] if step in r]
