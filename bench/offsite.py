@@ -16,7 +16,7 @@ all but the last snapshot and prunes in one process (`forget --prune`; Coffer wi
 as restic's exclusive lock allows), and copies the repository into a second fresh bucket. Each step's wall time, and the
 requests it made by method, counted from moto's request log.
 
-The dataset (generated once under --workdir; `--scale 1` is about 220 MB of v1 (the issue measured ~300 MB of a similar mix)):
+The dataset (generated once per scale under --workdir; `--scale 1` is about 220 MB of v1 (the issue measured ~300 MB of a similar mix)):
 2,000 small text files (1-20 KB), 30 incompressible binaries (1-5 MB), and a 100 MB dump-like
 text file of rows; v2 rewrites 2% of the small files, replaces one binary and changes 1% of the
 dump's rows. Sizes scale with --scale.
@@ -196,11 +196,15 @@ class Servers:
 
 
 def generate(work, scale):
-    root = work / "data"
-    done = root / f".complete-{scale}"
+    # One directory per scale: switching scales deletes no dataset (a mass deletion slows the
+    # restores that follow it, see one_run).
+    root = work / f"data-{scale:g}"
+    done = root / ".complete"
     if done.exists():
         return root
-    shutil.rmtree(root, ignore_errors=True)
+    if root.exists():
+        shutil.rmtree(root)
+        note_mass_deletion()
     rng = random.Random(19)
     v1 = root / "v1"
     (v1 / "uploads").mkdir(parents=True)
