@@ -12,18 +12,6 @@ use std::path::Path;
 /// How many small files the source holds: far more than it has packs.
 const SMALL_FILES: usize = 1200;
 
-fn init(env: &Env) {
-    env.run(&[
-        "init",
-        "--insecure-kdf",
-        "--argon2-memory-kib",
-        "64",
-        "--argon2-iterations",
-        "1",
-    ])
-    .ok();
-}
-
 /// Small files of 1-4 KiB in 24 directories, and two files of 3 MiB: about 6 MiB.
 fn make_source(root: &Path) {
     for i in 0..SMALL_FILES {
@@ -88,7 +76,7 @@ fn reads_make_at_most_one_get_per_pack_touched() {
     let log = logs.path().join("moto.log");
     let server = MotoServer::start_logging(Some(&log));
     let env = Env::s3(&server);
-    init(&env);
+    env.init();
     let source = env.path("src");
     make_source(&source);
     env.run(&["backup", source.to_str().unwrap()]).ok();
@@ -140,7 +128,7 @@ fn reads_make_at_most_one_get_per_pack_touched() {
     // Copy into a second repository on the same server reads each source pack once.
     let mut other = Env::s3(&server);
     other.password = "another password".into();
-    init(&other);
+    other.init();
     let gets = pack_gets(&log, &env.repo, || {
         let mut cmd = other.cmd(&["copy", "--from-repo", &env.repo]);
         cmd.env("COFFER_FROM_PASSWORD", &env.password);
@@ -212,7 +200,7 @@ fn storage_classes(port: u16, bucket: &str) -> std::collections::HashMap<String,
 fn data_packs_go_to_the_configured_storage_class_and_metadata_does_not() {
     let server = MotoServer::shared();
     let env = Env::s3(server);
-    init(&env);
+    env.init();
     let source = env.path("src");
     make_source(&source);
     env.run(&[
@@ -292,7 +280,7 @@ fn metadata_is_read_once_and_what_was_written_is_not_downloaded_again() {
     let log = logs.path().join("moto.log");
     let server = MotoServer::start_logging(Some(&log));
     let env = Env::s3(&server);
-    init(&env);
+    env.init();
     let source = env.path("src");
     for i in 0..40u64 {
         fs::create_dir_all(source.join(format!("d{}", i % 4))).unwrap();
@@ -372,17 +360,7 @@ fn a_full_pack_goes_up_in_one_put() {
     let log = logs.path().join("moto.log");
     let server = MotoServer::start_logging(Some(&log));
     let env = Env::s3(&server);
-    env.run(&[
-        "init",
-        "--pack-size-mib",
-        "20",
-        "--insecure-kdf",
-        "--argon2-memory-kib",
-        "64",
-        "--argon2-iterations",
-        "1",
-    ])
-    .ok();
+    env.init_with(&["--pack-size-mib", "20"]);
     let source = env.path("src");
     fs::create_dir_all(&source).unwrap();
     fs::write(source.join("big.bin"), pseudo_random(7, 26 << 20)).unwrap();

@@ -138,15 +138,21 @@ impl Env {
 
     /// `coffer init` with cheap KDF parameters (tests only: real users get 64 MiB / 3 passes).
     pub fn init(&self) {
-        self.run(&[
+        self.init_with(&[]);
+    }
+
+    /// [`Env::init`] with more options (`--pack-size-mib 20`, ...).
+    pub fn init_with(&self, options: &[&str]) {
+        let mut args = vec![
             "init",
             "--insecure-kdf",
             "--argon2-memory-kib",
             "64",
             "--argon2-iterations",
             "1",
-        ])
-        .ok();
+        ];
+        args.extend_from_slice(options);
+        self.run(&args).ok();
     }
 
     /// `coffer snapshots --json`, parsed.

@@ -569,6 +569,17 @@ mod tests {
         Repository::init(Storage::in_memory().unwrap(), b"pw", &options).unwrap()
     }
 
+    /// `source` copied into a new repository with these levels, and the one snapshot copied.
+    fn copied_into(source: &Repository, file: i32, dump: i32) -> (Repository, Snapshot) {
+        let mut target = repo_with_levels(file, dump);
+        copy(source, &mut target, &CopyOptions::default()).unwrap();
+        let (_, snap) = snapshot::Snapshot::load_all(target.storage(), target.keys())
+            .unwrap()
+            .good
+            .swap_remove(0);
+        (target, snap)
+    }
+
     #[test]
     fn data_blobs_keep_their_frames_only_between_repositories_that_compress_alike() {
         let source = repo_with_levels(9, 1);
@@ -591,22 +602,14 @@ mod tests {
 
         // Same levels: every data blob is sealed as the frame the source stored (dump chunks
         // at the dump level), not compressed again.
-        let mut alike = repo_with_levels(9, 1);
-        copy(&source, &mut alike, &CopyOptions::default()).unwrap();
-        let (_, copied) = &snapshot::Snapshot::load_all(alike.storage(), alike.keys())
-            .unwrap()
-            .good[0];
-        assert_eq!(read_file(&alike, copied, "db.dump"), plain);
-        assert_eq!(frames(&alike, copied, "db.dump"), stored);
+        let (alike, copied) = copied_into(&source, 9, 1);
+        assert_eq!(read_file(&alike, &copied, "db.dump"), plain);
+        assert_eq!(frames(&alike, &copied, "db.dump"), stored);
 
         // Other levels: compressed anew at the target's level for data.
-        let mut other = repo_with_levels(3, 1);
-        copy(&source, &mut other, &CopyOptions::default()).unwrap();
-        let (_, copied) = &snapshot::Snapshot::load_all(other.storage(), other.keys())
-            .unwrap()
-            .good[0];
-        assert_eq!(read_file(&other, copied, "db.dump"), plain);
-        let recompressed = frames(&other, copied, "db.dump");
+        let (other, copied) = copied_into(&source, 3, 1);
+        assert_eq!(read_file(&other, &copied, "db.dump"), plain);
+        let recompressed = frames(&other, &copied, "db.dump");
         assert_ne!(recompressed, stored);
         let mut at = 0;
         for frame in &recompressed {
