@@ -241,16 +241,16 @@ impl CopyRun<'_, '_> {
         self.stored(stored)
     }
 
-    /// Stores a data blob read from the source, sealing the zstd `frame` it was stored as
-    /// there when the repositories compress alike ([`BlobWriter::store_copied`]).
+    /// Stores a data blob read from the source: sealed as the zstd `frame` it was stored as
+    /// there when the repositories compress alike ([`BlobWriter::store_copied`]), else
+    /// compressed at the target's level for data.
     fn store_data(&mut self, plain: &[u8], frame: Option<&[u8]>) -> Result<BlobId> {
-        let stored = self.writer.store_copied(
-            self.compressor,
-            BlobKind::Data,
-            plain,
-            frame,
-            self.reuse_frames,
-        );
+        let stored = if self.reuse_frames {
+            self.writer.store_copied(BlobKind::Data, plain, frame)
+        } else {
+            let class = BlobClass::of_copied(BlobKind::Data);
+            self.writer.store(self.compressor, class, plain)
+        };
         self.stored(stored)
     }
 
@@ -624,6 +624,39 @@ mod tests {
             at += blob.len();
         }
         assert_eq!(at, plain.len());
+    }
+
+    #[test]
+    fn a_damaged_source_pack_fails_the_copy_naming_it_and_writes_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().to_str().unwrap();
+        let options = InitOptions {
+            pack_size: 1024 * 1024,
+            ..crate::repository::test_options()
+        };
+        let source = Repository::init(
+            Storage::open(location, crate::storage::OpenMode::Create).unwrap(),
+            b"pw",
+            &options,
+        )
+        .unwrap();
+        backup_bytes(&source, "a.bin", data(5, 6 * 1024 * 1024));
+        // One byte flipped in the middle of the largest data pack.
+        let packs = source.storage().list_uncached("data").unwrap();
+        let (key, size) = packs.iter().max_by_key(|(_, size)| *size).unwrap();
+        let path = dir.path().join(key);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[(*size / 2) as usize] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let source = reopen(&source);
+
+        let mut target = repo();
+        let err = copy(&source, &mut target, &CopyOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        let pack = key.rsplit('/').next().unwrap();
+        assert!(err.to_string().contains(pack), "{err}");
+        let snaps = snapshot::Snapshot::load_all(target.storage(), target.keys()).unwrap();
+        assert!(snaps.good.is_empty());
     }
 
     #[test]

@@ -286,23 +286,17 @@ impl<'r> BlobWriter<'r> {
         })
     }
 
-    /// Stores a blob of `kind` read from another repository ([`crate::ops::copy`]) unless this
-    /// repository or this writer already has it: hashed with this repository's key, and
-    /// sealed as `frame` (the zstd frame it was stored as there, which decodes to `data`, or
-    /// `None` if it was stored uncompressed) when `reuse_frame` says the two repositories
-    /// compress alike, so it is not compressed again; otherwise compressed as [`Self::store`]
-    /// does a blob of [`BlobClass::of_copied`]`(kind)`. Returns its id and whether it was new.
+    /// Stores a blob of `kind` read from another repository that compresses at the same levels
+    /// ([`crate::ops::copy`]) unless this repository or this writer already has it: hashed with
+    /// this repository's key and sealed as `frame`, the zstd frame it was stored as there (which
+    /// decodes to `data`; `None` if it was stored uncompressed), so it is not compressed again.
+    /// Returns its id and whether it was new.
     pub fn store_copied(
         &self,
-        compressor: &mut BlobCompressor,
         kind: BlobKind,
         data: &[u8],
         frame: Option<&[u8]>,
-        reuse_frame: bool,
     ) -> Result<(BlobId, bool)> {
-        if !reuse_frame {
-            return self.store(compressor, BlobClass::of_copied(kind), data);
-        }
         self.store_new(data, |id| {
             pack::seal_blob(self.repo.keys(), kind, id, data, frame)
         })
@@ -324,7 +318,15 @@ impl<'r> BlobWriter<'r> {
         if self.reusable(&id) || !lock(&self.pending).insert(id) {
             return Ok((id, false));
         }
-        self.add(seal(id)?)?;
+        let sealed = match seal(id) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                // Not stored: a later store of the same content must not count it as written.
+                lock(&self.pending).remove(&id);
+                return Err(e);
+            }
+        };
+        self.add(sealed)?;
         Ok((id, true))
     }
 

@@ -193,27 +193,7 @@ mod tests {
     #[test]
     fn pending_content_resolves_in_chunk_order_and_passes_errors_on() {
         let node = |content| PendingNode {
-            node: Node {
-                name: "f".into(),
-                name_bytes: None,
-                kind: crate::format::tree::NodeKind::File,
-                mode: 0o644,
-                mtime_ns: 0,
-                ctime_ns: 0,
-                inode: 0,
-                uid: 0,
-                gid: 0,
-                size: 0,
-                content: Vec::new(),
-                subtree: None,
-                target: None,
-                target_bytes: None,
-                device: None,
-                links: None,
-                device_id: None,
-                sparse: false,
-                xattrs: Vec::new(),
-            },
+            node: Node::for_tests("f", crate::format::tree::NodeKind::File),
             content: Some(content),
         };
         let (tx, rx) = crossbeam_channel::unbounded();
