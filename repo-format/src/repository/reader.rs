@@ -27,8 +27,9 @@ pub const PARALLEL_RUN_BYTES: u64 = 4 << 20;
 
 /// Longest run [`BlobReader::read_sealed_runs`] (prune's repacking) holds per thread: its used
 /// blobs are moved sealed to the writer, so a run is in memory twice (read buffer and the
-/// writer's pack) and 8 MiB keeps that within a few packs' worth.
-pub const REPACK_RUN_BYTES: u64 = 8 << 20;
+/// writer's pack), once per reading thread. 2 MiB runs keep prune's peak at the key
+/// derivation's, where 8 MiB ones added 5-9 MiB above it, in the same time (docs/benchmarks.md).
+pub const REPACK_RUN_BYTES: u64 = 2 << 20;
 
 /// Ranges of one pack at most this far apart are prefetched as one ([`BlobReader::prefetch`]):
 /// the files of one directory usually lie back to back in a pack, with only a few small blobs
@@ -720,11 +721,9 @@ mod tests {
             loc(1, 210 + 8 * mib, 9 * mib), // larger than a run: alone
             loc(2, 210 + 17 * mib, 10),     // back to back, but another pack
         ];
-        assert_eq!(
-            runs(&locations, REPACK_RUN_BYTES),
-            vec![0..2, 2..4, 4..5, 5..6, 6..7]
-        );
-        let spans: Vec<(PackId, Range<u64>)> = runs(&locations, REPACK_RUN_BYTES)
+        let limit = 8 << 20;
+        assert_eq!(runs(&locations, limit), vec![0..2, 2..4, 4..5, 5..6, 6..7]);
+        let spans: Vec<(PackId, Range<u64>)> = runs(&locations, limit)
             .into_iter()
             .map(|r| span(&locations[r]))
             .collect();
