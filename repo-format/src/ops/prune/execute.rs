@@ -58,7 +58,7 @@ pub(super) fn repack(
     // queue, 76 MiB like this, in the same time: docs/benchmarks.md). An object store's
     // uploads wait for the network: there every connection gets one.
     let writer = if !storage.read_cost().plans_reads() {
-        BlobWriter::with_queue(repo, 1, 0, cancel.clone())?
+        BlobWriter::with_queue(repo, 1, 0, cancel.clone())?.one_pack_waiting()
     } else {
         BlobWriter::new(repo, storage.connections(), cancel.clone())?
     };
