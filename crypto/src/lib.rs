@@ -361,7 +361,12 @@ pub fn derive_key(
     params: KdfParams,
 ) -> Result<SecretKey, CryptoError> {
     let params = params.to_argon2()?;
-    let mut memory = kdf_memory::KdfMemory::new(params.block_count());
+    let mut memory = kdf_memory::KdfMemory::new(params.block_count()).ok_or_else(|| {
+        CryptoError::KdfParams(format!(
+            "{} blocks do not fit in memory",
+            params.block_count()
+        ))
+    })?;
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     let mut key = SecretKey([0; KEY_LEN]);
     argon
