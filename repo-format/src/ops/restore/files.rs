@@ -614,6 +614,8 @@ enum Source<'a> {
 enum Out<'f> {
     Direct(DirectWriter<'f>),
     Buffered(std::io::BufWriter<&'f std::fs::File>),
+    /// A small file of one blob: written with one call, without a copy into a buffer.
+    Whole(&'f std::fs::File),
     /// A file that had holes: all-zero blocks are left as holes.
     Sparse(SparseWriter<'f>),
 }
@@ -642,6 +644,8 @@ fn write_content(
         Out::Sparse(SparseWriter::new(file))
     } else if node.size >= direct::WORTH_IT as u64 {
         Out::Direct(DirectWriter::new(file))
+    } else if node.content.len() <= 1 {
+        Out::Whole(file)
     } else {
         Out::Buffered(std::io::BufWriter::with_capacity(256 << 10, file))
     };
@@ -652,6 +656,7 @@ fn write_content(
         match &mut out {
             Out::Direct(w) => w.write_all(bytes),
             Out::Buffered(w) => w.write_all(bytes),
+            Out::Whole(mut f) => f.write_all(bytes),
             Out::Sparse(w) => w.write_all(bytes),
         }
         .map_err(|e| Error::io("writing", path, e))?;
@@ -668,6 +673,7 @@ fn write_content(
     match out {
         Out::Direct(w) => w.finish(),
         Out::Buffered(mut w) => w.flush(),
+        Out::Whole(_) => Ok(()),
         Out::Sparse(w) => w.finish(),
     }
     .map_err(|e| Error::io("writing", path, e))?;
