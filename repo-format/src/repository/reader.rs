@@ -20,10 +20,10 @@ use std::ops::Range;
 /// stays a small share of memory.
 pub const RUN_BYTES: u64 = 32 << 20;
 
-/// Longest run, and largest piece of work (consecutive runs), of
-/// [`BlobReader::read_blobs_parallel`]: smaller than [`RUN_BYTES`] so that even one file spread
-/// over a few packs gives every reading thread work, and the pieces ahead of the writer
-/// ([`IN_FLIGHT_AHEAD`] plus one per thread) bound its memory.
+/// Longest run of [`BlobReader::read_blobs_parallel`]: smaller than [`RUN_BYTES`] so that even
+/// one file spread over a few packs gives every reading thread work, and the pieces ahead of
+/// the writer ([`IN_FLIGHT_AHEAD`] plus one per thread, each one run or runs joined up to
+/// [`PIECE_BYTES`]) bound its memory.
 pub const PARALLEL_RUN_BYTES: u64 = 4 << 20;
 
 /// Longest run [`BlobReader::read_sealed_runs`] (prune's repacking) holds per thread: its used
@@ -41,6 +41,13 @@ pub const PREFETCH_GAP: u64 = 64 << 10;
 /// once by one restoring thread: large enough for a directory of small files, small enough that
 /// every thread can hold one.
 pub const MAX_SPAN: u64 = 16 << 20;
+
+/// Largest piece of work [`BlobReader::read_blobs_parallel`] makes by joining consecutive runs,
+/// counting the larger of its sealed bytes and its plaintext: few enough hand-overs between
+/// threads (a 300 MB churned dump: about 300 instead of thousands), little held ahead of the
+/// writer (restore's peak RSS on bench/run.py's data: 74 MiB with single runs, 117-119 MiB
+/// with pieces of 4 MiB of sealed bytes, 93-94 MiB with 4 MiB counting plaintext).
+pub const PIECE_BYTES: u64 = 1 << 20;
 
 /// How many pieces beyond one per reading thread [`BlobReader::read_blobs_parallel`] lets get
 /// ahead of its sink: one, so that a thread finishing its piece always finds the next one to read
@@ -236,8 +243,8 @@ impl<'a> BlobReader<'a> {
 
     /// As [`Self::read_blobs`], with up to `threads` ranged reads (of at most
     /// [`PARALLEL_RUN_BYTES`] each) fetched and decrypted at once while `sink` receives the
-    /// plaintext in order on the calling thread. Consecutive runs are read by one thread as one
-    /// piece of work of up to [`PARALLEL_RUN_BYTES`]; at most
+    /// plaintext in order on the calling thread. Consecutive short runs are read by one thread
+    /// as one piece of work of up to [`PIECE_BYTES`]; at most
     /// `threads + IN_FLIGHT_AHEAD` pieces are ahead of `sink`. The first error stops the readers
     /// and is returned.
     pub fn read_blobs_parallel(
@@ -271,7 +278,7 @@ impl<'a> BlobReader<'a> {
         mut sink: impl FnMut(&K) -> Result<()>,
     ) -> Result<()> {
         let locations = self.locate_all(ids)?;
-        let pieces = pieces(&locations, PARALLEL_RUN_BYTES);
+        let pieces = pieces(&locations, PARALLEL_RUN_BYTES, PIECE_BYTES);
         if threads <= 1 || pieces.len() <= 1 {
             for run in runs(&locations, PARALLEL_RUN_BYTES) {
                 self.read_run_opened(&locations[run], |_, opened| sink(&keep(opened)))?;
@@ -480,18 +487,25 @@ fn span(run: &[BlobLocation]) -> (PackId, Range<u64>) {
     }
 }
 
-/// Joins consecutive [`runs`] of `locations` into pieces of work of at most `max_bytes` (a
-/// larger run is a piece of its own), each a range of `locations` that starts and ends between
+/// Joins consecutive [`runs`] of `locations` (each at most `run_bytes`) into pieces of work of
+/// at most `max_bytes` (a larger run is a piece of its own), each a range of `locations` that starts and ends between
 /// runs. A file whose blobs alternate between packs (a dump after churn: the unchanged chunks
 /// in the first backup's packs, each changed one in a later pack) has thousands of short runs;
 /// handed to [`in_order`] one by one, every one cost a hand-over between threads (a restore of
 /// bench/run.py's data made ~19,500 futex calls, 62% of them readers waiting for the writer).
-fn pieces(locations: &[BlobLocation], max_bytes: u64) -> Vec<Range<usize>> {
+///
+/// A piece is bounded by its plaintext too (what the reader holds until the sink takes it): a
+/// compressed dump's 4 MiB of sealed blobs are 10 MiB and more of plaintext.
+fn pieces(locations: &[BlobLocation], run_bytes: u64, max_bytes: u64) -> Vec<Range<usize>> {
     let mut out: Vec<Range<usize>> = Vec::new();
     let mut bytes = 0u64;
-    for run in runs(locations, max_bytes) {
+    for run in runs(locations, run_bytes) {
         let (_, span) = span(&locations[run.clone()]);
-        let len = span.end - span.start;
+        let plaintext: u64 = locations[run.clone()]
+            .iter()
+            .map(|loc| u64::from(loc.blob.raw_length))
+            .sum();
+        let len = (span.end - span.start).max(plaintext);
         match out.last_mut() {
             Some(piece) if bytes + len <= max_bytes => {
                 piece.end = run.end;
@@ -783,7 +797,7 @@ mod tests {
         ];
         let limit = u64::from(4 * mib);
         assert_eq!(runs(&locations, limit).len(), 8);
-        let pieces = pieces(&locations, limit);
+        let pieces = pieces(&locations, limit, limit);
         assert_eq!(pieces, vec![0..6, 6..7, 7..8, 8..9]);
         // Every piece is whole runs, and the pieces cover every location once, in order.
         let mut next = 0;
@@ -797,7 +811,25 @@ mod tests {
             assert_eq!(inner, piece.len());
         }
         assert_eq!(next, locations.len());
-        assert!(super::pieces(&[], limit).is_empty());
+        assert!(super::pieces(&[], limit, limit).is_empty());
+        // Compressed blobs: 1 MiB sealed, 3 MiB of plaintext each; a piece holds at most
+        // 4 MiB of plaintext, so each is alone although their sealed bytes would fit together.
+        let compressed: Vec<BlobLocation> = (0..3u32)
+            .map(|i| {
+                let mut l = loc(1 + (i % 2) as u8, i * 2 * mib, mib);
+                l.blob.raw_length = 3 * mib;
+                l
+            })
+            .collect();
+        assert_eq!(
+            super::pieces(&compressed, limit, limit),
+            vec![0..1, 1..2, 2..3]
+        );
+        // Runs larger than a piece stay whole; smaller pieces join fewer runs.
+        assert_eq!(
+            super::pieces(&locations, limit, 250),
+            vec![0..2, 2..5, 5..6, 6..7, 7..8, 8..9]
+        );
     }
 
     #[test]
