@@ -140,8 +140,17 @@ impl Repository {
     fn open_inner(mut storage: Storage, password: &[u8], load_index: bool) -> Result<Repository> {
         // The config is fetched while the key files are listed, read and tried (one round
         // trip instead of three on an object store); its absence says there is no repository
-        // here, whatever the key files say.
+        // here, whatever the key files say. On a store where every request waits for a round
+        // trip, the directories read next are listed meanwhile too ([`Storage::list_early`]):
+        // the snapshots (nearly every command reads them) and, when the index is loaded, the
+        // index files and deletion plans.
+        let early: &[&str] = match (storage.read_cost().plans_reads(), load_index) {
+            (false, _) => &[],
+            (true, true) => &["index", "plans", "snapshots"],
+            (true, false) => &["snapshots"],
+        };
         let (opened, config) = std::thread::scope(|scope| {
+            scope.spawn(|| storage.list_early(early));
             let config = scope.spawn(|| RepoConfig::fetch(&storage));
             let opened = KeyFile::open_any(&storage, password);
             let config = config

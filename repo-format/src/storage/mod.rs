@@ -77,6 +77,8 @@ pub struct Storage {
     secrets: Arc<Secrets>,
     /// Listings already made by this handle, by directory, kept current by its own writes.
     listings: Arc<Listings>,
+    /// Listings made ahead of their use ([`Storage::list_early`]), each taken once.
+    early: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<ObjectInfo>>>>,
     cache_root: Option<PathBuf>,
     cache: Option<Arc<Cache>>,
     /// The read plan an operation follows ([`Storage::follow_plan`]), shared by every clone.
@@ -246,6 +248,7 @@ impl Storage {
         };
         self.backend.put_new(key, bytes)?;
         self.listings.note_put(key, size);
+        self.drop_early_of(key);
         if let Some((cache, bytes)) = cached {
             cache.put(key, &bytes);
         }
@@ -258,6 +261,7 @@ impl Storage {
         let size = bytes.len() as u64;
         self.backend.put_data_pack(key, bytes)?;
         self.listings.note_put(key, size);
+        self.drop_early_of(key);
         Ok(())
     }
 
@@ -392,9 +396,44 @@ impl Storage {
         if let Some(list) = self.listings.get(dir) {
             return Ok(list);
         }
-        let out = self.list_uncached(dir)?;
+        let out = match self.take_early(dir) {
+            Some(early) => early.into_iter().map(|o| (o.key, o.size)).collect(),
+            None => self.list_uncached(dir)?,
+        };
         self.remember_listing(dir, out.clone());
         Ok(out)
+    }
+
+    /// Lists `dirs` now, one thread each, for the next [`Storage::list`] or
+    /// [`Storage::list_with_times`] of each to use instead of asking the store again: a
+    /// repository being opened on an object store lists the directories every command reads
+    /// while its key is derived, instead of one round trip after another once it is. Such a
+    /// listing is used at most once, is dropped by [`Storage::forget_listings`] and by this
+    /// handle's own writes and deletes in its directory, and a failed one is left for the later
+    /// listing to meet (and report).
+    pub fn list_early(&self, dirs: &[&str]) {
+        std::thread::scope(|scope| {
+            for &dir in dirs {
+                scope.spawn(move || {
+                    if let Ok(listing) = self.list_sorted(dir) {
+                        crate::repository::writer::lock(&self.early)
+                            .insert(dir.to_string(), listing);
+                    }
+                });
+            }
+        });
+    }
+
+    /// The early listing of `dir`, if one is waiting ([`Storage::list_early`]); taken.
+    fn take_early(&self, dir: &str) -> Option<Vec<ObjectInfo>> {
+        crate::repository::writer::lock(&self.early).remove(dir)
+    }
+
+    /// Drops the early listing of the directory `key` is in: it no longer shows what is there.
+    fn drop_early_of(&self, key: &str) {
+        if let Some((dir, _)) = key.split_once('/') {
+            crate::repository::writer::lock(&self.early).remove(dir);
+        }
     }
 
     /// Makes `listing` the one this handle remembers for `dir`, and drops cached objects it
@@ -418,6 +457,7 @@ impl Storage {
     /// must rest on what the store holds then, not on what it held when the handle was opened.
     pub fn forget_listings(&self) {
         self.listings.clear();
+        crate::repository::writer::lock(&self.early).clear();
     }
 
     /// Lists `dir/` in the store, bypassing this handle's memory of earlier listings.
@@ -430,11 +470,15 @@ impl Storage {
     }
 
     /// Every object under `dir/` with its size and the store's modification time (a local
-    /// file's mtime, an object's `Last-Modified`), asked of the store afresh and sorted; the
+    /// file's mtime, an object's `Last-Modified`), asked of the store afresh (or
+    /// during the opening that made this handle, [`Storage::list_early`]) and sorted; the
     /// listing this handle remembers for `dir` is replaced by it.
     pub fn list_with_times(&self, dir: &str) -> Result<Vec<(String, u64, jiff::Timestamp)>> {
-        let out: Vec<_> = self
-            .list_sorted(dir)?
+        let listed = match self.take_early(dir) {
+            Some(early) => early,
+            None => self.list_sorted(dir)?,
+        };
+        let out: Vec<_> = listed
             .into_iter()
             .map(|o| (o.key, o.size, o.modified))
             .collect();
@@ -467,6 +511,7 @@ impl Storage {
     pub fn delete(&self, key: &str) -> Result<()> {
         self.backend.delete(key)?;
         self.listings.note_delete(key);
+        self.drop_early_of(key);
         if let Some(cache) = &self.cache {
             cache.remove(key);
         }
@@ -513,6 +558,48 @@ mod tests {
                 ("snapshots/notes.txt".to_string(), 5)
             ]
         );
+    }
+
+    /// An early listing answers the next listing of its directory once, as the store was when
+    /// it was made; this handle's own writes there and `forget_listings` drop it.
+    #[test]
+    fn early_listings_are_used_once_and_dropped_by_own_writes() {
+        let backend: Arc<dyn Backend> = Arc::new(memory::MemoryBackend::new());
+        let ours = Storage::from_backend(backend.clone(), StoreKind::Memory, "memory://");
+        let other = Storage::from_backend(backend, StoreKind::Memory, "memory://");
+        let key = |n: u8| format!("snapshots/{}", hex::encode([n; 32]));
+        other.put_new(&key(1), Bytes::from_static(b"a")).unwrap();
+        other
+            .put_new(
+                &format!("index/{}", hex::encode([9; 32])),
+                Bytes::from_static(b"i"),
+            )
+            .unwrap();
+        ours.list_early(&["snapshots", "index"]);
+        // Written by another handle after the early listing: not in it.
+        other.put_new(&key(2), Bytes::from_static(b"b")).unwrap();
+        assert_eq!(ours.list("snapshots").unwrap(), vec![(key(1), 1)]);
+        let index = ours.list_with_times("index").unwrap();
+        assert_eq!(index.len(), 1);
+        // Used once: the next listing with times asks the store again.
+        other
+            .put_new(
+                &format!("index/{}", hex::encode([8; 32])),
+                Bytes::from_static(b"j"),
+            )
+            .unwrap();
+        assert_eq!(ours.list_with_times("index").unwrap().len(), 2);
+        // Our own write in a directory drops its early listing.
+        ours.forget_listings();
+        ours.list_early(&["snapshots"]);
+        ours.put_new(&key(3), Bytes::from_static(b"c")).unwrap();
+        assert_eq!(ours.list("snapshots").unwrap().len(), 3);
+        // forget_listings drops them too.
+        ours.forget_listings();
+        ours.list_early(&["snapshots"]);
+        other.put_new(&key(4), Bytes::from_static(b"d")).unwrap();
+        ours.forget_listings();
+        assert_eq!(ours.list("snapshots").unwrap().len(), 4);
     }
 
     #[test]

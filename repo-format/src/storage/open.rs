@@ -156,6 +156,7 @@ impl Storage {
             connections: 1,
             secrets: Arc::default(),
             listings: Arc::default(),
+            early: Arc::default(),
             cache_root: None,
             cache: None,
             plan: Arc::default(),
