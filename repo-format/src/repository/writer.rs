@@ -633,13 +633,18 @@ mod tests {
         );
         let written = w.finish().unwrap();
         assert!(written.packs.is_empty() && written.index.is_none());
+        assert_eq!(read_back(&repo, id), data);
+    }
+
+    /// The plaintext of blob `id`, read through the repository's index.
+    fn read_back(repo: &Repository, id: BlobId) -> Vec<u8> {
         let mut back = Vec::new();
         repo.read_blobs(&[id], |bytes| {
             back.extend_from_slice(bytes);
             Ok(())
         })
         .unwrap();
-        assert_eq!(back, data);
+        back
     }
 
     /// With one slow writer and several threads storing at once, a writer that starts no new
@@ -694,13 +699,7 @@ mod tests {
         assert_eq!(written.packs.len(), 10);
         repo.add_indexed_packs(&written.packs);
         for (id, data) in ids {
-            let mut back = Vec::new();
-            repo.read_blobs(&[id], |bytes| {
-                back.extend_from_slice(bytes);
-                Ok(())
-            })
-            .unwrap();
-            assert_eq!(back, data);
+            assert_eq!(read_back(&repo, id), data);
         }
     }
 
