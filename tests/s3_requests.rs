@@ -1,8 +1,9 @@
 //! How many requests Coffer makes on a real S3 server (moto, started by the harness with its
 //! request log on): restore, dump, check --read-data, prune's repacking and copy of a
 //! repository holding many small files each read its packs with at most one GET per pack
-//! (the read planner, `repository/plan.rs`), where one GET per file would be thousands; and a
-//! pack goes up with one PUT.
+//! (the read planner, `repository/plan.rs`), where one GET per file would be thousands; a
+//! pack goes up with one PUT; and a restore lists each directory once although the listings
+//! are made while the key is derived.
 
 use coffer_e2e::{pseudo_random, requests, Env, MotoServer};
 use coffer_repo::{OpenMode, Storage, StorageOptions};
@@ -377,4 +378,56 @@ fn a_full_pack_goes_up_in_one_put() {
     // One of them above 16 MiB, which went up in parts before.
     let sizes = pack_sizes(&env, &server);
     assert!(sizes.iter().any(|(_, size)| *size > 20 << 20), "{sizes:?}");
+}
+
+/// The directories listed by one command on the repository `repo` (`s3://bucket/prefix`), one
+/// entry per LIST request, relative to the repository (`index/`, `snapshots/`, ...).
+fn listed_dirs(log: &Path, repo: &str, f: impl FnOnce()) -> Vec<String> {
+    let from = fs::metadata(log).map_or(0, |m| m.len());
+    f();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (bucket, prefix) = repo
+        .trim_start_matches("s3://")
+        .split_once('/')
+        .expect("an s3://bucket/prefix location");
+    requests(log, from)
+        .into_iter()
+        .filter(|(method, path)| method == "GET" && path.starts_with(&format!("/{bucket}?")))
+        .filter_map(|(_, path)| {
+            let query = path.split_once('?')?.1;
+            let listed = query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("prefix="))?
+                .replace("%2F", "/");
+            Some(listed.strip_prefix(&format!("{prefix}/"))?.to_string())
+        })
+        .collect()
+}
+
+/// Opening a repository on an object store lists what the command reads next while the key is
+/// derived (`Storage::list_early`), and the command uses those listings: a restore lists each
+/// directory it reads exactly once, as it did when it listed them one after another.
+#[test]
+fn a_restore_lists_each_directory_once() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("moto.log");
+    let server = MotoServer::start_logging(Some(&log));
+    let env = Env::s3(&server);
+    env.init();
+    let source = env.path("src");
+    fs::create_dir_all(&source).unwrap();
+    fs::write(source.join("a"), pseudo_random(1, 5000)).unwrap();
+    env.run(&["backup", source.to_str().unwrap()]).ok();
+    let target = env.path("restored");
+    let mut listed = listed_dirs(&log, &env.repo, || {
+        env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+            .ok();
+    });
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["index/", "keys/", "plans/", "snapshots/"],
+        "restore's listings"
+    );
+    same_files(&source, &target.join(source.strip_prefix("/").unwrap()));
 }

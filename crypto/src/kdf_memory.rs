@@ -20,8 +20,8 @@ const BLOCK_BYTES: usize = std::mem::size_of::<Block>();
 
 /// Argon2id's memory blocks, zeroed when dropped.
 pub(crate) struct KdfMemory {
-    /// Zeroed bytes, `BLOCK_BYTES - 1` more than the blocks need so that the blocks can start
-    /// at their alignment.
+    /// Zeroed bytes, a block's alignment (64) more than the blocks need so that they can start
+    /// at it.
     bytes: Vec<u8>,
     blocks: usize,
 }

@@ -13,6 +13,7 @@ pub mod repository;
 pub mod retention;
 pub mod sources;
 pub mod storage;
+mod sync;
 
 pub use coffer_chunker::ChunkerParams;
 pub use coffer_crypto::KdfParams;

@@ -133,7 +133,7 @@ impl Inner {
 
     fn refresh(&self) -> Result<()> {
         let (seq, mut record) = {
-            let state = crate::repository::writer::lock(&self.state);
+            let state = crate::sync::lock(&self.state);
             if state.lost.is_some() {
                 return Ok(());
             }
@@ -142,14 +142,14 @@ impl Inner {
         record.written = now_seconds();
         record.expires = record.written + self.options.lifetime.as_secs() as i64;
         if self.create(seq + 1, &record)? {
-            let mut state = crate::repository::writer::lock(&self.state);
+            let mut state = crate::sync::lock(&self.state);
             state.seq = seq + 1;
             state.record = record;
             drop(state);
             // The older record is below the newest one, so deleting it is allowed.
             self.storage.delete(&key_of(seq))?;
         } else {
-            crate::repository::writer::lock(&self.state).lost =
+            crate::sync::lock(&self.state).lost =
                 Some(format!("another process took lease {} over", seq + 1));
         }
         Ok(())
@@ -345,7 +345,7 @@ impl Lease {
     /// Succeeds while the lease is certainly ours for a while longer: not lost, and at least a
     /// third of its lifetime left on our clock. Call it right before every deletion.
     pub fn check(&self) -> Result<()> {
-        let state = crate::repository::writer::lock(&self.inner.state);
+        let state = crate::sync::lock(&self.inner.state);
         if let Some(why) = &state.lost {
             return Err(Error::Locked(format!(
                 "the maintenance lease was lost: {why}"
@@ -382,7 +382,7 @@ impl Lease {
     fn release_inner(&mut self) -> Result<()> {
         self.stop_heartbeat();
         let (seq, mut record, lost) = {
-            let mut state = crate::repository::writer::lock(&self.inner.state);
+            let mut state = crate::sync::lock(&self.inner.state);
             let lost = state.lost.is_some();
             // Mark as lost so a second call does nothing.
             state.lost.get_or_insert_with(|| "released".into());

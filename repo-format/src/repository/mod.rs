@@ -150,7 +150,9 @@ impl Repository {
             (true, false) => &["snapshots"],
         };
         let (opened, config) = std::thread::scope(|scope| {
-            scope.spawn(|| storage.list_early(early));
+            if !early.is_empty() {
+                scope.spawn(|| storage.list_early(early));
+            }
             let config = scope.spawn(|| RepoConfig::fetch(&storage));
             let opened = KeyFile::open_any(&storage, password);
             let config = config

@@ -278,9 +278,10 @@ impl<'a> BlobReader<'a> {
         mut sink: impl FnMut(&K) -> Result<()>,
     ) -> Result<()> {
         let locations = self.locate_all(ids)?;
-        let pieces = pieces(&locations, PARALLEL_RUN_BYTES, PIECE_BYTES);
+        let runs = runs(&locations, PARALLEL_RUN_BYTES);
+        let pieces = pieces(&locations, &runs, PIECE_BYTES);
         if threads <= 1 || pieces.len() <= 1 {
-            for run in runs(&locations, PARALLEL_RUN_BYTES) {
+            for run in runs {
                 self.read_run_opened(&locations[run], |_, opened| sink(&keep(opened)))?;
             }
             return Ok(());
@@ -290,10 +291,9 @@ impl<'a> BlobReader<'a> {
             threads,
             threads + IN_FLIGHT_AHEAD,
             |piece| {
-                let piece = &locations[piece.clone()];
-                let mut blobs = Vec::with_capacity(piece.len());
-                for run in runs(piece, PARALLEL_RUN_BYTES) {
-                    self.read_run_opened(&piece[run], |_, opened| {
+                let mut blobs = Vec::new();
+                for run in &runs[piece.clone()] {
+                    self.read_run_opened(&locations[run.clone()], |_, opened| {
                         blobs.push(keep(opened));
                         Ok(())
                     })?;
@@ -487,19 +487,19 @@ fn span(run: &[BlobLocation]) -> (PackId, Range<u64>) {
     }
 }
 
-/// Joins consecutive [`runs`] of `locations` (each at most `run_bytes`) into pieces of work of
-/// at most `max_bytes` (a larger run is a piece of its own), each a range of `locations` that starts and ends between
-/// runs. A file whose blobs alternate between packs (a dump after churn: the unchanged chunks
+/// Joins consecutive `runs` of `locations` (as [`runs`] cut them) into pieces of work of at
+/// most `max_bytes` (a larger run is a piece of its own); each piece is a range of `runs`. A
+/// file whose blobs alternate between packs (a dump after churn: the unchanged chunks
 /// in the first backup's packs, each changed one in a later pack) has thousands of short runs;
 /// handed to [`in_order`] one by one, every one cost a hand-over between threads (a restore of
 /// bench/run.py's data made ~19,500 futex calls, 62% of them readers waiting for the writer).
 ///
 /// A piece is bounded by its plaintext too (what the reader holds until the sink takes it): a
 /// compressed dump's 4 MiB of sealed blobs are 10 MiB and more of plaintext.
-fn pieces(locations: &[BlobLocation], run_bytes: u64, max_bytes: u64) -> Vec<Range<usize>> {
+fn pieces(locations: &[BlobLocation], runs: &[Range<usize>], max_bytes: u64) -> Vec<Range<usize>> {
     let mut out: Vec<Range<usize>> = Vec::new();
     let mut bytes = 0u64;
-    for run in runs(locations, run_bytes) {
+    for (i, run) in runs.iter().enumerate() {
         let (_, span) = span(&locations[run.clone()]);
         let plaintext: u64 = locations[run.clone()]
             .iter()
@@ -508,11 +508,11 @@ fn pieces(locations: &[BlobLocation], run_bytes: u64, max_bytes: u64) -> Vec<Ran
         let len = (span.end - span.start).max(plaintext);
         match out.last_mut() {
             Some(piece) if bytes + len <= max_bytes => {
-                piece.end = run.end;
+                piece.end = i + 1;
                 bytes += len;
             }
             _ => {
-                out.push(run);
+                out.push(i..i + 1);
                 bytes = len;
             }
         }
@@ -574,7 +574,7 @@ fn in_order<T: Sync, R: Send>(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(item) = items.get(i) else { return };
                 {
-                    let mut done = written.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut done = crate::sync::lock(written);
                     while i >= *done + window && !stop.load(Ordering::Relaxed) {
                         done = moved.wait(done).unwrap_or_else(|p| p.into_inner());
                     }
@@ -596,7 +596,7 @@ fn in_order<T: Sync, R: Send>(
                 while let Some(result) = pending.remove(&want) {
                     sink(result?)?;
                     want += 1;
-                    *written.lock().unwrap_or_else(|p| p.into_inner()) = want;
+                    *crate::sync::lock(&written) = want;
                     moved.notify_all();
                 }
             }
@@ -606,7 +606,7 @@ fn in_order<T: Sync, R: Send>(
             // Set under the lock a waiting reader checks it with, so no reader can miss it
             // between its check and its wait.
             {
-                let _done = written.lock().unwrap_or_else(|p| p.into_inner());
+                let _done = crate::sync::lock(&written);
                 stop.store(true, Ordering::Relaxed);
             }
             moved.notify_all();
@@ -781,7 +781,7 @@ mod tests {
     }
 
     #[test]
-    fn pieces_join_short_runs_of_alternating_packs_and_split_only_between_runs() {
+    fn pieces_join_short_runs_of_alternating_packs_up_to_their_limit() {
         let mib: u32 = 1 << 20;
         // A churned dump: blobs alternate between an old pack (1) and a new one (2).
         let locations = vec![
@@ -796,22 +796,19 @@ mod tests {
             loc(2, 3 * mib, 10),
         ];
         let limit = u64::from(4 * mib);
-        assert_eq!(runs(&locations, limit).len(), 8);
-        let pieces = pieces(&locations, limit, limit);
-        assert_eq!(pieces, vec![0..6, 6..7, 7..8, 8..9]);
-        // Every piece is whole runs, and the pieces cover every location once, in order.
+        let cut = runs(&locations, limit);
+        assert_eq!(cut, vec![0..1, 1..2, 2..4, 4..5, 5..6, 6..7, 7..8, 8..9]);
+        // Pieces are ranges of runs: the first five runs (3 MiB and 400 bytes) make one.
+        let joined = pieces(&locations, &cut, limit);
+        assert_eq!(joined, vec![0..5, 5..6, 6..7, 7..8]);
+        // The pieces cover every run once, in order.
         let mut next = 0;
-        for piece in &pieces {
+        for piece in &joined {
             assert_eq!(piece.start, next);
             next = piece.end;
-            let inner: usize = runs(&locations[piece.clone()], limit)
-                .iter()
-                .map(|r| r.len())
-                .sum();
-            assert_eq!(inner, piece.len());
         }
-        assert_eq!(next, locations.len());
-        assert!(super::pieces(&[], limit, limit).is_empty());
+        assert_eq!(next, cut.len());
+        assert!(pieces(&[], &[], limit).is_empty());
         // Compressed blobs: 1 MiB sealed, 3 MiB of plaintext each; a piece holds at most
         // 4 MiB of plaintext, so each is alone although their sealed bytes would fit together.
         let compressed: Vec<BlobLocation> = (0..3u32)
@@ -821,14 +818,16 @@ mod tests {
                 l
             })
             .collect();
+        let cut_compressed = runs(&compressed, limit);
+        assert_eq!(cut_compressed.len(), 3);
         assert_eq!(
-            super::pieces(&compressed, limit, limit),
+            pieces(&compressed, &cut_compressed, limit),
             vec![0..1, 1..2, 2..3]
         );
         // Runs larger than a piece stay whole; smaller pieces join fewer runs.
         assert_eq!(
-            super::pieces(&locations, limit, 250),
-            vec![0..2, 2..5, 5..6, 6..7, 7..8, 8..9]
+            pieces(&locations, &cut, 250),
+            vec![0..2, 2..4, 4..5, 5..6, 6..7, 7..8]
         );
     }
 

@@ -28,9 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use crate::sync::lock;
 
 /// Counters of what a writer stored.
 #[derive(Debug, Default)]
@@ -647,27 +645,73 @@ mod tests {
         back
     }
 
-    /// With one slow writer and several threads storing at once, a writer that starts no new
-    /// pack while a full one waits (prune's repack on local disk) stores everything, in full
-    /// packs, and every blob reads back.
-    #[test]
-    fn one_pack_waiting_stores_everything_from_many_threads() {
+    /// A repository on a store whose every request waits `delay`, with 64 KiB packs, and the
+    /// memory store behind the delay (to look at without waiting).
+    fn slow_repository(
+        delay: Duration,
+    ) -> (Repository, Arc<crate::storage::memory::MemoryBackend>) {
         use crate::storage::faulty::{FaultPlan, FaultyBackend};
         use crate::storage::memory::MemoryBackend;
         use crate::storage::StoreKind;
         let plan = FaultPlan {
-            delay: Some(Duration::from_millis(15)),
+            delay: Some(delay),
             ..FaultPlan::default()
         };
-        let faulty = Arc::new(FaultyBackend::new(Arc::new(MemoryBackend::new()), plan));
+        let memory = Arc::new(MemoryBackend::new());
+        let faulty = Arc::new(FaultyBackend::new(memory.clone(), plan));
         let storage = Storage::from_backend(faulty.clone(), StoreKind::Memory, "slow");
         faulty.set_enabled(false);
         let options = InitOptions {
             pack_size: 64 * 1024,
             ..test_options()
         };
-        let mut repo = Repository::init(storage, b"pw", &options).unwrap();
+        let repo = Repository::init(storage, b"pw", &options).unwrap();
         faulty.set_enabled(true);
+        (repo, memory)
+    }
+
+    /// While a full pack waits for the one writer (busy writing the pack before it), another
+    /// thread's store waits too instead of starting a third pack: when it returns, the writer
+    /// has taken the waiting pack, so the first one is written. Without `one_pack_waiting` the
+    /// store returns at once, while the first pack is still on its way.
+    #[test]
+    fn with_one_pack_waiting_a_store_waits_while_a_full_pack_does() {
+        let (repo, memory) = slow_repository(Duration::from_millis(300));
+        let w = BlobWriter::with_queue(&repo, 1, 0, Arc::new(AtomicBool::new(false)))
+            .unwrap()
+            .one_pack_waiting();
+        std::thread::scope(|scope| {
+            // Two packs of four 20 kB blobs: the first goes to the writer at once, the second
+            // waits for it.
+            let filler = scope.spawn(|| {
+                let mut c = w.compressor();
+                for seed in 0..8 {
+                    w.store(&mut c, BlobClass::FileData, &noise(seed, 20_000))
+                        .unwrap();
+                }
+            });
+            while w.stats.data_blobs_new.load(Ordering::SeqCst) < 8 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mut c = w.compressor();
+            w.store(&mut c, BlobClass::FileData, &noise(100, 20_000))
+                .unwrap();
+            let written = crate::storage::Backend::list(&*memory, "data").unwrap();
+            assert!(
+                !written.is_empty(),
+                "the store returned before any pack was written"
+            );
+            filler.join().unwrap();
+        });
+        assert_eq!(w.finish().unwrap().packs.len(), 3);
+    }
+
+    /// With one slow writer and several threads storing at once, a writer that starts no new
+    /// pack while a full one waits (prune's repack on local disk) stores everything, in full
+    /// packs, and every blob reads back.
+    #[test]
+    fn one_pack_waiting_stores_everything_from_many_threads() {
+        let (mut repo, _) = slow_repository(Duration::from_millis(15));
         let w = BlobWriter::with_queue(&repo, 1, 0, Arc::new(AtomicBool::new(false)))
             .unwrap()
             .one_pack_waiting();

@@ -2,7 +2,7 @@
 //! Coffer's objects and stray names. A command lists each directory at most once (object
 //! stores bill per request): the handle keeps the listing, updated by its own writes and
 //! deletes, and a bounded read takes an object's size from it instead of asking the store.
-//! Pure bookkeeping over keys: uses nothing but `std`.
+//! Pure bookkeeping over keys: uses nothing but `std` (and the crate's lock helper).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,22 +14,22 @@ pub(crate) struct Listings(Mutex<HashMap<String, Vec<(String, u64)>>>);
 impl Listings {
     /// The remembered listing of `dir`, if there is one.
     pub(crate) fn get(&self, dir: &str) -> Option<Vec<(String, u64)>> {
-        crate::repository::writer::lock(&self.0).get(dir).cloned()
+        crate::sync::lock(&self.0).get(dir).cloned()
     }
 
     /// Remembers `listing` (sorted) as the content of `dir`.
     pub(crate) fn insert(&self, dir: &str, listing: Vec<(String, u64)>) {
-        crate::repository::writer::lock(&self.0).insert(dir.to_string(), listing);
+        crate::sync::lock(&self.0).insert(dir.to_string(), listing);
     }
 
     /// Forgets every listing.
     pub(crate) fn clear(&self) {
-        crate::repository::writer::lock(&self.0).clear();
+        crate::sync::lock(&self.0).clear();
     }
 
     /// Adds a new object to the listing of its directory, if remembered.
     pub(crate) fn note_put(&self, key: &str, size: u64) {
-        let mut listings = crate::repository::writer::lock(&self.0);
+        let mut listings = crate::sync::lock(&self.0);
         for (dir, list) in listings.iter_mut() {
             if key.starts_with(&format!("{dir}/")) {
                 if let Err(at) = list.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
@@ -41,7 +41,7 @@ impl Listings {
 
     /// Removes a deleted object from every remembered listing.
     pub(crate) fn note_delete(&self, key: &str) {
-        for list in crate::repository::writer::lock(&self.0).values_mut() {
+        for list in crate::sync::lock(&self.0).values_mut() {
             list.retain(|(k, _)| k != key);
         }
     }
@@ -49,7 +49,7 @@ impl Listings {
     /// The size of `key` in the remembered listing of its top directory, if there is one.
     pub(crate) fn size_of(&self, key: &str) -> Option<u64> {
         let dir = key.split('/').next()?;
-        let listings = crate::repository::writer::lock(&self.0);
+        let listings = crate::sync::lock(&self.0);
         let list = listings.get(dir)?;
         let at = list.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
         Some(list[at].1)

@@ -74,7 +74,7 @@ struct OpenPacks(Mutex<VecDeque<(String, Arc<std::fs::File>)>>);
 
 impl OpenPacks {
     fn get(&self, key: &str) -> Option<Arc<std::fs::File>> {
-        let mut open = crate::repository::writer::lock(&self.0);
+        let mut open = crate::sync::lock(&self.0);
         let at = open.iter().position(|(k, _)| k == key)?;
         let entry = open.remove(at)?;
         let file = entry.1.clone();
@@ -83,7 +83,7 @@ impl OpenPacks {
     }
 
     fn put(&self, key: &str, file: Arc<std::fs::File>) {
-        let mut open = crate::repository::writer::lock(&self.0);
+        let mut open = crate::sync::lock(&self.0);
         if open.iter().any(|(k, _)| k == key) {
             return;
         }
@@ -98,7 +98,7 @@ impl OpenPacks {
     /// which would otherwise hold up every other reader and deleter.
     fn forget(&self, key: &str) {
         let closing = {
-            let mut open = crate::repository::writer::lock(&self.0);
+            let mut open = crate::sync::lock(&self.0);
             let at = open.iter().position(|(k, _)| k == key);
             at.and_then(|at| open.remove(at))
         };
@@ -794,7 +794,7 @@ mod tests {
                     .unwrap();
             }
         }
-        assert!(crate::repository::writer::lock(&backend.open_packs.0).len() <= OPEN_PACKS);
+        assert!(crate::sync::lock(&backend.open_packs.0).len() <= OPEN_PACKS);
         // A pack read (so kept open) and then deleted through the handle is missing, not
         // served from the kept descriptor.
         let last = key(OPEN_PACKS + 7);

@@ -24,7 +24,7 @@ impl MemoryBackend {
 
     /// The bytes under `key` (a cheap clone of shared bytes).
     fn bytes(&self, what: &'static str, key: &str) -> Result<Bytes> {
-        crate::repository::writer::lock(&self.objects)
+        crate::sync::lock(&self.objects)
             .get(key)
             .map(|(bytes, _)| bytes.clone())
             .ok_or_else(|| missing(what, key))
@@ -33,7 +33,7 @@ impl MemoryBackend {
 
 impl Backend for MemoryBackend {
     fn put_new(&self, key: &str, bytes: Bytes) -> Result<()> {
-        crate::repository::writer::lock(&self.objects)
+        crate::sync::lock(&self.objects)
             .entry(key.to_string())
             .or_insert_with(|| (bytes, jiff::Timestamp::now()));
         Ok(())
@@ -70,14 +70,14 @@ impl Backend for MemoryBackend {
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>> {
-        Ok(crate::repository::writer::lock(&self.objects)
+        Ok(crate::sync::lock(&self.objects)
             .get(key)
             .map(|(bytes, _)| bytes.len() as u64))
     }
 
     fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
         let prefix = format!("{dir}/");
-        Ok(crate::repository::writer::lock(&self.objects)
+        Ok(crate::sync::lock(&self.objects)
             .range(prefix.clone()..)
             .take_while(|(key, _)| key.starts_with(&prefix))
             .map(|(key, (bytes, modified))| ObjectInfo {
@@ -89,7 +89,7 @@ impl Backend for MemoryBackend {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        crate::repository::writer::lock(&self.objects).remove(key);
+        crate::sync::lock(&self.objects).remove(key);
         Ok(())
     }
 }

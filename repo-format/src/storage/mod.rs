@@ -416,8 +416,7 @@ impl Storage {
             for &dir in dirs {
                 scope.spawn(move || {
                     if let Ok(listing) = self.list_sorted(dir) {
-                        crate::repository::writer::lock(&self.early)
-                            .insert(dir.to_string(), listing);
+                        crate::sync::lock(&self.early).insert(dir.to_string(), listing);
                     }
                 });
             }
@@ -426,13 +425,13 @@ impl Storage {
 
     /// The early listing of `dir`, if one is waiting ([`Storage::list_early`]); taken.
     fn take_early(&self, dir: &str) -> Option<Vec<ObjectInfo>> {
-        crate::repository::writer::lock(&self.early).remove(dir)
+        crate::sync::lock(&self.early).remove(dir)
     }
 
     /// Drops the early listing of the directory `key` is in: it no longer shows what is there.
     fn drop_early_of(&self, key: &str) {
         if let Some((dir, _)) = key.split_once('/') {
-            crate::repository::writer::lock(&self.early).remove(dir);
+            crate::sync::lock(&self.early).remove(dir);
         }
     }
 
@@ -457,7 +456,7 @@ impl Storage {
     /// must rest on what the store holds then, not on what it held when the handle was opened.
     pub fn forget_listings(&self) {
         self.listings.clear();
-        crate::repository::writer::lock(&self.early).clear();
+        crate::sync::lock(&self.early).clear();
     }
 
     /// Lists `dir/` in the store, bypassing this handle's memory of earlier listings.

@@ -142,7 +142,7 @@ impl Spill {
 
     /// Appends `bytes`, returning where they start; `None` if they could not be set aside.
     fn put(&self, bytes: &[u8]) -> Option<u64> {
-        let mut state = crate::repository::writer::lock(&self.state);
+        let mut state = crate::sync::lock(&self.state);
         let (end, held) = (*state)?;
         let len = bytes.len() as u64;
         if held + len > self.limit {
@@ -174,7 +174,7 @@ impl Spill {
 
     /// Gives back the space of `len` bytes at `at`, no longer read.
     fn free(&self, at: u64, len: u64) {
-        let mut state = crate::repository::writer::lock(&self.state);
+        let mut state = crate::sync::lock(&self.state);
         if let Some((_, held)) = state.as_mut() {
             *held = held.saturating_sub(len);
         }
@@ -196,7 +196,7 @@ impl Spill {
     /// Bytes set aside and still held.
     #[cfg(test)]
     fn held(&self) -> u64 {
-        crate::repository::writer::lock(&self.state).map_or(0, |(_, held)| held)
+        crate::sync::lock(&self.state).map_or(0, |(_, held)| held)
     }
 }
 
@@ -293,7 +293,7 @@ impl Planned {
         let from = (range.start - slot.range.start) as usize;
         let to = from + len as usize;
         let bytes = {
-            let mut data = crate::repository::writer::lock(&slot.data);
+            let mut data = crate::sync::lock(&slot.data);
             if let Kept::Spilled {
                 at,
                 len: kept,
@@ -313,7 +313,7 @@ impl Planned {
                 if read.is_some() {
                     self.count_read(slot, len);
                 }
-                data = crate::repository::writer::lock(&slot.data);
+                data = crate::sync::lock(&slot.data);
                 if let Kept::Spilled { at, len, readers } = &mut *data {
                     *readers -= 1;
                     let done = slot.remaining.load(Ordering::Relaxed) <= 0;
@@ -363,7 +363,7 @@ impl Planned {
     /// recently used (set aside in the spill file while reads still need them).
     fn keep(&self, slot: &Arc<Slot>, size: u64) {
         let victims = {
-            let mut held = crate::repository::writer::lock(&self.held);
+            let mut held = crate::sync::lock(&self.held);
             held.push((slot.clone(), size));
             let mut total: u64 = held.iter().map(|(_, n)| n).sum();
             let mut victims = Vec::new();
@@ -387,7 +387,7 @@ impl Planned {
         // Outside the list's lock: a victim's lock may be held by a reader that is about to
         // take the list's lock.
         for victim in victims {
-            let mut data = crate::repository::writer::lock(&victim.data);
+            let mut data = crate::sync::lock(&victim.data);
             let kept = std::mem::replace(&mut *data, Kept::Nothing);
             if let Kept::Memory(bytes) = kept {
                 if victim.remaining.load(Ordering::Relaxed) > 0 {
@@ -428,7 +428,7 @@ impl Planned {
             }
             self.in_flight.fetch_add(size, Ordering::Relaxed);
             {
-                let mut data = crate::repository::writer::lock(&slot.data);
+                let mut data = crate::sync::lock(&slot.data);
                 if matches!(*data, Kept::Nothing) && slot.remaining.load(Ordering::Relaxed) > 0 {
                     if let Ok(bytes) = fetch(key, slot.range.clone()) {
                         let n = bytes.len() as u64;
@@ -448,7 +448,7 @@ impl Planned {
 
     /// Bytes of kept segments that still have planned bytes to be read.
     fn unread_bytes(&self) -> u64 {
-        crate::repository::writer::lock(&self.held)
+        crate::sync::lock(&self.held)
             .iter()
             .filter(|(s, _)| s.remaining.load(Ordering::Relaxed) > 0)
             .map(|(_, n)| n)
@@ -458,10 +458,7 @@ impl Planned {
     /// How many bytes of fetched segments are kept now.
     #[cfg(test)]
     fn held_bytes(&self) -> u64 {
-        crate::repository::writer::lock(&self.held)
-            .iter()
-            .map(|(_, n)| n)
-            .sum()
+        crate::sync::lock(&self.held).iter().map(|(_, n)| n).sum()
     }
 }
 
@@ -567,7 +564,7 @@ mod tests {
         // Once read completely, a segment set aside gives its space back, and one in memory
         // is dropped, not set aside: reading either again fetches it.
         assert_eq!(planned.spill.held(), 0);
-        let state = *crate::repository::writer::lock(&planned.spill.state);
+        let state = *crate::sync::lock(&planned.spill.state);
         assert!(state.is_some_and(|(end, _)| end >= 3000), "{state:?}");
         for seg in 0..3u64 {
             let range = seg * 3000..seg * 3000 + 10;

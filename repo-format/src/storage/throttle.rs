@@ -39,7 +39,7 @@ impl Throttle {
     /// clock.
     pub fn book(&self, bytes: u64, now: Instant) -> Duration {
         let takes = Duration::from_secs_f64(bytes as f64 / self.bytes_per_second as f64);
-        let mut free_at = crate::repository::writer::lock(&self.free_at);
+        let mut free_at = crate::sync::lock(&self.free_at);
         // Time not used since the last booking is lost beyond one burst's worth.
         let start = match *free_at {
             Some(at) if at + BURST > now => at,

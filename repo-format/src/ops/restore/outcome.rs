@@ -11,6 +11,7 @@
 use super::nodes::RestoreWarning;
 use crate::error::{Error, Result};
 use crate::format::tree::Node;
+use crate::sync::lock;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -148,10 +149,6 @@ impl<'p> Outcome<'p> {
 /// failure to write the target, or of the storage connection).
 pub(super) fn is_damage(e: &Error) -> bool {
     matches!(e, Error::Corrupt { .. } | Error::Missing { .. })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
